@@ -1,0 +1,144 @@
+//! The command line. Every option of `serve` can also come from the TOML file or a
+//! `CONFAB_*` environment variable; a flag wins over the variable, which wins over the file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use confab_keys::Role;
+
+use crate::duration::Span;
+
+#[derive(Debug, Parser)]
+#[command(name = "confab", version, about = "Self-hosted videoconferencing: one binary, small meetings as a direct mesh.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalOptions {
+    /// TOML configuration file. [default: ./confab.toml if it exists]
+    #[arg(long, global = true, env = "CONFAB_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the database, the node key and the self-signed certificate. Back it up.
+    /// [default: ./confab-data]
+    #[arg(long, global = true, env = "CONFAB_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The address people use to reach this node, e.g. https://meet.example.org. Links and
+    /// invites are built from it. [default: https://localhost:<listen port>]
+    #[arg(long, global = true, env = "CONFAB_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Log format on standard error. [default: text]
+    #[arg(long, global = true, env = "CONFAB_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `confab=debug`). [default: info]
+    #[arg(long, global = true, env = "CONFAB_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node: HTTPS pages, accounts, meetings and signaling.
+    Serve(ServeOptions),
+    /// Issue, list and revoke one-time sign-up tokens (the ticketmaster's work, from a shell).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// List accounts, grant or take the ticketmaster role, disable or enable accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Sign an invite link with an account key kept in a file (for people who script).
+    Invite(InviteOptions),
+    /// Print this node's public key (the root that every capability chains to).
+    NodeKey,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeOptions {
+    /// Address and port to listen on for HTTPS. [default: 127.0.0.1:8443]
+    #[arg(long, env = "CONFAB_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+
+    /// PEM certificate chain for HTTPS. Without it (and --tls-key) a self-signed certificate
+    /// is generated in the data directory.
+    #[arg(long, env = "CONFAB_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "CONFAB_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How long the first-start sign-up token (printed while no account exists) stays valid.
+    /// [default: 24h]
+    #[arg(long, env = "CONFAB_FIRST_TOKEN_TTL", value_name = "DURATION")]
+    pub first_token_ttl: Option<Span>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a new one-time sign-up token and print it (it is shown only this once).
+    Issue {
+        /// Who the token is for, to recognise it in the list later.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// How long the token stays valid (s, m, h, d, w).
+        #[arg(long, default_value = "7d")]
+        expires: Span,
+    },
+    /// List every token: unused, used (by whom), expired, revoked.
+    List,
+    /// Revoke an unused token by its number (as shown by `token list`).
+    Revoke { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// List accounts and their roles.
+    List,
+    /// Let an account issue sign-up tokens.
+    GrantTicketmaster { username: String },
+    /// Take the ticketmaster role away.
+    RevokeTicketmaster { username: String },
+    /// Disable an account: it can no longer log in and every invite it signed stops working.
+    Disable { username: String },
+    /// Let a disabled account log in again (its old invites stay void).
+    Enable { username: String },
+}
+
+#[derive(Debug, Args)]
+pub struct InviteOptions {
+    /// The account that invites.
+    #[arg(long)]
+    pub account: String,
+    /// File holding the account's ed25519 key; created (mode 0600) if it does not exist.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// The meeting's name.
+    #[arg(long)]
+    pub room: String,
+    /// What the invite grants.
+    #[arg(long, default_value = "guest", value_parser = parse_role)]
+    pub role: Role,
+    /// How long the invite stays valid (at most 90d, the account certificate's lifetime).
+    #[arg(long, default_value = "7d")]
+    pub expires: Span,
+    /// Create the meeting for the account if it does not exist yet.
+    #[arg(long)]
+    pub create_meeting: bool,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}

@@ -1,0 +1,198 @@
+//! What each subcommand does. `serve` runs the node; the others work directly on the data
+//! directory, so an operator can run them on the node's machine while it serves (SQLite
+//! serialises the writes).
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use confab_keys::{CapabilityId, InviteBody, RoomName};
+
+use crate::capabilities::{CERTIFICATE_LIFETIME_SECS, certify};
+use crate::cli::{AccountCommand, InviteOptions, TokenCommand};
+use crate::clock::{self, format_utc};
+use crate::config::{self, Common};
+use crate::datadir::{self, DataDir};
+use crate::http::{self, AppState};
+use crate::secrets::{self, random_bytes};
+use crate::store::{Account, InviteRecord, NewToken, Store, TokenStatus};
+
+pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
+    let data = DataDir::open(&common.data_dir)?;
+    let store = Arc::new(data.store()?);
+    let node_key = data.node_key()?;
+
+    let listener = TcpListener::bind(&settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let bound = listener.local_addr()?;
+    let public_url = common.public_url.clone().unwrap_or_else(|| format!("https://localhost:{}", bound.port()));
+    let tls = match &settings.tls {
+        Some((cert, key)) => datadir::tls_from_pem(cert, key)?,
+        None => data.self_signed_tls(config::public_host(&public_url))?,
+    };
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Confab {} is serving {public_url} (listening on {bound})", env!("CARGO_PKG_VERSION"))?;
+    let now = clock::now();
+    let token = secrets::new_signup_token();
+    let expires_at = now + settings.first_token_ttl.secs();
+    if store.replace_first_start_token(&secrets::digest(&token), now, expires_at)? {
+        writeln!(out, "No account exists yet. Create the first (admin) account at {public_url}/create with this one-time sign-up token, valid until {}:", format_utc(expires_at))?;
+        writeln!(out, "    {token}")?;
+    }
+    out.flush()?;
+    drop(out);
+
+    tracing::info!(%public_url, %bound, node_key = %hex_key(&node_key.public()), "node started");
+    let state = AppState::new(store, node_key, public_url);
+    actix_web::rt::System::new().block_on(http::run(state, listener, tls))?;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+pub fn node_key(common: &Common) -> anyhow::Result<()> {
+    let data = DataDir::open(&common.data_dir)?;
+    println!("{}", hex_key(&data.node_key()?.public()));
+    Ok(())
+}
+
+fn hex_key(key: &[u8; 32]) -> String {
+    secrets::hex(key)
+}
+
+fn open_store(common: &Common) -> anyhow::Result<Store> {
+    DataDir::open(&common.data_dir)?.store()
+}
+
+pub fn token(common: &Common, command: TokenCommand) -> anyhow::Result<()> {
+    let store = open_store(common)?;
+    let now = clock::now();
+    match command {
+        TokenCommand::Issue { note, expires } => {
+            let token = secrets::new_signup_token();
+            let expires_at = now + expires.secs();
+            let digest = secrets::digest(&token);
+            let id = store.issue_token(NewToken { digest: &digest, note: note.trim(), issued_by: None, expires_at, grants_admin: false }, now)?;
+            println!("Sign-up token #{id}, valid until {}:", format_utc(expires_at));
+            println!("    {token}");
+            println!("It creates exactly one account at {}/create. It is shown only now.", public_url_hint(common));
+        }
+        TokenCommand::List => {
+            let tokens = store.list_tokens(now)?;
+            if tokens.is_empty() {
+                println!("No sign-up tokens yet. Issue one with: confab token issue --note \"for whom\"");
+                return Ok(());
+            }
+            println!("{:>5}  {:<8}  {:<20}  {:<22}  {:<12}  NOTE", "#", "STATUS", "USED BY", "EXPIRES / WHEN", "ISSUED BY");
+            for t in tokens {
+                let (used_by, when) = match &t.status {
+                    TokenStatus::Unused => (String::new(), format_utc(t.expires_at)),
+                    TokenStatus::Used { by, at } => (by.clone(), format_utc(*at)),
+                    TokenStatus::Expired { at } | TokenStatus::Revoked { at } => (String::new(), format_utc(*at)),
+                };
+                let issuer = t.issued_by.clone().unwrap_or_else(|| if t.grants_admin { "first start".into() } else { "cli".into() });
+                println!("{:>5}  {:<8}  {:<20}  {:<22}  {:<12}  {}", t.id, t.status.label(), used_by, when, issuer, t.note);
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            store.revoke_token(id, now)?;
+            println!("Token #{id} revoked.");
+        }
+    }
+    Ok(())
+}
+
+fn public_url_hint(common: &Common) -> String {
+    common.public_url.clone().unwrap_or_else(|| format!("https://localhost:{}", config::DEFAULT_LISTEN.rsplit(':').next().unwrap_or("8443")))
+}
+
+fn find_account(store: &Store, username: &str) -> anyhow::Result<Account> {
+    store.account_by_name(&username.trim().to_ascii_lowercase())?.with_context(|| format!("there is no account named {username:?}"))
+}
+
+pub fn account(common: &Common, command: AccountCommand) -> anyhow::Result<()> {
+    let store = open_store(common)?;
+    let now = clock::now();
+    let describe = |a: &Account| {
+        let mut roles = vec![];
+        if a.is_admin {
+            roles.push("admin");
+        }
+        if a.is_ticketmaster {
+            roles.push("ticketmaster");
+        }
+        if a.disabled_at.is_some() {
+            roles.push("DISABLED");
+        }
+        format!("{:<32}  {:<28}  created {}", a.username, roles.join(","), format_utc(a.created_at))
+    };
+    let key = |name: &str| name.trim().to_ascii_lowercase();
+    let missing = |name: &str| anyhow::anyhow!("there is no account named {name:?}");
+    match command {
+        AccountCommand::List => {
+            for a in store.list_accounts()? {
+                println!("{}", describe(&a));
+            }
+        }
+        AccountCommand::GrantTicketmaster { username } => {
+            let a = store.set_ticketmaster(&key(&username), true)?.ok_or_else(|| missing(&username))?;
+            println!("{}", describe(&a));
+        }
+        AccountCommand::RevokeTicketmaster { username } => {
+            let a = store.set_ticketmaster(&key(&username), false)?.ok_or_else(|| missing(&username))?;
+            println!("{}", describe(&a));
+        }
+        AccountCommand::Disable { username } => {
+            let a = store.disable_account(&key(&username), now)?.ok_or_else(|| missing(&username))?;
+            println!("{}", describe(&a));
+            println!("Its sessions are ended and every invite it signed is void.");
+        }
+        AccountCommand::Enable { username } => {
+            let a = store.enable_account(&key(&username))?.ok_or_else(|| missing(&username))?;
+            println!("{}", describe(&a));
+        }
+    }
+    Ok(())
+}
+
+pub fn invite(common: &Common, opts: InviteOptions) -> anyhow::Result<()> {
+    let data = DataDir::open(&common.data_dir)?;
+    let store = data.store()?;
+    let node_key = data.node_key()?;
+    let now = clock::now();
+    let account = find_account(&store, &opts.account)?;
+    if account.disabled_at.is_some() {
+        bail!("the account {:?} is disabled", account.username);
+    }
+    let room = RoomName::normalize(&opts.room).map_err(|e| anyhow::anyhow!("{}", e.0))?;
+    match store.meeting(room.as_str())? {
+        Some(m) if m.owner_id == account.id => {}
+        Some(m) => bail!("the meeting {room} belongs to {}, not {}", m.owner, account.username),
+        None if opts.create_meeting => {
+            store.create_meeting(room.as_str(), account.id, now)?;
+            eprintln!("Created the meeting {room}.");
+        }
+        None => bail!("there is no meeting named {room}; add --create-meeting to create it"),
+    }
+    if opts.expires.secs() > CERTIFICATE_LIFETIME_SECS {
+        bail!("an invite lasts at most {}d (the account certificate's lifetime)", CERTIFICATE_LIFETIME_SECS / 86_400);
+    }
+    let key = datadir::load_or_create_account_key(&opts.key_file)?;
+    let cert = certify(&store, &node_key, &account, key.public(), now)?;
+    let body = InviteBody { id: CapabilityId(random_bytes()), room: room.clone(), role: opts.role, not_before: now, expires: now + opts.expires.secs() };
+    let invite = key.invite(&cert, body);
+    store.record_invite(&InviteRecord {
+        id: invite.body().id,
+        room: room.to_string(),
+        account_id: account.id,
+        certificate_id: cert.body().id,
+        role: opts.role.to_string(),
+        not_before: invite.body().not_before,
+        expires_at: invite.body().expires,
+        created_at: now,
+        revoked: false,
+    })?;
+    eprintln!("Invite {} ({}, valid until {}):", invite.body().id, opts.role, format_utc(invite.body().expires));
+    println!("{}/m/{room}#{}", public_url_hint(common), invite.to_text());
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Resolving the settings: flag, then `CONFAB_*` variable (both via clap), then the TOML
+//! file, then the embedded default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::cli::{GlobalOptions, LogFormat, ServeOptions};
+use crate::duration::Span;
+
+pub const DEFAULT_DATA_DIR: &str = "./confab-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_CONFIG_FILE: &str = "confab.toml";
+pub const DEFAULT_FIRST_TOKEN_TTL: Span = Span(24 * 3600);
+
+/// The TOML file: the same names as the long flags, with `_` for `-`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub log: Option<String>,
+    pub listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub first_token_ttl: Option<String>,
+}
+
+impl FileConfig {
+    /// The explicitly named file (which must exist), or `./confab.toml` if present.
+    pub fn load(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => PathBuf::from(DEFAULT_CONFIG_FILE),
+            None => return Ok(FileConfig::default()),
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("the configuration file {} is not valid", path.display()))
+    }
+}
+
+/// Settings every command needs.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub data_dir: PathBuf,
+    /// Set explicitly; otherwise derived from the listening port by `serve`.
+    pub public_url: Option<String>,
+    pub log_format: LogFormat,
+    pub log: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Serve {
+    pub listen: String,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub first_token_ttl: Span,
+}
+
+pub fn common(flags: &GlobalOptions, file: &FileConfig) -> anyhow::Result<Common> {
+    let public_url = flags.public_url.clone().or_else(|| file.public_url.clone()).map(|u| normalize_public_url(&u)).transpose()?;
+    Ok(Common {
+        data_dir: flags.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+        public_url,
+        log_format: flags.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+        log: flags.log.clone().or_else(|| file.log.clone()).unwrap_or_else(|| "info".into()),
+    })
+}
+
+pub fn serve(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<Serve> {
+    let tls = match (flags.tls_cert.clone().or_else(|| file.tls_cert.clone()), flags.tls_key.clone().or_else(|| file.tls_key.clone())) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => bail!("tls_cert and tls_key go together: give both, or neither for a self-signed certificate"),
+    };
+    let first_token_ttl = match (flags.first_token_ttl, &file.first_token_ttl) {
+        (Some(span), _) => span,
+        (None, Some(text)) => text.parse().map_err(|e| anyhow::anyhow!("first_token_ttl in the configuration file: {e}"))?,
+        (None, None) => DEFAULT_FIRST_TOKEN_TTL,
+    };
+    Ok(Serve {
+        listen: flags.listen.clone().or_else(|| file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into()),
+        tls,
+        first_token_ttl,
+    })
+}
+
+/// `https://host[:port]` with no path and no trailing slash.
+pub fn normalize_public_url(url: &str) -> anyhow::Result<String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let Some(rest) = trimmed.strip_prefix("https://") else {
+        bail!("public_url {url:?} must start with https:// (browsers allow camera and microphone only on secure pages)");
+    };
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        bail!("public_url {url:?} must be https://HOST or https://HOST:PORT, with no path");
+    }
+    Ok(trimmed.to_string())
+}
+
+/// The host part of a public URL, for the self-signed certificate's names.
+pub fn public_host(url: &str) -> &str {
+    let rest = url.strip_prefix("https://").unwrap_or(url);
+    if let Some(v6) = rest.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    rest.rsplit_once(':').map(|(h, _)| h).unwrap_or(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls() {
+        assert_eq!(normalize_public_url("https://meet.example.org/").unwrap(), "https://meet.example.org");
+        assert!(normalize_public_url("http://meet.example.org").is_err());
+        assert!(normalize_public_url("https://meet.example.org/path").is_err());
+        assert_eq!(public_host("https://meet.example.org:8443"), "meet.example.org");
+        assert_eq!(public_host("https://[::1]:8443"), "::1");
+        assert_eq!(public_host("https://localhost"), "localhost");
+    }
+
+    #[test]
+    fn file_rejects_unknown_keys() {
+        assert!(toml::from_str::<FileConfig>("listen = \"0.0.0.0:443\"").is_ok());
+        assert!(toml::from_str::<FileConfig>("lisen = \"0.0.0.0:443\"").is_err());
+    }
+}

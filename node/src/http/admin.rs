@@ -1,0 +1,68 @@
+//! The admin's page: accounts, the ticketmaster role, disabling.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+
+use super::account::AccountView;
+use super::session::LoggedIn;
+use super::{ApiError, AppState};
+use crate::clock;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/accounts", web::get().to(list))
+        .route("/accounts/{username}/ticketmaster", web::post().to(set_ticketmaster))
+        .route("/accounts/{username}/disable", web::post().to(disable))
+        .route("/accounts/{username}/enable", web::post().to(enable));
+}
+
+async fn list(state: web::Data<AppState>, who: LoggedIn) -> Result<HttpResponse, ApiError> {
+    who.require_admin()?;
+    let accounts = state.db(|s| s.list_accounts()).await?;
+    Ok(HttpResponse::Ok().json(accounts.iter().map(AccountView::from).collect::<Vec<_>>()))
+}
+
+#[derive(Deserialize)]
+struct GrantRequest {
+    grant: bool,
+}
+
+fn no_such_account(name: &str) -> ApiError {
+    ApiError::not_found("account_unknown", format!("There is no account named {name:?}."))
+}
+
+async fn set_ticketmaster(
+    state: web::Data<AppState>,
+    who: LoggedIn,
+    path: web::Path<String>,
+    body: web::Json<GrantRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let admin = who.require_admin()?;
+    let name = path.into_inner();
+    let key = name.to_ascii_lowercase();
+    let grant = body.grant;
+    let updated = state.db(move |s| s.set_ticketmaster(&key, grant)).await?.ok_or_else(|| no_such_account(&name))?;
+    tracing::info!(by = %admin.username, account = %updated.username, grant, "ticketmaster role changed");
+    Ok(HttpResponse::Ok().json(AccountView::from(&updated)))
+}
+
+async fn disable(state: web::Data<AppState>, who: LoggedIn, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let admin = who.require_admin()?;
+    let name = path.into_inner();
+    let key = name.to_ascii_lowercase();
+    if key == admin.username.to_ascii_lowercase() {
+        return Err(ApiError::conflict("disable_self", "You cannot disable your own account: you would lock yourself out."));
+    }
+    let now = clock::now();
+    let updated = state.db(move |s| s.disable_account(&key, now)).await?.ok_or_else(|| no_such_account(&name))?;
+    tracing::info!(by = %admin.username, account = %updated.username, "account disabled");
+    Ok(HttpResponse::Ok().json(AccountView::from(&updated)))
+}
+
+async fn enable(state: web::Data<AppState>, who: LoggedIn, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let admin = who.require_admin()?;
+    let name = path.into_inner();
+    let key = name.to_ascii_lowercase();
+    let updated = state.db(move |s| s.enable_account(&key)).await?.ok_or_else(|| no_such_account(&name))?;
+    tracing::info!(by = %admin.username, account = %updated.username, "account enabled");
+    Ok(HttpResponse::Ok().json(AccountView::from(&updated)))
+}

@@ -1,0 +1,266 @@
+//! Meetings, account certificates and invites.
+//!
+//! The account holder's private key never reaches the node: the browser sends its public
+//! key, the node certifies it, the browser signs invites and registers them here so that
+//! they can be listed and revoked.
+
+use actix_web::{HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use confab_keys::{CapabilityId, Invite, RoomName};
+use serde::{Deserialize, Serialize};
+
+use super::error::name_error;
+use super::session::LoggedIn;
+use super::{ApiError, AppState};
+use crate::capabilities::{AdmissionError, admit, certify};
+use crate::clock;
+use crate::secrets::random_bytes;
+use crate::store::{InviteRecord, Meeting};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/certificate", web::post().to(certify_key))
+        .route("/meetings", web::get().to(list_meetings))
+        .route("/meetings", web::post().to(create_meeting))
+        .route("/invites", web::get().to(list_invites))
+        .route("/invites", web::post().to(register_invite))
+        .route("/invites/check", web::post().to(check_invite))
+        .route("/invites/{id}/revoke", web::post().to(revoke_invite));
+}
+
+#[derive(Deserialize)]
+struct CertifyRequest {
+    /// The account's ed25519 public key, 32 bytes in URL-safe base64.
+    public_key: String,
+}
+
+#[derive(Serialize)]
+struct Certified {
+    certificate: String,
+    id: String,
+    expires_at: u64,
+}
+
+async fn certify_key(state: web::Data<AppState>, LoggedIn(account): LoggedIn, body: web::Json<CertifyRequest>) -> Result<HttpResponse, ApiError> {
+    let public_key = parse_public_key(&body.public_key)?;
+    let now = clock::now();
+    let st = state.clone();
+    let cert = state.db(move |s| certify(s, &st.node_key, &account, public_key, now)).await?;
+    Ok(HttpResponse::Created().json(Certified {
+        certificate: cert.to_text(),
+        id: cert.body().id.to_hex(),
+        expires_at: cert.body().expires,
+    }))
+}
+
+fn parse_public_key(text: &str) -> Result<[u8; 32], ApiError> {
+    let bad = || ApiError::bad_request("public_key_invalid", "The public key must be 32 bytes of ed25519 key in URL-safe base64.");
+    let bytes: [u8; 32] = URL_SAFE_NO_PAD.decode(text.trim()).ok().and_then(|b| b.try_into().ok()).ok_or_else(bad)?;
+    if !confab_keys::is_valid_public_key(&bytes) {
+        return Err(bad());
+    }
+    Ok(bytes)
+}
+
+#[derive(Serialize)]
+struct MeetingView {
+    room: String,
+    owner: String,
+    created_at: u64,
+    url: String,
+}
+
+fn meeting_view(state: &AppState, m: Meeting) -> MeetingView {
+    MeetingView { url: format!("{}/m/{}", state.public_url, m.room), room: m.room, owner: m.owner, created_at: m.created_at }
+}
+
+async fn list_meetings(state: web::Data<AppState>, LoggedIn(account): LoggedIn) -> Result<HttpResponse, ApiError> {
+    let meetings = state.db(move |s| s.meetings_of(account.id)).await?;
+    Ok(HttpResponse::Ok().json(meetings.into_iter().map(|m| meeting_view(&state, m)).collect::<Vec<_>>()))
+}
+
+#[derive(Deserialize)]
+struct CreateMeeting {
+    /// Omitted or empty: a random name.
+    room: Option<String>,
+}
+
+async fn create_meeting(state: web::Data<AppState>, LoggedIn(account): LoggedIn, body: web::Json<CreateMeeting>) -> Result<HttpResponse, ApiError> {
+    let chosen = body.into_inner().room.filter(|r| !r.trim().is_empty());
+    let room = match &chosen {
+        Some(name) => RoomName::normalize(name).map_err(|e| name_error("room_invalid", e))?,
+        None => random_room_name(),
+    };
+    let now = clock::now();
+    let r = room.to_string();
+    match state.db(move |s| s.create_meeting(&r, account.id, now)).await? {
+        Some(meeting) => Ok(HttpResponse::Created().json(meeting_view(&state, meeting))),
+        None => Err(ApiError::conflict("room_taken", format!("A meeting named {:?} already exists. Choose another name.", room.as_str()))),
+    }
+}
+
+/// Three groups of four letters and digits: ~62 bits, so names cannot be guessed and
+/// collisions never happen in practice.
+fn random_room_name() -> RoomName {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let bytes = random_bytes::<12>();
+    let mut name = String::with_capacity(14);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 && i % 4 == 0 {
+            name.push('-');
+        }
+        name.push(ALPHABET[(*b as usize) % ALPHABET.len()] as char);
+    }
+    RoomName::parse(&name).expect("the alphabet and the pattern make a valid room name")
+}
+
+#[derive(Serialize)]
+struct InviteView {
+    id: String,
+    room: String,
+    role: String,
+    not_before: u64,
+    expires_at: u64,
+    created_at: u64,
+    status: &'static str,
+}
+
+impl InviteView {
+    fn new(r: &InviteRecord, now: u64) -> InviteView {
+        let status = if r.revoked {
+            "revoked"
+        } else if now >= r.expires_at {
+            "expired"
+        } else {
+            "active"
+        };
+        InviteView {
+            id: r.id.to_hex(),
+            room: r.room.clone(),
+            role: r.role.clone(),
+            not_before: r.not_before,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+            status,
+        }
+    }
+}
+
+async fn list_invites(state: web::Data<AppState>, LoggedIn(account): LoggedIn) -> Result<HttpResponse, ApiError> {
+    let invites = state.db(move |s| s.invites_of(account.id)).await?;
+    let now = clock::now();
+    Ok(HttpResponse::Ok().json(invites.iter().map(|r| InviteView::new(r, now)).collect::<Vec<_>>()))
+}
+
+#[derive(Deserialize)]
+struct RegisterInvite {
+    invite: String,
+}
+
+#[derive(Serialize)]
+struct Registered {
+    #[serde(flatten)]
+    invite: InviteView,
+    link: String,
+}
+
+async fn register_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn, body: web::Json<RegisterInvite>) -> Result<HttpResponse, ApiError> {
+    let text = body.into_inner().invite;
+    let invite = Invite::from_text(&text)?;
+    let room = invite.body().room.clone();
+    let now = clock::now();
+    let node_key = state.node_key.public();
+    let (r, t) = (room.clone(), text.clone());
+    let granted = state.db(move |s| admit(s, node_key, &r, &t, now)).await?;
+    let certificate_owner = {
+        let id = granted.certificate_id;
+        state.db(move |s| s.certificate_owner(id)).await?
+    };
+    if certificate_owner != Some(account.id) {
+        return Err(ApiError::forbidden("invite_not_yours", "This invite was not signed with a key certified for your account."));
+    }
+    let record = InviteRecord {
+        id: granted.invite_id,
+        room: room.to_string(),
+        account_id: account.id,
+        certificate_id: granted.certificate_id,
+        role: granted.role.to_string(),
+        not_before: invite.body().not_before,
+        expires_at: granted.expires,
+        created_at: now,
+        revoked: false,
+    };
+    let rec = record.clone();
+    if !state.db(move |s| s.record_invite(&rec)).await? {
+        return Err(ApiError::conflict("invite_exists", "This invite is already registered."));
+    }
+    Ok(HttpResponse::Created().json(Registered {
+        invite: InviteView::new(&record, now),
+        link: format!("{}/m/{}#{}", state.public_url, room, text.trim()),
+    }))
+}
+
+#[derive(Deserialize)]
+struct CheckInvite {
+    room: String,
+    invite: String,
+}
+
+#[derive(Serialize)]
+struct Checked {
+    room: String,
+    role: &'static str,
+    issuer: String,
+    expires_at: u64,
+}
+
+/// Public: what the meeting page asks before showing the prejoin screen.
+async fn check_invite(state: web::Data<AppState>, body: web::Json<CheckInvite>) -> Result<HttpResponse, ApiError> {
+    let CheckInvite { room, invite } = body.into_inner();
+    let room = RoomName::parse(&room).map_err(|e| name_error("room_invalid", e))?;
+    if invite.trim().is_empty() {
+        return Err(ApiError::bad_request("capability_missing", "This link has no invite in it. Ask the person who invited you for the full link."));
+    }
+    let now = clock::now();
+    let node_key = state.node_key.public();
+    let r = room.clone();
+    let granted = state.db(move |s| admit(s, node_key, &r, &invite, now)).await?;
+    Ok(HttpResponse::Ok().json(Checked {
+        room: granted.room.to_string(),
+        role: granted.role.as_str(),
+        issuer: granted.issuer.to_string(),
+        expires_at: granted.expires,
+    }))
+}
+
+async fn revoke_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = CapabilityId::from_hex(&path.into_inner())
+        .ok_or_else(|| ApiError::bad_request("invite_id_invalid", "An invite id is 32 hexadecimal digits."))?;
+    let now = clock::now();
+    match state.db(move |s| s.revoke_invite(account.id, id, now)).await? {
+        None => Err(ApiError::not_found("invite_unknown", "You have no invite with that id.")),
+        Some(_) => Ok(HttpResponse::NoContent().finish()),
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(e: AdmissionError) -> ApiError {
+        match e {
+            AdmissionError::Malformed(d) => d.into(),
+            AdmissionError::Refused(c) => c.into(),
+            AdmissionError::UnknownRoom(room) => ApiError::not_found(
+                "room_unknown",
+                format!("There is no meeting named {room:?} on this node. Check the link, or ask its host whether the meeting was deleted."),
+            ),
+            AdmissionError::NotOwner { .. } => ApiError::forbidden(
+                "capability_not_owner",
+                "This invite was signed by an account that does not own this meeting. Ask the meeting's host for a link.",
+            ),
+            AdmissionError::UnknownCertificate => ApiError::forbidden(
+                "capability_unknown_certificate",
+                "This invite was signed with a key this node does not know. Ask the person who invited you for a new link.",
+            ),
+            AdmissionError::Store(s) => s.into(),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The HTTPS shell: actix-web over rustls. Handlers parse, call the store (on the blocking
+//! pool) and the pure modules, and map errors to `ApiError`. No decisions live here that a
+//! unit test could not make without a socket.
+
+mod account;
+mod admin;
+mod error;
+mod meetings;
+mod pages;
+mod session;
+mod tokens;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, ErrorHandlerResponse};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use confab_keys::NodeKey;
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+
+use crate::ratelimit::LoginLimiter;
+use crate::store::Store;
+
+/// Largest JSON body any endpoint accepts. The biggest real one (an invite) is under 1 KiB.
+pub const JSON_LIMIT: usize = 16 * 1024;
+
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub node_key: NodeKey,
+    pub public_url: String,
+    pub limiter: Mutex<LoginLimiter>,
+    /// argon2 takes 19 MiB and tens of milliseconds per hash: at most this many at once, so a
+    /// flood of sign-ups or logins queues instead of exhausting memory.
+    pub password_work: Semaphore,
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>, node_key: NodeKey, public_url: String) -> AppState {
+        let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        AppState {
+            store,
+            node_key,
+            public_url,
+            limiter: Mutex::new(LoginLimiter::default()),
+            password_work: Semaphore::new(parallel * 2),
+        }
+    }
+
+    /// Runs a store call on the blocking pool.
+    pub async fn db<T, E>(&self, f: impl FnOnce(&Store) -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        E: Into<ApiError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        web::block(move || f(&store)).await?.map_err(Into::into)
+    }
+
+    /// Runs argon2 work on the blocking pool, bounded by `password_work`.
+    pub async fn password_work<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let _permit = self.password_work.acquire().await.map_err(|_| ApiError::internal())?;
+        Ok(web::block(f).await?)
+    }
+
+    pub fn limiter(&self) -> std::sync::MutexGuard<'_, LoginLimiter> {
+        self.limiter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn peer_ip(req: &HttpRequest) -> IpAddr {
+    req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+     media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// Routes and middleware, shared by the server and by tests that run the app in-process.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(JSON_LIMIT)
+            .error_handler(|err, _req| json_error(err).into()),
+    )
+    .app_data(web::PathConfig::default().error_handler(|err, _req| {
+        ApiError::bad_request("bad_path", format!("This address is not valid: {err}.")).into()
+    }))
+    .route("/healthz", web::get().to(healthz))
+    .service(
+        web::scope("/api")
+            .configure(account::routes)
+            .configure(tokens::routes)
+            .configure(admin::routes)
+            .configure(meetings::routes)
+            .default_service(web::to(api_not_found)),
+    )
+    .configure(pages::routes);
+}
+
+fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as E;
+    match err {
+        E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("The request body is larger than the {} KiB this endpoint accepts.", limit / 1024),
+        ),
+        E::ContentType => ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_json",
+            "The request body must be JSON, sent with Content-Type: application/json.",
+        ),
+        E::Deserialize(e) => ApiError::bad_request("bad_json", format!("The request body is not what this endpoint expects: {e}.")),
+        other => ApiError::bad_request("bad_body", format!("The request body could not be read: {other}.")),
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+async fn api_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("no_such_endpoint", format!("There is no API endpoint {} {}.", req.method(), req.path())))
+}
+
+/// Serves on `listener` until SIGINT or SIGTERM (actix handles both and drains connections).
+pub async fn run(state: AppState, listener: std::net::TcpListener, tls: rustls::ServerConfig) -> std::io::Result<()> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(log_server_errors))
+            .wrap(
+                DefaultHeaders::new()
+                    .add((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+                    .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                    .add((header::REFERRER_POLICY, "no-referrer"))
+                    .add((header::X_FRAME_OPTIONS, "DENY"))
+                    .add(("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(self)")),
+            )
+            .wrap_fn(|req, srv| {
+                let method = req.method().clone();
+                let path = req.path().to_string();
+                let started = std::time::Instant::now();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    tracing::info!(%method, %path, status = res.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+                    Ok(res)
+                }
+            })
+            .configure(configure)
+    })
+    .shutdown_timeout(10)
+    .listen_rustls_0_23(listener, tls)?;
+    server.run().await
+}
+
+fn log_server_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    if res.status().is_server_error() {
+        tracing::error!(path = %res.request().path(), status = res.status().as_u16(), "server error");
+    }
+    Ok(ErrorHandlerResponse::Response(res.map_into_left_body()))
+}

@@ -1,0 +1,58 @@
+//! `confab`: the one binary. See ARCHITECTURE.md for the map.
+
+mod capabilities;
+mod cli;
+mod clock;
+mod commands;
+mod config;
+mod datadir;
+mod duration;
+mod http;
+mod ratelimit;
+mod secrets;
+mod store;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, LogFormat};
+use crate::config::FileConfig;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // rustls is built with one provider here, but later dependencies (quinn, libp2p) bring a
+    // second, and rustls then refuses to guess: choose explicitly, once, first.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = FileConfig::load(cli.global.config.as_deref())?;
+    let common = config::common(&cli.global, &file)?;
+    init_logging(common.log_format, &common.log)?;
+    match cli.command {
+        Command::Serve(opts) => commands::serve(common, config::serve(&opts, &file)?),
+        Command::Token(command) => commands::token(&common, command),
+        Command::Account(command) => commands::account(&common, command),
+        Command::Invite(opts) => commands::invite(&common, opts),
+        Command::NodeKey => commands::node_key(&common),
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("the log filter {filter:?} is not valid: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Meetings, the certificates the node signed, the invites account holders registered, and
+//! the revocation list that verification consults.
+
+use std::collections::HashSet;
+
+use confab_keys::{CapabilityId, UnixTime};
+use rusqlite::{OptionalExtension, params};
+
+use super::{AccountId, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meeting {
+    pub room: String,
+    pub owner_id: AccountId,
+    pub owner: String,
+    pub created_at: UnixTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct InviteRecord {
+    pub id: CapabilityId,
+    pub room: String,
+    pub account_id: AccountId,
+    pub certificate_id: CapabilityId,
+    pub role: String,
+    pub not_before: UnixTime,
+    pub expires_at: UnixTime,
+    pub created_at: UnixTime,
+    pub revoked: bool,
+}
+
+fn id_from_blob(blob: Vec<u8>) -> CapabilityId {
+    let mut id = [0u8; 16];
+    if blob.len() == 16 {
+        id.copy_from_slice(&blob);
+    }
+    CapabilityId(id)
+}
+
+impl Store {
+    /// `Ok(None)` when the name is taken.
+    pub fn create_meeting(&self, room: &str, owner: AccountId, now: UnixTime) -> Result<Option<Meeting>, StoreError> {
+        let inserted = self.lock().execute(
+            "INSERT OR IGNORE INTO meetings (room, owner_id, created_at) VALUES (?1, ?2, ?3)",
+            params![room, owner, now as i64],
+        )?;
+        if inserted == 0 {
+            return Ok(None);
+        }
+        self.meeting(room)
+    }
+
+    pub fn meeting(&self, room: &str) -> Result<Option<Meeting>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT m.room, m.owner_id, a.username, m.created_at FROM meetings m JOIN accounts a ON a.id = m.owner_id WHERE m.room = ?1",
+                params![room],
+                |r| Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64 }),
+            )
+            .optional()?)
+    }
+
+    pub fn meetings_of(&self, owner: AccountId) -> Result<Vec<Meeting>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT m.room, m.owner_id, a.username, m.created_at FROM meetings m JOIN accounts a ON a.id = m.owner_id
+             WHERE m.owner_id = ?1 ORDER BY m.created_at DESC, m.room",
+        )?;
+        let rows = stmt.query_map(params![owner], |r| {
+            Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64 })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn record_certificate(&self, id: CapabilityId, account: AccountId, public_key: &[u8; 32], now: UnixTime, expires_at: UnixTime) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO certificates (id, account_id, public_key, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![&id.0[..], account, &public_key[..], now as i64, expires_at as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn certificate_owner(&self, id: CapabilityId) -> Result<Option<AccountId>, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row("SELECT account_id FROM certificates WHERE id = ?1", params![&id.0[..]], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Certificates of the account that are neither revoked nor expired.
+    pub fn live_certificates(&self, account: AccountId, now: UnixTime) -> Result<Vec<CapabilityId>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT c.id FROM certificates c
+             WHERE c.account_id = ?1 AND c.expires_at > ?2 AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.id = c.id)",
+        )?;
+        let rows = stmt.query_map(params![account, now as i64], |r| r.get::<_, Vec<u8>>(0))?;
+        Ok(rows.map(|r| r.map(id_from_blob)).collect::<Result<_, _>>()?)
+    }
+
+    /// `Ok(false)` when that invite id was already registered.
+    pub fn record_invite(&self, invite: &InviteRecord) -> Result<bool, StoreError> {
+        let inserted = self.lock().execute(
+            "INSERT OR IGNORE INTO invites (id, room, account_id, certificate_id, role, not_before, expires_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                &invite.id.0[..],
+                invite.room,
+                invite.account_id,
+                &invite.certificate_id.0[..],
+                invite.role,
+                invite.not_before as i64,
+                invite.expires_at as i64,
+                invite.created_at as i64
+            ],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    pub fn invites_of(&self, account: AccountId) -> Result<Vec<InviteRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT i.id, i.room, i.account_id, i.certificate_id, i.role, i.not_before, i.expires_at, i.created_at,
+                    EXISTS(SELECT 1 FROM revocations r WHERE r.id = i.id OR r.id = i.certificate_id)
+             FROM invites i WHERE i.account_id = ?1 ORDER BY i.created_at DESC",
+        )?;
+        let rows = stmt.query_map(params![account], |r| {
+            Ok(InviteRecord {
+                id: id_from_blob(r.get(0)?),
+                room: r.get(1)?,
+                account_id: r.get(2)?,
+                certificate_id: id_from_blob(r.get(3)?),
+                role: r.get(4)?,
+                not_before: r.get::<_, i64>(5)? as u64,
+                expires_at: r.get::<_, i64>(6)? as u64,
+                created_at: r.get::<_, i64>(7)? as u64,
+                revoked: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes one of `account`'s registered invites. `Ok(None)` if it has no such invite,
+    /// `Ok(Some(false))` if it was already revoked.
+    pub fn revoke_invite(&self, account: AccountId, id: CapabilityId, now: UnixTime) -> Result<Option<bool>, StoreError> {
+        let conn = self.lock();
+        let owned: bool = conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM invites WHERE id = ?1 AND account_id = ?2)",
+            params![&id.0[..], account],
+            |r| r.get(0),
+        )?;
+        if !owned {
+            return Ok(None);
+        }
+        let inserted = conn.execute(
+            "INSERT OR IGNORE INTO revocations (id, kind, revoked_at) VALUES (?1, 'invite', ?2)",
+            params![&id.0[..], now as i64],
+        )?;
+        Ok(Some(inserted == 1))
+    }
+
+    /// Which of `ids` are revoked: the node asks this for the ids in an invite, then hands the
+    /// answer to the pure verifier.
+    pub fn revoked_among(&self, ids: &[CapabilityId]) -> Result<HashSet<CapabilityId>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM revocations WHERE id = ?1)")?;
+        let mut out = HashSet::new();
+        for id in ids {
+            if stmt.query_row(params![&id.0[..]], |r| r.get::<_, bool>(0))? {
+                out.insert(*id);
+            }
+        }
+        Ok(out)
+    }
+}
