@@ -97,7 +97,7 @@ impl From<actix_web::error::BlockingError> for ApiError {
 
 impl From<TokenError> for ApiError {
     fn from(e: TokenError) -> ApiError {
-        let message = capitalize(&e.to_string());
+        let message = format!("{}.", capitalize(&e.to_string()));
         match e {
             TokenError::Unknown => ApiError::bad_request("token_invalid", message),
             TokenError::AlreadyUsed { .. } => ApiError::conflict("token_used", message),

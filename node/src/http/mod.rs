@@ -92,6 +92,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(healthz))
     .service(
         web::scope("/api")
+            .wrap(actix_web::middleware::from_fn(require_json_posts))
             .configure(account::routes)
             .configure(tokens::routes)
             .configure(admin::routes)
@@ -99,6 +100,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(api_not_found)),
     )
     .configure(pages::routes);
+}
+
+/// Every POST to the API carries JSON. A cross-site page can send JSON only after a CORS
+/// preflight, which this node never grants, so no other site can act with a visitor's cookie.
+async fn require_json_posts(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if req.method() == actix_web::http::Method::POST && !is_json {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_json",
+            "The request body must be JSON, sent with Content-Type: application/json.",
+        )
+        .into());
+    }
+    next.call(req).await
 }
 
 fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {

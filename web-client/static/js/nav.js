@@ -1,0 +1,24 @@
+// The header's links, which depend on who is logged in.
+
+import { post } from "./api.js";
+import { $, el } from "./dom.js";
+
+export function renderNav(me) {
+  const nav = $("#nav");
+  if (!nav) return;
+  nav.replaceChildren();
+  if (!me) {
+    nav.append(el("a", { href: "/login" }, "Log in"));
+    return;
+  }
+  nav.append(el("a", { href: "/account" }, "Meetings"));
+  if (me.is_ticketmaster) nav.append(el("a", { href: "/tokens" }, "Tokens"));
+  if (me.is_admin) nav.append(el("a", { href: "/admin" }, "Accounts"));
+  nav.append(el("span", { class: "who" }, me.username));
+  nav.append(
+    el("button", { type: "button", id: "logout", class: "link", onclick: async () => {
+      await post("/api/logout");
+      location.assign("/");
+    } }, "Log out"),
+  );
+}

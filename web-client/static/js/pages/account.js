@@ -1,0 +1,99 @@
+// The account holder's page: meetings, invite links signed in this browser, revocation.
+
+import { get, post, requireLogin } from "../api.js";
+import { signInvite } from "../capability.js";
+import { $, copyButton, el, onSubmit, say, when } from "../dom.js";
+import { signingIdentity, supported } from "../keystore.js";
+import { renderNav } from "../nav.js";
+
+const me = await requireLogin();
+renderNav(me);
+const out = $("#out");
+
+async function makeInvite(room, role) {
+  if (!supported()) throw new Error("This browser cannot keep signing keys. Use a current Chromium, Firefox or Safari.");
+  const identity = await signingIdentity(me);
+  const days = Number($("#invite-expiry").value);
+  const now = Math.floor(Date.now() / 1000);
+  const certExpires = Number(identity.expiresAt);
+  const expires = Math.min(now + days * 86400, certExpires);
+  const invite = await signInvite(identity.keyPair.privateKey, identity.certificate, {
+    room,
+    role,
+    notBefore: now,
+    expires,
+  });
+  const registered = await post("/api/invites", { invite });
+  $("#invite-what").textContent = `${role === "host" ? "Host" : "Guest"} link for ${room}, valid until ${when(registered.expires_at)}.`;
+  $("#invite-link").value = registered.link;
+  $("#invite-result").hidden = false;
+  $("#invite-link").select();
+  await loadInvites();
+}
+
+$("#copy-link").addEventListener("click", (e) => copyButton(e.target, $("#invite-link").value));
+
+async function loadMeetings() {
+  const meetings = await get("/api/meetings");
+  const list = $("#meetings");
+  list.replaceChildren();
+  if (meetings.length === 0) list.append(el("li", { class: "hint" }, "No meetings yet. Create one above."));
+  for (const m of meetings) {
+    const act = (role) => async (event) => {
+      event.target.disabled = true;
+      say(out, "");
+      try {
+        await makeInvite(m.room, role);
+      } catch (e) {
+        say(out, e.message);
+      } finally {
+        event.target.disabled = false;
+      }
+    };
+    list.append(
+      el("li", { class: "meeting", "data-room": m.room },
+        el("strong", {}, m.room),
+        el("span", { class: "hint" }, ` created ${when(m.created_at)}`),
+        el("span", { class: "actions" },
+          el("button", { type: "button", class: "guest-invite", onclick: act("guest") }, "Guest link"),
+          el("button", { type: "button", class: "host-invite", onclick: act("host") }, "Host link"))),
+    );
+  }
+}
+
+async function loadInvites() {
+  const invites = await get("/api/invites");
+  const body = $("#invites tbody");
+  body.replaceChildren();
+  for (const i of invites) {
+    const revoke = el("button", { type: "button", class: "revoke", onclick: async () => {
+      try {
+        await post(`/api/invites/${i.id}/revoke`);
+        await loadInvites();
+      } catch (e) {
+        say(out, e.message);
+      }
+    } }, "Revoke");
+    body.append(
+      el("tr", { "data-id": i.id },
+        el("td", {}, i.room),
+        el("td", {}, i.role),
+        el("td", {}, when(i.expires_at)),
+        el("td", { class: `status ${i.status}` }, i.status),
+        el("td", {}, i.status === "active" ? revoke : "")),
+    );
+  }
+}
+
+onSubmit($("#new-meeting"), out, async (form) => {
+  const meeting = await post("/api/meetings", { room: form.get("room") });
+  $("#room").value = "";
+  await loadMeetings();
+  await makeInvite(meeting.room, "guest");
+});
+
+try {
+  await Promise.all([loadMeetings(), loadInvites()]);
+} catch (e) {
+  say(out, e.message);
+}
