@@ -31,8 +31,8 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
         None => data.self_signed_tls(config::public_host(&public_url))?,
     };
 
+    // The "serving" line comes last: whatever reads stdout knows the banner is complete.
     let mut out = std::io::stdout().lock();
-    writeln!(out, "Confab {} is serving {public_url} (listening on {bound})", env!("CARGO_PKG_VERSION"))?;
     let now = clock::now();
     let token = secrets::new_signup_token();
     let expires_at = now + settings.first_token_ttl.secs();
@@ -40,6 +40,7 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
         writeln!(out, "No account exists yet. Create the first (admin) account at {public_url}/create with this one-time sign-up token, valid until {}:", format_utc(expires_at))?;
         writeln!(out, "    {token}")?;
     }
+    writeln!(out, "Confab {} is serving {public_url} (listening on {bound})", env!("CARGO_PKG_VERSION"))?;
     out.flush()?;
     drop(out);
 

@@ -1,0 +1,128 @@
+//! Real browsers for end-to-end tests: headless Chromium through chromedriver (Debian's
+//! `chromium` and `chromium-driver`, which `tests/run.sh` installs). A missing browser fails
+//! the test with instructions; it never skips.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+pub struct Browser {
+    pub client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn require(path: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: install the test browsers with `tests/run.sh` (or apt-get install chromium chromium-driver)"
+    );
+}
+
+impl Browser {
+    /// A fresh headless Chromium with its own profile, fake camera and microphone, and trust
+    /// for the node's self-signed certificate.
+    pub async fn chromium() -> Browser {
+        require(CHROMIUM);
+        require(CHROMEDRIVER);
+        let profile = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start chromedriver");
+        let args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--use-fake-device-for-media-stream".into(),
+            "--use-fake-ui-for-media-stream".into(),
+            "--ignore-certificate-errors".into(),
+            "--window-size=1200,900".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let mut caps = serde_json::Map::new();
+        caps.insert("acceptInsecureCerts".into(), json!(true));
+        caps.insert("goog:chromeOptions".into(), json!({ "binary": CHROMIUM, "args": args }));
+        let url = format!("http://127.0.0.1:{port}");
+        let client = crate::eventually("chromedriver to accept a session", Duration::from_secs(30), || {
+            let caps = caps.clone();
+            let url = url.clone();
+            async move {
+                let mut builder = ClientBuilder::rustls().ok()?;
+                builder.capabilities(caps);
+                builder.connect(&url).await.ok()
+            }
+        })
+        .await;
+        Browser { client, driver, _profile: profile }
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+    }
+
+    /// Waits until `css` matches an element that is shown (not inside `hidden`), and returns
+    /// its text.
+    pub async fn wait_visible(&self, css: &str) -> String {
+        let script = "const e = document.querySelector(arguments[0]); \
+                      return e && !e.closest('[hidden]') ? e.textContent : null;";
+        crate::eventually(&format!("{css} to be visible"), Duration::from_secs(20), || async {
+            match self.client.execute(script, vec![json!(css)]).await {
+                Ok(Value::String(text)) => Some(text),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    pub async fn fill(&self, css: &str, text: &str) {
+        let field = self.client.wait().for_element(Locator::Css(css)).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.wait_visible(css).await;
+        self.client.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+    }
+
+    pub async fn value(&self, css: &str) -> String {
+        self.client.find(Locator::Css(css)).await.unwrap().prop("value").await.unwrap().unwrap_or_default()
+    }
+
+    pub async fn path(&self) -> String {
+        self.client.current_url().await.unwrap().path().to_string()
+    }
+
+    /// Ends the session; dropping the browser then stops chromedriver (and with it Chromium).
+    pub async fn close(&self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}

@@ -1,0 +1,234 @@
+//! The `confab` binary under test.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// Path of the `confab` binary, built once per test process with the same profile as the
+/// tests (so `cargo test` always exercises the current code).
+pub fn confab_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("CONFAB_BIN") {
+            return PathBuf::from(path);
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf();
+        let release = cfg!(not(debug_assertions));
+        let mut build = Command::new(env!("CARGO"));
+        build.current_dir(&workspace).args(["build", "--quiet", "-p", "confab-node", "--bin", "confab"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cannot run cargo to build the confab binary");
+        assert!(status.success(), "building the confab binary failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+        target.join(if release { "release" } else { "debug" }).join("confab")
+    })
+    .clone()
+}
+
+/// A running node with its own data directory.
+pub struct Node {
+    child: Option<Child>,
+    data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    pub url: String,
+    /// The first-start token, if this start printed one.
+    pub first_token: Option<String>,
+    stdout_lines: Vec<String>,
+}
+
+impl Node {
+    pub async fn start() -> Node {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("data");
+        let mut node = Node::start_in(&dir).await;
+        node._temp = Some(temp);
+        node
+    }
+
+    /// Starts on an existing (or new) data directory, on a free loopback port.
+    pub async fn start_in(data_dir: &Path) -> Node {
+        let data_dir = data_dir.to_path_buf();
+        let bin = confab_bin();
+        let dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || Node::spawn(&bin, &dir)).await.unwrap()
+    }
+
+    fn spawn(bin: &Path, data_dir: &Path) -> Node {
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("CONFAB_CONFIG")
+            .current_dir(data_dir.parent().unwrap_or(data_dir))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start confab");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // `serve` prints the first-start token (if any) and then, last, the "serving" line.
+        let mut lines = Vec::new();
+        let mut url = None;
+        let mut first_token = None;
+        while url.is_none() {
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else { break };
+            if let Some(tok) = line.trim().strip_prefix("cft_") {
+                first_token = Some(format!("cft_{tok}"));
+            }
+            if let Some(addr) = line.split("(listening on ").nth(1) {
+                url = Some(format!("https://{}", addr.trim_end_matches(')')));
+            }
+            lines.push(line);
+        }
+        let url = url.unwrap_or_else(|| panic!("confab did not report its address; stdout was: {lines:?}"));
+        Node { child: Some(child), data_dir: data_dir.to_path_buf(), _temp: None, url, first_token, stdout_lines: lines }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn stdout(&self) -> &[String] {
+        &self.stdout_lines
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash or power loss.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node is running").id()
+    }
+
+    /// Runs a CLI subcommand against this node's data directory; returns stdout, or panics
+    /// with stderr if it failed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.cli_output(args);
+        assert!(out.status.success(), "confab {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn cli_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(confab_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--public-url")
+            .arg(self.url.replace("127.0.0.1", "localhost"))
+            .env_remove("CONFAB_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Signs up the first (admin) account with the first-start token and returns its client.
+    pub async fn admin(&self) -> reqwest::Client {
+        let c = client();
+        let token = self.first_token.clone().expect("this start printed no first-start token");
+        let res = signup(&c, self, "admin", "admin password", &token).await;
+        assert_eq!(res.status(), 201, "admin sign-up failed: {}", res.text().await.unwrap());
+        c
+    }
+
+    /// Issues a token through the API with a ticketmaster's client.
+    pub async fn issue_token(&self, ticketmaster: &reqwest::Client) -> String {
+        let res = ticketmaster.post(self.api("/api/tokens")).json(&json!({"note": "test"})).send().await.unwrap();
+        assert_eq!(res.status(), 201);
+        res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+    }
+
+    /// A fresh logged-in account (signed up with a token the admin client issues).
+    pub async fn account(&self, admin: &reqwest::Client, username: &str) -> reqwest::Client {
+        let token = self.issue_token(admin).await;
+        let c = client();
+        let res = signup(&c, self, username, "a long password", &token).await;
+        assert_eq!(res.status(), 201, "sign-up of {username} failed: {}", res.text().await.unwrap());
+        c
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTPS client that accepts the node's self-signed certificate and keeps cookies.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .cookie_store(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub async fn signup(c: &reqwest::Client, node: &Node, username: &str, password: &str, token: &str) -> reqwest::Response {
+    c.post(node.api("/api/signup"))
+        .json(&json!({"username": username, "password": password, "token": token}))
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn login(c: &reqwest::Client, node: &Node, username: &str, password: &str) -> reqwest::Response {
+    c.post(node.api("/api/login")).json(&json!({"username": username, "password": password})).send().await.unwrap()
+}
+
+/// Acts as a browser would: certifies `key` for the logged-in account, creates `room` if
+/// needed, signs a guest invite valid for `secs`, registers it, and returns its text.
+pub async fn make_invite(c: &reqwest::Client, node: &Node, key: &confab_keys::AccountKey, room: &str, secs: u64) -> String {
+    use base64::Engine;
+    let _ = c.post(node.api("/api/meetings")).json(&json!({"room": room})).send().await.unwrap();
+    let public = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.public());
+    let res = c.post(node.api("/api/certificate")).json(&json!({"public_key": public})).send().await.unwrap();
+    assert_eq!(res.status(), 201, "certificate: {}", res.text().await.unwrap());
+    let cert_text = res.json::<Value>().await.unwrap()["certificate"].as_str().unwrap().to_string();
+    let cert = confab_keys::AccountCertificate::from_text(&cert_text).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).unwrap();
+    let invite = key.invite(
+        &cert,
+        confab_keys::InviteBody {
+            id: confab_keys::CapabilityId(id),
+            room: confab_keys::RoomName::parse(room).unwrap(),
+            role: confab_keys::Role::Guest,
+            not_before: now,
+            expires: now + secs,
+        },
+    );
+    let text = invite.to_text();
+    let res = c.post(node.api("/api/invites")).json(&json!({"invite": text})).send().await.unwrap();
+    assert_eq!(res.status(), 201, "register invite: {}", res.text().await.unwrap());
+    text
+}
+
+/// What `/api/invites/check` says: the status and the error code (or "ok").
+pub async fn check_invite(node: &Node, room: &str, invite: &str) -> (u16, String) {
+    let res = client().post(node.api("/api/invites/check")).json(&json!({"room": room, "invite": invite})).send().await.unwrap();
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    let code = body.get("error").and_then(Value::as_str).unwrap_or("ok").to_string();
+    (status, code)
+}
