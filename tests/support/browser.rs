@@ -36,6 +36,8 @@ impl Browser {
     pub async fn chromium() -> Browser {
         require(CHROMIUM);
         require(CHROMEDRIVER);
+        // fantoccini and reqwest bring different rustls providers; rustls then needs one chosen.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let profile = tempfile::tempdir().unwrap();
         let port = free_port();
         let driver = Command::new(CHROMEDRIVER)

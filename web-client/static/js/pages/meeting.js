@@ -68,4 +68,8 @@ async function main() {
   await preview();
 }
 
+// Pasting another invite into the address bar changes only the fragment, which does not
+// reload the page: check the new invite from scratch.
+window.addEventListener("hashchange", () => location.reload());
+
 main();

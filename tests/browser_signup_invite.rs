@@ -1,0 +1,84 @@
+//! In real headless Chromium: sign up with a token, log out and in, create a meeting, read
+//! the invite link (signed in the browser with WebCrypto Ed25519); a second browser profile
+//! opens it and sees the prejoin page; a tampered link shows the refusal.
+
+use confab_tests::Node;
+use confab_tests::browser::Browser;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_create_meeting_and_open_invite() {
+    let node = Node::start().await;
+    let admin = node.admin().await;
+    let token = node.issue_token(&admin).await;
+    // Browsers reach the node as https://localhost:PORT, a secure context for WebCrypto.
+    let base = node.url.replace("127.0.0.1", "localhost");
+
+    let host = Browser::chromium().await;
+    host.goto(&format!("{base}/create")).await;
+    host.fill("#username", "Gina").await;
+    host.fill("#password", "gina's long password").await;
+    host.fill("#token", &token).await;
+    host.click("#create").await;
+    host.wait_visible("#new-meeting").await;
+    assert_eq!(host.path().await, "/account");
+
+    // Log out and back in.
+    host.click("#logout").await;
+    host.goto(&format!("{base}/login")).await;
+    host.fill("#username", "gina").await;
+    host.fill("#password", "gina's long password").await;
+    host.click("#submit").await;
+    host.wait_visible("#new-meeting").await;
+
+    // Create a meeting: its guest link appears.
+    host.fill("#room", "Reading Group").await;
+    host.click("#create-meeting").await;
+    let what = host.wait_visible("#invite-what").await;
+    assert!(what.contains("Guest link for reading-group"), "{what}");
+    let link = host.value("#invite-link").await;
+    assert!(link.starts_with(&format!("{}/m/reading-group#cfi1.", node.url.replace("127.0.0.1", "localhost"))), "{link}");
+    let status = host.wait_visible("#invites tbody tr .status").await;
+    assert_eq!(status, "active");
+
+    // A guest, in another profile, opens the link and sees the prejoin screen.
+    let guest = Browser::chromium().await;
+    guest.goto(&link).await;
+    let title = guest.wait_visible("#meeting-title").await;
+    assert_eq!(title, "Meeting reading-group");
+    let invited = guest.wait_visible("#meeting-invited").await;
+    assert_eq!(invited, "Invited by Gina as guest.");
+    guest.wait_visible("#display-name").await;
+
+    // A tampered link: one character of the signature changed.
+    let (head, capability) = link.split_once('#').unwrap();
+    let mut chars: Vec<char> = capability.chars().collect();
+    let i = chars.len() - 10;
+    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+    let tampered = format!("{head}#{}", chars.into_iter().collect::<String>());
+    let other = Browser::chromium().await;
+    other.goto(&tampered).await;
+    let reason = other.wait_visible("#refusal-reason").await;
+    assert!(reason.contains("signature does not match"), "{reason}");
+    assert!(guest.wait_visible("#prejoin").await.len() > 0);
+
+    // A link cut before the fragment says what is missing.
+    other.goto(head).await;
+    let reason = other.wait_visible("#refusal-reason").await;
+    assert_eq!(reason, "This link has no invite in it.");
+
+    // The host revokes the invite; the guest's link stops working.
+    host.click("#invites tbody tr .revoke").await;
+    let status = confab_tests::eventually("the invite to show as revoked", std::time::Duration::from_secs(10), || async {
+        let s = host.wait_visible("#invites tbody tr .status").await;
+        (s == "revoked").then_some(s)
+    })
+    .await;
+    assert_eq!(status, "revoked");
+    other.goto(&link).await;
+    let reason = other.wait_visible("#refusal-reason").await;
+    assert!(reason.contains("revoked"), "{reason}");
+
+    for b in [host, guest, other] {
+        b.close().await;
+    }
+}
