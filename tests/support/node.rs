@@ -113,6 +113,11 @@ impl Node {
         }
     }
 
+    /// The exit status, once the process has ended.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("node is running").id()
     }
