@@ -82,3 +82,47 @@ async fn sign_up_create_meeting_and_open_invite() {
         b.close().await;
     }
 }
+
+/// The ticketmaster's and the admin's pages, in a real browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticketmaster_and_admin_pages() {
+    let node = Node::start().await;
+    let admin = node.admin().await;
+    let _ = node.account(&admin, "hugo").await;
+    let base = node.url.replace("127.0.0.1", "localhost");
+
+    let b = Browser::chromium().await;
+    b.goto(&format!("{base}/tokens")).await;
+    // Not logged in: sent to the login page, and back after logging in.
+    b.wait_visible("#login").await;
+    b.fill("#username", "admin").await;
+    b.fill("#password", "admin password").await;
+    b.click("#submit").await;
+    b.wait_visible("#issue").await;
+    assert_eq!(b.path().await, "/tokens");
+
+    b.fill("#note", "for <b>ivy</b>").await;
+    b.click("#issue-token").await;
+    b.wait_visible("#issued").await;
+    let token = b.value("#new-token").await;
+    assert!(token.starts_with("cft_"), "{token}");
+    let link = b.wait_visible("#signup-link").await;
+    assert!(link.ends_with(&format!("/create#{token}")), "{link}");
+    // The note shows as text, markup and all.
+    let note = b.wait_visible("#tokens tbody tr td:nth-child(3)").await;
+    assert_eq!(note, "for <b>ivy</b>");
+    b.click("#tokens tbody tr .revoke").await;
+    confab_tests::eventually("the token to show as revoked", std::time::Duration::from_secs(10), || async {
+        (b.wait_visible("#tokens tbody tr .status").await == "revoked").then_some(())
+    })
+    .await;
+
+    b.goto(&format!("{base}/admin")).await;
+    b.click("tr[data-username='hugo'] .toggle-ticketmaster").await;
+    confab_tests::eventually("hugo to become a ticketmaster", std::time::Duration::from_secs(10), || async {
+        let roles = b.wait_visible("tr[data-username='hugo'] td:nth-child(2)").await;
+        (roles == "ticketmaster").then_some(())
+    })
+    .await;
+    b.close().await;
+}

@@ -48,6 +48,22 @@ export function onSubmit(form, out, handler) {
   });
 }
 
+/// A button that runs `action` (disabled meanwhile) and shows its error, if any, in `out`.
+export function actionButton(label, className, out, action) {
+  return el("button", { type: "button", class: className, onclick: async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    say(out, "");
+    try {
+      await action();
+    } catch (e) {
+      say(out, e.message);
+    } finally {
+      button.disabled = false;
+    }
+  } }, label);
+}
+
 /// Copies text and says so on the button.
 export async function copyButton(button, text) {
   try {

@@ -2,7 +2,7 @@
 
 import { get, post, requireLogin } from "../api.js";
 import { signInvite } from "../capability.js";
-import { $, copyButton, el, onSubmit, say, when } from "../dom.js";
+import { $, actionButton, copyButton, el, onSubmit, say, when } from "../dom.js";
 import { signingIdentity, supported } from "../keystore.js";
 import { renderNav } from "../nav.js";
 
@@ -39,24 +39,13 @@ async function loadMeetings() {
   list.replaceChildren();
   if (meetings.length === 0) list.append(el("li", { class: "hint" }, "No meetings yet. Create one above."));
   for (const m of meetings) {
-    const act = (role) => async (event) => {
-      event.target.disabled = true;
-      say(out, "");
-      try {
-        await makeInvite(m.room, role);
-      } catch (e) {
-        say(out, e.message);
-      } finally {
-        event.target.disabled = false;
-      }
-    };
     list.append(
       el("li", { class: "meeting", "data-room": m.room },
         el("strong", {}, m.room),
         el("span", { class: "hint" }, ` created ${when(m.created_at)}`),
         el("span", { class: "actions" },
-          el("button", { type: "button", class: "guest-invite", onclick: act("guest") }, "Guest link"),
-          el("button", { type: "button", class: "host-invite", onclick: act("host") }, "Host link"))),
+          actionButton("Guest link", "guest-invite", out, () => makeInvite(m.room, "guest")),
+          actionButton("Host link", "host-invite", out, () => makeInvite(m.room, "host")))),
     );
   }
 }
@@ -66,14 +55,10 @@ async function loadInvites() {
   const body = $("#invites tbody");
   body.replaceChildren();
   for (const i of invites) {
-    const revoke = el("button", { type: "button", class: "revoke", onclick: async () => {
-      try {
-        await post(`/api/invites/${i.id}/revoke`);
-        await loadInvites();
-      } catch (e) {
-        say(out, e.message);
-      }
-    } }, "Revoke");
+    const revoke = actionButton("Revoke", "revoke", out, async () => {
+      await post(`/api/invites/${i.id}/revoke`);
+      await loadInvites();
+    });
     body.append(
       el("tr", { "data-id": i.id },
         el("td", {}, i.room),

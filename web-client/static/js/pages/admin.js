@@ -1,7 +1,7 @@
 // The admin's page: roles and disabling.
 
 import { get, post, requireLogin } from "../api.js";
-import { $, el, say, when } from "../dom.js";
+import { $, actionButton, el, say, when } from "../dom.js";
 import { renderNav } from "../nav.js";
 
 const me = await requireLogin();
@@ -9,12 +9,8 @@ renderNav(me);
 const out = $("#out");
 
 async function act(path, body) {
-  try {
-    await post(path, body);
-    await load();
-  } catch (e) {
-    say(out, e.message);
-  }
+  await post(path, body);
+  await load();
 }
 
 async function load() {
@@ -25,12 +21,12 @@ async function load() {
     const name = encodeURIComponent(a.username);
     const roles = [a.is_admin && "admin", a.is_ticketmaster && "ticketmaster"].filter(Boolean).join(", ");
     const actions = el("td", { class: "actions" },
-      el("button", { type: "button", class: "toggle-ticketmaster", onclick: () => act(`/api/accounts/${name}/ticketmaster`, { grant: !a.is_ticketmaster }) },
-        a.is_ticketmaster ? "Remove ticketmaster" : "Make ticketmaster"),
+      actionButton(a.is_ticketmaster ? "Remove ticketmaster" : "Make ticketmaster", "toggle-ticketmaster", out,
+        () => act(`/api/accounts/${name}/ticketmaster`, { grant: !a.is_ticketmaster })),
       a.username.toLowerCase() === me.username.toLowerCase()
         ? null
-        : el("button", { type: "button", class: "toggle-disabled", onclick: () => act(`/api/accounts/${name}/${a.disabled ? "enable" : "disable"}`) },
-          a.disabled ? "Enable" : "Disable"));
+        : actionButton(a.disabled ? "Enable" : "Disable", "toggle-disabled", out,
+          () => act(`/api/accounts/${name}/${a.disabled ? "enable" : "disable"}`)));
     rows.append(
       el("tr", { "data-username": a.username },
         el("td", {}, a.username),

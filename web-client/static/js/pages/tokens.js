@@ -1,7 +1,7 @@
 // The ticketmaster's page.
 
 import { get, post, requireLogin } from "../api.js";
-import { $, copyButton, el, onSubmit, say, when } from "../dom.js";
+import { $, actionButton, copyButton, el, onSubmit, say, when } from "../dom.js";
 import { renderNav } from "../nav.js";
 
 const me = await requireLogin();
@@ -14,14 +14,10 @@ async function load() {
   const body = $("#tokens tbody");
   body.replaceChildren();
   for (const t of tokens) {
-    const revoke = el("button", { type: "button", class: "revoke", onclick: async () => {
-      try {
-        await post(`/api/tokens/${t.id}/revoke`);
-        await load();
-      } catch (e) {
-        say(out, e.message);
-      }
-    } }, "Revoke");
+    const revoke = actionButton("Revoke", "revoke", out, async () => {
+      await post(`/api/tokens/${t.id}/revoke`);
+      await load();
+    });
     body.append(
       el("tr", { "data-id": t.id },
         el("td", {}, `#${t.id}`),
