@@ -45,13 +45,8 @@ async fn cli_manages_tokens_accounts_and_invites() {
     assert!(link.contains("/m/garden-club#cfi1."), "{link}");
     let invite = link.split('#').nth(1).unwrap();
     assert_eq!(check_invite(&node, "garden-club", invite).await, (200, "ok".into()));
-    let key_mode = std::fs::metadata(&key_file).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(key_mode.permissions().mode() & 0o777, 0o600);
-    }
-    let _ = key_mode;
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600, "the key file is private");
 
     // Disabling frank ends his session and voids his invites, also after re-enabling.
     node.cli(&["account", "disable", "frank"]);

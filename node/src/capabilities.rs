@@ -10,7 +10,7 @@ use confab_keys::{
 };
 
 use crate::secrets::random_bytes;
-use crate::store::{Account, Store, StoreError};
+use crate::store::{Account, Meeting, Store, StoreError};
 
 /// How long an account certificate lasts. Browsers renew theirs when less than a third is
 /// left; invites cannot outlive the certificate that signed them.
@@ -48,8 +48,9 @@ pub enum AdmissionError {
     Store(#[from] StoreError),
 }
 
-/// Decodes and verifies `invite_text` for a seat in `room` at time `now`.
-pub fn admit(store: &Store, node_key: [u8; 32], room: &RoomName, invite_text: &str, now: UnixTime) -> Result<VerifiedInvite, AdmissionError> {
+/// Decodes and verifies `invite_text` for a seat in `room` at time `now`. Returns what the
+/// invite grants and the meeting it grants it in.
+pub fn admit(store: &Store, node_key: [u8; 32], room: &RoomName, invite_text: &str, now: UnixTime) -> Result<(VerifiedInvite, Meeting), AdmissionError> {
     let invite = Invite::from_text(invite_text)?;
     let meeting = store.meeting(room.as_str())?.ok_or_else(|| AdmissionError::UnknownRoom(room.to_string()))?;
     let ids = [invite.body().id, invite.certificate().body().id];
@@ -60,6 +61,6 @@ pub fn admit(store: &Store, node_key: [u8; 32], room: &RoomName, invite_text: &s
         Some(owner) if owner != meeting.owner_id => {
             Err(AdmissionError::NotOwner { issuer: granted.issuer.to_string(), room: room.to_string() })
         }
-        Some(_) => Ok(granted),
+        Some(_) => Ok((granted, meeting)),
     }
 }

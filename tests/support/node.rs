@@ -53,9 +53,7 @@ impl Node {
 
     /// Starts on an existing (or new) data directory, on a free loopback port.
     pub async fn start_in(data_dir: &Path) -> Node {
-        let data_dir = data_dir.to_path_buf();
-        let bin = confab_bin();
-        let dir = data_dir.clone();
+        let (bin, dir) = (confab_bin(), data_dir.to_path_buf());
         tokio::task::spawn_blocking(move || Node::spawn(&bin, &dir)).await.unwrap()
     }
 

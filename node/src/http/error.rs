@@ -56,6 +56,15 @@ impl ApiError {
         }
     }
 
+    /// A POST whose body is not declared as JSON (see `require_json_posts`).
+    pub fn not_json() -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_json",
+            "The request body must be JSON, sent with Content-Type: application/json.",
+        )
+    }
+
     pub fn internal() -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error: the node's log has the details.")
     }

@@ -171,12 +171,9 @@ async fn register_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn
     let now = clock::now();
     let node_key = state.node_key.public();
     let (r, t) = (room.clone(), text.clone());
-    let granted = state.db(move |s| admit(s, node_key, &r, &t, now)).await?;
-    let certificate_owner = {
-        let id = granted.certificate_id;
-        state.db(move |s| s.certificate_owner(id)).await?
-    };
-    if certificate_owner != Some(account.id) {
+    let (granted, meeting) = state.db(move |s| admit(s, node_key, &r, &t, now)).await?;
+    // `admit` established that the certificate belongs to the meeting's owner.
+    if meeting.owner_id != account.id {
         return Err(ApiError::forbidden("invite_not_yours", "This invite was not signed with a key certified for your account."));
     }
     let record = InviteRecord {
@@ -224,7 +221,7 @@ async fn check_invite(state: web::Data<AppState>, body: web::Json<CheckInvite>) 
     let now = clock::now();
     let node_key = state.node_key.public();
     let r = room.clone();
-    let granted = state.db(move |s| admit(s, node_key, &r, &invite, now)).await?;
+    let (granted, _) = state.db(move |s| admit(s, node_key, &r, &invite, now)).await?;
     Ok(HttpResponse::Ok().json(Checked {
         room: granted.room.to_string(),
         role: granted.role.as_str(),

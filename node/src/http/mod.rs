@@ -114,12 +114,7 @@ async fn require_json_posts(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
     if req.method() == actix_web::http::Method::POST && !is_json {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not_json",
-            "The request body must be JSON, sent with Content-Type: application/json.",
-        )
-        .into());
+        return Err(ApiError::not_json().into());
     }
     next.call(req).await
 }
@@ -132,11 +127,7 @@ fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
             "body_too_large",
             format!("The request body is larger than the {} KiB this endpoint accepts.", limit / 1024),
         ),
-        E::ContentType => ApiError::new(
-            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not_json",
-            "The request body must be JSON, sent with Content-Type: application/json.",
-        ),
+        E::ContentType => ApiError::not_json(),
         E::Deserialize(e) => ApiError::bad_request("bad_json", format!("The request body is not what this endpoint expects: {e}.")),
         other => ApiError::bad_request("bad_body", format!("The request body could not be read: {other}.")),
     }
