@@ -8,6 +8,7 @@ mod config;
 mod datadir;
 mod duration;
 mod http;
+mod meeting;
 mod ratelimit;
 mod secrets;
 mod store;

@@ -1,0 +1,404 @@
+//! The signaling protocol, version 1: what browsers and the node say to each other over the
+//! WebSocket. `docs/signaling.md` is the reference for people; this file is the one for the
+//! compiler. Parsing is strict (unknown fields and types are refused) and every field is
+//! bounded, so that a malformed message gets a precise error reply and nothing else happens.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest message accepted, in bytes. A Chromium offer with audio, video and simulcast is
+/// about 8 KiB; this leaves room for many codecs without letting one client make the node
+/// buffer much.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub const MAX_SDP_BYTES: usize = 60 * 1024;
+pub const MAX_CANDIDATE_BYTES: usize = 1024;
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A seat in one room. Ids are never reused within a room's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ParticipantId(pub u64);
+
+impl fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+impl FromStr for ParticipantId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.strip_prefix('p')
+            .filter(|n| !n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse().ok())
+            .map(ParticipantId)
+            .ok_or_else(|| format!("{s:?} is not a participant id (p followed by digits)"))
+    }
+}
+
+impl Serialize for ParticipantId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ParticipantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaMode {
+    /// Browsers send media to each other directly; the node only signals.
+    Mesh,
+    /// Everyone sends to and receives from the node's SFU.
+    Sfu,
+}
+
+// ---------------------------------------------------------------------------------------
+// Browser → node
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Must be the first message, and only the first.
+    Join {
+        v: u32,
+        invite: String,
+        name: String,
+        audio: bool,
+        video: bool,
+        #[serde(default)]
+        resume: Option<Resume>,
+    },
+    /// For one other participant: a session description or an ICE candidate.
+    Signal {
+        to: ParticipantId,
+        #[serde(default)]
+        description: Option<SessionDescription>,
+        #[serde(default)]
+        candidate: Option<IceCandidate>,
+    },
+    /// What this participant currently sends: shown to the others.
+    Media { audio: bool, video: bool },
+    /// Hosts only: remove another participant from the meeting.
+    Remove { participant: ParticipantId },
+    Leave {},
+    Ping {},
+}
+
+/// Presented on reconnection to take back a seat kept for the grace period.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    pub participant: ParticipantId,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionDescription {
+    #[serde(rename = "type")]
+    pub kind: SdpKind,
+    pub sdp: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SdpKind {
+    Offer,
+    Answer,
+}
+
+/// `RTCIceCandidate.toJSON()`. An empty `candidate` is the end-of-candidates marker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default)]
+    pub sdp_mid: Option<String>,
+    #[serde(default, rename = "sdpMLineIndex")]
+    pub sdp_m_line_index: Option<u16>,
+    #[serde(default)]
+    pub username_fragment: Option<String>,
+}
+
+/// What a signal carries: exactly one of a description or a candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalPayload {
+    Description(SessionDescription),
+    Candidate(IceCandidate),
+}
+
+/// Why a message was refused: a stable code and a sentence for the person debugging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ProtocolError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> ProtocolError {
+        ProtocolError { code, message: message.into() }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// Parses and validates one text message.
+pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(too_large(text.len()));
+    }
+    let message: ClientMessage =
+        serde_json::from_str(text).map_err(|e| ProtocolError::new("bad_message", format!("This message is not valid signaling: {e}.")))?;
+    match &message {
+        ClientMessage::Join { v, invite, .. } => {
+            if *v != PROTOCOL_VERSION {
+                return Err(ProtocolError::new(
+                    "unsupported_version",
+                    format!("This node speaks signaling version {PROTOCOL_VERSION}, not {v}. Reload the page."),
+                ));
+            }
+            if invite.len() > 4096 {
+                return Err(ProtocolError::new("bad_message", "The invite is far longer than any real invite."));
+            }
+        }
+        ClientMessage::Signal { description, candidate, .. } => {
+            signal_payload(description.clone(), candidate.clone())?;
+        }
+        _ => {}
+    }
+    Ok(message)
+}
+
+pub fn too_large(len: usize) -> ProtocolError {
+    ProtocolError::new(
+        "message_too_large",
+        format!("A signaling message may be at most {} KiB; this one is {} bytes.", MAX_MESSAGE_BYTES / 1024, len),
+    )
+}
+
+/// Checks a signal's contents: one description or one candidate, each within bounds.
+pub fn signal_payload(description: Option<SessionDescription>, candidate: Option<IceCandidate>) -> Result<SignalPayload, ProtocolError> {
+    let bad = |m: &str| Err(ProtocolError::new("bad_signal", m.to_string()));
+    match (description, candidate) {
+        (Some(d), None) => {
+            if d.sdp.len() > MAX_SDP_BYTES {
+                return bad("The session description is too long.");
+            }
+            if d.sdp.contains('\0') {
+                return bad("The session description contains a NUL character.");
+            }
+            Ok(SignalPayload::Description(d))
+        }
+        (None, Some(c)) => {
+            let fields = [Some(&c.candidate), c.sdp_mid.as_ref(), c.username_fragment.as_ref()];
+            if fields.into_iter().flatten().any(|f| f.len() > MAX_CANDIDATE_BYTES || f.contains(['\r', '\n', '\0'])) {
+                return bad("The ICE candidate is too long or contains line breaks.");
+            }
+            Ok(SignalPayload::Candidate(c))
+        }
+        _ => bad("A signal carries exactly one of `description` or `candidate`."),
+    }
+}
+
+/// Cleans a display name: trims, drops control and bidirectional-override characters (which
+/// could make a name render over its neighbours), collapses runs of whitespace. HTML-like
+/// text is kept as it is: clients only ever render names as text.
+pub fn display_name(raw: &str) -> Result<String, ProtocolError> {
+    let mut name = String::new();
+    for c in raw.chars().filter(|c| !is_invisible_control(*c)) {
+        if c.is_whitespace() {
+            if !name.is_empty() && !name.ends_with(' ') {
+                name.push(' ');
+            }
+        } else {
+            name.push(c);
+        }
+    }
+    let name = name.trim_end().to_string();
+    let chars = name.chars().count();
+    if chars == 0 {
+        return Err(ProtocolError::new("bad_name", "Enter a name so that others know who you are."));
+    }
+    if chars > MAX_NAME_CHARS {
+        return Err(ProtocolError::new("bad_name", format!("A name may be at most {MAX_NAME_CHARS} characters; this one has {chars}.")));
+    }
+    Ok(name)
+}
+
+fn is_invisible_control(c: char) -> bool {
+    (c.is_control() && !c.is_whitespace())
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+// ---------------------------------------------------------------------------------------
+// Node → browser
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    /// The seat is taken (or taken back, when `resumed`).
+    Welcome {
+        v: u32,
+        room: String,
+        you: ParticipantView,
+        resumed: bool,
+        /// Present this with the invite to take the seat back after a dropped connection.
+        resume_secret: String,
+        participants: Vec<ParticipantView>,
+        mode: MediaMode,
+        mesh_threshold: usize,
+        reconnect_grace_secs: u64,
+        ice_servers: Vec<IceServer>,
+    },
+    Joined { participant: ParticipantView },
+    Updated { participant: ParticipantView },
+    Left { participant: ParticipantId, reason: LeftReason },
+    Signal {
+        from: ParticipantId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        description: Option<SessionDescription>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        candidate: Option<IceCandidate>,
+    },
+    Mode { mode: MediaMode },
+    /// Sent to a participant a host removed, just before the node closes the connection.
+    Removed { by: String },
+    Error { code: &'static str, message: String },
+    Pong {},
+}
+
+impl ServerMessage {
+    pub fn error(e: &ProtocolError) -> ServerMessage {
+        ServerMessage::Error { code: e.code, message: e.message.clone() }
+    }
+
+    pub fn signal(from: ParticipantId, payload: SignalPayload) -> ServerMessage {
+        match payload {
+            SignalPayload::Description(d) => ServerMessage::Signal { from, description: Some(d), candidate: None },
+            SignalPayload::Candidate(c) => ServerMessage::Signal { from, description: None, candidate: Some(c) },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParticipantView {
+    pub id: ParticipantId,
+    pub name: String,
+    pub role: &'static str,
+    pub audio: bool,
+    pub video: bool,
+    /// False while the participant's signaling connection is down (the seat is kept for the
+    /// grace period; their media may well still be flowing).
+    pub connected: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeftReason {
+    Left,
+    Removed,
+    TimedOut,
+}
+
+/// `RTCIceServer`, as the browser's `RTCPeerConnection` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn participant_ids_round_trip_and_refuse_junk() {
+        assert_eq!("p42".parse::<ParticipantId>().unwrap(), ParticipantId(42));
+        assert_eq!(ParticipantId(7).to_string(), "p7");
+        for bad in ["", "p", "42", "p-1", "p1x", "P1", "p99999999999999999999"] {
+            assert!(bad.parse::<ParticipantId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_each_client_message() {
+        let join = parse(r#"{"type":"join","v":1,"invite":"cfi1.x","name":"Ana","audio":true,"video":false}"#).unwrap();
+        assert!(matches!(join, ClientMessage::Join { audio: true, video: false, resume: None, .. }));
+        let offer = parse(r#"{"type":"signal","to":"p2","description":{"type":"offer","sdp":"v=0"}}"#).unwrap();
+        assert!(matches!(offer, ClientMessage::Signal { to: ParticipantId(2), .. }));
+        let cand = parse(r#"{"type":"signal","to":"p2","candidate":{"candidate":"candidate:1 1 udp 1 10.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}}"#).unwrap();
+        assert!(matches!(cand, ClientMessage::Signal { candidate: Some(_), .. }));
+        assert_eq!(parse(r#"{"type":"media","audio":false,"video":true}"#).unwrap(), ClientMessage::Media { audio: false, video: true });
+        assert_eq!(parse(r#"{"type":"remove","participant":"p3"}"#).unwrap(), ClientMessage::Remove { participant: ParticipantId(3) });
+        assert_eq!(parse(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave {});
+        assert_eq!(parse(r#"{"type":"ping"}"#).unwrap(), ClientMessage::Ping {});
+    }
+
+    #[test]
+    fn refuses_malformed_messages_with_a_code() {
+        let cases = [
+            ("not json", "bad_message"),
+            ("[]", "bad_message"),
+            (r#"{"type":"dance"}"#, "bad_message"),
+            (r#"{"type":"media","audio":true}"#, "bad_message"),
+            (r#"{"type":"media","audio":true,"video":true,"extra":1}"#, "bad_message"),
+            (r#"{"type":"join","v":2,"invite":"x","name":"A","audio":true,"video":true}"#, "unsupported_version"),
+            (r#"{"type":"signal","to":"p2"}"#, "bad_signal"),
+            (r#"{"type":"signal","to":"bob","candidate":{"candidate":""}}"#, "bad_message"),
+            (r#"{"type":"signal","to":"p2","description":{"type":"pranswer","sdp":""}}"#, "bad_message"),
+            (r#"{"type":"signal","to":"p2","candidate":{"candidate":"a\r\nb"}}"#, "bad_signal"),
+            (
+                r#"{"type":"signal","to":"p2","description":{"type":"offer","sdp":""},"candidate":{"candidate":""}}"#,
+                "bad_signal",
+            ),
+        ];
+        for (text, code) in cases {
+            assert_eq!(parse(text).unwrap_err().code, code, "{text}");
+        }
+        let huge = format!(r#"{{"type":"signal","to":"p2","description":{{"type":"offer","sdp":"{}"}}}}"#, "a".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(parse(&huge).unwrap_err().code, "message_too_large");
+    }
+
+    #[test]
+    fn display_names_are_cleaned_not_escaped() {
+        assert_eq!(display_name("  Ana   María \t ").unwrap(), "Ana María");
+        assert_eq!(display_name("<img src=x onerror=alert(1)>").unwrap(), "<img src=x onerror=alert(1)>");
+        assert_eq!(display_name("evil\u{202E}gnp.exe\u{0007}").unwrap(), "evilgnp.exe");
+        assert!(display_name(" \u{200F} ").is_err());
+        assert!(display_name(&"x".repeat(65)).is_err());
+        assert_eq!(display_name(&"é".repeat(64)).unwrap().chars().count(), 64);
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let left = serde_json::to_value(ServerMessage::Left { participant: ParticipantId(3), reason: LeftReason::TimedOut }).unwrap();
+        assert_eq!(left, serde_json::json!({"type": "left", "participant": "p3", "reason": "timed-out"}));
+        let signal = ServerMessage::signal(ParticipantId(1), SignalPayload::Candidate(IceCandidate {
+            candidate: String::new(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+            username_fragment: None,
+        }));
+        assert_eq!(
+            serde_json::to_value(signal).unwrap(),
+            serde_json::json!({"type": "signal", "from": "p1", "candidate": {"candidate": "", "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": null}})
+        );
+    }
+}

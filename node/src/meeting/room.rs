@@ -1,0 +1,411 @@
+//! One meeting's state, sans-IO: who holds a seat, over which connection, what each sends,
+//! and whether the room is a mesh or uses the SFU. Inputs are method calls with the current
+//! monotonic time; outputs are `Effect`s (messages to send, connections to close) that the
+//! caller drains with `take_effects`. No sockets, no clocks, no randomness: the shell passes
+//! resume secrets and ICE servers in.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use confab_keys::Role;
+
+use super::protocol::{
+    IceServer, LeftReason, MediaMode, PROTOCOL_VERSION, ParticipantId, ParticipantView, ProtocolError, ServerMessage,
+    SignalPayload,
+};
+
+/// Monotonic milliseconds, from whatever origin the caller chose.
+pub type Millis = u64;
+
+/// The shell's handle for one WebSocket.
+pub type ConnId = u64;
+
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// The room uses the mesh while it has at most this many participants; 0 means always SFU.
+    pub mesh_threshold: usize,
+    /// How long a seat is kept after its connection drops.
+    pub reconnect_grace_ms: Millis,
+    /// How long the room must stay at or under the threshold before it returns to mesh.
+    pub sfu_hold_down_ms: Millis,
+    pub capacity: usize,
+}
+
+impl Default for RoomConfig {
+    fn default() -> RoomConfig {
+        RoomConfig { mesh_threshold: 4, reconnect_grace_ms: 30_000, sfu_hold_down_ms: 15_000, capacity: 100 }
+    }
+}
+
+/// Signals kept for a participant whose connection is down, delivered when it resumes.
+/// Beyond this the oldest are dropped; the client restarts ICE on any pair that needs it.
+const MAX_HELD_MESSAGES: usize = 200;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Send { conn: ConnId, message: ServerMessage },
+    Close { conn: ConnId, why: CloseWhy },
+}
+
+/// Why the node closes a connection; the shell maps these to WebSocket close codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseWhy {
+    Left,
+    Removed,
+    /// The same seat was resumed on a newer connection.
+    Replaced,
+}
+
+/// What the joining participant asks for, already validated by the shell.
+#[derive(Debug, Clone)]
+pub struct Seat {
+    pub name: String,
+    pub role: Role,
+    pub audio: bool,
+    pub video: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("this connection has no seat in the meeting")]
+    NotSeated,
+    #[error("this connection already has a seat")]
+    AlreadySeated,
+    #[error("{0} is not in the meeting")]
+    NoSuchParticipant(ParticipantId),
+    #[error("only a host can remove participants")]
+    NotHost,
+    #[error("to leave the meeting yourself, use leave")]
+    CannotRemoveSelf,
+    #[error("the meeting is full ({0} participants)")]
+    Full(usize),
+}
+
+impl RoomError {
+    pub fn to_protocol(&self) -> ProtocolError {
+        let code = match self {
+            RoomError::NotSeated => "not_joined",
+            RoomError::AlreadySeated => "already_joined",
+            RoomError::NoSuchParticipant(_) => "no_such_participant",
+            RoomError::NotHost => "not_host",
+            RoomError::CannotRemoveSelf => "cannot_remove_self",
+            RoomError::Full(_) => "room_full",
+        };
+        let text = self.to_string();
+        let mut chars = text.chars();
+        let sentence = chars.next().map(|c| c.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default();
+        ProtocolError::new(code, format!("{sentence}."))
+    }
+}
+
+#[derive(Debug)]
+enum Link {
+    Connected(ConnId),
+    /// The connection dropped; the seat is kept until `deadline`, and messages for it wait.
+    Away { deadline: Millis, held: VecDeque<ServerMessage> },
+}
+
+#[derive(Debug)]
+struct Participant {
+    name: String,
+    role: Role,
+    audio: bool,
+    video: bool,
+    resume_secret: String,
+    link: Link,
+}
+
+#[derive(Debug)]
+pub struct Room {
+    name: String,
+    config: RoomConfig,
+    participants: BTreeMap<ParticipantId, Participant>,
+    next_id: u64,
+    mode: MediaMode,
+    /// While in SFU mode with few enough participants: since when.
+    below_threshold_since: Option<Millis>,
+    effects: Vec<Effect>,
+}
+
+impl Room {
+    pub fn new(name: impl Into<String>, config: RoomConfig) -> Room {
+        let mode = if config.mesh_threshold == 0 { MediaMode::Sfu } else { MediaMode::Mesh };
+        Room {
+            name: name.into(),
+            config,
+            participants: BTreeMap::new(),
+            next_id: 1,
+            mode,
+            below_threshold_since: None,
+            effects: Vec::new(),
+        }
+    }
+
+    pub fn mode(&self) -> MediaMode {
+        self.mode
+    }
+
+    pub fn len(&self) -> usize {
+        self.participants.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.participants.is_empty()
+    }
+
+    /// The effects produced since the last call, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// The seat held by `conn`, if any.
+    pub fn seat_of(&self, conn: ConnId) -> Option<ParticipantId> {
+        self.participants.iter().find(|(_, p)| matches!(p.link, Link::Connected(c) if c == conn)).map(|(id, _)| *id)
+    }
+
+    /// When `tick` next has something to do.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let away = self.participants.values().filter_map(|p| match p.link {
+            Link::Away { deadline, .. } => Some(deadline),
+            Link::Connected(_) => None,
+        });
+        let hold_down = self.below_threshold_since.map(|since| since + self.config.sfu_hold_down_ms);
+        away.chain(hold_down).min()
+    }
+
+    /// Seats a new participant on `conn`.
+    pub fn join(&mut self, conn: ConnId, seat: Seat, resume_secret: String, ice_servers: Vec<IceServer>, now: Millis) -> Result<ParticipantId, RoomError> {
+        if self.seat_of(conn).is_some() {
+            return Err(RoomError::AlreadySeated);
+        }
+        if self.participants.len() >= self.config.capacity {
+            return Err(RoomError::Full(self.config.capacity));
+        }
+        let id = ParticipantId(self.next_id);
+        self.next_id += 1;
+        let participant = Participant {
+            name: seat.name,
+            role: seat.role,
+            audio: seat.audio,
+            video: seat.video,
+            resume_secret,
+            link: Link::Connected(conn),
+        };
+        self.participants.insert(id, participant);
+        self.welcome(id, false, ice_servers);
+        let view = self.view(id);
+        self.broadcast_except(id, ServerMessage::Joined { participant: view });
+        self.update_mode(now);
+        Ok(id)
+    }
+
+    /// Takes back the seat `id` on a new connection if `secret` matches and the seat is still
+    /// held; otherwise seats the participant afresh (a new id, `resumed: false`), so that a
+    /// reconnection after the grace period still gets the person back in.
+    pub fn resume_or_join(
+        &mut self,
+        conn: ConnId,
+        id: ParticipantId,
+        secret: &str,
+        seat: Seat,
+        fresh_secret: String,
+        ice_servers: Vec<IceServer>,
+        now: Millis,
+    ) -> Result<ParticipantId, RoomError> {
+        let matches = self.participants.get(&id).is_some_and(|p| constant_time_eq(p.resume_secret.as_bytes(), secret.as_bytes()));
+        if !matches {
+            return self.join(conn, seat, fresh_secret, ice_servers, now);
+        }
+        if self.seat_of(conn).is_some() {
+            return Err(RoomError::AlreadySeated);
+        }
+        let participant = self.participants.get_mut(&id).expect("checked above");
+        let previous = std::mem::replace(&mut participant.link, Link::Connected(conn));
+        let (was_away, held) = match previous {
+            Link::Connected(old) => {
+                self.effects.push(Effect::Close { conn: old, why: CloseWhy::Replaced });
+                (false, VecDeque::new())
+            }
+            Link::Away { held, .. } => (true, held),
+        };
+        self.welcome(id, true, ice_servers);
+        for message in held {
+            self.effects.push(Effect::Send { conn, message });
+        }
+        if was_away {
+            let view = self.view(id);
+            self.broadcast_except(id, ServerMessage::Updated { participant: view });
+        }
+        Ok(id)
+    }
+
+    /// The connection `conn` is gone without a goodbye: keep its seat for the grace period.
+    pub fn disconnected(&mut self, conn: ConnId, now: Millis) {
+        let Some(id) = self.seat_of(conn) else { return };
+        if self.config.reconnect_grace_ms == 0 {
+            self.remove_participant(id, LeftReason::TimedOut, now);
+            return;
+        }
+        let deadline = now + self.config.reconnect_grace_ms;
+        self.participants.get_mut(&id).expect("seated").link = Link::Away { deadline, held: VecDeque::new() };
+        let view = self.view(id);
+        self.broadcast_except(id, ServerMessage::Updated { participant: view });
+    }
+
+    pub fn leave(&mut self, conn: ConnId, now: Millis) -> Result<(), RoomError> {
+        let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        self.effects.push(Effect::Close { conn, why: CloseWhy::Left });
+        self.remove_participant(id, LeftReason::Left, now);
+        Ok(())
+    }
+
+    pub fn set_media(&mut self, conn: ConnId, audio: bool, video: bool) -> Result<(), RoomError> {
+        let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let p = self.participants.get_mut(&id).expect("seated");
+        if (p.audio, p.video) != (audio, video) {
+            (p.audio, p.video) = (audio, video);
+            let view = self.view(id);
+            self.broadcast_except(id, ServerMessage::Updated { participant: view });
+        }
+        Ok(())
+    }
+
+    /// Relays a description or candidate to `to`. Held for `to` if its connection is down.
+    pub fn signal(&mut self, conn: ConnId, to: ParticipantId, payload: SignalPayload) -> Result<(), RoomError> {
+        let from = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        if to == from || !self.participants.contains_key(&to) {
+            return Err(RoomError::NoSuchParticipant(to));
+        }
+        self.send_to(to, ServerMessage::signal(from, payload));
+        Ok(())
+    }
+
+    /// A host removes `target`: it is told, disconnected, and the others see it leave.
+    pub fn remove(&mut self, conn: ConnId, target: ParticipantId, now: Millis) -> Result<(), RoomError> {
+        let host = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let host_p = &self.participants[&host];
+        if host_p.role != Role::Host {
+            return Err(RoomError::NotHost);
+        }
+        if target == host {
+            return Err(RoomError::CannotRemoveSelf);
+        }
+        let by = host_p.name.clone();
+        let target_p = self.participants.get(&target).ok_or(RoomError::NoSuchParticipant(target))?;
+        if let Link::Connected(target_conn) = target_p.link {
+            self.effects.push(Effect::Send { conn: target_conn, message: ServerMessage::Removed { by } });
+            self.effects.push(Effect::Close { conn: target_conn, why: CloseWhy::Removed });
+        }
+        self.remove_participant(target, LeftReason::Removed, now);
+        Ok(())
+    }
+
+    /// Ends seats whose grace period is over and completes a pending return to mesh.
+    pub fn tick(&mut self, now: Millis) {
+        let expired: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| matches!(p.link, Link::Away { deadline, .. } if deadline <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.remove_participant(id, LeftReason::TimedOut, now);
+        }
+        self.update_mode(now);
+    }
+
+    fn remove_participant(&mut self, id: ParticipantId, reason: LeftReason, now: Millis) {
+        if self.participants.remove(&id).is_some() {
+            self.broadcast_except(id, ServerMessage::Left { participant: id, reason });
+            self.update_mode(now);
+        }
+    }
+
+    /// Mesh → SFU as soon as the room passes the threshold; SFU → mesh only after it has
+    /// stayed at or under the threshold for the hold-down, so that one person flapping at the
+    /// boundary does not make everyone renegotiate.
+    fn update_mode(&mut self, now: Millis) {
+        let wants_sfu = self.participants.len() > self.config.mesh_threshold || self.config.mesh_threshold == 0;
+        match (self.mode, wants_sfu) {
+            (MediaMode::Mesh, true) => self.set_mode(MediaMode::Sfu),
+            (MediaMode::Sfu, true) => self.below_threshold_since = None,
+            (MediaMode::Sfu, false) => {
+                let since = *self.below_threshold_since.get_or_insert(now);
+                if now >= since + self.config.sfu_hold_down_ms || self.participants.is_empty() {
+                    self.set_mode(MediaMode::Mesh);
+                }
+            }
+            (MediaMode::Mesh, false) => {}
+        }
+    }
+
+    fn set_mode(&mut self, mode: MediaMode) {
+        self.mode = mode;
+        self.below_threshold_since = None;
+        self.broadcast(None, ServerMessage::Mode { mode });
+    }
+
+    fn welcome(&mut self, id: ParticipantId, resumed: bool, ice_servers: Vec<IceServer>) {
+        let p = &self.participants[&id];
+        let Link::Connected(conn) = p.link else { unreachable!("welcome goes to a connected participant") };
+        let message = ServerMessage::Welcome {
+            v: PROTOCOL_VERSION,
+            room: self.name.clone(),
+            you: self.view(id),
+            resumed,
+            resume_secret: p.resume_secret.clone(),
+            participants: self.participants.keys().filter(|&&other| other != id).map(|&other| self.view(other)).collect(),
+            mode: self.mode,
+            mesh_threshold: self.config.mesh_threshold,
+            reconnect_grace_secs: self.config.reconnect_grace_ms / 1000,
+            ice_servers,
+        };
+        self.effects.push(Effect::Send { conn, message });
+    }
+
+    fn view(&self, id: ParticipantId) -> ParticipantView {
+        let p = &self.participants[&id];
+        ParticipantView {
+            id,
+            name: p.name.clone(),
+            role: p.role.as_str(),
+            audio: p.audio,
+            video: p.video,
+            connected: matches!(p.link, Link::Connected(_)),
+        }
+    }
+
+    fn send_to(&mut self, id: ParticipantId, message: ServerMessage) {
+        let Some(p) = self.participants.get_mut(&id) else { return };
+        match &mut p.link {
+            Link::Connected(conn) => self.effects.push(Effect::Send { conn: *conn, message }),
+            // The welcome on resumption carries who is here and the mode; only signals,
+            // which belong to negotiations in progress, are worth holding.
+            Link::Away { .. } if !matches!(message, ServerMessage::Signal { .. }) => {}
+            Link::Away { held, .. } => {
+                if held.len() == MAX_HELD_MESSAGES {
+                    held.pop_front();
+                }
+                held.push_back(message);
+            }
+        }
+    }
+
+    fn broadcast_except(&mut self, except: ParticipantId, message: ServerMessage) {
+        self.broadcast(Some(except), message);
+    }
+
+    fn broadcast(&mut self, except: Option<ParticipantId>, message: ServerMessage) {
+        let ids: Vec<ParticipantId> = self.participants.keys().copied().filter(|&id| Some(id) != except).collect();
+        for id in ids {
+            self.send_to(id, message.clone());
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+#[path = "room_tests.rs"]
+mod tests;

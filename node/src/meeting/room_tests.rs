@@ -1,0 +1,357 @@
+use super::*;
+use crate::meeting::protocol::{IceCandidate, SdpKind, SessionDescription};
+
+fn seat(name: &str, role: Role) -> Seat {
+    Seat { name: name.into(), role, audio: true, video: true }
+}
+
+fn config(threshold: usize) -> RoomConfig {
+    RoomConfig { mesh_threshold: threshold, reconnect_grace_ms: 30_000, sfu_hold_down_ms: 15_000, capacity: 10 }
+}
+
+fn join(room: &mut Room, conn: ConnId, name: &str, now: Millis) -> ParticipantId {
+    room.join(conn, seat(name, Role::Guest), format!("secret-{conn}"), vec![], now).unwrap()
+}
+
+fn offer() -> SignalPayload {
+    SignalPayload::Description(SessionDescription { kind: SdpKind::Offer, sdp: "v=0".into() })
+}
+
+/// The messages each connection received, in order.
+fn sent(effects: &[Effect]) -> Vec<(ConnId, &ServerMessage)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { conn, message } => Some((*conn, message)),
+            Effect::Close { .. } => None,
+        })
+        .collect()
+}
+
+fn types(effects: &[Effect], conn: ConnId) -> Vec<&'static str> {
+    sent(effects)
+        .into_iter()
+        .filter(|(c, _)| *c == conn)
+        .map(|(_, m)| match m {
+            ServerMessage::Welcome { .. } => "welcome",
+            ServerMessage::Joined { .. } => "joined",
+            ServerMessage::Updated { .. } => "updated",
+            ServerMessage::Left { .. } => "left",
+            ServerMessage::Signal { .. } => "signal",
+            ServerMessage::Mode { .. } => "mode",
+            ServerMessage::Removed { .. } => "removed",
+            ServerMessage::Error { .. } => "error",
+            ServerMessage::Pong {} => "pong",
+        })
+        .collect()
+}
+
+#[test]
+fn join_welcomes_the_newcomer_and_tells_the_others() {
+    let mut room = Room::new("standup", config(4));
+    let a = join(&mut room, 1, "Ana", 0);
+    room.take_effects();
+    let b = join(&mut room, 2, "Bo", 10);
+    let effects = room.take_effects();
+    assert_ne!(a, b);
+    let Effect::Send { conn: 2, message: ServerMessage::Welcome { you, participants, resumed: false, mode: MediaMode::Mesh, resume_secret, .. } } =
+        &effects[0]
+    else {
+        panic!("first effect is the welcome: {effects:?}")
+    };
+    assert_eq!((you.id, you.name.as_str()), (b, "Bo"));
+    assert_eq!(resume_secret, "secret-2");
+    assert_eq!(participants.iter().map(|p| p.id).collect::<Vec<_>>(), vec![a]);
+    assert_eq!(types(&effects, 1), vec!["joined"]);
+    assert_eq!(room.seat_of(2), Some(b));
+}
+
+#[test]
+fn a_connection_takes_one_seat_and_a_full_room_refuses() {
+    let mut room = Room::new("r", RoomConfig { capacity: 2, ..config(4) });
+    join(&mut room, 1, "A", 0);
+    assert_eq!(room.join(1, seat("A again", Role::Guest), "s".into(), vec![], 0), Err(RoomError::AlreadySeated));
+    join(&mut room, 2, "B", 0);
+    assert_eq!(room.join(3, seat("C", Role::Guest), "s".into(), vec![], 0), Err(RoomError::Full(2)));
+    assert_eq!(room.len(), 2);
+}
+
+#[test]
+fn leave_closes_the_leaver_and_tells_the_others() {
+    let mut room = Room::new("r", config(4));
+    let a = join(&mut room, 1, "A", 0);
+    join(&mut room, 2, "B", 0);
+    room.take_effects();
+    room.leave(1, 5).unwrap();
+    let effects = room.take_effects();
+    assert!(effects.contains(&Effect::Close { conn: 1, why: CloseWhy::Left }));
+    assert!(effects.contains(&Effect::Send { conn: 2, message: ServerMessage::Left { participant: a, reason: LeftReason::Left } }));
+    assert_eq!(types(&effects, 1), Vec::<&str>::new());
+    assert_eq!(room.leave(1, 6), Err(RoomError::NotSeated));
+    room.leave(2, 7).unwrap();
+    assert!(room.is_empty());
+}
+
+#[test]
+fn signals_go_to_the_named_participant_only() {
+    let mut room = Room::new("r", config(4));
+    let a = join(&mut room, 1, "A", 0);
+    let b = join(&mut room, 2, "B", 0);
+    join(&mut room, 3, "C", 0);
+    room.take_effects();
+    room.signal(1, b, offer()).unwrap();
+    let effects = room.take_effects();
+    assert_eq!(sent(&effects), vec![(2, &ServerMessage::signal(a, offer()))]);
+    assert_eq!(room.signal(1, ParticipantId(99), offer()), Err(RoomError::NoSuchParticipant(ParticipantId(99))));
+    assert_eq!(room.signal(1, a, offer()), Err(RoomError::NoSuchParticipant(a)));
+    assert_eq!(room.signal(42, a, offer()), Err(RoomError::NotSeated));
+    assert!(room.take_effects().is_empty());
+}
+
+#[test]
+fn media_changes_are_shown_to_the_others_once() {
+    let mut room = Room::new("r", config(4));
+    let a = join(&mut room, 1, "A", 0);
+    join(&mut room, 2, "B", 0);
+    room.take_effects();
+    room.set_media(1, false, true).unwrap();
+    room.set_media(1, false, true).unwrap();
+    let effects = room.take_effects();
+    assert_eq!(effects.len(), 1);
+    let (2, ServerMessage::Updated { participant }) = sent(&effects)[0] else { panic!("{effects:?}") };
+    assert_eq!((participant.id, participant.audio, participant.video), (a, false, true));
+}
+
+#[test]
+fn a_dropped_connection_keeps_its_seat_for_the_grace_period_and_resumes() {
+    let mut room = Room::new("r", config(4));
+    let a = join(&mut room, 1, "A", 0);
+    let b = join(&mut room, 2, "B", 0);
+    room.take_effects();
+
+    room.disconnected(1, 1_000);
+    let effects = room.take_effects();
+    let (2, ServerMessage::Updated { participant }) = sent(&effects)[0] else { panic!("{effects:?}") };
+    assert!(!participant.connected);
+    assert_eq!(room.len(), 2);
+    assert_eq!(room.next_deadline(), Some(31_000));
+
+    // While A is away, B's offer is held for it; B's media change is not (the welcome will say).
+    room.signal(2, a, offer()).unwrap();
+    room.set_media(2, false, false).unwrap();
+    assert!(room.take_effects().is_empty());
+
+    room.tick(30_999);
+    assert_eq!(room.len(), 2);
+    let resumed = room.resume_or_join(7, a, "secret-1", seat("A", Role::Guest), "fresh".into(), vec![], 30_999).unwrap();
+    assert_eq!(resumed, a);
+    let effects = room.take_effects();
+    assert_eq!(types(&effects, 7), vec!["welcome", "signal"]);
+    let (7, ServerMessage::Welcome { resumed: true, participants, .. }) = sent(&effects)[0] else { panic!("{effects:?}") };
+    assert_eq!((participants[0].id, participants[0].audio), (b, false));
+    let (2, ServerMessage::Updated { participant }) = sent(&effects)[2] else { panic!("{effects:?}") };
+    assert!(participant.connected);
+    assert_eq!(room.next_deadline(), None);
+    assert_eq!(room.seat_of(7), Some(a));
+}
+
+#[test]
+fn the_seat_ends_when_the_grace_period_does() {
+    let mut room = Room::new("r", config(4));
+    let a = join(&mut room, 1, "A", 0);
+    join(&mut room, 2, "B", 0);
+    room.disconnected(1, 1_000);
+    room.take_effects();
+    room.tick(31_000);
+    let effects = room.take_effects();
+    assert_eq!(sent(&effects), vec![(2, &ServerMessage::Left { participant: a, reason: LeftReason::TimedOut })]);
+    // Coming back after that is a fresh seat with a new id.
+    let again = room.resume_or_join(9, a, "secret-1", seat("A", Role::Guest), "fresh".into(), vec![], 40_000).unwrap();
+    assert_ne!(again, a);
+    let effects = room.take_effects();
+    assert!(matches!(sent(&effects)[0], (9, ServerMessage::Welcome { resumed: false, .. })));
+    assert_eq!(types(&effects, 2), vec!["joined"]);
+}
+
+#[test]
+fn a_wrong_resume_secret_gets_a_new_seat_not_the_old_one() {
+    let mut room = Room::new("r", config(4));
+    let a = join(&mut room, 1, "A", 0);
+    room.disconnected(1, 0);
+    let other = room.resume_or_join(5, a, "secret-2", seat("Mallory", Role::Guest), "s5".into(), vec![], 1).unwrap();
+    assert_ne!(other, a);
+    assert_eq!(room.len(), 2);
+}
+
+#[test]
+fn resuming_a_seat_whose_old_connection_lingers_closes_the_old_one() {
+    let mut room = Room::new("r", config(4));
+    let a = join(&mut room, 1, "A", 0);
+    join(&mut room, 2, "B", 0);
+    room.take_effects();
+    room.resume_or_join(3, a, "secret-1", seat("A", Role::Guest), "x".into(), vec![], 10).unwrap();
+    let effects = room.take_effects();
+    assert!(effects.contains(&Effect::Close { conn: 1, why: CloseWhy::Replaced }));
+    assert_eq!(types(&effects, 2), Vec::<&str>::new(), "nobody else notices");
+    // The old connection's late close does not disturb the resumed seat.
+    room.disconnected(1, 11);
+    assert!(room.take_effects().is_empty());
+    assert_eq!(room.seat_of(3), Some(a));
+}
+
+#[test]
+fn with_no_grace_a_drop_is_a_departure() {
+    let mut room = Room::new("r", RoomConfig { reconnect_grace_ms: 0, ..config(4) });
+    join(&mut room, 1, "A", 0);
+    join(&mut room, 2, "B", 0);
+    room.take_effects();
+    room.disconnected(1, 0);
+    assert_eq!(types(&room.take_effects(), 2), vec!["left"]);
+}
+
+#[test]
+fn hosts_remove_guests_and_guests_remove_nobody() {
+    let mut room = Room::new("r", config(4));
+    let host = room.join(1, seat("Host", Role::Host), "h".into(), vec![], 0).unwrap();
+    let guest = join(&mut room, 2, "Guest", 0);
+    join(&mut room, 3, "Other", 0);
+    room.take_effects();
+    assert_eq!(room.remove(2, host, 1), Err(RoomError::NotHost));
+    assert_eq!(room.remove(1, host, 1), Err(RoomError::CannotRemoveSelf));
+    assert_eq!(room.remove(1, ParticipantId(77), 1), Err(RoomError::NoSuchParticipant(ParticipantId(77))));
+    room.remove(1, guest, 1).unwrap();
+    let effects = room.take_effects();
+    assert_eq!(effects[0], Effect::Send { conn: 2, message: ServerMessage::Removed { by: "Host".into() } });
+    assert_eq!(effects[1], Effect::Close { conn: 2, why: CloseWhy::Removed });
+    assert_eq!(types(&effects, 1), vec!["left"]);
+    assert_eq!(types(&effects, 3), vec!["left"]);
+    assert_eq!(room.len(), 2);
+}
+
+fn modes(effects: &[Effect]) -> Vec<(ConnId, MediaMode)> {
+    sent(effects)
+        .into_iter()
+        .filter_map(|(c, m)| match m {
+            ServerMessage::Mode { mode } => Some((c, *mode)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn passing_the_threshold_switches_everyone_to_the_sfu_at_once() {
+    let mut room = Room::new("r", config(2));
+    join(&mut room, 1, "A", 0);
+    join(&mut room, 2, "B", 0);
+    assert!(modes(&room.take_effects()).is_empty());
+    assert_eq!(room.mode(), MediaMode::Mesh);
+    join(&mut room, 3, "C", 100);
+    let effects = room.take_effects();
+    assert_eq!(modes(&effects), vec![(1, MediaMode::Sfu), (2, MediaMode::Sfu), (3, MediaMode::Sfu)]);
+    // The newcomer's welcome still said mesh; the mode message that follows moves it too.
+    assert!(matches!(sent(&effects)[0], (3, ServerMessage::Welcome { mode: MediaMode::Mesh, .. })));
+    assert_eq!(room.mode(), MediaMode::Sfu);
+}
+
+#[test]
+fn returning_to_mesh_waits_for_the_hold_down() {
+    let mut room = Room::new("r", config(2));
+    for c in 1..=3 {
+        join(&mut room, c, "P", 0);
+    }
+    room.take_effects();
+    room.leave(3, 1_000).unwrap();
+    assert_eq!(room.mode(), MediaMode::Sfu);
+    assert_eq!(room.next_deadline(), Some(16_000));
+    room.tick(15_999);
+    assert_eq!(room.mode(), MediaMode::Sfu);
+    assert!(modes(&room.take_effects()).is_empty());
+    room.tick(16_000);
+    assert_eq!(room.mode(), MediaMode::Mesh);
+    assert_eq!(modes(&room.take_effects()), vec![(1, MediaMode::Mesh), (2, MediaMode::Mesh)]);
+    assert_eq!(room.next_deadline(), None);
+}
+
+#[test]
+fn flapping_at_the_threshold_does_not_flap_the_mode() {
+    let mut room = Room::new("r", config(2));
+    join(&mut room, 1, "A", 0);
+    join(&mut room, 2, "B", 0);
+    let mut switches = 0;
+    let mut now = 0;
+    for round in 0..20 {
+        let conn = 100 + round;
+        join(&mut room, conn, "Flapper", now);
+        now += 2_000;
+        room.tick(now);
+        room.leave(conn, now).unwrap();
+        now += 2_000;
+        room.tick(now);
+        switches += modes(&room.take_effects()).len();
+    }
+    // One switch to the SFU (sent to the 3 present), none back while the flapping goes on.
+    assert_eq!(switches, 3);
+    assert_eq!(room.mode(), MediaMode::Sfu);
+    room.tick(now + 15_000);
+    assert_eq!(room.mode(), MediaMode::Mesh);
+}
+
+#[test]
+fn a_drop_is_not_a_departure_for_the_mode() {
+    let mut room = Room::new("r", config(2));
+    for c in 1..=3 {
+        join(&mut room, c, "P", 0);
+    }
+    room.disconnected(3, 0);
+    room.tick(20_000);
+    assert_eq!(room.mode(), MediaMode::Sfu, "the away seat still counts");
+    room.tick(30_000);
+    assert_eq!(room.len(), 2);
+    room.tick(45_000);
+    assert_eq!(room.mode(), MediaMode::Mesh);
+}
+
+#[test]
+fn threshold_zero_means_always_sfu() {
+    let mut room = Room::new("r", config(0));
+    assert_eq!(room.mode(), MediaMode::Sfu);
+    join(&mut room, 1, "A", 0);
+    let effects = room.take_effects();
+    assert!(matches!(sent(&effects)[0], (1, ServerMessage::Welcome { mode: MediaMode::Sfu, .. })));
+    assert!(modes(&effects).is_empty());
+    room.leave(1, 1).unwrap();
+    room.tick(100_000);
+    assert_eq!(room.mode(), MediaMode::Sfu);
+}
+
+#[test]
+fn an_emptied_room_has_no_pending_work() {
+    let mut room = Room::new("r", config(1));
+    join(&mut room, 1, "A", 0);
+    join(&mut room, 2, "B", 0);
+    room.leave(1, 0).unwrap();
+    room.leave(2, 0).unwrap();
+    assert!(room.is_empty());
+    assert_eq!(room.mode(), MediaMode::Mesh);
+    assert_eq!(room.next_deadline(), None);
+}
+
+#[test]
+fn held_signals_are_bounded() {
+    let mut room = Room::new("r", config(4));
+    let a = join(&mut room, 1, "A", 0);
+    join(&mut room, 2, "B", 0);
+    room.disconnected(1, 0);
+    let candidate = |i: usize| {
+        SignalPayload::Candidate(IceCandidate { candidate: format!("c{i}"), sdp_mid: None, sdp_m_line_index: None, username_fragment: None })
+    };
+    for i in 0..MAX_HELD_MESSAGES + 50 {
+        room.signal(2, a, candidate(i)).unwrap();
+    }
+    room.take_effects();
+    room.resume_or_join(3, a, "secret-1", seat("A", Role::Guest), "x".into(), vec![], 1).unwrap();
+    let effects = room.take_effects();
+    let signals: Vec<_> = sent(&effects).into_iter().filter(|(_, m)| matches!(m, ServerMessage::Signal { .. })).collect();
+    assert_eq!(signals.len(), MAX_HELD_MESSAGES);
+    assert_eq!(*signals[0].1, ServerMessage::signal(ParticipantId(2), candidate(50)), "the oldest were dropped");
+}
