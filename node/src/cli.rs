@@ -84,6 +84,21 @@ pub struct ServeOptions {
     /// [default: 24h]
     #[arg(long, env = "CONFAB_FIRST_TOKEN_TTL", value_name = "DURATION")]
     pub first_token_ttl: Option<Span>,
+
+    /// Meetings with at most this many participants are a direct mesh between browsers;
+    /// past it they use the node's SFU. 0 means always the SFU. [default: 4]
+    #[arg(long, env = "CONFAB_MESH_THRESHOLD", value_name = "N")]
+    pub mesh_threshold: Option<usize>,
+
+    /// How long a participant whose connection to the node dropped keeps their seat while
+    /// their browser reconnects. [default: 30s]
+    #[arg(long, env = "CONFAB_RECONNECT_GRACE", value_name = "DURATION")]
+    pub reconnect_grace: Option<Span>,
+
+    /// A STUN or TURN server for browsers' ICE (stun:HOST:PORT, turn:..., turns:...), given
+    /// once per server. Servers that need credentials go in the TOML file. [default: none]
+    #[arg(long = "ice-server", env = "CONFAB_ICE_SERVERS", value_name = "URL", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

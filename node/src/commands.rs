@@ -15,6 +15,7 @@ use crate::clock::{self, format_utc};
 use crate::config::{self, Common};
 use crate::datadir::{self, DataDir};
 use crate::http::{self, AppState};
+use crate::meeting::Hub;
 use crate::secrets::{self, random_bytes};
 use crate::store::{Account, InviteRecord, NewToken, Store, TokenStatus};
 
@@ -45,7 +46,7 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     drop(out);
 
     tracing::info!(%public_url, %bound, node_key = %hex_key(&node_key.public()), "node started");
-    let state = AppState::new(store, node_key, public_url);
+    let state = AppState::new(store, node_key, public_url, Hub::new(settings.room.clone()), settings.ice_servers.clone());
     actix_web::rt::System::new().block_on(http::run(state, listener, tls))?;
     tracing::info!("node stopped");
     Ok(())

@@ -8,11 +8,15 @@ use serde::Deserialize;
 
 use crate::cli::{GlobalOptions, LogFormat, ServeOptions};
 use crate::duration::Span;
+use crate::meeting::protocol::IceServer;
+use crate::meeting::room::RoomConfig;
 
 pub const DEFAULT_DATA_DIR: &str = "./confab-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_CONFIG_FILE: &str = "confab.toml";
 pub const DEFAULT_FIRST_TOKEN_TTL: Span = Span(24 * 3600);
+pub const DEFAULT_MESH_THRESHOLD: usize = 4;
+pub const DEFAULT_RECONNECT_GRACE: Span = Span(30);
 
 /// The TOML file: the same names as the long flags, with `_` for `-`.
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +30,10 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub first_token_ttl: Option<String>,
+    pub mesh_threshold: Option<usize>,
+    pub reconnect_grace: Option<String>,
+    /// `[[ice_servers]]` tables: `urls`, and `username` and `credential` for TURN.
+    pub ice_servers: Option<Vec<IceServer>>,
 }
 
 impl FileConfig {
@@ -56,6 +64,8 @@ pub struct Serve {
     pub listen: String,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub first_token_ttl: Span,
+    pub room: RoomConfig,
+    pub ice_servers: Vec<IceServer>,
 }
 
 pub fn common(flags: &GlobalOptions, file: &FileConfig) -> anyhow::Result<Common> {
@@ -74,16 +84,55 @@ pub fn serve(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<Serve> {
         (None, None) => None,
         _ => bail!("tls_cert and tls_key go together: give both, or neither for a self-signed certificate"),
     };
-    let first_token_ttl = match (flags.first_token_ttl, &file.first_token_ttl) {
-        (Some(span), _) => span,
-        (None, Some(text)) => text.parse().map_err(|e| anyhow::anyhow!("first_token_ttl in the configuration file: {e}"))?,
-        (None, None) => DEFAULT_FIRST_TOKEN_TTL,
+    let first_token_ttl = span("first_token_ttl", flags.first_token_ttl, &file.first_token_ttl, DEFAULT_FIRST_TOKEN_TTL)?;
+    let reconnect_grace = span("reconnect_grace", flags.reconnect_grace, &file.reconnect_grace, DEFAULT_RECONNECT_GRACE)?;
+    let ice_servers = if !flags.ice_servers.is_empty() {
+        flags.ice_servers.iter().map(|url| IceServer { urls: vec![url.trim().to_string()], username: None, credential: None }).collect()
+    } else {
+        file.ice_servers.clone().unwrap_or_default()
     };
+    for server in &ice_servers {
+        check_ice_server(server)?;
+    }
     Ok(Serve {
         listen: flags.listen.clone().or_else(|| file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into()),
         tls,
         first_token_ttl,
+        room: RoomConfig {
+            mesh_threshold: flags.mesh_threshold.or(file.mesh_threshold).unwrap_or(DEFAULT_MESH_THRESHOLD),
+            reconnect_grace_ms: reconnect_grace.secs() * 1000,
+            ..RoomConfig::default()
+        },
+        ice_servers,
     })
+}
+
+fn span(name: &str, flag: Option<Span>, file: &Option<String>, default: Span) -> anyhow::Result<Span> {
+    match (flag, file) {
+        (Some(span), _) => Ok(span),
+        (None, Some(text)) => text.parse().map_err(|e| anyhow::anyhow!("{name} in the configuration file: {e}")),
+        (None, None) => Ok(default),
+    }
+}
+
+/// The URL schemes of RFC 7064/7065, which browsers accept; TURN servers need credentials.
+fn check_ice_server(server: &IceServer) -> anyhow::Result<()> {
+    if server.urls.is_empty() {
+        bail!("an ICE server needs at least one URL");
+    }
+    for url in &server.urls {
+        let scheme = url.split(':').next().unwrap_or("");
+        match scheme {
+            "stun" | "stuns" => {}
+            "turn" | "turns" if server.username.is_some() && server.credential.is_some() => {}
+            "turn" | "turns" => bail!("the TURN server {url:?} needs a username and credential (set them in the configuration file)"),
+            _ => bail!("{url:?} is not a STUN or TURN URL (stun:HOST:PORT, turn:HOST:PORT, turns:HOST:PORT)"),
+        }
+        if url.len() <= scheme.len() + 1 || url.contains(char::is_whitespace) {
+            bail!("{url:?} is not a STUN or TURN URL (stun:HOST:PORT, turn:HOST:PORT, turns:HOST:PORT)");
+        }
+    }
+    Ok(())
 }
 
 /// `https://host[:port]` with no path and no trailing slash.
@@ -119,6 +168,21 @@ mod tests {
         assert_eq!(public_host("https://meet.example.org:8443"), "meet.example.org");
         assert_eq!(public_host("https://[::1]:8443"), "::1");
         assert_eq!(public_host("https://localhost"), "localhost");
+    }
+
+    #[test]
+    fn ice_servers_are_checked() {
+        let stun = IceServer { urls: vec!["stun:stun.example.org:3478".into()], username: None, credential: None };
+        assert!(check_ice_server(&stun).is_ok());
+        let turn = IceServer { urls: vec!["turns:turn.example.org:443?transport=tcp".into()], ..stun.clone() };
+        assert!(check_ice_server(&turn).unwrap_err().to_string().contains("username and credential"));
+        let turn = IceServer { username: Some("u".into()), credential: Some("c".into()), ..turn };
+        assert!(check_ice_server(&turn).is_ok());
+        for bad in ["https://stun.example.org", "stun:", "stun:a b"] {
+            assert!(check_ice_server(&IceServer { urls: vec![bad.into()], ..stun.clone() }).is_err(), "{bad}");
+        }
+        let file: FileConfig = toml::from_str("[[ice_servers]]\nurls = [\"turn:t.example.org\"]\nusername = \"u\"\ncredential = \"c\"\n").unwrap();
+        assert_eq!(file.ice_servers.unwrap()[0].username.as_deref(), Some("u"));
     }
 
     #[test]

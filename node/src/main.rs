@@ -9,6 +9,7 @@ mod datadir;
 mod duration;
 mod http;
 mod meeting;
+mod metrics;
 mod ratelimit;
 mod secrets;
 mod store;

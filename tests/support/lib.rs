@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod node;
+pub mod signaling;
 
 pub use node::{Node, client};
 

@@ -44,9 +44,16 @@ pub struct Node {
 
 impl Node {
     pub async fn start() -> Node {
+        Node::start_with(&[]).await
+    }
+
+    /// Starts on a new data directory with extra `serve` options.
+    pub async fn start_with(options: &[&str]) -> Node {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().join("data");
-        let mut node = Node::start_in(&dir).await;
+        let options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        let bin = confab_bin();
+        let mut node = tokio::task::spawn_blocking(move || Node::spawn(&bin, &dir, &options)).await.unwrap();
         node._temp = Some(temp);
         node
     }
@@ -54,12 +61,13 @@ impl Node {
     /// Starts on an existing (or new) data directory, on a free loopback port.
     pub async fn start_in(data_dir: &Path) -> Node {
         let (bin, dir) = (confab_bin(), data_dir.to_path_buf());
-        tokio::task::spawn_blocking(move || Node::spawn(&bin, &dir)).await.unwrap()
+        tokio::task::spawn_blocking(move || Node::spawn(&bin, &dir, &[])).await.unwrap()
     }
 
-    fn spawn(bin: &Path, data_dir: &Path) -> Node {
+    fn spawn(bin: &Path, data_dir: &Path, options: &[String]) -> Node {
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(options)
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("CONFAB_CONFIG")
@@ -201,6 +209,11 @@ pub async fn login(c: &reqwest::Client, node: &Node, username: &str, password: &
 /// Acts as a browser would: certifies `key` for the logged-in account, creates `room` if
 /// needed, signs a guest invite valid for `secs`, registers it, and returns its text.
 pub async fn make_invite(c: &reqwest::Client, node: &Node, key: &confab_keys::AccountKey, room: &str, secs: u64) -> String {
+    make_invite_as(c, node, key, room, secs, confab_keys::Role::Guest).await
+}
+
+/// `make_invite` for a chosen role.
+pub async fn make_invite_as(c: &reqwest::Client, node: &Node, key: &confab_keys::AccountKey, room: &str, secs: u64, role: confab_keys::Role) -> String {
     use base64::Engine;
     let _ = c.post(node.api("/api/meetings")).json(&json!({"room": room})).send().await.unwrap();
     let public = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.public());
@@ -216,7 +229,7 @@ pub async fn make_invite(c: &reqwest::Client, node: &Node, key: &confab_keys::Ac
         confab_keys::InviteBody {
             id: confab_keys::CapabilityId(id),
             room: confab_keys::RoomName::parse(room).unwrap(),
-            role: confab_keys::Role::Guest,
+            role,
             not_before: now,
             expires: now + secs,
         },

@@ -8,6 +8,7 @@ mod error;
 mod meetings;
 mod pages;
 mod session;
+mod signaling;
 mod tokens;
 
 use std::net::IpAddr;
@@ -22,6 +23,9 @@ use tokio::sync::Semaphore;
 
 pub use error::ApiError;
 
+use crate::meeting::Hub;
+use crate::meeting::protocol::IceServer;
+use crate::metrics::MediaCounters;
 use crate::ratelimit::LoginLimiter;
 use crate::store::Store;
 
@@ -36,10 +40,14 @@ pub struct AppState {
     /// argon2 takes 19 MiB and tens of milliseconds per hash: at most this many at once, so a
     /// flood of sign-ups or logins queues instead of exhausting memory.
     pub password_work: Semaphore,
+    pub hub: Hub,
+    /// Given to every participant for their peer connections.
+    pub ice_servers: Vec<IceServer>,
+    pub media: MediaCounters,
 }
 
 impl AppState {
-    pub fn new(store: Arc<Store>, node_key: NodeKey, public_url: String) -> AppState {
+    pub fn new(store: Arc<Store>, node_key: NodeKey, public_url: String, hub: Hub, ice_servers: Vec<IceServer>) -> AppState {
         let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         AppState {
             store,
@@ -47,6 +55,9 @@ impl AppState {
             public_url,
             limiter: Mutex::new(LoginLimiter::default()),
             password_work: Semaphore::new(parallel * 2),
+            hub,
+            ice_servers,
+            media: MediaCounters::default(),
         }
     }
 
@@ -90,6 +101,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ApiError::bad_request("bad_path", format!("This address is not valid: {err}.")).into()
     }))
     .route("/healthz", web::get().to(healthz))
+    .route("/metrics", web::get().to(metrics))
+    .configure(signaling::routes)
     .service(
         web::scope("/api")
             .wrap(actix_web::middleware::from_fn(require_json_posts))
@@ -137,6 +150,12 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render(state.hub.counts(), &state.media))
+}
+
 async fn api_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("no_such_endpoint", format!("There is no API endpoint {} {}.", req.method(), req.path())))
 }
@@ -144,6 +163,15 @@ async fn api_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 /// Serves on `listener` until SIGINT or SIGTERM (actix handles both and drains connections).
 pub async fn run(state: AppState, listener: std::net::TcpListener, tls: rustls::ServerConfig) -> std::io::Result<()> {
     let state = web::Data::new(state);
+    // Grace periods and hold-downs: the rooms decide, this only gives them the time.
+    let ticking = state.clone();
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(250));
+        loop {
+            every.tick().await;
+            ticking.hub.tick();
+        }
+    });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())

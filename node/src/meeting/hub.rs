@@ -48,10 +48,6 @@ impl Hub {
         Hub { config, started: Instant::now(), next_conn: AtomicU64::new(1), rooms: Mutex::new(HashMap::new()) }
     }
 
-    pub fn config(&self) -> &RoomConfig {
-        &self.config
-    }
-
     pub fn now(&self) -> Millis {
         self.started.elapsed().as_millis() as Millis
     }

@@ -1,0 +1,230 @@
+//! `GET /ws/{room}`: the signaling WebSocket. A thin shell: it reads frames, parses them with
+//! `meeting::protocol`, hands them to the room through the hub, and writes what the hub
+//! queues for it. The first message must be a `join` with an invite, checked exactly as
+//! `/api/invites/check` checks it (`capabilities::admit`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
+use confab_keys::RoomName;
+
+use super::{ApiError, AppState};
+use crate::capabilities::admit;
+use crate::clock;
+use crate::meeting::hub::Outbound;
+use crate::meeting::protocol::{self, ClientMessage, MAX_MESSAGE_BYTES, ProtocolError, ServerMessage};
+use crate::meeting::room::{CloseWhy, ConnId, RoomError, Seat};
+use crate::secrets;
+
+/// How long a new connection has to send its `join`.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The node pings every connection this often…
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// …and counts it as dropped after this long without hearing anything.
+const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Close codes the client acts on (docs/signaling.md): it reconnects after any other.
+pub const CLOSE_REMOVED: u16 = 4001;
+pub const CLOSE_REPLACED: u16 = 4002;
+pub const CLOSE_REFUSED: u16 = 4003;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ws/{room}", web::get().to(connect));
+}
+
+async fn connect(req: HttpRequest, body: web::Payload, state: web::Data<AppState>, room: web::Path<String>) -> Result<HttpResponse, actix_web::Error> {
+    let room = RoomName::normalize(&room).map_err(|e| ApiError::bad_request("room_invalid", format!("{}.", e.0)))?;
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream.max_frame_size(MAX_MESSAGE_BYTES).aggregate_continuations().max_continuation_size(MAX_MESSAGE_BYTES);
+    // The stream is !Send: the connection lives on this worker's local executor.
+    actix_web::rt::spawn(Connection { state: state.into_inner(), room, session }.run(stream));
+    Ok(response)
+}
+
+struct Connection {
+    state: Arc<AppState>,
+    room: RoomName,
+    session: Session,
+}
+
+impl Connection {
+    async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) {
+        let Some(join) = self.first_message(&mut stream).await else { return };
+        let (conn, queue, mut outbox) = self.state.hub.connection();
+        let seated = match self.seat(conn, &queue, join).await {
+            Ok(()) => true,
+            Err(e) => {
+                let _ = self.send(&ServerMessage::error(&e)).await;
+                let _ = self.session.clone().close(Some(close(CLOSE_REFUSED, e.code))).await;
+                false
+            }
+        };
+        if !seated {
+            return;
+        }
+        let room = self.room.to_string();
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut heard = Instant::now();
+        let ended_by_node = loop {
+            tokio::select! {
+                out = outbox.recv() => match out {
+                    Some(Outbound::Text(text)) => {
+                        if self.session.text(text).await.is_err() { break false; }
+                    }
+                    Some(Outbound::Close(why)) => {
+                        let _ = self.session.clone().close(Some(close_for(why))).await;
+                        break true;
+                    }
+                    // The hub dropped this connection's queue: it stalled.
+                    None => {
+                        let _ = self.session.clone().close(Some(close(1011, "stalled"))).await;
+                        break true;
+                    }
+                },
+                frame = stream.recv() => {
+                    heard = Instant::now();
+                    match frame {
+                        Some(Ok(AggregatedMessage::Text(text))) => {
+                            if let Err(e) = self.handle(conn, &queue, &text).await {
+                                if self.send(&ServerMessage::error(&e)).await.is_err() { break false; }
+                            }
+                        }
+                        Some(Ok(AggregatedMessage::Binary(_))) => {
+                            let e = ProtocolError::new("bad_message", "Signaling messages are JSON text, not binary.");
+                            if self.send(&ServerMessage::error(&e)).await.is_err() { break false; }
+                        }
+                        Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                            if self.session.pong(&bytes).await.is_err() { break false; }
+                        }
+                        Some(Ok(AggregatedMessage::Pong(_))) => {}
+                        Some(Ok(AggregatedMessage::Close(_))) | None => break false,
+                        Some(Err(e)) => {
+                            tracing::debug!(conn, error = %e, "signaling protocol error");
+                            let e = protocol_failure(e);
+                            let _ = self.send(&ServerMessage::error(&e)).await;
+                            let _ = self.session.clone().close(Some(close(1009, e.code))).await;
+                            break false;
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if heard.elapsed() > SILENCE_LIMIT {
+                        let _ = self.session.clone().close(Some(close(1001, "silent"))).await;
+                        break false;
+                    }
+                    if self.session.ping(b"").await.is_err() { break false; }
+                }
+            }
+        };
+        if !ended_by_node {
+            self.state.hub.disconnected(&room, conn);
+        }
+    }
+
+    /// Waits for the `join`. Anything else, or nothing in time, ends the connection with a
+    /// reason.
+    async fn first_message(&mut self, stream: &mut actix_ws::AggregatedMessageStream) -> Option<ClientMessage> {
+        let refusal = loop {
+            let frame = match tokio::time::timeout(JOIN_TIMEOUT, stream.recv()).await {
+                Err(_) => break ProtocolError::new("join_timeout", "No join message arrived in time."),
+                Ok(frame) => frame,
+            };
+            match frame {
+                Some(Ok(AggregatedMessage::Text(text))) => match protocol::parse(&text) {
+                    Ok(join @ ClientMessage::Join { .. }) => return Some(join),
+                    Ok(_) => break ProtocolError::new("not_joined", "The first message must be a join."),
+                    Err(e) => break e,
+                },
+                Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                    let _ = self.session.pong(&bytes).await;
+                }
+                Some(Ok(AggregatedMessage::Pong(_))) => {}
+                Some(Ok(AggregatedMessage::Binary(_))) => {
+                    break ProtocolError::new("bad_message", "Signaling messages are JSON text, not binary.");
+                }
+                Some(Ok(AggregatedMessage::Close(_))) | None => return None,
+                Some(Err(e)) => break protocol_failure(e),
+            }
+        };
+        let _ = self.send(&ServerMessage::error(&refusal)).await;
+        let _ = self.session.clone().close(Some(close(1008, refusal.code))).await;
+        None
+    }
+
+    /// Checks the invite and the name, then takes (or takes back) a seat.
+    async fn seat(&self, conn: ConnId, queue: &tokio::sync::mpsc::Sender<crate::meeting::hub::Outbound>, join: ClientMessage) -> Result<(), ProtocolError> {
+        let ClientMessage::Join { invite, name, audio, video, resume, .. } = join else { unreachable!("first_message returns joins") };
+        let name = protocol::display_name(&name)?;
+        let room = self.room.clone();
+        let node_key = self.state.node_key.public();
+        let admitted = self.state.db(move |s| admit(s, node_key, &room, &invite, clock::now())).await;
+        let (granted, _meeting) = admitted.map_err(|e| ProtocolError::new(e.code, e.message))?;
+        let seat = Seat { name, role: granted.role, audio, video };
+        let secret = secrets::hex(&secrets::random_bytes::<16>());
+        let ice_servers = self.state.ice_servers.clone();
+        let result = self.state.hub.act(self.room.as_str(), conn, queue, |r, now| match resume {
+            Some(resume) => r.resume_or_join(conn, resume.participant, &resume.secret, seat, secret, ice_servers, now),
+            None => r.join(conn, seat, secret, ice_servers, now),
+        });
+        match result {
+            Ok(id) => {
+                tracing::info!(room = %self.room, participant = %id, role = granted.role.as_str(), "seated");
+                Ok(())
+            }
+            Err(e) => Err(e.to_protocol()),
+        }
+    }
+
+    /// One message after the join.
+    async fn handle(&mut self, conn: ConnId, queue: &tokio::sync::mpsc::Sender<Outbound>, text: &str) -> Result<(), ProtocolError> {
+        let message = protocol::parse(text)?;
+        let hub = &self.state.hub;
+        let room = self.room.as_str();
+        let result: Result<(), RoomError> = match message {
+            ClientMessage::Join { .. } => Err(RoomError::AlreadySeated),
+            ClientMessage::Signal { to, description, candidate } => {
+                let payload = protocol::signal_payload(description, candidate)?;
+                hub.act(room, conn, queue, |r, _| r.signal(conn, to, payload))
+            }
+            ClientMessage::Media { audio, video } => hub.act(room, conn, queue, |r, _| r.set_media(conn, audio, video)),
+            ClientMessage::Remove { participant } => hub.act(room, conn, queue, |r, now| r.remove(conn, participant, now)),
+            ClientMessage::Leave {} => hub.act(room, conn, queue, |r, now| r.leave(conn, now)),
+            ClientMessage::Ping {} => {
+                let _ = self.send(&ServerMessage::Pong {}).await;
+                Ok(())
+            }
+        };
+        result.map_err(|e| e.to_protocol())
+    }
+
+    async fn send(&mut self, message: &ServerMessage) -> Result<(), actix_ws::Closed> {
+        self.session.text(serde_json::to_string(message).expect("server messages always serialize")).await
+    }
+}
+
+fn protocol_failure(e: actix_ws::ProtocolError) -> ProtocolError {
+    match e {
+        actix_ws::ProtocolError::Overflow => protocol::too_large(MAX_MESSAGE_BYTES + 1),
+        other => ProtocolError::new("bad_frame", format!("The WebSocket frame could not be read: {other}.")),
+    }
+}
+
+fn close(code: u16, reason: &str) -> CloseReason {
+    CloseReason { code: CloseCode::from(code), description: Some(reason.to_string()) }
+}
+
+fn close_for(why: CloseWhy) -> CloseReason {
+    match why {
+        CloseWhy::Left => close(1000, "left"),
+        CloseWhy::Removed => close(CLOSE_REMOVED, "removed"),
+        CloseWhy::Replaced => close(CLOSE_REPLACED, "replaced"),
+    }
+}
+
+impl From<ApiError> for ProtocolError {
+    fn from(e: ApiError) -> ProtocolError {
+        ProtocolError::new(e.code, e.message)
+    }
+}

@@ -1,0 +1,54 @@
+//! Counters the node exposes at `/metrics` in Prometheus' text format. The media counters
+//! belong to the SFU (the `relay` crate fills them once it forwards); while every meeting is
+//! a mesh they stay at zero, which is itself the evidence that the node carried no media.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::meeting::hub::HubCounts;
+
+#[derive(Debug, Default)]
+pub struct MediaCounters {
+    pub packets_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub packets_forwarded: AtomicU64,
+    pub bytes_forwarded: AtomicU64,
+}
+
+pub fn render(hub: HubCounts, media: &MediaCounters) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    gauge("confab_participants", "Seats taken in all meetings, including those reconnecting.", "gauge", &[("", hub.participants as u64)]);
+    gauge(
+        "confab_rooms",
+        "Meetings with at least one participant, by media mode.",
+        "gauge",
+        &[("{mode=\"mesh\"}", hub.mesh_rooms as u64), ("{mode=\"sfu\"}", hub.sfu_rooms as u64)],
+    );
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    gauge("confab_media_received_packets_total", "RTP/RTCP packets the node received.", "counter", &[("", load(&media.packets_received))]);
+    gauge("confab_media_received_bytes_total", "Media bytes the node received.", "counter", &[("", load(&media.bytes_received))]);
+    gauge("confab_media_forwarded_packets_total", "RTP/RTCP packets the node sent on.", "counter", &[("", load(&media.packets_forwarded))]);
+    gauge("confab_media_forwarded_bytes_total", "Media bytes the node sent on.", "counter", &[("", load(&media.bytes_forwarded))]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let media = MediaCounters::default();
+        media.packets_forwarded.store(7, Ordering::Relaxed);
+        let text = render(HubCounts { participants: 3, mesh_rooms: 1, sfu_rooms: 0 }, &media);
+        assert!(text.contains("# TYPE confab_participants gauge\nconfab_participants 3\n"));
+        assert!(text.contains("confab_rooms{mode=\"mesh\"} 1\n"));
+        assert!(text.contains("confab_media_forwarded_packets_total 7\n"));
+    }
+}

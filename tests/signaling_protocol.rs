@@ -1,0 +1,194 @@
+//! The signaling WebSocket without browsers: real node, real TLS, raw protocol messages.
+//! Seating, relaying, reconnection, removal, and what bad input gets.
+
+use confab_keys::{AccountKey, Role};
+use confab_tests::node::{make_invite, make_invite_as};
+use confab_tests::signaling::{Heard, Signaling};
+use confab_tests::Node;
+use serde_json::{Value, json};
+
+const ROOM: &str = "standup";
+
+async fn node_with_invites(options: &[&str]) -> (Node, String, String) {
+    let node = Node::start_with(options).await;
+    let admin = node.admin().await;
+    let key = AccountKey::from_seed([7; 32]);
+    let guest = make_invite(&admin, &node, &key, ROOM, 3600).await;
+    let host = make_invite_as(&admin, &node, &key, ROOM, 3600, Role::Host).await;
+    (node, guest, host)
+}
+
+fn id(message: &Value) -> String {
+    message["you"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn participants_are_seated_told_of_each_other_and_relay_signals() {
+    let (node, invite, _) = node_with_invites(&[]).await;
+    let (mut ana, welcome_a) = Signaling::join(&node, ROOM, &invite, "Ana").await;
+    assert_eq!(welcome_a["participants"], json!([]));
+    assert_eq!(welcome_a["mode"], "mesh");
+    assert_eq!(welcome_a["mesh_threshold"], 4);
+    assert_eq!(welcome_a["you"]["role"], "guest");
+    let (mut bo, welcome_b) = Signaling::join(&node, ROOM, &invite, "  Bo  ").await;
+    assert_eq!(welcome_b["you"]["name"], "Bo");
+    assert_eq!(welcome_b["participants"][0]["id"], id(&welcome_a));
+    let joined = ana.expect("joined").await;
+    assert_eq!(joined["participant"]["id"], id(&welcome_b));
+
+    let offer = json!({"type": "offer", "sdp": "v=0\r\n"});
+    ana.send(json!({"type": "signal", "to": id(&welcome_b), "description": offer})).await;
+    let relayed = bo.expect("signal").await;
+    assert_eq!(relayed, json!({"type": "signal", "from": id(&welcome_a), "description": offer}));
+
+    bo.send(json!({"type": "media", "audio": false, "video": true})).await;
+    let updated = ana.expect("updated").await;
+    assert_eq!((updated["participant"]["audio"].as_bool(), updated["participant"]["video"].as_bool()), (Some(false), Some(true)));
+
+    ana.send(json!({"type": "ping"})).await;
+    ana.expect("pong").await;
+
+    bo.send(json!({"type": "leave"})).await;
+    assert_eq!(bo.expect_close().await, Some(1000));
+    let left = ana.expect("left").await;
+    assert_eq!(left, json!({"type": "left", "participant": id(&welcome_b), "reason": "left"}));
+
+    let metrics = confab_tests::client().get(node.api("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("\nconfab_participants 1\n"), "{metrics}");
+    assert!(metrics.contains("confab_rooms{mode=\"mesh\"} 1\n"), "{metrics}");
+}
+
+#[tokio::test]
+async fn bad_messages_get_an_error_and_disturb_nobody() {
+    let (node, invite, _) = node_with_invites(&[]).await;
+    let (mut ana, welcome_a) = Signaling::join(&node, ROOM, &invite, "Ana").await;
+    let (mut bo, welcome_b) = Signaling::join(&node, ROOM, &invite, "Bo").await;
+    ana.expect("joined").await;
+
+    let bad: Vec<(String, &str)> = vec![
+        ("not json".into(), "bad_message"),
+        (r#"{"type":"dance"}"#.into(), "bad_message"),
+        (r#"{"type":"media","audio":"yes","video":true}"#.into(), "bad_message"),
+        (r#"{"type":"signal","to":"p999","candidate":{"candidate":""}}"#.into(), "no_such_participant"),
+        (format!(r#"{{"type":"signal","to":"{}"}}"#, id(&welcome_a)), "bad_signal"),
+        (format!(r#"{{"type":"signal","to":"{}","candidate":{{"candidate":""}}}}"#, id(&welcome_b)), "no_such_participant"),
+        (r#"{"type":"remove","participant":"p1"}"#.into(), "not_host"),
+        (format!(r#"{{"type":"join","v":1,"invite":"{invite}","name":"Again","audio":true,"video":true}}"#), "already_joined"),
+    ];
+    for (text, code) in bad {
+        bo.send_text(text.clone()).await;
+        let reply = bo.expect("error").await;
+        assert_eq!(reply["code"], code, "{text}: {reply}");
+        assert!(reply["message"].as_str().unwrap().ends_with('.'), "{reply}");
+    }
+    bo.send_binary(vec![0xff; 16]).await;
+    assert_eq!(bo.expect("error").await["code"], "bad_message");
+
+    // Bo is still seated and Ana heard none of it: the next thing she gets is Bo's signal.
+    bo.send(json!({"type": "signal", "to": id(&welcome_a), "candidate": {"candidate": ""}})).await;
+    assert_eq!(ana.expect("signal").await["from"], id(&welcome_b));
+
+    // An oversized frame ends the sender's connection (with a reason), not anyone else's.
+    let huge = format!(r#"{{"type":"signal","to":"{}","description":{{"type":"offer","sdp":"{}"}}}}"#, id(&welcome_a), "a".repeat(70_000));
+    bo.send_text(huge).await;
+    assert_eq!(bo.expect("error").await["code"], "message_too_large");
+    assert_eq!(bo.expect_close().await, Some(1009));
+    let updated = ana.expect("updated").await;
+    assert_eq!(updated["participant"]["connected"], false, "Bo's seat is kept for the grace period");
+    ana.send(json!({"type": "ping"})).await;
+    ana.expect("pong").await;
+}
+
+#[tokio::test]
+async fn joins_are_refused_with_the_reason() {
+    let (node, invite, _) = node_with_invites(&[]).await;
+    let join = |invite: &str, name: &str| json!({"type": "join", "v": 1, "invite": invite, "name": name, "audio": true, "video": false});
+    let mut tampered = invite.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let cases = [
+        (ROOM, join(&tampered, "Eve"), "capability_bad_signature"),
+        (ROOM, join("cfi1.nonsense", "Eve"), "capability_malformed"),
+        (ROOM, join(&invite, " \u{202e} "), "bad_name"),
+        (ROOM, json!({"type": "ping"}), "not_joined"),
+        (ROOM, json!({"type": "join", "v": 9, "invite": invite, "name": "Eve", "audio": true, "video": true}), "unsupported_version"),
+        ("other-room", join(&invite, "Eve"), "room_unknown"),
+    ];
+    for (room, message, code) in cases {
+        let mut s = Signaling::connect(&node, room).await;
+        s.send(message.clone()).await;
+        let reply = s.expect("error").await;
+        assert_eq!(reply["code"], code, "{message}: {reply}");
+        let close = s.expect_close().await;
+        assert!(matches!(close, Some(1008) | Some(4003)), "{message}: closed with {close:?}");
+    }
+    // None of that took a seat.
+    let (_s, welcome) = Signaling::join(&node, ROOM, &invite, "Ana").await;
+    assert_eq!(welcome["participants"], json!([]));
+}
+
+#[tokio::test]
+async fn a_dropped_connection_resumes_its_seat_and_gets_what_was_held() {
+    let (node, invite, _) = node_with_invites(&[]).await;
+    let (ana, welcome_a) = Signaling::join(&node, ROOM, &invite, "Ana").await;
+    let (mut bo, _) = Signaling::join(&node, ROOM, &invite, "Bo").await;
+    ana.vanish();
+    let updated = bo.expect("updated").await;
+    assert_eq!(updated["participant"]["connected"], false);
+    // Bo's offer waits for Ana.
+    bo.send(json!({"type": "signal", "to": id(&welcome_a), "description": {"type": "offer", "sdp": "v=0\r\n"}})).await;
+
+    let mut ana = Signaling::connect(&node, ROOM).await;
+    let resume = json!({"participant": id(&welcome_a), "secret": welcome_a["resume_secret"]});
+    ana.send(json!({"type": "join", "v": 1, "invite": invite, "name": "Ana", "audio": true, "video": true, "resume": resume})).await;
+    let welcome = ana.expect("welcome").await;
+    assert_eq!(welcome["resumed"], true);
+    assert_eq!(id(&welcome), id(&welcome_a));
+    assert_eq!(ana.expect("signal").await["description"]["type"], "offer");
+    let updated = bo.expect("updated").await;
+    assert_eq!(updated["participant"]["connected"], true);
+
+    // A wrong secret does not take the seat: it gets a new one.
+    let mut mallory = Signaling::connect(&node, ROOM).await;
+    let forged = json!({"participant": id(&welcome_a), "secret": "00".repeat(16)});
+    mallory.send(json!({"type": "join", "v": 1, "invite": invite, "name": "Mallory", "audio": true, "video": true, "resume": forged})).await;
+    let welcome = mallory.expect("welcome").await;
+    assert_eq!(welcome["resumed"], false);
+    assert_ne!(id(&welcome), id(&welcome_a));
+}
+
+#[tokio::test]
+async fn the_seat_ends_when_the_grace_period_does() {
+    let (node, invite, _) = node_with_invites(&["--reconnect-grace", "1s"]).await;
+    let (ana, welcome_a) = Signaling::join(&node, ROOM, &invite, "Ana").await;
+    let (mut bo, welcome_b) = Signaling::join(&node, ROOM, &invite, "Bo").await;
+    assert_eq!(welcome_b["reconnect_grace_secs"], 1);
+    ana.vanish();
+    assert_eq!(bo.expect("updated").await["participant"]["connected"], false);
+    let left = bo.expect("left").await;
+    assert_eq!(left, json!({"type": "left", "participant": id(&welcome_a), "reason": "timed-out"}));
+}
+
+#[tokio::test]
+async fn a_host_removes_a_participant_and_a_guest_cannot() {
+    let (node, guest_invite, host_invite) = node_with_invites(&[]).await;
+    let (mut host, welcome_h) = Signaling::join(&node, ROOM, &host_invite, "Host").await;
+    assert_eq!(welcome_h["you"]["role"], "host");
+    let (mut guest, welcome_g) = Signaling::join(&node, ROOM, &guest_invite, "Guest").await;
+    let (mut other, _) = Signaling::join(&node, ROOM, &guest_invite, "Other").await;
+    guest.send(json!({"type": "remove", "participant": id(&welcome_h)})).await;
+    assert_eq!(guest.wait_for("error").await["code"], "not_host");
+
+    host.send(json!({"type": "remove", "participant": id(&welcome_g)})).await;
+    assert_eq!(guest.wait_for("removed").await["by"], "Host");
+    assert_eq!(guest.expect_close().await, Some(4001));
+    let left = other.wait_for("left").await;
+    assert_eq!(left, json!({"type": "left", "participant": id(&welcome_g), "reason": "removed"}));
+    let left = host.wait_for("left").await;
+    assert_eq!(left["reason"], "removed");
+    other.send(json!({"type": "ping"})).await;
+    match other.next().await {
+        Heard::Message(m) => assert_eq!(m["type"], "pong", "the bystander got an unexpected {m}"),
+        Heard::Closed(code) => panic!("the bystander was disconnected ({code:?})"),
+    }
+}
