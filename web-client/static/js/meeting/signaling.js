@@ -1,0 +1,129 @@
+// The signaling connection (docs/signaling.md): a WebSocket to /ws/ROOM that joins with the
+// invite and, when it drops, reconnects with the same invite and the seat's resume secret so
+// that the node keeps our seat. Media between browsers does not pass through here, so a drop
+// does not interrupt the call.
+
+const HEARTBEAT_MS = 10_000;
+const SILENCE_MS = 25_000;
+const MAX_BACKOFF_MS = 5_000;
+
+// Close codes after which reconnecting would not help (the node said why before closing).
+const FINAL_CLOSES = new Set([1000, 4001, 4002, 4003, 1008]);
+
+export class Signaling {
+  /// `join` is the join message without `resume`. `handlers`: onWelcome(msg, resumed),
+  /// onMessage(msg), onState("connected" | "reconnecting"), onEnd(reason).
+  constructor(room, join, handlers) {
+    this.url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/${encodeURIComponent(room)}`;
+    this.join = join;
+    this.handlers = handlers;
+    this.resume = null;
+    this.socket = null;
+    this.ended = false;
+    this.welcomed = false;
+    this.backoff = 250;
+    this.lastHeard = 0;
+    this.lastError = null;
+    this.timer = setInterval(() => this.heartbeat(), HEARTBEAT_MS);
+    this.open();
+  }
+
+  open() {
+    const socket = new WebSocket(this.url);
+    this.socket = socket;
+    this.welcomed = false;
+    socket.onopen = () => {
+      this.lastHeard = Date.now();
+      const message = { ...this.join };
+      if (this.resume) message.resume = this.resume;
+      socket.send(JSON.stringify(message));
+    };
+    socket.onmessage = (event) => {
+      if (socket !== this.socket) return;
+      this.lastHeard = Date.now();
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        console.warn("confab: the node sent something that is not JSON", event.data);
+        return;
+      }
+      this.receive(message);
+    };
+    socket.onclose = (event) => {
+      if (socket !== this.socket) return;
+      this.closed(event.code);
+    };
+  }
+
+  receive(message) {
+    if (message.type === "welcome") {
+      const resumed = this.resume !== null && message.resumed;
+      this.resume = { participant: message.you.id, secret: message.resume_secret };
+      this.welcomed = true;
+      this.backoff = 250;
+      this.handlers.onState("connected");
+      this.handlers.onWelcome(message, resumed);
+    } else if (message.type === "error") {
+      this.lastError = message;
+      if (!this.welcomed) return; // The close that follows ends things with this reason.
+      console.warn(`confab: the node refused a message: ${message.code}: ${message.message}`);
+      this.handlers.onMessage(message);
+    } else if (message.type !== "pong") {
+      this.handlers.onMessage(message);
+    }
+  }
+
+  closed(code) {
+    if (this.ended) return;
+    if (FINAL_CLOSES.has(code) || (!this.welcomed && this.lastError && this.resume === null)) {
+      this.end(this.lastError?.message ?? (code === 4002 ? "You joined this meeting from another tab or window." : "The meeting connection closed."));
+      return;
+    }
+    this.handlers.onState("reconnecting");
+    const wait = this.backoff;
+    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+    setTimeout(() => this.ended || this.open(), wait);
+  }
+
+  heartbeat() {
+    if (this.socket?.readyState !== WebSocket.OPEN) return;
+    if (Date.now() - this.lastHeard > SILENCE_MS) {
+      this.dropConnection();
+      return;
+    }
+    this.send({ type: "ping" });
+  }
+
+  send(message) {
+    if (this.socket?.readyState === WebSocket.OPEN && this.welcomed) {
+      this.socket.send(JSON.stringify(message));
+      return true;
+    }
+    return false;
+  }
+
+  /// Closes the socket as a network failure would; the reconnection logic takes over.
+  dropConnection() {
+    const socket = this.socket;
+    this.socket = null;
+    socket?.close();
+    this.closed(1006);
+  }
+
+  /// Leaves the meeting for good.
+  leave() {
+    if (this.ended) return;
+    this.send({ type: "leave" });
+    this.end(null);
+  }
+
+  end(reason) {
+    this.ended = true;
+    clearInterval(this.timer);
+    const socket = this.socket;
+    this.socket = null;
+    socket?.close();
+    this.handlers.onEnd(reason);
+  }
+}
