@@ -115,3 +115,26 @@ async fn three_chromium_participants_meet_in_a_direct_mesh() {
     }
     assert_eq!(metric(&node, "confab_participants").await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn firefox_esr_and_two_chromium_participants_exchange_media() {
+    let (_node, link) = meeting(&[]).await;
+    let (fox, a, b) = tokio::join!(
+        Participant::firefox(&link, "Fox"),
+        Participant::chromium(&link, "Ana"),
+        Participant::chromium(&link, "Bo"),
+    );
+    let (mut fox, mut a, mut b) = (fox, a, b);
+    let idf = fox.join().await;
+    let ida = a.join().await;
+    let idb = b.join().await;
+    for (p, others) in [(&fox, [&ida, &idb]), (&a, [&idf, &idb]), (&b, [&idf, &ida])] {
+        let stats = p.wait_receiving(&[others[0], others[1]]).await;
+        for id in others {
+            let s = &stats[id.as_str()];
+            println!("{} ← {id}: {} frames, {} samples, path {}", p.name, s.frames_decoded, s.samples_received, s.path);
+        }
+    }
+}
+
+

@@ -3,6 +3,7 @@
 //! the test with instructions; it never skips.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -100,7 +101,10 @@ impl Browser {
         // fantoccini and reqwest bring different rustls providers; rustls then needs one chosen.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let port = free_port();
+        // The driver leads a process group of its own, which the browser it starts joins: on
+        // drop the whole group goes, so no browser outlives its test.
         let driver = Command::new(driver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .args(driver_args)
             .stdout(Stdio::null())
@@ -163,7 +167,7 @@ impl Browser {
         self.client.current_url().await.unwrap().path().to_string()
     }
 
-    /// Ends the session; dropping the browser then stops chromedriver (and with it Chromium).
+    /// Ends the session politely; dropping the browser kills the driver and the browser anyway.
     pub async fn close(&self) {
         let _ = self.client.clone().close().await;
     }
@@ -171,6 +175,8 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

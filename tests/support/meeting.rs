@@ -110,15 +110,22 @@ impl Participant {
     /// `from`, both rising over the wait.
     pub async fn wait_receiving(&self, from: &[&str]) -> HashMap<String, PeerStats> {
         let before = self.stats().await;
-        crate::eventually(&format!("{} to receive audio and video from {from:?}", self.name), Duration::from_secs(30), || async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
             let now = self.stats().await;
             let rising = from.iter().all(|id| {
                 let (Some(n), b) = (now.get(*id), before.get(*id).cloned().unwrap_or_default()) else { return false };
                 n.connection_state == "connected" && n.frames_decoded > b.frames_decoded && n.samples_received > b.samples_received
             });
-            rising.then_some(now)
-        })
-        .await
+            if rising {
+                return now;
+            }
+            if Instant::now() > deadline {
+                let log = self.browser.eval("return (window.confabLog ?? []).join('\\n')").await;
+                panic!("{} did not receive audio and video from all of {from:?} within 30 s.\nbefore: {before:#?}\nnow: {now:#?}\nconsole:\n{}", self.name, log.as_str().unwrap_or(""));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn tiles(&self) -> Vec<Tile> {

@@ -131,7 +131,7 @@ export class Call {
 
   async setAudio(on) {
     const track = await this.local.setAudio(on);
-    if (track !== undefined) for (const peer of this.peers.values()) await peer.setTrack("audio", track, this.local.stream);
+    if (track !== undefined) for (const peer of this.peers.values()) await peer.setTrack("audio", track);
     this.levels.watch(this.me.id, this.local.stream, speakingDetector((s) => this.tiles.speaking(this.me.id, s)));
     this.announce();
     return this.local.audioOn;
@@ -139,7 +139,7 @@ export class Call {
 
   async setVideo(on) {
     const track = await this.local.setVideo(on);
-    for (const peer of this.peers.values()) await peer.setTrack("video", track, this.local.stream);
+    for (const peer of this.peers.values()) await peer.setTrack("video", track);
     this.announce();
     return this.local.videoOn;
   }

@@ -1,6 +1,8 @@
 // This browser's camera and microphone, and audio levels (the prejoin meter and the speaking
 // indicator on every tile).
 
+import { log } from "./log.js";
+
 const DEVICE_KEYS = { audio: "confab.microphone", video: "confab.camera" };
 const VIDEO_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
 
@@ -123,7 +125,7 @@ export class Levels {
       this.watched.set(key, { source, analyser, onLevel, samples: new Float32Array(analyser.fftSize) });
       this.timer ??= setInterval(() => this.sample(), 100);
     } catch (e) {
-      console.warn("confab: audio levels unavailable", e);
+      log("warn", "audio levels unavailable", e);
     }
   }
 

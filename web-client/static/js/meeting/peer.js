@@ -1,8 +1,16 @@
 // One direct connection to another participant: an RTCPeerConnection negotiated with the
-// "perfect negotiation" pattern (W3C WebRTC §10.7). Both sides add their tracks as soon as
-// they learn of each other, so both may offer at once; the polite side (the later joiner)
-// then yields, and the impolite side ignores the colliding offer. Signals are handled one at
-// a time, in order.
+// "perfect negotiation" pattern (W3C WebRTC §10.7): whenever both sides offer at once, the
+// polite side (the later joiner) yields and the impolite side ignores the colliding offer.
+//
+// Each pair has exactly one audio and one video transceiver, created by the impolite side's
+// first offer; the polite side takes them over when that offer arrives. Turning a camera or
+// microphone on or off then only swaps tracks (replaceTrack) and never renegotiates, and two
+// participants who join at the same instant do not both offer: in Chromium 156 a pair in
+// which both first offers collided sometimes never started ICE after the implicit rollback
+// (docs/signaling.md). Later offers (ICE restarts) may still collide, and the pattern
+// handles them. Signals are handled one at a time, in order.
+
+import { log } from "./log.js";
 
 const DISCONNECTED_RESTART_MS = 4_000;
 
@@ -15,7 +23,8 @@ export class Peer {
     this.onState = onState;
     this.pc = new RTCPeerConnection({ iceServers });
     this.stream = new MediaStream();
-    this.senders = { audio: null, video: null };
+    this.local = local;
+    this.transceivers = { audio: null, video: null };
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.settingAnswer = false;
@@ -23,6 +32,8 @@ export class Peer {
     this.restartTimer = null;
     this.limits = null;
     this.collisions = 0;
+    this.describing = 0;
+    this.heldCandidates = [];
 
     const pc = this.pc;
     pc.ontrack = ({ track }) => {
@@ -31,35 +42,69 @@ export class Peer {
       onTrack(this.stream);
     };
     pc.onicecandidate = ({ candidate }) => {
-      if (candidate) this.send({ candidate: candidate.toJSON() });
+      if (!candidate) return;
+      // Browsers may gather before setLocalDescription resolves; a candidate that overtook
+      // its description would reach a peer that cannot use it yet, so it waits.
+      if (this.describing > 0) this.heldCandidates.push(candidate.toJSON());
+      else this.send({ candidate: candidate.toJSON() });
     };
     pc.onnegotiationneeded = () => this.offer();
     pc.oniceconnectionstatechange = () => this.watchIce();
     pc.onconnectionstatechange = () => {
+      log("info", `${id}: connection ${pc.connectionState}`);
       if (pc.connectionState === "connected") this.applyLimits();
       onState(pc.connectionState);
     };
-    for (const kind of ["audio", "video"]) {
-      const track = local.track(kind);
-      if (track) this.senders[kind] = pc.addTrack(track, local.stream);
+    if (!polite) {
+      for (const kind of ["audio", "video"]) {
+        this.transceivers[kind] = pc.addTransceiver(local.track(kind) ?? kind, { direction: "sendrecv", streams: [local.stream] });
+      }
+    }
+  }
+
+  /// On the polite side: takes over the transceivers the first offer created, with our
+  /// tracks, before answering.
+  async adopt() {
+    for (const t of this.pc.getTransceivers()) {
+      const kind = t.receiver.track.kind;
+      if (this.transceivers[kind] || t.stopped || t.currentDirection === "stopped") continue;
+      this.transceivers[kind] = t;
+      t.direction = "sendrecv";
+      await t.sender.replaceTrack(this.local.track(kind));
     }
   }
 
   async offer() {
     try {
       this.makingOffer = true;
-      await this.pc.setLocalDescription();
-      this.send({ description: this.pc.localDescription.toJSON() });
+      await this.describe();
     } catch (e) {
-      console.warn(`confab: offer to ${this.id} failed`, e);
+      log("warn", `offer to ${this.id} failed`, e);
     } finally {
       this.makingOffer = false;
     }
   }
 
+  /// Sets and sends our offer or answer, then the candidates gathered meanwhile. An offer
+  /// and an answer can overlap (an offer collision): candidates wait for the last of them.
+  async describe() {
+    this.describing += 1;
+    try {
+      await this.pc.setLocalDescription();
+      this.send({ description: this.pc.localDescription.toJSON() });
+    } finally {
+      this.describing -= 1;
+      if (this.describing === 0) {
+        const held = this.heldCandidates;
+        this.heldCandidates = [];
+        for (const candidate of held) this.send({ candidate });
+      }
+    }
+  }
+
   /// A {description} or {candidate} from the other side.
   signal(payload) {
-    this.queue = this.queue.then(() => this.handle(payload)).catch((e) => console.warn(`confab: signal from ${this.id}`, e));
+    this.queue = this.queue.then(() => this.handle(payload)).catch((e) => log("warn", `signal from ${this.id}`, e));
   }
 
   async handle({ description, candidate }) {
@@ -75,8 +120,8 @@ export class Peer {
       await pc.setRemoteDescription(description);
       this.settingAnswer = false;
       if (description.type === "offer") {
-        await pc.setLocalDescription();
-        this.send({ description: pc.localDescription.toJSON() });
+        await this.adopt();
+        await this.describe();
       }
       this.applyLimits();
     } else if (candidate) {
@@ -88,13 +133,11 @@ export class Peer {
     }
   }
 
-  /// Sends `track` (or nothing, when null) as this connection's `kind`.
-  async setTrack(kind, track, stream) {
-    if (this.senders[kind]) {
-      await this.senders[kind].replaceTrack(track);
-    } else if (track) {
-      this.senders[kind] = this.pc.addTrack(track, stream);
-    }
+  /// Sends `track` (or nothing, when null) as this connection's `kind`. Before the first
+  /// offer has arrived on the polite side there is nothing to swap: `adopt` will use the
+  /// track then.
+  async setTrack(kind, track) {
+    await this.transceivers[kind]?.sender.replaceTrack(track);
     if (kind === "video") this.applyLimits();
   }
 
@@ -105,7 +148,7 @@ export class Peer {
   }
 
   async applyLimits() {
-    const sender = this.senders.video;
+    const sender = this.transceivers.video?.sender;
     if (!sender || !this.limits) return;
     const params = sender.getParameters();
     if (!params.encodings?.length) return; // Not negotiated yet: applied once it is.
@@ -116,12 +159,13 @@ export class Peer {
     try {
       await sender.setParameters(params);
     } catch (e) {
-      console.warn(`confab: cannot limit video to ${this.id}`, e);
+      log("warn", `cannot limit video to ${this.id}`, e);
     }
   }
 
   watchIce() {
     const state = this.pc.iceConnectionState;
+    log("info", `${this.id}: ICE ${state}`);
     clearTimeout(this.restartTimer);
     if (state === "failed") {
       this.restartIce();
@@ -132,7 +176,7 @@ export class Peer {
 
   restartIce() {
     if (this.pc.signalingState === "closed") return;
-    console.info(`confab: restarting ICE with ${this.id}`);
+    log("info", `restarting ICE with ${this.id}`);
     this.pc.restartIce();
   }
 

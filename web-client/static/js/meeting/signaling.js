@@ -3,6 +3,8 @@
 // that the node keeps our seat. Media between browsers does not pass through here, so a drop
 // does not interrupt the call.
 
+import { log } from "./log.js";
+
 const HEARTBEAT_MS = 10_000;
 const SILENCE_MS = 25_000;
 const MAX_BACKOFF_MS = 5_000;
@@ -45,7 +47,7 @@ export class Signaling {
       try {
         message = JSON.parse(event.data);
       } catch {
-        console.warn("confab: the node sent something that is not JSON", event.data);
+        log("warn", "the node sent something that is not JSON", event.data);
         return;
       }
       this.receive(message);
@@ -67,7 +69,7 @@ export class Signaling {
     } else if (message.type === "error") {
       this.lastError = message;
       if (!this.welcomed) return; // The close that follows ends things with this reason.
-      console.warn(`confab: the node refused a message: ${message.code}: ${message.message}`);
+      log("warn", `the node refused a message: ${message.code}: ${message.message}`);
       this.handlers.onMessage(message);
     } else if (message.type !== "pong") {
       this.handlers.onMessage(message);
