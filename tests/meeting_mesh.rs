@@ -138,3 +138,104 @@ async fn firefox_esr_and_two_chromium_participants_exchange_media() {
 }
 
 
+
+/// Starts recording, every 100 ms in `p`'s page, the frames decoded from `from` and whether
+/// its tile is on screen.
+async fn start_sampling(p: &Participant, from: &str) {
+    let script = "const from = arguments[0]; window.__samples = []; \
+        window.__sampler = setInterval(async () => { \
+          const s = (await window.confabCall.stats()).find(x => x.id === from); \
+          window.__samples.push([performance.now(), s ? s.framesDecoded : -1, document.querySelector(`[data-participant=\"${from}\"]`) ? 1 : 0]); \
+        }, 100);";
+    p.browser.client.execute(script, vec![serde_json::json!(from)]).await.unwrap();
+}
+
+/// Stops the recording; returns the longest time without a new decoded frame, and whether
+/// the tile stayed on screen throughout.
+async fn stop_sampling(p: &Participant) -> (Duration, bool, usize) {
+    let samples = p.browser.eval("clearInterval(window.__sampler); return window.__samples").await;
+    let samples: Vec<(f64, f64, f64)> = serde_json::from_value(samples).unwrap();
+    let mut longest = 0.0f64;
+    let mut last_change = samples[0].0;
+    for pair in samples.windows(2) {
+        if pair[1].1 > pair[0].1 {
+            longest = longest.max(pair[1].0 - last_change);
+            last_change = pair[1].0;
+        }
+    }
+    longest = longest.max(samples.last().unwrap().0 - last_change);
+    let tile_always_there = samples.iter().all(|s| s.2 == 1.0);
+    (Duration::from_secs_f64(longest / 1000.0), tile_always_there, samples.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_signaling_connection_reconnects_without_interrupting_media() {
+    let (_node, link) = meeting(&[]).await;
+    let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium(&link, "Bo"));
+    let (mut a, mut b) = (a, b);
+    let ida = a.join().await;
+    let idb = b.join().await;
+    a.wait_receiving(&[&idb]).await;
+    b.wait_receiving(&[&ida]).await;
+
+    start_sampling(&a, &idb).await;
+    start_sampling(&b, &ida).await;
+    a.browser.eval("window.confabCall.signaling.dropConnection()").await;
+    confab_tests::eventually("Ana's signaling to reconnect", Duration::from_secs(20), || async {
+        (a.browser.eval("return window.confabCall.signaling.welcomes").await.as_u64() >= Some(2)).then_some(())
+    })
+    .await;
+    assert_eq!(a.browser.eval("return window.confabCall.me.id").await, serde_json::json!(ida), "the seat changed");
+    // Keep sampling for three seconds after the drop (30 samples), so that a stall would show.
+    for p in [&a, &b] {
+        confab_tests::eventually("30 samples", Duration::from_secs(20), || async {
+            (p.browser.eval("return window.__samples.length").await.as_u64() >= Some(30)).then_some(())
+        })
+        .await;
+    }
+    // Media keeps flowing after the reconnection, too.
+    a.wait_receiving(&[&idb]).await;
+    b.wait_receiving(&[&ida]).await;
+    for (p, from) in [(&a, &idb), (&b, &ida)] {
+        let (gap, tile_kept, samples) = stop_sampling(p).await;
+        println!("{} ← {from}: longest gap between decoded frames across the reconnection: {gap:?} ({samples} samples)", p.name);
+        assert!(tile_kept, "{}'s tile for {from} disappeared", p.name);
+        assert!(gap < Duration::from_secs(1), "{}'s video from {from} stopped for {gap:?}", p.name);
+    }
+    // Signaling works again: a media change reaches the other side.
+    a.browser.click("#toggle-mic").await;
+    b.wait_tile(&ida, "to show muted", |t| !t.audio).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_participants_joining_at_the_same_instant_connect_twenty_times() {
+    let (_node, link) = meeting(&[]).await;
+    let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium(&link, "Bo"));
+    let (mut a, mut b) = (a, b);
+    let click_at = "const at = arguments[0]; \
+        setTimeout(() => { window.__clickedAt = Date.now(); document.querySelector('#join').click(); }, at - Date.now());";
+    for round in 1..=20 {
+        if round > 1 {
+            tokio::join!(a.prejoin(&link), b.prejoin(&link));
+        }
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let at = serde_json::json!(now_ms + 300);
+        let started = Instant::now();
+        let (ra, rb) = tokio::join!(a.browser.client.execute(click_at, vec![at.clone()]), b.browser.client.execute(click_at, vec![at]));
+        ra.unwrap();
+        rb.unwrap();
+        let (ida, idb) = tokio::join!(a.wait_seated(), b.wait_seated());
+        let (from_b, from_a) = ([idb.as_str()], [ida.as_str()]);
+        let (sa, sb) = tokio::join!(a.wait_receiving(&from_b), b.wait_receiving(&from_a));
+        let clicked_a = a.browser.eval("return window.__clickedAt").await.as_i64().unwrap();
+        let clicked_b = b.browser.eval("return window.__clickedAt").await.as_i64().unwrap();
+        println!(
+            "round {round:2}: joins {} ms apart, both receiving after {:?} (offer collisions: {} / {})",
+            (clicked_a - clicked_b).abs(),
+            started.elapsed(),
+            sa[&idb].collisions,
+            sb[&ida].collisions
+        );
+        tokio::join!(a.leave(), b.leave());
+    }
+}

@@ -55,6 +55,8 @@ impl Participant {
     }
 
     pub async fn prejoin(&self, link: &str) {
+        // Going to the same link again would only change the fragment, not load the page.
+        self.browser.goto("about:blank").await;
         self.browser.goto(link).await;
         self.browser.wait_visible("#prejoin").await;
         self.browser.fill("#display-name", &self.name).await;

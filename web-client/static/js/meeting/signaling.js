@@ -26,6 +26,8 @@ export class Signaling {
     this.backoff = 250;
     this.lastHeard = 0;
     this.lastError = null;
+    /// How many times a seat was granted on this page: 1, plus one per reconnection.
+    this.welcomes = 0;
     this.timer = setInterval(() => this.heartbeat(), HEARTBEAT_MS);
     this.open();
   }
@@ -63,6 +65,7 @@ export class Signaling {
       const resumed = this.resume !== null && message.resumed;
       this.resume = { participant: message.you.id, secret: message.resume_secret };
       this.welcomed = true;
+      this.welcomes += 1;
       this.backoff = 250;
       this.handlers.onState("connected");
       this.handlers.onWelcome(message, resumed);
