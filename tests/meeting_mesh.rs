@@ -8,17 +8,25 @@ use std::time::{Duration, Instant};
 use confab_keys::AccountKey;
 use confab_tests::Node;
 use confab_tests::meeting::Participant;
-use confab_tests::node::make_invite;
+use confab_tests::node::{make_invite, make_invite_as};
 
 const ROOM: &str = "weekly";
 const HOSTILE_NAME: &str = "<img src=x onerror=alert(1)>";
 
 async fn meeting(options: &[&str]) -> (Node, String) {
+    let (node, guest, _) = meeting_with_host(options).await;
+    (node, guest)
+}
+
+/// A node with a meeting, and a guest link and a host link to it.
+async fn meeting_with_host(options: &[&str]) -> (Node, String, String) {
     let node = Node::start_with(options).await;
     let admin = node.admin().await;
-    let invite = make_invite(&admin, &node, &AccountKey::from_seed([3; 32]), ROOM, 3600).await;
-    let link = format!("{}/m/{ROOM}#{invite}", node.url);
-    (node, link)
+    let key = AccountKey::from_seed([3; 32]);
+    let guest = make_invite(&admin, &node, &key, ROOM, 3600).await;
+    let host = make_invite_as(&admin, &node, &key, ROOM, 3600, confab_keys::Role::Host).await;
+    let (guest, host) = (format!("{}/m/{ROOM}#{guest}", node.url), format!("{}/m/{ROOM}#{host}", node.url));
+    (node, guest, host)
 }
 
 /// The UDP sockets the process holds: none means the node sent and received no media.
@@ -45,10 +53,10 @@ async fn metric(node: &Node, name: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_chromium_participants_meet_in_a_direct_mesh() {
-    let (node, link) = meeting(&[]).await;
+async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_one() {
+    let (node, link, host_link) = meeting_with_host(&[]).await;
     let (a, b, c) = tokio::join!(
-        Participant::chromium(&link, "Ana"),
+        Participant::chromium(&host_link, "Ana"),
         Participant::chromium(&link, "Bo"),
         Participant::chromium(&link, HOSTILE_NAME),
     );
@@ -114,6 +122,15 @@ async fn three_chromium_participants_meet_in_a_direct_mesh() {
         println!("{}: the leaver's tile went {took:?} after the click ({:?} in all)", p.name, left.elapsed());
     }
     assert_eq!(metric(&node, "confab_participants").await, 2);
+
+    // Ana is a host: she removes Bo, who is told by whom; guests get no Remove buttons.
+    let buttons = b.browser.eval("return document.querySelectorAll('#tiles .remove').length").await;
+    assert_eq!(buttons, 0, "a guest sees Remove buttons");
+    a.browser.click(&format!("[data-participant=\"{idb}\"] .remove")).await;
+    let reason = b.browser.wait_visible("#ended-reason").await;
+    assert_eq!(reason, "Ana removed you from the meeting.");
+    a.wait_tile_gone(&idb, Duration::from_secs(5)).await;
+    assert_eq!(metric(&node, "confab_participants").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -169,7 +186,7 @@ async fn stop_sampling(p: &Participant) -> (Duration, bool, usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_dropped_signaling_connection_reconnects_without_interrupting_media() {
+async fn a_dropped_signaling_connection_reconnects_without_interrupting_media_and_ice_restarts() {
     let (_node, link) = meeting(&[]).await;
     let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium(&link, "Bo"));
     let (mut a, mut b) = (a, b);
@@ -205,6 +222,19 @@ async fn a_dropped_signaling_connection_reconnects_without_interrupting_media() 
     // Signaling works again: a media change reaches the other side.
     a.browser.click("#toggle-mic").await;
     b.wait_tile(&ida, "to show muted", |t| !t.audio).await;
+
+    // An ICE restart (what a failed pair does) renegotiates the pair with new credentials,
+    // and media carries on.
+    let remote_ufrag = "return window.confabCall.peers.get(arguments[0]).pc.remoteDescription.sdp.match(/a=ice-ufrag:(\\S+)/)[1]";
+    let before = b.browser.client.execute(remote_ufrag, vec![serde_json::json!(ida)]).await.unwrap();
+    a.browser.client.execute("window.confabCall.peers.get(arguments[0]).restartIce()", vec![serde_json::json!(idb)]).await.unwrap();
+    confab_tests::eventually("Bo to see Ana's new ICE credentials", Duration::from_secs(20), || async {
+        let now = b.browser.client.execute(remote_ufrag, vec![serde_json::json!(ida)]).await.unwrap();
+        (now != before).then_some(())
+    })
+    .await;
+    a.wait_receiving(&[&idb]).await;
+    b.wait_receiving(&[&ida]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Runs every test Confab has: unit, property, integration (the real binary over HTTPS) and
-# end-to-end (headless Chromium). Installs the browsers it needs first, once.
+# Runs every test Confab has: unit, property, integration (the real binary over HTTPS and
+# WebSocket) and end-to-end (headless Chromium and Firefox ESR). Installs what the browser
+# tests need first, once: Debian's chromium, chromium-driver and firefox-esr, and
+# geckodriver from crates.io.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+[ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "Installing ${need_apt[*]} for the browser tests…"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The tests look for geckodriver in cargo's bin directory, where this puts it.
+GECKODRIVER_VERSION=0.37.1
+if ! "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" --version 2>/dev/null | grep -q "geckodriver $GECKODRIVER_VERSION"; then
+  echo "Installing geckodriver $GECKODRIVER_VERSION for the Firefox tests…"
+  cargo install --quiet --locked geckodriver --version "$GECKODRIVER_VERSION"
 fi
 
 cargo test --workspace --locked "$@"
