@@ -110,6 +110,11 @@ export class Levels {
     this.context = null;
     this.watched = new Map();
     this.timer = null;
+    // Browsers start an AudioContext made before any click or key press suspended; the
+    // first one lets the meters run.
+    const resume = () => this.context?.state === "suspended" && this.context.resume().catch(() => {});
+    addEventListener("pointerdown", resume, { capture: true });
+    addEventListener("keydown", resume, { capture: true });
   }
 
   watch(key, stream, onLevel) {
