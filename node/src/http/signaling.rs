@@ -13,6 +13,7 @@ use confab_keys::RoomName;
 use super::{ApiError, AppState};
 use crate::capabilities::admit;
 use crate::clock;
+use crate::meeting::budget::Budget;
 use crate::meeting::hub::Outbound;
 use crate::meeting::protocol::{self, ClientMessage, MAX_MESSAGE_BYTES, ProtocolError, ServerMessage};
 use crate::meeting::room::{CloseWhy, ConnId, RoomError, Seat};
@@ -67,6 +68,7 @@ impl Connection {
         let room = self.room.to_string();
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         let mut heard = Instant::now();
+        let mut budget = Budget::new(self.state.hub.now());
         let ended_by_node = loop {
             tokio::select! {
                 out = outbox.recv() => match out {
@@ -87,7 +89,12 @@ impl Connection {
                     heard = Instant::now();
                     match frame {
                         Some(Ok(AggregatedMessage::Text(text))) => {
-                            if let Err(e) = self.handle(conn, &queue, &text).await {
+                            let handled = if budget.take(self.state.hub.now()) {
+                                self.handle(conn, &queue, &text).await
+                            } else {
+                                Err(ProtocolError::new("rate_limited", "Too many messages: this one was dropped. Slow down."))
+                            };
+                            if let Err(e) = handled {
                                 if self.send(&ServerMessage::error(&e)).await.is_err() { break false; }
                             }
                         }
@@ -154,7 +161,7 @@ impl Connection {
     }
 
     /// Checks the invite and the name, then takes (or takes back) a seat.
-    async fn seat(&self, conn: ConnId, queue: &tokio::sync::mpsc::Sender<crate::meeting::hub::Outbound>, join: ClientMessage) -> Result<(), ProtocolError> {
+    async fn seat(&self, conn: ConnId, queue: &tokio::sync::mpsc::Sender<Outbound>, join: ClientMessage) -> Result<(), ProtocolError> {
         let ClientMessage::Join { invite, name, audio, video, resume, .. } = join else { unreachable!("first_message returns joins") };
         let name = protocol::display_name(&name)?;
         let room = self.room.clone();

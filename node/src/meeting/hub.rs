@@ -21,7 +21,9 @@ pub enum Outbound {
 }
 
 /// Messages a connection may have waiting before it counts as stalled.
-pub const OUTBOUND_QUEUE: usize = 512;
+/// Several times one sender's burst (`budget::BURST`), so that no single participant can
+/// fill another's queue.
+pub const OUTBOUND_QUEUE: usize = 1024;
 
 pub struct Hub {
     config: RoomConfig,

@@ -5,9 +5,9 @@
 // Each pair has exactly one audio and one video transceiver, created by the impolite side's
 // first offer; the polite side takes them over when that offer arrives. Turning a camera or
 // microphone on or off then only swaps tracks (replaceTrack) and never renegotiates, and two
-// participants who join at the same instant do not both offer: in Chromium 156 a pair in
-// which both first offers collided sometimes never started ICE after the implicit rollback
-// (docs/signaling.md). Later offers (ICE restarts) may still collide, and the pattern
+// participants who join at the same instant do not both offer: when both first offers
+// collided, Chromium 156 sometimes never started ICE on the polite side after the implicit
+// rollback (docs/signaling.md). Later offers (ICE restarts) may still collide, and the pattern
 // handles them. Signals are handled one at a time, in order.
 
 import { log } from "./log.js";
