@@ -161,11 +161,14 @@ async fn a_dropped_connection_resumes_its_seat_and_gets_what_was_held() {
 }
 
 #[tokio::test]
-async fn the_seat_ends_when_the_grace_period_does() {
-    let (node, invite, _) = node_with_invites(&["--reconnect-grace", "1s"]).await;
+async fn configured_grace_threshold_and_ice_servers_apply_and_the_seat_ends_with_the_grace() {
+    let options = ["--reconnect-grace", "1s", "--mesh-threshold", "2", "--ice-server", "stun:stun.example.org:3478"];
+    let (node, invite, _) = node_with_invites(&options).await;
     let (ana, welcome_a) = Signaling::join(&node, ROOM, &invite, "Ana").await;
     let (mut bo, welcome_b) = Signaling::join(&node, ROOM, &invite, "Bo").await;
     assert_eq!(welcome_b["reconnect_grace_secs"], 1);
+    assert_eq!(welcome_b["mesh_threshold"], 2);
+    assert_eq!(welcome_b["ice_servers"], json!([{"urls": ["stun:stun.example.org:3478"]}]));
     ana.vanish();
     assert_eq!(bo.expect("updated").await["participant"]["connected"], false);
     let left = bo.expect("left").await;
