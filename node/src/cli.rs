@@ -99,6 +99,15 @@ pub struct ServeOptions {
     /// once per server. Servers that need credentials go in the TOML file. [default: none]
     #[arg(long = "ice-server", env = "CONFAB_ICE_SERVERS", value_name = "URL", value_delimiter = ',')]
     pub ice_servers: Vec<String>,
+
+    /// UDP address for the SFU's media. [default: 0.0.0.0 and the HTTPS port]
+    #[arg(long, env = "CONFAB_RELAY_LISTEN", value_name = "ADDR:PORT")]
+    pub relay_listen: Option<String>,
+
+    /// The IP address browsers should send SFU media to, if not the listening one.
+    /// [default: the listening address, or this machine's address on its default route]
+    #[arg(long, env = "CONFAB_RELAY_IP", value_name = "IP")]
+    pub relay_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,8 @@ use crate::config::{self, Common};
 use crate::datadir::{self, DataDir};
 use crate::http::{self, AppState};
 use crate::meeting::Hub;
+use crate::meeting::protocol::ParticipantId;
+use confab_relay::{Notice, PeerKey, Relay};
 use crate::secrets::{self, random_bytes};
 use crate::store::{Account, InviteRecord, NewToken, Store, TokenStatus};
 
@@ -45,11 +47,40 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
-    tracing::info!(%public_url, %bound, node_key = %hex_key(&node_key.public()), "node started");
-    let state = AppState::new(store, node_key, public_url, Hub::new(settings.room.clone()), settings.ice_servers.clone());
-    actix_web::rt::System::new().block_on(http::run(state, listener, tls))?;
+    let (relay, notices) = start_relay(&settings, bound)?;
+    tracing::info!(%public_url, %bound, relay = %relay.addr, node_key = %hex_key(&node_key.public()), "node started");
+    let on_departed = {
+        let relay = relay.clone();
+        Box::new(move |room: &str, participant: ParticipantId| relay.remove(PeerKey { room: room.to_string(), participant: participant.0 }))
+    };
+    let hub = Hub::new(settings.room.clone(), on_departed);
+    let state = AppState::new(store, node_key, public_url, hub, settings.ice_servers.clone(), relay);
+    actix_web::rt::System::new().block_on(http::run(state, listener, tls, notices))?;
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// The SFU's UDP socket: by default on every interface at the HTTPS port number, announced
+/// to browsers at the listening IP or, for a wildcard, at this machine's default-route IP.
+fn start_relay(settings: &config::Serve, https: std::net::SocketAddr) -> anyhow::Result<(Relay, tokio::sync::mpsc::UnboundedReceiver<Notice>)> {
+    let bind: std::net::SocketAddr = match &settings.relay_listen {
+        Some(text) => text.parse().with_context(|| format!("relay_listen {text:?} is not ADDR:PORT"))?,
+        None => std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), https.port()),
+    };
+    let ip = settings.relay_ip.unwrap_or_else(|| if bind.ip().is_unspecified() { default_route_ip() } else { bind.ip() });
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let relay = Relay::start(bind, Some(ip), tx).with_context(|| format!("cannot bind the relay's UDP socket {bind}"))?;
+    Ok((relay, rx))
+}
+
+/// The address the kernel would send from towards the Internet (no packet is sent), or
+/// loopback on a machine with no route.
+fn default_route_ip() -> std::net::IpAddr {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| s.connect("203.0.113.1:9").map(|_| s)).and_then(|s| s.local_addr());
+    match probe {
+        Ok(addr) if !addr.ip().is_unspecified() => addr.ip(),
+        _ => std::net::Ipv4Addr::LOCALHOST.into(),
+    }
 }
 
 pub fn node_key(common: &Common) -> anyhow::Result<()> {

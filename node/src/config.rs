@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub reconnect_grace: Option<String>,
     /// `[[ice_servers]]` tables: `urls`, and `username` and `credential` for TURN.
     pub ice_servers: Option<Vec<IceServer>>,
+    pub relay_listen: Option<String>,
+    pub relay_ip: Option<std::net::IpAddr>,
 }
 
 impl FileConfig {
@@ -66,6 +68,9 @@ pub struct Serve {
     pub first_token_ttl: Span,
     pub room: RoomConfig,
     pub ice_servers: Vec<IceServer>,
+    /// None: 0.0.0.0 and the port HTTPS listens on.
+    pub relay_listen: Option<String>,
+    pub relay_ip: Option<std::net::IpAddr>,
 }
 
 pub fn common(flags: &GlobalOptions, file: &FileConfig) -> anyhow::Result<Common> {
@@ -104,6 +109,8 @@ pub fn serve(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<Serve> {
             ..RoomConfig::default()
         },
         ice_servers,
+        relay_listen: flags.relay_listen.clone().or_else(|| file.relay_listen.clone()),
+        relay_ip: flags.relay_ip.or(file.relay_ip),
     })
 }
 

@@ -1,21 +1,16 @@
 //! Counters the node exposes at `/metrics` in Prometheus' text format. The media counters
-//! belong to the SFU (the `relay` crate fills them once it forwards); while every meeting is
-//! a mesh they stay at zero, which is itself the evidence that the node carried no media.
+//! are the SFU's (`confab_relay::Counters`); while every meeting is a mesh nobody connects
+//! to the SFU and they stay at zero, which is itself the evidence that the node carried no
+//! media.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use confab_relay::Counters;
+
 use crate::meeting::hub::HubCounts;
 
-#[derive(Debug, Default)]
-pub struct MediaCounters {
-    pub packets_received: AtomicU64,
-    pub bytes_received: AtomicU64,
-    pub packets_forwarded: AtomicU64,
-    pub bytes_forwarded: AtomicU64,
-}
-
-pub fn render(hub: HubCounts, media: &MediaCounters) -> String {
+pub fn render(hub: HubCounts, media: &Counters) -> String {
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, samples: &[(&str, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -31,10 +26,11 @@ pub fn render(hub: HubCounts, media: &MediaCounters) -> String {
         &[("{mode=\"mesh\"}", hub.mesh_rooms as u64), ("{mode=\"sfu\"}", hub.sfu_rooms as u64)],
     );
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    gauge("confab_media_received_packets_total", "RTP/RTCP packets the node received.", "counter", &[("", load(&media.packets_received))]);
-    gauge("confab_media_received_bytes_total", "Media bytes the node received.", "counter", &[("", load(&media.bytes_received))]);
-    gauge("confab_media_forwarded_packets_total", "RTP/RTCP packets the node sent on.", "counter", &[("", load(&media.packets_forwarded))]);
-    gauge("confab_media_forwarded_bytes_total", "Media bytes the node sent on.", "counter", &[("", load(&media.bytes_forwarded))]);
+    gauge("confab_media_received_packets_total", "Datagrams the SFU's socket received (STUN, DTLS, RTP, RTCP).", "counter", &[("", load(&media.packets_received))]);
+    gauge("confab_media_received_bytes_total", "Bytes the SFU's socket received.", "counter", &[("", load(&media.bytes_received))]);
+    gauge("confab_media_forwarded_packets_total", "Datagrams the SFU sent.", "counter", &[("", load(&media.packets_forwarded))]);
+    gauge("confab_media_forwarded_bytes_total", "Bytes the SFU sent.", "counter", &[("", load(&media.bytes_forwarded))]);
+    gauge("confab_media_forwarded_frames_total", "Audio and video frames the SFU forwarded to subscribers.", "counter", &[("", load(&media.frames_forwarded))]);
     out
 }
 
@@ -44,7 +40,7 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text() {
-        let media = MediaCounters::default();
+        let media = Counters::default();
         media.packets_forwarded.store(7, Ordering::Relaxed);
         let text = render(HubCounts { participants: 3, mesh_rooms: 1, sfu_rooms: 0 }, &media);
         assert!(text.contains("# TYPE confab_participants gauge\nconfab_participants 3\n"));

@@ -67,14 +67,14 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Binds `bind` (UDP) and starts the shard. `advertise` is the address put in the SDP
-    /// answers (the bound one if it is not a wildcard).
-    pub fn start(bind: SocketAddr, advertise: Option<SocketAddr>, notices: tokio::sync::mpsc::UnboundedSender<Notice>) -> std::io::Result<Relay> {
+    /// Binds `bind` (UDP) and starts the shard. `advertise` is the IP put in the SDP answers
+    /// (the bound one if not given), with the bound port.
+    pub fn start(bind: SocketAddr, advertise: Option<std::net::IpAddr>, notices: tokio::sync::mpsc::UnboundedSender<Notice>) -> std::io::Result<Relay> {
         static CRYPTO: std::sync::Once = std::sync::Once::new();
         CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
         let socket = UdpSocket::bind(bind)?;
         let local = socket.local_addr()?;
-        let addr = advertise.unwrap_or(local);
+        let addr = SocketAddr::new(advertise.unwrap_or(local.ip()), local.port());
         let counters = Arc::new(Counters::default());
         let (commands, rx) = channel();
         let shard = Shard { socket, local, advertise: addr, peers: Vec::new(), commands: rx, notices, counters: counters.clone() };
@@ -144,7 +144,10 @@ impl Shard {
                     self.counters.packets_received.fetch_add(1, Ordering::Relaxed);
                     self.counters.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
                     let Ok(contents) = buf[..n].try_into() else { continue };
-                    let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: self.local, contents });
+                    // str0m matches the destination against our candidate: with a wildcard
+                    // bind, that is the advertised address.
+                    let destination = if self.local.ip().is_unspecified() { self.advertise } else { self.local };
+                    let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination, contents });
                     if let Some(peer) = self.peers.iter_mut().find(|p| p.rtc.accepts(&input)) {
                         guarded(peer, |p| p.rtc.handle_input(input).map_err(|e| e.to_string()));
                     }

@@ -23,6 +23,9 @@ pub struct PeerStats {
     pub samples_received: u64,
     pub frames_sent: u64,
     pub collisions: u64,
+    /// "mesh" (a direct connection) or "sfu" (through the node).
+    pub via: String,
+    pub frame_height: u64,
     pub path: Value,
 }
 
@@ -101,6 +104,8 @@ impl Participant {
                 samples_received: n("totalSamplesReceived"),
                 frames_sent: n("framesSent"),
                 collisions: n("collisions"),
+                via: s["via"].as_str().unwrap_or_default().to_string(),
+                frame_height: n("frameHeight"),
                 path: s["path"].clone(),
             };
             out.insert(stats.id.clone(), stats);

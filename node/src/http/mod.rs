@@ -25,7 +25,6 @@ pub use error::ApiError;
 
 use crate::meeting::Hub;
 use crate::meeting::protocol::IceServer;
-use crate::metrics::MediaCounters;
 use crate::ratelimit::LoginLimiter;
 use crate::store::Store;
 
@@ -43,11 +42,12 @@ pub struct AppState {
     pub hub: Hub,
     /// Given to every participant for their peer connections.
     pub ice_servers: Vec<IceServer>,
-    pub media: MediaCounters,
+    /// The SFU: where participants' connections go once their room passes the threshold.
+    pub relay: confab_relay::Relay,
 }
 
 impl AppState {
-    pub fn new(store: Arc<Store>, node_key: NodeKey, public_url: String, hub: Hub, ice_servers: Vec<IceServer>) -> AppState {
+    pub fn new(store: Arc<Store>, node_key: NodeKey, public_url: String, hub: Hub, ice_servers: Vec<IceServer>, relay: confab_relay::Relay) -> AppState {
         let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         AppState {
             store,
@@ -57,7 +57,7 @@ impl AppState {
             password_work: Semaphore::new(parallel * 2),
             hub,
             ice_servers,
-            media: MediaCounters::default(),
+            relay,
         }
     }
 
@@ -153,7 +153,7 @@ async fn healthz() -> HttpResponse {
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(crate::metrics::render(state.hub.counts(), &state.media))
+        .body(crate::metrics::render(state.hub.counts(), &state.relay.counters))
 }
 
 async fn api_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -161,7 +161,12 @@ async fn api_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 }
 
 /// Serves on `listener` until SIGINT or SIGTERM (actix handles both and drains connections).
-pub async fn run(state: AppState, listener: std::net::TcpListener, tls: rustls::ServerConfig) -> std::io::Result<()> {
+pub async fn run(
+    state: AppState,
+    listener: std::net::TcpListener,
+    tls: rustls::ServerConfig,
+    mut notices: tokio::sync::mpsc::UnboundedReceiver<confab_relay::Notice>,
+) -> std::io::Result<()> {
     let state = web::Data::new(state);
     // Grace periods and hold-downs: the rooms decide, this only gives them the time.
     let ticking = state.clone();
@@ -170,6 +175,13 @@ pub async fn run(state: AppState, listener: std::net::TcpListener, tls: rustls::
         loop {
             every.tick().await;
             ticking.hub.tick();
+        }
+    });
+    // What the relay says about a participant goes to that participant.
+    let relaying = state.clone();
+    actix_web::rt::spawn(async move {
+        while let Some(notice) = notices.recv().await {
+            signaling::relay_notice(&relaying, notice);
         }
     });
     let server = HttpServer::new(move || {

@@ -15,7 +15,8 @@ use crate::capabilities::admit;
 use crate::clock;
 use crate::meeting::budget::Budget;
 use crate::meeting::hub::Outbound;
-use crate::meeting::protocol::{self, ClientMessage, MAX_MESSAGE_BYTES, ProtocolError, ServerMessage};
+use crate::meeting::protocol::{self, ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, ServerMessage, SlotView};
+use confab_relay::{Notice, PeerKey};
 use crate::meeting::room::{CloseWhy, ConnId, RoomError, Seat};
 use crate::secrets;
 
@@ -202,12 +203,32 @@ impl Connection {
                 let _ = self.send(&ServerMessage::Pong {}).await;
                 Ok(())
             }
+            ClientMessage::SfuOffer { sdp } => {
+                let Some(participant) = hub.act(room, conn, queue, |r, _| r.seat_of(conn)) else {
+                    return Err(RoomError::NotSeated.to_protocol());
+                };
+                let peer = PeerKey { room: room.to_string(), participant: participant.0 };
+                let answer = self.state.relay.publish(peer, sdp).await.map_err(|e| ProtocolError::new("sfu_refused", format!("The SFU refused the connection: {e}.")))?;
+                let _ = self.send(&ServerMessage::SfuAnswer { sdp: answer }).await;
+                Ok(())
+            }
         };
         result.map_err(|e| e.to_protocol())
     }
 
     async fn send(&mut self, message: &ServerMessage) -> Result<(), actix_ws::Closed> {
         self.session.text(serde_json::to_string(message).expect("server messages always serialize")).await
+    }
+}
+
+/// Passes what the relay says to the participant concerned.
+pub fn relay_notice(state: &AppState, notice: Notice) {
+    match notice {
+        Notice::Slots { peer, slots } => {
+            let slots = slots.into_iter().map(|(mid, participant, kind)| SlotView { mid, participant: ParticipantId(participant), kind }).collect();
+            state.hub.notify(&peer.room, ParticipantId(peer.participant), ServerMessage::SfuSlots { slots });
+        }
+        Notice::Gone { peer } => tracing::info!(room = %peer.room, participant = peer.participant, "the relay lost a participant's connection"),
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::protocol::MediaMode;
+use super::protocol::{MediaMode, ParticipantId, ServerMessage};
 use super::room::{CloseWhy, ConnId, Effect, Millis, Room, RoomConfig};
 
 /// What the hub asks a connection's task to do.
@@ -25,8 +25,12 @@ pub enum Outbound {
 /// fill another's queue.
 pub const OUTBOUND_QUEUE: usize = 1024;
 
+/// Called when a seat ends for good, with the room's name and the participant.
+pub type OnDeparted = Box<dyn Fn(&str, ParticipantId) + Send + Sync>;
+
 pub struct Hub {
     config: RoomConfig,
+    departed: OnDeparted,
     started: Instant,
     next_conn: AtomicU64,
     rooms: Mutex<HashMap<String, RoomEntry>>,
@@ -46,8 +50,18 @@ pub struct HubCounts {
 }
 
 impl Hub {
-    pub fn new(config: RoomConfig) -> Hub {
-        Hub { config, started: Instant::now(), next_conn: AtomicU64::new(1), rooms: Mutex::new(HashMap::new()) }
+    pub fn new(config: RoomConfig, departed: OnDeparted) -> Hub {
+        Hub { config, departed, started: Instant::now(), next_conn: AtomicU64::new(1), rooms: Mutex::new(HashMap::new()) }
+    }
+
+    /// Delivers `message` to one participant of `room`, if it is connected.
+    pub fn notify(&self, room: &str, participant: ParticipantId, message: ServerMessage) {
+        let now = self.now();
+        let mut rooms = self.lock();
+        if let Some(entry) = rooms.get_mut(room) {
+            entry.room.notify(participant, message);
+            entry.deliver(now, &self.departed);
+        }
     }
 
     pub fn now(&self) -> Millis {
@@ -71,7 +85,7 @@ impl Hub {
             .or_insert_with(|| RoomEntry { room: Room::new(room, self.config.clone()), queues: HashMap::new() });
         entry.queues.insert(conn, queue.clone());
         let result = f(&mut entry.room, now);
-        entry.deliver(now);
+        entry.deliver(now, &self.departed);
         if entry.room.seat_of(conn).is_none() {
             entry.queues.remove(&conn);
         }
@@ -88,7 +102,7 @@ impl Hub {
         let Some(entry) = rooms.get_mut(room) else { return };
         entry.queues.remove(&conn);
         entry.room.disconnected(conn, now);
-        entry.deliver(now);
+        entry.deliver(now, &self.departed);
         if entry.room.is_empty() {
             rooms.remove(room);
         }
@@ -101,7 +115,7 @@ impl Hub {
         for entry in rooms.values_mut() {
             if entry.room.next_deadline().is_some_and(|d| d <= now) {
                 entry.room.tick(now);
-                entry.deliver(now);
+                entry.deliver(now, &self.departed);
             }
         }
         rooms.retain(|_, e| !e.room.is_empty());
@@ -128,7 +142,7 @@ impl Hub {
 impl RoomEntry {
     /// Sends the room's effects to the connections' queues until the room has no more to say.
     /// A full queue marks its connection as dropped, which may itself produce effects.
-    fn deliver(&mut self, now: Millis) {
+    fn deliver(&mut self, now: Millis, departed: &OnDeparted) {
         loop {
             let effects = self.room.take_effects();
             if effects.is_empty() {
@@ -149,6 +163,7 @@ impl RoomEntry {
                             let _ = queue.try_send(Outbound::Close(why));
                         }
                     }
+                    Effect::Departed { participant } => departed(self.room.name(), participant),
                 }
             }
             for conn in stalled {

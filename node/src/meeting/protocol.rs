@@ -91,6 +91,9 @@ pub enum ClientMessage {
     Remove { participant: ParticipantId },
     Leave {},
     Ping {},
+    /// In SFU mode: the offer for this participant's one connection to the node's relay
+    /// (its own audio and video to send, and receive-only slots for the others').
+    SfuOffer { sdp: String },
 }
 
 /// Presented on reconnection to take back a seat kept for the grace period.
@@ -176,6 +179,9 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
         }
         ClientMessage::Signal { description, candidate, .. } => {
             signal_payload(description.clone(), candidate.clone())?;
+        }
+        ClientMessage::SfuOffer { sdp } if sdp.len() > MAX_SDP_BYTES || sdp.contains('\0') => {
+            return Err(ProtocolError::new("bad_signal", "The session description is too long or contains a NUL character."));
         }
         _ => {}
     }
@@ -278,6 +284,17 @@ pub enum ServerMessage {
     Removed { by: String },
     Error { code: &'static str, message: String },
     Pong {},
+    /// The relay's answer to `sfu-offer`.
+    SfuAnswer { sdp: String },
+    /// Which participant's audio or video each receive slot (m-line `mid`) now carries.
+    SfuSlots { slots: Vec<SlotView> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlotView {
+    pub mid: String,
+    pub participant: ParticipantId,
+    pub kind: &'static str,
 }
 
 impl ServerMessage {

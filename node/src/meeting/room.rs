@@ -44,6 +44,8 @@ const MAX_HELD_MESSAGES: usize = 200;
 pub enum Effect {
     Send { conn: ConnId, message: ServerMessage },
     Close { conn: ConnId, why: CloseWhy },
+    /// The seat is gone for good: whatever else holds state for it (the relay) lets go.
+    Departed { participant: ParticipantId },
 }
 
 /// Why the node closes a connection; the shell maps these to WebSocket close codes.
@@ -138,6 +140,10 @@ impl Room {
             below_threshold_since: None,
             effects: Vec::new(),
         }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn mode(&self) -> MediaMode {
@@ -313,8 +319,16 @@ impl Room {
         self.update_mode(now);
     }
 
+    /// A message for one participant from outside the room (the relay), if it is connected.
+    pub fn notify(&mut self, id: ParticipantId, message: ServerMessage) {
+        if let Some(Link::Connected(conn)) = self.participants.get(&id).map(|p| &p.link) {
+            self.effects.push(Effect::Send { conn: *conn, message });
+        }
+    }
+
     fn remove_participant(&mut self, id: ParticipantId, reason: LeftReason, now: Millis) {
         if self.participants.remove(&id).is_some() {
+            self.effects.push(Effect::Departed { participant: id });
             self.broadcast_except(id, ServerMessage::Left { participant: id, reason });
             self.update_mode(now);
         }

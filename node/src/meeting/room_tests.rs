@@ -23,7 +23,7 @@ fn sent(effects: &[Effect]) -> Vec<(ConnId, &ServerMessage)> {
         .iter()
         .filter_map(|e| match e {
             Effect::Send { conn, message } => Some((*conn, message)),
-            Effect::Close { .. } => None,
+            Effect::Close { .. } | Effect::Departed { .. } => None,
         })
         .collect()
 }
@@ -42,6 +42,8 @@ fn types(effects: &[Effect], conn: ConnId) -> Vec<&'static str> {
             ServerMessage::Removed { .. } => "removed",
             ServerMessage::Error { .. } => "error",
             ServerMessage::Pong {} => "pong",
+            ServerMessage::SfuAnswer { .. } => "sfu-answer",
+            ServerMessage::SfuSlots { .. } => "sfu-slots",
         })
         .collect()
 }
@@ -85,6 +87,7 @@ fn leave_closes_the_leaver_and_tells_the_others() {
     room.leave(1, 5).unwrap();
     let effects = room.take_effects();
     assert!(effects.contains(&Effect::Close { conn: 1, why: CloseWhy::Left }));
+    assert!(effects.contains(&Effect::Departed { participant: a }));
     assert!(effects.contains(&Effect::Send { conn: 2, message: ServerMessage::Left { participant: a, reason: LeftReason::Left } }));
     assert_eq!(types(&effects, 1), Vec::<&str>::new());
     assert_eq!(room.leave(1, 6), Err(RoomError::NotSeated));
@@ -165,6 +168,7 @@ fn the_seat_ends_when_the_grace_period_does() {
     room.tick(31_000);
     let effects = room.take_effects();
     assert_eq!(sent(&effects), vec![(2, &ServerMessage::Left { participant: a, reason: LeftReason::TimedOut })]);
+    assert!(effects.contains(&Effect::Departed { participant: a }));
     // Coming back after that is a fresh seat with a new id.
     let again = room.resume_or_join(9, a, "secret-1", seat("A", Role::Guest), "fresh".into(), vec![], 40_000).unwrap();
     assert_ne!(again, a);
@@ -223,6 +227,7 @@ fn hosts_remove_guests_and_guests_remove_nobody() {
     let effects = room.take_effects();
     assert_eq!(effects[0], Effect::Send { conn: 2, message: ServerMessage::Removed { by: "Host".into() } });
     assert_eq!(effects[1], Effect::Close { conn: 2, why: CloseWhy::Removed });
+    assert_eq!(effects[2], Effect::Departed { participant: guest });
     assert_eq!(types(&effects, 1), vec!["left"]);
     assert_eq!(types(&effects, 3), vec!["left"]);
     assert_eq!(room.len(), 2);

@@ -1,8 +1,12 @@
-// The meeting itself: who is here (from the node's signaling), one Peer per other
-// participant (a full mesh), and the tiles. The node only relays signals; media goes from
-// browser to browser.
+// The meeting itself: who is here (from the node's signaling), how their media reaches us,
+// and the tiles. In mesh mode there is one Peer per other participant and the node only
+// relays signals. In SFU mode there is one SfuLink to the node. Switching is make-before-
+// break: a participant's tile moves to the new path only once media arrives on it, and the
+// old path to them is closed after that.
 
+import { log } from "./log.js";
 import { Peer, meshLimits } from "./peer.js";
+import { SfuLink } from "./sfu.js";
 import { Signaling } from "./signaling.js";
 import { speakingDetector } from "./media.js";
 
@@ -21,6 +25,9 @@ export class Call {
     this.peers = new Map();
     this.iceServers = [];
     this.mode = "mesh";
+    this.sfu = null;
+    /// Per participant: "mesh" or "sfu", the path their tile shows.
+    this.shownVia = new Map();
     this.removedBy = null;
     this.signaling = new Signaling(
       room,
@@ -57,7 +64,57 @@ export class Call {
     }
     // What we send may have changed while the node could not hear us.
     this.signaling.send({ type: "media", audio: this.local.audioOn, video: this.local.videoOn });
+    if (!resumed && this.sfu) {
+      this.sfu.close();
+      this.sfu = null;
+    }
+    this.applyMode();
     this.changed();
+  }
+
+  /// Moves towards the path the room's mode asks for.
+  applyMode() {
+    if (this.mode === "sfu" && !this.sfu) {
+      log("info", "switching to the SFU");
+      this.sfu = new SfuLink({
+        local: this.local,
+        iceServers: this.iceServers,
+        send: (m) => this.signaling.send(m),
+        onStreams: (streams) => this.sfuStreams(streams),
+      });
+      this.sfu.start().catch((e) => log("warn", "SFU offer failed", e));
+    } else if (this.mode === "mesh" && this.sfu) {
+      log("info", "switching back to the mesh");
+      for (const view of this.participants.values()) this.connectMesh(view);
+      this.closeSfuIfUnused();
+    }
+  }
+
+  /// Streams now arriving through the SFU, per participant: show each on its tile once one
+  /// of its tracks is receiving, then close the mesh connection to that participant.
+  sfuStreams(streams) {
+    if (this.mode !== "sfu") return;
+    for (const [id, tracks] of streams) {
+      if (!this.participants.has(id) || !tracks.some((t) => !t.muted)) continue;
+      const stream = new MediaStream(tracks);
+      this.tiles.show(id, stream);
+      this.levels.watch(id, stream, speakingDetector((on) => this.tiles.speaking(id, on)));
+      if (this.shownVia.get(id) !== "sfu") {
+        this.shownVia.set(id, "sfu");
+        this.peers.get(id)?.close();
+        this.peers.delete(id);
+      }
+    }
+  }
+
+  /// Back in mesh mode, the SFU connection goes once every tile shows a mesh stream.
+  closeSfuIfUnused() {
+    if (!this.sfu || this.mode !== "mesh") return;
+    const stillSfu = [...this.participants.keys()].some((id) => this.shownVia.get(id) === "sfu");
+    if (!stillSfu) {
+      this.sfu.close();
+      this.sfu = null;
+    }
   }
 
   message(m) {
@@ -80,8 +137,14 @@ export class Call {
         this.peers.get(m.from)?.signal({ description: m.description, candidate: m.candidate });
         break;
       case "mode":
-        // The SFU role arrives with the next version; until then every meeting stays a mesh.
         this.mode = m.mode;
+        this.applyMode();
+        break;
+      case "sfu-answer":
+        this.sfu?.answer(m.sdp).catch((e) => log("warn", "SFU answer refused", e));
+        break;
+      case "sfu-slots":
+        this.sfu?.setSlots(m.slots);
         break;
       case "removed":
         this.removedBy = m.by;
@@ -98,6 +161,10 @@ export class Call {
   arrive(view) {
     this.participants.set(view.id, view);
     this.tiles.upsert(view, this.tileOptions());
+    if (this.mode === "mesh") this.connectMesh(view);
+  }
+
+  connectMesh(view) {
     if (this.peers.has(view.id)) return;
     const peer = new Peer({
       id: view.id,
@@ -106,8 +173,11 @@ export class Call {
       local: this.local,
       send: (payload) => this.signaling.send({ type: "signal", to: view.id, ...payload }),
       onTrack: (stream) => {
+        if (this.shownVia.get(view.id) === "sfu" && !stream.getTracks().some((t) => !t.muted)) return;
+        this.shownVia.set(view.id, "mesh");
         this.tiles.show(view.id, stream);
         this.levels.watch(view.id, stream, speakingDetector((on) => this.tiles.speaking(view.id, on)));
+        this.closeSfuIfUnused();
       },
       onState: () => {},
     });
@@ -118,6 +188,7 @@ export class Call {
     this.peers.get(id)?.close();
     this.peers.delete(id);
     this.participants.delete(id);
+    this.shownVia.delete(id);
     this.levels.unwatch(id);
     this.tiles.remove(id);
   }
@@ -131,7 +202,10 @@ export class Call {
 
   async setAudio(on) {
     const track = await this.local.setAudio(on);
-    if (track !== undefined) for (const peer of this.peers.values()) await peer.setTrack("audio", track);
+    if (track !== undefined) {
+      for (const peer of this.peers.values()) await peer.setTrack("audio", track);
+      await this.sfu?.setTrack("audio", track);
+    }
     this.levels.watch(this.me.id, this.local.stream, speakingDetector((s) => this.tiles.speaking(this.me.id, s)));
     this.announce();
     return this.local.audioOn;
@@ -140,6 +214,7 @@ export class Call {
   async setVideo(on) {
     const track = await this.local.setVideo(on);
     for (const peer of this.peers.values()) await peer.setTrack("video", track);
+    await this.sfu?.setTrack("video", track);
     this.announce();
     return this.local.videoOn;
   }
@@ -160,12 +235,18 @@ export class Call {
 
   ended(reason) {
     for (const id of [...this.peers.keys()]) this.drop(id);
+    this.sfu?.close();
+    this.sfu = null;
     this.local.stop();
     this.onEnd(this.removedBy ? `${this.removedBy} removed you from the meeting.` : reason);
   }
 
   /// Figures for every connection (used by the tests, handy in the console).
+  /// One entry per other participant, from the path their tile shows.
   async stats() {
-    return Promise.all([...this.peers.values()].map((p) => p.stats()));
+    const mesh = await Promise.all([...this.peers.values()].map((p) => p.stats()));
+    const sfu = this.sfu ? await this.sfu.stats() : [];
+    const shown = (s, via) => (this.shownVia.get(s.id) ?? "mesh") === via;
+    return [...mesh.filter((s) => shown(s, "mesh")), ...sfu.filter((s) => shown(s, "sfu"))];
   }
 }

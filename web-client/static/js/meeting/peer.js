@@ -183,7 +183,7 @@ export class Peer {
   /// Figures for the stats overlay and for tests: what arrives, and over which path.
   async stats() {
     const report = await this.pc.getStats();
-    const result = { id: this.id, connectionState: this.pc.connectionState, collisions: this.collisions, framesDecoded: 0, totalSamplesReceived: 0, frameWidth: 0, frameHeight: 0, framesSent: 0 };
+    const result = { id: this.id, via: "mesh", connectionState: this.pc.connectionState, collisions: this.collisions, framesDecoded: 0, totalSamplesReceived: 0, frameWidth: 0, frameHeight: 0, framesSent: 0 };
     let pair = null;
     report.forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "video") {

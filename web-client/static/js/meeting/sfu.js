@@ -1,0 +1,103 @@
+// The connection to the node's SFU, used once the meeting is past the mesh threshold: one
+// RTCPeerConnection that sends our audio and video and receives the others' on a fixed
+// number of receive-only slots. The node's relay answers our offer once and never offers
+// itself; as people come and go it tells us which participant each slot now carries
+// (`sfu-slots`).
+
+import { log } from "./log.js";
+
+/// Receive slots per kind: how many others we can hear and see at once through the SFU.
+export const SFU_SLOTS = 9;
+
+export class SfuLink {
+  constructor({ local, iceServers, send, onStreams }) {
+    this.local = local;
+    this.send = send;
+    this.onStreams = onStreams;
+    this.pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
+    this.tracks = new Map(); // mid → remote track
+    this.slots = []; // [{mid, participant, kind}]
+    this.pc.ontrack = ({ transceiver, track }) => {
+      this.tracks.set(transceiver.mid, track);
+      track.onunmute = () => this.publish();
+      this.publish();
+    };
+    this.pc.onconnectionstatechange = () => log("info", `sfu: connection ${this.pc.connectionState}`);
+    this.outgoing = {};
+    for (const kind of ["audio", "video"]) {
+      this.outgoing[kind] = this.pc.addTransceiver(local.track(kind) ?? kind, { direction: "sendonly", streams: [local.stream] });
+    }
+    for (let i = 0; i < SFU_SLOTS; i++) {
+      this.pc.addTransceiver("audio", { direction: "recvonly" });
+      this.pc.addTransceiver("video", { direction: "recvonly" });
+    }
+  }
+
+  async start() {
+    await this.pc.setLocalDescription();
+    this.send({ type: "sfu-offer", sdp: this.pc.localDescription.sdp });
+  }
+
+  async answer(sdp) {
+    await this.pc.setRemoteDescription({ type: "answer", sdp });
+  }
+
+  setSlots(slots) {
+    this.slots = slots;
+    this.publish();
+  }
+
+  /// Tells the call, for each participant carried by the SFU, the stream to show: their
+  /// slots' tracks that are actually receiving.
+  publish() {
+    const streams = new Map();
+    for (const { mid, participant } of this.slots) {
+      const track = this.tracks.get(mid);
+      if (!track) continue;
+      if (!streams.has(participant)) streams.set(participant, []);
+      streams.get(participant).push(track);
+    }
+    this.onStreams(streams);
+  }
+
+  async setTrack(kind, track) {
+    await this.outgoing[kind].sender.replaceTrack(track);
+  }
+
+  /// Per participant: what arrives from them through the SFU, and over which path.
+  async stats() {
+    const report = await this.pc.getStats();
+    const byMid = new Map();
+    let pair = null;
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.mid != null) byMid.set(s.mid, s);
+      if (s.type === "transport" && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+    });
+    if (!pair) report.forEach((s) => { if (s.type === "candidate-pair" && (s.selected || (s.nominated && s.state === "succeeded"))) pair = s; });
+    const path = pair && {
+      local: describe(report.get(pair.localCandidateId)),
+      remote: describe(report.get(pair.remoteCandidateId)),
+    };
+    const result = new Map();
+    for (const { mid, participant, kind } of this.slots) {
+      const s = byMid.get(mid);
+      const entry = result.get(participant) ?? { id: participant, via: "sfu", connectionState: this.pc.connectionState, collisions: 0, framesDecoded: 0, totalSamplesReceived: 0, frameWidth: 0, frameHeight: 0, framesSent: 0, path };
+      if (s && kind === "video") {
+        entry.framesDecoded += s.framesDecoded ?? 0;
+        entry.frameWidth = s.frameWidth ?? entry.frameWidth;
+        entry.frameHeight = s.frameHeight ?? entry.frameHeight;
+      }
+      if (s && kind === "audio") entry.totalSamplesReceived += s.totalSamplesReceived ?? 0;
+      result.set(participant, entry);
+    }
+    return [...result.values()];
+  }
+
+  close() {
+    this.pc.close();
+  }
+}
+
+function describe(c) {
+  return c && { type: c.candidateType, address: c.address ?? c.ip, port: c.port, protocol: c.protocol };
+}
