@@ -40,6 +40,7 @@ async fn metric(node: &Node, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_one() {
+    let _browsers = confab_tests::browser::exclusive().await;
     let (node, link, host_link) = meeting_with_host(&[]).await;
     let (a, b, c) = tokio::join!(
         Participant::chromium(&host_link, "Ana"),
@@ -121,6 +122,7 @@ async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn firefox_esr_and_two_chromium_participants_exchange_media() {
+    let _browsers = confab_tests::browser::exclusive().await;
     let (_node, link) = meeting(&[]).await;
     let (fox, a, b) = tokio::join!(
         Participant::firefox(&link, "Fox"),
@@ -173,6 +175,7 @@ async fn stop_sampling(p: &Participant) -> (Duration, bool, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dropped_signaling_connection_reconnects_without_interrupting_media_and_ice_restarts() {
+    let _browsers = confab_tests::browser::exclusive().await;
     let (_node, link) = meeting(&[]).await;
     let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium(&link, "Bo"));
     let (mut a, mut b) = (a, b);
@@ -225,6 +228,7 @@ async fn a_dropped_signaling_connection_reconnects_without_interrupting_media_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_participants_joining_at_the_same_instant_connect_twenty_times() {
+    let _browsers = confab_tests::browser::exclusive().await;
     let (_node, link) = meeting(&[]).await;
     let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium(&link, "Bo"));
     let (mut a, mut b) = (a, b);

@@ -22,6 +22,14 @@ fn geckodriver() -> String {
     format!("{home}/bin/geckodriver")
 }
 
+/// Held by each test that runs several browsers at once, so that two such tests in one test
+/// binary take turns: on a 2-core machine, six browsers with live video starve each other
+/// and every timing the tests print would measure the machine, not Confab.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
+    LOCK.get_or_init(|| tokio::sync::Mutex::new(())).lock().await
+}
+
 pub struct Browser {
     pub client: Client,
     driver: Child,

@@ -12,6 +12,10 @@ import { speakingDetector } from "./media.js";
 
 const number = (id) => Number(id.slice(1));
 
+/// After a tile moves to a new path, the old connection stays this long: the other side
+/// receives our media over it until its own tile for us has moved too.
+const OLD_PATH_GRACE_MS = 3_000;
+
 export class Call {
   constructor({ room, invite, name, local, levels, tiles, onCount, onConnection, onEnd }) {
     this.local = local;
@@ -28,6 +32,11 @@ export class Call {
     this.sfu = null;
     /// Per participant: "mesh" or "sfu", the path their tile shows.
     this.shownVia = new Map();
+    this.sfuShown = new Map();
+    this.sfuAvailable = new Map();
+    this.promotion = null;
+    this.promoting = false;
+    this.sfuClosing = null;
     this.removedBy = null;
     this.signaling = new Signaling(
       room,
@@ -86,35 +95,96 @@ export class Call {
     } else if (this.mode === "mesh" && this.sfu) {
       log("info", "switching back to the mesh");
       for (const view of this.participants.values()) this.connectMesh(view);
-      this.closeSfuIfUnused();
+      this.schedulePromotion();
     }
   }
 
-  /// Streams now arriving through the SFU, per participant: show each on its tile once one
-  /// of its tracks is receiving, then close the mesh connection to that participant.
+  /// Streams available through the SFU, per participant. A tile moves to one only once it
+  /// decodes (see `promote`).
   sfuStreams(streams) {
-    if (this.mode !== "sfu") return;
+    this.sfuAvailable = streams;
+    // Tiles already on the SFU follow their slots' tracks (a slot can be reassigned).
     for (const [id, tracks] of streams) {
-      if (!this.participants.has(id) || !tracks.some((t) => !t.muted)) continue;
-      const stream = new MediaStream(tracks);
-      this.tiles.show(id, stream);
-      this.levels.watch(id, stream, speakingDetector((on) => this.tiles.speaking(id, on)));
-      if (this.shownVia.get(id) !== "sfu") {
-        this.shownVia.set(id, "sfu");
-        this.peers.get(id)?.close();
-        this.peers.delete(id);
+      if (this.shownVia.get(id) !== "sfu") continue;
+      const key = tracks.map((t) => t.id).sort().join();
+      if (this.sfuShown.get(id) !== key) {
+        this.sfuShown.set(id, key);
+        this.show(id, new MediaStream(tracks), "sfu");
+      }
+    }
+    this.schedulePromotion();
+  }
+
+  schedulePromotion() {
+    this.promotion ??= setInterval(() => this.promote(), 50);
+  }
+
+  /// Make-before-break: moves each participant's tile to the path the mode asks for as soon
+  /// as that path decodes their media (video frames, or audio when their camera is off),
+  /// then closes the old path to them.
+  async promote() {
+    if (this.promoting) return;
+    this.promoting = true;
+    try {
+      await this.promoteOnce();
+    } finally {
+      this.promoting = false;
+    }
+  }
+
+  async promoteOnce() {
+    const want = this.mode;
+    const pending = [...this.participants.values()].filter((p) => (this.shownVia.get(p.id) ?? "mesh") !== want);
+    if (!pending.length) {
+      clearInterval(this.promotion);
+      this.promotion = null;
+      this.closeSfuIfUnused();
+      return;
+    }
+    const stats = want === "sfu" ? await (this.sfu?.stats() ?? []) : await Promise.all([...this.peers.values()].map((p) => p.stats()));
+    for (const view of pending) {
+      const s = stats.find((x) => x.id === view.id);
+      const decoding = s && (view.video ? s.framesDecoded > 0 : view.audio ? s.totalSamplesReceived > 0 : s.connectionState === "connected");
+      if (!decoding || this.mode !== want) continue;
+      if (want === "sfu") {
+        const tracks = this.sfuAvailable?.get(view.id);
+        if (!tracks?.length) continue;
+        this.sfuShown.set(view.id, tracks.map((t) => t.id).sort().join());
+        this.show(view.id, new MediaStream(tracks), "sfu");
+        const old = this.peers.get(view.id);
+        setTimeout(() => {
+          if (this.mode === "sfu" && this.peers.get(view.id) === old) {
+            old?.close();
+            this.peers.delete(view.id);
+          }
+        }, OLD_PATH_GRACE_MS);
+      } else {
+        const peer = this.peers.get(view.id);
+        if (!peer) continue;
+        this.show(view.id, peer.stream, "mesh");
       }
     }
   }
 
+  show(id, stream, via) {
+    this.shownVia.set(id, via);
+    this.tiles.show(id, stream);
+    this.levels.watch(id, stream, speakingDetector((on) => this.tiles.speaking(id, on)));
+    log("info", `${id}: shown via ${via}`);
+  }
+
   /// Back in mesh mode, the SFU connection goes once every tile shows a mesh stream.
   closeSfuIfUnused() {
-    if (!this.sfu || this.mode !== "mesh") return;
+    if (!this.sfu || this.mode !== "mesh" || this.sfuClosing) return;
     const stillSfu = [...this.participants.keys()].some((id) => this.shownVia.get(id) === "sfu");
-    if (!stillSfu) {
-      this.sfu.close();
-      this.sfu = null;
-    }
+    if (stillSfu) return;
+    this.sfuClosing = setTimeout(() => {
+      this.sfuClosing = null;
+      if (this.mode === "mesh" && this.sfu) {
+        this.sfu.close();
+        this.sfu = null;
+      }
+    }, OLD_PATH_GRACE_MS);
   }
 
   message(m) {
@@ -173,11 +243,11 @@ export class Call {
       local: this.local,
       send: (payload) => this.signaling.send({ type: "signal", to: view.id, ...payload }),
       onTrack: (stream) => {
-        if (this.shownVia.get(view.id) === "sfu" && !stream.getTracks().some((t) => !t.muted)) return;
-        this.shownVia.set(view.id, "mesh");
-        this.tiles.show(view.id, stream);
-        this.levels.watch(view.id, stream, speakingDetector((on) => this.tiles.speaking(view.id, on)));
-        this.closeSfuIfUnused();
+        if (this.shownVia.get(view.id) === "sfu") {
+          this.schedulePromotion(); // Returning to the mesh: shown once it decodes.
+          return;
+        }
+        this.show(view.id, stream, "mesh");
       },
       onState: () => {},
     });
@@ -189,6 +259,7 @@ export class Call {
     this.peers.delete(id);
     this.participants.delete(id);
     this.shownVia.delete(id);
+    this.sfuShown.delete(id);
     this.levels.unwatch(id);
     this.tiles.remove(id);
   }
@@ -234,6 +305,7 @@ export class Call {
   }
 
   ended(reason) {
+    clearInterval(this.promotion);
     for (const id of [...this.peers.keys()]) this.drop(id);
     this.sfu?.close();
     this.sfu = null;
