@@ -108,6 +108,16 @@ pub struct ServeOptions {
     /// [default: the listening address, or this machine's address on its default route]
     #[arg(long, env = "CONFAB_RELAY_IP", value_name = "IP")]
     pub relay_ip: Option<std::net::IpAddr>,
+
+    /// SFU threads, each with its own UDP port (the relay port and the ones after it).
+    /// [default: one per core]
+    #[arg(long, env = "CONFAB_RELAY_SHARDS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub relay_shards: Option<u16>,
+
+    /// In SFU mode, forward at most this many videos to each participant: those of the most
+    /// recent speakers. [default: 9]
+    #[arg(long, env = "CONFAB_LAST_N", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub last_n: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]

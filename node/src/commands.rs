@@ -69,7 +69,7 @@ fn start_relay(settings: &config::Serve, https: std::net::SocketAddr) -> anyhow:
     };
     let ip = settings.relay_ip.unwrap_or_else(|| if bind.ip().is_unspecified() { default_route_ip() } else { bind.ip() });
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let relay = Relay::start(bind, Some(ip), tx).with_context(|| format!("cannot bind the relay's UDP socket {bind}"))?;
+    let relay = Relay::start(bind, Some(ip), settings.relay.clone(), tx).with_context(|| format!("cannot bind the relay's UDP socket {bind}"))?;
     Ok((relay, rx))
 }
 

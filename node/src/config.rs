@@ -17,6 +17,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "confab.toml";
 pub const DEFAULT_FIRST_TOKEN_TTL: Span = Span(24 * 3600);
 pub const DEFAULT_MESH_THRESHOLD: usize = 4;
 pub const DEFAULT_RECONNECT_GRACE: Span = Span(30);
+pub const DEFAULT_LAST_N: usize = 9;
 
 /// The TOML file: the same names as the long flags, with `_` for `-`.
 #[derive(Debug, Default, Deserialize)]
@@ -36,6 +37,8 @@ pub struct FileConfig {
     pub ice_servers: Option<Vec<IceServer>>,
     pub relay_listen: Option<String>,
     pub relay_ip: Option<std::net::IpAddr>,
+    pub relay_shards: Option<u16>,
+    pub last_n: Option<u16>,
 }
 
 impl FileConfig {
@@ -71,6 +74,7 @@ pub struct Serve {
     /// None: 0.0.0.0 and the port HTTPS listens on.
     pub relay_listen: Option<String>,
     pub relay_ip: Option<std::net::IpAddr>,
+    pub relay: confab_relay::RelayConfig,
 }
 
 pub fn common(flags: &GlobalOptions, file: &FileConfig) -> anyhow::Result<Common> {
@@ -111,7 +115,21 @@ pub fn serve(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<Serve> {
         ice_servers,
         relay_listen: flags.relay_listen.clone().or_else(|| file.relay_listen.clone()),
         relay_ip: flags.relay_ip.or(file.relay_ip),
+        relay: relay_config(flags, file)?,
     })
+}
+
+fn relay_config(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<confab_relay::RelayConfig> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shards = flags.relay_shards.or(file.relay_shards).map_or(cores, usize::from);
+    let last_n = flags.last_n.or(file.last_n).map_or(DEFAULT_LAST_N, usize::from);
+    if !(1..=64).contains(&shards) {
+        bail!("relay_shards must be between 1 and 64, not {shards}");
+    }
+    if !(1..=64).contains(&last_n) {
+        bail!("last_n must be between 1 and 64, not {last_n}");
+    }
+    Ok(confab_relay::RelayConfig { last_n, shards })
 }
 
 fn span(name: &str, flag: Option<Span>, file: &Option<String>, default: Span) -> anyhow::Result<Span> {

@@ -212,6 +212,14 @@ impl Connection {
                 let _ = self.send(&ServerMessage::SfuAnswer { sdp: answer }).await;
                 Ok(())
             }
+            ClientMessage::SfuView { tiles } => {
+                let Some(participant) = hub.act(room, conn, queue, |r, _| r.seat_of(conn)) else {
+                    return Err(RoomError::NotSeated.to_protocol());
+                };
+                let peer = PeerKey { room: room.to_string(), participant: participant.0 };
+                self.state.relay.view(peer, tiles.into_iter().map(|t| (t.participant.0, t.height.min(8192))).collect());
+                Ok(())
+            }
         };
         result.map_err(|e| e.to_protocol())
     }
@@ -228,6 +236,7 @@ pub fn relay_notice(state: &AppState, notice: Notice) {
             let slots = slots.into_iter().map(|(mid, participant, kind)| SlotView { mid, participant: ParticipantId(participant), kind }).collect();
             state.hub.notify(&peer.room, ParticipantId(peer.participant), ServerMessage::SfuSlots { slots });
         }
+        Notice::Speaker { room, participant } => state.hub.notify_all(&room, ServerMessage::Speaker { participant: ParticipantId(participant) }),
         Notice::Gone { peer } => tracing::info!(room = %peer.room, participant = peer.participant, "the relay lost a participant's connection"),
     }
 }

@@ -64,6 +64,15 @@ impl Hub {
         }
     }
 
+    pub fn notify_all(&self, room: &str, message: ServerMessage) {
+        let now = self.now();
+        let mut rooms = self.lock();
+        if let Some(entry) = rooms.get_mut(room) {
+            entry.room.notify_all(message);
+            entry.deliver(now, &self.departed);
+        }
+    }
+
     pub fn now(&self) -> Millis {
         self.started.elapsed().as_millis() as Millis
     }

@@ -94,7 +94,22 @@ pub enum ClientMessage {
     /// In SFU mode: the offer for this participant's one connection to the node's relay
     /// (its own audio and video to send, and receive-only slots for the others').
     SfuOffer { sdp: String },
+    /// In SFU mode: how tall (in device pixels) each other participant's video is shown, so
+    /// that the relay forwards the simulcast layer that fills it and no more. Participants
+    /// left out get the default (360).
+    SfuView { tiles: Vec<TileView> },
 }
+
+/// One tile's size, as `sfu-view` reports it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TileView {
+    pub participant: ParticipantId,
+    pub height: u32,
+}
+
+/// At most this many tiles in one `sfu-view` (more than any screen shows).
+pub const MAX_TILES: usize = 256;
 
 /// Presented on reconnection to take back a seat kept for the grace period.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -182,6 +197,9 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
         }
         ClientMessage::SfuOffer { sdp } if sdp.len() > MAX_SDP_BYTES || sdp.contains('\0') => {
             return Err(ProtocolError::new("bad_signal", "The session description is too long or contains a NUL character."));
+        }
+        ClientMessage::SfuView { tiles } if tiles.len() > MAX_TILES => {
+            return Err(ProtocolError::new("bad_message", format!("An sfu-view lists at most {MAX_TILES} tiles.")));
         }
         _ => {}
     }
@@ -288,6 +306,8 @@ pub enum ServerMessage {
     SfuAnswer { sdp: String },
     /// Which participant's audio or video each receive slot (m-line `mid`) now carries.
     SfuSlots { slots: Vec<SlotView> },
+    /// The dominant speaker changed (SFU mode; from audio levels).
+    Speaker { participant: ParticipantId },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

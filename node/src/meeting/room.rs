@@ -326,6 +326,11 @@ impl Room {
         }
     }
 
+    /// Sends `message` to everyone seated (e.g. the relay's dominant-speaker events).
+    pub fn notify_all(&mut self, message: ServerMessage) {
+        self.broadcast(None, message);
+    }
+
     fn remove_participant(&mut self, id: ParticipantId, reason: LeftReason, now: Millis) {
         if self.participants.remove(&id).is_some() {
             self.effects.push(Effect::Departed { participant: id });

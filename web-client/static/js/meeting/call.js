@@ -16,6 +16,9 @@ const number = (id) => Number(id.slice(1));
 /// receives our media over it until its own tile for us has moved too.
 const OLD_PATH_GRACE_MS = 3_000;
 
+/// How often, in SFU mode, we tell the node how big each tile is (when that changed).
+const VIEW_EVERY_MS = 500;
+
 export class Call {
   constructor({ room, invite, name, local, levels, tiles, onCount, onConnection, onEnd }) {
     this.local = local;
@@ -92,6 +95,8 @@ export class Call {
         onStreams: (streams) => this.sfuStreams(streams),
       });
       this.sfu.start().catch((e) => log("warn", "SFU offer failed", e));
+      this.lastView = "";
+      this.viewTimer ??= setInterval(() => this.reportView(), VIEW_EVERY_MS);
     } else if (this.mode === "mesh" && this.sfu) {
       log("info", "switching back to the mesh");
       for (const view of this.participants.values()) this.connectMesh(view);
@@ -113,6 +118,23 @@ export class Call {
       }
     }
     this.schedulePromotion();
+  }
+
+  /// Tells the SFU how tall (in device pixels) each participant's video is on our screen,
+  /// so that it sends the simulcast layer that fills it and no more.
+  reportView() {
+    if (!this.sfu) {
+      clearInterval(this.viewTimer);
+      this.viewTimer = null;
+      return;
+    }
+    const tiles = [...this.participants.keys()]
+      .map((id) => ({ participant: id, height: Math.round(this.tiles.height(id) * devicePixelRatio) }))
+      .filter((t) => t.height > 0);
+    const text = JSON.stringify(tiles);
+    if (text === this.lastView) return;
+    this.lastView = text;
+    this.signaling.send({ type: "sfu-view", tiles });
   }
 
   schedulePromotion() {
@@ -169,7 +191,11 @@ export class Call {
   show(id, stream, via) {
     this.shownVia.set(id, via);
     this.tiles.show(id, stream);
-    this.levels.watch(id, stream, speakingDetector((on) => this.tiles.speaking(id, on)));
+    this.levels.watch(id, stream, speakingDetector((on) => {
+      this.tiles.speaking(id, on);
+      // In the mesh nobody else hears everyone: the latest speaker we hear is the dominant one.
+      if (on && this.mode === "mesh") this.tiles.dominant(id);
+    }));
     log("info", `${id}: shown via ${via}`);
   }
 
@@ -215,6 +241,9 @@ export class Call {
         break;
       case "sfu-slots":
         this.sfu?.setSlots(m.slots);
+        break;
+      case "speaker":
+        this.tiles.dominant(m.participant);
         break;
       case "removed":
         this.removedBy = m.by;
@@ -306,6 +335,7 @@ export class Call {
 
   ended(reason) {
     clearInterval(this.promotion);
+    clearInterval(this.viewTimer);
     for (const id of [...this.peers.keys()]) this.drop(id);
     this.sfu?.close();
     this.sfu = null;

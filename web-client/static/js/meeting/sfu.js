@@ -9,6 +9,15 @@ import { log } from "./log.js";
 /// Receive slots per kind: how many others we can hear and see at once through the SFU.
 export const SFU_SLOTS = 9;
 
+/// Our camera as three VP8 encodings; the SFU forwards each subscriber the one that fits the
+/// tile it is shown in and its bandwidth. (Browsers drop the upper layers by themselves
+/// when the camera's resolution is too low for them.)
+export const SIMULCAST = [
+  { rid: "l", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "m", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
 export class SfuLink {
   constructor({ local, iceServers, send, onStreams }) {
     this.local = local;
@@ -25,7 +34,9 @@ export class SfuLink {
     this.pc.onconnectionstatechange = () => log("info", `sfu: connection ${this.pc.connectionState}`);
     this.outgoing = {};
     for (const kind of ["audio", "video"]) {
-      this.outgoing[kind] = this.pc.addTransceiver(local.track(kind) ?? kind, { direction: "sendonly", streams: [local.stream] });
+      const init = { direction: "sendonly", streams: [local.stream] };
+      if (kind === "video") init.sendEncodings = SIMULCAST.map((e) => ({ ...e }));
+      this.outgoing[kind] = this.pc.addTransceiver(local.track(kind) ?? kind, init);
     }
     for (let i = 0; i < SFU_SLOTS; i++) {
       this.pc.addTransceiver("audio", { direction: "recvonly" });
@@ -91,6 +102,16 @@ export class SfuLink {
       result.set(participant, entry);
     }
     return [...result.values()];
+  }
+
+  /// What we send, per simulcast layer (rid → frame height and frames sent).
+  async sent() {
+    const report = await this.pc.getStats();
+    const layers = {};
+    report.forEach((s) => {
+      if (s.type === "outbound-rtp" && s.kind === "video") layers[s.rid ?? ""] = { frameHeight: s.frameHeight ?? 0, framesSent: s.framesSent ?? 0 };
+    });
+    return layers;
   }
 
   close() {

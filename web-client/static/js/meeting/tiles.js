@@ -48,6 +48,17 @@ export class Tiles {
     if (tile && tile.video.srcObject !== stream) tile.video.srcObject = stream;
   }
 
+  /// The tile's height on screen in CSS pixels (0 if hidden).
+  height(id) {
+    return this.tiles.get(id)?.video.clientHeight ?? 0;
+  }
+
+  /// Marks the dominant speaker (from the SFU): the large tile in speaker view.
+  dominant(id) {
+    for (const [tid, tile] of this.tiles) tile.node.classList.toggle("dominant", tid === id);
+    this.container.dataset.dominant = id;
+  }
+
   speaking(id, on) {
     this.tiles.get(id)?.node.classList.toggle("speaking", on);
   }

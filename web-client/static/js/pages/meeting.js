@@ -130,6 +130,12 @@ function startCall(name) {
   toggle(micButton, () => call.setAudio(!local.audioOn));
   toggle(cameraButton, () => call.setVideo(!local.videoOn));
   showButtons();
+  const speakerView = $("#speaker-view");
+  speakerView.addEventListener("click", () => {
+    const on = $("#tiles").classList.toggle("speaker-view");
+    speakerView.setAttribute("aria-pressed", String(on));
+    speakerView.textContent = on ? "Grid view" : "Speaker view";
+  });
   $("#leave").addEventListener("click", () => call.leave());
   window.addEventListener("pagehide", () => call.leave());
   $("#rejoin").addEventListener("click", (e) => {
