@@ -54,7 +54,7 @@ impl Speakers {
     /// `candidates` ordered for forwarding: the most recent speakers first, then the rest
     /// in the order given (join order: the longest-present first).
     pub fn order(&self, candidates: &[u64]) -> Vec<u64> {
-        let mut ordered: Vec<(usize, u64)> = candidates.iter().copied().enumerate().map(|(i, p)| (i, p)).collect();
+        let mut ordered: Vec<(usize, u64)> = candidates.iter().copied().enumerate().collect();
         ordered.sort_by_key(|&(i, p)| (std::cmp::Reverse(self.voices.get(&p).and_then(|v| v.last_spoke)), i));
         ordered.into_iter().map(|(_, p)| p).collect()
     }

@@ -97,11 +97,9 @@ impl Signaling {
 
     /// Expects the connection to end, and returns the close code.
     pub async fn expect_close(&mut self) -> Option<u16> {
-        loop {
-            match self.next().await {
-                Heard::Closed(code) => return code,
-                Heard::Message(m) => panic!("expected the connection to close, got {m}"),
-            }
+        match self.next().await {
+            Heard::Closed(code) => code,
+            Heard::Message(m) => panic!("expected the connection to close, got {m}"),
         }
     }
 

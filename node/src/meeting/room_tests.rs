@@ -44,6 +44,7 @@ fn types(effects: &[Effect], conn: ConnId) -> Vec<&'static str> {
             ServerMessage::Pong {} => "pong",
             ServerMessage::SfuAnswer { .. } => "sfu-answer",
             ServerMessage::SfuSlots { .. } => "sfu-slots",
+            ServerMessage::Speaker { .. } => "speaker",
         })
         .collect()
 }
@@ -359,4 +360,19 @@ fn held_signals_are_bounded() {
     let signals: Vec<_> = sent(&effects).into_iter().filter(|(_, m)| matches!(m, ServerMessage::Signal { .. })).collect();
     assert_eq!(signals.len(), MAX_HELD_MESSAGES);
     assert_eq!(*signals[0].1, ServerMessage::signal(ParticipantId(2), candidate(50)), "the oldest were dropped");
+}
+
+#[test]
+fn a_dominant_speaker_event_reaches_everyone_connected_but_not_the_away() {
+    let mut room = Room::new("standup", config(0));
+    let a = join(&mut room, 1, "Ana", 0);
+    join(&mut room, 2, "Bo", 0);
+    join(&mut room, 3, "Cy", 0);
+    room.disconnected(3, 10);
+    room.take_effects();
+    room.notify_all(ServerMessage::Speaker { participant: a });
+    let effects = room.take_effects();
+    assert_eq!(types(&effects, 1), vec!["speaker"]);
+    assert_eq!(types(&effects, 2), vec!["speaker"]);
+    assert!(types(&effects, 3).is_empty());
 }
