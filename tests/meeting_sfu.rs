@@ -160,3 +160,105 @@ async fn a_third_participant_moves_the_meeting_to_the_sfu_and_back_without_a_gap
     .await;
     println!("the SFU forwarded {settled} frames in all, and no more");
 }
+
+/// Waits until `p` receives `from`'s video through the SFU at a height that `check` accepts.
+async fn wait_height(p: &Participant, from: &str, what: &str, check: impl Fn(u64) -> bool) -> u64 {
+    let started = Instant::now();
+    let height = confab_tests::eventually(&format!("{} to receive {from} {what}", p.name), Duration::from_secs(30), || async {
+        let stats = p.stats().await;
+        stats.get(from).filter(|s| s.via == "sfu" && check(s.frame_height)).map(|s| s.frame_height)
+    })
+    .await;
+    println!("{} receives {from} at {height}p ({what}) after {:?}", p.name, started.elapsed());
+    height
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_tile_gets_the_low_simulcast_layer_and_the_speakers_large_tile_the_high_one() {
+    let _browsers = confab_tests::browser::exclusive().await;
+    let (_node, link) = meeting(&["--mesh-threshold", "0"]).await;
+    let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium(&link, "Bo"));
+    let (mut a, mut b) = (a, b);
+    b.microphone_off_before_joining().await;
+    let ida = a.join().await;
+    b.join().await;
+    b.wait_receiving(&[&ida]).await;
+    // What Ana publishes: three layers (the camera is 720p).
+    let sent = a.browser.eval("return window.confabCall.sfu.sent()").await;
+    println!("Ana sends {sent}");
+    for rid in ["l", "m", "h"] {
+        assert!(sent[rid]["framesSent"].as_u64().unwrap_or(0) > 0, "Ana does not send layer {rid}: {sent}");
+    }
+
+    // A phone-sized window: Ana's tile is under 225 lines, the low layer fills it.
+    b.set_window(360, 640).await;
+    wait_height(&b, &ida, "in a phone-sized tile", |h| h > 0 && h <= 180).await;
+
+    // A desk-sized window in speaker view: Ana speaks (Bo is muted), her tile is most of the
+    // screen, and the relay moves Bo to the high layer once BWE has found the room for it.
+    b.set_window(1280, 900).await;
+    b.browser.click("#speaker-view").await;
+    confab_tests::eventually("Ana's tile to be the large one", Duration::from_secs(20), || async {
+        (b.browser.eval(&format!("return document.querySelector('[data-participant=\"{ida}\"]').classList.contains('dominant')")).await == serde_json::json!(true))
+            .then_some(())
+    })
+    .await;
+    wait_height(&b, &ida, "in the speaker's large tile", |h| h >= 720).await;
+
+    // And back to the phone: down to the low layer again.
+    b.browser.click("#speaker-view").await;
+    b.set_window(360, 640).await;
+    wait_height(&b, &ida, "back in a phone-sized tile", |h| h > 0 && h <= 180).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_last_n_three_nobody_receives_more_than_three_videos_and_a_new_speaker_enters() {
+    let _browsers = confab_tests::browser::exclusive().await;
+    let (node, link) = meeting(&["--mesh-threshold", "0", "--last-n", "3"]).await;
+    let names = ["Ana", "Bo", "Cy", "Di", "Ed", "Fa"];
+    let mut people = futures::future::join_all(names.iter().map(|n| Participant::chromium(&link, n))).await;
+    // Ana, Bo and Cy talk (a steady tone); Di, Ed and Fa join muted.
+    for p in &people[3..] {
+        p.microphone_off_before_joining().await;
+    }
+    let mut ids = Vec::new();
+    for p in &mut people {
+        ids.push(p.join().await);
+    }
+    // Everyone hears the three who talk, through the SFU.
+    for (i, p) in people.iter().enumerate() {
+        let talkers: Vec<&str> = ids[..3].iter().enumerate().filter(|(j, _)| *j != i).map(|(_, id)| id.as_str()).collect();
+        wait_via(p, &talkers, "sfu").await;
+    }
+    for (p, me) in people.iter().zip(&ids) {
+        let decoding = confab_tests::eventually(&format!("{} to decode three videos", p.name), Duration::from_secs(30), || async {
+            let v = p.videos_decoding().await;
+            (v.len() == 3).then_some(v)
+        })
+        .await;
+        println!("{} decodes {decoding:?}", p.name);
+        assert!(decoding.iter().all(|(who, _)| who != me && ids.contains(who)), "{} decodes {decoding:?}", p.name);
+    }
+    // Ana's three: Bo and Cy (speakers), then the longest-present silent one, Di. Not Fa.
+    let fa = ids[5].clone();
+    let before: Vec<String> = people[0].videos_decoding().await.into_iter().map(|(who, _)| who).collect();
+    assert!(!before.contains(&fa), "Ana already sees Fa: {before:?}");
+    assert_eq!(metric(&node, "confab_participants").await, 6);
+
+    // Fa unmutes and speaks: she enters everyone's forwarded set, which stays at three.
+    let unmuted = Instant::now();
+    people[5].toggle_microphone().await;
+    for p in &people[..5] {
+        let decoding = confab_tests::eventually(&format!("{} to see Fa, the new speaker", p.name), Duration::from_secs(20), || async {
+            let v = p.videos_decoding().await;
+            v.iter().any(|(who, _)| *who == fa).then_some(v)
+        })
+        .await;
+        println!("{} decodes {decoding:?} ({:?} after Fa unmuted)", p.name, unmuted.elapsed());
+        assert!(decoding.len() <= 3, "{} decodes {} videos: {decoding:?}", p.name, decoding.len());
+    }
+    for p in &people {
+        let decoding = p.videos_decoding().await;
+        assert!(decoding.len() <= 3, "{} decodes {} videos: {decoding:?}", p.name, decoding.len());
+    }
+}

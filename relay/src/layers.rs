@@ -21,19 +21,24 @@ pub struct Layer {
     pub bitrate: u64,
 }
 
-/// The layer to forward to a subscriber: the smallest one at least as tall as the tile it
-/// shows it in (or the tallest, if none is), stepped down while it needs more than
-/// `budget` bit/s. Returns the index into `layers`, or `None` when there is none.
+/// The layer to forward to a subscriber: the smallest one that fills the tile it shows it
+/// in, up to [`UPSCALE`] (or the tallest, if none does), stepped down while it needs more
+/// than `budget` bit/s. Returns the index into `layers`, or `None` when there is none.
 pub fn choose(layers: &[Layer], wanted_height: u32, budget: Option<u64>) -> Option<usize> {
     let mut by_height: Vec<usize> = (0..layers.len()).collect();
     by_height.sort_by_key(|&i| (layers[i].height, layers[i].bitrate));
-    let fits = by_height.iter().position(|&i| layers[i].height >= wanted_height).unwrap_or(by_height.len().checked_sub(1)?);
+    let fills = |h: u32| h as u64 * UPSCALE.0 >= wanted_height as u64 * UPSCALE.1;
+    let fits = by_height.iter().position(|&i| fills(layers[i].height)).unwrap_or(by_height.len().checked_sub(1)?);
     let affordable = match budget {
         Some(budget) => by_height[..=fits].iter().rposition(|&i| layers[i].bitrate <= budget).unwrap_or(0),
         None => fits,
     };
     Some(by_height[affordable])
 }
+
+/// How much a tile may enlarge a layer before the next one up is worth its bits: 5/4, so
+/// a 180-line layer serves tiles up to 225 lines.
+pub const UPSCALE: (u64, u64) = (5, 4);
 
 /// Rewrites one slot's stream: what it forwards, and the timestamps it forwards them with.
 #[derive(Debug, Clone)]
@@ -150,8 +155,10 @@ mod tests {
         let layers = three();
         assert_eq!(choose(&layers, 90, None), Some(1));
         assert_eq!(choose(&layers, 180, None), Some(1));
-        assert_eq!(choose(&layers, 181, None), Some(2));
-        assert_eq!(choose(&layers, 400, None), Some(0));
+        assert_eq!(choose(&layers, 225, None), Some(1), "a quarter enlarged is still fine");
+        assert_eq!(choose(&layers, 226, None), Some(2));
+        assert_eq!(choose(&layers, 450, None), Some(2));
+        assert_eq!(choose(&layers, 451, None), Some(0));
         assert_eq!(choose(&layers, 2000, None), Some(0), "the tallest when none is tall enough");
     }
 

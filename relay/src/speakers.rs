@@ -2,10 +2,12 @@
 //! (RFC 6464: 0 is the loudest, -127 silence, in dBov). Sans-IO.
 //!
 //! A participant *speaks* when at least [`SPEECH_PACKETS`] of their packets in the last
-//! [`SPEECH_WINDOW`] were above [`SPEECH_LEVEL`], which ignores clicks and breaths. The
-//! order of recent speakers decides whose video is forwarded (last-N) and whose audio comes
-//! first; the dominant speaker is the one with the most speech in the last
-//! [`DOMINANT_WINDOW`], and changes only when someone else has clearly more.
+//! [`SPEECH_WINDOW`] were above [`SPEECH_LEVEL`], which ignores clicks and breaths. Someone
+//! who starts speaking after [`PAUSE`] of silence moves to the front of the room's speaker
+//! order, which decides whose video is forwarded (last-N) and whose audio comes first;
+//! people talking over each other keep their places, so the forwarded set does not churn.
+//! The dominant speaker is the one with the most speech in the last [`DOMINANT_WINDOW`],
+//! and changes only when someone else has clearly more.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ pub const SPEECH_LEVEL: i8 = -50;
 pub const SPEECH_WINDOW: Duration = Duration::from_millis(400);
 pub const SPEECH_PACKETS: usize = 5;
 pub const DOMINANT_WINDOW: Duration = Duration::from_millis(1500);
+pub const PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Voice {
@@ -25,6 +28,8 @@ struct Voice {
 #[derive(Debug, Default)]
 pub struct Speakers {
     voices: BTreeMap<u64, Voice>,
+    /// Speakers by their latest start, most recent first.
+    rank: Vec<u64>,
     dominant: Option<u64>,
 }
 
@@ -40,12 +45,18 @@ impl Speakers {
         }
         let recent = voice.loud.iter().rev().take_while(|t| now.saturating_duration_since(**t) <= SPEECH_WINDOW).count();
         if recent >= SPEECH_PACKETS {
+            let starts = voice.last_spoke.is_none_or(|t| now.saturating_duration_since(t) > PAUSE);
             voice.last_spoke = Some(now);
+            if starts {
+                self.rank.retain(|p| *p != participant);
+                self.rank.insert(0, participant);
+            }
         }
     }
 
     pub fn forget(&mut self, participant: u64) {
         self.voices.remove(&participant);
+        self.rank.retain(|p| *p != participant);
         if self.dominant == Some(participant) {
             self.dominant = None;
         }
@@ -55,7 +66,7 @@ impl Speakers {
     /// in the order given (join order: the longest-present first).
     pub fn order(&self, candidates: &[u64]) -> Vec<u64> {
         let mut ordered: Vec<(usize, u64)> = candidates.iter().copied().enumerate().collect();
-        ordered.sort_by_key(|&(i, p)| (std::cmp::Reverse(self.voices.get(&p).and_then(|v| v.last_spoke)), i));
+        ordered.sort_by_key(|&(i, p)| (self.rank.iter().position(|r| *r == p).unwrap_or(usize::MAX), i));
         ordered.into_iter().map(|(_, p)| p).collect()
     }
 
@@ -135,5 +146,35 @@ mod tests {
         assert_eq!(s.dominant(), Some(2));
         s.forget(2);
         assert_eq!(s.dominant(), None);
+    }
+
+    #[test]
+    fn people_talking_at_once_keep_their_places_and_a_restart_after_a_pause_moves_ahead() {
+        let t0 = Instant::now();
+        let mut s = Speakers::default();
+        // 1 starts, then 2, then 3; all keep talking for two seconds.
+        for i in 0..100u64 {
+            let at = t0 + Duration::from_millis(20 * i);
+            s.observe(1, -20, at);
+            if i >= 10 {
+                s.observe(2, -20, at);
+            }
+            if i >= 20 {
+                s.observe(3, -20, at);
+            }
+            if i > 30 {
+                assert_eq!(s.order(&[1, 2, 3, 4]), vec![3, 2, 1, 4], "stable while everyone talks");
+            }
+        }
+        // 1 pauses for two seconds and starts again: 1 is the latest start.
+        let t = t0 + Duration::from_secs(4);
+        talk(&mut s, 1, -20, 20, t);
+        assert_eq!(s.order(&[1, 2, 3, 4]), vec![1, 3, 2, 4]);
+        // 2 starts; pauses briefly (under PAUSE) while 3 starts; 2 goes on: no new start.
+        let t = talk(&mut s, 2, -20, 20, t + Duration::from_millis(400));
+        assert_eq!(s.order(&[1, 2, 3, 4]), vec![2, 1, 3, 4]);
+        let t = talk(&mut s, 3, -20, 15, t);
+        talk(&mut s, 2, -20, 20, t);
+        assert_eq!(s.order(&[1, 2, 3, 4]), vec![3, 2, 1, 4]);
     }
 }

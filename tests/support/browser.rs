@@ -30,6 +30,41 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.get_or_init(|| tokio::sync::Mutex::new(())).lock().await
 }
 
+/// A WAV file of a steady 440 Hz tone at about -10 dBov, which Chromium's fake microphone
+/// plays in a loop: every Chromium participant "speaks" until muted, so the SFU's speaker
+/// detection has real audio levels to work on (the built-in fake beeps for 20 ms a second).
+fn tone() -> std::path::PathBuf {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        const RATE: u32 = 48_000;
+        let samples: Vec<i16> =
+            (0..RATE * 2).map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / RATE as f64).sin() * 0.3 * i16::MAX as f64) as i16).collect();
+        let data = samples.len() as u32 * 2;
+        let mut wav = Vec::with_capacity(44 + data as usize);
+        wav.extend_from_slice(b"RIFF");
+        wav.extend_from_slice(&(36 + data).to_le_bytes());
+        wav.extend_from_slice(b"WAVEfmt ");
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+        wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+        wav.extend_from_slice(&RATE.to_le_bytes());
+        wav.extend_from_slice(&(RATE * 2).to_le_bytes());
+        wav.extend_from_slice(&2u16.to_le_bytes());
+        wav.extend_from_slice(&16u16.to_le_bytes());
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&data.to_le_bytes());
+        for s in samples {
+            wav.extend_from_slice(&s.to_le_bytes());
+        }
+        // One file for every run (same bytes each time), replaced atomically.
+        let path = std::env::temp_dir().join("confab-test-tone-440hz.wav");
+        let partial = std::env::temp_dir().join(format!("confab-test-tone-{}.partial", std::process::id()));
+        std::fs::write(&partial, wav).and_then(|()| std::fs::rename(&partial, &path)).expect("writing the test tone");
+        path
+    })
+    .clone()
+}
+
 pub struct Browser {
     pub client: Client,
     driver: Child,
@@ -66,6 +101,7 @@ impl Browser {
             "--disable-sync".into(),
             "--use-fake-device-for-media-stream".into(),
             "--use-fake-ui-for-media-stream".into(),
+            format!("--use-file-for-fake-audio-capture={}", tone().display()),
             "--ignore-certificate-errors".into(),
             "--window-size=1200,900".into(),
             format!("--user-data-dir={}", profile.path().display()),

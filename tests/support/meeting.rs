@@ -179,6 +179,28 @@ impl Participant {
         started.elapsed()
     }
 
+    /// Sizes the browser window (CSS pixels), as a person resizing it or a phone would.
+    pub async fn set_window(&self, width: u32, height: u32) {
+        self.browser.client.set_window_size(width, height).await.unwrap();
+    }
+
+    /// Prejoin: unticks "Microphone on", so we join muted.
+    pub async fn microphone_off_before_joining(&self) {
+        self.browser.click("#mic-on").await;
+    }
+
+    /// In the meeting: the Mute / Unmute button.
+    pub async fn toggle_microphone(&self) {
+        self.browser.click("#toggle-mic").await;
+    }
+
+    /// The videos the SFU link decodes right now, as (participant, frame height): those whose
+    /// decoded-frame count rises over one second.
+    pub async fn videos_decoding(&self) -> Vec<(String, u64)> {
+        let script = "return (async () => { const sfu = window.confabCall?.sfu; if (!sfu) return []; const snap = async () => { const m = new Map(); (await sfu.pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') m.set(s.mid, [s.framesDecoded ?? 0, s.frameHeight ?? 0]); }); return m; }; const a = await snap(); await new Promise((r) => setTimeout(r, 1000)); const b = await snap(); const who = new Map(sfu.slots.filter((s) => s.kind === 'video').map((s) => [s.mid, s.participant])); return [...b].filter(([mid, [f]]) => f > (a.get(mid)?.[0] ?? 0)).map(([mid, [, h]]) => [who.get(mid) ?? `unassigned ${mid}`, h]); })();";
+        serde_json::from_value(self.browser.eval(script).await).unwrap()
+    }
+
     pub async fn leave(&self) {
         self.browser.click("#leave").await;
         self.browser.wait_visible("#ended").await;
