@@ -262,3 +262,52 @@ async fn with_last_n_three_nobody_receives_more_than_three_videos_and_a_new_spea
         assert!(decoding.len() <= 3, "{} decodes {} videos: {decoding:?}", p.name, decoding.len());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_at_the_relay_and_a_participant_who_vanishes_disturb_no_one_else() {
+    let _browsers = confab_tests::browser::exclusive().await;
+    let (node, link) = meeting(&["--mesh-threshold", "0", "--relay-shards", "2", "--reconnect-grace", "2s"]).await;
+    let (a, b, c) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium(&link, "Bo"), Participant::chromium(&link, "Cy"));
+    let (mut a, mut b, mut c) = (a, b, c);
+    let ida = a.join().await;
+    let idb = b.join().await;
+    let idc = c.join().await;
+    a.wait_receiving(&[&idb, &idc]).await;
+    b.wait_receiving(&[&ida, &idc]).await;
+    start_sampling(&a, &[&idb]).await;
+    start_sampling(&b, &[&ida]).await;
+
+    // Thousands of datagrams of garbage at both relay shards: random bytes, and packets
+    // that look like STUN, DTLS and RTP to a demultiplexer but belong to nobody.
+    let port: u16 = node.url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut noise = [0u8; 1200];
+    for i in 0..3000usize {
+        getrandom::fill(&mut noise).unwrap();
+        let len = 1 + i % noise.len();
+        match i % 4 {
+            0 => noise[..2].copy_from_slice(&[0x00, 0x01]),   // STUN binding request
+            1 => noise[0] = 22,                                // DTLS handshake
+            2 => noise[..2].copy_from_slice(&[0x80, 0x60]),   // RTP
+            _ => {}
+        }
+        for shard in [port, port + 1] {
+            socket.send_to(&noise[..len], ("127.0.0.1", shard)).unwrap();
+        }
+    }
+    // Cy's browser dies: no leave, no WebSocket close, no DTLS close.
+    drop(c);
+    a.wait_tile_gone(&idc, Duration::from_secs(20)).await;
+    b.wait_tile_gone(&idc, Duration::from_secs(20)).await;
+    a.wait_receiving(&[&idb]).await;
+    b.wait_receiving(&[&ida]).await;
+    for (p, from) in [(&a, [idb.as_str()]), (&b, [ida.as_str()])] {
+        for (id, gap, kept) in stop_sampling(p, &from).await {
+            println!("{} ← {id}: longest gap in decoded frames meanwhile: {gap:?}", p.name);
+            assert!(kept, "{}'s tile for {id} went away", p.name);
+            assert!(gap <= Duration::from_secs(1), "{}'s video from {id} stalled for {gap:?}", p.name);
+        }
+    }
+    assert!(metric(&node, "confab_media_received_packets_total").await >= 6000);
+    assert_eq!(metric(&node, "confab_participants").await, 2);
+}
