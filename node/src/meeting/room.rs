@@ -197,10 +197,13 @@ impl Room {
             link: Link::Connected(conn),
         };
         self.participants.insert(id, participant);
+        // The mode first: those present switch before they hear of the newcomer (so nobody
+        // starts a mesh connection that the switch would end at once), and the newcomer's
+        // welcome already carries the mode it must use.
+        self.update_mode_except(now, Some(id));
         self.welcome(id, false, ice_servers);
         let view = self.view(id);
         self.broadcast_except(id, ServerMessage::Joined { participant: view });
-        self.update_mode(now);
         Ok(id)
     }
 
@@ -343,24 +346,29 @@ impl Room {
     /// stayed at or under the threshold for the hold-down, so that one person flapping at the
     /// boundary does not make everyone renegotiate.
     fn update_mode(&mut self, now: Millis) {
+        self.update_mode_except(now, None);
+    }
+
+    /// As `update_mode`, without telling `newcomer` (whose welcome carries the mode).
+    fn update_mode_except(&mut self, now: Millis, newcomer: Option<ParticipantId>) {
         let wants_sfu = self.participants.len() > self.config.mesh_threshold || self.config.mesh_threshold == 0;
         match (self.mode, wants_sfu) {
-            (MediaMode::Mesh, true) => self.set_mode(MediaMode::Sfu),
+            (MediaMode::Mesh, true) => self.set_mode(MediaMode::Sfu, newcomer),
             (MediaMode::Sfu, true) => self.below_threshold_since = None,
             (MediaMode::Sfu, false) => {
                 let since = *self.below_threshold_since.get_or_insert(now);
                 if now >= since + self.config.sfu_hold_down_ms || self.participants.is_empty() {
-                    self.set_mode(MediaMode::Mesh);
+                    self.set_mode(MediaMode::Mesh, newcomer);
                 }
             }
             (MediaMode::Mesh, false) => {}
         }
     }
 
-    fn set_mode(&mut self, mode: MediaMode) {
+    fn set_mode(&mut self, mode: MediaMode, except: Option<ParticipantId>) {
         self.mode = mode;
         self.below_threshold_since = None;
-        self.broadcast(None, ServerMessage::Mode { mode });
+        self.broadcast(except, ServerMessage::Mode { mode });
     }
 
     fn welcome(&mut self, id: ParticipantId, resumed: bool, ice_servers: Vec<IceServer>) {

@@ -253,9 +253,11 @@ fn passing_the_threshold_switches_everyone_to_the_sfu_at_once() {
     assert_eq!(room.mode(), MediaMode::Mesh);
     join(&mut room, 3, "C", 100);
     let effects = room.take_effects();
-    assert_eq!(modes(&effects), vec![(1, MediaMode::Sfu), (2, MediaMode::Sfu), (3, MediaMode::Sfu)]);
-    // The newcomer's welcome still said mesh; the mode message that follows moves it too.
-    assert!(matches!(sent(&effects)[0], (3, ServerMessage::Welcome { mode: MediaMode::Mesh, .. })));
+    // Those present switch before they hear of the newcomer, whose welcome says SFU: nobody
+    // opens a mesh connection to C only to close it.
+    assert_eq!(modes(&effects), vec![(1, MediaMode::Sfu), (2, MediaMode::Sfu)]);
+    assert_eq!(types(&effects, 1), vec!["mode", "joined"]);
+    assert!(matches!(sent(&effects)[2], (3, ServerMessage::Welcome { mode: MediaMode::Sfu, .. })));
     assert_eq!(room.mode(), MediaMode::Sfu);
 }
 
@@ -295,8 +297,9 @@ fn flapping_at_the_threshold_does_not_flap_the_mode() {
         room.tick(now);
         switches += modes(&room.take_effects()).len();
     }
-    // One switch to the SFU (sent to the 3 present), none back while the flapping goes on.
-    assert_eq!(switches, 3);
+    // One switch to the SFU (sent to the 2 present; the flapper's welcome carries it), none
+    // back while the flapping goes on.
+    assert_eq!(switches, 2);
     assert_eq!(room.mode(), MediaMode::Sfu);
     room.tick(now + 15_000);
     assert_eq!(room.mode(), MediaMode::Mesh);
