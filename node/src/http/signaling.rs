@@ -197,6 +197,7 @@ impl Connection {
                 hub.act(room, conn, queue, |r, _| r.signal(conn, to, payload))
             }
             ClientMessage::Media { audio, video } => hub.act(room, conn, queue, |r, _| r.set_media(conn, audio, video)),
+            ClientMessage::MeshFailed { participant } => hub.act(room, conn, queue, |r, now| r.mesh_failed(conn, participant, now)),
             ClientMessage::Remove { participant } => hub.act(room, conn, queue, |r, now| r.remove(conn, participant, now)),
             ClientMessage::Leave {} => hub.act(room, conn, queue, |r, now| r.leave(conn, now)),
             ClientMessage::Ping {} => {

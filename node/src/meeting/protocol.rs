@@ -98,6 +98,9 @@ pub enum ClientMessage {
     /// that the relay forwards the simulcast layer that fills it and no more. Participants
     /// left out get the default (360).
     SfuView { tiles: Vec<TileView> },
+    /// In mesh mode: the direct connection to `participant` did not come up in time; the
+    /// room moves to the SFU, which every browser can reach.
+    MeshFailed { participant: ParticipantId },
 }
 
 /// One tile's size, as `sfu-view` reports it.

@@ -125,6 +125,9 @@ pub struct Room {
     mode: MediaMode,
     /// While in SFU mode with few enough participants: since when.
     below_threshold_since: Option<Millis>,
+    /// Pairs that reported they could not connect directly: while one remains, the room
+    /// stays in SFU mode whatever its size.
+    unreachable: std::collections::BTreeSet<(ParticipantId, ParticipantId)>,
     effects: Vec<Effect>,
 }
 
@@ -138,6 +141,7 @@ impl Room {
             next_id: 1,
             mode,
             below_threshold_since: None,
+            unreachable: Default::default(),
             effects: Vec::new(),
         }
     }
@@ -288,6 +292,19 @@ impl Room {
         Ok(())
     }
 
+    /// `conn`'s participant could not connect directly to `other` within the client's
+    /// timeout: the room moves to the SFU (at once, whatever its size) and stays there while
+    /// both are present. Nobody else is told anything but the mode.
+    pub fn mesh_failed(&mut self, conn: ConnId, other: ParticipantId, now: Millis) -> Result<(), RoomError> {
+        let from = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        if other == from || !self.participants.contains_key(&other) {
+            return Err(RoomError::NoSuchParticipant(other));
+        }
+        self.unreachable.insert((from.min(other), from.max(other)));
+        self.update_mode(now);
+        Ok(())
+    }
+
     /// A host removes `target`: it is told, disconnected, and the others see it leave.
     pub fn remove(&mut self, conn: ConnId, target: ParticipantId, now: Millis) -> Result<(), RoomError> {
         let host = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
@@ -336,6 +353,7 @@ impl Room {
 
     fn remove_participant(&mut self, id: ParticipantId, reason: LeftReason, now: Millis) {
         if self.participants.remove(&id).is_some() {
+            self.unreachable.retain(|(a, b)| *a != id && *b != id);
             self.effects.push(Effect::Departed { participant: id });
             self.broadcast_except(id, ServerMessage::Left { participant: id, reason });
             self.update_mode(now);
@@ -351,7 +369,7 @@ impl Room {
 
     /// As `update_mode`, without telling `newcomer` (whose welcome carries the mode).
     fn update_mode_except(&mut self, now: Millis, newcomer: Option<ParticipantId>) {
-        let wants_sfu = self.participants.len() > self.config.mesh_threshold || self.config.mesh_threshold == 0;
+        let wants_sfu = self.participants.len() > self.config.mesh_threshold || self.config.mesh_threshold == 0 || !self.unreachable.is_empty();
         match (self.mode, wants_sfu) {
             (MediaMode::Mesh, true) => self.set_mode(MediaMode::Sfu, newcomer),
             (MediaMode::Sfu, true) => self.below_threshold_since = None,

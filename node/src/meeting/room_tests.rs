@@ -379,3 +379,28 @@ fn a_dominant_speaker_event_reaches_everyone_connected_but_not_the_away() {
     assert_eq!(types(&effects, 2), vec!["speaker"]);
     assert!(types(&effects, 3).is_empty());
 }
+
+#[test]
+fn a_pair_that_cannot_connect_moves_a_small_room_to_the_sfu_until_one_of_them_leaves() {
+    let mut room = Room::new("r", config(4));
+    let a = join(&mut room, 1, "A", 0);
+    let b = join(&mut room, 2, "B", 0);
+    join(&mut room, 3, "C", 0);
+    room.take_effects();
+    assert!(matches!(room.mesh_failed(1, a, 10), Err(RoomError::NoSuchParticipant(_))), "not with oneself");
+    assert!(matches!(room.mesh_failed(1, ParticipantId(99), 10), Err(RoomError::NoSuchParticipant(_))));
+    assert_eq!(room.mode(), MediaMode::Mesh);
+    room.mesh_failed(2, a, 100).unwrap();
+    assert_eq!(room.mode(), MediaMode::Sfu);
+    assert_eq!(modes(&room.take_effects()), vec![(1, MediaMode::Sfu), (2, MediaMode::Sfu), (3, MediaMode::Sfu)]);
+    // Well under the threshold, and past the hold-down: still SFU while A and B are both here.
+    room.tick(60_000);
+    assert_eq!(room.mode(), MediaMode::Sfu);
+    // B leaves: the usual hold-down, then mesh again.
+    let _ = b;
+    room.leave(2, 61_000).unwrap();
+    room.tick(75_999);
+    assert_eq!(room.mode(), MediaMode::Sfu);
+    room.tick(76_000);
+    assert_eq!(room.mode(), MediaMode::Mesh);
+}

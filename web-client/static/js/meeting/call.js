@@ -16,6 +16,10 @@ const number = (id) => Number(id.slice(1));
 /// receives our media over it until its own tile for us has moved too.
 const OLD_PATH_GRACE_MS = 3_000;
 
+/// A direct connection not up this long after it started is reported to the node, which
+/// moves the meeting to the SFU (some networks allow no direct path).
+const MESH_CONNECT_TIMEOUT_MS = 12_000;
+
 /// How often, in SFU mode, we tell the node how big each tile is (when that changed).
 const VIEW_EVERY_MS = 500;
 
@@ -281,6 +285,12 @@ export class Call {
       onState: () => {},
     });
     this.peers.set(view.id, peer);
+    setTimeout(() => {
+      if (this.mode === "mesh" && this.peers.get(view.id) === peer && peer.pc.connectionState !== "connected") {
+        log("warn", `${view.id}: no direct connection after ${MESH_CONNECT_TIMEOUT_MS / 1000} s; asking for the SFU`);
+        this.signaling.send({ type: "mesh-failed", participant: view.id });
+      }
+    }, MESH_CONNECT_TIMEOUT_MS);
   }
 
   drop(id) {
