@@ -412,6 +412,16 @@ mod tests {
         for (text, code) in cases {
             assert_eq!(parse(text).unwrap_err().code, code, "{text}");
         }
+        let tiles: Vec<String> = (0..=MAX_TILES).map(|i| format!(r#"{{"participant":"p{i}","height":1}}"#)).collect();
+        let too_many = format!(r#"{{"type":"sfu-view","tiles":[{}]}}"#, tiles.join(","));
+        assert_eq!(parse(&too_many).unwrap_err().code, "bad_message");
+        assert_eq!(parse(r#"{"type":"sfu-view","tiles":[{"participant":"p1","height":-5}]}"#).unwrap_err().code, "bad_message");
+        assert_eq!(parse(r#"{"type":"mesh-failed","participant":"nobody"}"#).unwrap_err().code, "bad_message");
+        assert!(matches!(
+            parse(r#"{"type":"sfu-view","tiles":[{"participant":"p1","height":540}]}"#).unwrap(),
+            ClientMessage::SfuView { tiles } if tiles == vec![TileView { participant: ParticipantId(1), height: 540 }]
+        ));
+        assert!(matches!(parse(r#"{"type":"mesh-failed","participant":"p3"}"#).unwrap(), ClientMessage::MeshFailed { participant: ParticipantId(3) }));
         let huge = format!(r#"{{"type":"signal","to":"p2","description":{{"type":"offer","sdp":"{}"}}}}"#, "a".repeat(MAX_MESSAGE_BYTES));
         assert_eq!(parse(&huge).unwrap_err().code, "message_too_large");
     }
