@@ -5,43 +5,21 @@
 
 use std::time::{Duration, Instant};
 
-use confab_keys::AccountKey;
 use confab_tests::Node;
-use confab_tests::meeting::Participant;
-use confab_tests::node::{make_invite, make_invite_as};
+use confab_tests::meeting::{Participant, each_receives_the_others, start_meeting};
 
 const ROOM: &str = "weekly";
 const HOSTILE_NAME: &str = "<img src=x onerror=alert(1)>";
 
 async fn meeting(options: &[&str]) -> (Node, String) {
-    let (node, guest, _) = meeting_with_host(options).await;
+    let (node, guest, _) = start_meeting(options, ROOM).await;
     (node, guest)
-}
-
-/// A node with a meeting, and a guest link and a host link to it.
-async fn meeting_with_host(options: &[&str]) -> (Node, String, String) {
-    let node = Node::start_with(options).await;
-    let admin = node.admin().await;
-    let key = AccountKey::from_seed([3; 32]);
-    let guest = make_invite(&admin, &node, &key, ROOM, 3600).await;
-    let host = make_invite_as(&admin, &node, &key, ROOM, 3600, confab_keys::Role::Host).await;
-    let (guest, host) = (format!("{}/m/{ROOM}#{guest}", node.url), format!("{}/m/{ROOM}#{host}", node.url));
-    (node, guest, host)
-}
-
-async fn metric(node: &Node, name: &str) -> u64 {
-    let text = confab_tests::client().get(node.api("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_one() {
     let _browsers = confab_tests::browser::exclusive().await;
-    let (node, link, host_link) = meeting_with_host(&[]).await;
+    let (node, link, host_link) = start_meeting(&[], ROOM).await;
     let (a, b, c) = tokio::join!(
         Participant::chromium(&host_link, "Ana"),
         Participant::chromium(&link, "Bo"),
@@ -53,26 +31,22 @@ async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_on
     let idc = c.join().await;
 
     // Everyone decodes video and receives audio from the two others.
-    for (p, others) in [(&a, [&idb, &idc]), (&b, [&ida, &idc]), (&c, [&ida, &idb])] {
-        let stats = p.wait_receiving(&[others[0], others[1]]).await;
-        for id in others {
-            let s = &stats[id.as_str()];
-            println!("{} ← {id}: {} frames, {} samples, path {}", p.name, s.frames_decoded, s.samples_received, s.path);
-            // Browser to browser: never through a relay, and never to the node's port.
-            for end in ["local", "remote"] {
-                let kind = s.path[end]["type"].as_str().unwrap_or("none");
-                assert!(["host", "srflx", "prflx"].contains(&kind), "{}'s pair with {id} runs over a {kind} candidate: {}", p.name, s.path);
-                assert_eq!(s.path[end]["protocol"], "udp", "{}", s.path);
-            }
-            let node_port = node.url.rsplit(':').next().unwrap().parse::<u64>().unwrap();
-            assert_ne!(s.path["remote"]["port"].as_u64(), Some(node_port));
+    let node_port = node.url.rsplit(':').next().unwrap().parse::<u64>().unwrap();
+    for (p, id, s) in each_receives_the_others(&[&a, &b, &c]).await {
+        // Browser to browser: never through a relay, and never to the node's port.
+        assert_eq!(s.via, "mesh");
+        for end in ["local", "remote"] {
+            let kind = s.path[end]["type"].as_str().unwrap_or("none");
+            assert!(["host", "srflx", "prflx"].contains(&kind), "{}'s pair with {id} runs over a {kind} candidate: {}", p.name, s.path);
+            assert_eq!(s.path[end]["protocol"], "udp", "{}", s.path);
         }
+        assert_ne!(s.path["remote"]["port"].as_u64(), Some(node_port));
     }
     // The SFU's socket neither received nor sent a single datagram.
     for counter in ["confab_media_received_packets_total", "confab_media_forwarded_packets_total", "confab_media_forwarded_frames_total"] {
-        assert_eq!(metric(&node, counter).await, 0, "{counter}");
+        assert_eq!(node.metric(counter).await, 0, "{counter}");
     }
-    assert_eq!(metric(&node, "confab_participants").await, 3);
+    assert_eq!(node.metric("confab_participants").await, 3);
 
     // The hostile name is text on everyone's screen, and ran nothing.
     for p in [&a, &b] {
@@ -108,7 +82,7 @@ async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_on
         let took = p.wait_tile_gone(&idc, Duration::from_secs(2)).await;
         println!("{}: the leaver's tile went {took:?} after the click ({:?} in all)", p.name, left.elapsed());
     }
-    assert_eq!(metric(&node, "confab_participants").await, 2);
+    assert_eq!(node.metric("confab_participants").await, 2);
 
     // Ana is a host: she removes Bo, who is told by whom; guests get no Remove buttons.
     let buttons = b.browser.eval("return document.querySelectorAll('#tiles .remove').length").await;
@@ -117,7 +91,7 @@ async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_on
     let reason = b.browser.wait_visible("#ended-reason").await;
     assert_eq!(reason, "Ana removed you from the meeting.");
     a.wait_tile_gone(&idb, Duration::from_secs(5)).await;
-    assert_eq!(metric(&node, "confab_participants").await, 1);
+    assert_eq!(node.metric("confab_participants").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -130,48 +104,13 @@ async fn firefox_esr_and_two_chromium_participants_exchange_media() {
         Participant::chromium(&link, "Bo"),
     );
     let (mut fox, mut a, mut b) = (fox, a, b);
-    let idf = fox.join().await;
-    let ida = a.join().await;
-    let idb = b.join().await;
-    for (p, others) in [(&fox, [&ida, &idb]), (&a, [&idf, &idb]), (&b, [&idf, &ida])] {
-        let stats = p.wait_receiving(&[others[0], others[1]]).await;
-        for id in others {
-            let s = &stats[id.as_str()];
-            println!("{} ← {id}: {} frames, {} samples, path {}", p.name, s.frames_decoded, s.samples_received, s.path);
-        }
-    }
+    fox.join().await;
+    a.join().await;
+    b.join().await;
+    each_receives_the_others(&[&fox, &a, &b]).await;
 }
 
 
-
-/// Starts recording, every 100 ms in `p`'s page, the frames decoded from `from` and whether
-/// its tile is on screen.
-async fn start_sampling(p: &Participant, from: &str) {
-    let script = "const from = arguments[0]; window.__samples = []; \
-        window.__sampler = setInterval(async () => { \
-          const s = (await window.confabCall.stats()).find(x => x.id === from); \
-          window.__samples.push([performance.now(), s ? s.framesDecoded : -1, document.querySelector(`[data-participant=\"${from}\"]`) ? 1 : 0]); \
-        }, 100);";
-    p.browser.client.execute(script, vec![serde_json::json!(from)]).await.unwrap();
-}
-
-/// Stops the recording; returns the longest time without a new decoded frame, and whether
-/// the tile stayed on screen throughout.
-async fn stop_sampling(p: &Participant) -> (Duration, bool, usize) {
-    let samples = p.browser.eval("clearInterval(window.__sampler); return window.__samples").await;
-    let samples: Vec<(f64, f64, f64)> = serde_json::from_value(samples).unwrap();
-    let mut longest = 0.0f64;
-    let mut last_change = samples[0].0;
-    for pair in samples.windows(2) {
-        if pair[1].1 > pair[0].1 {
-            longest = longest.max(pair[1].0 - last_change);
-            last_change = pair[1].0;
-        }
-    }
-    longest = longest.max(samples.last().unwrap().0 - last_change);
-    let tile_always_there = samples.iter().all(|s| s.2 == 1.0);
-    (Duration::from_secs_f64(longest / 1000.0), tile_always_there, samples.len())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dropped_signaling_connection_reconnects_without_interrupting_media_and_ice_restarts() {
@@ -184,8 +123,8 @@ async fn a_dropped_signaling_connection_reconnects_without_interrupting_media_an
     a.wait_receiving(&[&idb]).await;
     b.wait_receiving(&[&ida]).await;
 
-    start_sampling(&a, &idb).await;
-    start_sampling(&b, &ida).await;
+    a.start_sampling(&[&idb]).await;
+    b.start_sampling(&[&ida]).await;
     a.browser.eval("window.confabCall.signaling.dropConnection()").await;
     confab_tests::eventually("Ana's signaling to reconnect", Duration::from_secs(20), || async {
         (a.browser.eval("return window.confabCall.signaling.welcomes").await.as_u64() >= Some(2)).then_some(())
@@ -195,7 +134,7 @@ async fn a_dropped_signaling_connection_reconnects_without_interrupting_media_an
     // Keep sampling for three seconds after the drop (30 samples), so that a stall would show.
     for p in [&a, &b] {
         confab_tests::eventually("30 samples", Duration::from_secs(20), || async {
-            (p.browser.eval("return window.__samples.length").await.as_u64() >= Some(30)).then_some(())
+            (p.samples().await >= 30).then_some(())
         })
         .await;
     }
@@ -203,10 +142,11 @@ async fn a_dropped_signaling_connection_reconnects_without_interrupting_media_an
     a.wait_receiving(&[&idb]).await;
     b.wait_receiving(&[&ida]).await;
     for (p, from) in [(&a, &idb), (&b, &ida)] {
-        let (gap, tile_kept, samples) = stop_sampling(p).await;
-        println!("{} ← {from}: longest gap between decoded frames across the reconnection: {gap:?} ({samples} samples)", p.name);
-        assert!(tile_kept, "{}'s tile for {from} disappeared", p.name);
-        assert!(gap < Duration::from_secs(1), "{}'s video from {from} stopped for {gap:?}", p.name);
+        for gap in p.stop_sampling(&[from]).await {
+            println!("{} ← {from}: longest gap between decoded frames across the reconnection: {:?} ({} samples)", p.name, gap.longest, gap.samples);
+            assert!(gap.tile_kept, "{}'s tile for {from} disappeared", p.name);
+            assert!(gap.longest < Duration::from_secs(1), "{}'s video from {from} stopped for {:?}", p.name, gap.longest);
+        }
     }
     // Signaling works again: a media change reaches the other side.
     a.browser.click("#toggle-mic").await;

@@ -2,28 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use confab_keys::AccountKey;
 use confab_tests::Node;
-use confab_tests::meeting::Participant;
-use confab_tests::node::make_invite;
+use confab_tests::meeting::{Gap, Participant, each_receives_the_others, start_meeting};
 
 const ROOM: &str = "plenary";
 
 async fn meeting(options: &[&str]) -> (Node, String) {
-    let node = Node::start_with(options).await;
-    let admin = node.admin().await;
-    let invite = make_invite(&admin, &node, &AccountKey::from_seed([5; 32]), ROOM, 3600).await;
-    let link = format!("{}/m/{ROOM}#{invite}", node.url);
-    (node, link)
-}
-
-async fn metric(node: &Node, name: &str) -> u64 {
-    let text = confab_tests::client().get(node.api("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-        .parse()
-        .unwrap()
+    let (node, guest, _) = start_meeting(options, ROOM).await;
+    (node, guest)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -36,57 +22,15 @@ async fn with_threshold_zero_media_goes_through_the_sfu() {
         Participant::chromium(&link, "Cy"),
     );
     let (mut a, mut b, mut c) = (a, b, c);
-    let ida = a.join().await;
-    let idb = b.join().await;
-    let idc = c.join().await;
-    for (p, others) in [(&a, [&idb, &idc]), (&b, [&ida, &idc]), (&c, [&ida, &idb])] {
-        let stats = p.wait_receiving(&[others[0], others[1]]).await;
-        for id in others {
-            let s = &stats[id.as_str()];
-            println!("{} ← {id} via {}: {} frames ({}p), {} samples, path {}", p.name, s.via, s.frames_decoded, s.frame_height, s.samples_received, s.path);
-            assert_eq!(s.via, "sfu");
-        }
+    a.join().await;
+    b.join().await;
+    c.join().await;
+    for (_, _, s) in each_receives_the_others(&[&a, &b, &c]).await {
+        assert_eq!(s.via, "sfu");
     }
-    let forwarded = metric(&node, "confab_media_forwarded_frames_total").await;
+    let forwarded = node.metric("confab_media_forwarded_frames_total").await;
     println!("the SFU forwarded {forwarded} frames");
     assert!(forwarded > 0);
-}
-
-/// Records, every 100 ms in `p`'s page, the frames decoded from each of `from` (whatever the
-/// path) and whether their tiles are on screen.
-async fn start_sampling(p: &Participant, from: &[&str]) {
-    let script = "const from = arguments[0]; window.__samples = []; \
-        window.__sampler = setInterval(async () => { \
-          const stats = await window.confabCall.stats(); \
-          window.__samples.push([performance.now(), from.map(id => { const s = stats.find(x => x.id === id); return s ? s.framesDecoded : -1; }), \
-            from.map(id => document.querySelector(`[data-participant=\"${id}\"]`) ? 1 : 0)]); \
-        }, 100);";
-    p.browser.client.execute(script, vec![serde_json::json!(from)]).await.unwrap();
-}
-
-/// Stops the recording; per sender, the longest time without newly decoded frames (a
-/// counter that changes to another positive value counts: the path changed and decodes)
-/// and whether the tile stayed throughout.
-async fn stop_sampling(p: &Participant, from: &[&str]) -> Vec<(String, Duration, bool)> {
-    let samples = p.browser.eval("clearInterval(window.__sampler); return window.__samples").await;
-    let samples: Vec<(f64, Vec<f64>, Vec<f64>)> = serde_json::from_value(samples).unwrap();
-    from.iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let mut longest = 0.0f64;
-            let mut last = samples[0].0;
-            for pair in samples.windows(2) {
-                let (before, now) = (pair[0].1[i], pair[1].1[i]);
-                if now > 0.0 && now != before {
-                    longest = longest.max(pair[1].0 - last);
-                    last = pair[1].0;
-                }
-            }
-            longest = longest.max(samples.last().unwrap().0 - last);
-            let tile_kept = samples.iter().all(|s| s.2[i] == 1.0);
-            (id.to_string(), Duration::from_secs_f64(longest / 1000.0), tile_kept)
-        })
-        .collect()
 }
 
 async fn wait_via(p: &Participant, from: &[&str], via: &str) {
@@ -108,11 +52,11 @@ async fn a_third_participant_moves_the_meeting_to_the_sfu_and_back_without_a_gap
     let (from_b, from_a) = ([idb.as_str()], [ida.as_str()]);
     let (sa, sb) = tokio::join!(a.wait_receiving(&from_b), b.wait_receiving(&from_a));
     assert_eq!((sa[&idb].via.as_str(), sb[&ida].via.as_str()), ("mesh", "mesh"));
-    assert_eq!(metric(&node, "confab_media_forwarded_frames_total").await, 0);
+    assert_eq!(node.metric("confab_media_forwarded_frames_total").await, 0);
 
     // Cy joins: past the threshold, everyone moves to the SFU.
-    start_sampling(&a, &[&idb]).await;
-    start_sampling(&b, &[&ida]).await;
+    a.start_sampling(&[&idb]).await;
+    b.start_sampling(&[&ida]).await;
     let switched = Instant::now();
     let idc = c.join().await;
     let (for_a, for_b, for_c) = ([idb.as_str(), &idc], [ida.as_str(), &idc], [ida.as_str(), &idb]);
@@ -122,17 +66,17 @@ async fn a_third_participant_moves_the_meeting_to_the_sfu_and_back_without_a_gap
     b.wait_receiving(&[&ida, &idc]).await;
     c.wait_receiving(&[&ida, &idb]).await;
     for (p, from) in [(&a, [idb.as_str()]), (&b, [ida.as_str()])] {
-        for (id, gap, kept) in stop_sampling(p, &from).await {
+        for Gap { from: id, longest: gap, tile_kept: kept, .. } in p.stop_sampling(&from).await {
             println!("{} ← {id}: longest gap in decoded frames across mesh → SFU: {gap:?}", p.name);
             assert!(kept, "{}'s tile for {id} went away during the switch", p.name);
             assert!(gap <= Duration::from_secs(1), "{}'s video from {id} stalled for {gap:?} during the switch", p.name);
         }
     }
-    assert!(metric(&node, "confab_media_forwarded_frames_total").await > 0);
+    assert!(node.metric("confab_media_forwarded_frames_total").await > 0);
 
     // Cy leaves: after the hold-down, Ana and Bo are back in the mesh.
-    start_sampling(&a, &[&idb]).await;
-    start_sampling(&b, &[&ida]).await;
+    a.start_sampling(&[&idb]).await;
+    b.start_sampling(&[&ida]).await;
     let left = Instant::now();
     c.leave().await;
     let (for_a, for_b) = ([idb.as_str()], [ida.as_str()]);
@@ -141,7 +85,7 @@ async fn a_third_participant_moves_the_meeting_to_the_sfu_and_back_without_a_gap
     a.wait_receiving(&[&idb]).await;
     b.wait_receiving(&[&ida]).await;
     for (p, from) in [(&a, [idb.as_str()]), (&b, [ida.as_str()])] {
-        for (id, gap, kept) in stop_sampling(p, &from).await {
+        for Gap { from: id, longest: gap, tile_kept: kept, .. } in p.stop_sampling(&from).await {
             println!("{} ← {id}: longest gap in decoded frames across SFU → mesh: {gap:?}", p.name);
             assert!(kept);
             assert!(gap <= Duration::from_secs(1), "{}'s video from {id} stalled for {gap:?} returning to the mesh", p.name);
@@ -150,7 +94,7 @@ async fn a_third_participant_moves_the_meeting_to_the_sfu_and_back_without_a_gap
     // The SFU stops forwarding: its frame counter stays put for a whole second.
     let last_change = std::sync::Mutex::new((u64::MAX, Instant::now()));
     let settled = confab_tests::eventually("the SFU to stop forwarding", Duration::from_secs(20), || async {
-        let now = metric(&node, "confab_media_forwarded_frames_total").await;
+        let now = node.metric("confab_media_forwarded_frames_total").await;
         let mut last = last_change.lock().unwrap();
         if now != last.0 {
             *last = (now, Instant::now());
@@ -243,7 +187,7 @@ async fn with_last_n_three_nobody_receives_more_than_three_videos_and_a_new_spea
     let fa = ids[5].clone();
     let before: Vec<String> = people[0].videos_decoding().await.into_iter().map(|(who, _)| who).collect();
     assert!(!before.contains(&fa), "Ana already sees Fa: {before:?}");
-    assert_eq!(metric(&node, "confab_participants").await, 6);
+    assert_eq!(node.metric("confab_participants").await, 6);
 
     // Fa unmutes and speaks: she enters everyone's forwarded set, which stays at three.
     let unmuted = Instant::now();
@@ -274,8 +218,8 @@ async fn garbage_at_the_relay_and_a_participant_who_vanishes_disturb_no_one_else
     let idc = c.join().await;
     a.wait_receiving(&[&idb, &idc]).await;
     b.wait_receiving(&[&ida, &idc]).await;
-    start_sampling(&a, &[&idb]).await;
-    start_sampling(&b, &[&ida]).await;
+    a.start_sampling(&[&idb]).await;
+    b.start_sampling(&[&ida]).await;
 
     // Thousands of datagrams of garbage at both relay shards: random bytes, and packets
     // that look like STUN, DTLS and RTP to a demultiplexer but belong to nobody.
@@ -302,12 +246,12 @@ async fn garbage_at_the_relay_and_a_participant_who_vanishes_disturb_no_one_else
     a.wait_receiving(&[&idb]).await;
     b.wait_receiving(&[&ida]).await;
     for (p, from) in [(&a, [idb.as_str()]), (&b, [ida.as_str()])] {
-        for (id, gap, kept) in stop_sampling(p, &from).await {
+        for Gap { from: id, longest: gap, tile_kept: kept, .. } in p.stop_sampling(&from).await {
             println!("{} ← {id}: longest gap in decoded frames meanwhile: {gap:?}", p.name);
             assert!(kept, "{}'s tile for {id} went away", p.name);
             assert!(gap <= Duration::from_secs(1), "{}'s video from {id} stalled for {gap:?}", p.name);
         }
     }
-    assert!(metric(&node, "confab_media_received_packets_total").await >= 6000);
-    assert_eq!(metric(&node, "confab_participants").await, 2);
+    assert!(node.metric("confab_media_received_packets_total").await >= 6000);
+    assert_eq!(node.metric("confab_participants").await, 2);
 }

@@ -112,8 +112,9 @@ impl Shard {
                     deadline = deadline.min(t);
                 }
             }
+            // Peers are only added or dropped after this, so the indices hold.
             for (from, data) in frames {
-                self.forward(&from, &data);
+                self.forward(from, &data);
             }
             self.drop_dead();
             if Instant::now() >= self.next_review {
@@ -194,7 +195,7 @@ impl Shard {
     }
 
     /// Drains one peer's output: sends datagrams, collects media frames, notes tracks.
-    fn poll(&mut self, i: usize, frames: &mut Vec<(PeerKey, MediaData)>) -> Option<Instant> {
+    fn poll(&mut self, i: usize, frames: &mut Vec<(usize, MediaData)>) -> Option<Instant> {
         let mut changed = false;
         let mut keyframe_requests = Vec::new();
         let deadline = loop {
@@ -230,7 +231,7 @@ impl Shard {
                     }
                     changed = true;
                 }
-                Output::Event(Event::MediaData(data)) => frames.push((peer.key.clone(), data)),
+                Output::Event(Event::MediaData(data)) => frames.push((i, data)),
                 Output::Event(Event::KeyframeRequest(req)) => keyframe_requests.push(req.mid),
                 Output::Event(Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })) => peer.estimate = Some(estimate.as_u64()),
                 Output::Event(Event::IceConnectionStateChange(IceConnectionState::Disconnected)) => {
@@ -246,21 +247,29 @@ impl Shard {
         // A subscriber's decoder needs a keyframe: ask the publisher of what that slot shows.
         for slot in keyframe_requests {
             let peer = &self.peers[i];
-            let source = peer.assigned.get("video").and_then(|a| a.get(&slot.to_string())).cloned();
-            let layer = peer.splicers.get(&slot).and_then(|(s, _)| s.current().map(|(_, rid)| rid.clone()));
-            if let (Some(source), Some(layer)) = (source, layer) {
-                let room = peer.key.room.clone();
-                self.request_keyframe(&room, &source, layer.as_deref().map(Rid::from));
+            let source = peer.assigned.get("video").and_then(|a| a.get(&*slot));
+            let layer = peer.splicers.get(&slot).and_then(|(s, _)| s.current().map(|(_, rid)| rid.as_deref().map(Rid::from)));
+            let publisher = source.and_then(|s| {
+                let at = self.peers.iter().position(|p| p.key.room == peer.key.room && p.key.participant == s.participant)?;
+                Some((at, self.peers[at].inbound.iter().map(|(m, _)| *m).find(|m| **m == *s.mid)?))
+            });
+            if let (Some((at, mid)), Some(layer)) = (publisher, layer) {
+                self.request_keyframe_at(at, mid, layer);
             }
         }
         deadline
     }
 
-    fn forward(&mut self, from: &PeerKey, data: &MediaData) {
+    /// Forwards one frame from the publisher at index `from` to its room's subscribers.
+    fn forward(&mut self, from: usize, data: &MediaData) {
         let now = Instant::now();
-        let Some(publisher) = self.peers.iter_mut().find(|p| p.key == *from) else { return };
+        // The publisher apart from everyone else, so that subscribers can be changed while
+        // it is read, without copying its key per frame.
+        let (before, rest) = self.peers.split_at_mut(from);
+        let (publisher, after) = rest.split_first_mut().expect("from is an index into peers");
         let Some(kind) = publisher.inbound.iter().find(|(m, _)| *m == data.mid).map(|(_, k)| *k) else { return };
         let video = kind == MediaKind::Video;
+        let participant = publisher.key.participant;
         // What the publisher sends: audio levels for the speakers, layer sizes and rates.
         let layers = if video {
             let books = publisher.published.entry(data.mid).or_default();
@@ -276,36 +285,41 @@ impl Shard {
             }
             current_layers(books, now)
         } else {
-            if let Some(level) = data.ext_vals.audio_level {
-                self.speakers.entry(from.room.clone()).or_default().observe(from.participant, level, now);
+            if let Some(level) = data.ext_vals.audio_level
+                && let Some(speakers) = self.speakers.get_mut(&publisher.key.room)
+            {
+                speakers.observe(participant, level, now);
             }
-            vec![(None, Layer { rid: None, height: 0, bitrate: 0 })]
+            vec![Layer { rid: None, height: 0, bitrate: 0 }]
         };
-        let source = Source { participant: from.participant, mid: data.mid.to_string() };
         let rid = data.rid.map(|r| r.to_string());
         let mut forwarded = 0;
         let mut needs_keyframe = Vec::new();
-        for peer in self.peers.iter_mut().filter(|p| p.key.room == from.room && p.key != *from) {
-            let Some(slot) = peer.assigned.values().find_map(|a| a.iter().find(|(_, s)| **s == source).map(|(slot, _)| slot.clone())) else {
+        for peer in before.iter_mut().chain(after.iter_mut()).filter(|p| p.key.room == publisher.key.room) {
+            let Some(slot) = peer.assigned.values().find_map(|a| {
+                a.iter().find(|(_, s)| s.participant == participant && *s.mid == *data.mid).map(|(slot, _)| slot.as_str())
+            }) else {
                 continue;
             };
-            let Some(mid) = peer.slots.values().flatten().find(|m| m.to_string() == slot).copied() else { continue };
+            let Some(mid) = peer.slots.values().flatten().find(|m| ***m == *slot).copied() else { continue };
             let video_slots = peer.assigned.get("video").map_or(1, |a| a.len().max(1)) as u64;
-            let wanted = peer.wanted.get(&from.participant).copied().unwrap_or(DEFAULT_TILE_HEIGHT);
+            let wanted = peer.wanted.get(&participant).copied().unwrap_or(DEFAULT_TILE_HEIGHT);
             let budget = peer.estimate.map(|e| e * 85 / 100 / video_slots);
             let (splicer, since) = peer.splicers.entry(mid).or_insert_with(|| (Splicer::new(data.time.frequency().get()), now));
             // Retarget when the slot changed hands, its layer went away, or the hold is over.
-            if let Some(best) = choose(&layers.iter().map(|(_, l)| l.clone()).collect::<Vec<_>>(), wanted, budget) {
-                let best = layers[best].1.rid.clone();
-                let target = splicer.targeted().cloned();
-                let stale = target.as_ref().is_none_or(|(p, r)| *p != from.participant || !layers.iter().any(|(_, l)| l.rid == *r));
-                if target.as_ref() != Some(&(from.participant, best.clone())) && (stale || now.duration_since(*since) >= LAYER_HOLD) {
-                    splicer.target(from.participant, best);
+            if let Some(best) = choose(&layers, wanted, budget) {
+                let best = &layers[best].rid;
+                let (retarget, stale) = match splicer.targeted() {
+                    Some((p, r)) => (*p != participant || r != best, *p != participant || !layers.iter().any(|l| l.rid == *r)),
+                    None => (true, true),
+                };
+                if retarget && (stale || now.duration_since(*since) >= LAYER_HOLD) {
+                    splicer.target(participant, best.clone());
                     *since = now;
                 }
             }
             let keyframe = !video || data.is_keyframe();
-            match splicer.frame(from.participant, rid.as_deref(), data.time.numer(), keyframe, now) {
+            match splicer.frame(participant, rid.as_deref(), data.time.numer(), keyframe, now) {
                 Verdict::Forward(time) => {
                     let Some(writer) = peer.rtc.writer(mid) else { continue };
                     let Some(pt) = writer.match_params(data.params) else { continue };
@@ -323,7 +337,7 @@ impl Shard {
         }
         self.counters.frames_forwarded.fetch_add(forwarded, Ordering::Relaxed);
         for layer in needs_keyframe {
-            self.request_keyframe(&from.room, &source, layer);
+            self.request_keyframe_at(from, data.mid, layer);
         }
     }
 
@@ -358,8 +372,8 @@ impl Shard {
     /// The bitrate of the layer `sub` would take from `source` with unlimited bandwidth.
     fn wanted_rate(&self, sub: &Peer, source: &Source, now: Instant) -> u64 {
         let Some(publisher) = self.peers.iter().find(|p| p.key.room == sub.key.room && p.key.participant == source.participant) else { return 0 };
-        let Some(books) = publisher.published.iter().find(|(m, _)| m.to_string() == source.mid).map(|(_, b)| b) else { return 0 };
-        let layers: Vec<Layer> = current_layers(books, now).into_iter().map(|(_, l)| l).collect();
+        let Some(books) = publisher.published.iter().find(|(m, _)| ***m == *source.mid).map(|(_, b)| b) else { return 0 };
+        let layers = current_layers(books, now);
         let wanted = sub.wanted.get(&source.participant).copied().unwrap_or(DEFAULT_TILE_HEIGHT);
         choose(&layers, wanted, None).map_or(0, |i| layers[i].bitrate)
     }
@@ -409,9 +423,10 @@ impl Shard {
         }
     }
 
-    fn request_keyframe(&mut self, room: &str, source: &Source, layer: Option<Rid>) {
-        let Some(publisher) = self.peers.iter_mut().find(|p| p.key.room == room && p.key.participant == source.participant) else { return };
-        let Some(mid) = publisher.inbound.iter().map(|(m, _)| *m).find(|m| m.to_string() == source.mid) else { return };
+    /// Asks the publisher at index `publisher` for a keyframe of `layer` on `mid`, at most
+    /// once per [`KEYFRAME_REQUEST_EVERY`].
+    fn request_keyframe_at(&mut self, publisher: usize, mid: Mid, layer: Option<Rid>) {
+        let publisher = &mut self.peers[publisher];
         let now = Instant::now();
         if publisher.last_keyframe_request.get(&(mid, layer)).is_some_and(|t| now.duration_since(*t) < KEYFRAME_REQUEST_EVERY) {
             return;
@@ -448,11 +463,11 @@ impl Shard {
 }
 
 /// The layers of one video m-line seen in the last second.
-fn current_layers(books: &HashMap<Option<Rid>, LayerBook>, now: Instant) -> Vec<(Option<Rid>, Layer)> {
+fn current_layers(books: &HashMap<Option<Rid>, LayerBook>, now: Instant) -> Vec<Layer> {
     books
         .iter()
         .filter(|(_, b)| b.last_seen().is_some_and(|t| now.duration_since(t) < LAYER_STALE))
-        .map(|(rid, b)| (*rid, Layer { rid: rid.map(|r| r.to_string()), height: b.height.unwrap_or(0), bitrate: b.bitrate() }))
+        .map(|(rid, b)| Layer { rid: rid.map(|r| r.to_string()), height: b.height.unwrap_or(0), bitrate: b.bitrate() })
         .collect()
 }
 

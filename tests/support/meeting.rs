@@ -6,7 +6,46 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::Node;
 use crate::browser::Browser;
+use crate::node::{make_invite, make_invite_as};
+
+/// A node started with `options`, a meeting `room` on it, and a guest link and a host link.
+pub async fn start_meeting(options: &[&str], room: &str) -> (Node, String, String) {
+    let node = Node::start_with(options).await;
+    let admin = node.admin().await;
+    let key = confab_keys::AccountKey::from_seed([3; 32]);
+    let guest = make_invite(&admin, &node, &key, room, 3600).await;
+    let host = make_invite_as(&admin, &node, &key, room, 3600, confab_keys::Role::Host).await;
+    let (guest, host) = (format!("{}/m/{room}#{guest}", node.url), format!("{}/m/{room}#{host}", node.url));
+    (node, guest, host)
+}
+
+/// Waits until each of `people` decodes video and receives audio from every other one;
+/// prints and returns what each receives from each (receiver, sender id, figures).
+pub async fn each_receives_the_others<'a>(people: &[&'a Participant]) -> Vec<(&'a Participant, String, PeerStats)> {
+    let mut all = Vec::new();
+    for p in people {
+        let others: Vec<&str> = people.iter().filter(|o| o.id() != p.id()).map(|o| o.id()).collect();
+        let stats = p.wait_receiving(&others).await;
+        for id in others {
+            let s = stats[id].clone();
+            println!("{} ← {id} via {}: {} frames ({}p), {} samples, path {}", p.name, s.via, s.frames_decoded, s.frame_height, s.samples_received, s.path);
+            all.push((*p, id.to_string(), s));
+        }
+    }
+    all
+}
+
+/// The longest time a receiver went without a newly decoded frame from one sender while
+/// sampling, and whether the sender's tile stayed on screen throughout.
+#[derive(Debug)]
+pub struct Gap {
+    pub from: String,
+    pub longest: Duration,
+    pub tile_kept: bool,
+    pub samples: usize,
+}
 
 pub struct Participant {
     pub browser: Browser,
@@ -199,6 +238,47 @@ impl Participant {
     pub async fn videos_decoding(&self) -> Vec<(String, u64)> {
         let script = "return (async () => { const sfu = window.confabCall?.sfu; if (!sfu) return []; const snap = async () => { const m = new Map(); (await sfu.pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') m.set(s.mid, [s.framesDecoded ?? 0, s.frameHeight ?? 0]); }); return m; }; const a = await snap(); await new Promise((r) => setTimeout(r, 1000)); const b = await snap(); const who = new Map(sfu.slots.filter((s) => s.kind === 'video').map((s) => [s.mid, s.participant])); return [...b].filter(([mid, [f]]) => f > (a.get(mid)?.[0] ?? 0)).map(([mid, [, h]]) => [who.get(mid) ?? `unassigned ${mid}`, h]); })();";
         serde_json::from_value(self.browser.eval(script).await).unwrap()
+    }
+
+    /// Starts recording, every 100 ms in the page, the frames decoded from each of `from`
+    /// (whatever the path) and whether their tiles are on screen.
+    pub async fn start_sampling(&self, from: &[&str]) {
+        let script = "const from = arguments[0]; window.__samples = []; \
+            window.__sampler = setInterval(async () => { \
+              const stats = await window.confabCall.stats(); \
+              window.__samples.push([performance.now(), from.map(id => { const s = stats.find(x => x.id === id); return s ? s.framesDecoded : -1; }), \
+                from.map(id => document.querySelector(`[data-participant=\"${id}\"]`) ? 1 : 0)]); \
+            }, 100);";
+        self.browser.client.execute(script, vec![json!(from)]).await.unwrap();
+    }
+
+    /// How many samples the recording has so far.
+    pub async fn samples(&self) -> u64 {
+        self.browser.eval("return window.__samples.length").await.as_u64().unwrap_or(0)
+    }
+
+    /// Stops the recording; the gap per sender. A counter that changes to another positive
+    /// value counts as new frames: the tile moved to another path, which decodes.
+    pub async fn stop_sampling(&self, from: &[&str]) -> Vec<Gap> {
+        let samples = self.browser.eval("clearInterval(window.__sampler); return window.__samples").await;
+        let samples: Vec<(f64, Vec<f64>, Vec<f64>)> = serde_json::from_value(samples).unwrap();
+        from.iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let mut longest = 0.0f64;
+                let mut last = samples[0].0;
+                for pair in samples.windows(2) {
+                    let (before, now) = (pair[0].1[i], pair[1].1[i]);
+                    if now > 0.0 && now != before {
+                        longest = longest.max(pair[1].0 - last);
+                        last = pair[1].0;
+                    }
+                }
+                longest = longest.max(samples.last().unwrap().0 - last);
+                let tile_kept = samples.iter().all(|s| s.2[i] == 1.0);
+                Gap { from: id.to_string(), longest: Duration::from_secs_f64(longest / 1000.0), tile_kept, samples: samples.len() }
+            })
+            .collect()
     }
 
     pub async fn leave(&self) {

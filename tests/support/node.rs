@@ -43,6 +43,16 @@ pub struct Node {
 }
 
 impl Node {
+    /// One unlabelled value from `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = client().get(self.api("/metrics")).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
     pub async fn start() -> Node {
         Node::start_with(&[]).await
     }
