@@ -161,7 +161,7 @@ async fn with_last_n_three_nobody_receives_more_than_three_videos_and_a_new_spea
     let (node, link) = meeting(&["--mesh-threshold", "0", "--last-n", "3"]).await;
     let names = ["Ana", "Bo", "Cy", "Di", "Ed", "Fa"];
     let mut people = futures::future::join_all(names.iter().map(|n| Participant::chromium(&link, n))).await;
-    // Ana, Bo and Cy talk (a steady tone); Di, Ed and Fa join muted.
+    // Ana, Bo and Cy talk (synthetic speech); Di, Ed and Fa join muted.
     for p in &people[3..] {
         p.microphone_off_before_joining().await;
     }
@@ -175,9 +175,9 @@ async fn with_last_n_three_nobody_receives_more_than_three_videos_and_a_new_spea
         wait_via(p, &talkers, "sfu").await;
     }
     for (p, me) in people.iter().zip(&ids) {
-        let decoding = confab_tests::eventually(&format!("{} to decode three videos", p.name), Duration::from_secs(30), || async {
+        let decoding = confab_tests::eventually_or(&format!("{} to decode three videos", p.name), Duration::from_secs(30), || async {
             let v = p.videos_decoding().await;
-            (v.len() == 3).then_some(v)
+            if v.len() == 3 { Ok(v) } else { Err(format!("{v:?}")) }
         })
         .await;
         println!("{} decodes {decoding:?}", p.name);
@@ -193,9 +193,9 @@ async fn with_last_n_three_nobody_receives_more_than_three_videos_and_a_new_spea
     let unmuted = Instant::now();
     people[5].toggle_microphone().await;
     for p in &people[..5] {
-        let decoding = confab_tests::eventually(&format!("{} to see Fa, the new speaker", p.name), Duration::from_secs(20), || async {
+        let decoding = confab_tests::eventually_or(&format!("{} to see Fa, the new speaker", p.name), Duration::from_secs(20), || async {
             let v = p.videos_decoding().await;
-            v.iter().any(|(who, _)| *who == fa).then_some(v)
+            if v.iter().any(|(who, _)| *who == fa) { Ok(v) } else { Err(format!("{v:?}")) }
         })
         .await;
         println!("{} decodes {decoding:?} ({:?} after Fa unmuted)", p.name, unmuted.elapsed());

@@ -42,7 +42,7 @@ impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
         for (unit, scale) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
-            if s % scale == 0 {
+            if s.is_multiple_of(scale) {
                 return write!(f, "{}{unit}", s / scale);
             }
         }

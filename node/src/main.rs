@@ -49,8 +49,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// str0m warns once per codec parameter it ignores in every offer (Chromium's RED, for
+/// one): noise unless someone asks for str0m's logs by name.
+const QUIET_STR0M: &str = "str0m::format=error";
+
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("the log filter {filter:?} is not valid: {e}"))?;
+    let filter = if filter.contains("str0m") { filter.to_string() } else { format!("{filter},{QUIET_STR0M}") };
+    let filter = EnvFilter::try_new(&filter).map_err(|e| anyhow::anyhow!("the log filter {filter:?} is not valid: {e}"))?;
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -99,7 +99,7 @@ impl LoginLimiter {
         }
         self.addresses.record(&address, now);
         self.recorded += 1;
-        if self.recorded % 1024 == 0 {
+        if self.recorded.is_multiple_of(1024) {
             self.accounts.prune(now);
             self.addresses.prune(now);
         }

@@ -253,6 +253,7 @@ impl Shard {
                 let at = self.peers.iter().position(|p| p.key.room == peer.key.room && p.key.participant == s.participant)?;
                 Some((at, self.peers[at].inbound.iter().map(|(m, _)| *m).find(|m| **m == *s.mid)?))
             });
+            tracing::debug!(subscriber = self.peers[i].key.participant, %slot, source = ?source.map(|s| s.participant), ?layer, "subscriber asks for a keyframe");
             if let (Some((at, mid)), Some(layer)) = (publisher, layer) {
                 self.request_keyframe_at(at, mid, layer);
             }
@@ -288,6 +289,7 @@ impl Shard {
             if let Some(level) = data.ext_vals.audio_level
                 && let Some(speakers) = self.speakers.get_mut(&publisher.key.room)
             {
+                tracing::trace!(participant, level, "audio level");
                 speakers.observe(participant, level, now);
             }
             vec![Layer { rid: None, height: 0, bitrate: 0 }]
@@ -314,6 +316,7 @@ impl Shard {
                     None => (true, true),
                 };
                 if retarget && (stale || now.duration_since(*since) >= LAYER_HOLD) {
+                    tracing::debug!(subscriber = peer.key.participant, %mid, from = participant, layer = ?best, "slot retargeted");
                     splicer.target(participant, best.clone());
                     *since = now;
                 }
@@ -321,6 +324,9 @@ impl Shard {
             let keyframe = !video || data.is_keyframe();
             match splicer.frame(participant, rid.as_deref(), data.time.numer(), keyframe, now) {
                 Verdict::Forward(time) => {
+                    if video && keyframe {
+                        tracing::debug!(subscriber = peer.key.participant, %mid, from = participant, ?rid, "keyframe forwarded");
+                    }
                     let Some(writer) = peer.rtc.writer(mid) else { continue };
                     let Some(pt) = writer.match_params(data.params) else { continue };
                     if writer.write(pt, data.network_time, MediaTime::new(time, data.time.frequency()), data.data.clone()).is_ok() {
@@ -413,6 +419,7 @@ impl Shard {
                 }
             }
             if changed {
+                tracing::debug!(subscriber = peer.key.participant, assigned = ?peer.assigned, "slots reassigned");
                 let slots = peer
                     .assigned
                     .iter()
@@ -432,6 +439,7 @@ impl Shard {
             return;
         }
         if let Some(mut writer) = publisher.rtc.writer(mid) {
+            tracing::debug!(publisher = publisher.key.participant, %mid, ?layer, "keyframe requested");
             let _ = writer.request_keyframe(layer, KeyframeRequestKind::Pli);
             publisher.last_keyframe_request.insert((mid, layer), now);
         }

@@ -48,6 +48,7 @@ impl Speakers {
             let starts = voice.last_spoke.is_none_or(|t| now.saturating_duration_since(t) > PAUSE);
             voice.last_spoke = Some(now);
             if starts {
+                tracing::debug!(participant, "starts speaking");
                 self.rank.retain(|p| *p != participant);
                 self.rank.insert(0, participant);
             }

@@ -30,15 +30,39 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.get_or_init(|| tokio::sync::Mutex::new(())).lock().await
 }
 
-/// A WAV file of a steady 440 Hz tone at about -10 dBov, which Chromium's fake microphone
-/// plays in a loop: every Chromium participant "speaks" until muted, so the SFU's speaker
-/// detection has real audio levels to work on (the built-in fake beeps for 20 ms a second).
-fn tone() -> std::path::PathBuf {
+/// A WAV file of synthetic speech, which Chromium's fake microphone plays in a loop: every
+/// Chromium participant "speaks" until muted, so the SFU's speaker detection has real audio
+/// levels to work on (the built-in fake beeps for 20 ms a second). Four syllables a second,
+/// each 200 ms of voice (a moving pitch with harmonics shaped by a formant that changes per
+/// syllable) and 50 ms of silence. A steady tone would not do: the browser's noise
+/// suppression learns it as background within seconds and keeps removing it, so the
+/// "speaker" seems to stop and start again every few seconds.
+fn voice() -> std::path::PathBuf {
     static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
+        use std::f64::consts::{PI, TAU};
         const RATE: u32 = 48_000;
-        let samples: Vec<i16> =
-            (0..RATE * 2).map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / RATE as f64).sin() * 0.3 * i16::MAX as f64) as i16).collect();
+        const SYLLABLE: u32 = RATE / 4;
+        let mut phase = 0.0f64;
+        let raw: Vec<f64> = (0..RATE * 6)
+            .map(|i| {
+                let syllable = (i / SYLLABLE) as f64;
+                let within = (i % SYLLABLE) as f64 / SYLLABLE as f64;
+                let pitch = 110.0 + 30.0 * (syllable * 7.0 % 5.0) + 20.0 * (TAU * 0.5 * i as f64 / RATE as f64).sin();
+                phase += TAU * pitch / RATE as f64;
+                let formant = 400.0 + 150.0 * (syllable * 3.0 % 7.0);
+                let envelope = if within < 0.8 { (PI * within / 0.8).sin() } else { 0.0 };
+                let harmonics: f64 = (1..=12)
+                    .map(|h| {
+                        let h = h as f64;
+                        (phase * h).sin() / (1.0 + ((pitch * h - formant) / 150.0).powi(2))
+                    })
+                    .sum();
+                harmonics * envelope
+            })
+            .collect();
+        let peak = raw.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let samples: Vec<i16> = raw.iter().map(|x| (x / peak * 0.5 * i16::MAX as f64) as i16).collect();
         let data = samples.len() as u32 * 2;
         let mut wav = Vec::with_capacity(44 + data as usize);
         wav.extend_from_slice(b"RIFF");
@@ -57,9 +81,9 @@ fn tone() -> std::path::PathBuf {
             wav.extend_from_slice(&s.to_le_bytes());
         }
         // One file for every run (same bytes each time), replaced atomically.
-        let path = std::env::temp_dir().join("confab-test-tone-440hz.wav");
-        let partial = std::env::temp_dir().join(format!("confab-test-tone-{}.partial", std::process::id()));
-        std::fs::write(&partial, wav).and_then(|()| std::fs::rename(&partial, &path)).expect("writing the test tone");
+        let path = std::env::temp_dir().join("confab-test-voice.wav");
+        let partial = std::env::temp_dir().join(format!("confab-test-voice-{}.partial", std::process::id()));
+        std::fs::write(&partial, wav).and_then(|()| std::fs::rename(&partial, &path)).expect("writing the test voice");
         path
     })
     .clone()
@@ -101,7 +125,7 @@ impl Browser {
             "--disable-sync".into(),
             "--use-fake-device-for-media-stream".into(),
             "--use-fake-ui-for-media-stream".into(),
-            format!("--use-file-for-fake-audio-capture={}", tone().display()),
+            format!("--use-file-for-fake-audio-capture={}", voice().display()),
             "--ignore-certificate-errors".into(),
             "--window-size=1200,900".into(),
             format!("--user-data-dir={}", profile.path().display()),

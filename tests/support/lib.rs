@@ -25,3 +25,20 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Like [`eventually`], but `check` says what it saw when it is not satisfied (`Err`), and the
+/// panic after `timeout` quotes the last of those.
+pub async fn eventually_or<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if std::time::Instant::now() > deadline => panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}

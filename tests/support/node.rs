@@ -76,7 +76,9 @@ impl Node {
 
     fn spawn(bin: &Path, data_dir: &Path, options: &[String]) -> Node {
         let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--log"])
+            // CONFAB_TEST_LOG (e.g. `warn,confab_relay=debug`) shows more of the node's log.
+            .arg(std::env::var("CONFAB_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .args(options)
             .arg("--data-dir")
             .arg(data_dir)

@@ -95,8 +95,10 @@ impl Connection {
                             } else {
                                 Err(ProtocolError::new("rate_limited", "Too many messages: this one was dropped. Slow down."))
                             };
-                            if let Err(e) = handled {
-                                if self.send(&ServerMessage::error(&e)).await.is_err() { break false; }
+                            if let Err(e) = handled
+                                && self.send(&ServerMessage::error(&e)).await.is_err()
+                            {
+                                break false;
                             }
                         }
                         Some(Ok(AggregatedMessage::Binary(_))) => {

@@ -214,6 +214,7 @@ impl Room {
     /// Takes back the seat `id` on a new connection if `secret` matches and the seat is still
     /// held; otherwise seats the participant afresh (a new id, `resumed: false`), so that a
     /// reconnection after the grace period still gets the person back in.
+    #[allow(clippy::too_many_arguments, reason = "a join's inputs plus the seat to resume, all plain values")]
     pub fn resume_or_join(
         &mut self,
         conn: ConnId,

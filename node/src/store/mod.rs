@@ -44,14 +44,6 @@ impl Store {
         Ok(Store { conn: Mutex::new(conn) })
     }
 
-    #[cfg(test)]
-    pub fn in_memory() -> Store {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
-        migrate(&conn, ":memory:").unwrap();
-        Store { conn: Mutex::new(conn) }
-    }
-
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (the transaction rolls
         // back on drop), so the poison flag carries no information worth failing for.
