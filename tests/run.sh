@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test Confab has: unit, property, integration (the real binary over HTTPS and
 # WebSocket) and end-to-end (headless Chromium and Firefox ESR). Installs what the browser
-# tests need first, once: Debian's chromium, chromium-driver and firefox-esr, and
-# geckodriver from crates.io.
+# tests need first, once: Debian's chromium, chromium-driver and firefox-esr, vpx-tools
+# (vpxenc, which encodes the webrtc-rs test participant's video), and geckodriver from
+# crates.io.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,8 +11,9 @@ need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 [ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
+[ -x /usr/bin/vpxenc ] || need_apt+=(vpx-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "Installing ${need_apt[*]} for the browser tests…"
+  echo "Installing ${need_apt[*]} for the media tests…"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod meeting;
+pub mod native;
 pub mod node;
 pub mod signaling;
 

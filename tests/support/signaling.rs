@@ -29,8 +29,13 @@ pub enum Heard {
 
 impl Signaling {
     pub async fn connect(node: &Node, room: &str) -> Signaling {
+        Signaling::connect_to(&node.url, room).await
+    }
+
+    /// Connects to the node at `base` (`https://HOST:PORT`).
+    pub async fn connect_to(base: &str, room: &str) -> Signaling {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let url = format!("{}/ws/{room}", node.url.replacen("https://", "wss://", 1));
+        let url = format!("{}/ws/{room}", base.replacen("https://", "wss://", 1));
         let tls = rustls::ClientConfig::builder()
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate))
@@ -63,11 +68,13 @@ impl Signaling {
 
     /// The next message or close, waiting at most 10 s.
     pub async fn next(&mut self) -> Heard {
+        tokio::time::timeout(Duration::from_secs(10), self.receive()).await.expect("the node said nothing for 10 s")
+    }
+
+    /// The next message or close, however long it takes (cancel-safe, for `select!`).
+    pub async fn receive(&mut self) -> Heard {
         loop {
-            let frame = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
-                .await
-                .expect("the node said nothing for 10 s");
-            match frame {
+            match self.socket.next().await {
                 Some(Ok(Message::Text(text))) => return Heard::Message(serde_json::from_str(&text).expect("the node sent invalid JSON")),
                 Some(Ok(Message::Close(frame))) => return Heard::Closed(frame.map(|f: CloseFrame| f.code.into())),
                 Some(Ok(_)) => continue,

@@ -230,6 +230,7 @@ export class Call {
         }
         break;
       case "left":
+        log("info", `${m.participant}: left (${m.reason})`);
         this.drop(m.participant);
         this.changed();
         break;
