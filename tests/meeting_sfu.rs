@@ -255,3 +255,39 @@ async fn garbage_at_the_relay_and_a_participant_who_vanishes_disturb_no_one_else
     assert!(node.metric("confab_media_received_packets_total").await >= 6000);
     assert_eq!(node.metric("confab_participants").await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_whose_downlink_is_capped_gets_a_lower_layer() {
+    let _browsers = confab_tests::browser::exclusive().await;
+    // Bo's browser runs in a network namespace of its own, behind a link we can throttle.
+    // The node listens on the host end of that link, and so does its relay.
+    let ns = confab_tests::netns::Namespace::create();
+    let host = ns.host_ip.to_string();
+    let listen = format!("{host}:0");
+    let (_node, link) = meeting(&["--mesh-threshold", "0", "--listen", &listen, "--relay-ip", &host]).await;
+    let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&ns, &link, "Bo"));
+    let (mut a, mut b) = (a, b);
+    b.microphone_off_before_joining().await;
+    let ida = a.join().await;
+    b.join().await;
+    b.wait_receiving(&[&ida]).await;
+
+    // Ana large on Bo's screen: with the link open, the high layer.
+    b.set_window(1280, 900).await;
+    b.browser.click("#speaker-view").await;
+    wait_height(&b, &ida, "in the speaker's large tile, link open", |h| h >= 720).await;
+
+    // 400 kbit/s of UDP towards Bo: the high layer (up to 1.5 Mbit/s) no longer fits, and
+    // BWE's estimate falls; the relay steps down to a layer that does, and Bo keeps decoding.
+    ns.limit_udp_downlink(400);
+    let capped = Instant::now();
+    let height = wait_height(&b, &ida, "with 400 kbit/s", |h| h > 0 && h <= 360).await;
+    println!("stepped down to {height}p {:?} after the cap", capped.elapsed());
+    b.wait_receiving(&[&ida]).await;
+
+    // The cap lifted: back up once BWE finds the room again.
+    ns.unlimit();
+    let lifted = Instant::now();
+    wait_height(&b, &ida, "with the link open again", |h| h >= 720).await;
+    println!("back to the high layer {:?} after the cap was lifted", lifted.elapsed());
+}

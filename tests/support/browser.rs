@@ -2,7 +2,7 @@
 //! `chromium` and `chromium-driver`, which `tests/run.sh` installs). A missing browser fails
 //! the test with instructions; it never skips.
 
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
+
+use crate::netns::Namespace;
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -110,6 +112,16 @@ impl Browser {
     /// A fresh headless Chromium with its own profile, fake camera and microphone, and trust
     /// for the node's self-signed certificate.
     pub async fn chromium() -> Browser {
+        Browser::chromium_inside(None).await
+    }
+
+    /// The same, run inside the network namespace `ns` (its driver too, which the test
+    /// reaches across the namespace's link).
+    pub async fn chromium_in(ns: &Namespace) -> Browser {
+        Browser::chromium_inside(Some(ns)).await
+    }
+
+    async fn chromium_inside(ns: Option<&Namespace>) -> Browser {
         require(CHROMIUM);
         require(CHROMEDRIVER);
         let profile = tempfile::tempdir().unwrap();
@@ -133,7 +145,14 @@ impl Browser {
         let mut caps = serde_json::Map::new();
         caps.insert("acceptInsecureCerts".into(), json!(true));
         caps.insert("goog:chromeOptions".into(), json!({ "binary": CHROMIUM, "args": args }));
-        Browser::start(CHROMEDRIVER, &[], caps, profile).await
+        match ns {
+            None => Browser::start(Command::new(CHROMEDRIVER), Ipv4Addr::LOCALHOST, caps, profile).await,
+            Some(ns) => {
+                let mut driver = ns.command(CHROMEDRIVER);
+                driver.arg(format!("--allowed-ips={}", ns.host_ip));
+                Browser::start(driver, ns.ns_ip, caps, profile).await
+            }
+        }
     }
 
     /// A fresh headless Firefox ESR (Debian's `firefox-esr`, driven by geckodriver) with fake
@@ -162,24 +181,26 @@ impl Browser {
             "moz:firefoxOptions".into(),
             json!({ "binary": FIREFOX, "args": ["-headless", "-width=1200", "-height=900", "-profile", profile.path()], "prefs": prefs }),
         );
-        Browser::start(&driver, &["--log", "error"], caps, profile).await
+        let mut driver = Command::new(driver);
+        driver.args(["--log", "error"]);
+        Browser::start(driver, Ipv4Addr::LOCALHOST, caps, profile).await
     }
 
-    async fn start(driver: &str, driver_args: &[&str], caps: serde_json::Map<String, Value>, profile: tempfile::TempDir) -> Browser {
+    /// Starts `driver` on a free port and opens a session with it at `host`.
+    async fn start(mut driver: Command, host: Ipv4Addr, caps: serde_json::Map<String, Value>, profile: tempfile::TempDir) -> Browser {
         // fantoccini and reqwest bring different rustls providers; rustls then needs one chosen.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let port = free_port();
         // The driver leads a process group of its own, which the browser it starts joins: on
         // drop the whole group goes, so no browser outlives its test.
-        let driver = Command::new(driver)
+        let driver = driver
             .process_group(0)
             .arg(format!("--port={port}"))
-            .args(driver_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {driver}: {e}"));
-        let url = format!("http://127.0.0.1:{port}");
+            .unwrap_or_else(|e| panic!("cannot start {driver:?}: {e}"));
+        let url = format!("http://{host}:{port}");
         let client = crate::eventually("chromedriver to accept a session", Duration::from_secs(30), || {
             let caps = caps.clone();
             let url = url.clone();

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod meeting;
 pub mod native;
+pub mod netns;
 pub mod node;
 pub mod signaling;
 

@@ -85,6 +85,11 @@ impl Participant {
         Participant::open(Browser::chromium().await, link, name).await
     }
 
+    /// A Chromium participant inside the network namespace `ns`.
+    pub async fn chromium_in(ns: &crate::netns::Namespace, link: &str, name: &str) -> Participant {
+        Participant::open(Browser::chromium_in(ns).await, link, name).await
+    }
+
     pub async fn firefox(link: &str, name: &str) -> Participant {
         Participant::open(Browser::firefox().await, link, name).await
     }

@@ -57,7 +57,8 @@ impl Node {
         Node::start_with(&[]).await
     }
 
-    /// Starts on a new data directory with extra `serve` options.
+    /// Starts on a new data directory with extra `serve` options (`--listen` among them
+    /// replaces the default, a free port on 127.0.0.1).
     pub async fn start_with(options: &[&str]) -> Node {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().join("data");
@@ -76,7 +77,10 @@ impl Node {
 
     fn spawn(bin: &Path, data_dir: &Path, options: &[String]) -> Node {
         let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--log"])
+            .arg("serve")
+            // A free loopback port, unless the test says where to listen.
+            .args(if options.iter().any(|o| o == "--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] })
+            .arg("--log")
             // CONFAB_TEST_LOG (e.g. `warn,confab_relay=debug`) shows more of the node's log.
             .arg(std::env::var("CONFAB_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .args(options)

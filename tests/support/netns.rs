@@ -1,0 +1,123 @@
+//! Linux network namespaces that a test creates for itself and always removes: each is
+//! joined to the test's own namespace by a veth pair on a private /30, so that a browser (or
+//! anything else) started inside it reaches the node over a link the test can shape with
+//! `tc`. Nothing is routed beyond the two ends of the pair.
+//!
+//! Needs root (CAP_NET_ADMIN), as CI has; without it the test fails and says so. Dropping the
+//! [`Namespace`] deletes it (and with it the veth pair), also when the test panics; a run
+//! that was killed outright leaves namespaces behind, and the next run removes those whose
+//! process is gone.
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Every namespace these tests create is named `PREFIX<pid>-<n>`.
+const PREFIX: &str = "confab-t";
+
+pub struct Namespace {
+    pub name: String,
+    /// The veth end in the test's own namespace, and its address.
+    pub host_if: String,
+    pub host_ip: Ipv4Addr,
+    /// The address inside the namespace.
+    pub ns_ip: Ipv4Addr,
+}
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().map_err(|e| format!("cannot run {}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn must(args: &[&str]) {
+    if let Err(e) = run(args) {
+        panic!("{e}\n(network namespace tests need root, or CAP_NET_ADMIN, and iproute2)");
+    }
+}
+
+/// Deletes namespaces left by earlier runs that were killed before they could clean up.
+fn remove_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(pid) = name.strip_prefix(PREFIX).and_then(|rest| rest.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run(&["ip", "netns", "del", name]);
+        }
+    }
+}
+
+impl Namespace {
+    /// A new namespace with loopback up and a veth link to ours: host end `.1`, namespace
+    /// end `.2` of its own /30 in 10.213.0.0/16, default route through the link.
+    pub fn create() -> Namespace {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        remove_stale();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 256, "too many namespaces in one test run");
+        let pid = std::process::id();
+        let base = u32::from(Ipv4Addr::new(10, 213, 0, 0)) + ((pid % 64) * 256 + n) * 4;
+        let ns = Namespace {
+            name: format!("{PREFIX}{pid}-{n}"),
+            host_if: format!("cfv{}-{n}", pid % 1_000_000),
+            host_ip: Ipv4Addr::from(base + 1),
+            ns_ip: Ipv4Addr::from(base + 2),
+        };
+        // From here on, Drop removes whatever part of this was made.
+        let peer = format!("{}p", ns.host_if);
+        let (host_cidr, ns_cidr) = (format!("{}/30", ns.host_ip), format!("{}/30", ns.ns_ip));
+        must(&["ip", "netns", "add", &ns.name]);
+        must(&["ip", "link", "add", &ns.host_if, "type", "veth", "peer", "name", &peer]);
+        must(&["ip", "link", "set", &peer, "netns", &ns.name]);
+        must(&["ip", "addr", "add", &host_cidr, "dev", &ns.host_if]);
+        must(&["ip", "link", "set", &ns.host_if, "up"]);
+        ns.must(&["ip", "link", "set", "lo", "up"]);
+        ns.must(&["ip", "addr", "add", &ns_cidr, "dev", &peer]);
+        ns.must(&["ip", "link", "set", &peer, "up"]);
+        ns.must(&["ip", "route", "add", "default", "via", &ns.host_ip.to_string()]);
+        ns
+    }
+
+    /// `program` to be run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    fn must(&self, args: &[&str]) {
+        let mut all = vec!["ip", "netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        must(&all);
+    }
+
+    /// Caps UDP towards the namespace (its downlink; media only: HTTPS, WebSocket and
+    /// WebDriver over TCP are left alone) at `kbit` kbit/s, with a queue of about 100 ms.
+    pub fn limit_udp_downlink(&self, kbit: u32) {
+        self.unlimit();
+        let dev = self.host_if.as_str();
+        let (rate, burst) = (format!("{kbit}kbit"), format!("{}", (kbit as usize * 1000 / 8 / 10).max(3000)));
+        must(&["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"]);
+        must(&["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit"]);
+        must(&["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:20", "htb", "rate", &rate, "ceil", &rate, "burst", &burst]);
+        must(&["tc", "qdisc", "add", "dev", dev, "parent", "1:20", "handle", "20:", "bfifo", "limit", &burst]);
+        must(&["tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "u32", "match", "ip", "protocol", "17", "0xff", "flowid", "1:20"]);
+    }
+
+    /// Removes any cap.
+    pub fn unlimit(&self) {
+        let _ = run(&["tc", "qdisc", "del", "dev", &self.host_if, "root"]);
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth end inside it, and so the pair.
+        let _ = run(&["ip", "netns", "del", &self.name]);
+        let _ = run(&["ip", "link", "del", &self.host_if]);
+    }
+}
