@@ -291,3 +291,34 @@ async fn a_subscriber_whose_downlink_is_capped_gets_a_lower_layer() {
     wait_height(&b, &ida, "with the link open again", |h| h >= 720).await;
     println!("back to the high layer {:?} after the cap was lifted", lifted.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pair_that_cannot_connect_directly_moves_the_meeting_to_the_sfu() {
+    let _browsers = confab_tests::browser::exclusive().await;
+    // Bo is behind a firewall that lets through only HTTPS and the relay's UDP port on the
+    // node (one shard: the HTTPS port number): no direct path to Ana, in either direction.
+    let ns = confab_tests::netns::Namespace::create();
+    let host = ns.host_ip.to_string();
+    let listen = format!("{host}:0");
+    let (node, link) = meeting(&["--listen", &listen, "--relay-ip", &host, "--relay-shards", "1"]).await;
+    let port: u16 = node.url.rsplit(':').next().unwrap().parse().unwrap();
+    let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&ns, &link, "Bo"));
+    let (mut a, mut b) = (a, b);
+    use confab_tests::netns::Protocol::{Tcp, Udp};
+    ns.allow_only(&[(Tcp, port), (Udp, port)], &[b.browser.driver_port]);
+
+    // Two people: a mesh, by the default threshold of 4. Their pair never connects; after
+    // the client's timeout (12 s) it reports `mesh-failed` and the room moves to the SFU.
+    let ida = a.join().await;
+    let idb = b.join().await;
+    let joined = Instant::now();
+    wait_via(&a, &[&idb], "sfu").await;
+    wait_via(&b, &[&ida], "sfu").await;
+    println!("both receive each other through the SFU {:?} after joining", joined.elapsed());
+    for (_, _, s) in each_receives_the_others(&[&a, &b]).await {
+        assert_eq!(s.via, "sfu");
+    }
+    let reported = a.log().await + &b.log().await;
+    assert!(reported.contains("no direct connection"), "neither client reported mesh-failed:\n{reported}");
+    assert_eq!(node.metric("confab_rooms{mode=\"sfu\"}").await, 1);
+}

@@ -93,6 +93,8 @@ fn voice() -> std::path::PathBuf {
 
 pub struct Browser {
     pub client: Client,
+    /// The port its WebDriver server listens on.
+    pub driver_port: u16,
     driver: Child,
     _profile: tempfile::TempDir,
 }
@@ -211,7 +213,7 @@ impl Browser {
             }
         })
         .await;
-        Browser { client, driver, _profile: profile }
+        Browser { client, driver_port: port, driver, _profile: profile }
     }
 
     /// Runs `script` (which may return a promise) and returns its value.

@@ -172,11 +172,15 @@ impl Participant {
                 return now;
             }
             if Instant::now() > deadline {
-                let log = self.browser.eval("return (window.confabLog ?? []).join('\\n')").await;
-                panic!("{} did not receive audio and video from all of {from:?} within 30 s.\nbefore: {before:#?}\nnow: {now:#?}\nconsole:\n{}", self.name, log.as_str().unwrap_or(""));
+                panic!("{} did not receive audio and video from all of {from:?} within 30 s.\nbefore: {before:#?}\nnow: {now:#?}\nconsole:\n{}", self.name, self.log().await);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The meeting's own log lines in the page (`window.confabLog`).
+    pub async fn log(&self) -> String {
+        self.browser.eval("return (window.confabLog ?? []).join('\\n')").await.as_str().unwrap_or_default().to_string()
     }
 
     pub async fn tiles(&self) -> Vec<Tile> {

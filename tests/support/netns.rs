@@ -15,6 +15,21 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Every namespace these tests create is named `PREFIX<pid>-<n>`.
 const PREFIX: &str = "confab-t";
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+}
+
 pub struct Namespace {
     pub name: String,
     /// The veth end in the test's own namespace, and its address.
@@ -108,9 +123,49 @@ impl Namespace {
         must(&["tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "u32", "match", "ip", "protocol", "17", "0xff", "flowid", "1:20"]);
     }
 
-    /// Removes any cap.
+    /// A firewall at the namespace's link (replacing any cap): of IP traffic (IPv6 is all
+    /// dropped), only connections from inside to
+    /// the host end's `services` (protocol and port), and TCP connections from the host end to
+    /// the `served` ports inside, pass (with their replies); everything else is dropped in
+    /// both directions. Direct connections between a browser inside and one outside fail, as
+    /// behind a strict firewall; the node stays reachable.
+    pub fn allow_only(&self, services: &[(Protocol, u16)], served: &[u16]) {
+        self.unlimit();
+        let inside = format!("{}p", self.host_if);
+        // Egress of each end: from the host towards the namespace, and from the namespace out.
+        for (dev, in_ns) in [(self.host_if.as_str(), false), (inside.as_str(), true)] {
+            let tc = |args: &[&str]| {
+                let mut all: Vec<&str> = if in_ns { vec!["ip", "netns", "exec", &self.name, "tc"] } else { vec!["tc"] };
+                all.extend_from_slice(args);
+                must(&all);
+            };
+            // Without tc actions (not every kernel has them): what may pass is classified
+            // into an open class, and everything else falls into one whose queue holds nothing.
+            tc(&["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "30"]);
+            tc(&["class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit"]);
+            tc(&["class", "add", "dev", dev, "parent", "1:", "classid", "1:30", "htb", "rate", "10gbit"]);
+            tc(&["qdisc", "add", "dev", dev, "parent", "1:30", "handle", "30:", "pfifo", "limit", "0"]);
+            tc(&["filter", "add", "dev", dev, "parent", "1:", "protocol", "arp", "prio", "1", "u32", "match", "u32", "0", "0", "flowid", "1:10"]);
+            let mut pass = Vec::new();
+            for (protocol, port) in services {
+                // Out of the namespace the service is the destination; into it, the source.
+                pass.push((protocol.number(), if in_ns { "dport" } else { "sport" }, *port));
+            }
+            for port in served {
+                pass.push((Protocol::Tcp.number(), if in_ns { "sport" } else { "dport" }, *port));
+            }
+            for (protocol, direction, port) in pass {
+                let (protocol, port) = (protocol.to_string(), port.to_string());
+                tc(&["filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "2", "u32", "match", "ip", "protocol", &protocol, "0xff", "match", "ip", direction, &port, "0xffff", "flowid", "1:10"]);
+            }
+        }
+    }
+
+    /// Removes any cap or firewall.
     pub fn unlimit(&self) {
         let _ = run(&["tc", "qdisc", "del", "dev", &self.host_if, "root"]);
+        let inside = format!("{}p", self.host_if);
+        let _ = run(&["ip", "netns", "exec", &self.name, "tc", "qdisc", "del", "dev", &inside, "root"]);
     }
 }
 
