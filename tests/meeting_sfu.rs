@@ -223,7 +223,7 @@ async fn garbage_at_the_relay_and_a_participant_who_vanishes_disturb_no_one_else
 
     // Thousands of datagrams of garbage at both relay shards: random bytes, and packets
     // that look like STUN, DTLS and RTP to a demultiplexer but belong to nobody.
-    let port: u16 = node.url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+    let port = node.port();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut noise = [0u8; 1200];
     for i in 0..3000usize {
@@ -256,17 +256,24 @@ async fn garbage_at_the_relay_and_a_participant_who_vanishes_disturb_no_one_else
     assert_eq!(node.metric("confab_participants").await, 2);
 }
 
+/// A meeting whose node (HTTPS and relay) listens on the host end of `ns`'s link, with Ana
+/// in our namespace and Bo's Chromium inside `ns`.
+async fn meeting_with_bo_in(ns: &confab_tests::netns::Namespace, options: &[&str]) -> (Node, Participant, Participant) {
+    let host = ns.host_ip.to_string();
+    let listen = format!("{host}:0");
+    let options: Vec<&str> = options.iter().copied().chain(["--listen", &listen, "--relay-ip", &host]).collect();
+    let (node, link) = meeting(&options).await;
+    let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(ns, &link, "Bo"));
+    (node, a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_subscriber_whose_downlink_is_capped_gets_a_lower_layer() {
     let _browsers = confab_tests::browser::exclusive().await;
     // Bo's browser runs in a network namespace of its own, behind a link we can throttle.
     // The node listens on the host end of that link, and so does its relay.
     let ns = confab_tests::netns::Namespace::create();
-    let host = ns.host_ip.to_string();
-    let listen = format!("{host}:0");
-    let (_node, link) = meeting(&["--mesh-threshold", "0", "--listen", &listen, "--relay-ip", &host]).await;
-    let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&ns, &link, "Bo"));
-    let (mut a, mut b) = (a, b);
+    let (_node, mut a, mut b) = meeting_with_bo_in(&ns, &["--mesh-threshold", "0"]).await;
     b.microphone_off_before_joining().await;
     let ida = a.join().await;
     b.join().await;
@@ -298,12 +305,8 @@ async fn a_pair_that_cannot_connect_directly_moves_the_meeting_to_the_sfu() {
     // Bo is behind a firewall that lets through only HTTPS and the relay's UDP port on the
     // node (one shard: the HTTPS port number): no direct path to Ana, in either direction.
     let ns = confab_tests::netns::Namespace::create();
-    let host = ns.host_ip.to_string();
-    let listen = format!("{host}:0");
-    let (node, link) = meeting(&["--listen", &listen, "--relay-ip", &host, "--relay-shards", "1"]).await;
-    let port: u16 = node.url.rsplit(':').next().unwrap().parse().unwrap();
-    let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&ns, &link, "Bo"));
-    let (mut a, mut b) = (a, b);
+    let (node, mut a, mut b) = meeting_with_bo_in(&ns, &["--relay-shards", "1"]).await;
+    let port = node.port();
     use confab_tests::netns::Protocol::{Tcp, Udp};
     ns.allow_only(&[(Tcp, port), (Udp, port)], &[b.browser.driver_port]);
 

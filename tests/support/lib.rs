@@ -16,16 +16,11 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually_or(what, timeout, || {
+        let next = check();
+        async move { next.await.ok_or_else(|| "not yet".to_string()) }
+    })
+    .await
 }
 
 /// Like [`eventually`], but `check` says what it saw when it is not satisfied (`Err`), and the

@@ -119,6 +119,11 @@ impl Node {
         Node { child: Some(child), data_dir: data_dir.to_path_buf(), _temp: None, url, first_token, stdout_lines: lines }
     }
 
+    /// The HTTPS port (also the first relay shard's UDP port, by default).
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).expect("the node's URL ends with its port")
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
