@@ -63,6 +63,9 @@ pub enum Command {
     Invite(InviteOptions),
     /// Print this node's public key (the root that every capability chains to).
     NodeKey,
+    /// Bots that join a meeting, send and receive media, and report loss, latency and the
+    /// server's cost (see docs/benchmarks.md).
+    Loadtest(crate::loadtest::LoadtestOptions),
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ mod config;
 mod datadir;
 mod duration;
 mod http;
+mod loadtest;
 mod meeting;
 mod metrics;
 mod ratelimit;
@@ -46,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Account(command) => commands::account(&common, command),
         Command::Invite(opts) => commands::invite(&common, opts),
         Command::NodeKey => commands::node_key(&common),
+        Command::Loadtest(opts) => loadtest::run(opts),
     }
 }
 

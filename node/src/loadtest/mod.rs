@@ -1,0 +1,436 @@
+//! `confab loadtest`: bot participants that join a meeting through the node's real HTTPS
+//! and WebSocket signaling with a real invite, publish synthetic simulcast video and audio
+//! over real WebRTC (str0m), subscribe as the browser client's Speaker view does, never
+//! decode, and report what they received and what it cost the server and themselves.
+//!
+//! - `media.rs`, `stats.rs`: what is sent and what is measured (sans-IO, unit-tested).
+//! - `peer.rs`: one WebRTC connection on its own UDP socket.
+//! - `confab.rs`: a bot in a Confab meeting.
+//! - this file: options, pacing, the progress line, and the report.
+
+mod confab;
+mod media;
+mod peer;
+mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+use str0m::media::{MediaKind, Mid};
+
+use crate::duration::Span;
+use peer::{Publish, Receipts};
+use stats::{Histogram, quantile};
+
+#[derive(Debug, Args)]
+pub struct LoadtestOptions {
+    /// The meeting link to join (https://HOST/m/ROOM#INVITE), as a host shares it. Every bot
+    /// joins with its invite.
+    #[arg(long, value_name = "LINK")]
+    pub link: String,
+
+    /// How many bots join.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=2000))]
+    pub bots: u32,
+
+    /// Milliseconds between one bot's join and the next.
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    pub join_every_ms: u64,
+
+    /// After the last join, how long before measuring starts.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub warmup: Span,
+
+    /// How long to measure.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub duration: Span,
+
+    /// Bots take turns to speak, each for this long, in join order.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub speaker_every: Span,
+
+    /// Bitrates of the three simulcast layers (320×180, 640×360, 1280×720), kbit/s.
+    #[arg(long, default_value = "150,500,1500", value_name = "L,M,H", value_delimiter = ',', num_args = 3)]
+    pub layers: Vec<u32>,
+
+    /// Video frames per second in every layer.
+    #[arg(long, default_value_t = 30, value_name = "FPS", value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub fps: u32,
+
+    /// Audio bitrate (one packet every 20 ms), kbit/s.
+    #[arg(long, default_value_t = 32, value_name = "KBPS")]
+    pub audio_kbps: u32,
+
+    /// The server's process id, to read its CPU time and memory from /proc.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// The local IP the bots' WebRTC sockets bind to. [default: the address this machine
+    /// uses to reach the link's host]
+    #[arg(long, value_name = "IP")]
+    pub bind_ip: Option<std::net::IpAddr>,
+
+    /// Accept any TLS certificate (a node on its self-signed default).
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// When the bots measure, and who speaks when.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    pub measure_from: Instant,
+    pub end: Instant,
+    speaker_every: Duration,
+    bots: usize,
+    start: Instant,
+}
+
+impl Timeline {
+    fn measuring(&self, now: Instant) -> bool {
+        now >= self.measure_from
+    }
+
+    fn speaker(&self, now: Instant) -> usize {
+        media::speaker_at(now.saturating_duration_since(self.start), self.speaker_every, self.bots)
+    }
+}
+
+/// Live counts for the progress line.
+#[derive(Debug, Default)]
+pub struct Shared {
+    joined: AtomicUsize,
+    receiving: AtomicUsize,
+}
+
+/// What one bot saw.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct BotOutcome {
+    pub name: String,
+    pub error: Option<String>,
+    /// From opening the WebSocket to `welcome`.
+    pub joined_ms: Option<f64>,
+    /// To the WebRTC connection (ICE and DTLS) being up.
+    pub connected_ms: Option<f64>,
+    /// To the first video frame from anyone.
+    pub first_frame_ms: Option<f64>,
+    /// Frames received from each participant while measuring: (audio, video).
+    pub from: BTreeMap<String, (u64, u64)>,
+    pub packets: u64,
+    pub lost: u64,
+    pub bytes: u64,
+    pub jitter_ms: f64,
+    pub keyframe_requests: u64,
+    #[serde(skip)]
+    pub audio_latency: Histogram,
+}
+
+impl BotOutcome {
+    fn add_receipts(&mut self, receipts: &Receipts, kinds: &HashMap<Mid, MediaKind>, source: impl Fn(&str) -> Option<String>) {
+        let mut jitters = Vec::new();
+        for (mid, stream) in &receipts.streams {
+            self.packets += stream.packets;
+            self.lost += stream.lost();
+            self.bytes += stream.bytes;
+            let video = kinds.get(mid) == Some(&MediaKind::Video);
+            if video {
+                jitters.push(stream.jitter_ms());
+            }
+            if let Some(who) = source(mid) {
+                let entry = self.from.entry(who).or_default();
+                if video { entry.1 += stream.frames } else { entry.0 += stream.frames }
+            }
+        }
+        self.jitter_ms = if jitters.is_empty() { 0.0 } else { jitters.iter().sum::<f64>() / jitters.len() as f64 };
+        self.keyframe_requests += receipts.keyframe_requests;
+        self.audio_latency.merge(&receipts.audio_latency);
+    }
+
+    pub fn loss(&self) -> f64 {
+        let expected = self.packets + self.lost;
+        if expected == 0 { 0.0 } else { self.lost as f64 / expected as f64 }
+    }
+}
+
+/// A process's CPU time and memory, read from /proc.
+#[derive(Debug, Clone, Copy)]
+struct ProcSample {
+    at: Instant,
+    cpu_secs: f64,
+    rss_kib: u64,
+}
+
+fn sample(pid: &str) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    // Linux reports CPU time in USER_HZ, 100 per second on every platform it runs on.
+    Some(ProcSample { at: Instant::now(), cpu_secs: stats::cpu_ticks(&stat)? as f64 / 100.0, rss_kib: stats::rss_kib(&status)? })
+}
+
+/// CPU use between two samples, in cores (1.0 = one core busy).
+fn cores(a: ProcSample, b: ProcSample) -> f64 {
+    (b.cpu_secs - a.cpu_secs) / b.at.duration_since(a.at).as_secs_f64().max(1e-9)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub bots: usize,
+    pub joined: usize,
+    pub failed: usize,
+    pub measured_secs: f64,
+    pub join_ms_p50: Option<f64>,
+    pub join_ms_p95: Option<f64>,
+    pub first_frame_ms_p50: Option<f64>,
+    pub first_frame_ms_p95: Option<f64>,
+    pub received_kbps_per_bot_p50: Option<f64>,
+    pub loss_percent: f64,
+    pub worst_loss_percent: f64,
+    pub jitter_ms_p50: Option<f64>,
+    pub audio_latency_ms_p50: Option<f64>,
+    pub audio_latency_ms_p95: Option<f64>,
+    /// Media packets the bots received per second: what the server forwarded to them.
+    pub forwarded_pps: f64,
+    pub server_cores: Option<f64>,
+    pub server_rss_mib: Option<f64>,
+    /// Server memory growth from before the first join to the end, per participant.
+    pub server_kib_per_participant: Option<f64>,
+    /// Server CPU time per forwarded packet.
+    pub server_us_per_packet: Option<f64>,
+    pub bot_cores: f64,
+    pub outcomes: Vec<BotOutcome>,
+}
+
+pub fn run(options: LoadtestOptions) -> anyhow::Result<()> {
+    let link = confab::Link::parse(&options.link)?;
+    let host = link.base.trim_start_matches("https://").split('/').next().unwrap_or_default().to_string();
+    let ip = match options.bind_ip {
+        Some(ip) => ip,
+        None => local_ip_towards(&host).with_context(|| format!("cannot tell which local address reaches {host}; give --bind-ip"))?,
+    };
+    let tls = Arc::new(tls_config(options.insecure));
+    let publish = Publish { layers: media::layers([options.layers[0], options.layers[1], options.layers[2]]), fps: options.fps, audio_kbps: options.audio_kbps };
+    str0m::crypto::from_feature_flags().install_process_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(drive(&options, link, tls, ip, publish))?;
+    print_report(&report);
+    if let Some(path) = &options.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn drive(options: &LoadtestOptions, link: confab::Link, tls: Arc<rustls::ClientConfig>, ip: std::net::IpAddr, publish: Publish) -> anyhow::Result<Report> {
+    let bots = options.bots as usize;
+    let start = Instant::now();
+    peer::epoch();
+    let join_every = Duration::from_millis(options.join_every_ms);
+    let measure_from = start + join_every * bots as u32 + Duration::from_secs(options.warmup.secs());
+    let timeline = Timeline {
+        measure_from,
+        end: measure_from + Duration::from_secs(options.duration.secs()),
+        speaker_every: Duration::from_secs(options.speaker_every.secs()),
+        bots,
+        start,
+    };
+    let server = options.server_pid.map(|p| p.to_string());
+    let server_before = server.as_deref().and_then(sample);
+    if server.is_some() && server_before.is_none() {
+        anyhow::bail!("cannot read /proc for --server-pid {}", options.server_pid.unwrap_or_default());
+    }
+    let shared = Arc::new(Shared::default());
+    let mut tasks = Vec::new();
+    for index in 0..bots {
+        let bot = confab::Bot { index, name: format!("bot-{index:03}"), link: link.clone(), tls: tls.clone(), ip, publish: publish.clone() };
+        let (shared, timeline) = (shared.clone(), timeline.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until((start + join_every * index as u32).into()).await;
+            bot.run(shared, timeline).await
+        }));
+    }
+
+    // The progress line, once a second, and the samples at the edges of the measurement.
+    let mut server_from = None;
+    let mut bots_from = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = (sample("self"), server.as_deref().and_then(sample));
+    while Instant::now() < timeline.end {
+        tick.tick().await;
+        let now = Instant::now();
+        let current = (sample("self"), server.as_deref().and_then(sample));
+        if now >= measure_from && bots_from.is_none() {
+            bots_from = current.0;
+            server_from = current.1;
+        }
+        let phase = if now < measure_from { "warming up" } else { "measuring" };
+        let mut line = format!(
+            "{:>4.0}s {phase}: {}/{bots} joined, {} receiving",
+            now.duration_since(start).as_secs_f64(),
+            shared.joined.load(Ordering::Relaxed),
+            shared.receiving.load(Ordering::Relaxed)
+        );
+        if let (Some(a), Some(b)) = (last.0, current.0) {
+            line += &format!("; bots {:.0}% CPU", cores(a, b) * 100.0);
+        }
+        if let (Some(a), Some(b)) = (last.1, current.1) {
+            line += &format!("; server {:.0}% CPU, {:.0} MiB", cores(a, b) * 100.0, b.rss_kib as f64 / 1024.0);
+        }
+        eprintln!("{line}");
+        last = current;
+    }
+    let bots_to = sample("self");
+    let server_to = server.as_deref().and_then(sample);
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap_or_else(|e| BotOutcome { error: Some(format!("the bot panicked: {e}")), ..Default::default() }));
+    }
+
+    let measured_secs = timeline.end.duration_since(measure_from).as_secs_f64();
+    let joined: Vec<&BotOutcome> = outcomes.iter().filter(|o| o.joined_ms.is_some()).collect();
+    let values = |f: &dyn Fn(&BotOutcome) -> Option<f64>| outcomes.iter().filter_map(f).collect::<Vec<f64>>();
+    let join = values(&|o| o.joined_ms);
+    let first = values(&|o| o.first_frame_ms);
+    let kbps = values(&|o| (o.error.is_none()).then(|| o.bytes as f64 * 8.0 / 1000.0 / measured_secs));
+    let jitter = values(&|o| (o.error.is_none()).then_some(o.jitter_ms));
+    let mut latency = Histogram::default();
+    let (mut packets, mut lost) = (0u64, 0u64);
+    for o in &outcomes {
+        latency.merge(&o.audio_latency);
+        packets += o.packets;
+        lost += o.lost;
+    }
+    let forwarded_pps = packets as f64 / measured_secs;
+    let server_cores = server_from.zip(server_to).map(|(a, b)| cores(a, b));
+    Ok(Report {
+        bots,
+        joined: joined.len(),
+        failed: outcomes.iter().filter(|o| o.error.is_some()).count(),
+        measured_secs,
+        join_ms_p50: quantile(&join, 0.5),
+        join_ms_p95: quantile(&join, 0.95),
+        first_frame_ms_p50: quantile(&first, 0.5),
+        first_frame_ms_p95: quantile(&first, 0.95),
+        received_kbps_per_bot_p50: quantile(&kbps, 0.5),
+        loss_percent: if packets + lost == 0 { 0.0 } else { lost as f64 * 100.0 / (packets + lost) as f64 },
+        worst_loss_percent: outcomes.iter().map(|o| o.loss() * 100.0).fold(0.0, f64::max),
+        jitter_ms_p50: quantile(&jitter, 0.5),
+        audio_latency_ms_p50: latency.quantile(0.5),
+        audio_latency_ms_p95: latency.quantile(0.95),
+        forwarded_pps,
+        server_cores,
+        server_rss_mib: server_to.map(|s| s.rss_kib as f64 / 1024.0),
+        server_kib_per_participant: server_before.zip(server_to).map(|(a, b)| (b.rss_kib as f64 - a.rss_kib as f64) / bots as f64),
+        server_us_per_packet: server_cores.filter(|_| forwarded_pps > 0.0).map(|c| c * 1e6 / forwarded_pps),
+        bot_cores: bots_from.zip(bots_to).map(|(a, b)| cores(a, b)).unwrap_or(0.0),
+        outcomes,
+    })
+}
+
+fn print_report(r: &Report) {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
+    println!("bot       joined  first frame  from (a/v)         kbit/s  loss %  jitter ms  PLI  error");
+    for o in &r.outcomes {
+        let from: Vec<String> = o.from.values().map(|(a, v)| format!("{a}/{v}")).collect();
+        let from = if from.len() > 2 { format!("{} sources", from.len()) } else { from.join(" ") };
+        println!(
+            "{:<9} {:>6}  {:>11}  {:<17} {:>7.0}  {:>6.2}  {:>9.1}  {:>3}  {}",
+            o.name,
+            ms(o.joined_ms),
+            ms(o.first_frame_ms),
+            from,
+            o.bytes as f64 * 8.0 / 1000.0 / r.measured_secs,
+            o.loss() * 100.0,
+            o.jitter_ms,
+            o.keyframe_requests,
+            o.error.as_deref().unwrap_or("")
+        );
+    }
+    println!();
+    println!("bots: {} joined of {}, {} failed; measured {:.0} s", r.joined, r.bots, r.failed, r.measured_secs);
+    println!("join: P50 {}, P95 {}; first frame: P50 {}, P95 {}", ms(r.join_ms_p50), ms(r.join_ms_p95), ms(r.first_frame_ms_p50), ms(r.first_frame_ms_p95));
+    println!(
+        "received per bot: P50 {:.0} kbit/s; loss {:.3} % (worst bot {:.3} %); jitter P50 {:.1} ms; audio latency P50 {}, P95 {}",
+        r.received_kbps_per_bot_p50.unwrap_or(0.0),
+        r.loss_percent,
+        r.worst_loss_percent,
+        r.jitter_ms_p50.unwrap_or(0.0),
+        ms(r.audio_latency_ms_p50),
+        ms(r.audio_latency_ms_p95)
+    );
+    print!("forwarded: {:.0} packets/s to the bots", r.forwarded_pps);
+    if let (Some(c), Some(rss)) = (r.server_cores, r.server_rss_mib) {
+        print!("; server {:.0}% CPU ({:.2} cores), {rss:.0} MiB", c * 100.0, c);
+        if let Some(us) = r.server_us_per_packet {
+            print!(", {us:.1} µs CPU per forwarded packet");
+        }
+        if let Some(kib) = r.server_kib_per_participant {
+            print!(", {kib:.0} KiB per participant");
+        }
+    }
+    println!();
+    println!("bots' own CPU: {:.0}% ({:.2} cores): if that is most of the machine, the bots, not the server, are the limit", r.bot_cores * 100.0, r.bot_cores);
+}
+
+/// The local address the kernel would use towards `host` (a name or an IP, with a port).
+fn local_ip_towards(host: &str) -> anyhow::Result<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    let with_port = if host.contains(':') && !host.ends_with(']') { host.to_string() } else { format!("{host}:443") };
+    let target = with_port.to_socket_addrs()?.next().context("the host has no address")?;
+    let probe = std::net::UdpSocket::bind(if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+    probe.connect(target)?;
+    Ok(probe.local_addr()?.ip())
+}
+
+fn tls_config(insecure: bool) -> rustls::ClientConfig {
+    if insecure {
+        return rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny)).with_no_client_auth();
+    }
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
+}
+
+/// `--insecure`: any certificate is accepted (signatures are still checked).
+#[derive(Debug)]
+struct AcceptAny;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,175 @@
+//! What a bot measures on what it receives, and how the report sums it up. Sans-IO: the
+//! bot hands in frames (their RTP sequence range, RTP time and arrival) and audio latencies.
+
+use std::ops::RangeInclusive;
+
+/// One received RTP stream (a receive slot), from the frames reassembled out of it.
+///
+/// Loss is counted on sequence numbers: a packet is lost when no complete frame contained
+/// it, so a packet that a NACK recovered in time is not lost, and one that arrived but
+/// whose frame never completed is.
+#[derive(Debug, Default, Clone)]
+pub struct StreamReceipt {
+    first_seq: Option<u64>,
+    highest_seq: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub frames: u64,
+    /// RFC 3550 interarrival jitter (seconds), on frames rather than packets.
+    jitter: f64,
+    last_transit: Option<f64>,
+}
+
+impl StreamReceipt {
+    /// A frame made of the packets `seq`, `bytes` long, with RTP time `rtp_time` on a
+    /// `clock_rate` clock, that arrived `arrival` seconds after some fixed instant.
+    pub fn frame(&mut self, seq: RangeInclusive<u64>, bytes: usize, rtp_time: u64, clock_rate: u64, arrival: f64) {
+        let (start, end) = (*seq.start(), *seq.end());
+        self.first_seq = Some(self.first_seq.map_or(start, |f| f.min(start)));
+        self.highest_seq = self.highest_seq.max(end);
+        self.packets += end.saturating_sub(start) + 1;
+        self.bytes += bytes as u64;
+        self.frames += 1;
+        let transit = arrival - rtp_time as f64 / clock_rate.max(1) as f64;
+        if let Some(last) = self.last_transit {
+            self.jitter += ((transit - last).abs() - self.jitter) / 16.0;
+        }
+        self.last_transit = Some(transit);
+    }
+
+    pub fn expected(&self) -> u64 {
+        self.first_seq.map_or(0, |f| self.highest_seq - f + 1)
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.expected().saturating_sub(self.packets)
+    }
+
+    pub fn jitter_ms(&self) -> f64 {
+        self.jitter * 1000.0
+    }
+}
+
+/// Latencies in 0.1 ms steps up to 2 s (more is counted as 2 s): enough for percentiles
+/// without keeping every sample.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    buckets: Vec<u32>,
+    pub count: u64,
+}
+
+const STEPS_PER_MS: f64 = 10.0;
+const MAX_MS: f64 = 2000.0;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { buckets: vec![0; (MAX_MS * STEPS_PER_MS) as usize + 1], count: 0 }
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, ms: f64) {
+        let i = (ms.clamp(0.0, MAX_MS) * STEPS_PER_MS).round() as usize;
+        self.buckets[i] += 1;
+        self.count += 1;
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+    }
+
+    /// The `q`-quantile (0..=1) in ms, or None without samples.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += *n as u64;
+            if seen >= rank {
+                return Some(i as f64 / STEPS_PER_MS);
+            }
+        }
+        Some(MAX_MS)
+    }
+}
+
+/// The `q`-quantile of `values` (nearest rank), or None when empty.
+pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+/// CPU time (user + system, in clock ticks) from the text of `/proc/PID/stat`.
+pub fn cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name is in parentheses and may contain spaces: count fields after ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line (utime, stime) are 12 and 13 after the name.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Resident memory in KiB from the text of `/proc/PID/status`.
+pub fn rss_kib(status: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_counts_packets_that_no_frame_contained() {
+        let mut s = StreamReceipt::default();
+        s.frame(10..=12, 3000, 0, 90_000, 0.0);
+        s.frame(13..=13, 1000, 3000, 90_000, 0.033);
+        // 14..=15 never completed.
+        s.frame(16..=18, 3000, 9000, 90_000, 0.1);
+        assert_eq!((s.expected(), s.packets, s.lost(), s.frames), (9, 7, 2, 3));
+    }
+
+    #[test]
+    fn jitter_is_zero_for_a_steady_stream_and_grows_with_variation() {
+        let mut steady = StreamReceipt::default();
+        let mut shaky = StreamReceipt::default();
+        for i in 0..100u64 {
+            steady.frame(i..=i, 100, i * 3000, 90_000, i as f64 / 30.0);
+            let wobble = if i % 2 == 0 { 0.010 } else { 0.0 };
+            shaky.frame(i..=i, 100, i * 3000, 90_000, i as f64 / 30.0 + wobble);
+        }
+        assert!(steady.jitter_ms() < 1e-6);
+        assert!((shaky.jitter_ms() - 10.0).abs() < 1.0, "{}", shaky.jitter_ms());
+    }
+
+    #[test]
+    fn quantiles() {
+        let mut h = Histogram::default();
+        for ms in 1..=100 {
+            h.record(ms as f64);
+        }
+        h.record(5000.0);
+        assert_eq!(h.quantile(0.5), Some(51.0));
+        assert_eq!(h.quantile(1.0), Some(2000.0));
+        assert_eq!(Histogram::default().quantile(0.5), None);
+        assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.5), Some(2.0));
+        assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.95), Some(4.0));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn proc_files() {
+        let stat = "4242 (confab relay) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 9 0 100 1000000 2000 18446744073709551615";
+        assert_eq!(cpu_ticks(stat), Some(325));
+        assert_eq!(cpu_ticks("garbage"), None);
+        assert_eq!(rss_kib("Name:\tconfab\nVmRSS:\t   51234 kB\nThreads: 9\n"), Some(51234));
+    }
+}
