@@ -67,6 +67,10 @@ struct Peer {
     /// Its downlink estimate from str0m's BWE (TWCC), bit/s.
     estimate: Option<u64>,
     last_keyframe_request: HashMap<(Mid, Option<Rid>), Instant>,
+    /// When str0m next needs the time (its `Output::Timeout`).
+    next_timeout: Instant,
+    /// It received or was given something since it was last polled.
+    dirty: bool,
 }
 
 fn kind_name(kind: MediaKind) -> &'static str {
@@ -84,6 +88,9 @@ pub(crate) struct Shard {
     notices: tokio::sync::mpsc::UnboundedSender<Notice>,
     counters: Arc<Counters>,
     next_review: Instant,
+    /// Which peer (index) each remote address belongs to, learned from `Rtc::accepts`;
+    /// cleared whenever a peer leaves and the indices shift.
+    sources: HashMap<SocketAddr, usize>,
 }
 
 impl Shard {
@@ -96,53 +103,100 @@ impl Shard {
         counters: Arc<Counters>,
     ) -> Shard {
         let local = socket.local_addr().expect("a bound socket has an address");
-        Shard { socket, local, advertise, config, peers: Vec::new(), speakers: BTreeMap::new(), commands, notices, counters, next_review: Instant::now() }
+        Shard { socket, local, advertise, config, peers: Vec::new(), speakers: BTreeMap::new(), commands, notices, counters, next_review: Instant::now(), sources: HashMap::new() }
     }
 
     pub(crate) fn run(mut self) {
         let mut buf = vec![0u8; 2000];
+        let mut frames = Vec::new();
         loop {
             while let Ok(command) = self.commands.try_recv() {
                 self.command(command);
             }
-            let mut frames = Vec::new();
-            let mut deadline = Instant::now() + Duration::from_millis(50);
-            for i in 0..self.peers.len() {
-                if let Some(t) = self.poll(i, &mut frames) {
-                    deadline = deadline.min(t);
+            // str0m's timers: only for the peers whose time has come.
+            let now = Instant::now();
+            for peer in &mut self.peers {
+                if peer.next_timeout <= now {
+                    guarded(peer, |p| p.rtc.handle_input(Input::Timeout(now)).map_err(|e| e.to_string()));
+                    peer.dirty = true;
                 }
             }
-            // Peers are only added or dropped after this, so the indices hold.
-            for (from, data) in frames {
-                self.forward(from, &data);
-            }
+            self.settle(&mut frames);
             self.drop_dead();
             if Instant::now() >= self.next_review {
                 self.review();
+                self.settle(&mut frames);
             }
-            deadline = deadline.min(self.next_review);
-            let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-            let _ = self.socket.set_read_timeout(Some(wait));
-            match self.socket.recv_from(&mut buf) {
-                Ok((n, source)) => {
-                    self.counters.packets_received.fetch_add(1, Ordering::Relaxed);
-                    self.counters.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
-                    let Ok(contents) = buf[..n].try_into() else { continue };
-                    // str0m matches the destination against our candidate: with a wildcard
-                    // bind, that is the advertised address.
-                    let destination = if self.local.ip().is_unspecified() { self.advertise } else { self.local };
-                    let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination, contents });
-                    if let Some(peer) = self.peers.iter_mut().find(|p| p.rtc.accepts(&input)) {
-                        guarded(peer, |p| p.rtc.handle_input(input).map_err(|e| e.to_string()));
-                    }
+            let deadline = self.peers.iter().map(|p| p.next_timeout).min().unwrap_or(self.next_review).min(self.next_review);
+            self.receive(deadline, &mut buf);
+        }
+    }
+
+    /// Polls every peer with something to do until none has: what one peer received may be
+    /// forwarded to others, whose output then has to be polled in turn.
+    fn settle(&mut self, frames: &mut Vec<(usize, MediaData)>) {
+        loop {
+            let mut any = false;
+            for i in 0..self.peers.len() {
+                if std::mem::take(&mut self.peers[i].dirty) {
+                    any = true;
+                    self.peers[i].next_timeout = self.poll(i, frames).unwrap_or_else(|| Instant::now() + Duration::from_millis(50));
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => tracing::warn!(error = %e, "relay socket read failed"),
             }
-            let now = Instant::now();
-            for peer in &mut self.peers {
-                guarded(peer, |p| p.rtc.handle_input(Input::Timeout(now)).map_err(|e| e.to_string()));
+            if !any {
+                return;
             }
+            // Peers are only added or dropped outside this loop, so the indices hold.
+            for (from, data) in frames.drain(..) {
+                self.forward(from, &data);
+            }
+        }
+    }
+
+    /// Waits until `deadline` for a datagram, then takes every datagram already queued (up
+    /// to a batch) and hands each to the peer it belongs to.
+    fn receive(&mut self, deadline: Instant, buf: &mut [u8]) {
+        const BATCH: usize = 64;
+        let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let _ = self.socket.set_read_timeout(Some(wait));
+        for n in 0..BATCH {
+            if n == 1 {
+                let _ = self.socket.set_nonblocking(true);
+            }
+            match self.socket.recv_from(buf) {
+                Ok((len, source)) => self.datagram(&buf[..len], source),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay socket read failed");
+                    break;
+                }
+            }
+        }
+        let _ = self.socket.set_nonblocking(false);
+    }
+
+    fn datagram(&mut self, contents: &[u8], source: SocketAddr) {
+        self.counters.packets_received.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_received.fetch_add(contents.len() as u64, Ordering::Relaxed);
+        let Ok(contents) = contents.try_into() else { return };
+        // str0m matches the destination against our candidate: with a wildcard bind, that
+        // is the advertised address.
+        let destination = if self.local.ip().is_unspecified() { self.advertise } else { self.local };
+        let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination, contents });
+        // A known source goes straight to its peer; anything else is offered to each peer.
+        let at = match self.sources.get(&source) {
+            Some(at) => Some(*at),
+            None => {
+                let at = self.peers.iter().position(|p| p.rtc.accepts(&input));
+                if let Some(at) = at {
+                    self.sources.insert(source, at);
+                }
+                at
+            }
+        };
+        if let Some(peer) = at.and_then(|at| self.peers.get_mut(at)) {
+            guarded(peer, |p| p.rtc.handle_input(input).map_err(|e| e.to_string()));
+            peer.dirty = true;
         }
     }
 
@@ -155,6 +209,7 @@ impl Shard {
                 let before = self.peers.len();
                 self.peers.retain(|p| p.key != peer);
                 if self.peers.len() != before {
+                    self.sources.clear();
                     self.forget(&peer);
                 }
             }
@@ -176,6 +231,7 @@ impl Shard {
             .map_err(|e| format!("the offer was refused: {e}"))?;
         if let Some(old) = self.peers.iter().position(|p| p.key == key) {
             self.peers.remove(old);
+            self.sources.clear();
             self.forget(&key);
         }
         self.speakers.entry(key.room.clone()).or_default();
@@ -190,6 +246,8 @@ impl Shard {
             wanted: BTreeMap::new(),
             estimate: None,
             last_keyframe_request: HashMap::new(),
+            next_timeout: Instant::now(),
+            dirty: true,
         });
         Ok(answer.to_sdp_string())
     }
@@ -331,6 +389,7 @@ impl Shard {
                     let Some(pt) = writer.match_params(data.params) else { continue };
                     if writer.write(pt, data.network_time, MediaTime::new(time, data.time.frequency()), data.data.clone()).is_ok() {
                         forwarded += 1;
+                        peer.dirty = true;
                     }
                 }
                 Verdict::NeedKeyframe => {
@@ -371,6 +430,7 @@ impl Shard {
         for (peer, desired) in self.peers.iter_mut().zip(desired) {
             if desired > 0 {
                 let _ = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().set_bitrate(Bitrate::bps(desired / 2), Bitrate::bps(desired))));
+                peer.dirty = true;
             }
         }
     }
@@ -441,6 +501,7 @@ impl Shard {
         if let Some(mut writer) = publisher.rtc.writer(mid) {
             tracing::debug!(publisher = publisher.key.participant, %mid, ?layer, "keyframe requested");
             let _ = writer.request_keyframe(layer, KeyframeRequestKind::Pli);
+            publisher.dirty = true;
             publisher.last_keyframe_request.insert((mid, layer), now);
         }
     }
@@ -463,6 +524,7 @@ impl Shard {
             return;
         }
         self.peers.retain(|p| p.rtc.is_alive());
+        self.sources.clear();
         for key in dead {
             let _ = self.notices.send(Notice::Gone { peer: key.clone() });
             self.forget(&key);
