@@ -1,30 +1,129 @@
-//! The SFU benchmark behind docs/benchmarks.md: starts a release `confab` node on loopback,
-//! creates a meeting, and runs `confab loadtest` against it with the server's pid, so the
-//! report has the server's CPU and memory beside the bots' own.
+//! The SFU benchmark behind docs/benchmarks.md: runs `confab loadtest` against a release
+//! `confab` node on loopback (a new meeting, the node's pid given so that the report has the
+//! server's CPU and memory beside the bots' own), or against Debian's Janus on this
+//! machine's own address with the same bots.
 //!
 //!     cargo bench -p confab-tests --bench sfu -- BOTS [loadtest options...]
+//!     cargo bench -p confab-tests --bench sfu -- --janus BOTS [loadtest options...]
 //!
-//! e.g. `cargo bench -p confab-tests --bench sfu -- 50 --duration 60s`. The report is printed,
-//! and written as JSON to target/bench-sfu-BOTS.json.
+//! e.g. `cargo bench -p confab-tests --bench sfu -- 50 --duration 60s`. Janus needs
+//! `apt-get install janus`; it runs from a configuration written to a temporary directory
+//! (the VideoRoom plugin and the WebSocket transport only), and is stopped afterwards. The
+//! report is printed, and written as JSON to target/bench-{confab,janus}-BOTS.json.
 
-use std::process::Command;
+use std::net::{IpAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use confab_tests::meeting::start_meeting;
 use confab_tests::node::confab_bin;
 
+const USAGE: &str = "usage: cargo bench -p confab-tests --bench sfu -- [--janus] BOTS [loadtest options]";
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let bots: u32 = args.first().and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("usage: cargo bench -p confab-tests --bench sfu -- BOTS [loadtest options]"));
+    let janus = args.first().is_some_and(|a| a == "--janus");
+    if janus {
+        args.remove(0);
+    }
+    let bots: u32 = args.first().and_then(|a| a.parse().ok()).expect(USAGE);
     args.remove(0);
-    let (node, link, _) = start_meeting(&["--mesh-threshold", "0"], "bench").await;
-    let json = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bench-sfu-{bots}.json"));
-    let status = Command::new(confab_bin())
-        .args(["loadtest", "--link", &link, "--bots", &bots.to_string(), "--insecure", "--server-pid", &node.pid().to_string(), "--json"])
-        .arg(&json)
-        .args(&args)
-        .status()
-        .expect("confab loadtest runs");
+    let which = if janus { "janus" } else { "confab" };
+    let json = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bench-{which}-{bots}.json"));
+    let mut loadtest = Command::new(confab_bin());
+    loadtest.args(["loadtest", "--bots", &bots.to_string(), "--json"]).arg(&json);
+
+    // Whichever server runs stays alive until the load test is over.
+    let (_node, _janus);
+    if janus {
+        let server = Janus::start();
+        loadtest.args(["--janus", &server.url, "--server-pid", &server.child.id().to_string()]);
+        _janus = Some(server);
+    } else {
+        let (node, link, _) = start_meeting(&["--mesh-threshold", "0"], "bench").await;
+        loadtest.args(["--link", &link, "--insecure", "--server-pid", &node.pid().to_string()]);
+        _node = Some(node);
+    }
+    let status = loadtest.args(&args).status().expect("confab loadtest runs");
     assert!(status.success(), "confab loadtest failed: {status:?}");
     println!("machine: {} cores; report: {}", std::thread::available_parallelism().map_or(0, |n| n.get()), json.display());
+}
+
+/// Debian's Janus with only what the benchmark uses, on this machine's own address.
+struct Janus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Janus {
+    fn start() -> Janus {
+        let ip = own_address();
+        let dir = tempfile::tempdir().unwrap();
+        let lib = "/usr/lib/x86_64-linux-gnu/janus";
+        let others = |folder: &str, keep: &str| {
+            std::fs::read_dir(format!("{lib}/{folder}"))
+                .unwrap_or_else(|e| panic!("Janus is not installed ({lib}/{folder}: {e}); apt-get install janus"))
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|f| f.ends_with(".so") && f != keep)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let config = format!(
+            "general: {{ configs_folder = \"{cfg}\" plugins_folder = \"{lib}/plugins\" transports_folder = \"{lib}/transports\" \
+             events_folder = \"{lib}/events\" loggers_folder = \"{lib}/loggers\" debug_level = 3 }}\n\
+             media: {{ rtp_port_range = \"20000-40000\" }}\n\
+             nat: {{ nice_debug = false ice_enforce_list = \"{ip}\" }}\n\
+             plugins: {{ disable = \"{plugins}\" }}\n\
+             transports: {{ disable = \"{transports}\" }}\n\
+             events: {{ broadcast = false }}\n",
+            cfg = dir.path().display(),
+            plugins = others("plugins", "libjanus_videoroom.so"),
+            transports = others("transports", "libjanus_websockets.so"),
+        );
+        std::fs::write(dir.path().join("janus.jcfg"), config).unwrap();
+        std::fs::write(dir.path().join("janus.plugin.videoroom.jcfg"), "general: { }\n").unwrap();
+        let port = free_tcp_port(ip);
+        std::fs::write(
+            dir.path().join("janus.transport.websockets.jcfg"),
+            format!("general: {{ json = \"plain\" ws = true ws_port = {port} ws_ip = \"{ip}\" wss = false }}\nadmin: {{ admin_ws = false admin_wss = false }}\n"),
+        )
+        .unwrap();
+        let child = Command::new("janus")
+            .args(["-F"])
+            .arg(dir.path())
+            .args(["-C"])
+            .arg(dir.path().join("janus.jcfg"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cannot start janus (apt-get install janus)");
+        let url = format!("ws://{ip}:{port}");
+        // Ready when the WebSocket port accepts connections.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect((ip, port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "Janus did not open {url} within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Janus { child, url, _dir: dir }
+    }
+}
+
+impl Drop for Janus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// This machine's address on its default route (no packet is sent); the kernel delivers
+/// traffic to it over loopback.
+fn own_address() -> IpAddr {
+    let probe = UdpSocket::bind("0.0.0.0:0").unwrap();
+    probe.connect("203.0.113.1:9").expect("a default route (libnice offers no loopback candidates)");
+    probe.local_addr().unwrap().ip()
+}
+
+fn free_tcp_port(ip: IpAddr) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }

@@ -5,10 +5,11 @@
 //!
 //! - `media.rs`, `stats.rs`: what is sent and what is measured (sans-IO, unit-tested).
 //! - `peer.rs`: one WebRTC connection on its own UDP socket.
-//! - `confab.rs`: a bot in a Confab meeting.
+//! - `confab.rs`: a bot in a Confab meeting; `janus.rs`: the same bot in a Janus VideoRoom.
 //! - this file: options, pacing, the progress line, and the report.
 
 mod confab;
+mod janus;
 mod media;
 mod peer;
 mod stats;
@@ -28,11 +29,18 @@ use peer::{Publish, Receipts};
 use stats::{Histogram, quantile};
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["link", "janus"]))]
 pub struct LoadtestOptions {
     /// The meeting link to join (https://HOST/m/ROOM#INVITE), as a host shares it. Every bot
     /// joins with its invite.
     #[arg(long, value_name = "LINK")]
-    pub link: String,
+    pub link: Option<String>,
+
+    /// Drive a Janus server's VideoRoom instead, through its WebSocket API (e.g.
+    /// ws://192.0.2.2:8188; libnice offers no loopback candidates, so use the host's own
+    /// address). A room for the bots is created.
+    #[arg(long, value_name = "URL")]
+    pub janus: Option<String>,
 
     /// How many bots join.
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=2000))]
@@ -208,18 +216,40 @@ pub struct Report {
     pub outcomes: Vec<BotOutcome>,
 }
 
+/// Who the bots meet.
+#[derive(Clone)]
+enum Target {
+    Confab { link: confab::Link, tls: Arc<rustls::ClientConfig> },
+    Janus { url: String, room: u64 },
+}
+
 pub fn run(options: LoadtestOptions) -> anyhow::Result<()> {
-    let link = confab::Link::parse(&options.link)?;
-    let host = link.base.trim_start_matches("https://").split('/').next().unwrap_or_default().to_string();
+    let (target, host) = match (&options.link, &options.janus) {
+        (Some(link), _) => {
+            let link = confab::Link::parse(link)?;
+            let host = link.base.trim_start_matches("https://").split('/').next().unwrap_or_default().to_string();
+            (Target::Confab { link, tls: Arc::new(tls_config(options.insecure)) }, host)
+        }
+        (None, Some(url)) => {
+            let host = url.split("://").nth(1).unwrap_or_default().split('/').next().unwrap_or_default().to_string();
+            (Target::Janus { url: url.clone(), room: 0 }, host)
+        }
+        (None, None) => anyhow::bail!("give --link or --janus"),
+    };
     let ip = match options.bind_ip {
         Some(ip) => ip,
         None => local_ip_towards(&host).with_context(|| format!("cannot tell which local address reaches {host}; give --bind-ip"))?,
     };
-    let tls = Arc::new(tls_config(options.insecure));
     let publish = Publish { layers: media::layers([options.layers[0], options.layers[1], options.layers[2]]), fps: options.fps, audio_kbps: options.audio_kbps };
     str0m::crypto::from_feature_flags().install_process_default();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(drive(&options, link, tls, ip, publish))?;
+    let report = runtime.block_on(async {
+        let target = match target {
+            Target::Janus { url, .. } => Target::Janus { room: janus::create_room(&url, options.bots as usize).await?, url },
+            confab => confab,
+        };
+        drive(&options, target, ip, publish).await
+    })?;
     print_report(&report);
     if let Some(path) = &options.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
@@ -227,7 +257,7 @@ pub fn run(options: LoadtestOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn drive(options: &LoadtestOptions, link: confab::Link, tls: Arc<rustls::ClientConfig>, ip: std::net::IpAddr, publish: Publish) -> anyhow::Result<Report> {
+async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, publish: Publish) -> anyhow::Result<Report> {
     let bots = options.bots as usize;
     let start = Instant::now();
     peer::epoch();
@@ -248,11 +278,14 @@ async fn drive(options: &LoadtestOptions, link: confab::Link, tls: Arc<rustls::C
     let shared = Arc::new(Shared::default());
     let mut tasks = Vec::new();
     for index in 0..bots {
-        let bot = confab::Bot { index, name: format!("bot-{index:03}"), link: link.clone(), tls: tls.clone(), ip, publish: publish.clone() };
-        let (shared, timeline) = (shared.clone(), timeline.clone());
+        let name = format!("bot-{index:03}");
+        let (shared, timeline, target, publish) = (shared.clone(), timeline.clone(), target.clone(), publish.clone());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until((start + join_every * index as u32).into()).await;
-            bot.run(shared, timeline).await
+            match target {
+                Target::Confab { link, tls } => confab::Bot { index, name, link, tls, ip, publish }.run(shared, timeline).await,
+                Target::Janus { url, room } => janus::Bot { index, bots, name, url, room, ip, publish }.run(shared, timeline).await,
+            }
         }));
     }
 

@@ -239,6 +239,9 @@ impl Peer {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.failed = Some("ICE disconnected".into());
             }
+            Event::MediaAdded(m) if m.direction == Direction::RecvOnly => {
+                self.receiving.insert(m.mid, m.kind);
+            }
             Event::Connected => {
                 let now = Instant::now();
                 self.connected_at = Some(now);
