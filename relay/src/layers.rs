@@ -36,6 +36,50 @@ pub fn choose(layers: &[Layer], wanted_height: u32, budget: Option<u64>) -> Opti
     Some(by_height[affordable])
 }
 
+/// One video slot of a subscriber, for [`allocate`]: the layers its source publishes now
+/// and the height of the tile it is shown in.
+#[derive(Debug, Clone)]
+pub struct SlotDemand {
+    pub layers: Vec<Layer>,
+    pub wanted_height: u32,
+}
+
+/// Shares one subscriber's downlink `budget` (bit/s) among its video slots: every slot
+/// first gets its smallest layer, then the tallest tiles are raised first, each as far as
+/// [`choose`] would go with no budget while the total still fits. So a Speaker view keeps
+/// the speaker sharp and the thumbnails small rather than everyone equally blurred.
+/// Returns, per slot, the bit rate it may use (for [`choose`]), or `None` for a slot with
+/// no layers.
+pub fn allocate(slots: &[SlotDemand], budget: u64) -> Vec<Option<u64>> {
+    let ordered: Vec<Vec<usize>> = slots
+        .iter()
+        .map(|s| {
+            let mut by_height: Vec<usize> = (0..s.layers.len()).collect();
+            by_height.sort_by_key(|&i| (s.layers[i].height, s.layers[i].bitrate));
+            by_height
+        })
+        .collect();
+    // Each slot's position in its own height order: 0 (smallest) to start with.
+    let mut at: Vec<usize> = vec![0; slots.len()];
+    let rate = |slot: usize, pos: usize| slots[slot].layers[ordered[slot][pos]].bitrate;
+    let mut total: u64 = (0..slots.len()).filter(|&i| !ordered[i].is_empty()).map(|i| rate(i, 0)).sum();
+    let mut priority: Vec<usize> = (0..slots.len()).filter(|&i| !ordered[i].is_empty()).collect();
+    priority.sort_by_key(|&i| std::cmp::Reverse(slots[i].wanted_height));
+    for slot in priority {
+        let Some(ideal) = choose(&slots[slot].layers, slots[slot].wanted_height, None) else { continue };
+        let ideal = ordered[slot].iter().position(|&i| i == ideal).unwrap_or(0);
+        for pos in (at[slot] + 1..=ideal).rev() {
+            let more = rate(slot, pos).saturating_sub(rate(slot, at[slot]));
+            if total + more <= budget {
+                total += more;
+                at[slot] = pos;
+                break;
+            }
+        }
+    }
+    (0..slots.len()).map(|i| (!ordered[i].is_empty()).then(|| rate(i, at[i]))).collect()
+}
+
 /// How much a tile may enlarge a layer before the next one up is worth its bits: 5/4, so
 /// a 180-line layer serves tiles up to 225 lines.
 pub const UPSCALE: (u64, u64) = (5, 4);
@@ -239,6 +283,30 @@ mod tests {
         s.clear();
         assert_eq!(s.frame(1, None, 20, true, t0), Verdict::Drop);
         assert_eq!(s.current(), None);
+    }
+
+    #[test]
+    fn the_budget_goes_to_the_tallest_tile_first() {
+        let camera = || vec![layer("l", 180, 150), layer("m", 360, 500), layer("h", 720, 1500)];
+        let speaker = SlotDemand { layers: camera(), wanted_height: 720 };
+        let thumbnail = SlotDemand { layers: camera(), wanted_height: 180 };
+        let mut slots = vec![thumbnail.clone(); 8];
+        slots.insert(3, speaker);
+        // 8 × 150 k + 1500 k = 2.7 Mbit/s: everyone gets what their tile needs.
+        let plenty = allocate(&slots, 3_000_000);
+        assert_eq!(plenty[3], Some(1_500_000));
+        assert!(plenty.iter().enumerate().all(|(i, r)| i == 3 || *r == Some(150_000)));
+        // 2 Mbit/s: the speaker steps down to 360p, the thumbnails stay as they are; an
+        // equal split (222 k each) would have shown the speaker at 180p.
+        let tight = allocate(&slots, 2_000_000);
+        assert_eq!(tight[3], Some(500_000));
+        assert_eq!(tight.iter().flatten().sum::<u64>(), 1_700_000);
+        // Below the sum of the smallest layers, everyone still gets the smallest.
+        assert!(allocate(&slots, 100_000).iter().all(|r| *r == Some(150_000)));
+        // A slot whose source publishes nothing yet gets nothing.
+        assert_eq!(allocate(&[SlotDemand { layers: vec![], wanted_height: 720 }], 1_000_000), vec![None]);
+        // The chosen rate leads `choose` back to the same layer.
+        assert_eq!(choose(&camera(), 720, tight[3]), Some(1));
     }
 
     #[test]

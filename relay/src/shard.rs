@@ -15,7 +15,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTi
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::layers::{Layer, Splicer, Verdict, choose, vp8_keyframe_size};
+use crate::layers::{Layer, SlotDemand, Splicer, Verdict, allocate, choose, vp8_keyframe_size};
 use crate::slots::{Assignment, Source, assign};
 use crate::speakers::Speakers;
 use crate::{Command, Counters, Notice, PeerKey, RelayConfig};
@@ -30,6 +30,12 @@ const LAYER_HOLD: Duration = Duration::from_secs(1);
 const KEYFRAME_REQUEST_EVERY: Duration = Duration::from_millis(300);
 /// A layer not seen for this long is gone (the publisher's encoder dropped it).
 const LAYER_STALE: Duration = Duration::from_secs(1);
+/// Packets each video slot keeps for retransmission (NACK) and BWE probing: 0.55 s of a
+/// 720p layer, several seconds of a thumbnail. str0m's default of 1000 kept up to ~1 MiB
+/// per slot, several MiB per participant.
+const SEND_BUFFER_VIDEO: usize = 100;
+/// What one forwarded audio stream is reckoned to need, bit/s.
+const AUDIO_RATE: u64 = 40_000;
 /// What BWE starts from for each subscriber.
 const INITIAL_ESTIMATE_KBPS: u64 = 1_000;
 
@@ -67,6 +73,8 @@ struct Peer {
     /// Its downlink estimate from str0m's BWE (TWCC), bit/s.
     estimate: Option<u64>,
     last_keyframe_request: HashMap<(Mid, Option<Rid>), Instant>,
+    /// Each video slot's share of the downlink estimate (`layers::allocate`), bit/s.
+    allotted: HashMap<Mid, Option<u64>>,
     /// When str0m next needs the time (its `Output::Timeout`).
     next_timeout: Instant,
     /// It received or was given something since it was last polled.
@@ -223,7 +231,10 @@ impl Shard {
 
     fn publish(&mut self, key: PeerKey, offer: &str) -> Result<String, String> {
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| format!("the offer is not valid SDP: {e}"))?;
-        let mut rtc = Rtc::builder().enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS))).build(Instant::now());
+        let mut rtc = Rtc::builder()
+            .enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
+            .set_send_buffer_video(SEND_BUFFER_VIDEO)
+            .build(Instant::now());
         let candidate = Candidate::host(self.advertise, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(candidate);
         let answer = catch_unwind(AssertUnwindSafe(|| rtc.sdp_api().accept_offer(offer)))
@@ -246,6 +257,7 @@ impl Shard {
             wanted: BTreeMap::new(),
             estimate: None,
             last_keyframe_request: HashMap::new(),
+            allotted: HashMap::new(),
             next_timeout: Instant::now(),
             dirty: true,
         });
@@ -363,8 +375,12 @@ impl Shard {
             };
             let Some(mid) = peer.slots.values().flatten().find(|m| ***m == *slot).copied() else { continue };
             let video_slots = peer.assigned.get("video").map_or(1, |a| a.len().max(1)) as u64;
+            // The slot's share from the last review; an equal share until there is one.
             let wanted = peer.wanted.get(&participant).copied().unwrap_or(DEFAULT_TILE_HEIGHT);
-            let budget = peer.estimate.map(|e| e * 85 / 100 / video_slots);
+            let budget = match peer.allotted.get(&mid) {
+                Some(allotted) => *allotted,
+                None => peer.estimate.map(|e| e * 85 / 100 / video_slots),
+            };
             let (splicer, since) = peer.splicers.entry(mid).or_insert_with(|| (Splicer::new(data.time.frequency().get()), now));
             // Retarget when the slot changed hands, its layer went away, or the hold is over.
             if let Some(best) = choose(&layers, wanted, budget) {
@@ -423,10 +439,14 @@ impl Shard {
             .iter()
             .map(|sub| {
                 let video = sub.assigned.get("video").map(|a| a.values().map(|s| self.wanted_rate(sub, s, now)).sum::<u64>()).unwrap_or(0);
-                let audio = sub.assigned.get("audio").map_or(0, |a| a.len() as u64 * 40_000);
+                let audio = sub.assigned.get("audio").map_or(0, |a| a.len() as u64 * AUDIO_RATE);
                 video + audio
             })
             .collect();
+        let allotments: Vec<HashMap<Mid, Option<u64>>> = self.peers.iter().map(|sub| self.allot(sub, now)).collect();
+        for (peer, allotted) in self.peers.iter_mut().zip(allotments) {
+            peer.allotted = allotted;
+        }
         for (peer, desired) in self.peers.iter_mut().zip(desired) {
             if desired > 0 {
                 let _ = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().set_bitrate(Bitrate::bps(desired / 2), Bitrate::bps(desired))));
@@ -435,11 +455,31 @@ impl Shard {
         }
     }
 
+    /// Shares `sub`'s downlink estimate (less its audio) among its video slots.
+    fn allot(&self, sub: &Peer, now: Instant) -> HashMap<Mid, Option<u64>> {
+        let Some(estimate) = sub.estimate else { return HashMap::new() };
+        let audio = sub.assigned.get("audio").map_or(0, |a| a.len() as u64 * AUDIO_RATE);
+        let budget = (estimate * 85 / 100).saturating_sub(audio);
+        let Some(video) = sub.assigned.get("video") else { return HashMap::new() };
+        let mut mids = Vec::new();
+        let mut demands = Vec::new();
+        for (slot, source) in video {
+            let Some(mid) = sub.slots.get("video").and_then(|s| s.iter().find(|m| ***m == **slot)) else { continue };
+            mids.push(*mid);
+            demands.push(SlotDemand { layers: self.source_layers(sub, source, now), wanted_height: sub.wanted.get(&source.participant).copied().unwrap_or(DEFAULT_TILE_HEIGHT) });
+        }
+        mids.into_iter().zip(allocate(&demands, budget)).collect()
+    }
+
+    /// The layers `source` publishes now, as seen in `sub`'s room.
+    fn source_layers(&self, sub: &Peer, source: &Source, now: Instant) -> Vec<Layer> {
+        let Some(publisher) = self.peers.iter().find(|p| p.key.room == sub.key.room && p.key.participant == source.participant) else { return Vec::new() };
+        publisher.published.iter().find(|(m, _)| ***m == *source.mid).map(|(_, b)| current_layers(b, now)).unwrap_or_default()
+    }
+
     /// The bitrate of the layer `sub` would take from `source` with unlimited bandwidth.
     fn wanted_rate(&self, sub: &Peer, source: &Source, now: Instant) -> u64 {
-        let Some(publisher) = self.peers.iter().find(|p| p.key.room == sub.key.room && p.key.participant == source.participant) else { return 0 };
-        let Some(books) = publisher.published.iter().find(|(m, _)| ***m == *source.mid).map(|(_, b)| b) else { return 0 };
-        let layers = current_layers(books, now);
+        let layers = self.source_layers(sub, source, now);
         let wanted = sub.wanted.get(&source.participant).copied().unwrap_or(DEFAULT_TILE_HEIGHT);
         choose(&layers, wanted, None).map_or(0, |i| layers[i].bitrate)
     }
