@@ -133,7 +133,9 @@ impl Bot {
             }
         }
 
-        let mut view_sent: Option<Value> = None;
+        // The tiles change when someone comes or goes or the speaker changes: only then is
+        // a new `sfu-view` due.
+        let mut view_due = true;
         let mut ping = tokio::time::interval(Duration::from_secs(10));
         let mut counted_connected = false;
         let mut counted_media = false;
@@ -156,10 +158,8 @@ impl Bot {
                 outcome.first_frame_ms = Some(t.duration_since(started).as_secs_f64() * 1000.0);
                 shared.receiving.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            let view = view(&others, speaker.as_deref());
-            if view_sent.as_ref() != Some(&view) {
-                send(&mut socket, view.clone()).await?;
-                view_sent = Some(view);
+            if std::mem::take(&mut view_due) {
+                send(&mut socket, view(&others, speaker.as_deref())).await?;
             }
             tokio::select! {
                 received = peer.receive() => received.context("the bot's UDP socket failed")?,
@@ -167,6 +167,7 @@ impl Bot {
                 _ = ping.tick() => send(&mut socket, json!({"type": "ping"})).await?,
                 m = next(&mut socket) => {
                     let m = m?;
+                    view_due = matches!(m["type"].as_str(), Some("joined" | "left" | "speaker"));
                     match m["type"].as_str() {
                         Some("joined") => others.extend(m["participant"]["id"].as_str().map(String::from)),
                         Some("left") => others.retain(|p| Some(p.as_str()) != m["participant"].as_str()),
