@@ -48,8 +48,15 @@ async fn six_bots_join_and_receive_each_other_with_under_one_percent_loss() {
         let loss = lost as f64 / (packets + lost) as f64;
         assert!(loss < 0.01, "{name} lost {lost} of {} packets ({:.2} %)", packets + lost, loss * 100.0);
     }
-    // The SFU carried it all, and the bots left properly.
+    // The SFU carried it all, /metrics shows what it cost, and the node is healthy.
     assert!(node.metric("confab_media_forwarded_frames_total").await > 0);
+    assert!(node.metric("process_resident_memory_bytes").await > 10 << 20);
+    assert_eq!(node.metric("confab_relay_stalled_shards").await, 0);
+    let health = confab_tests::client().get(node.api("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!((&health["status"], &health["database"], &health["stalled_relay_shards"]), (&"ok".into(), &"ok".into(), &0.into()), "{health}");
+    // The bots left properly.
     confab_tests::eventually("the bots' seats to be given up", std::time::Duration::from_secs(10), || async {
         (node.metric("confab_participants").await == 0).then_some(())
     })

@@ -11,6 +11,7 @@ mod http;
 mod loadtest;
 mod meeting;
 mod metrics;
+mod procfs;
 mod ratelimit;
 mod secrets;
 mod store;

@@ -1,7 +1,8 @@
-//! Counters the node exposes at `/metrics` in Prometheus' text format. The media counters
-//! are the SFU's (`confab_relay::Counters`); while every meeting is a mesh nobody connects
-//! to the SFU and they stay at zero, which is itself the evidence that the node carried no
-//! media.
+//! What the node exposes at `/metrics` in Prometheus' text format: seats and rooms, the
+//! SFU's media counters (`confab_relay::Counters`), and the process's CPU, memory and the
+//! machine's load. While every meeting is a mesh nobody connects to the SFU and the media
+//! counters stay at zero, which is itself the evidence that the node carried no media.
+//! `docs/grafana-dashboard.json` is built on these names.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,27 +11,80 @@ use confab_relay::Counters;
 
 use crate::meeting::hub::HubCounts;
 
-pub fn render(hub: HubCounts, media: &Counters) -> String {
+/// What the node reads from /proc for `/metrics` (absent where /proc is not readable).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessFigures {
+    pub cpu_seconds: Option<f64>,
+    pub resident_kib: Option<u64>,
+    pub load: Option<[f64; 3]>,
+}
+
+impl ProcessFigures {
+    pub fn read() -> ProcessFigures {
+        let process = crate::procfs::process("self");
+        ProcessFigures {
+            cpu_seconds: process.map(|p| p.0),
+            resident_kib: process.map(|p| p.1),
+            load: std::fs::read_to_string("/proc/loadavg").ok().and_then(|t| crate::procfs::load_average(&t)),
+        }
+    }
+}
+
+pub fn render(hub: HubCounts, media: &Counters, process: ProcessFigures) -> String {
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, samples: &[(&str, u64)]| {
+    let mut metric = |name: &str, help: &str, kind: &str, samples: &[(&str, String)]| {
+        if samples.is_empty() {
+            return;
+        }
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, value) in samples {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    gauge("confab_participants", "Seats taken in all meetings, including those reconnecting.", "gauge", &[("", hub.participants as u64)]);
-    gauge(
+    let one = |v: u64| vec![("", v.to_string())];
+    let load = |c: &AtomicU64| one(c.load(Ordering::Relaxed));
+    metric("confab_participants", "Seats taken in all meetings, including those reconnecting.", "gauge", &one(hub.participants as u64));
+    metric(
         "confab_rooms",
         "Meetings with at least one participant, by media mode.",
         "gauge",
-        &[("{mode=\"mesh\"}", hub.mesh_rooms as u64), ("{mode=\"sfu\"}", hub.sfu_rooms as u64)],
+        &[("{mode=\"mesh\"}", hub.mesh_rooms.to_string()), ("{mode=\"sfu\"}", hub.sfu_rooms.to_string())],
     );
-    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    gauge("confab_media_received_packets_total", "Datagrams the SFU's socket received (STUN, DTLS, RTP, RTCP).", "counter", &[("", load(&media.packets_received))]);
-    gauge("confab_media_received_bytes_total", "Bytes the SFU's socket received.", "counter", &[("", load(&media.bytes_received))]);
-    gauge("confab_media_forwarded_packets_total", "Datagrams the SFU sent.", "counter", &[("", load(&media.packets_forwarded))]);
-    gauge("confab_media_forwarded_bytes_total", "Bytes the SFU sent.", "counter", &[("", load(&media.bytes_forwarded))]);
-    gauge("confab_media_forwarded_frames_total", "Audio and video frames the SFU forwarded to subscribers.", "counter", &[("", load(&media.frames_forwarded))]);
+    metric("confab_media_received_packets_total", "Datagrams the SFU's sockets received (STUN, DTLS, RTP, RTCP).", "counter", &load(&media.packets_received));
+    metric("confab_media_received_bytes_total", "Bytes the SFU's sockets received.", "counter", &load(&media.bytes_received));
+    metric("confab_media_forwarded_packets_total", "Datagrams the SFU sent.", "counter", &load(&media.packets_forwarded));
+    metric("confab_media_forwarded_bytes_total", "Bytes the SFU sent.", "counter", &load(&media.bytes_forwarded));
+    metric("confab_media_forwarded_frames_total", "Audio and video frames the SFU forwarded to subscribers.", "counter", &load(&media.frames_forwarded));
+    metric(
+        "confab_media_keyframe_requests_received_total",
+        "Keyframe requests (PLI/FIR) from subscribers.",
+        "counter",
+        &load(&media.keyframe_requests_received),
+    );
+    metric("confab_media_keyframe_requests_sent_total", "Keyframe requests the SFU sent to publishers.", "counter", &load(&media.keyframe_requests_sent));
+    metric("confab_media_nacks_received_total", "Retransmission requests (NACK) from subscribers.", "counter", &load(&media.nacks_received));
+    metric("confab_media_nacks_sent_total", "Retransmission requests (NACK) the SFU sent to publishers.", "counter", &load(&media.nacks_sent));
+    metric(
+        "confab_media_subscriber_packets_lost_total",
+        "Packets the subscribers reported lost (RTCP receiver reports) on what the SFU sent them.",
+        "counter",
+        &load(&media.subscriber_packets_lost),
+    );
+    metric(
+        "confab_relay_stalled_shards",
+        "SFU shard threads whose loop has not run for 5 s (stuck or dead); /healthz fails while this is not 0.",
+        "gauge",
+        &one(media.stalled_shards(crate::http::STALL_LIMIT) as u64),
+    );
+    let cpu: Vec<(&str, String)> = process.cpu_seconds.map(|s| ("", format!("{s:.2}"))).into_iter().collect();
+    metric("process_cpu_seconds_total", "CPU time the node has used (user and system), in seconds.", "counter", &cpu);
+    let rss: Vec<(&str, String)> = process.resident_kib.map(|k| ("", (k * 1024).to_string())).into_iter().collect();
+    metric("process_resident_memory_bytes", "The node's resident memory.", "gauge", &rss);
+    let loads: Vec<(&str, String)> = process
+        .load
+        .map(|l| vec![("{minutes=\"1\"}", l[0].to_string()), ("{minutes=\"5\"}", l[1].to_string()), ("{minutes=\"15\"}", l[2].to_string())])
+        .unwrap_or_default();
+    metric("confab_load_average", "The machine's load average.", "gauge", &loads);
     out
 }
 
@@ -42,9 +96,23 @@ mod tests {
     fn renders_prometheus_text() {
         let media = Counters::default();
         media.packets_forwarded.store(7, Ordering::Relaxed);
-        let text = render(HubCounts { participants: 3, mesh_rooms: 1, sfu_rooms: 0 }, &media);
+        media.nacks_received.store(3, Ordering::Relaxed);
+        let process = ProcessFigures { cpu_seconds: Some(1.5), resident_kib: Some(2), load: Some([0.5, 0.25, 0.125]) };
+        let text = render(HubCounts { participants: 3, mesh_rooms: 1, sfu_rooms: 0 }, &media, process);
         assert!(text.contains("# TYPE confab_participants gauge\nconfab_participants 3\n"));
         assert!(text.contains("confab_rooms{mode=\"mesh\"} 1\n"));
         assert!(text.contains("confab_media_forwarded_packets_total 7\n"));
+        assert!(text.contains("# TYPE confab_media_nacks_received_total counter\nconfab_media_nacks_received_total 3\n"));
+        assert!(text.contains("process_cpu_seconds_total 1.50\n"));
+        assert!(text.contains("process_resident_memory_bytes 2048\n"));
+        assert!(text.contains("confab_load_average{minutes=\"15\"} 0.125\n"));
+        assert!(text.contains("confab_relay_stalled_shards 0\n"));
+    }
+
+    #[test]
+    fn figures_that_cannot_be_read_are_left_out() {
+        let text = render(HubCounts::default(), &Counters::default(), ProcessFigures::default());
+        assert!(!text.contains("process_cpu_seconds_total"));
+        assert!(!text.contains("confab_load_average"));
     }
 }

@@ -34,6 +34,26 @@ pub struct Counters {
     pub packets_forwarded: AtomicU64,
     pub bytes_forwarded: AtomicU64,
     pub frames_forwarded: AtomicU64,
+    /// Keyframe requests (PLI/FIR) from subscribers, and those the relay sent publishers.
+    pub keyframe_requests_received: AtomicU64,
+    pub keyframe_requests_sent: AtomicU64,
+    /// Retransmission requests from subscribers, and those the relay sent publishers.
+    pub nacks_received: AtomicU64,
+    pub nacks_sent: AtomicU64,
+    /// Packets the subscribers reported lost (RTCP receiver reports) on what the relay sent.
+    pub subscriber_packets_lost: AtomicU64,
+    /// Per shard: when its loop last ran, in milliseconds since the relay started.
+    pub heartbeats: Vec<AtomicU64>,
+    pub started: Option<std::time::Instant>,
+}
+
+impl Counters {
+    /// Shards whose loop has not run for `limit`: stuck, or dead.
+    pub fn stalled_shards(&self, limit: std::time::Duration) -> usize {
+        let Some(started) = self.started else { return 0 };
+        let now = started.elapsed().as_millis() as u64;
+        self.heartbeats.iter().filter(|h| now.saturating_sub(h.load(std::sync::atomic::Ordering::Relaxed)) > limit.as_millis() as u64).count()
+    }
 }
 
 /// A participant, as the node names them: the room and the seat id.
@@ -97,21 +117,22 @@ impl Relay {
     ) -> std::io::Result<Relay> {
         static CRYPTO: std::sync::Once = std::sync::Once::new();
         CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
-        let counters = Arc::new(Counters::default());
-        let mut shards = Vec::new();
+        let shards = config.shards.max(1);
+        let counters = Arc::new(Counters { heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(), started: Some(std::time::Instant::now()), ..Default::default() });
+        let mut senders = Vec::new();
         let mut first = None;
-        for n in 0..config.shards.max(1) {
+        for n in 0..shards {
             let port = if bind.port() == 0 { 0 } else { bind.port() + n as u16 };
             let socket = UdpSocket::bind(SocketAddr::new(bind.ip(), port))?;
             let local = socket.local_addr()?;
             let advertised = SocketAddr::new(advertise.unwrap_or(local.ip()), local.port());
             first.get_or_insert(advertised);
             let (tx, rx) = channel();
-            let shard = Shard::new(socket, advertised, config.clone(), rx, notices.clone(), counters.clone());
+            let shard = Shard::new(n, socket, advertised, config.clone(), rx, notices.clone(), counters.clone());
             std::thread::Builder::new().name(format!("confab-relay-{n}")).spawn(move || shard.run())?;
-            shards.push(tx);
+            senders.push(tx);
         }
-        Ok(Relay { shards, addr: first.expect("at least one shard"), counters })
+        Ok(Relay { shards: senders, addr: first.expect("at least one shard"), counters })
     }
 
     /// Accepts `peer`'s SDP offer; returns the answer.

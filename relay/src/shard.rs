@@ -34,6 +34,8 @@ const LAYER_STALE: Duration = Duration::from_secs(1);
 /// 720p layer, several seconds of a thumbnail. str0m's default of 1000 kept up to ~1 MiB
 /// per slot, several MiB per participant.
 const SEND_BUFFER_VIDEO: usize = 100;
+/// How often str0m reports each stream's NACK, PLI and loss figures (for `/metrics`).
+const STATS_EVERY: Duration = Duration::from_secs(5);
 /// What one forwarded audio stream is reckoned to need, bit/s.
 const AUDIO_RATE: u64 = 40_000;
 /// What BWE starts from for each subscriber.
@@ -73,6 +75,9 @@ struct Peer {
     /// Its downlink estimate from str0m's BWE (TWCC), bit/s.
     estimate: Option<u64>,
     last_keyframe_request: HashMap<(Mid, Option<Rid>), Instant>,
+    /// The cumulative (NACKs, packets lost) str0m last reported per stream (mid, rid,
+    /// egress), so that `/metrics` counts only what is new.
+    reported: HashMap<(Mid, Option<Rid>, bool), (u64, u64)>,
     /// Each video slot's share of the downlink estimate (`layers::allocate`), bit/s.
     allotted: HashMap<Mid, Option<u64>>,
     /// When str0m next needs the time (its `Output::Timeout`).
@@ -86,6 +91,7 @@ fn kind_name(kind: MediaKind) -> &'static str {
 }
 
 pub(crate) struct Shard {
+    index: usize,
     socket: UdpSocket,
     local: SocketAddr,
     advertise: SocketAddr,
@@ -103,6 +109,7 @@ pub(crate) struct Shard {
 
 impl Shard {
     pub(crate) fn new(
+        index: usize,
         socket: UdpSocket,
         advertise: SocketAddr,
         config: RelayConfig,
@@ -111,13 +118,16 @@ impl Shard {
         counters: Arc<Counters>,
     ) -> Shard {
         let local = socket.local_addr().expect("a bound socket has an address");
-        Shard { socket, local, advertise, config, peers: Vec::new(), speakers: BTreeMap::new(), commands, notices, counters, next_review: Instant::now(), sources: HashMap::new() }
+        Shard { index, socket, local, advertise, config, peers: Vec::new(), speakers: BTreeMap::new(), commands, notices, counters, next_review: Instant::now(), sources: HashMap::new() }
     }
 
     pub(crate) fn run(mut self) {
         let mut buf = vec![0u8; 2000];
         let mut frames = Vec::new();
         loop {
+            if let (Some(started), Some(beat)) = (self.counters.started, self.counters.heartbeats.get(self.index)) {
+                beat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
             while let Ok(command) = self.commands.try_recv() {
                 self.command(command);
             }
@@ -234,6 +244,7 @@ impl Shard {
         let mut rtc = Rtc::builder()
             .enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
             .set_send_buffer_video(SEND_BUFFER_VIDEO)
+            .set_stats_interval(Some(STATS_EVERY))
             .build(Instant::now());
         let candidate = Candidate::host(self.advertise, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(candidate);
@@ -258,6 +269,7 @@ impl Shard {
             estimate: None,
             last_keyframe_request: HashMap::new(),
             allotted: HashMap::new(),
+            reported: HashMap::new(),
             next_timeout: Instant::now(),
             dirty: true,
         });
@@ -302,7 +314,20 @@ impl Shard {
                     changed = true;
                 }
                 Output::Event(Event::MediaData(data)) => frames.push((i, data)),
-                Output::Event(Event::KeyframeRequest(req)) => keyframe_requests.push(req.mid),
+                Output::Event(Event::KeyframeRequest(req)) => {
+                    self.counters.keyframe_requests_received.fetch_add(1, Ordering::Relaxed);
+                    keyframe_requests.push(req.mid);
+                }
+                Output::Event(Event::MediaEgressStats(s)) => {
+                    let lost = s.remote.map_or(0, |r| r.packets_lost);
+                    let last = peer.reported.insert((s.mid, s.rid, true), (s.nacks, lost)).unwrap_or_default();
+                    self.counters.nacks_received.fetch_add(s.nacks.saturating_sub(last.0), Ordering::Relaxed);
+                    self.counters.subscriber_packets_lost.fetch_add(lost.saturating_sub(last.1), Ordering::Relaxed);
+                }
+                Output::Event(Event::MediaIngressStats(s)) => {
+                    let last = peer.reported.insert((s.mid, s.rid, false), (s.nacks, 0)).unwrap_or_default();
+                    self.counters.nacks_sent.fetch_add(s.nacks.saturating_sub(last.0), Ordering::Relaxed);
+                }
                 Output::Event(Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })) => peer.estimate = Some(estimate.as_u64()),
                 Output::Event(Event::IceConnectionStateChange(IceConnectionState::Disconnected)) => {
                     peer.rtc.disconnect();
@@ -541,6 +566,7 @@ impl Shard {
         if let Some(mut writer) = publisher.rtc.writer(mid) {
             tracing::debug!(publisher = publisher.key.participant, %mid, ?layer, "keyframe requested");
             let _ = writer.request_keyframe(layer, KeyframeRequestKind::Pli);
+            self.counters.keyframe_requests_sent.fetch_add(1, Ordering::Relaxed);
             publisher.dirty = true;
             publisher.last_keyframe_request.insert((mid, layer), now);
         }

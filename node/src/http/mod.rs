@@ -146,14 +146,37 @@ fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
     }
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+/// A relay shard whose loop has not run for this long is stuck (it wakes at least every
+/// 200 ms).
+pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// For load balancers and monitoring: 200 when the database answers and every relay shard
+/// is running, 503 otherwise, with what failed.
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.store.clone();
+    let database = match web::block(move || store.check()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    let stalled = state.relay.counters.stalled_shards(STALL_LIMIT);
+    let healthy = database == "ok" && stalled == 0;
+    let body = serde_json::json!({
+        "status": if healthy { "ok" } else { "unhealthy" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "database": database,
+        "relay_shards": state.relay.counters.heartbeats.len(),
+        "stalled_relay_shards": stalled,
+        "participants": state.hub.counts().participants,
+    });
+    let mut response = if healthy { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
+    response.insert_header((header::CACHE_CONTROL, "no-store")).json(body)
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(crate::metrics::render(state.hub.counts(), &state.relay.counters))
+        .body(crate::metrics::render(state.hub.counts(), &state.relay.counters, crate::metrics::ProcessFigures::read()))
 }
 
 async fn api_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -177,10 +177,8 @@ struct ProcSample {
 }
 
 fn sample(pid: &str) -> Option<ProcSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    // Linux reports CPU time in USER_HZ, 100 per second on every platform it runs on.
-    Some(ProcSample { at: Instant::now(), cpu_secs: stats::cpu_ticks(&stat)? as f64 / 100.0, rss_kib: stats::rss_kib(&status)? })
+    let (cpu_secs, rss_kib) = crate::procfs::process(pid)?;
+    Some(ProcSample { at: Instant::now(), cpu_secs, rss_kib })
 }
 
 /// CPU use between two samples, in cores (1.0 = one core busy).

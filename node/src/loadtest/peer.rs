@@ -208,9 +208,7 @@ impl Peer {
     }
 
     fn payload_type(&mut self, mid: Mid, codec: Codec) -> Option<str0m::media::Pt> {
-        let writer = self.rtc.writer(mid)?;
-        let pt = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt());
-        pt
+        self.rtc.writer(mid)?.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt())
     }
 
     fn drain(&mut self, measuring: bool) -> Instant {

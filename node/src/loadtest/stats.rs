@@ -109,20 +109,6 @@ pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
     Some(sorted[rank - 1])
 }
 
-/// CPU time (user + system, in clock ticks) from the text of `/proc/PID/stat`.
-pub fn cpu_ticks(stat: &str) -> Option<u64> {
-    // The command name is in parentheses and may contain spaces: count fields after ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of the whole line (utime, stime) are 12 and 13 after the name.
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Resident memory in KiB from the text of `/proc/PID/status`.
-pub fn rss_kib(status: &str) -> Option<u64> {
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,13 +149,5 @@ mod tests {
         assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.5), Some(2.0));
         assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.95), Some(4.0));
         assert_eq!(quantile(&[], 0.5), None);
-    }
-
-    #[test]
-    fn proc_files() {
-        let stat = "4242 (confab relay) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 9 0 100 1000000 2000 18446744073709551615";
-        assert_eq!(cpu_ticks(stat), Some(325));
-        assert_eq!(cpu_ticks("garbage"), None);
-        assert_eq!(rss_kib("Name:\tconfab\nVmRSS:\t   51234 kB\nThreads: 9\n"), Some(51234));
     }
 }

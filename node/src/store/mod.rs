@@ -44,6 +44,12 @@ impl Store {
         Ok(Store { conn: Mutex::new(conn) })
     }
 
+    /// The database answers a query (for `/healthz`).
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.lock().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (the transaction rolls
         // back on drop), so the poison flag carries no information worth failing for.
