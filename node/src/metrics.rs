@@ -110,6 +110,28 @@ mod tests {
     }
 
     #[test]
+    fn the_grafana_dashboard_uses_only_metrics_the_node_renders() {
+        let process = ProcessFigures { cpu_seconds: Some(1.0), resident_kib: Some(1), load: Some([0.0; 3]) };
+        let text = render(HubCounts::default(), &Counters::default(), process);
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).unwrap();
+        let mut names = Vec::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("confab_") || word.starts_with("process_") {
+                        names.push(word.to_string());
+                    }
+                }
+            }
+        }
+        assert!(names.len() > 10, "{names:?}");
+        for name in names {
+            assert!(text.contains(&format!("# TYPE {name} ")), "the dashboard uses {name}, which /metrics does not have");
+        }
+    }
+
+    #[test]
     fn figures_that_cannot_be_read_are_left_out() {
         let text = render(HubCounts::default(), &Counters::default(), ProcessFigures::default());
         assert!(!text.contains("process_cpu_seconds_total"));
