@@ -30,10 +30,12 @@ const LAYER_HOLD: Duration = Duration::from_secs(1);
 const KEYFRAME_REQUEST_EVERY: Duration = Duration::from_millis(300);
 /// A layer not seen for this long is gone (the publisher's encoder dropped it).
 const LAYER_STALE: Duration = Duration::from_secs(1);
-/// Packets each video slot keeps for retransmission (NACK) and BWE probing: 0.55 s of a
-/// 720p layer, several seconds of a thumbnail. str0m's default of 1000 kept up to ~1 MiB
-/// per slot, several MiB per participant.
-const SEND_BUFFER_VIDEO: usize = 100;
+/// Packets each video slot holds: str0m's ring is both the queue between a write and the
+/// pacer sending it, and the history for retransmission (NACK) and BWE probing. A browser's
+/// 720p keyframe alone can be 100+ packets, queued behind the pacer when the estimate is low;
+/// at 100 packets such keyframes overflowed and broke the subscribers' decoders (a PLI loop).
+/// str0m's default of 1000 kept up to ~1 MiB per slot.
+const SEND_BUFFER_VIDEO: usize = 400;
 /// How often str0m reports each stream's NACK, PLI and loss figures (for `/metrics`).
 const STATS_EVERY: Duration = Duration::from_secs(5);
 /// What one forwarded audio stream is reckoned to need, bit/s.
@@ -146,7 +148,7 @@ impl Shard {
                 self.settle(&mut frames);
             }
             let deadline = self.peers.iter().map(|p| p.next_timeout).min().unwrap_or(self.next_review).min(self.next_review);
-            self.receive(deadline, &mut buf);
+            self.receive(deadline, &mut buf, &mut frames);
         }
     }
 
@@ -171,26 +173,21 @@ impl Shard {
         }
     }
 
-    /// Waits until `deadline` for a datagram, then takes every datagram already queued (up
-    /// to a batch) and hands each to the peer it belongs to.
-    fn receive(&mut self, deadline: Instant, buf: &mut [u8]) {
-        const BATCH: usize = 64;
+    /// Waits until `deadline` for a datagram, hands it to the peer it belongs to, and
+    /// settles. One datagram per turn of the loop, timers included: reading a batch of 64
+    /// before the next turn (even settling after each) starved six Chromium subscribers in
+    /// `meeting_sfu`'s last-N test, whose decoders then asked for keyframes in a loop.
+    fn receive(&mut self, deadline: Instant, buf: &mut [u8], frames: &mut Vec<(usize, MediaData)>) {
         let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         let _ = self.socket.set_read_timeout(Some(wait));
-        for n in 0..BATCH {
-            if n == 1 {
-                let _ = self.socket.set_nonblocking(true);
+        match self.socket.recv_from(buf) {
+            Ok((len, source)) => {
+                self.datagram(&buf[..len], source);
+                self.settle(frames);
             }
-            match self.socket.recv_from(buf) {
-                Ok((len, source)) => self.datagram(&buf[..len], source),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "relay socket read failed");
-                    break;
-                }
-            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => tracing::warn!(error = %e, "relay socket read failed"),
         }
-        let _ = self.socket.set_nonblocking(false);
     }
 
     fn datagram(&mut self, contents: &[u8], source: SocketAddr) {
