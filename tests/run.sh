@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test Confab has: unit, property, integration (the real binary over HTTPS and
 # WebSocket) and end-to-end (headless Chromium and Firefox ESR). Installs what the browser
-# tests need first, once: Debian's chromium, chromium-driver and firefox-esr, vpx-tools
+# tests need first, once: Debian's chromium, chromium-driver and firefox-esr, vpx-tools, nftables
 # (vpxenc, which encodes the webrtc-rs test participant's video), and geckodriver from
 # crates.io.
 set -euo pipefail
@@ -12,6 +12,7 @@ need_apt=()
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 [ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
 [ -x /usr/bin/vpxenc ] || need_apt+=(vpx-tools)
+[ -x /usr/sbin/nft ] || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "Installing ${need_apt[*]} for the media tests…"
   SUDO=""

@@ -54,7 +54,8 @@ fn must(args: &[&str]) {
     }
 }
 
-/// Deletes namespaces left by earlier runs that were killed before they could clean up.
+/// Deletes namespaces left by earlier runs that were killed before they could clean up
+/// (a NAT's inside namespace carries its router's name and a suffix).
 fn remove_stale() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -166,6 +167,56 @@ impl Namespace {
         let _ = run(&["tc", "qdisc", "del", "dev", &self.host_if, "root"]);
         let inside = format!("{}p", self.host_if);
         let _ = run(&["ip", "netns", "exec", &self.name, "tc", "qdisc", "del", "dev", &inside, "root"]);
+    }
+}
+
+/// A namespace behind a NAT: `router` is linked to the test's namespace as [`Namespace::create`]
+/// makes it, and masquerades what `inside` sends out, as a home router does. UDP from outside
+/// reaches `inside` only as the reply to something it sent. The test's namespace has a route
+/// to `inside` through the router so that it can reach a WebDriver there (ChromeDriver
+/// accepts requests only for its own addresses): TCP connections from outside pass, new UDP
+/// flows from outside are dropped. `inside.host_ip` is the host end of the router's link
+/// (where the node listens), `inside.ns_ip` the address inside.
+pub struct Nat {
+    pub inside: Namespace,
+    pub router: Namespace,
+}
+
+impl Nat {
+    /// Needs `nft` (Debian's nftables, which tests/run.sh installs).
+    pub fn create() -> Nat {
+        let router = Namespace::create();
+        let n = router.name.rsplit('-').next().unwrap_or("0").to_string();
+        let inside_name = format!("{}n", router.name);
+        let uplink = format!("{}p", router.host_if);
+        let (link, peer) = (format!("cfn{}-{n}", std::process::id() % 1_000_000), format!("cfn{}-{n}p", std::process::id() % 1_000_000));
+        // The same /30 numbering as the router's link, in 10.214/16.
+        let offset = u32::from(router.host_ip) - u32::from(Ipv4Addr::new(10, 213, 0, 1));
+        let base = u32::from(Ipv4Addr::new(10, 214, 0, 0)) + offset;
+        let (gateway, address) = (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2));
+        let inside = Namespace { name: inside_name, host_if: link.clone(), host_ip: router.host_ip, ns_ip: address };
+        must(&["ip", "netns", "add", &inside.name]);
+        router.must(&["ip", "link", "add", &link, "type", "veth", "peer", "name", &peer]);
+        router.must(&["ip", "link", "set", &peer, "netns", &inside.name]);
+        router.must(&["ip", "addr", "add", &format!("{gateway}/30"), "dev", &link]);
+        router.must(&["ip", "link", "set", &link, "up"]);
+        router.must(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        inside.must(&["ip", "link", "set", "lo", "up"]);
+        inside.must(&["ip", "addr", "add", &format!("{address}/30"), "dev", &peer]);
+        inside.must(&["ip", "link", "set", &peer, "up"]);
+        inside.must(&["ip", "route", "add", "default", "via", &gateway.to_string()]);
+        let rules = format!(
+            "table ip nat {{\n chain post {{ type nat hook postrouting priority srcnat; oifname \"{uplink}\" masquerade; }}\n}}\n\
+             table ip filter {{\n chain forward {{ type filter hook forward priority filter; \
+             iifname \"{uplink}\" oifname \"{link}\" ct state new meta l4proto udp drop; }}\n}}\n"
+        );
+        let file = std::env::temp_dir().join(format!("{}.nft", inside.name));
+        std::fs::write(&file, rules).expect("a temporary file for the NAT rules");
+        router.must(&["nft", "-f", &file.display().to_string()]);
+        let _ = std::fs::remove_file(&file);
+        // Goes with the router's link when that is deleted.
+        must(&["ip", "route", "add", &format!("{}/30", Ipv4Addr::from(base)), "via", &router.ns_ip.to_string()]);
+        Nat { inside, router }
     }
 }
 
