@@ -121,6 +121,31 @@ pub struct ServeOptions {
     /// recent speakers. [default: 9]
     #[arg(long, env = "CONFAB_LAST_N", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub last_n: Option<u16>,
+
+    /// The embedded TURN relay's UDP and TCP address (also a STUN server), or `off`.
+    /// [default: 0.0.0.0:3478]
+    #[arg(long, env = "CONFAB_TURN_LISTEN", value_name = "ADDR:PORT|off")]
+    pub turn_listen: Option<String>,
+
+    /// Also serve TURN over TLS on its own address (the HTTPS certificate).
+    /// [default: none]
+    #[arg(long, env = "CONFAB_TURN_TLS_LISTEN", value_name = "ADDR:PORT")]
+    pub turn_tls_listen: Option<String>,
+
+    /// Accept TURN over TLS on the HTTPS port as well, for networks that allow only
+    /// outgoing TCP to port 443. [default: true when HTTPS listens on port 443]
+    #[arg(long, env = "CONFAB_TURN_ON_HTTPS", value_name = "BOOL")]
+    pub turn_on_https: Option<bool>,
+
+    /// Let TURN relay to private, link-local and CGNAT addresses (a relay for a private
+    /// network). Loopback is never allowed. [default: false]
+    #[arg(long, env = "CONFAB_TURN_ALLOW_PRIVATE", value_name = "BOOL")]
+    pub turn_allow_private: Option<bool>,
+
+    /// How long the TURN credentials a participant gets on joining stay valid (a
+    /// reconnection brings new ones). [default: 24h]
+    #[arg(long, env = "CONFAB_TURN_CREDENTIAL_TTL", value_name = "DURATION")]
+    pub turn_credential_ttl: Option<Span>,
 }
 
 #[derive(Debug, Subcommand)]

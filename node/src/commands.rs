@@ -28,7 +28,9 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
 
     let listener = TcpListener::bind(&settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
     let bound = listener.local_addr()?;
-    let public_url = common.public_url.clone().unwrap_or_else(|| format!("https://localhost:{}", bound.port()));
+    // Listening on one address: that address is where browsers find the node.
+    let default_host = if bound.ip().is_unspecified() || bound.ip().is_loopback() { "localhost".to_string() } else { bound.ip().to_string() };
+    let public_url = common.public_url.clone().unwrap_or_else(|| format!("https://{}", crate::turn::host_port(&default_host, bound.port())));
     let tls = match &settings.tls {
         Some((cert, key)) => datadir::tls_from_pem(cert, key)?,
         None => data.self_signed_tls(config::public_host(&public_url))?,
@@ -54,8 +56,16 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
         Box::new(move |room: &str, participant: ParticipantId| relay.remove(PeerKey { room: room.to_string(), participant: participant.0 }))
     };
     let hub = Hub::new(settings.room.clone(), on_departed);
-    let state = AppState::new(store, node_key, public_url, hub, settings.ice_servers.clone(), relay);
-    actix_web::rt::System::new().block_on(http::run(state, listener, tls, notices))?;
+    let own_media = relay.addrs.clone();
+    let state = AppState::new(store, node_key, public_url.clone(), hub, settings.ice_servers.clone(), relay);
+    let turn_on_https = settings.turn.on_https.unwrap_or(bound.port() == 443);
+    actix_web::rt::System::new().block_on(async move {
+        let state = match start_turn(&settings, &public_url, bound, own_media, &tls, turn_on_https).await? {
+            Some((issuer, service)) => state.with_turn(issuer, service),
+            None => state,
+        };
+        http::run(state, listener, tls, notices, turn_on_https).await.map_err(anyhow::Error::from)
+    })?;
     tracing::info!("node stopped");
     Ok(())
 }
@@ -71,6 +81,58 @@ fn start_relay(settings: &config::Serve, https: std::net::SocketAddr) -> anyhow:
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let relay = Relay::start(bind, Some(ip), settings.relay.clone(), tx).with_context(|| format!("cannot bind the relay's UDP socket {bind}"))?;
     Ok((relay, rx))
+}
+
+/// The embedded TURN relay (unless `turn_listen` is off and TLS is nowhere): its listeners,
+/// and the URLs and credentials participants get for it.
+async fn start_turn(
+    settings: &config::Serve,
+    public_url: &str,
+    https: std::net::SocketAddr,
+    own_media: Vec<std::net::SocketAddr>,
+    tls: &rustls::ServerConfig,
+    on_https: bool,
+) -> anyhow::Result<Option<(crate::turn::Issuer, crate::turn::service::Turn)>> {
+    use crate::turn::{Issuer, credentials::TurnSecret, front::PeerPolicy, host_port, service};
+    let turn = &settings.turn;
+    if turn.listen.is_none() && turn.tls_listen.is_none() && !on_https {
+        return Ok(None);
+    }
+    let media_ip = own_media.first().map(|a| a.ip()).unwrap_or_else(default_route_ip);
+    let relay_ip = match turn.listen.map(|a| a.ip()) {
+        Some(ip) if !ip.is_unspecified() => ip,
+        _ => media_ip,
+    };
+    let with_tls = turn.tls_listen.is_some() || on_https;
+    let service = service::Turn::start(
+        service::TurnSettings {
+            listen: turn.listen,
+            tls_listen: turn.tls_listen,
+            relay_ip,
+            peers: PeerPolicy { allow_private: turn.allow_private, own: own_media },
+            // Per process: a restart ends every allocation anyway, and reconnecting
+            // participants get new credentials in their welcome.
+            secret: TurnSecret::from_bytes(random_bytes::<32>()),
+        },
+        with_tls.then(|| std::sync::Arc::new(tls.clone())),
+    )
+    .await?;
+    let ip = relay_ip.to_string();
+    let host = config::public_host(public_url);
+    let mut issuer = Issuer { secret: service.secret.clone(), stun: Vec::new(), turn: Vec::new(), ttl: turn.credential_ttl.secs() };
+    if let Some(udp) = service.udp {
+        issuer.stun.push(format!("stun:{}", host_port(&ip, udp.port())));
+        issuer.turn.push(format!("turn:{}?transport=udp", host_port(&ip, udp.port())));
+        issuer.turn.push(format!("turn:{}?transport=tcp", host_port(&ip, udp.port())));
+    }
+    if let Some(tls) = service.tls {
+        issuer.turn.push(format!("turns:{}?transport=tcp", host_port(host, tls.port())));
+    }
+    if on_https {
+        issuer.turn.push(format!("turns:{}?transport=tcp", host_port(host, https.port())));
+    }
+    tracing::info!(udp_tcp = ?service.udp, tls = ?service.tls, on_https, %relay_ip, allow_private = turn.allow_private, "TURN relay started");
+    Ok(Some((issuer, service)))
 }
 
 /// The address the kernel would send from towards the Internet (no packet is sent), or

@@ -39,6 +39,11 @@ pub struct FileConfig {
     pub relay_ip: Option<std::net::IpAddr>,
     pub relay_shards: Option<u16>,
     pub last_n: Option<u16>,
+    pub turn_listen: Option<String>,
+    pub turn_tls_listen: Option<String>,
+    pub turn_on_https: Option<bool>,
+    pub turn_allow_private: Option<bool>,
+    pub turn_credential_ttl: Option<String>,
 }
 
 impl FileConfig {
@@ -75,7 +80,24 @@ pub struct Serve {
     pub relay_listen: Option<String>,
     pub relay_ip: Option<std::net::IpAddr>,
     pub relay: confab_relay::RelayConfig,
+    pub turn: Turn,
 }
+
+/// The embedded TURN relay's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// UDP and TCP; None: off.
+    pub listen: Option<std::net::SocketAddr>,
+    pub tls_listen: Option<std::net::SocketAddr>,
+    /// None: when HTTPS listens on port 443.
+    pub on_https: Option<bool>,
+    pub allow_private: bool,
+    /// How long a participant's TURN credentials stay valid.
+    pub credential_ttl: Span,
+}
+
+pub const DEFAULT_TURN_LISTEN: &str = "0.0.0.0:3478";
+pub const DEFAULT_TURN_CREDENTIAL_TTL: Span = Span(24 * 3600);
 
 pub fn common(flags: &GlobalOptions, file: &FileConfig) -> anyhow::Result<Common> {
     let public_url = flags.public_url.clone().or_else(|| file.public_url.clone()).map(|u| normalize_public_url(&u)).transpose()?;
@@ -116,6 +138,7 @@ pub fn serve(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<Serve> {
         relay_listen: flags.relay_listen.clone().or_else(|| file.relay_listen.clone()),
         relay_ip: flags.relay_ip.or(file.relay_ip),
         relay: relay_config(flags, file)?,
+        turn: turn_config(flags, file)?,
     })
 }
 
@@ -130,6 +153,25 @@ fn relay_config(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<confa
         bail!("last_n must be between 1 and 64, not {last_n}");
     }
     Ok(confab_relay::RelayConfig { last_n, shards })
+}
+
+fn turn_config(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<Turn> {
+    let listen = flags.turn_listen.clone().or_else(|| file.turn_listen.clone()).unwrap_or_else(|| DEFAULT_TURN_LISTEN.into());
+    let listen = match listen.trim() {
+        "off" | "none" => None,
+        text => Some(text.parse().map_err(|_| anyhow::anyhow!("turn_listen {text:?} is not ADDR:PORT or off"))?),
+    };
+    let tls_listen = match flags.turn_tls_listen.clone().or_else(|| file.turn_tls_listen.clone()) {
+        None => None,
+        Some(text) => Some(text.trim().parse().map_err(|_| anyhow::anyhow!("turn_tls_listen {text:?} is not ADDR:PORT"))?),
+    };
+    Ok(Turn {
+        listen,
+        tls_listen,
+        on_https: flags.turn_on_https.or(file.turn_on_https),
+        allow_private: flags.turn_allow_private.or(file.turn_allow_private).unwrap_or(false),
+        credential_ttl: span("turn_credential_ttl", flags.turn_credential_ttl, &file.turn_credential_ttl, DEFAULT_TURN_CREDENTIAL_TTL)?,
+    })
 }
 
 fn span(name: &str, flag: Option<Span>, file: &Option<String>, default: Span) -> anyhow::Result<Span> {

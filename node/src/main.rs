@@ -15,8 +15,6 @@ mod procfs;
 mod ratelimit;
 mod secrets;
 mod store;
-// The TURN front (credentials, peer policy) is not wired to sockets yet (issue 6).
-#[allow(dead_code)]
 mod turn;
 
 use std::process::ExitCode;

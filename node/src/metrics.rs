@@ -30,7 +30,7 @@ impl ProcessFigures {
     }
 }
 
-pub fn render(hub: HubCounts, media: &Counters, process: ProcessFigures) -> String {
+pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::service::TurnCounters>, process: ProcessFigures) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, kind: &str, samples: &[(&str, String)]| {
         if samples.is_empty() {
@@ -76,6 +76,16 @@ pub fn render(hub: HubCounts, media: &Counters, process: ProcessFigures) -> Stri
         "gauge",
         &one(media.stalled_shards(crate::http::STALL_LIMIT) as u64),
     );
+    if let Some(turn) = turn {
+        metric("confab_turn_allocations_total", "Relayed addresses the TURN relay gave out.", "counter", &load(&turn.allocations));
+        metric("confab_turn_relayed_packets_total", "Datagrams the TURN relay sent to peers.", "counter", &load(&turn.relayed_packets));
+        metric(
+            "confab_turn_refused_total",
+            "TURN requests refused: a credential the node did not issue or that expired, or a peer address that is private or local.",
+            "counter",
+            &[("{reason=\"credentials\"}", turn.refused_credentials.load(Ordering::Relaxed).to_string()), ("{reason=\"peer\"}", turn.refused_peers.load(Ordering::Relaxed).to_string())],
+        );
+    }
     let cpu: Vec<(&str, String)> = process.cpu_seconds.map(|s| ("", format!("{s:.2}"))).into_iter().collect();
     metric("process_cpu_seconds_total", "CPU time the node has used (user and system), in seconds.", "counter", &cpu);
     let rss: Vec<(&str, String)> = process.resident_kib.map(|k| ("", (k * 1024).to_string())).into_iter().collect();
@@ -98,7 +108,7 @@ mod tests {
         media.packets_forwarded.store(7, Ordering::Relaxed);
         media.nacks_received.store(3, Ordering::Relaxed);
         let process = ProcessFigures { cpu_seconds: Some(1.5), resident_kib: Some(2), load: Some([0.5, 0.25, 0.125]) };
-        let text = render(HubCounts { participants: 3, mesh_rooms: 1, sfu_rooms: 0 }, &media, process);
+        let text = render(HubCounts { participants: 3, mesh_rooms: 1, sfu_rooms: 0 }, &media, Some(&Default::default()), process);
         assert!(text.contains("# TYPE confab_participants gauge\nconfab_participants 3\n"));
         assert!(text.contains("confab_rooms{mode=\"mesh\"} 1\n"));
         assert!(text.contains("confab_media_forwarded_packets_total 7\n"));
@@ -112,7 +122,7 @@ mod tests {
     #[test]
     fn the_grafana_dashboard_uses_only_metrics_the_node_renders() {
         let process = ProcessFigures { cpu_seconds: Some(1.0), resident_kib: Some(1), load: Some([0.0; 3]) };
-        let text = render(HubCounts::default(), &Counters::default(), process);
+        let text = render(HubCounts::default(), &Counters::default(), Some(&Default::default()), process);
         let dashboard: serde_json::Value = serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).unwrap();
         let mut names = Vec::new();
         for panel in dashboard["panels"].as_array().unwrap() {
@@ -133,7 +143,7 @@ mod tests {
 
     #[test]
     fn figures_that_cannot_be_read_are_left_out() {
-        let text = render(HubCounts::default(), &Counters::default(), ProcessFigures::default());
+        let text = render(HubCounts::default(), &Counters::default(), None, ProcessFigures::default());
         assert!(!text.contains("process_cpu_seconds_total"));
         assert!(!text.contains("confab_load_average"));
     }

@@ -102,6 +102,8 @@ pub struct Relay {
     shards: Vec<Sender<Command>>,
     /// The first shard's advertised address (the others use the following ports).
     pub addr: SocketAddr,
+    /// Every shard's advertised address.
+    pub addrs: Vec<SocketAddr>,
     pub counters: Arc<Counters>,
 }
 
@@ -120,19 +122,19 @@ impl Relay {
         let shards = config.shards.max(1);
         let counters = Arc::new(Counters { heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(), started: Some(std::time::Instant::now()), ..Default::default() });
         let mut senders = Vec::new();
-        let mut first = None;
+        let mut addrs = Vec::new();
         for n in 0..shards {
             let port = if bind.port() == 0 { 0 } else { bind.port() + n as u16 };
             let socket = UdpSocket::bind(SocketAddr::new(bind.ip(), port))?;
             let local = socket.local_addr()?;
             let advertised = SocketAddr::new(advertise.unwrap_or(local.ip()), local.port());
-            first.get_or_insert(advertised);
+            addrs.push(advertised);
             let (tx, rx) = channel();
             let shard = Shard::new(n, socket, advertised, config.clone(), rx, notices.clone(), counters.clone());
             std::thread::Builder::new().name(format!("confab-relay-{n}")).spawn(move || shard.run())?;
             senders.push(tx);
         }
-        Ok(Relay { shards: senders, addr: first.expect("at least one shard"), counters })
+        Ok(Relay { shards: senders, addr: addrs[0], addrs, counters })
     }
 
     /// Accepts `peer`'s SDP offer; returns the answer.

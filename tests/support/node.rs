@@ -80,6 +80,8 @@ impl Node {
             .arg("serve")
             // A free loopback port, unless the test says where to listen.
             .args(if options.iter().any(|o| o == "--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] })
+            // TURN on a free port of the same address, unless the test says otherwise.
+            .args(if options.iter().any(|o| o == "--turn-listen") { Vec::new() } else { vec!["--turn-listen".to_string(), format!("{}:0", listen_ip(options))] })
             .arg("--log")
             // CONFAB_TEST_LOG (e.g. `warn,confab_relay=debug`) shows more of the node's log.
             .arg(std::env::var("CONFAB_TEST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -268,4 +270,10 @@ pub async fn check_invite(node: &Node, room: &str, invite: &str) -> (u16, String
     let body: Value = res.json().await.unwrap();
     let code = body.get("error").and_then(Value::as_str).unwrap_or("ok").to_string();
     (status, code)
+}
+
+/// The IP of `--listen IP:PORT` among `options`, or 127.0.0.1.
+fn listen_ip(options: &[String]) -> String {
+    let given = options.iter().position(|o| o == "--listen").and_then(|i| options.get(i + 1));
+    given.and_then(|l| l.parse::<std::net::SocketAddr>().ok()).map_or("127.0.0.1".to_string(), |a| a.ip().to_string())
 }

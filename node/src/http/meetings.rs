@@ -205,6 +205,7 @@ struct CheckInvite {
 
 #[derive(Serialize)]
 struct Checked {
+    ice_servers: Vec<crate::meeting::protocol::IceServer>,
     room: String,
     role: &'static str,
     issuer: String,
@@ -222,12 +223,10 @@ async fn check_invite(state: web::Data<AppState>, body: web::Json<CheckInvite>) 
     let node_key = state.node_key.public();
     let r = room.clone();
     let (granted, _) = state.db(move |s| admit(s, node_key, &r, &invite, now)).await?;
-    Ok(HttpResponse::Ok().json(Checked {
-        room: granted.room.to_string(),
-        role: granted.role.as_str(),
-        issuer: granted.issuer.to_string(),
-        expires_at: granted.expires,
-    }))
+    let room = granted.room.to_string();
+    // For the prejoin self-test: which of the node's paths (UDP, TCP, TLS) this network lets through.
+    let ice_servers = state.ice_servers_for(&room, crate::turn::PROBE_PARTICIPANT);
+    Ok(HttpResponse::Ok().json(Checked { room, role: granted.role.as_str(), issuer: granted.issuer.to_string(), expires_at: granted.expires, ice_servers }))
 }
 
 async fn revoke_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn, path: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -6,6 +6,7 @@ mod account;
 mod admin;
 mod error;
 mod meetings;
+pub mod mux;
 mod pages;
 mod session;
 mod signaling;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub ice_servers: Vec<IceServer>,
     /// The SFU: where participants' connections go once their room passes the threshold.
     pub relay: confab_relay::Relay,
+    /// The embedded TURN relay, when on: credentials per seat, and its listeners.
+    pub turn: Option<(crate::turn::Issuer, crate::turn::service::Turn)>,
 }
 
 impl AppState {
@@ -58,7 +61,23 @@ impl AppState {
             hub,
             ice_servers,
             relay,
+            turn: None,
         }
+    }
+
+    pub fn with_turn(mut self, issuer: crate::turn::Issuer, service: crate::turn::service::Turn) -> AppState {
+        self.turn = Some((issuer, service));
+        self
+    }
+
+    /// The ICE servers for one seat: the configured ones, then the node's own STUN and
+    /// TURN with credentials scoped to the seat.
+    pub fn ice_servers_for(&self, room: &str, participant: u64) -> Vec<IceServer> {
+        let mut servers = self.ice_servers.clone();
+        if let Some((issuer, _)) = &self.turn {
+            servers.extend(issuer.ice_servers(room, participant, crate::clock::now()));
+        }
+        servers
     }
 
     /// Runs a store call on the blocking pool.
@@ -82,8 +101,13 @@ impl AppState {
     }
 }
 
+/// The client's address; for a connection that came through the HTTPS port's TURN/HTTP
+/// split (`mux`), the address the split accepted it from.
 pub fn peer_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+    match req.peer_addr() {
+        Some(addr) => mux::client_of(addr).unwrap_or(addr.ip()),
+        None => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
 }
 
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
@@ -176,7 +200,7 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(crate::metrics::render(state.hub.counts(), &state.relay.counters, crate::metrics::ProcessFigures::read()))
+        .body(crate::metrics::render(state.hub.counts(), &state.relay.counters, state.turn.as_ref().map(|(_, t)| &*t.counters), crate::metrics::ProcessFigures::read()))
 }
 
 async fn api_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -189,7 +213,12 @@ pub async fn run(
     listener: std::net::TcpListener,
     tls: rustls::ServerConfig,
     mut notices: tokio::sync::mpsc::UnboundedReceiver<confab_relay::Notice>,
+    turn_on_https: bool,
 ) -> std::io::Result<()> {
+    let split = match (&state.turn, turn_on_https) {
+        (Some((_, turn)), true) => Some(turn.clone()),
+        _ => None,
+    };
     let state = web::Data::new(state);
     // Grace periods and hold-downs: the rooms decide, this only gives them the time.
     let ticking = state.clone();
@@ -232,8 +261,20 @@ pub async fn run(
             })
             .configure(configure)
     })
-    .shutdown_timeout(10)
-    .listen_rustls_0_23(listener, tls)?;
+    .shutdown_timeout(10);
+    let server = match split {
+        None => server.listen_rustls_0_23(listener, tls)?,
+        Some(turn) => {
+            // The public port splits TLS streams between TURN and the web server, which
+            // listens on loopback only.
+            let internal = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+            let web = internal.local_addr()?;
+            listener.set_nonblocking(true)?;
+            let public = tokio::net::TcpListener::from_std(listener)?;
+            actix_web::rt::spawn(mux::serve(public, web, Arc::new(tls), turn));
+            server.listen(internal)?
+        }
+    };
     server.run().await
 }
 

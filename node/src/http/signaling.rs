@@ -173,10 +173,11 @@ impl Connection {
         let (granted, _meeting) = admitted.map_err(|e| ProtocolError::new(e.code, e.message))?;
         let seat = Seat { name, role: granted.role, audio, video };
         let secret = secrets::hex(&secrets::random_bytes::<16>());
-        let ice_servers = self.state.ice_servers.clone();
+        let (state, room_name) = (self.state.clone(), self.room.to_string());
+        let ice_servers = move |id: ParticipantId| state.ice_servers_for(&room_name, id.0);
         let result = self.state.hub.act(self.room.as_str(), conn, queue, |r, now| match resume {
-            Some(resume) => r.resume_or_join(conn, resume.participant, &resume.secret, seat, secret, ice_servers, now),
-            None => r.join(conn, seat, secret, ice_servers, now),
+            Some(resume) => r.resume_or_join(conn, resume.participant, &resume.secret, seat, secret, &ice_servers, now),
+            None => r.join(conn, seat, secret, &ice_servers, now),
         });
         match result {
             Ok(id) => {

@@ -14,6 +14,9 @@ use super::protocol::{
 };
 
 /// Monotonic milliseconds, from whatever origin the caller chose.
+/// The ICE servers for one participant's connections (TURN credentials are per seat).
+pub type IceServersFor<'a> = &'a dyn Fn(ParticipantId) -> Vec<IceServer>;
+
 pub type Millis = u64;
 
 /// The shell's handle for one WebSocket.
@@ -183,7 +186,7 @@ impl Room {
     }
 
     /// Seats a new participant on `conn`.
-    pub fn join(&mut self, conn: ConnId, seat: Seat, resume_secret: String, ice_servers: Vec<IceServer>, now: Millis) -> Result<ParticipantId, RoomError> {
+    pub fn join(&mut self, conn: ConnId, seat: Seat, resume_secret: String, ice_servers: IceServersFor<'_>, now: Millis) -> Result<ParticipantId, RoomError> {
         if self.seat_of(conn).is_some() {
             return Err(RoomError::AlreadySeated);
         }
@@ -222,7 +225,7 @@ impl Room {
         secret: &str,
         seat: Seat,
         fresh_secret: String,
-        ice_servers: Vec<IceServer>,
+        ice_servers: IceServersFor<'_>,
         now: Millis,
     ) -> Result<ParticipantId, RoomError> {
         let matches = self.participants.get(&id).is_some_and(|p| constant_time_eq(p.resume_secret.as_bytes(), secret.as_bytes()));
@@ -390,7 +393,7 @@ impl Room {
         self.broadcast(except, ServerMessage::Mode { mode });
     }
 
-    fn welcome(&mut self, id: ParticipantId, resumed: bool, ice_servers: Vec<IceServer>) {
+    fn welcome(&mut self, id: ParticipantId, resumed: bool, ice_servers: IceServersFor<'_>) {
         let p = &self.participants[&id];
         let Link::Connected(conn) = p.link else { unreachable!("welcome goes to a connected participant") };
         let message = ServerMessage::Welcome {
@@ -403,7 +406,7 @@ impl Room {
             mode: self.mode,
             mesh_threshold: self.config.mesh_threshold,
             reconnect_grace_secs: self.config.reconnect_grace_ms / 1000,
-            ice_servers,
+            ice_servers: ice_servers(id),
         };
         self.effects.push(Effect::Send { conn, message });
     }

@@ -10,7 +10,7 @@ fn config(threshold: usize) -> RoomConfig {
 }
 
 fn join(room: &mut Room, conn: ConnId, name: &str, now: Millis) -> ParticipantId {
-    room.join(conn, seat(name, Role::Guest), format!("secret-{conn}"), vec![], now).unwrap()
+    room.join(conn, seat(name, Role::Guest), format!("secret-{conn}"), &|_| vec![], now).unwrap()
 }
 
 fn offer() -> SignalPayload {
@@ -73,9 +73,9 @@ fn join_welcomes_the_newcomer_and_tells_the_others() {
 fn a_connection_takes_one_seat_and_a_full_room_refuses() {
     let mut room = Room::new("r", RoomConfig { capacity: 2, ..config(4) });
     join(&mut room, 1, "A", 0);
-    assert_eq!(room.join(1, seat("A again", Role::Guest), "s".into(), vec![], 0), Err(RoomError::AlreadySeated));
+    assert_eq!(room.join(1, seat("A again", Role::Guest), "s".into(), &|_| vec![], 0), Err(RoomError::AlreadySeated));
     join(&mut room, 2, "B", 0);
-    assert_eq!(room.join(3, seat("C", Role::Guest), "s".into(), vec![], 0), Err(RoomError::Full(2)));
+    assert_eq!(room.join(3, seat("C", Role::Guest), "s".into(), &|_| vec![], 0), Err(RoomError::Full(2)));
     assert_eq!(room.len(), 2);
 }
 
@@ -147,7 +147,7 @@ fn a_dropped_connection_keeps_its_seat_for_the_grace_period_and_resumes() {
 
     room.tick(30_999);
     assert_eq!(room.len(), 2);
-    let resumed = room.resume_or_join(7, a, "secret-1", seat("A", Role::Guest), "fresh".into(), vec![], 30_999).unwrap();
+    let resumed = room.resume_or_join(7, a, "secret-1", seat("A", Role::Guest), "fresh".into(), &|_| vec![], 30_999).unwrap();
     assert_eq!(resumed, a);
     let effects = room.take_effects();
     assert_eq!(types(&effects, 7), vec!["welcome", "signal"]);
@@ -171,7 +171,7 @@ fn the_seat_ends_when_the_grace_period_does() {
     assert_eq!(sent(&effects), vec![(2, &ServerMessage::Left { participant: a, reason: LeftReason::TimedOut })]);
     assert!(effects.contains(&Effect::Departed { participant: a }));
     // Coming back after that is a fresh seat with a new id.
-    let again = room.resume_or_join(9, a, "secret-1", seat("A", Role::Guest), "fresh".into(), vec![], 40_000).unwrap();
+    let again = room.resume_or_join(9, a, "secret-1", seat("A", Role::Guest), "fresh".into(), &|_| vec![], 40_000).unwrap();
     assert_ne!(again, a);
     let effects = room.take_effects();
     assert!(matches!(sent(&effects)[0], (9, ServerMessage::Welcome { resumed: false, .. })));
@@ -183,7 +183,7 @@ fn a_wrong_resume_secret_gets_a_new_seat_not_the_old_one() {
     let mut room = Room::new("r", config(4));
     let a = join(&mut room, 1, "A", 0);
     room.disconnected(1, 0);
-    let other = room.resume_or_join(5, a, "secret-2", seat("Mallory", Role::Guest), "s5".into(), vec![], 1).unwrap();
+    let other = room.resume_or_join(5, a, "secret-2", seat("Mallory", Role::Guest), "s5".into(), &|_| vec![], 1).unwrap();
     assert_ne!(other, a);
     assert_eq!(room.len(), 2);
 }
@@ -194,7 +194,7 @@ fn resuming_a_seat_whose_old_connection_lingers_closes_the_old_one() {
     let a = join(&mut room, 1, "A", 0);
     join(&mut room, 2, "B", 0);
     room.take_effects();
-    room.resume_or_join(3, a, "secret-1", seat("A", Role::Guest), "x".into(), vec![], 10).unwrap();
+    room.resume_or_join(3, a, "secret-1", seat("A", Role::Guest), "x".into(), &|_| vec![], 10).unwrap();
     let effects = room.take_effects();
     assert!(effects.contains(&Effect::Close { conn: 1, why: CloseWhy::Replaced }));
     assert_eq!(types(&effects, 2), Vec::<&str>::new(), "nobody else notices");
@@ -217,7 +217,7 @@ fn with_no_grace_a_drop_is_a_departure() {
 #[test]
 fn hosts_remove_guests_and_guests_remove_nobody() {
     let mut room = Room::new("r", config(4));
-    let host = room.join(1, seat("Host", Role::Host), "h".into(), vec![], 0).unwrap();
+    let host = room.join(1, seat("Host", Role::Host), "h".into(), &|_| vec![], 0).unwrap();
     let guest = join(&mut room, 2, "Guest", 0);
     join(&mut room, 3, "Other", 0);
     room.take_effects();
@@ -358,7 +358,7 @@ fn held_signals_are_bounded() {
         room.signal(2, a, candidate(i)).unwrap();
     }
     room.take_effects();
-    room.resume_or_join(3, a, "secret-1", seat("A", Role::Guest), "x".into(), vec![], 1).unwrap();
+    room.resume_or_join(3, a, "secret-1", seat("A", Role::Guest), "x".into(), &|_| vec![], 1).unwrap();
     let effects = room.take_effects();
     let signals: Vec<_> = sent(&effects).into_iter().filter(|(_, m)| matches!(m, ServerMessage::Signal { .. })).collect();
     assert_eq!(signals.len(), MAX_HELD_MESSAGES);

@@ -1,9 +1,50 @@
-//! The embedded TURN relay's decisions, sans-IO: who may allocate (time-limited
-//! credentials that only an admitted participant is given, scoped to their seat) and where
-//! a relay may send (never to this machine, its networks, or anything not public).
-//!
-//! The TURN server itself (UDP, TCP and TLS) is not wired in yet; see docs/decisions.md
-//! for the crate chosen and why.
+//! The embedded TURN relay: who may allocate (time-limited credentials that only an
+//! admitted participant is given, scoped to their seat), where a relay may send (never to
+//! this machine, its networks, or anything not public), and the listeners (UDP, TCP, TLS,
+//! and TLS on the HTTPS port). See docs/decisions.md for the crate chosen and why.
 
 pub mod credentials;
+pub mod front;
 pub mod policy;
+pub mod service;
+
+use crate::meeting::protocol::IceServer;
+use credentials::TurnSecret;
+
+/// The prejoin self-test's credentials: minutes at most.
+pub const PROBE_TTL_SECS: u64 = 300;
+/// The participant number in the prejoin self-test's credentials (seats start at 1).
+pub const PROBE_PARTICIPANT: u64 = 0;
+
+/// Hands out the node's STUN and TURN servers with credentials for one seat.
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    pub secret: TurnSecret,
+    /// `stun:` URLs (no credentials).
+    pub stun: Vec<String>,
+    /// `turn:` and `turns:` URLs, in the order browsers should prefer them.
+    pub turn: Vec<String>,
+    /// Seconds a seat's credentials last (`turn_credential_ttl`).
+    pub ttl: u64,
+}
+
+impl Issuer {
+    /// For `participant` of `room`; [`PROBE_PARTICIPANT`] gets short-lived ones.
+    pub fn ice_servers(&self, room: &str, participant: u64, now: u64) -> Vec<IceServer> {
+        let ttl = if participant == PROBE_PARTICIPANT { self.ttl.min(PROBE_TTL_SECS) } else { self.ttl };
+        let mut servers = Vec::new();
+        if !self.stun.is_empty() {
+            servers.push(IceServer { urls: self.stun.clone(), username: None, credential: None });
+        }
+        if !self.turn.is_empty() {
+            let (username, credential) = self.secret.issue(room, participant, now, ttl);
+            servers.push(IceServer { urls: self.turn.clone(), username: Some(username), credential: Some(credential) });
+        }
+        servers
+    }
+}
+
+/// `HOST:PORT` for a URL: IPv6 addresses in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}

@@ -1,0 +1,354 @@
+//! One TURN listener's protocol, sans-IO: `turn-server-proto`'s server behind the node's
+//! own checks. Every request from a client passes here first:
+//!
+//! - a USERNAME must be one this node issued and still valid (`credentials`); a good one is
+//!   given to the server on first sight, whose long-term authentication then checks the
+//!   MESSAGE-INTEGRITY. A bad or expired one is answered `401` here. A request with no
+//!   USERNAME reaches the server, which answers `401` with its nonce (the usual first step).
+//! - CreatePermission, ChannelBind and Send name peers (XOR-PEER-ADDRESS); a peer the
+//!   [`PeerPolicy`] refuses gets `403` (a Send indication is dropped).
+//!
+//! The shell owns the sockets: it feeds what arrives to [`Front::recv`] and sends or acts on
+//! what [`Front::poll`] returns. Times are passed in: `now` for the protocol's timers and
+//! `unix` (seconds) for credential expiry.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use turn_server_proto::api::{SocketAllocateError, TcpConnectError, Transmit, TurnServerApi, TurnServerPollRet};
+use turn_server_proto::server::TurnServer;
+use turn_server_proto::types::attribute::XorPeerAddress;
+use turn_server_proto::types::message::{CHANNEL_BIND, CREATE_PERMISSION, SEND};
+use turn_server_proto::types::stun::TransportType;
+use turn_server_proto::types::stun::attribute::{ErrorCode, Username};
+use turn_server_proto::types::stun::message::{Message, MessageClass, MessageWriteVec};
+use turn_server_proto::types::stun::prelude::{AttributeFromRaw, AttributeStaticType, MessageWrite, MessageWriteExt};
+use turn_server_proto::types::{AddressFamily, Instant};
+
+use super::credentials::TurnSecret;
+use super::policy;
+
+/// Where relays may send.
+#[derive(Debug, Clone, Default)]
+pub struct PeerPolicy {
+    /// Private, link-local, CGNAT and ULA peers (for networks whose participants are private).
+    pub allow_private: bool,
+    /// The node's own media addresses (the SFU's sockets): reachable whatever the ranges
+    /// say, so that a participant who can only reach TURN still reaches the SFU.
+    pub own: Vec<SocketAddr>,
+}
+
+impl PeerPolicy {
+    pub fn allows(&self, peer: SocketAddr) -> bool {
+        self.own.iter().any(|own| *own == peer && !own.ip().is_loopback()) || policy::peer_allowed(peer.ip(), self.allow_private)
+    }
+}
+
+/// What the shell must do.
+#[derive(Debug)]
+pub enum Action {
+    /// Send `data` from `from` (the listening socket or a relayed one) to `to`.
+    Send(Transmit<Vec<u8>>),
+    /// Open a relayed UDP socket for the client and report it with [`Front::allocated`].
+    Allocate { listen: SocketAddr, client: SocketAddr, family: AddressFamily },
+    /// Close the relayed socket bound at this address.
+    CloseRelayed(SocketAddr),
+    /// Close the TCP connection to this client.
+    CloseClient(SocketAddr),
+}
+
+/// Counts for `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Refusals {
+    pub credentials: u64,
+    pub peers: u64,
+}
+
+#[derive(Debug)]
+pub struct Front {
+    server: TurnServer,
+    transport: TransportType,
+    listen: SocketAddr,
+    secret: TurnSecret,
+    peers: PeerPolicy,
+    known_users: HashSet<String>,
+    pub refusals: Refusals,
+}
+
+impl Front {
+    pub fn new(transport: TransportType, listen: SocketAddr, realm: &str, secret: TurnSecret, peers: PeerPolicy) -> Front {
+        let server = TurnServer::new(transport, listen, realm.to_string());
+        Front { server, transport, listen, secret, peers, known_users: HashSet::new(), refusals: Refusals::default() }
+    }
+
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// A datagram (UDP) or one whole framed message (TCP, see [`Framer`]) that arrived from
+    /// `from` at `to`: the listening address for clients, a relayed address for peers.
+    pub fn recv(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8], now: Instant, unix: u64) -> Option<Transmit<Vec<u8>>> {
+        let transport = if to == self.listen { self.transport } else { TransportType::Udp };
+        if to == self.listen
+            && let Some(refusal) = self.screen(data, unix)
+        {
+            return refusal.map(|data| Transmit::new(data, transport, self.listen, from));
+        }
+        self.server.recv(Transmit::new(data, transport, from, to), now).map(|t| t.build())
+    }
+
+    /// `None` to pass the message on; `Some(reply)` to stop it here (`Some(None)`: silently).
+    fn screen(&mut self, data: &[u8], unix: u64) -> Option<Option<Vec<u8>>> {
+        if data.first().is_none_or(|b| b >> 6 != 0) {
+            return None; // ChannelData: goes only to a peer the policy allowed at ChannelBind.
+        }
+        let msg = Message::from_bytes(data).ok()?;
+        let request = msg.has_class(MessageClass::Request);
+        if !request && !msg.has_class(MessageClass::Indication) {
+            return None;
+        }
+        if let Ok(username) = msg.attribute::<Username>() {
+            match self.secret.check(username.username(), unix) {
+                Ok((_holder, password)) => {
+                    if self.known_users.insert(username.username().to_string()) {
+                        self.server.add_user(username.username().to_string(), password);
+                    }
+                }
+                Err(e) => {
+                    self.refusals.credentials += 1;
+                    tracing::debug!(error = %e, "TURN request refused");
+                    return Some(request.then(|| error(&msg, ErrorCode::UNAUTHORIZED, &e.to_string())));
+                }
+            }
+        }
+        let method = msg.method();
+        if method == CREATE_PERMISSION || method == CHANNEL_BIND || method == SEND {
+            let refused = msg
+                .iter_attributes()
+                .filter(|(_, a)| a.header.get_type() == XorPeerAddress::TYPE)
+                .filter_map(|(_, a)| XorPeerAddress::from_raw(a).ok())
+                .map(|a| a.addr(msg.transaction_id()))
+                .find(|peer| !self.peers.allows(*peer));
+            if let Some(peer) = refused {
+                self.refusals.peers += 1;
+                tracing::debug!(%peer, "TURN relay to a refused address");
+                return Some(request.then(|| error(&msg, ErrorCode::FORBIDDEN, "this relay does not send to private or local addresses")));
+            }
+        }
+        None
+    }
+
+    /// Advances timers and collects what the shell must do; the instant is when to call
+    /// again at the latest.
+    pub fn poll(&mut self, now: Instant) -> (Vec<Action>, Instant) {
+        let mut actions = Vec::new();
+        let wake = loop {
+            match self.server.poll(now) {
+                TurnServerPollRet::WaitUntil(at) => break at,
+                TurnServerPollRet::AllocateSocket { listen_addr, client_addr, allocation_transport, family, transport } => {
+                    if allocation_transport == TransportType::Udp && family == AddressFamily::IPV4 {
+                        actions.push(Action::Allocate { listen: listen_addr, client: client_addr, family });
+                    } else {
+                        // TCP allocations (RFC 6062) and IPv6 relays: browsers need neither.
+                        let refusal = if family == AddressFamily::IPV4 { SocketAllocateError::InsufficientCapacity } else { SocketAllocateError::AddressFamilyNotSupported };
+                        self.server.allocated_socket(transport, listen_addr, client_addr, allocation_transport, family, Err(refusal), now);
+                    }
+                }
+                TurnServerPollRet::TcpConnect { relayed_addr, peer_addr, listen_addr, client_addr } => {
+                    self.server.tcp_connected(relayed_addr, peer_addr, listen_addr, client_addr, Err(TcpConnectError::Forbidden), now);
+                }
+                TurnServerPollRet::TcpClose { remote_addr, .. } => actions.push(Action::CloseClient(remote_addr)),
+                TurnServerPollRet::SocketClose { listen_addr, .. } => actions.push(Action::CloseRelayed(listen_addr)),
+            }
+        };
+        while let Some(t) = self.server.poll_transmit(now) {
+            actions.push(Action::Send(t));
+        }
+        (actions, wake)
+    }
+
+    /// The shell's answer to [`Action::Allocate`].
+    pub fn allocated(&mut self, listen: SocketAddr, client: SocketAddr, family: AddressFamily, relayed: Result<SocketAddr, SocketAllocateError>, now: Instant) {
+        self.server.allocated_socket(self.transport, listen, client, TransportType::Udp, family, relayed, now);
+    }
+}
+
+fn error(request: &Message<'_>, code: u16, reason: &str) -> Vec<u8> {
+    let mut reply = Message::builder_error(request, MessageWriteVec::new());
+    let attribute = ErrorCode::builder(code).reason(reason).build().expect("a short reason fits an ERROR-CODE");
+    reply.add_attribute(&attribute).expect("one attribute fits");
+    reply.finish()
+}
+
+/// Splits a TCP byte stream into whole STUN messages and ChannelData frames (RFC 8656
+/// §11.5: ChannelData over TCP is padded to four bytes). A stream that is neither is an
+/// error: the shell closes the connection.
+#[derive(Debug, Default)]
+pub struct Framer {
+    buffer: Vec<u8>,
+}
+
+/// Larger than any STUN message or channel frame a client has reason to send.
+const MAX_FRAME: usize = 4 + 65_535 + 3;
+
+impl Framer {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, &'static str> {
+        self.buffer.extend_from_slice(bytes);
+        let mut frames = Vec::new();
+        loop {
+            if self.buffer.len() < 4 {
+                break;
+            }
+            let length = u16::from_be_bytes([self.buffer[2], self.buffer[3]]) as usize;
+            let total = match self.buffer[0] >> 6 {
+                0 => 20 + length,
+                // Channel numbers are 0x4000..=0x4FFF.
+                1 if self.buffer[0] <= 0x4f => (4 + length).next_multiple_of(4),
+                _ => return Err("not TURN: neither a STUN message nor ChannelData"),
+            };
+            if total > MAX_FRAME {
+                return Err("a TURN frame larger than any client sends");
+            }
+            if self.buffer.len() < total {
+                break;
+            }
+            let mut frame: Vec<u8> = self.buffer.drain(..total).collect();
+            if frame[0] >> 6 == 1 {
+                frame.truncate(4 + length);
+            }
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
+}
+
+/// Whether the first bytes of a (decrypted) stream are TURN rather than HTTP: a STUN
+/// message begins with two zero bits, an HTTP request with an ASCII letter.
+pub fn looks_like_turn(first: u8) -> bool {
+    first >> 6 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turn_server_proto::types::message::{ALLOCATE, CREATE_PERMISSION};
+    use turn_server_proto::types::attribute::RequestedTransport;
+    use turn_server_proto::types::stun::attribute::{ErrorCode, Nonce, Realm};
+    use turn_server_proto::types::stun::message::{IntegrityAlgorithm, LongTermCredentials};
+
+    const NOW_UNIX: u64 = 1_800_000_000;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn front() -> Front {
+        let peers = PeerPolicy { allow_private: false, own: vec![addr("192.0.2.10:4443")] };
+        Front::new(TransportType::Udp, addr("192.0.2.10:3478"), "confab", TurnSecret::from_bytes([9; 32]), peers)
+    }
+
+    fn error_code(reply: &[u8]) -> u16 {
+        let msg = Message::from_bytes(reply).unwrap();
+        assert!(msg.has_class(MessageClass::Error), "an error response");
+        msg.attribute::<ErrorCode>().unwrap().code()
+    }
+
+    /// A client's Allocate: the first without credentials, then with the server's realm
+    /// and nonce (RFC 8656 long-term authentication).
+    fn allocate(username: Option<(&str, &str)>, realm_nonce: Option<(&str, &str)>) -> Vec<u8> {
+        let mut msg = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+        msg.add_attribute(&RequestedTransport::new(RequestedTransport::UDP)).unwrap();
+        if let (Some((user, pass)), Some((realm, nonce))) = (username, realm_nonce) {
+            msg.add_attribute(&Username::new(user).unwrap()).unwrap();
+            msg.add_attribute(&Realm::new(realm).unwrap()).unwrap();
+            msg.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
+            let credentials = LongTermCredentials::new(user.to_string(), pass.to_string()).to_key(realm.to_string());
+            msg.add_message_integrity(&credentials.into(), IntegrityAlgorithm::Sha1).unwrap();
+        }
+        msg.finish()
+    }
+
+    /// Runs an Allocate through the front and the shell's part (a relayed address).
+    fn exchange(front: &mut Front, request: &[u8], now: Instant) -> Vec<u8> {
+        let client = addr("203.0.113.5:50000");
+        if let Some(reply) = front.recv(client, front.listen(), request, now, NOW_UNIX) {
+            return reply.data;
+        }
+        let (actions, _) = front.poll(now);
+        for action in actions {
+            match action {
+                Action::Allocate { listen, client, family } => front.allocated(listen, client, family, Ok(addr("192.0.2.10:60000")), now),
+                Action::Send(t) => return t.data,
+                _ => {}
+            }
+        }
+        let (actions, _) = front.poll(now);
+        actions.into_iter().find_map(|a| if let Action::Send(t) = a { Some(t.data) } else { None }).expect("a reply")
+    }
+
+    fn realm_nonce(reply: &[u8]) -> (String, String) {
+        let msg = Message::from_bytes(reply).unwrap();
+        (msg.attribute::<Realm>().unwrap().realm().to_string(), msg.attribute::<Nonce>().unwrap().nonce().to_string())
+    }
+
+    #[test]
+    fn an_issued_credential_allocates_and_others_get_401() {
+        let now = Instant::from_nanos(0);
+        let mut f = front();
+        let first = exchange(&mut f, &allocate(None, None), now);
+        assert_eq!(error_code(&first), ErrorCode::UNAUTHORIZED, "no credentials: the server asks for them");
+        let (realm, nonce) = realm_nonce(&first);
+        let rn = Some((realm.as_str(), nonce.as_str()));
+
+        let secret = TurnSecret::from_bytes([9; 32]);
+        let (user, pass) = secret.issue("room", 7, NOW_UNIX, 600);
+        let ok = exchange(&mut f, &allocate(Some((&user, &pass)), rn), now);
+        assert!(Message::from_bytes(&ok).unwrap().has_class(MessageClass::Success), "a valid credential allocates");
+
+        let mut f = front();
+        let (realm, nonce) = realm_nonce(&exchange(&mut f, &allocate(None, None), now));
+        let rn = Some((realm.as_str(), nonce.as_str()));
+        let (expired, expired_pass) = secret.issue("room", 7, NOW_UNIX - 700, 600);
+        assert_eq!(error_code(&exchange(&mut f, &allocate(Some((&expired, &expired_pass)), rn), now)), ErrorCode::UNAUTHORIZED);
+        let forged = TurnSecret::from_bytes([1; 32]).issue("room", 7, NOW_UNIX, 600);
+        assert_eq!(error_code(&exchange(&mut f, &allocate(Some((&forged.0, &forged.1)), rn), now)), ErrorCode::UNAUTHORIZED, "a password from another secret");
+        assert_eq!(error_code(&exchange(&mut f, &allocate(Some(("alice", "pw")), rn), now)), ErrorCode::UNAUTHORIZED);
+        assert_eq!(f.refusals.credentials, 2, "the expired and the unknown usernames are refused in front");
+    }
+
+    #[test]
+    fn permissions_to_private_or_local_peers_get_403() {
+        let mut f = front();
+        for (peer, allowed) in [("10.1.2.3:5000", false), ("127.0.0.1:5000", false), ("169.254.1.1:5000", false), ("192.0.2.10:4443", true), ("198.51.100.7:5000", true)] {
+            let mut msg = Message::builder_request(CREATE_PERMISSION, MessageWriteVec::new());
+            let id = msg.transaction_id();
+            msg.add_attribute(&XorPeerAddress::new(addr(peer), id)).unwrap();
+            let request = msg.finish();
+            let reply = f.recv(addr("203.0.113.5:50000"), f.listen(), &request, Instant::from_nanos(0), NOW_UNIX);
+            match reply {
+                Some(t) if !allowed => assert_eq!(error_code(&t.data), ErrorCode::FORBIDDEN, "{peer}"),
+                // Allowed peers reach the server, which wants an allocation and credentials.
+                Some(t) => assert_ne!(error_code(&t.data), ErrorCode::FORBIDDEN, "{peer}"),
+                None => assert!(allowed, "{peer} must be refused"),
+            }
+        }
+        assert_eq!(f.refusals.peers, 3);
+    }
+
+    #[test]
+    fn the_framer_splits_stun_and_padded_channel_data() {
+        let mut stun = vec![0x00, 0x01, 0x00, 0x04];
+        stun.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        stun.extend_from_slice(&[0; 12]);
+        stun.extend_from_slice(&[1, 2, 3, 4]);
+        let channel = [0x40, 0x00, 0x00, 0x03, 7, 8, 9, 0];
+        let mut stream = stun.clone();
+        stream.extend_from_slice(&channel);
+        let mut framer = Framer::default();
+        assert!(framer.push(&stream[..10]).unwrap().is_empty());
+        let frames = framer.push(&stream[10..]).unwrap();
+        assert_eq!(frames, vec![stun, vec![0x40, 0x00, 0x00, 0x03, 7, 8, 9]]);
+        assert!(Framer::default().push(b"POST / HTTP/1.1\r\n").is_err());
+        assert!(looks_like_turn(0x00) && !looks_like_turn(b'G'));
+    }
+}
