@@ -57,8 +57,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// one): noise unless someone asks for str0m's logs by name.
 const QUIET_STR0M: &str = "str0m::format=error";
 
+/// The TURN server's STUN layer logs every wrong TURN password as an error: a client's
+/// mistake (counted in `confab_turn_refused_total`), not the node's.
+const QUIET_STUN: &str = ",stun_proto::auth=off";
+
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = if filter.contains("str0m") { filter.to_string() } else { format!("{filter},{QUIET_STR0M}") };
+    let mut filter = if filter.contains("str0m") { filter.to_string() } else { format!("{filter},{QUIET_STR0M}") };
+    if !filter.contains("stun_proto") {
+        filter.push_str(QUIET_STUN);
+    }
     let filter = EnvFilter::try_new(&filter).map_err(|e| anyhow::anyhow!("the log filter {filter:?} is not valid: {e}"))?;
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()

@@ -7,6 +7,7 @@ pub mod native;
 pub mod netns;
 pub mod node;
 pub mod signaling;
+pub mod turn;
 
 pub use node::{Node, client};
 
