@@ -1,9 +1,15 @@
-//! Connectivity through NATs, with the browsers in network namespaces the test creates (and
-//! always removes). The topology matrix of issue 6 grows here; so far: one participant
-//! behind a NAT of their own.
+//! Connectivity through NATs and firewalls, with browsers in network namespaces the test
+//! creates (and always removes): the topology matrix behind docs/connectivity.md.
+//!
+//! Every address here is private (10.213/16 and up), so the nodes run with
+//! `--turn-allow-private true`; the refusal of private peers by default is tests/turn.rs.
 
-use confab_tests::meeting::{Participant, each_receives_the_others, start_meeting};
-use confab_tests::netns::Nat;
+use std::time::{Duration, Instant};
+
+use confab_tests::Node;
+use confab_tests::meeting::{Participant, PeerStats, each_receives_the_others, start_meeting};
+use confab_tests::netns::{Mapping, Namespace, Nat, Protocol, Wan};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_participant_behind_a_nat_meets_another_directly_in_the_mesh() {
@@ -12,7 +18,7 @@ async fn a_participant_behind_a_nat_meets_another_directly_in_the_mesh() {
     let nat = Nat::create();
     let host = nat.inside.host_ip.to_string();
     let listen = format!("{host}:0");
-    let (node, link, _) = start_meeting(&["--listen", &listen, "--relay-ip", &host], "nat").await;
+    let (node, link, _) = start_meeting(&["--listen", &listen, "--relay-ip", &host, "--turn-listen", "off"], "nat").await;
     let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&nat.inside, &link, "Bo"));
     let (mut a, mut b) = (a, b);
     let ida = a.join().await;
@@ -36,4 +42,173 @@ async fn a_participant_behind_a_nat_meets_another_directly_in_the_mesh() {
     }
     assert_eq!(node.metric("confab_media_forwarded_packets_total").await, 0, "the SFU carried nothing");
     println!("{ida} and {idb} meet directly; Bo's NAT maps him to {router}");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    Open,
+    BothNat,
+    Symmetric,
+    UdpBlocked,
+    Tcp443Only,
+}
+
+impl Topology {
+    fn describe(self) -> &'static str {
+        match self {
+            Topology::Open => "(a) all open",
+            Topology::BothNat => "(b) each behind its own NAT",
+            Topology::Symmetric => "(c) symmetric NAT (Bo) and a NAT (Ana)",
+            Topology::UdpBlocked => "(d) UDP blocked for Bo",
+            Topology::Tcp443Only => "(e) Bo: only TCP to port 443",
+        }
+    }
+}
+
+/// What one cell of the matrix measured.
+struct Cell {
+    topology: Topology,
+    sfu: bool,
+    /// From the second join until each receives video and audio from the other.
+    media_after: Duration,
+    /// The prejoin self-test's verdict for Bo.
+    self_test: String,
+    ana: String,
+    bo: String,
+}
+
+/// "relay (tls) ↔ host": the local candidate (and how a relay is reached) and the remote one.
+fn path(s: &PeerStats) -> String {
+    let side = |c: &Value| {
+        let kind = c["type"].as_str().unwrap_or("?").to_string();
+        match c["relayProtocol"].as_str() {
+            Some(over) if kind == "relay" => format!("relay/{over}"),
+            _ => format!("{kind}/{}", c["protocol"].as_str().unwrap_or("?")),
+        }
+    };
+    format!("{} → {}", side(&s.path["local"]), side(&s.path["remote"]))
+}
+
+/// Both participants' browsers, each where the topology puts them, with what must outlive
+/// the meeting (namespaces) kept alive by the caller.
+struct Network {
+    _wan: Option<Wan>,
+    _nats: Vec<Nat>,
+    ns: Option<Namespace>,
+    ana_in: Option<usize>,
+    bo_in: Option<usize>,
+    /// Where the node listens (the host end of the links).
+    host: String,
+}
+
+fn build(topology: Topology) -> Network {
+    match topology {
+        Topology::Open | Topology::UdpBlocked | Topology::Tcp443Only => {
+            let ns = Namespace::create();
+            let host = ns.host_ip.to_string();
+            Network { _wan: None, _nats: Vec::new(), ns: Some(ns), ana_in: None, bo_in: None, host }
+        }
+        Topology::BothNat | Topology::Symmetric => {
+            let wan = Wan::create();
+            let ana = wan.nat(Mapping::Cone);
+            let bo = wan.nat(if topology == Topology::Symmetric { Mapping::Symmetric } else { Mapping::Cone });
+            let host = wan.link.host_ip.to_string();
+            Network { _wan: Some(wan), _nats: vec![ana, bo], ns: None, ana_in: Some(0), bo_in: Some(1), host }
+        }
+    }
+}
+
+async fn participant(net: &Network, at: Option<usize>, bo: bool, link: &str, name: &str) -> Participant {
+    match (at, &net.ns) {
+        (Some(i), _) => Participant::chromium_in(&net._nats[i].inside, link, name).await,
+        (None, Some(ns)) if bo => Participant::chromium_in(ns, link, name).await,
+        _ => Participant::chromium(link, name).await,
+    }
+}
+
+async fn cell(topology: Topology, sfu: bool) -> Cell {
+    let net = build(topology);
+    let port = if topology == Topology::Tcp443Only { 443 } else { 0 };
+    let listen = format!("{}:{port}", net.host);
+    let mut options = vec!["--listen", &listen, "--relay-ip", &net.host, "--turn-allow-private", "true", "--relay-shards", "1"];
+    if sfu {
+        options.extend(["--mesh-threshold", "0"]);
+    }
+    let room = if sfu { "matrix-sfu" } else { "matrix-mesh" };
+    let (node, link, _) = start_meeting(&options, room).await;
+    let (a, b) = tokio::join!(participant(&net, net.ana_in, false, &link, "Ana"), participant(&net, net.bo_in, true, &link, "Bo"));
+    let (mut a, mut b) = (a, b);
+    firewall(&net, topology, &node, &link, &b).await;
+    // The prejoin again, now behind the firewall: the self-test sees what Bo's network allows.
+    b.prejoin(&link).await;
+    let self_test = confab_tests::eventually("Bo's network check", Duration::from_secs(20), || async {
+        b.browser.eval("return document.querySelector('#network-status')?.dataset.path ?? null").await.as_str().map(str::to_string)
+    })
+    .await;
+    let said = b.browser.eval("return document.querySelector('#network-status').textContent").await;
+    println!("{}: Bo's self-test: {self_test}: {said}", topology.describe());
+
+    a.join().await;
+    b.join().await;
+    let joined = Instant::now();
+    let received = each_receives_the_others(&[&a, &b]).await;
+    let media_after = joined.elapsed();
+    let mode = if sfu { "sfu" } else { "mesh" };
+    let mut paths = (String::new(), String::new());
+    for (p, _, s) in &received {
+        assert_eq!(s.via, mode, "{}: {} receives through the {mode}", topology.describe(), p.name);
+        if p.name == "Ana" { paths.0 = path(s) } else { paths.1 = path(s) }
+    }
+    let bo_path = &received.iter().find(|(p, _, _)| p.name == "Bo").unwrap().2.path;
+    match topology {
+        // Only a relay joins a symmetric NAT to another NAT (in a mesh; the SFU is public).
+        Topology::Symmetric if !sfu => assert!(paths.0.contains("relay") || paths.1.contains("relay"), "a relayed pair: {paths:?}"),
+        Topology::UdpBlocked => assert_eq!(bo_path["local"]["relayProtocol"], "tcp", "Bo reaches TURN over TCP: {bo_path}"),
+        Topology::Tcp443Only => {
+            assert_eq!(bo_path["local"]["relayProtocol"], "tls", "Bo reaches TURN over TLS on 443: {bo_path}");
+            assert_eq!(self_test, "tls", "the self-test names TLS as the working path: {said}");
+        }
+        _ => {}
+    }
+    if matches!(topology, Topology::Open | Topology::BothNat) {
+        assert_eq!(self_test, "udp", "{said}");
+    }
+    drop((a, b));
+    drop(node);
+    Cell { topology, sfu, media_after, self_test, ana: paths.0, bo: paths.1 }
+}
+
+/// (d): Bo may reach the node over TCP only (HTTPS and TURN); (e): only TCP port 443.
+async fn firewall(net: &Network, topology: Topology, node: &Node, link: &str, bo: &Participant) {
+    let Some(ns) = &net.ns else { return };
+    let served = [bo.browser.driver_port];
+    match topology {
+        Topology::UdpBlocked => {
+            let (_, _, urls) = confab_tests::turn::credentials(node, link).await;
+            let turn = confab_tests::turn::address(&urls, "turn:", "tcp").port();
+            ns.allow_only(&[(Protocol::Tcp, node.port()), (Protocol::Tcp, turn)], &served);
+        }
+        Topology::Tcp443Only => ns.allow_only(&[(Protocol::Tcp, 443)], &served),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_topology_connects_in_mesh_and_sfu() {
+    let _browsers = confab_tests::browser::exclusive().await;
+    // CONFAB_MATRIX=de runs only those topologies (while debugging one); CI runs all.
+    let only = std::env::var("CONFAB_MATRIX").unwrap_or_else(|_| "abcde".into());
+    let mut cells = Vec::new();
+    let all = [Topology::Open, Topology::BothNat, Topology::Symmetric, Topology::UdpBlocked, Topology::Tcp443Only];
+    for topology in all.into_iter().filter(|t| only.contains(&t.describe()[1..2])) {
+        for sfu in [false, true] {
+            cells.push(cell(topology, sfu).await);
+        }
+    }
+    println!("\n| Topology | Mode | Media after | Bo's self-test | Ana's path (local → remote) | Bo's path (local → remote) |");
+    println!("|---|---|---|---|---|---|");
+    for c in &cells {
+        let mode = if c.sfu { "SFU" } else { "mesh" };
+        println!("| {} | {mode} | {:.1} s | {} | {} | {} |", c.topology.describe(), c.media_after.as_secs_f64(), c.self_test, c.ana, c.bo);
+    }
 }

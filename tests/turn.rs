@@ -5,26 +5,7 @@
 use std::net::SocketAddr;
 
 use confab_tests::meeting::start_meeting;
-use confab_tests::turn::{Reply, TurnClient};
-use confab_tests::{Node, client};
-use serde_json::{Value, json};
-
-/// The probe credentials the prejoin screen gets with an invite, and the node's TURN URLs.
-async fn credentials(node: &Node, link: &str) -> (String, String, Vec<String>) {
-    let (room, invite) = link.rsplit_once("/m/").unwrap().1.split_once('#').unwrap();
-    let res = client().post(node.api("/api/invites/check")).json(&json!({"room": room, "invite": invite})).send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
-    let turn = body["ice_servers"].as_array().unwrap().iter().find(|s| s["username"].is_string()).unwrap_or_else(|| panic!("no TURN server in {body}"));
-    let urls = turn["urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect();
-    (turn["username"].as_str().unwrap().to_string(), turn["credential"].as_str().unwrap().to_string(), urls)
-}
-
-/// `turn:1.2.3.4:5?transport=udp` → 1.2.3.4:5.
-fn address(urls: &[String], scheme: &str, transport: &str) -> SocketAddr {
-    let url = urls.iter().find(|u| u.starts_with(scheme) && u.ends_with(&format!("transport={transport}"))).unwrap_or_else(|| panic!("no {scheme} {transport} URL in {urls:?}"));
-    url[scheme.len()..].split('?').next().unwrap().parse().unwrap()
-}
+use confab_tests::turn::{Reply, TurnClient, address, credentials};
 
 fn assert_error(reply: Reply, code: u16, what: &str) -> String {
     match reply {

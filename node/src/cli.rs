@@ -103,7 +103,8 @@ pub struct ServeOptions {
     #[arg(long = "ice-server", env = "CONFAB_ICE_SERVERS", value_name = "URL", value_delimiter = ',')]
     pub ice_servers: Vec<String>,
 
-    /// UDP address for the SFU's media. [default: 0.0.0.0 and the HTTPS port]
+    /// UDP address for the SFU's media. [default: 0.0.0.0 and the HTTPS port; when TURN
+    /// shares the HTTPS port, 3479 (HTTPS on a port below 1024) or any free port]
     #[arg(long, env = "CONFAB_RELAY_LISTEN", value_name = "ADDR:PORT")]
     pub relay_listen: Option<String>,
 

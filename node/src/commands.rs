@@ -49,7 +49,8 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
-    let (relay, notices) = start_relay(&settings, bound)?;
+    let turn_on_https = settings.turn.on_https.unwrap_or(bound.port() == 443);
+    let (relay, notices) = start_relay(&settings, bound, turn_on_https)?;
     tracing::info!(%public_url, %bound, relay = %relay.addr, node_key = %hex_key(&node_key.public()), "node started");
     let on_departed = {
         let relay = relay.clone();
@@ -58,7 +59,6 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     let hub = Hub::new(settings.room.clone(), on_departed);
     let own_media = relay.addrs.clone();
     let state = AppState::new(store, node_key, public_url.clone(), hub, settings.ice_servers.clone(), relay);
-    let turn_on_https = settings.turn.on_https.unwrap_or(bound.port() == 443);
     actix_web::rt::System::new().block_on(async move {
         let state = match start_turn(&settings, &public_url, bound, own_media, &tls, turn_on_https).await? {
             Some((issuer, service)) => state.with_turn(issuer, service),
@@ -70,12 +70,25 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The SFU's UDP socket: by default on every interface at the HTTPS port number, announced
-/// to browsers at the listening IP or, for a wildcard, at this machine's default-route IP.
-fn start_relay(settings: &config::Serve, https: std::net::SocketAddr) -> anyhow::Result<(Relay, tokio::sync::mpsc::UnboundedReceiver<Notice>)> {
+/// The SFU's first UDP port when `relay_listen` is not set: the HTTPS port number, unless
+/// TURN shares the HTTPS port. Chromium then ignores the SFU's candidate: it never checks a
+/// candidate at its TURN server's own address and port, nor (since about 2024) one on
+/// another port below 1024. So: 3479 beside TURN's 3478, or any free port above 1024.
+fn default_relay_port(https: u16, turn_on_https: bool) -> u16 {
+    match (turn_on_https, https) {
+        (false, port) => port,
+        (true, port) if port < 1024 => 3479,
+        (true, _) => 0,
+    }
+}
+
+/// The SFU's UDP socket: by default on every interface (see [`default_relay_port`]),
+/// announced to browsers at the listening IP or, for a wildcard, at this machine's
+/// default-route IP.
+fn start_relay(settings: &config::Serve, https: std::net::SocketAddr, turn_on_https: bool) -> anyhow::Result<(Relay, tokio::sync::mpsc::UnboundedReceiver<Notice>)> {
     let bind: std::net::SocketAddr = match &settings.relay_listen {
         Some(text) => text.parse().with_context(|| format!("relay_listen {text:?} is not ADDR:PORT"))?,
-        None => std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), https.port()),
+        None => std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), default_relay_port(https.port(), turn_on_https)),
     };
     let ip = settings.relay_ip.unwrap_or_else(|| if bind.ip().is_unspecified() { default_route_ip() } else { bind.ip() });
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

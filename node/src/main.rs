@@ -58,8 +58,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 const QUIET_STR0M: &str = "str0m::format=error";
 
 /// The TURN server's STUN layer logs every wrong TURN password as an error: a client's
-/// mistake (counted in `confab_turn_refused_total`), not the node's.
-const QUIET_STUN: &str = ",stun_proto::auth=off";
+/// mistake (counted in `confab_turn_refused_total`), not the node's; and the TURN server
+/// logs each allocation's end at info: per-participant detail, not news.
+const QUIET_STUN: &str = ",stun_proto::auth=off,turn_server_proto=warn";
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     let mut filter = if filter.contains("str0m") { filter.to_string() } else { format!("{filter},{QUIET_STR0M}") };

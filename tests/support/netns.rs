@@ -71,12 +71,10 @@ impl Namespace {
     /// A new namespace with loopback up and a veth link to ours: host end `.1`, namespace
     /// end `.2` of its own /30 in 10.213.0.0/16, default route through the link.
     pub fn create() -> Namespace {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
         remove_stale();
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(n < 256, "too many namespaces in one test run");
+        let (n, offset) = slot();
         let pid = std::process::id();
-        let base = u32::from(Ipv4Addr::new(10, 213, 0, 0)) + ((pid % 64) * 256 + n) * 4;
+        let base = in_range([10, 213], offset);
         let ns = Namespace {
             name: format!("{PREFIX}{pid}-{n}"),
             host_if: format!("cfv{}-{n}", pid % 1_000_000),
@@ -170,31 +168,62 @@ impl Namespace {
     }
 }
 
-/// A namespace behind a NAT: `router` is linked to the test's namespace as [`Namespace::create`]
-/// makes it, and masquerades what `inside` sends out, as a home router does. UDP from outside
-/// reaches `inside` only as the reply to something it sent. The test's namespace has a route
-/// to `inside` through the router so that it can reach a WebDriver there (ChromeDriver
-/// accepts requests only for its own addresses): TCP connections from outside pass, new UDP
-/// flows from outside are dropped. `inside.host_ip` is the host end of the router's link
-/// (where the node listens), `inside.ns_ip` the address inside.
+/// A namespace behind a NAT: `router` masquerades what `inside` sends out, as a home router
+/// does. UDP from outside reaches `inside` only as the reply to something it sent (to the
+/// same address and port). The test's namespace has a route to `inside` through the router
+/// so that it can reach a WebDriver there (ChromeDriver accepts requests only for its own
+/// addresses): TCP connections from outside pass, new UDP flows from outside are dropped.
+/// `inside.host_ip` is the node's address as seen from inside (where the node listens),
+/// `inside.ns_ip` the address inside.
 pub struct Nat {
     pub inside: Namespace,
     pub router: Namespace,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mapping {
+    /// Linux's masquerade keeps a flow's source port where it can: one mapping whatever the
+    /// destination (endpoint-independent), so STUN's answer is what peers see.
+    Cone,
+    /// A new random port for every destination (`masquerade fully-random`): the mapping STUN
+    /// reports is useless to peers, and only a relay connects two such clients.
+    Symmetric,
+}
+
+/// A /30 in each of 10.213/16 (links to the test's namespace), 10.214/16 (links behind a
+/// NAT) and 10.215/16 (links to a [`Wan`]), unique to this process and call.
+fn slot() -> (u32, u32) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    assert!(n < 256, "too many namespaces in one test run");
+    (n, ((std::process::id() % 64) * 256 + n) * 4)
+}
+
+fn in_range(first: [u8; 2], offset: u32) -> u32 {
+    u32::from(Ipv4Addr::new(first[0], first[1], 0, 0)) + offset
+}
+
 impl Nat {
-    /// Needs `nft` (Debian's nftables, which tests/run.sh installs).
+    /// A NAT whose router is linked to the test's namespace. Needs `nft` (Debian's
+    /// nftables, which tests/run.sh installs).
     pub fn create() -> Nat {
         let router = Namespace::create();
-        let n = router.name.rsplit('-').next().unwrap_or("0").to_string();
-        let inside_name = format!("{}n", router.name);
-        let uplink = format!("{}p", router.host_if);
-        let (link, peer) = (format!("cfn{}-{n}", std::process::id() % 1_000_000), format!("cfn{}-{n}p", std::process::id() % 1_000_000));
-        // The same /30 numbering as the router's link, in 10.214/16.
         let offset = u32::from(router.host_ip) - u32::from(Ipv4Addr::new(10, 213, 0, 1));
-        let base = u32::from(Ipv4Addr::new(10, 214, 0, 0)) + offset;
+        let uplink = format!("{}p", router.host_if);
+        let nat = Nat::behind(router, &uplink, offset, Mapping::Cone);
+        must(&["ip", "route", "add", &format!("{}/30", Ipv4Addr::from(in_range([10, 214], offset))), "via", &nat.router.ns_ip.to_string()]);
+        nat
+    }
+
+    /// The inside namespace, its link to `router` (whose link upstream is `uplink`), and
+    /// the router's rules.
+    fn behind(router: Namespace, uplink: &str, offset: u32, mapping: Mapping) -> Nat {
+        let n = router.name.rsplit('-').next().unwrap_or("0").to_string();
+        let pid = std::process::id() % 1_000_000;
+        let (link, peer) = (format!("cfn{pid}-{n}"), format!("cfn{pid}-{n}p"));
+        let base = in_range([10, 214], offset);
         let (gateway, address) = (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2));
-        let inside = Namespace { name: inside_name, host_if: link.clone(), host_ip: router.host_ip, ns_ip: address };
+        let inside = Namespace { name: format!("{}n", router.name), host_if: link.clone(), host_ip: router.host_ip, ns_ip: address };
         must(&["ip", "netns", "add", &inside.name]);
         router.must(&["ip", "link", "add", &link, "type", "veth", "peer", "name", &peer]);
         router.must(&["ip", "link", "set", &peer, "netns", &inside.name]);
@@ -205,8 +234,12 @@ impl Nat {
         inside.must(&["ip", "addr", "add", &format!("{address}/30"), "dev", &peer]);
         inside.must(&["ip", "link", "set", &peer, "up"]);
         inside.must(&["ip", "route", "add", "default", "via", &gateway.to_string()]);
+        let masquerade = match mapping {
+            Mapping::Cone => "masquerade",
+            Mapping::Symmetric => "masquerade fully-random",
+        };
         let rules = format!(
-            "table ip nat {{\n chain post {{ type nat hook postrouting priority srcnat; oifname \"{uplink}\" masquerade; }}\n}}\n\
+            "table ip nat {{\n chain post {{ type nat hook postrouting priority srcnat; oifname \"{uplink}\" {masquerade}; }}\n}}\n\
              table ip filter {{\n chain forward {{ type filter hook forward priority filter; \
              iifname \"{uplink}\" oifname \"{link}\" ct state new meta l4proto udp drop; }}\n}}\n"
         );
@@ -214,9 +247,52 @@ impl Nat {
         std::fs::write(&file, rules).expect("a temporary file for the NAT rules");
         router.must(&["nft", "-f", &file.display().to_string()]);
         let _ = std::fs::remove_file(&file);
-        // Goes with the router's link when that is deleted.
-        must(&["ip", "route", "add", &format!("{}/30", Ipv4Addr::from(base)), "via", &router.ns_ip.to_string()]);
         Nat { inside, router }
+    }
+}
+
+/// A stand-in for the Internet between several NATs and the node: a namespace linked to
+/// the test's namespace that forwards between its links (the test's namespace itself
+/// forwards nothing). The node listens on `link.host_ip`.
+pub struct Wan {
+    pub link: Namespace,
+}
+
+impl Wan {
+    pub fn create() -> Wan {
+        let link = Namespace::create();
+        link.must(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        Wan { link }
+    }
+
+    /// A NAT whose router hangs off this WAN.
+    pub fn nat(&self, mapping: Mapping) -> Nat {
+        let (n, offset) = slot();
+        let pid = std::process::id();
+        let base = in_range([10, 215], offset);
+        let (wan_end, router_end) = (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2));
+        let (wan_if, uplink) = (format!("cfw{}-{n}", pid % 1_000_000), format!("cfw{}-{n}p", pid % 1_000_000));
+        // host_if names the WAN's end, which lives in the WAN namespace: deleting the
+        // router's namespace deletes the pair.
+        let router = Namespace { name: format!("{PREFIX}{pid}-{n}"), host_if: wan_if.clone(), host_ip: self.link.host_ip, ns_ip: router_end };
+        must(&["ip", "netns", "add", &router.name]);
+        self.link.must(&["ip", "link", "add", &wan_if, "type", "veth", "peer", "name", &uplink]);
+        self.link.must(&["ip", "link", "set", &uplink, "netns", &router.name]);
+        self.link.must(&["ip", "addr", "add", &format!("{wan_end}/30"), "dev", &wan_if]);
+        self.link.must(&["ip", "link", "set", &wan_if, "up"]);
+        router.must(&["ip", "link", "set", "lo", "up"]);
+        router.must(&["ip", "addr", "add", &format!("{router_end}/30"), "dev", &uplink]);
+        router.must(&["ip", "link", "set", &uplink, "up"]);
+        router.must(&["ip", "route", "add", "default", "via", &wan_end.to_string()]);
+        let nat = Nat::behind(router, &uplink, offset, mapping);
+        // The way to the router's uplink (masqueraded traffic comes from there) and, for
+        // WebDriver, to the inside: through the WAN, from the test's namespace and the WAN.
+        let inside_net = format!("{}/30", Ipv4Addr::from(in_range([10, 214], offset)));
+        let wan_gateway = self.link.ns_ip.to_string();
+        must(&["ip", "route", "add", &format!("{}/30", Ipv4Addr::from(base)), "via", &wan_gateway]);
+        must(&["ip", "route", "add", &inside_net, "via", &wan_gateway]);
+        self.link.must(&["ip", "route", "add", &inside_net, "via", &router_end.to_string()]);
+        nat
     }
 }
 

@@ -134,3 +134,21 @@ impl TurnClient {
         TurnClient::parse(&self.exchange(request).await)
     }
 }
+
+/// The probe credentials and TURN URLs the prejoin screen gets with the invite in `link`.
+pub async fn credentials(node: &crate::Node, link: &str) -> (String, String, Vec<String>) {
+    let (room, invite) = link.rsplit_once("/m/").unwrap().1.split_once('#').unwrap();
+    let res = crate::client().post(node.api("/api/invites/check")).json(&serde_json::json!({"room": room, "invite": invite})).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let turn = body["ice_servers"].as_array().unwrap().iter().find(|s| s["username"].is_string()).unwrap_or_else(|| panic!("no TURN server in {body}"));
+    let urls = turn["urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect();
+    (turn["username"].as_str().unwrap().to_string(), turn["credential"].as_str().unwrap().to_string(), urls)
+}
+
+/// The address in the first of `urls` with this scheme and transport
+/// (`turn:1.2.3.4:5?transport=udp` → 1.2.3.4:5).
+pub fn address(urls: &[String], scheme: &str, transport: &str) -> SocketAddr {
+    let url = urls.iter().find(|u| u.starts_with(scheme) && u.ends_with(&format!("transport={transport}"))).unwrap_or_else(|| panic!("no {scheme} {transport} URL in {urls:?}"));
+    url[scheme.len()..].split('?').next().unwrap().parse().unwrap()
+}

@@ -286,12 +286,31 @@ fn send(
             }
             None => {
                 if let Some(client) = clients.get(&t.to) {
-                    let _ = client.send(t.data);
+                    let _ = client.send(stream_frame(t.data));
                 }
             }
         }
     } else if let Some(r) = relayed.get(&t.from) {
         counters.relayed_packets.fetch_add(1, Ordering::Relaxed);
         let _ = r.socket.try_send_to(&t.data, t.to);
+    }
+}
+
+/// Over TCP, ChannelData is padded to a multiple of four bytes (RFC 8656 §12.5), which the
+/// server does not do; STUN messages always are.
+fn stream_frame(mut data: Vec<u8>) -> Vec<u8> {
+    if data.first().is_some_and(|b| b >> 6 == 1) {
+        data.resize(data.len().next_multiple_of(4), 0);
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn channel_data_on_a_stream_is_padded_to_four_bytes() {
+        assert_eq!(super::stream_frame(vec![0x40, 0, 0, 3, 1, 2, 3]), vec![0x40, 0, 0, 3, 1, 2, 3, 0]);
+        assert_eq!(super::stream_frame(vec![0x40, 0, 0, 4, 1, 2, 3, 4]).len(), 8);
+        assert_eq!(super::stream_frame(vec![0x01, 0x01, 0, 0]).len(), 4);
     }
 }

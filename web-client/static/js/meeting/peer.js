@@ -200,8 +200,8 @@ export class Peer {
       const local = report.get(pair.localCandidateId);
       const remote = report.get(pair.remoteCandidateId);
       result.path = {
-        local: { type: local?.candidateType, address: local?.address ?? local?.ip, port: local?.port, protocol: local?.protocol },
-        remote: { type: remote?.candidateType, address: remote?.address ?? remote?.ip, port: remote?.port, protocol: remote?.protocol },
+        local: { type: local?.candidateType, address: local?.address ?? local?.ip, port: local?.port, protocol: local?.protocol, relayProtocol: local?.relayProtocol },
+        remote: { type: remote?.candidateType, address: remote?.address ?? remote?.ip, port: remote?.port, protocol: remote?.protocol, relayProtocol: remote?.relayProtocol },
       };
     }
     return result;

@@ -120,5 +120,5 @@ export class SfuLink {
 }
 
 function describe(c) {
-  return c && { type: c.candidateType, address: c.address ?? c.ip, port: c.port, protocol: c.protocol };
+  return c && { type: c.candidateType, address: c.address ?? c.ip, port: c.port, protocol: c.protocol, relayProtocol: c.relayProtocol };
 }

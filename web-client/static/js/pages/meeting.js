@@ -5,6 +5,7 @@ import { post } from "../api.js";
 import { $, el, say } from "../dom.js";
 import { Call } from "../meeting/call.js";
 import { Levels, LocalMedia } from "../meeting/media.js";
+import { bestPath, describe, selfTest } from "../meeting/selftest.js";
 import { Tiles } from "../meeting/tiles.js";
 
 const room = decodeURIComponent(location.pathname.split("/")[2] ?? "");
@@ -80,6 +81,22 @@ async function prejoin() {
   show();
   await fillDeviceChoices();
   navigator.mediaDevices?.addEventListener?.("devicechange", fillDeviceChoices);
+}
+
+/// The prejoin self-test, shown under the device choices; joining does not wait for it.
+async function checkNetwork(iceServers) {
+  const out = $("#network-status");
+  let found = null;
+  try {
+    found = await selfTest(iceServers);
+  } catch (e) {
+    out.textContent = `The network check could not run: ${e.name}.`;
+  }
+  if (found) out.textContent = describe(found);
+  else if (out.textContent.startsWith("Checking")) out.hidden = true;
+  out.dataset.path = bestPath(found);
+  // For the console and for tests.
+  window.confabSelfTest = found;
 }
 
 function startCall(name) {
@@ -171,6 +188,7 @@ async function main() {
   // The camera and microphone may wait on a permission prompt: joining waits for the
   // answer, but the form is usable meanwhile.
   const mediaReady = prejoin();
+  checkNetwork(granted.ice_servers);
   $("#join-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const name = nameInput.value.trim();
