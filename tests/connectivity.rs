@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use confab_tests::Node;
 use confab_tests::meeting::{Participant, PeerStats, each_receives_the_others, start_meeting};
 use confab_tests::netns::{Mapping, Namespace, Nat, Protocol, Wan};
 use serde_json::Value;
@@ -59,7 +58,7 @@ impl Topology {
             Topology::Open => "(a) all open",
             Topology::BothNat => "(b) each behind its own NAT",
             Topology::Symmetric => "(c) symmetric NAT (Bo) and a NAT (Ana)",
-            Topology::UdpBlocked => "(d) UDP blocked for Bo",
+            Topology::UdpBlocked => "(d) UDP blocked for Bo (TCP open)",
             Topology::Tcp443Only => "(e) Bo: only TCP to port 443",
         }
     }
@@ -138,7 +137,7 @@ async fn cell(topology: Topology, sfu: bool) -> Cell {
     let (node, link, _) = start_meeting(&options, room).await;
     let (a, b) = tokio::join!(participant(&net, net.ana_in, false, &link, "Ana"), participant(&net, net.bo_in, true, &link, "Bo"));
     let (mut a, mut b) = (a, b);
-    firewall(&net, topology, &node, &link, &b).await;
+    firewall(&net, topology, &b).await;
     // The prejoin again, now behind the firewall: the self-test sees what Bo's network allows.
     b.prejoin(&link).await;
     let self_test = confab_tests::eventually("Bo's network check", Duration::from_secs(20), || async {
@@ -163,7 +162,12 @@ async fn cell(topology: Topology, sfu: bool) -> Cell {
     match topology {
         // Only a relay joins a symmetric NAT to another NAT (in a mesh; the SFU is public).
         Topology::Symmetric if !sfu => assert!(paths.0.contains("relay") || paths.1.contains("relay"), "a relayed pair: {paths:?}"),
-        Topology::UdpBlocked => assert_eq!(bo_path["local"]["relayProtocol"], "tcp", "Bo reaches TURN over TCP: {bo_path}"),
+        // A mesh pair needs TURN over TCP (browsers do not listen on TCP); the SFU listens.
+        Topology::UdpBlocked if !sfu => assert_eq!(bo_path["local"]["relayProtocol"], "tcp", "Bo reaches TURN over TCP: {bo_path}"),
+        Topology::UdpBlocked => {
+            assert_eq!(bo_path["local"]["protocol"], "tcp", "Bo reaches the SFU over ICE-TCP: {bo_path}");
+            assert_ne!(bo_path["local"]["type"], "relay", "directly, not through TURN: {bo_path}");
+        }
         Topology::Tcp443Only => {
             assert_eq!(bo_path["local"]["relayProtocol"], "tls", "Bo reaches TURN over TLS on 443: {bo_path}");
             assert_eq!(self_test, "tls", "the self-test names TLS as the working path: {said}");
@@ -178,16 +182,13 @@ async fn cell(topology: Topology, sfu: bool) -> Cell {
     Cell { topology, sfu, media_after, self_test, ana: paths.0, bo: paths.1 }
 }
 
-/// (d): Bo may reach the node over TCP only (HTTPS and TURN); (e): only TCP port 443.
-async fn firewall(net: &Network, topology: Topology, node: &Node, link: &str, bo: &Participant) {
+/// (d): Bo may reach the node over TCP only; (e): only TCP port 443.
+async fn firewall(net: &Network, topology: Topology, bo: &Participant) {
     let Some(ns) = &net.ns else { return };
     let served = [bo.browser.driver_port];
     match topology {
-        Topology::UdpBlocked => {
-            let (_, _, urls) = confab_tests::turn::credentials(node, link).await;
-            let turn = confab_tests::turn::address(&urls, "turn:", "tcp").port();
-            ns.allow_only(&[(Protocol::Tcp, node.port()), (Protocol::Tcp, turn)], &served);
-        }
+        // Every TCP port: HTTPS, TURN over TCP, the SFU's ICE-TCP.
+        Topology::UdpBlocked => ns.allow_only(&[(Protocol::Tcp, 0)], &served),
         Topology::Tcp443Only => ns.allow_only(&[(Protocol::Tcp, 443)], &served),
         _ => {}
     }

@@ -16,6 +16,7 @@ pub mod layers;
 mod shard;
 pub mod slots;
 pub mod speakers;
+mod tcp;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -128,9 +129,13 @@ impl Relay {
             let socket = UdpSocket::bind(SocketAddr::new(bind.ip(), port))?;
             let local = socket.local_addr()?;
             let advertised = SocketAddr::new(advertise.unwrap_or(local.ip()), local.port());
+            // ICE-TCP at the same port number, or any free one (HTTPS may hold that number).
+            let listener = std::net::TcpListener::bind(local).or_else(|_| std::net::TcpListener::bind(SocketAddr::new(local.ip(), 0)))?;
+            let ice_tcp = listener.local_addr()?.port();
+            tcp::serve(listener, local)?;
             addrs.push(advertised);
             let (tx, rx) = channel();
-            let shard = Shard::new(n, socket, advertised, config.clone(), rx, notices.clone(), counters.clone());
+            let shard = Shard::new(n, socket, advertised, ice_tcp, config.clone(), rx, notices.clone(), counters.clone());
             std::thread::Builder::new().name(format!("confab-relay-{n}")).spawn(move || shard.run())?;
             senders.push(tx);
         }

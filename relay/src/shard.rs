@@ -97,6 +97,8 @@ pub(crate) struct Shard {
     socket: UdpSocket,
     local: SocketAddr,
     advertise: SocketAddr,
+    /// The TCP port that bridges ICE-TCP to our socket (tcp.rs), announced at our IP.
+    ice_tcp: u16,
     config: RelayConfig,
     peers: Vec<Peer>,
     speakers: BTreeMap<String, Speakers>,
@@ -114,13 +116,14 @@ impl Shard {
         index: usize,
         socket: UdpSocket,
         advertise: SocketAddr,
+        ice_tcp: u16,
         config: RelayConfig,
         commands: Receiver<Command>,
         notices: tokio::sync::mpsc::UnboundedSender<Notice>,
         counters: Arc<Counters>,
     ) -> Shard {
         let local = socket.local_addr().expect("a bound socket has an address");
-        Shard { index, socket, local, advertise, config, peers: Vec::new(), speakers: BTreeMap::new(), commands, notices, counters, next_review: Instant::now(), sources: HashMap::new() }
+        Shard { index, socket, local, advertise, ice_tcp, config, peers: Vec::new(), speakers: BTreeMap::new(), commands, notices, counters, next_review: Instant::now(), sources: HashMap::new() }
     }
 
     pub(crate) fn run(mut self) {
@@ -245,6 +248,9 @@ impl Shard {
             .build(Instant::now());
         let candidate = Candidate::host(self.advertise, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(candidate);
+        // ICE-TCP, bridged to our UDP socket (tcp.rs): str0m sees its packets as UDP.
+        let tcp = SocketAddr::new(self.advertise.ip(), self.ice_tcp);
+        rtc.add_local_candidate(Candidate::builder().tcp().host(tcp).tcptype(str0m::net::TcpType::Passive).build().map_err(|e| e.to_string())?);
         let answer = catch_unwind(AssertUnwindSafe(|| rtc.sdp_api().accept_offer(offer)))
             .map_err(|_| "the offer could not be handled".to_string())?
             .map_err(|e| format!("the offer was refused: {e}"))?;

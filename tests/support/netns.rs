@@ -124,7 +124,7 @@ impl Namespace {
 
     /// A firewall at the namespace's link (replacing any cap): of IP traffic (IPv6 is all
     /// dropped), only connections from inside to
-    /// the host end's `services` (protocol and port), and TCP connections from the host end to
+    /// the host end's `services` (protocol and port; port 0: any), and TCP connections from the host end to
     /// the `served` ports inside, pass (with their replies); everything else is dropped in
     /// both directions. Direct connections between a browser inside and one outside fail, as
     /// behind a strict firewall; the node stays reachable.
@@ -155,7 +155,12 @@ impl Namespace {
             }
             for (protocol, direction, port) in pass {
                 let (protocol, port) = (protocol.to_string(), port.to_string());
-                tc(&["filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "2", "u32", "match", "ip", "protocol", &protocol, "0xff", "match", "ip", direction, &port, "0xffff", "flowid", "1:10"]);
+                if port == "0" {
+                    // Port 0: every port of that protocol.
+                    tc(&["filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "2", "u32", "match", "ip", "protocol", &protocol, "0xff", "flowid", "1:10"]);
+                } else {
+                    tc(&["filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "2", "u32", "match", "ip", "protocol", &protocol, "0xff", "match", "ip", direction, &port, "0xffff", "flowid", "1:10"]);
+                }
             }
         }
     }
