@@ -112,6 +112,7 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
+    #[allow(clippy::too_many_arguments, reason = "a shard's sockets, settings and channels, each set once")]
     pub(crate) fn new(
         index: usize,
         socket: UdpSocket,
