@@ -249,6 +249,13 @@ impl Participant {
         serde_json::from_value(self.browser.eval(script).await).unwrap()
     }
 
+    /// For a failure message: per video transceiver of the SFU link, what has arrived so far
+    /// (packets, frames received and decoded, keyframes, PLIs sent) and the pair in use.
+    pub async fn sfu_video_report(&self) -> String {
+        let script = "return (async () => { const sfu = window.confabCall?.sfu; if (!sfu) return 'no SFU link'; const out = []; (await sfu.pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') out.push(`${s.mid}: ${s.packetsReceived ?? 0} packets, ${s.framesReceived ?? 0} frames, ${s.framesDecoded ?? 0} decoded, ${s.keyFramesDecoded ?? 0} key, ${s.pliCount ?? 0} PLI`); if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') out.push(`pair ${s.localCandidateId} -> ${s.remoteCandidateId}, ${s.availableIncomingBitrate ?? '?'} bit/s in`); }); return `${sfu.pc.connectionState}; ` + out.join('; '); })();";
+        self.browser.eval(script).await.as_str().unwrap_or_default().to_string()
+    }
+
     /// Starts recording, every 100 ms in the page, the frames decoded from each of `from`
     /// (whatever the path) and whether their tiles are on screen.
     pub async fn start_sampling(&self, from: &[&str]) {
