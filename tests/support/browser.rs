@@ -228,12 +228,17 @@ impl Browser {
     /// Waits until `css` matches an element that is shown (not inside `hidden`), and returns
     /// its text.
     pub async fn wait_visible(&self, css: &str) -> String {
+        // Not yet: what the page shows instead, for the failure message.
         let script = "const e = document.querySelector(arguments[0]); \
-                      return e && !e.closest('[hidden]') ? e.textContent : null;";
-        crate::eventually(&format!("{css} to be visible"), Duration::from_secs(20), || async {
+                      if (e && !e.closest('[hidden]')) return { found: e.textContent }; \
+                      return { page: `${location.href.split('#')[0]} (${document.readyState}): ${(document.body?.innerText ?? '').replace(/\\s+/g, ' ').slice(0, 300)}` };";
+        crate::eventually_or(&format!("{css} to be visible"), Duration::from_secs(20), || async {
             match self.client.execute(script, vec![json!(css)]).await {
-                Ok(Value::String(text)) => Some(text),
-                _ => None,
+                Ok(value) => match value["found"].as_str() {
+                    Some(text) => Ok(text.to_string()),
+                    None => Err(value["page"].as_str().unwrap_or("?").to_string()),
+                },
+                Err(e) => Err(format!("the browser did not answer: {e}")),
             }
         })
         .await
