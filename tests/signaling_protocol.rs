@@ -168,7 +168,17 @@ async fn configured_grace_threshold_and_ice_servers_apply_and_the_seat_ends_with
     let (mut bo, welcome_b) = Signaling::join(&node, ROOM, &invite, "Bo").await;
     assert_eq!(welcome_b["reconnect_grace_secs"], 1);
     assert_eq!(welcome_b["mesh_threshold"], 2);
-    assert_eq!(welcome_b["ice_servers"], json!([{"urls": ["stun:stun.example.org:3478"]}]));
+    // Configured servers come first, then the embedded TURN relay with credentials for this seat.
+    let servers = welcome_b["ice_servers"].as_array().expect("ice_servers is a list");
+    assert_eq!(servers[0], json!({"urls": ["stun:stun.example.org:3478"]}));
+    let turn_of = |welcome: &Value| {
+        let servers = welcome["ice_servers"].as_array().unwrap().clone();
+        servers.into_iter().find(|s| s["username"].is_string()).unwrap_or_else(|| panic!("no embedded TURN server in {welcome}"))
+    };
+    let (turn_a, turn_b) = (turn_of(&welcome_a), turn_of(&welcome_b));
+    assert!(turn_b["urls"].as_array().unwrap().iter().any(|u| u.as_str().unwrap().starts_with("turn:")), "{turn_b}");
+    assert!(turn_b["credential"].as_str().is_some_and(|c| !c.is_empty()), "{turn_b}");
+    assert_ne!(turn_a["username"], turn_b["username"], "each seat gets its own TURN credentials");
     ana.vanish();
     assert_eq!(bo.expect("updated").await["participant"]["connected"], false);
     let left = bo.expect("left").await;
