@@ -36,18 +36,17 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
         None => data.self_signed_tls(config::public_host(&public_url))?,
     };
 
-    // The "serving" line comes last: whatever reads stdout knows the banner is complete.
-    let mut out = std::io::stdout().lock();
+    // The banner is printed once every listener is bound; the "serving" line comes last, so
+    // whatever reads stdout knows the banner is complete and the node is reachable.
+    let mut banner = String::new();
     let now = clock::now();
     let token = secrets::new_signup_token();
     let expires_at = now + settings.first_token_ttl.secs();
     if store.replace_first_start_token(&secrets::digest(&token), now, expires_at)? {
-        writeln!(out, "No account exists yet. Create the first (admin) account at {public_url}/create with this one-time sign-up token, valid until {}:", format_utc(expires_at))?;
-        writeln!(out, "    {token}")?;
+        banner += &format!("No account exists yet. Create the first (admin) account at {public_url}/create with this one-time sign-up token, valid until {}:\n", format_utc(expires_at));
+        banner += &format!("    {token}\n");
     }
-    writeln!(out, "Confab {} is serving {public_url} (listening on {bound})", env!("CARGO_PKG_VERSION"))?;
-    out.flush()?;
-    drop(out);
+    banner += &format!("Confab {} is serving {public_url} (listening on {bound})\n", env!("CARGO_PKG_VERSION"));
 
     let turn_on_https = settings.turn.on_https.unwrap_or(bound.port() == 443);
     let (relay, notices) = start_relay(&settings, bound, turn_on_https)?;
@@ -64,6 +63,10 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
             Some((issuer, service)) => state.with_turn(issuer, service),
             None => state,
         };
+        let mut out = std::io::stdout().lock();
+        out.write_all(banner.as_bytes())?;
+        out.flush()?;
+        drop(out);
         http::run(state, listener, tls, notices, turn_on_https).await.map_err(anyhow::Error::from)
     })?;
     tracing::info!("node stopped");

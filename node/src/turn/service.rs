@@ -70,9 +70,8 @@ impl Turn {
         let counters = Arc::new(TurnCounters::default());
         let (mut udp, mut tls_addr, mut tls_events, mut tls_listen) = (None, None, None, None);
         if let Some(listen) = settings.listen {
-            let socket = Arc::new(UdpSocket::bind(listen).await.with_context(|| format!("cannot bind TURN's UDP socket {listen}"))?);
-            let bound = socket.local_addr()?;
-            let listener = TcpListener::bind(bound).await.with_context(|| format!("cannot listen for TURN over TCP on {bound}"))?;
+            let (socket, listener) = bind_udp_and_tcp(listen).await?;
+            let (socket, bound) = (Arc::new(socket), listener.local_addr()?);
             let udp_front = Front::new(TransportType::Udp, bound, REALM, settings.secret.clone(), settings.peers.clone());
             let events = spawn_actor(udp_front, Some(socket.clone()), settings.relay_ip, counters.clone());
             tokio::spawn(read_datagrams(socket, bound, events));
@@ -103,6 +102,23 @@ impl Turn {
     pub fn adopt_tls<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(&self, stream: S, client: SocketAddr, first: Vec<u8>) {
         if let (Some(events), Some(listen)) = (self.tls_events.clone(), self.tls_listen) {
             tokio::spawn(serve_stream(stream, client, listen, first, events));
+        }
+    }
+}
+
+/// A UDP socket and a TCP listener on the same port of `listen`. For port 0, the first
+/// free UDP port whose number is also free for TCP (another process may hold it for TCP).
+async fn bind_udp_and_tcp(listen: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    const ATTEMPTS: usize = 50;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let socket = UdpSocket::bind(listen).await.with_context(|| format!("cannot bind TURN's UDP socket {listen}"))?;
+        let bound = socket.local_addr()?;
+        match TcpListener::bind(bound).await {
+            Ok(listener) => return Ok((socket, listener)),
+            Err(e) if listen.port() == 0 && attempt < ATTEMPTS && e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot listen for TURN over TCP on {bound}")),
         }
     }
 }
@@ -312,5 +328,23 @@ mod tests {
         assert_eq!(super::stream_frame(vec![0x40, 0, 0, 3, 1, 2, 3]), vec![0x40, 0, 0, 3, 1, 2, 3, 0]);
         assert_eq!(super::stream_frame(vec![0x40, 0, 0, 4, 1, 2, 3, 4]).len(), 8);
         assert_eq!(super::stream_frame(vec![0x01, 0x01, 0, 0]).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn udp_and_tcp_share_a_port_and_a_named_port_taken_for_tcp_is_a_clear_error() {
+        let (udp, tcp) = super::bind_udp_and_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        assert_eq!(udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+
+        // Another process holds a TCP port whose UDP twin is free: naming it fails, and says why.
+        let (held, port) = loop {
+            let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = held.local_addr().unwrap().port();
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+                break (held, port);
+            }
+        };
+        let error = super::bind_udp_and_tcp(([127, 0, 0, 1], port).into()).await.err().expect("the TCP port is taken");
+        assert!(format!("{error:#}").contains(&format!("cannot listen for TURN over TCP on 127.0.0.1:{port}")), "{error:#}");
+        drop(held);
     }
 }
