@@ -343,7 +343,7 @@ mod tests {
                 break (held, port);
             }
         };
-        let error = super::bind_udp_and_tcp(([127, 0, 0, 1], port).into()).await.err().expect("the TCP port is taken");
+        let error = super::bind_udp_and_tcp(([127, 0, 0, 1], port).into()).await.expect_err("the TCP port is taken");
         assert!(format!("{error:#}").contains(&format!("cannot listen for TURN over TCP on 127.0.0.1:{port}")), "{error:#}");
         drop(held);
     }
