@@ -156,55 +156,57 @@ async fn a_small_tile_gets_the_low_simulcast_layer_and_the_speakers_large_tile_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_last_n_three_nobody_receives_more_than_three_videos_and_a_new_speaker_enters() {
+async fn with_last_n_two_nobody_receives_more_than_two_videos_and_a_new_speaker_enters() {
     let _browsers = confab_tests::browser::exclusive().await;
-    let (node, link) = meeting(&["--mesh-threshold", "0", "--last-n", "3"]).await;
-    let names = ["Ana", "Bo", "Cy", "Di", "Ed", "Fa"];
+    // Four browsers, not more: each encodes 720p simulcast and decodes N videos, and six of
+    // them on two cores starved each other for seconds (decoders stalled, talkers' audio
+    // arrived with gaps that count as new speech).
+    let (node, link) = meeting(&["--mesh-threshold", "0", "--last-n", "2"]).await;
+    let names = ["Ana", "Bo", "Cy", "Di"];
     let mut people = futures::future::join_all(names.iter().map(|n| Participant::chromium(&link, n))).await;
-    // Ana, Bo and Cy talk (synthetic speech); Di, Ed and Fa join muted.
-    for p in &people[3..] {
+    // Ana and Bo talk (synthetic speech); Cy and Di join muted.
+    for p in &people[2..] {
         p.microphone_off_before_joining().await;
     }
     let mut ids = Vec::new();
     for p in &mut people {
         ids.push(p.join().await);
     }
-    // Everyone hears the three who talk, through the SFU.
+    // Everyone hears the two who talk, through the SFU.
     for (i, p) in people.iter().enumerate() {
-        let talkers: Vec<&str> = ids[..3].iter().enumerate().filter(|(j, _)| *j != i).map(|(_, id)| id.as_str()).collect();
+        let talkers: Vec<&str> = ids[..2].iter().enumerate().filter(|(j, _)| *j != i).map(|(_, id)| id.as_str()).collect();
         wait_via(p, &talkers, "sfu").await;
     }
     for (p, me) in people.iter().zip(&ids) {
-        // Six browsers share two cores here: the first keyframes can take a while.
-        let decoding = confab_tests::eventually_or(&format!("{} to decode three videos", p.name), Duration::from_secs(60), || async {
+        let decoding = confab_tests::eventually_or(&format!("{} to decode two videos", p.name), Duration::from_secs(60), || async {
             let v = p.videos_decoding().await;
-            if v.len() == 3 { Ok(v) } else { Err(format!("{v:?} ({})", p.sfu_video_report().await)) }
+            if v.len() == 2 { Ok(v) } else { Err(format!("{v:?} ({})", p.sfu_video_report().await)) }
         })
         .await;
         println!("{} decodes {decoding:?}", p.name);
         assert!(decoding.iter().all(|(who, _)| who != me && ids.contains(who)), "{} decodes {decoding:?}", p.name);
     }
-    // Ana's three: Bo and Cy (speakers), then the longest-present silent one, Di. Not Fa.
-    let fa = ids[5].clone();
+    // Ana's two: Bo (the speaker), then the longest-present silent one, Cy. Not Di.
+    let di = ids[3].clone();
     let before: Vec<String> = people[0].videos_decoding().await.into_iter().map(|(who, _)| who).collect();
-    assert!(!before.contains(&fa), "Ana already sees Fa: {before:?}");
-    assert_eq!(node.metric("confab_participants").await, 6);
+    assert_eq!(before.iter().filter(|who| **who == ids[1] || **who == ids[2]).count(), 2, "Ana decodes {before:?}, not Bo and Cy");
+    assert_eq!(node.metric("confab_participants").await, 4);
 
-    // Fa unmutes and speaks: she enters everyone's forwarded set, which stays at three.
+    // Di unmutes and speaks: she enters everyone's forwarded set, which stays at two.
     let unmuted = Instant::now();
-    people[5].toggle_microphone().await;
-    for p in &people[..5] {
-        let decoding = confab_tests::eventually_or(&format!("{} to see Fa, the new speaker", p.name), Duration::from_secs(20), || async {
+    people[3].toggle_microphone().await;
+    for p in &people[..3] {
+        let decoding = confab_tests::eventually_or(&format!("{} to see Di, the new speaker", p.name), Duration::from_secs(20), || async {
             let v = p.videos_decoding().await;
-            if v.iter().any(|(who, _)| *who == fa) { Ok(v) } else { Err(format!("{v:?}")) }
+            if v.iter().any(|(who, _)| *who == di) { Ok(v) } else { Err(format!("{v:?} ({})", p.sfu_video_report().await)) }
         })
         .await;
-        println!("{} decodes {decoding:?} ({:?} after Fa unmuted)", p.name, unmuted.elapsed());
-        assert!(decoding.len() <= 3, "{} decodes {} videos: {decoding:?}", p.name, decoding.len());
+        println!("{} decodes {decoding:?} ({:?} after Di unmuted)", p.name, unmuted.elapsed());
+        assert!(decoding.len() <= 2, "{} decodes {} videos: {decoding:?}", p.name, decoding.len());
     }
     for p in &people {
         let decoding = p.videos_decoding().await;
-        assert!(decoding.len() <= 3, "{} decodes {} videos: {decoding:?}", p.name, decoding.len());
+        assert!(decoding.len() <= 2, "{} decodes {} videos: {decoding:?}", p.name, decoding.len());
     }
 }
 
