@@ -171,11 +171,7 @@ async fn configured_grace_threshold_and_ice_servers_apply_and_the_seat_ends_with
     // Configured servers come first, then the embedded TURN relay with credentials for this seat.
     let servers = welcome_b["ice_servers"].as_array().expect("ice_servers is a list");
     assert_eq!(servers[0], json!({"urls": ["stun:stun.example.org:3478"]}));
-    let turn_of = |welcome: &Value| {
-        let servers = welcome["ice_servers"].as_array().unwrap().clone();
-        servers.into_iter().find(|s| s["username"].is_string()).unwrap_or_else(|| panic!("no embedded TURN server in {welcome}"))
-    };
-    let (turn_a, turn_b) = (turn_of(&welcome_a), turn_of(&welcome_b));
+    let (turn_a, turn_b) = (confab_tests::turn::embedded(&welcome_a), confab_tests::turn::embedded(&welcome_b));
     assert!(turn_b["urls"].as_array().unwrap().iter().any(|u| u.as_str().unwrap().starts_with("turn:")), "{turn_b}");
     assert!(turn_b["credential"].as_str().is_some_and(|c| !c.is_empty()), "{turn_b}");
     assert_ne!(turn_a["username"], turn_b["username"], "each seat gets its own TURN credentials");

@@ -63,10 +63,8 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
             Some((issuer, service)) => state.with_turn(issuer, service),
             None => state,
         };
-        let mut out = std::io::stdout().lock();
-        out.write_all(banner.as_bytes())?;
-        out.flush()?;
-        drop(out);
+        std::io::stdout().write_all(banner.as_bytes())?;
+        std::io::stdout().flush()?;
         http::run(state, listener, tls, notices, turn_on_https).await.map_err(anyhow::Error::from)
     })?;
     tracing::info!("node stopped");

@@ -135,13 +135,20 @@ impl TurnClient {
     }
 }
 
+/// The node's own TURN server among the `ice_servers` of `body` (a `welcome` or an invite
+/// check): the entry with credentials.
+pub fn embedded(body: &serde_json::Value) -> &serde_json::Value {
+    let servers = body["ice_servers"].as_array().unwrap_or_else(|| panic!("no ice_servers in {body}"));
+    servers.iter().find(|s| s["username"].is_string()).unwrap_or_else(|| panic!("no TURN server in {body}"))
+}
+
 /// The probe credentials and TURN URLs the prejoin screen gets with the invite in `link`.
 pub async fn credentials(node: &crate::Node, link: &str) -> (String, String, Vec<String>) {
     let (room, invite) = link.rsplit_once("/m/").unwrap().1.split_once('#').unwrap();
     let res = crate::client().post(node.api("/api/invites/check")).json(&serde_json::json!({"room": room, "invite": invite})).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
-    let turn = body["ice_servers"].as_array().unwrap().iter().find(|s| s["username"].is_string()).unwrap_or_else(|| panic!("no TURN server in {body}"));
+    let turn = embedded(&body);
     let urls = turn["urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect();
     (turn["username"].as_str().unwrap().to_string(), turn["credential"].as_str().unwrap().to_string(), urls)
 }
