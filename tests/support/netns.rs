@@ -3,6 +3,10 @@
 //! anything else) started inside it reaches the node over a link the test can shape with
 //! `tc`. Nothing is routed beyond the two ends of the pair.
 //!
+//! Every veth end comes up with `addrgenmode none`: no IPv6 link-local address appears a
+//! second or two later, which browsers take for a network change (Chromium then fails the
+//! page it is loading with ERR_NETWORK_CHANGED).
+//!
 //! Needs root (CAP_NET_ADMIN), as CI has; without it the test fails and says so. Dropping the
 //! [`Namespace`] deletes it (and with it the veth pair), also when the test panics; a run
 //! that was killed outright leaves namespaces behind, and the next run removes those whose
@@ -88,10 +92,10 @@ impl Namespace {
         must(&["ip", "link", "add", &ns.host_if, "type", "veth", "peer", "name", &peer]);
         must(&["ip", "link", "set", &peer, "netns", &ns.name]);
         must(&["ip", "addr", "add", &host_cidr, "dev", &ns.host_if]);
-        must(&["ip", "link", "set", &ns.host_if, "up"]);
+        must(&["ip", "link", "set", "dev", &ns.host_if, "addrgenmode", "none", "up"]);
         ns.must(&["ip", "link", "set", "lo", "up"]);
         ns.must(&["ip", "addr", "add", &ns_cidr, "dev", &peer]);
-        ns.must(&["ip", "link", "set", &peer, "up"]);
+        ns.must(&["ip", "link", "set", "dev", &peer, "addrgenmode", "none", "up"]);
         ns.must(&["ip", "route", "add", "default", "via", &ns.host_ip.to_string()]);
         ns
     }
@@ -233,11 +237,11 @@ impl Nat {
         router.must(&["ip", "link", "add", &link, "type", "veth", "peer", "name", &peer]);
         router.must(&["ip", "link", "set", &peer, "netns", &inside.name]);
         router.must(&["ip", "addr", "add", &format!("{gateway}/30"), "dev", &link]);
-        router.must(&["ip", "link", "set", &link, "up"]);
+        router.must(&["ip", "link", "set", "dev", &link, "addrgenmode", "none", "up"]);
         router.must(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         inside.must(&["ip", "link", "set", "lo", "up"]);
         inside.must(&["ip", "addr", "add", &format!("{address}/30"), "dev", &peer]);
-        inside.must(&["ip", "link", "set", &peer, "up"]);
+        inside.must(&["ip", "link", "set", "dev", &peer, "addrgenmode", "none", "up"]);
         inside.must(&["ip", "route", "add", "default", "via", &gateway.to_string()]);
         let masquerade = match mapping {
             Mapping::Cone => "masquerade",
@@ -284,10 +288,10 @@ impl Wan {
         self.link.must(&["ip", "link", "add", &wan_if, "type", "veth", "peer", "name", &uplink]);
         self.link.must(&["ip", "link", "set", &uplink, "netns", &router.name]);
         self.link.must(&["ip", "addr", "add", &format!("{wan_end}/30"), "dev", &wan_if]);
-        self.link.must(&["ip", "link", "set", &wan_if, "up"]);
+        self.link.must(&["ip", "link", "set", "dev", &wan_if, "addrgenmode", "none", "up"]);
         router.must(&["ip", "link", "set", "lo", "up"]);
         router.must(&["ip", "addr", "add", &format!("{router_end}/30"), "dev", &uplink]);
-        router.must(&["ip", "link", "set", &uplink, "up"]);
+        router.must(&["ip", "link", "set", "dev", &uplink, "addrgenmode", "none", "up"]);
         router.must(&["ip", "route", "add", "default", "via", &wan_end.to_string()]);
         let nat = Nat::behind(router, &uplink, offset, mapping);
         // The way to the router's uplink (masqueraded traffic comes from there) and, for
