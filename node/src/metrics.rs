@@ -70,6 +70,16 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
         "counter",
         &load(&media.subscriber_packets_lost),
     );
+    metric("confab_media_stale_drops_total", "Video packets the SFU dropped because a subscriber's send queue had gone stale (it then waits for a keyframe).", "counter", &load(&media.stale_drops));
+    let shard_labels: Vec<String> = (0..media.heartbeats.len()).map(|s| format!("{{shard=\"{s}\"}}")).collect();
+    let per_shard = |f: &dyn Fn(usize) -> String| shard_labels.iter().enumerate().map(|(i, l)| (l.as_str(), f(i))).collect::<Vec<_>>();
+    metric(
+        "confab_relay_shard_cpu_seconds_total",
+        "CPU time of each SFU shard thread (its own clock), in seconds.",
+        "counter",
+        &per_shard(&|i| format!("{:.3}", media.shard_cpu_us[i].load(Ordering::Relaxed) as f64 / 1e6)),
+    );
+    metric("confab_relay_shard_participants", "SFU participants placed on each shard.", "gauge", &per_shard(&|i| media.shard_participants[i].load(Ordering::Relaxed).to_string()));
     metric(
         "confab_relay_stalled_shards",
         "SFU shard threads whose loop has not run for 5 s (stuck or dead); /healthz fails while this is not 0.",
@@ -95,7 +105,25 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
         .map(|l| vec![("{minutes=\"1\"}", l[0].to_string()), ("{minutes=\"5\"}", l[1].to_string()), ("{minutes=\"15\"}", l[2].to_string())])
         .unwrap_or_default();
     metric("confab_load_average", "The machine's load average.", "gauge", &loads);
+    histogram(
+        &mut out,
+        "confab_media_hop_latency_seconds",
+        "From a packet's arrival at the SFU to its departure to each subscriber (decryption, routing, the subscriber's pacer queue, encryption).",
+        &media.hop_latency,
+    );
+    histogram(&mut out, "confab_media_send_queue_age_seconds", "Age of the oldest packet in each subscriber slot's send queue, sampled every 200 ms.", &media.queue_age);
     out
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &confab_relay::Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let (buckets, count) = h.cumulative();
+    for (bound_ms, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {n}", bound_ms / 1000.0);
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {:.6}", h.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {count}");
 }
 
 #[cfg(test)]
@@ -117,6 +145,21 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes 2048\n"));
         assert!(text.contains("confab_load_average{minutes=\"15\"} 0.125\n"));
         assert!(text.contains("confab_relay_stalled_shards 0\n"));
+    }
+
+    #[test]
+    fn latency_histograms_are_cumulative_in_seconds() {
+        let media = Counters::new(2);
+        media.hop_latency.record_us(300);
+        media.hop_latency.record_us(4_000);
+        media.hop_latency.record_us(9_000_000);
+        let text = render(HubCounts::default(), &media, None, ProcessFigures::default());
+        assert!(text.contains("# TYPE confab_media_hop_latency_seconds histogram\n"));
+        assert!(text.contains("confab_media_hop_latency_seconds_bucket{le=\"0.0005\"} 1\n"), "{text}");
+        assert!(text.contains("confab_media_hop_latency_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(text.contains("confab_media_hop_latency_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("confab_media_hop_latency_seconds_count 3\n"));
+        assert!(text.contains("confab_relay_shard_participants{shard=\"1\"} 0\n"));
     }
 
     #[test]

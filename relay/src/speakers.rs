@@ -89,6 +89,11 @@ impl Speakers {
     pub fn dominant(&self) -> Option<u64> {
         self.dominant
     }
+
+    /// Whether `participant` has ever spoken (their place in the order is from speech).
+    pub fn has_spoken(&self, participant: u64) -> bool {
+        self.rank.contains(&participant)
+    }
 }
 
 #[cfg(test)]

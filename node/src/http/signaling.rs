@@ -242,6 +242,7 @@ pub fn relay_notice(state: &AppState, notice: Notice) {
         }
         Notice::Speaker { room, participant } => state.hub.notify_all(&room, ServerMessage::Speaker { participant: ParticipantId(participant) }),
         Notice::Gone { peer } => tracing::info!(room = %peer.room, participant = peer.participant, "the relay lost a participant's connection"),
+        Notice::Layers { peer, mid, active } => state.hub.notify(&peer.room, ParticipantId(peer.participant), ServerMessage::SfuLayers { mid, active }),
     }
 }
 

@@ -99,9 +99,9 @@ mod tests {
     fn keyframes_carry_the_layer_size_an_sfu_reads() {
         for layer in layers([150, 500, 1500]) {
             let key = vp8_frame(&layer, 30, true, 0);
-            assert_eq!(confab_relay::layers::vp8_keyframe_size(&key), Some((layer.width as u32, layer.height as u32)));
+            assert_eq!(confab_relay::vp8::keyframe_size(&key), Some((layer.width as u32, layer.height as u32)));
             let delta = vp8_frame(&layer, 30, false, 1);
-            assert_eq!(confab_relay::layers::vp8_keyframe_size(&delta), None, "a delta frame is not a keyframe");
+            assert_eq!(confab_relay::vp8::keyframe_size(&delta), None, "a delta frame is not a keyframe");
             assert_eq!(key.len(), delta.len() * KEYFRAME_FACTOR);
         }
     }

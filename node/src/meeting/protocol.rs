@@ -311,6 +311,9 @@ pub enum ServerMessage {
     SfuSlots { slots: Vec<SlotView> },
     /// The dominant speaker changed (SFU mode; from audio levels).
     Speaker { participant: ParticipantId },
+    /// SFU mode: send only these simulcast encodings (rids) of the video track `mid`;
+    /// nobody receives the others. Pause the rest (`RTCRtpEncodingParameters.active`).
+    SfuLayers { mid: String, active: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -45,6 +45,7 @@ fn types(effects: &[Effect], conn: ConnId) -> Vec<&'static str> {
             ServerMessage::SfuAnswer { .. } => "sfu-answer",
             ServerMessage::SfuSlots { .. } => "sfu-slots",
             ServerMessage::Speaker { .. } => "speaker",
+            ServerMessage::SfuLayers { .. } => "sfu-layers",
         })
         .collect()
 }

@@ -1,0 +1,283 @@
+//! A room's plan: who is in it and on which shard, who speaks, which layers each publisher
+//! sends, and which source feeds each subscriber's receive slots. Sans-IO.
+//!
+//! One shard (the room's home) keeps the [`Planner`]; every shard with participants in the
+//! room follows the [`Plan`] it publishes. Publishers' shards report what they see (speech,
+//! layer sizes and rates); subscribers' shards report which layers they forward, so that
+//! layers nobody watches can be paused at the source.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::media::{MediaKind, Mid, Rid};
+
+use crate::layers::Layer;
+use crate::slots::{Assignment, Source, assign};
+use crate::speakers::Speakers;
+
+/// One participant as the home shard knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub shard: usize,
+    /// What they publish: their send m-lines.
+    pub tracks: Vec<(Mid, MediaKind)>,
+    /// The simulcast layers each video track offers, in the order of its SDP.
+    pub rids: Vec<(Mid, Vec<Rid>)>,
+    /// Their receive slots, in m-line order.
+    pub slots: Vec<(Mid, MediaKind)>,
+}
+
+/// What the home shard tells every shard of the room.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Participants in join order, with their shards.
+    pub members: Vec<(u64, usize)>,
+    pub dominant: Option<u64>,
+    /// Subscriber → its slots' sources.
+    pub assignments: HashMap<u64, Vec<(Mid, MediaKind, Source)>>,
+    /// The layers each video track publishes now.
+    pub layers: HashMap<(u64, Mid), Arc<[Layer]>>,
+}
+
+impl Plan {
+    pub fn shard_of(&self, participant: u64) -> Option<usize> {
+        self.members.iter().find(|(p, _)| *p == participant).map(|(_, s)| *s)
+    }
+
+    /// The shards with participants in the room, each once.
+    pub fn shards(&self) -> impl Iterator<Item = usize> + '_ {
+        let mut seen = 0u64;
+        self.members.iter().filter_map(move |(_, s)| {
+            let bit = 1u64 << (*s % 64);
+            (seen & bit == 0).then(|| {
+                seen |= bit;
+                *s
+            })
+        })
+    }
+}
+
+/// The layers of a publisher's track that some shard forwards (or is about to).
+pub type Demand = HashMap<(u64, Mid), Vec<Option<Rid>>>;
+
+#[derive(Debug)]
+pub struct Planner {
+    last_n: usize,
+    members: Vec<(u64, Member)>,
+    speakers: Speakers,
+    layers: HashMap<(u64, Mid), Arc<[Layer]>>,
+    assigned: HashMap<u64, [Assignment; 2]>,
+    demand: BTreeMap<usize, Demand>,
+}
+
+fn kind_index(kind: MediaKind) -> usize {
+    usize::from(kind == MediaKind::Video)
+}
+
+impl Planner {
+    pub fn new(last_n: usize) -> Planner {
+        Planner { last_n, members: Vec::new(), speakers: Speakers::default(), layers: HashMap::new(), assigned: HashMap::new(), demand: BTreeMap::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// `participant` is (again) in the room with this media. Until their layers are seen,
+    /// the plan lists those their SDP offers, unsized.
+    pub fn join(&mut self, participant: u64, member: Member) {
+        for (mid, rids) in &member.rids {
+            if !rids.is_empty() && !self.layers.contains_key(&(participant, *mid)) {
+                let offered: Vec<Layer> = rids.iter().map(|rid| Layer { rid: Some(*rid), height: 0, bitrate: 0 }).collect();
+                self.layers.insert((participant, *mid), offered.into());
+            }
+        }
+        match self.members.iter_mut().find(|(p, _)| *p == participant) {
+            Some((_, m)) => *m = member,
+            None => self.members.push((participant, member)),
+        }
+    }
+
+    pub fn leave(&mut self, participant: u64) {
+        self.members.retain(|(p, _)| *p != participant);
+        self.assigned.remove(&participant);
+        self.layers.retain(|(p, _), _| *p != participant);
+        self.speakers.forget(participant);
+        for demand in self.demand.values_mut() {
+            demand.retain(|(p, _), _| *p != participant);
+        }
+    }
+
+    /// An audio level (RFC 6464) from `participant`'s microphone.
+    pub fn speech(&mut self, participant: u64, level: i8, at: Instant) {
+        self.speakers.observe(participant, level, at);
+    }
+
+    /// The layers `participant`'s track `mid` sends now.
+    pub fn layers(&mut self, participant: u64, mid: Mid, layers: Vec<Layer>) {
+        if self.members.iter().any(|(p, _)| *p == participant) {
+            self.layers.insert((participant, mid), layers.into());
+        }
+    }
+
+    /// Re-evaluates the dominant speaker; returns it when it changed.
+    pub fn update_dominant(&mut self, now: Instant) -> Option<u64> {
+        self.speakers.update_dominant(now)
+    }
+
+    /// What `shard` forwards now (replacing what it said before).
+    pub fn demand(&mut self, shard: usize, demand: Demand) {
+        self.demand.insert(shard, demand);
+    }
+
+    /// The layers of `participant`'s `mid` someone forwards or waits for, or the speakers'
+    /// whole set: the first `keep_speakers` in speaking order keep every layer, so that the
+    /// one who just started to talk is sent at full size before anyone asks.
+    pub fn wanted_layers(&self, participant: u64, mid: Mid, keep_speakers: usize) -> Vec<Option<Rid>> {
+        let order = self.speakers.order(&self.members.iter().map(|(p, _)| *p).collect::<Vec<_>>());
+        let spoke = self.speakers.has_spoken(participant);
+        let mut wanted: Vec<Option<Rid>> = Vec::new();
+        if spoke && order.iter().take(keep_speakers).any(|p| *p == participant) {
+            wanted.extend(self.layers.get(&(participant, mid)).into_iter().flat_map(|l| l.iter().map(|l| l.rid)));
+        }
+        for demand in self.demand.values() {
+            for rid in demand.get(&(participant, mid)).into_iter().flatten() {
+                if !wanted.contains(rid) {
+                    wanted.push(*rid);
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Recomputes every subscriber's slots (last-N by speaking order, stable where it can
+    /// be) and returns the plan.
+    pub fn plan(&mut self) -> Plan {
+        let joined: Vec<u64> = self.members.iter().map(|(p, _)| *p).collect();
+        let order = self.speakers.order(&joined);
+        let by_id: HashMap<u64, &Member> = self.members.iter().map(|(p, m)| (*p, m)).collect();
+        // Every track of each kind, in speaking order.
+        let ranked = |kind: MediaKind| -> Vec<Source> {
+            order
+                .iter()
+                .filter_map(|who| Some((*who, by_id.get(who)?)))
+                .flat_map(|(who, m)| m.tracks.iter().filter(move |(_, k)| *k == kind).map(move |(mid, _)| Source { participant: who, mid: *mid }))
+                .collect()
+        };
+        let ranked = [ranked(MediaKind::Audio), ranked(MediaKind::Video)];
+        let mut assignments = HashMap::new();
+        for (subscriber, member) in &self.members {
+            let previous = self.assigned.remove(subscriber).unwrap_or_default();
+            let mut next: [Assignment; 2] = Default::default();
+            let mut slots_of_subscriber = Vec::new();
+            for kind in [MediaKind::Audio, MediaKind::Video] {
+                let limit = if kind == MediaKind::Video { self.last_n } else { usize::MAX };
+                let sources: Vec<Source> = ranked[kind_index(kind)].iter().filter(|s| s.participant != *subscriber).take(limit).copied().collect();
+                let slots: Vec<Mid> = member.slots.iter().filter(|(_, k)| *k == kind).map(|(m, _)| *m).collect();
+                let assignment = assign(&previous[kind_index(kind)], &slots, &sources);
+                slots_of_subscriber.extend(assignment.iter().map(|(slot, source)| (*slot, kind, *source)));
+                next[kind_index(kind)] = assignment;
+            }
+            assignments.insert(*subscriber, slots_of_subscriber);
+            self.assigned.insert(*subscriber, next);
+        }
+        Plan {
+            members: self.members.iter().map(|(p, m)| (*p, m.shard)).collect(),
+            dominant: self.speakers.dominant(),
+            assignments,
+            layers: self.layers.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn member(shard: usize) -> Member {
+        let mut slots = Vec::new();
+        for i in 0..2 {
+            slots.push((Mid::from(format!("a{i}").as_str()), MediaKind::Audio));
+            slots.push((Mid::from(format!("v{i}").as_str()), MediaKind::Video));
+        }
+        Member { shard, tracks: vec![(Mid::from("0"), MediaKind::Audio), (Mid::from("1"), MediaKind::Video)], rids: vec![], slots }
+    }
+
+    fn sources(plan: &Plan, subscriber: u64, kind: MediaKind) -> Vec<u64> {
+        let mut s: Vec<(Mid, u64)> = plan.assignments[&subscriber].iter().filter(|(_, k, _)| *k == kind).map(|(m, _, s)| (*m, s.participant)).collect();
+        s.sort();
+        s.into_iter().map(|(_, p)| p).collect()
+    }
+
+    #[test]
+    fn everyone_is_assigned_the_others_up_to_their_slots_and_last_n() {
+        let mut planner = Planner::new(1);
+        for p in 1..=3 {
+            planner.join(p, member(p as usize % 2));
+        }
+        let plan = planner.plan();
+        assert_eq!(plan.members, vec![(1, 1), (2, 0), (3, 1)]);
+        assert_eq!(plan.shards().collect::<Vec<_>>(), vec![1, 0]);
+        assert_eq!(sources(&plan, 1, MediaKind::Audio), vec![2, 3]);
+        assert_eq!(sources(&plan, 1, MediaKind::Video), vec![2], "last-N of one");
+        assert_eq!(sources(&plan, 2, MediaKind::Video), vec![1]);
+    }
+
+    #[test]
+    fn a_new_speaker_takes_a_video_slot_and_the_others_keep_theirs() {
+        let t0 = Instant::now();
+        let mut planner = Planner::new(2);
+        for p in 1..=4 {
+            planner.join(p, member(0));
+        }
+        assert_eq!(sources(&planner.plan(), 1, MediaKind::Video), vec![2, 3]);
+        for i in 0..25u64 {
+            planner.speech(4, -20, t0 + Duration::from_millis(20 * i));
+        }
+        let plan = planner.plan();
+        // 4 speaks: it replaces the last of the order (3) in 3's slot; 2 stays in place.
+        assert_eq!(sources(&plan, 1, MediaKind::Video), vec![2, 4]);
+        assert_eq!(planner.update_dominant(t0 + Duration::from_millis(500)), Some(4));
+        assert_eq!(planner.plan().dominant, Some(4));
+    }
+
+    #[test]
+    fn whoever_leaves_is_forgotten_everywhere() {
+        let t0 = Instant::now();
+        let mut planner = Planner::new(9);
+        planner.join(1, member(0));
+        planner.join(2, member(1));
+        planner.layers(2, Mid::from("1"), vec![Layer { rid: Some(Rid::from("l")), height: 180, bitrate: 150_000 }]);
+        planner.speech(2, -20, t0);
+        planner.leave(2);
+        let plan = planner.plan();
+        assert_eq!(plan.members, vec![(1, 0)]);
+        assert!(plan.assignments[&1].is_empty());
+        assert!(plan.layers.is_empty());
+        planner.layers(2, Mid::from("1"), vec![]);
+        assert!(planner.plan().layers.is_empty(), "reports from someone gone are ignored");
+    }
+
+    #[test]
+    fn layers_are_wanted_when_a_shard_forwards_them_or_their_publisher_just_spoke() {
+        let t0 = Instant::now();
+        let mid = Mid::from("1");
+        let (l, h) = (Some(Rid::from("l")), Some(Rid::from("h")));
+        let mut planner = Planner::new(9);
+        planner.join(1, member(0));
+        planner.join(2, member(1));
+        planner.layers(2, mid, vec![Layer { rid: l, height: 180, bitrate: 150_000 }, Layer { rid: h, height: 720, bitrate: 1_500_000 }]);
+        assert!(planner.wanted_layers(2, mid, 1).is_empty(), "nobody forwards anything of 2's");
+        planner.demand(0, HashMap::from([((2, mid), vec![l])]));
+        planner.demand(1, HashMap::from([((2, mid), vec![l])]));
+        assert_eq!(planner.wanted_layers(2, mid, 1), vec![l]);
+        for i in 0..10u64 {
+            planner.speech(2, -20, t0 + Duration::from_millis(20 * i));
+        }
+        assert_eq!(planner.wanted_layers(2, mid, 1), vec![l, h], "a new speaker sends everything");
+        assert_eq!(planner.wanted_layers(2, mid, 0), vec![l]);
+    }
+}

@@ -1,0 +1,1118 @@
+//! The SFU's brain on one shard, sans-IO in str0m's shape: datagrams, messages from other
+//! shards and the time go in (`handle_*`), transmits, messages, notices and the next
+//! timeout come out (`poll_output`). Nothing here touches a socket or reads a clock.
+//!
+//! The router owns the `str0m::Rtc` (in RTP mode) of every participant placed on its shard.
+//! An RTP packet from a publisher is read once (`MediaPacket`, its payload shared), handed
+//! to every other shard with participants in the room, and forwarded to the local receive
+//! slots the routing table lists for its track: each slot's [`Splicer`] decides whether the
+//! packet goes out and renumbers it, and str0m encrypts and paces it per subscriber.
+//!
+//! A room's decisions (speaker order, last-N, which source feeds which slot) are made by
+//! the [`Planner`] on its home shard; every shard of the room follows the [`Plan`] it
+//! publishes. Everything the home needs (who joined with which media, speech, layer sizes,
+//! what each shard forwards) reaches it as a [`Handoff`], the same way whether the home is
+//! this shard or another.
+
+mod peer;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
+use str0m::{Candidate, Event, IceConnectionState, Input, PacerReason, Reason, Rtc};
+
+use crate::layers::{Layer, SlotDemand, allocate, choose};
+use crate::plan::{Demand, Member, Plan, Planner};
+use crate::slots::Source;
+use crate::speakers::SPEECH_LEVEL;
+use crate::splice::{Feed, Incoming, Rewritten, Verdict};
+use crate::vp8::{self, Vp8Info};
+use crate::{Counters, Notice, PeerKey, RelayError};
+use peer::{LayerBook, Peer, Slot, Track};
+
+/// How often speakers, plans, layers and bandwidth targets are reviewed.
+pub const REVIEW_EVERY: Duration = Duration::from_millis(200);
+/// A slot keeps its layer at least this long unless that layer stops.
+const LAYER_HOLD: Duration = Duration::from_secs(1);
+/// Keyframe requests for one layer, at most one per this.
+const KEYFRAME_REQUEST_EVERY: Duration = Duration::from_millis(300);
+/// A layer not seen for this long is gone (the publisher's encoder dropped or paused it).
+const LAYER_STALE: Duration = Duration::from_secs(1);
+/// Video older than this in a subscriber's send queue is not worth delivering: the slot
+/// drops it and restarts on a keyframe.
+const STALE_QUEUE: Duration = Duration::from_millis(400);
+/// How long a subscriber's video stays available for retransmission.
+const RTX_HISTORY: Duration = Duration::from_secs(1);
+/// How often str0m reports each stream's NACK, PLI and loss figures (for `/metrics`).
+const STATS_EVERY: Duration = Duration::from_secs(5);
+/// What one forwarded audio stream is reckoned to need, bit/s.
+const AUDIO_RATE: u64 = 40_000;
+/// What BWE starts from for each subscriber.
+const INITIAL_ESTIMATE_KBPS: u64 = 1_000;
+/// The height assumed for a participant's tile until the subscriber says otherwise.
+pub const DEFAULT_TILE_HEIGHT: u32 = 360;
+/// Publishers at the front of the speaking order keep all their layers on, so that the
+/// one who just started to talk is already sending full size when the slots move to them.
+const KEEP_SPEAKERS_LAYERS: usize = 2;
+/// Pacer timeouts str0m asks for a microsecond ahead ("immediate") are fed at once, at
+/// most this many per peer per drain.
+const IMMEDIATE_TIMEOUTS: usize = 4096;
+
+/// A room, as every shard names it (given by [`crate::Relay`] when its first participant
+/// arrives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(pub u64);
+
+/// One RTP packet as it arrived from a publisher. Every subscriber's copy, on every shard,
+/// shares it; only the numbering is rewritten per slot.
+#[derive(Debug)]
+pub struct MediaPacket {
+    pub room: RoomId,
+    pub feed: Feed,
+    pub kind: MediaKind,
+    pub codec: Codec,
+    pub seq: u64,
+    pub timestamp: u32,
+    pub marker: bool,
+    /// A decoder can start here.
+    pub start: bool,
+    pub vp8: Option<Vp8Info>,
+    pub vp8_descriptor: Option<Vp8Descriptor>,
+    pub audio_level: Option<i8>,
+    pub voice_activity: Option<bool>,
+    pub arrival: Instant,
+    pub payload: Arc<[u8]>,
+}
+
+/// What one shard tells another.
+#[derive(Debug, Clone)]
+pub enum Handoff {
+    /// A publisher's packet, for the receiving shard's subscribers.
+    Media(Arc<MediaPacket>),
+    /// To the home shard: a participant (now) on `member.shard` with this media.
+    Joined { room: RoomId, name: Arc<str>, participant: u64, member: Member },
+    /// To the home shard: a participant left the sending shard.
+    Left { room: RoomId, participant: u64 },
+    /// To the home shard: a loud audio packet.
+    Speech { room: RoomId, participant: u64, level: i8, at: Instant },
+    /// To the home shard: the layers a publisher's video track sends now.
+    Layers { room: RoomId, participant: u64, mid: Mid, layers: Vec<Layer> },
+    /// To the home shard: the layers the sending shard forwards (or waits for).
+    Demand { room: RoomId, shard: usize, demand: Demand },
+    /// From the home shard to every shard of the room.
+    Plan { room: RoomId, name: Arc<str>, home: usize, plan: Arc<Plan> },
+    /// To the publisher's shard: a subscriber needs a keyframe of `feed`.
+    KeyframeRequest { room: RoomId, feed: Feed },
+}
+
+/// What the router asks its shell to do.
+#[derive(Debug)]
+pub enum Output {
+    Transmit { destination: SocketAddr, contents: Vec<u8> },
+    Handoff { shard: usize, message: Handoff },
+    Notice(Notice),
+    /// Nothing more until this time (or new input).
+    Timeout(Instant),
+}
+
+/// Where the router's shard listens, and how it forwards.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub shard: usize,
+    pub last_n: usize,
+    /// Our address as datagrams reach it (str0m checks their destination against it).
+    pub local: SocketAddr,
+    /// The address announced in answers (the host candidate).
+    pub advertise: SocketAddr,
+    /// The passive ICE-TCP candidate bridged to our socket, if any.
+    pub ice_tcp: Option<SocketAddr>,
+}
+
+/// A receive slot of a local subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SlotRef {
+    peer: usize,
+    slot: usize,
+}
+
+/// What this shard keeps of a room.
+struct Room {
+    name: Arc<str>,
+    home: usize,
+    /// On the home shard only.
+    planner: Option<Planner>,
+    plan: Arc<Plan>,
+    /// Local peers in the room.
+    local: Vec<usize>,
+    /// The other shards with participants in the room.
+    remote_shards: Vec<usize>,
+    /// (publisher, track) → the local slots fed (or about to be fed) by it.
+    routes: HashMap<(u64, Mid), Vec<SlotRef>>,
+    /// On the home shard: the layers each publisher was last told to send.
+    active: HashMap<(u64, Mid), Vec<Option<Rid>>>,
+    /// The demand this shard last reported.
+    demand: Demand,
+}
+
+impl Room {
+    fn new(name: Arc<str>, home: usize, shard: usize, last_n: usize) -> Room {
+        Room {
+            name,
+            home,
+            planner: (home == shard).then(|| Planner::new(last_n)),
+            plan: Arc::default(),
+            local: Vec::new(),
+            remote_shards: Vec::new(),
+            routes: HashMap::new(),
+            active: HashMap::new(),
+            demand: Demand::new(),
+        }
+    }
+}
+
+pub struct Router {
+    config: RouterConfig,
+    counters: Arc<Counters>,
+    /// What arrival times are counted from in the per-slot departure records.
+    epoch: Instant,
+    now: Instant,
+    peers: Vec<Option<Peer>>,
+    free: Vec<usize>,
+    by_source: HashMap<SocketAddr, usize>,
+    by_key: HashMap<(RoomId, u64), usize>,
+    rooms: HashMap<RoomId, Room>,
+    outputs: VecDeque<Output>,
+    /// Messages to this shard itself, handled before the next output.
+    inbox: VecDeque<Handoff>,
+    dirty: Vec<usize>,
+    next_review: Instant,
+    /// Keyframe requests this shard sent for each feed, for throttling.
+    asked: HashMap<(RoomId, Feed), Instant>,
+    /// Packets received from local publishers, waiting to be forwarded.
+    arrived: Vec<Arc<MediaPacket>>,
+}
+
+impl Router {
+    pub fn new(config: RouterConfig, counters: Arc<Counters>, now: Instant) -> Router {
+        Router {
+            config,
+            counters,
+            epoch: now,
+            now,
+            peers: Vec::new(),
+            free: Vec::new(),
+            by_source: HashMap::new(),
+            by_key: HashMap::new(),
+            rooms: HashMap::new(),
+            outputs: VecDeque::new(),
+            inbox: VecDeque::new(),
+            dirty: Vec::new(),
+            next_review: now + REVIEW_EVERY,
+            asked: HashMap::new(),
+            arrived: Vec::new(),
+        }
+    }
+
+    /// Participants on this shard.
+    pub fn participants(&self) -> usize {
+        self.by_key.len()
+    }
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    // ---- inputs -------------------------------------------------------------------
+
+    /// Accepts `key`'s SDP offer for `room` (homed on shard `home`); returns the answer.
+    pub fn publish(&mut self, now: Instant, key: PeerKey, room: RoomId, home: usize, offer: &str) -> Result<String, RelayError> {
+        self.advance(now);
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| RelayError::BadOffer(e.to_string()))?;
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            // What the relay can splice (keyframes it can find): Opus, VP8, H.264.
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
+            .set_stats_interval(Some(STATS_EVERY))
+            .build(self.now);
+        rtc.add_local_candidate(Candidate::host(self.config.advertise, "udp").map_err(|e| RelayError::Refused(e.to_string()))?);
+        if let Some(tcp) = self.config.ice_tcp {
+            // ICE-TCP, bridged to our UDP socket (tcp.rs): str0m sees its packets as UDP.
+            let candidate = Candidate::builder().tcp().host(tcp).tcptype(str0m::net::TcpType::Passive).build().map_err(|e| RelayError::Refused(e.to_string()))?;
+            rtc.add_local_candidate(candidate);
+        }
+        let answer = catch_unwind(AssertUnwindSafe(|| rtc.sdp_api().accept_offer(offer)))
+            .map_err(|_| RelayError::Refused("the offer could not be handled".into()))?
+            .map_err(|e| RelayError::Refused(e.to_string()))?;
+        self.remove(now, &key, room);
+        let room_state = self.rooms.entry(room).or_insert_with(|| Room::new(key.room.as_str().into(), home, self.config.shard, self.config.last_n));
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.peers.push(None);
+                self.peers.len() - 1
+            }
+        };
+        room_state.local.push(index);
+        self.by_key.insert((room, key.participant), index);
+        let mut peer = Peer::new(key, room, rtc, self.now);
+        peer.learn_codecs();
+        self.peers[index] = Some(peer);
+        // The media events of the offer come out now: tracks and slots.
+        self.drain(index);
+        self.announce(index);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// `key` leaves (the node removed them, or they published again).
+    pub fn remove(&mut self, now: Instant, key: &PeerKey, room: RoomId) {
+        self.advance(now);
+        if let Some(index) = self.by_key.get(&(room, key.participant)).copied() {
+            self.drop_peer(index, false);
+        }
+    }
+
+    /// How tall `key` shows each other participant's video (device pixels).
+    pub fn view(&mut self, key: &PeerKey, room: RoomId, tiles: Vec<(u64, u32)>) {
+        if let Some(peer) = self.by_key.get(&(room, key.participant)).and_then(|i| self.peers[*i].as_mut()) {
+            peer.wanted = tiles.into_iter().collect();
+        }
+    }
+
+    /// A datagram that arrived at `now` from `source`.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        self.advance(now);
+        self.counters.packets_received.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_received.fetch_add(contents.len() as u64, Ordering::Relaxed);
+        let Ok(contents) = contents.try_into() else { return };
+        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination: self.config.local, contents });
+        let index = match self.by_source.get(&source) {
+            Some(i) => Some(*i),
+            None => {
+                let found = self.peers.iter().position(|p| p.as_ref().is_some_and(|p| p.rtc.accepts(&input)));
+                if let Some(i) = found {
+                    self.by_source.insert(source, i);
+                }
+                found
+            }
+        };
+        let Some(index) = index else { return };
+        let Some(peer) = self.peers[index].as_mut() else { return };
+        peer.clock = peer.clock.max(now);
+        guarded(peer, |p| p.rtc.handle_input(input));
+        // In RTP mode str0m holds one received packet at a time: poll before the next input.
+        self.drain(index);
+        self.forward_arrived();
+    }
+
+    /// A message from another shard (or from this one, through the inbox).
+    pub fn handle_handoff(&mut self, now: Instant, message: Handoff) {
+        self.advance(now);
+        match message {
+            Handoff::Media(packet) => self.fan_out(&packet),
+            Handoff::Joined { room, name, participant, member } => {
+                let shard = self.config.shard;
+                let last_n = self.config.last_n;
+                let state = self.rooms.entry(room).or_insert_with(|| Room::new(name, shard, shard, last_n));
+                if let Some(planner) = state.planner.as_mut() {
+                    planner.join(participant, member);
+                    self.publish_plan(room);
+                }
+            }
+            Handoff::Left { room, participant } => {
+                if let Some(planner) = self.rooms.get_mut(&room).and_then(|r| r.planner.as_mut()) {
+                    planner.leave(participant);
+                    self.publish_plan(room);
+                }
+            }
+            Handoff::Speech { room, participant, level, at } => {
+                if let Some(planner) = self.rooms.get_mut(&room).and_then(|r| r.planner.as_mut()) {
+                    planner.speech(participant, level, at);
+                }
+            }
+            Handoff::Layers { room, participant, mid, layers } => {
+                let Some(state) = self.rooms.get_mut(&room) else { return };
+                let Some(planner) = state.planner.as_mut() else { return };
+                // A layer appearing or changing size is worth a plan at once; rates wait.
+                let known = state.plan.layers.get(&(participant, mid));
+                let reshaped = known.is_none_or(|k| k.len() != layers.len() || k.iter().zip(&layers).any(|(a, b)| a.rid != b.rid || a.height != b.height));
+                planner.layers(participant, mid, layers);
+                if reshaped {
+                    self.publish_plan(room);
+                }
+            }
+            Handoff::Demand { room, shard, demand } => {
+                if let Some(planner) = self.rooms.get_mut(&room).and_then(|r| r.planner.as_mut()) {
+                    planner.demand(shard, demand);
+                }
+            }
+            Handoff::Plan { room, name, home, plan } => self.apply_plan(room, name, home, plan),
+            Handoff::KeyframeRequest { room, feed } => {
+                if let Some(index) = self.by_key.get(&(room, feed.publisher)).copied() {
+                    self.request_keyframe(index, feed.mid, feed.layer);
+                }
+            }
+        }
+    }
+
+    /// Time has come to `now`: str0m's timers for the peers due, and the periodic review.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        for index in 0..self.peers.len() {
+            let Some(peer) = self.peers[index].as_mut() else { continue };
+            if peer.next_timeout <= self.now {
+                tick(peer, self.now);
+                self.mark_dirty(index);
+            }
+        }
+        if self.now >= self.next_review {
+            self.review();
+        }
+    }
+
+    // ---- outputs ------------------------------------------------------------------
+
+    /// The next thing to do: transmits and messages first, then the time to come back.
+    pub fn poll_output(&mut self) -> Output {
+        loop {
+            if let Some(output) = self.outputs.pop_front() {
+                return output;
+            }
+            if let Some(message) = self.inbox.pop_front() {
+                let now = self.now;
+                self.handle_handoff(now, message);
+                continue;
+            }
+            if let Some(index) = self.dirty.pop() {
+                if let Some(peer) = self.peers[index].as_mut() {
+                    peer.dirty = false;
+                    // What was written reaches str0m's pacer on its next timeout.
+                    if std::mem::take(&mut peer.written) {
+                        tick(peer, self.now);
+                    }
+                }
+                self.drain(index);
+                self.forward_arrived();
+                continue;
+            }
+            let next = self.peers.iter().flatten().map(|p| p.next_timeout).fold(self.next_review, Instant::min);
+            return Output::Timeout(next);
+        }
+    }
+
+    fn mark_dirty(&mut self, index: usize) {
+        if let Some(peer) = self.peers[index].as_mut()
+            && !peer.dirty
+        {
+            peer.dirty = true;
+            self.dirty.push(index);
+        }
+    }
+
+    fn send(&mut self, shard: usize, message: Handoff) {
+        if shard == self.config.shard {
+            self.inbox.push_back(message);
+        } else {
+            self.outputs.push_back(Output::Handoff { shard, message });
+        }
+    }
+
+    /// Polls one peer until str0m has nothing more before a future time: transmits go out,
+    /// events are handled, and pacer timeouts asked for "immediately" are fed at once, so a
+    /// burst leaves as far as the pacer's budget allows in one turn.
+    fn drain(&mut self, index: usize) {
+        let mut fed = 0;
+        let mut packets = Vec::new();
+        let mut events = Vec::new();
+        loop {
+            let Some(peer) = self.peers[index].as_mut() else { return };
+            if !peer.rtc.is_alive() {
+                break;
+            }
+            let output = match catch_unwind(AssertUnwindSafe(|| peer.rtc.poll_output())) {
+                Ok(Ok(output)) => output,
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = ?peer.key, error = %e, "relay peer failed");
+                    peer.rtc.disconnect();
+                    break;
+                }
+                Err(_) => {
+                    tracing::error!(peer = ?peer.key, "relay peer panicked; dropping it");
+                    peer.rtc.disconnect();
+                    break;
+                }
+            };
+            match output {
+                str0m::Output::Timeout(t) => {
+                    // Due now, or "immediately" (a pacer releasing its next packet a
+                    // microsecond on): feed that time, as long as it moves str0m's clock.
+                    let pacer = matches!(peer.rtc.last_timeout_reason(), Reason::Pacer(PacerReason::Immediate));
+                    if t > peer.clock && (t <= self.now || pacer) && fed < IMMEDIATE_TIMEOUTS {
+                        fed += 1;
+                        tick(peer, t.max(self.now));
+                        continue;
+                    }
+                    // str0m reports a timer already past as due at its own clock; feeding
+                    // that time again changes nothing, so come back a little later.
+                    peer.next_timeout = if t <= peer.clock { self.now + Duration::from_millis(1) } else { t };
+                    break;
+                }
+                str0m::Output::Transmit(t) => {
+                    self.counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
+                    self.counters.bytes_forwarded.fetch_add(t.contents.len() as u64, Ordering::Relaxed);
+                    if let Some(arrival) = departure(peer, &t.contents) {
+                        let now_us = self.now.saturating_duration_since(self.epoch).as_micros() as u32;
+                        self.counters.hop_latency.record_us(u64::from(now_us.wrapping_sub(arrival)));
+                    }
+                    self.outputs.push_back(Output::Transmit { destination: t.destination, contents: t.contents.into() });
+                }
+                str0m::Output::Event(Event::RtpPacket(packet)) => packets.push(packet),
+                str0m::Output::Event(event) => events.push(event),
+            }
+        }
+        for event in events {
+            self.event(index, event);
+        }
+        if self.peers[index].as_ref().is_some_and(|p| !p.announced) {
+            self.announce(index);
+        }
+        for packet in packets {
+            if let Some(packet) = self.ingest(index, packet) {
+                self.arrived.push(packet);
+            }
+        }
+        if self.peers[index].as_ref().is_some_and(|p| !p.rtc.is_alive()) {
+            self.drop_peer(index, true);
+        }
+    }
+
+    fn event(&mut self, index: usize, event: Event) {
+        let Some(peer) = self.peers[index].as_mut() else { return };
+        match event {
+            Event::MediaAdded(m) => {
+                match m.direction {
+                    Direction::RecvOnly | Direction::SendRecv => {
+                        let layers = m
+                            .simulcast
+                            .map(|s| s.recv.iter().map(|l| Some(l.rid)).collect::<Vec<_>>())
+                            .filter(|l| !l.is_empty())
+                            .unwrap_or_else(|| vec![None]);
+                        let books = layers.into_iter().map(LayerBook::new).collect();
+                        peer.tracks.push(Track { mid: m.mid, kind: m.kind, layers: books });
+                    }
+                    _ => peer.slots.push(Slot::new(m.mid, m.kind, self.now)),
+                }
+                peer.find_streams(RTX_HISTORY);
+                // The home hears of the new media once this drain is over.
+                peer.announced = false;
+            }
+            Event::Connected => {
+                peer.learn_codecs();
+                peer.find_streams(RTX_HISTORY);
+            }
+            Event::KeyframeRequest(request) => {
+                self.counters.keyframe_requests_received.fetch_add(1, Ordering::Relaxed);
+                let room = peer.room;
+                let feed = peer.slot(request.mid).and_then(|s| peer.slots[s].splicer.current());
+                tracing::debug!(subscriber = peer.key.participant, slot = %request.mid, ?feed, "subscriber asks for a keyframe");
+                if let Some(feed) = feed {
+                    self.ask_keyframe(room, feed);
+                }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => peer.estimate = Some(estimate.as_u64()),
+            Event::MediaEgressStats(s) => {
+                let lost = s.remote.map_or(0, |r| r.packets_lost);
+                let last = peer.reported.insert((s.mid, s.rid, true), (s.nacks, lost)).unwrap_or_default();
+                self.counters.nacks_received.fetch_add(s.nacks.saturating_sub(last.0), Ordering::Relaxed);
+                self.counters.subscriber_packets_lost.fetch_add(lost.saturating_sub(last.1), Ordering::Relaxed);
+            }
+            Event::MediaIngressStats(s) => {
+                let last = peer.reported.insert((s.mid, s.rid, false), (s.nacks, 0)).unwrap_or_default();
+                self.counters.nacks_sent.fetch_add(s.nacks.saturating_sub(last.0), Ordering::Relaxed);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => peer.rtc.disconnect(),
+            _ => {}
+        }
+    }
+
+    /// Tells the room's home who `index` is and what media they have (again when it grows).
+    fn announce(&mut self, index: usize) {
+        let Some(peer) = self.peers[index].as_mut() else { return };
+        if peer.announced {
+            return;
+        }
+        peer.announced = true;
+        let member = Member {
+            shard: self.config.shard,
+            tracks: peer.tracks.iter().map(|t| (t.mid, t.kind)).collect(),
+            rids: peer.tracks.iter().map(|t| (t.mid, t.layers.iter().filter_map(|l| l.rid).collect())).collect(),
+            slots: peer.slots.iter().map(|s| (s.mid, s.kind)).collect(),
+        };
+        let (room, participant) = (peer.room, peer.key.participant);
+        let Some(state) = self.rooms.get(&room) else { return };
+        let message = Handoff::Joined { room, name: state.name.clone(), participant, member };
+        let home = state.home;
+        self.send(home, message);
+    }
+
+    fn drop_peer(&mut self, index: usize, gone: bool) {
+        let Some(peer) = self.peers[index].take() else { return };
+        self.free.push(index);
+        self.by_key.remove(&(peer.room, peer.key.participant));
+        self.by_source.retain(|_, i| *i != index);
+        self.dirty.retain(|i| *i != index);
+        if gone {
+            tracing::info!(peer = ?peer.key, "relay peer gone");
+            self.outputs.push_back(Output::Notice(Notice::Gone { peer: peer.key.clone() }));
+        }
+        let Some(state) = self.rooms.get_mut(&peer.room) else { return };
+        state.local.retain(|i| *i != index);
+        for refs in state.routes.values_mut() {
+            refs.retain(|r| r.peer != index);
+        }
+        let home = state.home;
+        let empty = state.local.is_empty() && state.planner.as_ref().is_none_or(|p| p.is_empty());
+        self.send(home, Handoff::Left { room: peer.room, participant: peer.key.participant });
+        if empty && home != self.config.shard {
+            self.rooms.remove(&peer.room);
+        }
+    }
+
+    // ---- the data path ------------------------------------------------------------
+
+    /// Reads one packet from a local publisher: its feed, what it starts, its layer's
+    /// figures and its speech level.
+    fn ingest(&mut self, index: usize, packet: RtpPacket) -> Option<Arc<MediaPacket>> {
+        let now = self.now;
+        let peer = self.peers[index].as_mut()?;
+        let ssrc = packet.header.ssrc;
+        let (track, layer) = match peer.rx.get(&ssrc) {
+            Some(known) => *known,
+            None => {
+                let mut api = peer.rtc.direct_api();
+                let stream = api.stream_rx(&ssrc)?;
+                let (mid, rid) = (stream.mid(), stream.rid());
+                let track = peer.track(mid)?;
+                peer.rx.insert(ssrc, (track, rid));
+                (track, rid)
+            }
+        };
+        let codec = peer.codec(packet.header.payload_type)?;
+        let track_state = &mut peer.tracks[track];
+        let kind = track_state.kind;
+        let payload = packet.payload;
+        let (vp8, vp8_descriptor) = if codec == Codec::Vp8 { (vp8::inspect(&payload), Vp8Descriptor::parse(&payload).ok()) } else { (None, None) };
+        let start = match codec {
+            _ if kind == MediaKind::Audio => true,
+            Codec::Vp8 => vp8.is_some_and(|v| v.keyframe),
+            Codec::H264 => crate::h264::starts_keyframe(&payload),
+            _ => false,
+        };
+        let room = peer.room;
+        let participant = peer.key.participant;
+        let mid = track_state.mid;
+        let mut reshaped = false;
+        if kind == MediaKind::Video {
+            let book = match track_state.layers.iter_mut().position(|b| b.rid == layer) {
+                Some(i) => &mut track_state.layers[i],
+                None => {
+                    track_state.layers.push(LayerBook::new(layer));
+                    track_state.layers.last_mut().expect("just pushed")
+                }
+            };
+            book.bytes += payload.len() as u64;
+            if book.last_seen.is_none() {
+                reshaped = true;
+            }
+            book.last_seen = Some(now);
+            if let Some((_, height)) = vp8.and_then(|v| v.size)
+                && book.height != Some(height)
+            {
+                book.height = Some(height);
+                reshaped = true;
+            }
+        }
+        let ext = &packet.header.ext_vals;
+        let (audio_level, voice_activity) = (ext.audio_level, ext.voice_activity);
+        if reshaped {
+            let layers = track_state.known_layers(now, LAYER_STALE);
+            self.tell_home(room, Handoff::Layers { room, participant, mid, layers });
+        }
+        if kind == MediaKind::Audio
+            && let Some(level) = audio_level
+            && level >= SPEECH_LEVEL
+        {
+            self.tell_home(room, Handoff::Speech { room, participant, level, at: now });
+        }
+        Some(Arc::new(MediaPacket {
+            room,
+            feed: Feed { publisher: participant, mid, layer },
+            kind,
+            codec,
+            seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            start,
+            vp8,
+            vp8_descriptor,
+            audio_level,
+            voice_activity,
+            arrival: packet.timestamp,
+            payload,
+        }))
+    }
+
+    fn tell_home(&mut self, room: RoomId, message: Handoff) {
+        if let Some(home) = self.rooms.get(&room).map(|r| r.home) {
+            self.send(home, message);
+        }
+    }
+
+    fn forward_arrived(&mut self) {
+        while let Some(packet) = self.arrived.pop() {
+            if let Some(state) = self.rooms.get(&packet.room) {
+                for shard in state.remote_shards.clone() {
+                    self.outputs.push_back(Output::Handoff { shard, message: Handoff::Media(packet.clone()) });
+                }
+            }
+            self.fan_out(&packet);
+        }
+    }
+
+    /// Forwards `packet` to every local slot its track feeds.
+    fn fan_out(&mut self, packet: &MediaPacket) {
+        let Router { rooms, peers, counters, epoch, now, dirty, .. } = self;
+        let Some(state) = rooms.get(&packet.room) else { return };
+        let Some(routes) = state.routes.get(&(packet.feed.publisher, packet.feed.mid)) else { return };
+        let incoming = Incoming { feed: packet.feed, seq: packet.seq, timestamp: packet.timestamp, start: packet.start, arrival: packet.arrival, vp8: packet.vp8 };
+        let arrival_us = packet.arrival.saturating_duration_since(*epoch).as_micros() as u32;
+        let mut keyframes: Vec<Feed> = Vec::new();
+        for route in routes {
+            let Some(sub) = peers[route.peer].as_mut() else { continue };
+            let Some(slot) = sub.slots.get_mut(route.slot) else { continue };
+            if packet.kind == MediaKind::Video && slot.splicer.current() == Some(packet.feed) && slot.splicer.waiting().is_none() && stale_queue(&mut sub.rtc, slot, *now) {
+                tracing::debug!(subscriber = sub.key.participant, slot = %slot.mid, "send queue stale: waiting for a keyframe");
+                counters.stale_drops.fetch_add(1, Ordering::Relaxed);
+                slot.splicer.resync();
+            }
+            let out = match slot.splicer.packet(&incoming) {
+                Verdict::Forward(out) => out,
+                Verdict::NeedKeyframe(feed) => {
+                    if !keyframes.contains(&feed) {
+                        keyframes.push(feed);
+                    }
+                    continue;
+                }
+                Verdict::Drop => continue,
+            };
+            if write(sub, route.slot, packet, out) {
+                sub.written = true;
+                sub.slots[route.slot].written(out.seq, arrival_us);
+                if packet.marker || packet.kind == MediaKind::Audio {
+                    counters.frames_forwarded.fetch_add(1, Ordering::Relaxed);
+                }
+                if !sub.dirty {
+                    sub.dirty = true;
+                    dirty.push(route.peer);
+                }
+            }
+        }
+        for feed in keyframes {
+            self.ask_keyframe(packet.room, feed);
+        }
+    }
+
+    /// Asks `feed`'s publisher for a keyframe, through its shard, at most once per
+    /// [`KEYFRAME_REQUEST_EVERY`] from this shard.
+    fn ask_keyframe(&mut self, room: RoomId, feed: Feed) {
+        let now = self.now;
+        if self.asked.get(&(room, feed)).is_some_and(|t| now.saturating_duration_since(*t) < KEYFRAME_REQUEST_EVERY) {
+            return;
+        }
+        self.asked.insert((room, feed), now);
+        if self.asked.len() > 4096 {
+            self.asked.retain(|_, t| now.saturating_duration_since(*t) < KEYFRAME_REQUEST_EVERY);
+        }
+        match self.by_key.get(&(room, feed.publisher)).copied() {
+            Some(index) => self.request_keyframe(index, feed.mid, feed.layer),
+            None => {
+                if let Some(shard) = self.rooms.get(&room).and_then(|r| r.plan.shard_of(feed.publisher)) {
+                    self.send(shard, Handoff::KeyframeRequest { room, feed });
+                }
+            }
+        }
+    }
+
+    /// Sends a PLI to the local publisher at `index` for `layer` of `mid`, throttled.
+    fn request_keyframe(&mut self, index: usize, mid: Mid, layer: Option<Rid>) {
+        let now = self.now;
+        let Some(peer) = self.peers[index].as_mut() else { return };
+        if peer.keyframe_requested.get(&(mid, layer)).is_some_and(|t| now.saturating_duration_since(*t) < KEYFRAME_REQUEST_EVERY) {
+            return;
+        }
+        let mut api = peer.rtc.direct_api();
+        let Some(stream) = api.stream_rx_by_mid(mid, layer) else { return };
+        tracing::debug!(publisher = peer.key.participant, %mid, ?layer, "keyframe requested");
+        stream.request_keyframe(KeyframeRequestKind::Pli);
+        peer.keyframe_requested.insert((mid, layer), now);
+        self.counters.keyframe_requests_sent.fetch_add(1, Ordering::Relaxed);
+        self.mark_dirty(index);
+    }
+
+    // ---- plans and reviews --------------------------------------------------------
+
+    /// On the home shard: recomputes `room`'s plan and sends it to every shard of the room.
+    fn publish_plan(&mut self, room: RoomId) {
+        let shard = self.config.shard;
+        let Some(state) = self.rooms.get_mut(&room) else { return };
+        let Some(planner) = state.planner.as_mut() else { return };
+        let plan = Arc::new(planner.plan());
+        let name = state.name.clone();
+        let mut shards: Vec<usize> = plan.shards().collect();
+        if !shards.contains(&shard) {
+            shards.push(shard);
+        }
+        for to in shards {
+            self.send(to, Handoff::Plan { room, name: name.clone(), home: shard, plan: plan.clone() });
+        }
+    }
+
+    /// Follows a plan from the room's home: slot sources, routes, the other shards.
+    fn apply_plan(&mut self, room: RoomId, name: Arc<str>, home: usize, plan: Arc<Plan>) {
+        let shard = self.config.shard;
+        let last_n = self.config.last_n;
+        let now = self.now;
+        let state = self.rooms.entry(room).or_insert_with(|| Room::new(name, home, shard, last_n));
+        state.plan = plan.clone();
+        state.remote_shards = plan.shards().filter(|s| *s != shard).collect();
+        let mut notices = Vec::new();
+        for &index in &state.local {
+            let Some(peer) = self.peers[index].as_mut() else { continue };
+            let assigned = plan.assignments.get(&peer.key.participant);
+            let mut changed = false;
+            for slot in &mut peer.slots {
+                let source = assigned.and_then(|a| a.iter().find(|(m, _, _)| *m == slot.mid)).map(|(_, _, s)| *s);
+                if source != slot.source {
+                    changed = true;
+                    slot.source = source;
+                }
+                let Some(source) = source else {
+                    slot.splicer.clear();
+                    continue;
+                };
+                // A new source, or a layer the plan does not (yet) know: choose now.
+                let layers = plan.layers.get(&(source.participant, source.mid));
+                let targeted = slot.splicer.targeted().filter(|f| f.publisher == source.participant && f.mid == source.mid);
+                let settled = targeted.is_some_and(|f| slot.kind == MediaKind::Audio || layers.is_some_and(|l| l.iter().any(|l| l.rid == f.layer)));
+                if !settled {
+                    let layer = if slot.kind == MediaKind::Audio { None } else { pick_layer(&plan, source, peer.wanted.get(&source.participant).copied(), slot.allotted) };
+                    let feed = Feed { publisher: source.participant, mid: source.mid, layer };
+                    if targeted != Some(feed) {
+                        slot.splicer.target(feed);
+                        slot.layer_since = now;
+                    }
+                }
+            }
+            if changed {
+                let slots = peer.slots.iter().filter_map(|s| Some((s.mid.to_string(), s.source?.participant, kind_name(s.kind)))).collect();
+                tracing::debug!(subscriber = peer.key.participant, ?slots, "slots reassigned");
+                notices.push(Notice::Slots { peer: peer.key.clone(), slots });
+            }
+        }
+        self.outputs.extend(notices.into_iter().map(Output::Notice));
+        self.rebuild_routes(room);
+    }
+
+    fn rebuild_routes(&mut self, room: RoomId) {
+        let Some(state) = self.rooms.get_mut(&room) else { return };
+        state.routes.clear();
+        for &index in &state.local {
+            let Some(peer) = self.peers[index].as_ref() else { continue };
+            for (s, slot) in peer.slots.iter().enumerate() {
+                for feed in [slot.splicer.current(), slot.splicer.targeted()].into_iter().flatten() {
+                    let refs = state.routes.entry((feed.publisher, feed.mid)).or_default();
+                    let route = SlotRef { peer: index, slot: s };
+                    if !refs.contains(&route) {
+                        refs.push(route);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every [`REVIEW_EVERY`]: layer figures to the homes; on the home, speakers and plans;
+    /// for every local subscriber, layer choice and BWE targets; demand to the homes.
+    fn review(&mut self) {
+        let now = self.now;
+        self.next_review = now + REVIEW_EVERY;
+        // What local publishers send.
+        let mut reports = Vec::new();
+        for peer in self.peers.iter_mut().flatten() {
+            for track in &mut peer.tracks {
+                if track.kind != MediaKind::Video {
+                    continue;
+                }
+                for book in &mut track.layers {
+                    book.rotate();
+                }
+                let layers = track.known_layers(now, LAYER_STALE);
+                reports.push((peer.room, Handoff::Layers { room: peer.room, participant: peer.key.participant, mid: track.mid, layers }));
+            }
+        }
+        for (room, message) in reports {
+            self.tell_home(room, message);
+        }
+        // Rooms homed here: the dominant speaker, the plan, and which layers to send.
+        let homed: Vec<RoomId> = self.rooms.iter().filter(|(_, r)| r.planner.is_some()).map(|(id, _)| *id).collect();
+        for room in homed {
+            let state = self.rooms.get_mut(&room).expect("listed above");
+            let planner = state.planner.as_mut().expect("homed here");
+            if planner.is_empty() && state.local.is_empty() {
+                self.rooms.remove(&room);
+                continue;
+            }
+            if let Some(p) = planner.update_dominant(now) {
+                self.outputs.push_back(Output::Notice(Notice::Speaker { room: state.name.to_string(), participant: p }));
+            }
+            self.publish_plan(room);
+            self.pause_unwatched(room);
+        }
+        // Local subscribers: layers and bandwidth.
+        let rooms: Vec<RoomId> = self.rooms.keys().copied().collect();
+        for room in rooms {
+            self.choose_layers(room);
+            self.rebuild_routes(room);
+            self.report_demand(room);
+        }
+        self.sample_queues();
+    }
+
+    /// For each local subscriber in `room`: share its downlink among its video slots and
+    /// move each slot to the layer that fits; ask BWE to probe for what the tiles want.
+    fn choose_layers(&mut self, room: RoomId) {
+        let now = self.now;
+        let Some(state) = self.rooms.get(&room) else { return };
+        let plan = state.plan.clone();
+        for &index in &state.local {
+            let Some(peer) = self.peers[index].as_mut() else { continue };
+            let audio = peer.slots.iter().filter(|s| s.kind == MediaKind::Audio && s.source.is_some()).count() as u64 * AUDIO_RATE;
+            let video: Vec<usize> = (0..peer.slots.len()).filter(|i| peer.slots[*i].kind == MediaKind::Video && peer.slots[*i].source.is_some()).collect();
+            let demands: Vec<SlotDemand> = video
+                .iter()
+                .map(|&i| {
+                    let source = peer.slots[i].source.expect("filtered");
+                    let layers = plan.layers.get(&(source.participant, source.mid)).map(|l| l.to_vec()).unwrap_or_default();
+                    SlotDemand { layers, wanted_height: peer.wanted.get(&source.participant).copied().unwrap_or(DEFAULT_TILE_HEIGHT) }
+                })
+                .collect();
+            let desired: u64 = demands.iter().map(|d| choose(&d.layers, d.wanted_height, None).map_or(0, |i| d.layers[i].bitrate)).sum::<u64>() + audio;
+            if let Some(estimate) = peer.estimate {
+                let budget = (estimate * 85 / 100).saturating_sub(audio);
+                for (&i, allotted) in video.iter().zip(allocate(&demands, budget)) {
+                    peer.slots[i].allotted = allotted;
+                }
+            }
+            for (&i, demand) in video.iter().zip(&demands) {
+                let slot = &mut peer.slots[i];
+                let source = slot.source.expect("filtered");
+                let Some(best) = choose(&demand.layers, demand.wanted_height, slot.allotted).map(|b| demand.layers[b].rid) else { continue };
+                let targeted = slot.splicer.targeted().map(|f| f.layer);
+                if targeted == Some(best) {
+                    continue;
+                }
+                let stale = targeted.is_none_or(|t| !demand.layers.iter().any(|l| l.rid == t));
+                if stale || now.saturating_duration_since(slot.layer_since) >= LAYER_HOLD {
+                    tracing::debug!(subscriber = peer.key.participant, slot = %slot.mid, from = source.participant, layer = ?best, "slot retargeted");
+                    slot.splicer.target(Feed { publisher: source.participant, mid: source.mid, layer: best });
+                    slot.layer_since = now;
+                }
+            }
+            if desired > 0 {
+                let _ = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().set_bitrate(Bitrate::bps(desired / 2), Bitrate::bps(desired))));
+                if !peer.dirty {
+                    peer.dirty = true;
+                    self.dirty.push(index);
+                }
+            }
+        }
+    }
+
+    /// Tells the home which layers this shard's slots forward or wait for, when it changed.
+    fn report_demand(&mut self, room: RoomId) {
+        let shard = self.config.shard;
+        let Some(state) = self.rooms.get_mut(&room) else { return };
+        let mut demand = Demand::new();
+        for &index in &state.local {
+            let Some(peer) = self.peers[index].as_ref() else { continue };
+            for slot in &peer.slots {
+                for feed in [slot.splicer.current(), slot.splicer.targeted()].into_iter().flatten() {
+                    let layers = demand.entry((feed.publisher, feed.mid)).or_default();
+                    if !layers.contains(&feed.layer) {
+                        layers.push(feed.layer);
+                    }
+                }
+            }
+        }
+        if demand == state.demand {
+            return;
+        }
+        state.demand = demand.clone();
+        let home = state.home;
+        self.send(home, Handoff::Demand { room, shard, demand });
+    }
+
+    /// On the home shard: tells each publisher which of its layers someone wants, when that
+    /// changes (the lowest layer is always wanted, so every tile has something to show).
+    fn pause_unwatched(&mut self, room: RoomId) {
+        let Some(state) = self.rooms.get_mut(&room) else { return };
+        let Some(planner) = state.planner.as_ref() else { return };
+        let mut notices = Vec::new();
+        for (key, layers) in state.plan.layers.iter() {
+            if layers.len() < 2 {
+                continue;
+            }
+            let lowest = layers.iter().min_by_key(|l| (l.height, l.bitrate)).map(|l| l.rid);
+            let mut wanted = planner.wanted_layers(key.0, key.1, KEEP_SPEAKERS_LAYERS);
+            if let Some(lowest) = lowest
+                && !wanted.contains(&lowest)
+            {
+                wanted.push(lowest);
+            }
+            let mut active: Vec<Option<Rid>> = wanted.into_iter().filter(|r| r.is_some()).collect();
+            active.sort_by_key(|r| r.map(|r| r.to_string()));
+            if state.active.get(key) != Some(&active) {
+                state.active.insert(*key, active.clone());
+                if let Some((participant, _)) = state.plan.members.iter().find(|(p, _)| *p == key.0) {
+                    notices.push(Notice::Layers {
+                        peer: PeerKey { room: state.name.to_string(), participant: *participant },
+                        mid: key.1.to_string(),
+                        active: active.iter().flatten().map(|r| r.to_string()).collect(),
+                    });
+                }
+            }
+        }
+        self.outputs.extend(notices.into_iter().map(Output::Notice));
+    }
+
+    /// Records the age of the oldest packet in each local slot's send queue.
+    fn sample_queues(&mut self) {
+        let now = self.now;
+        for peer in self.peers.iter_mut().flatten() {
+            let mut api = peer.rtc.direct_api();
+            for slot in &peer.slots {
+                let Some(ssrc) = slot.ssrc else { continue };
+                let Some(info) = api.stream_tx(&ssrc).and_then(|s| s.queue_info()) else { continue };
+                let age = info.first_unsent().map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+                self.counters.queue_age.record_us(age.as_micros() as u64);
+            }
+        }
+    }
+}
+
+/// The layer of `source` a slot starts with: what its tile and allotment call for, or,
+/// before any layer has been seen, the first its SDP lists (the smallest, by browsers'
+/// convention: a quick keyframe, and the review moves it up from there).
+fn pick_layer(plan: &Plan, source: Source, wanted: Option<u32>, allotted: Option<u64>) -> Option<Rid> {
+    let layers = plan.layers.get(&(source.participant, source.mid))?;
+    if layers.iter().all(|l| l.height == 0 && l.bitrate == 0) {
+        return layers.first()?.rid;
+    }
+    choose(layers, wanted.unwrap_or(DEFAULT_TILE_HEIGHT), allotted).map(|i| layers[i].rid)?
+}
+
+fn kind_name(kind: MediaKind) -> &'static str {
+    if kind == MediaKind::Audio { "audio" } else { "video" }
+}
+
+/// Whether `slot`'s send queue holds video older than [`STALE_QUEUE`] (only a paced slot
+/// can: forwarded media is unpaced).
+fn stale_queue(rtc: &mut Rtc, slot: &Slot, now: Instant) -> bool {
+    let Some(ssrc) = slot.ssrc else { return false };
+    let mut api = rtc.direct_api();
+    let Some(info) = api.stream_tx(&ssrc).and_then(|s| s.queue_info()) else { return false };
+    info.first_unsent().is_some_and(|t| now.saturating_duration_since(t) > STALE_QUEUE)
+}
+
+/// Writes one renumbered packet on subscriber `sub`'s slot; false when it has no stream or
+/// payload type for it (yet).
+fn write(sub: &mut Peer, slot: usize, packet: &MediaPacket, out: Rewritten) -> bool {
+    let Some(ssrc) = sub.slots[slot].ssrc else { return false };
+    let Some(pt) = sub.pt(packet.codec) else { return false };
+    let video = packet.kind == MediaKind::Video;
+    let mut api = sub.rtc.direct_api();
+    let Some(stream) = api.stream_tx(&ssrc) else { return false };
+    let ext = ExtensionValues { audio_level: packet.audio_level, voice_activity: packet.voice_activity, ..Default::default() };
+    let marker = packet.marker || (!video && out.switched);
+    let mut rtp = RtpWrite::new(pt, SeqNo::from(out.seq), out.timestamp, packet.arrival, packet.payload.clone()).marker(marker).nackable(video).ext_vals(ext);
+    if let (Some(descriptor), Some(vp8)) = (packet.vp8_descriptor, packet.vp8) {
+        let renumbered = out.picture_id != vp8.picture_id.map(|p| p.value) || out.tl0_pic_idx != vp8.tl0_pic_idx;
+        if renumbered {
+            let mut patch = descriptor.patch();
+            if let Some(pid) = out.picture_id {
+                patch = patch.picture_id(pid);
+            }
+            if let Some(tl0) = out.tl0_pic_idx {
+                patch = patch.tl0_pic_idx(tl0);
+            }
+            if let Ok(patch) = patch.build() {
+                rtp = rtp.vp8_patch(patch);
+            }
+        }
+    }
+    stream.write_rtp(rtp);
+    true
+}
+
+/// For an outgoing RTP packet on one of `peer`'s slots, the arrival time (µs since the
+/// router's epoch) of the packet it carries.
+fn departure(peer: &mut Peer, datagram: &[u8]) -> Option<u32> {
+    // RTP (not RTCP: payload types 64-95 with the marker bit are RTCP's 192-223).
+    if datagram.len() < 12 || datagram[0] >> 6 != 2 || (192..=223).contains(&datagram[1]) {
+        return None;
+    }
+    let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
+    let slot = *peer.tx.get(&ssrc.into())?;
+    peer.slots[slot].departed(u16::from_be_bytes([datagram[2], datagram[3]]))
+}
+
+/// Moves `peer`'s clock to `now`, or keeps it where it is if immediate pacer timeouts have
+/// already taken it (a few microseconds) further: str0m ignores a timeout in its past, and
+/// media just written would then wait for the next one.
+fn tick(peer: &mut Peer, now: Instant) {
+    let at = now.max(peer.clock);
+    peer.clock = at;
+    guarded(peer, |p| p.rtc.handle_input(Input::Timeout(at)));
+}
+
+/// Runs `f` on `peer`, disconnecting it (alone) if it fails or panics.
+fn guarded(peer: &mut Peer, f: impl FnOnce(&mut Peer) -> Result<(), str0m::RtcError>) {
+    if !peer.rtc.is_alive() {
+        return;
+    }
+    match catch_unwind(AssertUnwindSafe(|| f(peer))) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(peer = ?peer.key, error = %e, "relay peer input failed");
+            peer.rtc.disconnect();
+        }
+        Err(_) => {
+            tracing::error!(peer = ?peer.key, "relay peer panicked on input; dropping it");
+            peer.rtc.disconnect();
+        }
+    }
+}

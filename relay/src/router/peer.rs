@@ -1,0 +1,235 @@
+//! One participant on a shard: their `str0m::Rtc` (RTP mode), what they publish (tracks and
+//! the layers seen on each) and their receive slots (each with its splicer).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use str0m::format::Codec;
+use str0m::media::{MediaKind, Mid, Pt, Rid};
+use str0m::rtp::Ssrc;
+use str0m::Rtc;
+
+use crate::PeerKey;
+use crate::layers::Layer;
+use crate::slots::Source;
+use crate::splice::Splicer;
+
+use super::RoomId;
+
+/// How many recent departures each slot remembers for the arrival → departure histogram.
+const DEPARTURES: usize = 128;
+
+/// One simulcast layer (or the only stream) of a published video track, as received.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerBook {
+    pub rid: Option<Rid>,
+    pub height: Option<u32>,
+    /// Bytes received in each of the last few review periods, newest last.
+    pub periods: [u64; 5],
+    /// Bytes received since the last review.
+    pub bytes: u64,
+    pub last_seen: Option<Instant>,
+    /// The rate it had when it last flowed: what it costs again once resumed.
+    pub nominal: u64,
+}
+
+impl LayerBook {
+    pub fn new(rid: Option<Rid>) -> LayerBook {
+        LayerBook { rid, height: None, periods: [0; 5], bytes: 0, last_seen: None, nominal: 0 }
+    }
+
+    /// Bit rate over the last second (the five periods of [`super::REVIEW_EVERY`]).
+    pub fn bitrate(&self) -> u64 {
+        self.periods.iter().sum::<u64>() * 8
+    }
+
+    /// Closes a review period.
+    pub fn rotate(&mut self) {
+        self.periods.rotate_left(1);
+        self.periods[4] = std::mem::take(&mut self.bytes);
+        if self.periods.iter().all(|p| *p > 0) {
+            self.nominal = self.bitrate();
+        }
+    }
+}
+
+/// Something the participant publishes (one send m-line).
+#[derive(Debug)]
+pub(crate) struct Track {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    pub layers: Vec<LayerBook>,
+}
+
+impl Track {
+    /// Every layer ever seen, with its rate now, or its rate when it last flowed if the
+    /// publisher has paused it for longer than `stale` (a subscriber can still choose it,
+    /// which asks the publisher to resume it).
+    pub fn known_layers(&self, now: Instant, stale: Duration) -> Vec<Layer> {
+        self.layers
+            .iter()
+            .filter_map(|b| {
+                let flowing = now.saturating_duration_since(b.last_seen?) < stale;
+                let bitrate = if flowing { b.bitrate().max(b.nominal) } else { b.nominal };
+                Some(Layer { rid: b.rid, height: b.height.unwrap_or(0), bitrate })
+            })
+            .collect()
+    }
+}
+
+/// One receive slot of the participant: a send m-line of ours.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    /// Our stream on it (found once negotiation is done).
+    pub ssrc: Option<Ssrc>,
+    pub source: Option<Source>,
+    pub splicer: Splicer,
+    /// When the layer was last changed (a layer is held for a while).
+    pub layer_since: Instant,
+    /// This slot's share of the downlink estimate (`layers::allocate`), bit/s.
+    pub allotted: Option<u64>,
+    /// Arrival times (µs since the router's epoch) of recent packets, by outgoing sequence
+    /// number: what the departure of each is measured against.
+    departures: Box<[(u16, u32); DEPARTURES]>,
+}
+
+impl Slot {
+    pub fn new(mid: Mid, kind: MediaKind, now: Instant) -> Slot {
+        let clock_rate = if kind == MediaKind::Audio { 48_000 } else { 90_000 };
+        Slot {
+            mid,
+            kind,
+            ssrc: None,
+            source: None,
+            splicer: Splicer::new(clock_rate),
+            layer_since: now,
+            allotted: None,
+            departures: Box::new([(0, u32::MAX); DEPARTURES]),
+        }
+    }
+
+    pub fn written(&mut self, seq: u64, arrival_us: u32) {
+        self.departures[seq as usize % DEPARTURES] = (seq as u16, arrival_us);
+    }
+
+    /// The arrival time of the packet that leaves with sequence number `seq`, once.
+    pub fn departed(&mut self, seq: u16) -> Option<u32> {
+        let entry = &mut self.departures[seq as usize % DEPARTURES];
+        if entry.0 != seq || entry.1 == u32::MAX {
+            return None;
+        }
+        Some(std::mem::replace(&mut entry.1, u32::MAX))
+    }
+}
+
+pub(crate) struct Peer {
+    pub key: PeerKey,
+    pub room: RoomId,
+    pub rtc: Rtc,
+    pub tracks: Vec<Track>,
+    pub slots: Vec<Slot>,
+    /// Incoming SSRC → (track index, layer), learned from str0m's receive streams.
+    pub rx: HashMap<Ssrc, (usize, Option<Rid>)>,
+    /// Our SSRC → slot index, for measuring departures.
+    pub tx: HashMap<Ssrc, usize>,
+    /// Payload type → codec, for what they send; codec → payload type, for what we send.
+    pub codec_of: Vec<(Pt, Codec)>,
+    pub pt_for: Vec<(Codec, Pt)>,
+    /// How tall they show each other participant's video.
+    pub wanted: HashMap<u64, u32>,
+    /// Their downlink estimate from str0m's BWE (TWCC), bit/s.
+    pub estimate: Option<u64>,
+    /// When str0m next needs the time.
+    pub next_timeout: Instant,
+    /// The latest time given to str0m.
+    pub clock: Instant,
+    pub dirty: bool,
+    /// Media was written to them since their last timeout.
+    pub written: bool,
+    /// Keyframe requests sent to them, per layer, for throttling.
+    pub keyframe_requested: HashMap<(Mid, Option<Rid>), Instant>,
+    /// The cumulative (NACKs, packets lost) str0m last reported per stream (mid, rid,
+    /// egress), so that `/metrics` counts only what is new.
+    pub reported: HashMap<(Mid, Option<Rid>, bool), (u64, u64)>,
+    /// The home shard has been told who this is.
+    pub announced: bool,
+}
+
+impl Peer {
+    pub fn new(key: PeerKey, room: RoomId, rtc: Rtc, now: Instant) -> Peer {
+        Peer {
+            key,
+            room,
+            rtc,
+            tracks: Vec::new(),
+            slots: Vec::new(),
+            rx: HashMap::new(),
+            tx: HashMap::new(),
+            codec_of: Vec::new(),
+            pt_for: Vec::new(),
+            wanted: HashMap::new(),
+            estimate: None,
+            next_timeout: now,
+            clock: now,
+            dirty: false,
+            written: false,
+            keyframe_requested: HashMap::new(),
+            reported: HashMap::new(),
+            announced: false,
+        }
+    }
+
+    /// Learns the payload types negotiated: which codec each of theirs carries, and which
+    /// of ours to send each codec with.
+    pub fn learn_codecs(&mut self) {
+        self.codec_of.clear();
+        self.pt_for.clear();
+        for params in self.rtc.codec_config().params() {
+            let codec = params.spec().codec;
+            self.codec_of.push((params.pt(), codec));
+            if !self.pt_for.iter().any(|(c, _)| *c == codec) {
+                self.pt_for.push((codec, params.pt()));
+            }
+        }
+    }
+
+    pub fn codec(&self, pt: Pt) -> Option<Codec> {
+        self.codec_of.iter().find(|(p, _)| *p == pt).map(|(_, c)| *c)
+    }
+
+    pub fn pt(&self, codec: Codec) -> Option<Pt> {
+        self.pt_for.iter().find(|(c, _)| *c == codec).map(|(_, p)| *p)
+    }
+
+    /// Finds our stream on each slot once negotiation has made them.
+    pub fn find_streams(&mut self, rtx_history: Duration) {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.ssrc.is_some() {
+                continue;
+            }
+            let mut api = self.rtc.direct_api();
+            if let Some(stream) = api.stream_tx_by_mid(slot.mid, None) {
+                // Forwarded media is not held back by str0m's pacer: each packet leaves in
+                // the turn it arrived in, as Janus, Jitsi and LiveKit forward. The pacer
+                // still paces BWE probes; BWE still estimates, to choose layers.
+                stream.set_unpaced(true);
+                if slot.kind == MediaKind::Video {
+                    // Enough history to answer NACKs for a second, shared payloads only.
+                    stream.set_rtx_cache(1024, rtx_history, Some(0.15));
+                }
+                slot.ssrc = Some(stream.ssrc());
+                self.tx.insert(stream.ssrc(), i);
+            }
+        }
+    }
+
+    pub fn slot(&self, mid: Mid) -> Option<usize> {
+        self.slots.iter().position(|s| s.mid == mid)
+    }
+
+    pub fn track(&self, mid: Mid) -> Option<usize> {
+        self.tracks.iter().position(|t| t.mid == mid)
+    }
+}

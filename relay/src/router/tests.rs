@@ -1,0 +1,548 @@
+//! The router with real WebRTC peers (str0m clients in RTP mode) over an in-memory network
+//! with explicit time: no sockets, no sleeps, every run the same.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpAnswer;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
+
+use super::*;
+
+/// A packet as a client received it: when, its sequence number, its payload.
+type Received = (Instant, u64, Arc<[u8]>);
+
+/// What a client writes: the m-line and layer, codec, RTP timestamp and marker.
+struct Packet {
+    mid: Mid,
+    rid: Option<Rid>,
+    codec: Codec,
+    timestamp: u32,
+    marker: bool,
+}
+
+/// One participant's browser, reduced to what the tests look at.
+struct Client {
+    participant: u64,
+    addr: SocketAddr,
+    rtc: Rtc,
+    shard: usize,
+    /// Their send m-lines: audio, video.
+    audio: Option<Mid>,
+    video: Option<Mid>,
+    /// What arrived, per receive m-line: (when, sequence number, payload).
+    received: HashMap<Mid, Vec<Received>>,
+    /// Keyframe requests that reached them, per layer.
+    keyframe_requests: Vec<Option<Rid>>,
+    /// Sequence numbers for what they send, per layer.
+    next_seq: HashMap<Option<Rid>, u64>,
+}
+
+impl Client {
+    fn pt(&self, codec: Codec) -> str0m::media::Pt {
+        self.rtc.codec_config().params().iter().find(|p| p.spec().codec == codec).expect("negotiated").pt()
+    }
+
+    /// Writes one RTP packet on `mid`/`rid`.
+    fn send(&mut self, p: Packet, payload: Vec<u8>, level: Option<i8>, now: Instant) {
+        let Packet { mid, rid, codec, timestamp, marker } = p;
+        let pt = self.pt(codec);
+        let seq = self.next_seq.entry(rid).or_insert(1000);
+        *seq += 1;
+        let ext = ExtensionValues { audio_level: level, voice_activity: level.map(|l| l > -127), ..Default::default() };
+        let mut api = self.rtc.direct_api();
+        let stream = api.stream_tx_by_mid(mid, rid).expect("a send stream for the layer");
+        stream.write_rtp(RtpWrite::new(pt, SeqNo::from(*seq), timestamp, now, payload).marker(marker).ext_vals(ext).nackable(codec == Codec::Vp8));
+    }
+
+    /// A video frame of `packets` packets of `size` bytes on layer `rid`.
+    fn frame(&mut self, rid: &str, picture: u16, keyframe: bool, packets: usize, size: usize, now: Instant) {
+        let height = match rid {
+            "l" => 180,
+            "m" => 360,
+            _ => 720,
+        };
+        for i in 0..packets {
+            let payload = vp8_payload(picture, i == 0, keyframe, height, size);
+            let timestamp = u32::from(picture) * 3000;
+            let packet = Packet { mid: self.video.expect("publishes video"), rid: Some(Rid::from(rid)), codec: Codec::Vp8, timestamp, marker: i + 1 == packets };
+            self.send(packet, payload, None, now);
+        }
+    }
+
+    fn audio(&mut self, count: u32, level: i8, now: Instant) {
+        let payload = vec![0xfc; 80];
+        let packet = Packet { mid: self.audio.expect("publishes audio"), rid: None, codec: Codec::Opus, timestamp: count * 960, marker: false };
+        self.send(packet, payload, Some(level), now);
+    }
+
+    /// Everything received on the slot that carries `kind` from `from` (by payload marker).
+    fn on(&self, mid: Mid) -> &[Received] {
+        self.received.get(&mid).map_or(&[], |v| v.as_slice())
+    }
+}
+
+/// A VP8 RTP payload: descriptor with a 15-bit PictureID, then the frame's bytes (a
+/// keyframe's start carries the frame size, `height` at 16:9).
+fn vp8_payload(picture: u16, start: bool, keyframe: bool, height: u16, size: usize) -> Vec<u8> {
+    let mut p = vec![0x80 | if start { 0x10 } else { 0 }, 0x80, 0x80 | (picture >> 8) as u8, picture as u8];
+    if start {
+        let tag: u32 = u32::from(!keyframe) | (1 << 4) | (100 << 5);
+        p.extend_from_slice(&tag.to_le_bytes()[..3]);
+        if keyframe {
+            p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+            p.extend_from_slice(&(height * 16 / 9).to_le_bytes());
+            p.extend_from_slice(&height.to_le_bytes());
+        }
+    }
+    p.resize(size.max(p.len() + 1), 0x55);
+    p
+}
+
+/// Routers (one per shard) and clients on an in-memory network.
+struct Net {
+    now: Instant,
+    routers: Vec<Router>,
+    clients: Vec<Client>,
+    notices: Vec<Notice>,
+    /// One-way delay of every datagram, and those on their way.
+    latency: Duration,
+    wire: Vec<(Instant, Datagram)>,
+    /// Router transmits per turn in which it sent anything (for pacing checks).
+    turns: Vec<usize>,
+}
+
+const ROOM: RoomId = RoomId(1);
+
+fn router_addr(shard: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 1], 5000 + shard as u16))
+}
+
+impl Net {
+    fn new(shards: usize, last_n: usize) -> Net {
+        let now = Instant::now();
+        let counters = Arc::new(Counters::new(shards));
+        let routers = (0..shards)
+            .map(|shard| {
+                let addr = router_addr(shard);
+                Router::new(RouterConfig { shard, last_n, local: addr, advertise: addr, ice_tcp: None }, counters.clone(), now)
+            })
+            .collect();
+        Net { now, routers, clients: Vec::new(), notices: Vec::new(), latency: Duration::from_millis(5), wire: Vec::new(), turns: Vec::new() }
+    }
+
+    /// A participant joins on `shard`, publishing audio and `layers` of video (none: not
+    /// publishing), with `slots` receive slots of each kind.
+    fn join(&mut self, participant: u64, shard: usize, layers: &[&str], slots: usize) -> usize {
+        let addr = SocketAddr::from(([10, 0, 1, participant as u8], 6000));
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let (mut audio, mut video) = (None, None);
+        if !layers.is_empty() {
+            audio = Some(api.add_media(MediaKind::Audio, Direction::SendOnly, Some("s".into()), Some("a".into()), None));
+            let mut simulcast = Simulcast::new();
+            for rid in layers {
+                simulcast.add_send_layer(SimulcastLayer::new(rid));
+            }
+            video = Some(api.add_media(MediaKind::Video, Direction::SendOnly, Some("s".into()), Some("v".into()), Some(simulcast)));
+        }
+        for _ in 0..slots {
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+            api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        }
+        let (offer, pending) = api.apply().unwrap();
+        let key = PeerKey { room: "room".into(), participant };
+        let answer = self.routers[shard].publish(self.now, key, ROOM, 0, &offer.to_sdp_string()).expect("the router accepts the offer");
+        rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
+        self.clients.push(Client { participant, addr, rtc, shard, audio, video, received: HashMap::new(), keyframe_requests: Vec::new(), next_seq: HashMap::new() });
+        self.clients.len() - 1
+    }
+
+    fn client(&mut self, participant: u64) -> &mut Client {
+        self.clients.iter_mut().find(|c| c.participant == participant).expect("a client")
+    }
+
+    /// Moves time on by `dt` and lets everything happen that can at the new time.
+    fn step(&mut self, dt: Duration) {
+        self.now += dt;
+        let now = self.now;
+        let due = now + self.latency;
+        for c in &mut self.clients {
+            c.rtc.handle_input(Input::Timeout(now)).unwrap();
+            drain_client(c, now, due, &mut self.wire);
+        }
+        loop {
+            let mut moved = false;
+            while let Some(i) = self.wire.iter().position(|d| d.0 <= now) {
+                moved = true;
+                match self.wire.remove(i).1 {
+                    Datagram::ToRouter { shard, from, contents } => self.routers[shard].handle_datagram(now, from, &contents),
+                    Datagram::ToClient { from, to, contents } => {
+                        let c = self.clients.iter_mut().find(|c| c.addr == to).expect("a client at the destination");
+                        let receive = Receive { proto: Protocol::Udp, source: from, destination: to, contents: contents.as_slice().try_into().unwrap() };
+                        c.rtc.handle_input(Input::Receive(now, receive)).unwrap();
+                        // RTP mode holds one received packet: poll before the next.
+                        drain_client(c, now, due, &mut self.wire);
+                    }
+                }
+            }
+            for shard in 0..self.routers.len() {
+                self.routers[shard].handle_timeout(now);
+                let mut sent = 0;
+                loop {
+                    match self.routers[shard].poll_output() {
+                        Output::Timeout(_) => break,
+                        Output::Transmit { destination, contents } => {
+                            moved = true;
+                            sent += 1;
+                            self.wire.push((due, Datagram::ToClient { from: router_addr(shard), to: destination, contents }));
+                        }
+                        Output::Handoff { shard: to, message } => {
+                            moved = true;
+                            self.routers[to].handle_handoff(now, message);
+                        }
+                        Output::Notice(n) => self.notices.push(n),
+                    }
+                }
+                if sent > 0 {
+                    self.turns.push(sent);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn run(&mut self, total: Duration) {
+        let end = self.now + total;
+        while self.now < end {
+            self.step(Duration::from_millis(1));
+        }
+    }
+
+    /// Joins are done: ICE and DTLS up everywhere.
+    fn connect(&mut self) {
+        for _ in 0..3000 {
+            if self.clients.iter().all(|c| c.rtc.is_connected()) {
+                self.run(Duration::from_millis(50));
+                return;
+            }
+            self.step(Duration::from_millis(1));
+        }
+        panic!("the clients did not connect");
+    }
+}
+
+/// A datagram on its way.
+enum Datagram {
+    ToRouter { shard: usize, from: SocketAddr, contents: Vec<u8> },
+    ToClient { from: SocketAddr, to: SocketAddr, contents: Vec<u8> },
+}
+
+/// Polls a client until it waits: its datagrams go on the wire, to arrive at `due`.
+fn drain_client(c: &mut Client, now: Instant, due: Instant, wire: &mut Vec<(Instant, Datagram)>) {
+    loop {
+        match c.rtc.poll_output().unwrap() {
+            RtcOutput::Timeout(_) => return,
+            RtcOutput::Transmit(t) => wire.push((due, Datagram::ToRouter { shard: c.shard, from: c.addr, contents: t.contents.into() })),
+            RtcOutput::Event(e) => record(c, e, now),
+        }
+    }
+}
+
+fn record(c: &mut Client, event: Event, now: Instant) {
+    match event {
+        Event::RtpPacket(p) => {
+            let mid = c.rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid());
+            if let Some(mid) = mid {
+                c.received.entry(mid).or_default().push((now, *p.seq_no, p.payload.clone()));
+            }
+        }
+        Event::KeyframeRequest(r) => c.keyframe_requests.push(r.rid),
+        _ => {}
+    }
+}
+
+/// The slot `subscriber` receives `from`'s `kind` on, per the latest `sfu-slots` notice.
+fn slot_of(net: &Net, subscriber: u64, from: u64, kind: &str) -> Option<Mid> {
+    net.notices.iter().rev().find_map(|n| match n {
+        Notice::Slots { peer, slots } if peer.participant == subscriber => {
+            Some(slots.iter().find(|(_, p, k)| *p == from && *k == kind).map(|(m, _, _)| Mid::from(m.as_str())))
+        }
+        _ => None,
+    })?
+}
+
+fn assert_contiguous(packets: &[Received]) {
+    for pair in packets.windows(2) {
+        assert_eq!(pair[1].1, pair[0].1 + 1, "sequence numbers jump from {} to {}", pair[0].1, pair[1].1);
+    }
+}
+
+/// Frames of `count` at 30 fps from `who` on `rid`, with a keyframe first.
+fn video(net: &mut Net, who: u64, rid: &str, first_picture: u16, count: u16, packets: usize, size: usize) {
+    for i in 0..count {
+        let now = net.now;
+        net.client(who).frame(rid, first_picture + i, i == 0, packets, size, now);
+        net.run(Duration::from_millis(33));
+    }
+}
+
+#[test]
+fn media_from_a_publisher_reaches_a_subscriber_renumbered_as_one_stream() {
+    let mut net = Net::new(1, 9);
+    net.join(1, 0, &["l"], 0);
+    net.join(2, 0, &[], 9);
+    net.connect();
+    for i in 0..10 {
+        let now = net.now;
+        net.client(1).audio(i, -30, now);
+        net.client(1).frame("l", 100 + i as u16, i == 0, 2, 300, now);
+        net.run(Duration::from_millis(20));
+    }
+    let audio = slot_of(&net, 2, 1, "audio").expect("an audio slot for 1");
+    let video = slot_of(&net, 2, 1, "video").expect("a video slot for 1");
+    let sub = net.client(2);
+    assert_eq!(sub.on(audio).len(), 10);
+    assert_contiguous(sub.on(audio));
+    assert_eq!(sub.on(video).len(), 20);
+    assert_contiguous(sub.on(video));
+    // The payload is the publisher's, PictureID and all (the first source needs no renumbering).
+    assert_eq!(&sub.on(video)[0].2[..4], &vp8_payload(100, true, true, 180, 300)[..4]);
+}
+
+#[test]
+fn a_150_packet_keyframe_leaves_within_its_pacing_budget_not_one_packet_per_turn() {
+    let mut net = Net::new(1, 9);
+    net.join(1, 0, &["h"], 0);
+    net.join(2, 0, &[], 9);
+    net.connect();
+    let before = net.turns.len();
+    let start = net.now;
+    let now = net.now;
+    net.client(1).frame("h", 1, true, 150, 1100, now);
+    let video = loop {
+        net.step(Duration::from_millis(1));
+        if let Some(v) = slot_of(&net, 2, 1, "video") {
+            break v;
+        }
+    };
+    for _ in 0..3000 {
+        if net.client(2).on(video).len() == 150 {
+            break;
+        }
+        net.step(Duration::from_millis(1));
+    }
+    let took = net.now - start;
+    let turns = net.turns[before..].to_vec();
+    let sent: usize = turns.iter().sum();
+    assert_eq!(net.client(2).on(video).len(), 150, "the whole keyframe arrives");
+    println!("150 packets left in {} router turns over {took:?} (largest turn {})", turns.len(), turns.iter().max().unwrap());
+    assert!(sent >= 150 && turns.len() * 4 <= sent, "{} turns for {sent} packets: the pacer released about one packet per turn", turns.len());
+    // 165 kB at the pacing rate (1.1 × the 1 Mbit/s starting estimate) is about 1.2 s.
+    assert!(took < Duration::from_millis(1500), "the keyframe took {took:?}");
+    assert_contiguous(net.client(2).on(video));
+}
+
+#[test]
+fn audio_queued_behind_a_video_burst_departs_first() {
+    let mut net = Net::new(1, 9);
+    net.join(1, 0, &["h"], 0);
+    net.join(2, 0, &[], 9);
+    net.connect();
+    // Slots are assigned; a first keyframe starts the video slot.
+    video(&mut net, 1, "h", 1, 2, 1, 500);
+    let (audio, video) = (slot_of(&net, 2, 1, "audio").unwrap(), slot_of(&net, 2, 1, "video").unwrap());
+    let now = net.now;
+    let before = net.client(2).on(video).len();
+    net.client(1).frame("h", 10, true, 150, 1100, now);
+    net.client(1).audio(1, -30, now);
+    net.run(Duration::from_millis(2000));
+    let sub = net.client(2);
+    let spoken = sub.on(audio).last().expect("the audio packet arrived").0;
+    let burst = &sub.on(video)[before..];
+    assert_eq!(burst.len(), 150);
+    let behind = burst.iter().filter(|(t, _, _)| *t < spoken).count();
+    println!("the audio packet arrived {:?} after it was sent, after {behind} of the 150 video packets", spoken - now);
+    assert!(behind < 20, "{behind} video packets went before the audio packet");
+    assert!(spoken - now <= net.latency * 2 + Duration::from_millis(2), "the audio took {:?}", spoken - now);
+}
+
+#[test]
+fn a_layer_switch_waits_for_a_keyframe_and_sequence_numbers_stay_contiguous() {
+    let mut net = Net::new(1, 9);
+    net.join(1, 0, &["l", "h"], 0);
+    net.join(2, 0, &[], 9);
+    net.connect();
+    // Small tile: the low layer.
+    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![(1, 180)]);
+    for i in 0..40u16 {
+        let now = net.now;
+        net.client(1).frame("l", 1000 + i, i == 0, 1, 150, now);
+        net.client(1).frame("h", 5000 + i, i == 0, 1, 220, now);
+        net.run(Duration::from_millis(33));
+    }
+    let video = slot_of(&net, 2, 1, "video").unwrap();
+    let before = net.client(2).on(video).len();
+    assert!(before >= 30, "the low layer flows ({before} packets)");
+    assert!(net.client(2).on(video).iter().all(|(_, _, p)| p.len() == 150), "only the low layer");
+    // A large tile: the relay moves the slot to "h" and asks for its keyframe; "l" goes on
+    // until one arrives.
+    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![(1, 720)]);
+    net.client(1).keyframe_requests.clear();
+    for i in 40..80u16 {
+        let now = net.now;
+        net.client(1).frame("l", 1000 + i, false, 1, 150, now);
+        net.client(1).frame("h", 5000 + i, false, 1, 220, now);
+        net.run(Duration::from_millis(33));
+    }
+    assert!(net.client(1).keyframe_requests.contains(&Some(Rid::from("h"))), "the relay asked for a keyframe of h: {:?}", net.client(1).keyframe_requests);
+    assert!(net.client(2).on(video).iter().all(|(_, _, p)| p.len() == 150), "still the low layer, without a keyframe of h");
+    let now = net.now;
+    net.client(1).frame("h", 5080, true, 1, 220, now);
+    net.client(1).frame("l", 1080, false, 1, 150, now);
+    net.run(Duration::from_millis(100));
+    let sub = net.client(2);
+    let after: Vec<usize> = sub.on(video)[before..].iter().map(|(_, _, p)| p.len()).collect();
+    let switched = after.iter().position(|n| *n == 220).expect("h arrives");
+    assert!(after[switched..].iter().all(|n| *n == 220), "nothing of l after the switch: {after:?}");
+    let picture = |p: &[u8]| crate::vp8::inspect(p).and_then(|v| v.picture_id).map(|p| p.value);
+    let (last_l, first_h) = (&sub.on(video)[before + switched - 1].2, &sub.on(video)[before + switched].2);
+    assert_eq!(crate::vp8::inspect(first_h).map(|v| v.keyframe), Some(true), "the switch happens on h's keyframe");
+    assert_eq!(picture(first_h), picture(last_l).map(|p| p + 1), "PictureID continues from l's");
+    assert_contiguous(sub.on(video));
+}
+
+#[test]
+fn the_routing_table_follows_reassignments_and_the_old_source_stays_until_the_new_keyframe() {
+    let mut net = Net::new(1, 1);
+    net.join(1, 0, &["l"], 1);
+    net.join(2, 0, &["l"], 1);
+    net.join(3, 0, &[], 1);
+    net.connect();
+    for i in 0..10u16 {
+        let now = net.now;
+        net.client(1).frame("l", 100 + i, i == 0, 1, 300, now);
+        net.client(2).frame("l", 200 + i, i == 0, 1, 301, now);
+        net.run(Duration::from_millis(33));
+    }
+    // Last-N of one: 3 sees 1 (joined first), and the routes say so.
+    let slot = slot_of(&net, 3, 1, "video").expect("3 sees 1");
+    let video_of = |net: &mut Net, who: u64| net.client(who).video.unwrap();
+    let (v1, v2) = (video_of(&mut net, 1), video_of(&mut net, 2));
+    let routes = |net: &Net, from: u64| net.routers[0].rooms[&ROOM].routes.get(&(from, if from == 1 { v1 } else { v2 })).map_or(0, |r| r.len());
+    assert_eq!(routes(&net, 2), 1, "2's video feeds only 1's slot");
+    // 2 speaks: 3's slot is reassigned to 2; until 2's next keyframe, 1 stays on it.
+    for i in 0..30u32 {
+        let now = net.now;
+        net.client(2).audio(i, -20, now);
+        net.run(Duration::from_millis(20));
+    }
+    assert_eq!(slot_of(&net, 3, 2, "video"), Some(slot), "the same slot now carries 2");
+    assert_eq!(routes(&net, 2), 2, "2's video now also feeds 3's slot");
+    let before = net.client(3).on(slot).len();
+    for i in 10..20u16 {
+        let now = net.now;
+        net.client(1).frame("l", 100 + i, false, 1, 300, now);
+        net.client(2).frame("l", 200 + i, false, 1, 301, now);
+        net.run(Duration::from_millis(33));
+    }
+    let sizes: Vec<usize> = net.client(3).on(slot)[before..].iter().map(|(_, _, p)| p.len()).collect();
+    assert!(!sizes.is_empty() && sizes.iter().all(|n| *n == 300), "1 stays on the slot until 2's keyframe: {sizes:?}");
+    let now = net.now;
+    net.client(2).frame("l", 220, true, 1, 301, now);
+    net.client(1).frame("l", 120, false, 1, 300, now);
+    net.run(Duration::from_millis(300));
+    let sub = net.client(3);
+    assert_eq!(sub.on(slot).last().map(|p| p.2.len()), Some(301), "2 after its keyframe");
+    assert_contiguous(sub.on(slot));
+    assert_eq!(routes(&net, 1), 1, "1's video feeds only 2's slot once the switch is done");
+}
+
+#[test]
+fn a_room_spans_shards_each_subscriber_served_by_its_own() {
+    let mut net = Net::new(2, 9);
+    net.join(1, 0, &["l"], 9);
+    net.join(2, 1, &["l"], 9);
+    net.join(3, 1, &[], 9);
+    net.connect();
+    for i in 0..10u16 {
+        let now = net.now;
+        net.client(1).frame("l", 100 + i, i == 0, 1, 300, now);
+        net.client(2).frame("l", 200 + i, i == 0, 1, 301, now);
+        net.client(1).audio(u32::from(i), -40, now);
+        net.run(Duration::from_millis(33));
+    }
+    for (sub, from, size) in [(2, 1, 300), (3, 1, 300), (3, 2, 301), (1, 2, 301)] {
+        let slot = slot_of(&net, sub, from, "video").unwrap_or_else(|| panic!("{sub} has a slot for {from}"));
+        let got = net.client(sub).on(slot);
+        assert!(got.len() >= 9 && got.iter().all(|p| p.2.len() == size), "{sub} receives {from}'s video: {} packets", got.len());
+        assert_contiguous(got);
+    }
+    let audio = slot_of(&net, 3, 1, "audio").unwrap();
+    assert_eq!(net.client(3).on(audio).len(), 10, "audio crosses shards too");
+    assert_eq!((net.routers[0].participants(), net.routers[1].participants()), (1, 2));
+}
+
+#[test]
+fn layers_nobody_watches_are_paused_at_the_source_and_resumed_when_wanted() {
+    let mut net = Net::new(1, 9);
+    net.join(1, 0, &["l", "h"], 0);
+    net.join(2, 0, &[], 9);
+    net.connect();
+    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![(1, 180)]);
+    for i in 0..40u16 {
+        let now = net.now;
+        net.client(1).frame("l", 1000 + i, i == 0, 1, 150, now);
+        net.client(1).frame("h", 5000 + i, i == 0, 1, 220, now);
+        net.run(Duration::from_millis(33));
+    }
+    let last_layers = |net: &Net| {
+        net.notices.iter().rev().find_map(|n| match n {
+            Notice::Layers { peer, active, .. } if peer.participant == 1 => Some(active.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(last_layers(&net), Some(vec!["l".to_string()]), "only the low layer is watched");
+    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![(1, 720)]);
+    net.run(Duration::from_millis(1500));
+    assert_eq!(last_layers(&net), Some(vec!["h".to_string(), "l".to_string()]), "a large tile wants h again");
+}
+
+#[test]
+fn a_stale_send_queue_is_dropped_and_the_slot_restarts_on_a_keyframe() {
+    let mut net = Net::new(1, 9);
+    net.join(1, 0, &["h"], 0);
+    net.join(2, 0, &[], 9);
+    net.connect();
+    // Forwarded media is unpaced, so this takes a paced slot: 3 Mbit/s of video towards a
+    // subscriber whose estimate starts at 1 Mbit/s, and the pacer's queue grows stale.
+    let router = &mut net.routers[0];
+    let peer = router.peers[router.by_key[&(ROOM, 2)]].as_mut().unwrap();
+    let ssrcs: Vec<_> = peer.slots.iter().filter(|s| s.kind == MediaKind::Video).filter_map(|s| s.ssrc).collect();
+    for ssrc in ssrcs {
+        peer.rtc.direct_api().stream_tx(&ssrc).unwrap().set_unpaced(false);
+    }
+    for i in 0..120u16 {
+        let now = net.now;
+        net.client(1).frame("h", 1 + i, i == 0 || i == 90, 12, 1050, now);
+        net.run(Duration::from_millis(33));
+    }
+    net.run(Duration::from_millis(2000));
+    let dropped = net.routers[0].counters.stale_drops.load(Ordering::Relaxed);
+    let video = slot_of(&net, 2, 1, "video").unwrap();
+    let got = net.client(2).on(video);
+    println!("{} of {} packets delivered, {dropped} dropped as stale", got.len(), 120 * 12);
+    assert!(dropped > 0, "nothing was dropped");
+    assert_contiguous(got);
+    let restart = got.iter().position(|(_, seq, _)| *seq > got[0].1 + 10 && crate::vp8::inspect(&got[(seq - got[0].1) as usize].2).is_some_and(|v| v.keyframe));
+    assert!(restart.is_some(), "the slot restarted on a keyframe");
+}
