@@ -16,13 +16,14 @@
 //! last N speakers only (`speakers.rs`). A panic inside one participant's `Rtc` drops that
 //! participant alone.
 //!
-//! Only `shard.rs` (and `tcp.rs`, the ICE-TCP bridge) touch sockets.
+//! Only `shard/` (and `tcp.rs`, the ICE-TCP bridge) touch sockets; `shard::udp`, its
+//! batched `recvmmsg`/`sendmmsg` with kernel arrival times, is public for the load test.
 
 mod h264;
 pub mod layers;
 pub mod plan;
 pub mod router;
-mod shard;
+pub mod shard;
 pub mod slots;
 pub mod speakers;
 pub mod splice;

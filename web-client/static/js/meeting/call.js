@@ -247,6 +247,9 @@ export class Call {
       case "sfu-slots":
         this.sfu?.setSlots(m.slots);
         break;
+      case "sfu-layers":
+        this.sfu?.setLayers(m.mid, m.active).catch((e) => log("warn", "could not pause or resume simulcast layers", e));
+        break;
       case "speaker":
         this.tiles.dominant(m.participant);
         break;

@@ -2,7 +2,8 @@
 // RTCPeerConnection that sends our audio and video and receives the others' on a fixed
 // number of receive-only slots. The node's relay answers our offer once and never offers
 // itself; as people come and go it tells us which participant each slot now carries
-// (`sfu-slots`).
+// (`sfu-slots`), and which of our simulcast layers anyone receives (`sfu-layers`): we pause
+// the others, so neither our encoder nor our uplink spends anything on them.
 
 import { log } from "./log.js";
 
@@ -69,6 +70,26 @@ export class SfuLink {
       streams.get(participant).push(track);
     }
     this.onStreams(streams);
+  }
+
+  /// Sends only the simulcast encodings the relay names (rids) on our video m-line `mid`;
+  /// a resumed encoding starts with a keyframe.
+  async setLayers(mid, active) {
+    const video = this.outgoing.video;
+    if (video.mid !== mid || active.length === 0) return;
+    const params = video.sender.getParameters();
+    let changed = false;
+    for (const encoding of params.encodings ?? []) {
+      const on = active.includes(encoding.rid);
+      if (encoding.active !== on) {
+        encoding.active = on;
+        changed = true;
+      }
+    }
+    if (changed) {
+      await video.sender.setParameters(params);
+      log("info", `sfu: sending layers ${active.join(", ")}`);
+    }
   }
 
   async setTrack(kind, track) {

@@ -2,15 +2,17 @@
 //! only place in `relay/` that touches sockets (with `tcp.rs`, the ICE-TCP bridge).
 //!
 //! Each turn: the messages waiting in the shard's mailbox (the node's commands, other
-//! shards' handoffs), a batch of datagrams from `recvmmsg` (all stamped with the time the
-//! batch was read), the router's timers, then everything the router has to say: datagrams
-//! go out together with `sendmmsg`, handoffs into the other shards' mailboxes, notices to
-//! the node. With nothing to read the shard parks in `poll` on its socket and its mailbox's
-//! eventfd, until the router's next timeout.
+//! shards' handoffs), a batch of datagrams from `recvmmsg` (each with the kernel's arrival
+//! time, so that time spent waiting in the socket counts), the router's timers, then
+//! everything the router has to say: datagrams go out together with `sendmmsg`, handoffs
+//! into the other shards' mailboxes, notices to the node. With nothing to read the shard
+//! parks in `ppoll` on its socket and its mailbox's eventfd, until the router's next timeout.
+
+pub mod udp;
 
 use std::io;
-use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::mem::zeroed;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
@@ -20,15 +22,13 @@ use std::time::Instant;
 use crate::router::{Handoff, Output, RoomId, Router, RouterConfig};
 use crate::{Counters, Notice, PeerKey, RelayConfig, RelayError};
 
-/// Datagrams read (and sent) per system call.
-const BATCH: usize = 64;
-/// Room for one datagram (larger ones are truncated, and refused by str0m).
-const DATAGRAM: usize = 2048;
+use udp::{BATCH, Batch};
+
 /// Mailbox messages handled per turn, so that datagrams are never starved.
 const MESSAGES_PER_TURN: usize = 256;
 /// What the shard asks the kernel for, each way: bursts (a keyframe to 50 subscribers)
 /// should queue rather than drop.
-const SOCKET_BUFFER: libc::c_int = 4 << 20;
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// What a shard's mailbox carries.
 pub(crate) enum ShardMessage {
@@ -119,10 +119,7 @@ impl Shard {
         // str0m matches each datagram's destination against our candidate: with a wildcard
         // bind, that is the advertised address.
         let local = if bound.ip().is_unspecified() { advertise } else { bound };
-        for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-            // SAFETY: sets an int socket option on our own socket from a live int.
-            unsafe { libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, option, (&SOCKET_BUFFER as *const libc::c_int).cast(), size_of::<libc::c_int>() as u32) };
-        }
+        udp::configure(socket.as_raw_fd(), SOCKET_BUFFER)?;
         let router = Router::new(RouterConfig { shard: index, last_n: config.last_n, local, advertise, ice_tcp: Some(ice_tcp) }, counters.clone(), Instant::now());
         let inbox = mailboxes[index].receiver.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| io::Error::other("shard started twice"))?;
         let senders = mailboxes.iter().map(|m| m.sender.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
@@ -137,18 +134,18 @@ impl Shard {
         loop {
             self.beat();
             let mut busy = self.messages();
-            let received = match receive.recv(&self.socket) {
+            let received = match receive.recv(self.socket.as_raw_fd()) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "relay socket read failed");
                     0
                 }
             };
-            let now = Instant::now();
             for i in 0..received {
-                let (source, contents) = receive.datagram(i);
-                self.router.handle_datagram(now, source, contents);
+                let datagram = receive.get(i);
+                self.router.handle_datagram(datagram.arrival, datagram.source, datagram.contents);
             }
+            let now = Instant::now();
             busy |= received > 0;
             if busy || now >= next_timeout {
                 self.router.handle_timeout(now);
@@ -202,7 +199,7 @@ impl Shard {
                 Output::Transmit { destination, contents } => {
                     transmits.push((destination, contents));
                     if transmits.len() == BATCH {
-                        send_batch(&self.socket, transmits);
+                        udp::send_batch(self.socket.as_raw_fd(), transmits);
                     }
                 }
                 Output::Handoff { shard, message } => self.peers.post(shard, ShardMessage::Handoff(message)),
@@ -212,7 +209,7 @@ impl Shard {
                 Output::Timeout(t) => break t,
             }
         };
-        send_batch(&self.socket, transmits);
+        udp::send_batch(self.socket.as_raw_fd(), transmits);
         next
     }
 
@@ -255,121 +252,3 @@ fn thread_cpu_us() -> u64 {
     t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
 }
 
-/// Buffers and headers for one `recvmmsg`.
-struct Batch {
-    buffers: Vec<[u8; DATAGRAM]>,
-    addresses: Vec<libc::sockaddr_storage>,
-    iovecs: Vec<libc::iovec>,
-    headers: Vec<libc::mmsghdr>,
-}
-
-impl Batch {
-    fn new() -> Batch {
-        // SAFETY: sockaddr_storage and mmsghdr are plain C structs for which zero is valid.
-        let (addresses, headers) = unsafe { (vec![zeroed::<libc::sockaddr_storage>(); BATCH], vec![zeroed::<libc::mmsghdr>(); BATCH]) };
-        Batch { buffers: vec![[0u8; DATAGRAM]; BATCH], addresses, iovecs: Vec::with_capacity(BATCH), headers }
-    }
-
-    /// Reads what is waiting, without blocking; returns how many datagrams.
-    fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        self.iovecs.clear();
-        for buffer in &mut self.buffers {
-            self.iovecs.push(libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: DATAGRAM });
-        }
-        for i in 0..BATCH {
-            let header = &mut self.headers[i].msg_hdr;
-            header.msg_name = (&mut self.addresses[i] as *mut libc::sockaddr_storage).cast();
-            header.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
-            header.msg_iov = &mut self.iovecs[i];
-            header.msg_iovlen = 1;
-            header.msg_control = std::ptr::null_mut();
-            header.msg_controllen = 0;
-            header.msg_flags = 0;
-            self.headers[i].msg_len = 0;
-        }
-        // SAFETY: BATCH headers, each pointing at a live buffer and address of this batch.
-        let n = unsafe { libc::recvmmsg(socket.as_raw_fd(), self.headers.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
-        }
-        Ok(n as usize)
-    }
-
-    fn datagram(&self, i: usize) -> (SocketAddr, &[u8]) {
-        let len = (self.headers[i].msg_len as usize).min(DATAGRAM);
-        (from_sockaddr(&self.addresses[i]), &self.buffers[i][..len])
-    }
-}
-
-/// Sends every transmit (one `sendmmsg` per up to [`BATCH`]) and empties the list. A
-/// datagram the kernel refuses (an unreachable address) is skipped, not retried.
-fn send_batch(socket: &UdpSocket, transmits: &mut Vec<(SocketAddr, Vec<u8>)>) {
-    let mut at = 0;
-    while at < transmits.len() {
-        let chunk = &transmits[at..(at + BATCH).min(transmits.len())];
-        let mut addresses: Vec<(libc::sockaddr_storage, u32)> = chunk.iter().map(|(a, _)| to_sockaddr(*a)).collect();
-        let mut iovecs: Vec<libc::iovec> = chunk.iter().map(|(_, c)| libc::iovec { iov_base: c.as_ptr() as *mut libc::c_void, iov_len: c.len() }).collect();
-        // SAFETY: mmsghdr is a plain C struct for which zero is valid.
-        let mut headers: Vec<libc::mmsghdr> = (0..chunk.len()).map(|_| unsafe { zeroed() }).collect();
-        for (i, header) in headers.iter_mut().enumerate() {
-            header.msg_hdr.msg_name = (&mut addresses[i].0 as *mut libc::sockaddr_storage).cast();
-            header.msg_hdr.msg_namelen = addresses[i].1;
-            header.msg_hdr.msg_iov = &mut iovecs[i];
-            header.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: headers point at live addresses and buffers of this chunk.
-        let sent = unsafe { libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), headers.len() as u32, 0) };
-        if sent <= 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                tracing::debug!(error = %e, to = %chunk[0].0, "relay send failed; datagram dropped");
-                at += 1;
-            }
-            continue;
-        }
-        at += sent as usize;
-    }
-    transmits.clear();
-}
-
-fn to_sockaddr(address: SocketAddr) -> (libc::sockaddr_storage, u32) {
-    // SAFETY: sockaddr_storage is a plain C struct for which zero is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
-    let len = match address {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
-            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
-            size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in6.
-            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
-            sin6.sin6_flowinfo = a.flowinfo();
-            sin6.sin6_scope_id = a.scope_id();
-            size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as u32)
-}
-
-fn from_sockaddr(storage: &libc::sockaddr_storage) -> SocketAddr {
-    match storage.ss_family as libc::c_int {
-        libc::AF_INET6 => {
-            // SAFETY: the kernel wrote a sockaddr_in6 (family AF_INET6) into the storage.
-            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(sin6.sin6_addr.s6_addr), u16::from_be(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id))
-        }
-        _ => {
-            // SAFETY: the kernel wrote a sockaddr_in (family AF_INET) into the storage.
-            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()), u16::from_be(sin.sin_port)))
-        }
-    }
-}
