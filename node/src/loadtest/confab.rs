@@ -102,7 +102,7 @@ impl Bot {
 
         // A room below the mesh threshold is a mesh, which a bot does not do: wait for the SFU.
         let mut mode = welcome["mode"].as_str().unwrap_or_default().to_string();
-        let mut speaker: Option<String> = None;
+        let mut speakers = Stage::new(&me);
         let mut slots: BTreeMap<String, String> = BTreeMap::new();
         while mode != "sfu" {
             let m = next(&mut socket).await?;
@@ -115,6 +115,7 @@ impl Bot {
         }
 
         let mut peer = Peer::bind(self.ip).await?;
+        let mut layers = None;
         let (offer, pending) = peer.offer(Some(self.publish.clone()), SLOTS);
         send(&mut socket, json!({"type": "sfu-offer", "sdp": offer.to_sdp_string()})).await?;
         loop {
@@ -128,9 +129,13 @@ impl Bot {
                 Some("joined") => others.extend(m["participant"]["id"].as_str().map(String::from)),
                 Some("left") => others.retain(|p| Some(p.as_str()) != m["participant"].as_str()),
                 Some("sfu-slots") => slots = slot_map(&m),
-                Some("speaker") => speaker = m["participant"].as_str().map(String::from),
+                Some("speaker") => speakers.speaker(m["participant"].as_str()),
+                Some("sfu-layers") => layers = Some(m),
                 _ => {}
             }
+        }
+        if let Some(m) = layers {
+            peer.set_active_layers(&active_layers(&m));
         }
 
         // The tiles change when someone comes or goes or the speaker changes: only then is
@@ -159,7 +164,7 @@ impl Bot {
                 shared.receiving.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             if std::mem::take(&mut view_due) {
-                send(&mut socket, view(&others, speaker.as_deref())).await?;
+                send(&mut socket, view(&others, speakers.on_stage())).await?;
             }
             tokio::select! {
                 received = peer.receive() => received.context("the bot's UDP socket failed")?,
@@ -172,7 +177,8 @@ impl Bot {
                         Some("joined") => others.extend(m["participant"]["id"].as_str().map(String::from)),
                         Some("left") => others.retain(|p| Some(p.as_str()) != m["participant"].as_str()),
                         Some("sfu-slots") => slots = slot_map(&m),
-                        Some("speaker") => speaker = m["participant"].as_str().map(String::from),
+                        Some("speaker") => speakers.speaker(m["participant"].as_str()),
+                        Some("sfu-layers") => peer.set_active_layers(&active_layers(&m)),
                         Some("mode") if m["mode"] != "sfu" => bail!("the room left SFU mode: {m}"),
                         _ => {}
                     }
@@ -195,6 +201,35 @@ impl Bot {
     }
 }
 
+/// Who Speaker view shows large: the dominant speaker, or while that is us, the last one
+/// before us (as the browser client does: nobody needs to watch themselves large).
+#[derive(Debug)]
+struct Stage {
+    me: String,
+    on_stage: Option<String>,
+}
+
+impl Stage {
+    fn new(me: &str) -> Stage {
+        Stage { me: me.to_string(), on_stage: None }
+    }
+
+    /// The room's dominant speaker is now `participant`.
+    fn speaker(&mut self, participant: Option<&str>) {
+        if let Some(p) = participant.filter(|p| *p != self.me) {
+            self.on_stage = Some(p.to_string());
+        }
+    }
+
+    fn on_stage(&self) -> Option<&str> {
+        self.on_stage.as_deref()
+    }
+}
+
+fn active_layers(m: &Value) -> Vec<String> {
+    m["active"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(String::from)).collect()
+}
+
 fn slot_map(m: &Value) -> BTreeMap<String, String> {
     m["slots"]
         .as_array()
@@ -204,7 +239,7 @@ fn slot_map(m: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Speaker view: the dominant speaker large, everyone else as a thumbnail.
+/// Speaker view: the one on stage large, everyone else as a thumbnail.
 fn view(others: &[String], speaker: Option<&str>) -> Value {
     let tiles: Vec<Value> = others
         .iter()

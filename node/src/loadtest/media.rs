@@ -1,9 +1,9 @@
-//! What a bot publishes, sans-IO: synthetic VP8 frames sized to a layer's bitrate, whose
-//! keyframes carry a real VP8 header (so an SFU reads the size as it would a browser's), and
-//! Opus-sized audio packets that carry their send time for one-way latency.
-//!
-//! Nothing here is decodable video: bots never decode, and neither does an SFU.
+//! What a bot publishes, sans-IO: real VP8 (a pre-encoded two-second loop per simulcast
+//! layer, `clips/`, restarted at its keyframe when someone asks for one), or synthetic frames
+//! sized to a bitrate; cut into RTP payloads; and Opus packets that a browser decodes (as
+//! silence) and whose padding carries their send time, for the one-way latency.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// One simulcast layer a bot publishes.
@@ -16,7 +16,7 @@ pub struct LayerSpec {
 }
 
 /// The browser client's layers (`l`, `m`, `h` at ¼, ½ and full size of 1280×720), at the
-/// given bitrates in kbit/s.
+/// given bitrates in kbit/s (for synthetic video; the clips have their own).
 pub fn layers(kbps: [u32; 3]) -> Vec<LayerSpec> {
     vec![
         LayerSpec { rid: "l", width: 320, height: 180, kbps: kbps[0] },
@@ -25,11 +25,97 @@ pub fn layers(kbps: [u32; 3]) -> Vec<LayerSpec> {
     ]
 }
 
+/// Where a layer's frames come from.
+#[derive(Debug, Clone)]
+pub enum Frames {
+    /// A VP8 clip, looped.
+    Clip { frames: Arc<[Arc<[u8]>]>, at: usize },
+    /// Frames of the right size whose keyframes carry a real VP8 header, the rest filler
+    /// (an SFU reads them as it reads a browser's; a browser cannot decode them).
+    Synthetic { spec: LayerSpec, fps: u32, count: u64 },
+}
+
+impl Frames {
+    /// The embedded clip for `rid` (`l`, `m` or `h`).
+    pub fn clip(rid: &str) -> Option<Frames> {
+        let frames = clips().iter().find(|(r, _)| *r == rid)?.1.clone();
+        Some(Frames::Clip { frames, at: 0 })
+    }
+
+    pub fn synthetic(spec: LayerSpec, fps: u32) -> Frames {
+        Frames::Synthetic { spec, fps, count: 0 }
+    }
+
+    /// The next frame (and whether it is a keyframe); `keyframe` asks for one now.
+    pub fn next(&mut self, keyframe: bool) -> (Arc<[u8]>, bool) {
+        match self {
+            Frames::Clip { frames, at } => {
+                if keyframe || *at >= frames.len() {
+                    *at = 0;
+                }
+                let frame = frames[*at].clone();
+                *at += 1;
+                let key = frame.first().is_some_and(|b| b & 1 == 0);
+                (frame, key)
+            }
+            Frames::Synthetic { spec, fps, count } => {
+                *count += 1;
+                (vp8_frame(spec, *fps, keyframe, *count).into(), keyframe)
+            }
+        }
+    }
+}
+
+/// The embedded clips, read once: (rid, frames).
+fn clips() -> &'static [(&'static str, Arc<[Arc<[u8]>]>)] {
+    static CLIPS: OnceLock<Vec<(&'static str, Arc<[Arc<[u8]>]>)>> = OnceLock::new();
+    CLIPS.get_or_init(|| {
+        [("l", &include_bytes!("clips/l.ivf")[..]), ("m", &include_bytes!("clips/m.ivf")[..]), ("h", &include_bytes!("clips/h.ivf")[..])]
+            .into_iter()
+            .map(|(rid, ivf)| (rid, ivf_frames(ivf).expect("the embedded clips are IVF").into_iter().map(Arc::from).collect()))
+            .collect()
+    })
+}
+
+/// The frames of an IVF file (a 32-byte header, then per frame a 12-byte header whose first
+/// four bytes are its size, little-endian).
+pub fn ivf_frames(ivf: &[u8]) -> Option<Vec<&[u8]>> {
+    if ivf.get(..4)? != b"DKIF" {
+        return None;
+    }
+    let mut at = usize::from(u16::from_le_bytes([*ivf.get(6)?, *ivf.get(7)?]));
+    let mut frames = Vec::new();
+    while at < ivf.len() {
+        let size = u32::from_le_bytes(ivf.get(at..at + 4)?.try_into().ok()?) as usize;
+        frames.push(ivf.get(at + 12..at + 12 + size)?);
+        at += 12 + size;
+    }
+    Some(frames)
+}
+
+/// The RTP payloads for one VP8 frame (RFC 7741): each starts with a descriptor carrying
+/// the 15-bit `picture_id`, the first with the start bit; at most `max` bytes each.
+pub fn vp8_payloads(frame: &[u8], picture_id: u16, max: usize) -> Vec<Vec<u8>> {
+    const DESCRIPTOR: usize = 4;
+    let chunk = max.saturating_sub(DESCRIPTOR).max(1);
+    frame
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut payload = Vec::with_capacity(DESCRIPTOR + part.len());
+            // X=1, S on the first packet, partition 0; I=1; M=1 with the 15-bit PictureID.
+            payload.extend_from_slice(&[if i == 0 { 0x90 } else { 0x80 }, 0x80, 0x80 | (picture_id >> 8) as u8 & 0x7f, picture_id as u8]);
+            payload.extend_from_slice(part);
+            payload
+        })
+        .collect()
+}
+
 /// A keyframe is this many times the size of a delta frame, as with real encoders.
 pub const KEYFRAME_FACTOR: usize = 4;
 
-/// The bytes of one frame of `layer` at `fps`: a VP8 frame tag (and for a keyframe the start
-/// code and size), then filler. `count` varies the filler so that frames differ.
+/// The bytes of one synthetic frame of `layer` at `fps`: a VP8 frame tag (and for a
+/// keyframe the start code and size), then filler. `count` varies the filler.
 pub fn vp8_frame(layer: &LayerSpec, fps: u32, keyframe: bool, count: u64) -> Vec<u8> {
     let delta = (layer.kbps as usize * 1000 / 8 / fps.max(1) as usize).max(16);
     let size = if keyframe { delta * KEYFRAME_FACTOR } else { delta };
@@ -56,26 +142,37 @@ pub fn vp8_frame(layer: &LayerSpec, fps: u32, keyframe: bool, count: u64) -> Vec
 
 /// Audio packets go out every 20 ms, as Opus in browsers.
 pub const AUDIO_EVERY: Duration = Duration::from_millis(20);
-/// The audio packet's marker byte, then the send time (µs since the load test started, u64
-/// big-endian): what a receiving bot reads back for the one-way latency.
+/// The first byte of the send time's record at the end of a packet's padding.
 const AUDIO_MAGIC: u8 = 0xcf;
+/// Opus TOC: config 31 (CELT, fullband, 20 ms), mono, code 3 (a frame count byte follows).
+const OPUS_TOC_CODE3: u8 = 0xfb;
+/// Frame count byte: constant bitrate, padding present, one frame.
+const OPUS_ONE_PADDED_FRAME: u8 = 0x41;
+/// A 20 ms CELT frame of silence (the frame of Opus' 3-byte silence packet `f8 ff fe`).
+const OPUS_SILENT_FRAME: [u8; 2] = [0xff, 0xfe];
 
-/// An Opus-sized packet for `kbps` of audio carrying `sent_us`.
+/// An Opus packet of the size `kbps` calls for (RFC 6716 §3.2.5: one silent frame, then
+/// padding, which decoders skip), whose padding ends with `sent_us` (µs since the load test
+/// started, big-endian).
 pub fn audio_packet(kbps: u32, sent_us: u64) -> Vec<u8> {
-    let size = (kbps as usize * 1000 / 8 / 50).max(9);
-    let mut packet = Vec::with_capacity(size);
+    let size = (kbps as usize * 1000 / 8 / 50).max(14);
+    // TOC, count byte, one padding-length byte (≤ 254), the frame, the padding.
+    let padding = (size - 3 - OPUS_SILENT_FRAME.len()).min(254);
+    let mut packet = vec![OPUS_TOC_CODE3, OPUS_ONE_PADDED_FRAME, padding as u8];
+    packet.extend_from_slice(&OPUS_SILENT_FRAME);
+    packet.resize(packet.len() + padding - 9, 0);
     packet.push(AUDIO_MAGIC);
     packet.extend_from_slice(&sent_us.to_be_bytes());
-    packet.resize(size, 0);
     packet
 }
 
 /// The send time a bot's audio packet carries, if it is one.
 pub fn audio_sent_us(packet: &[u8]) -> Option<u64> {
-    if packet.len() < 9 || packet[0] != AUDIO_MAGIC {
+    if packet.len() < 14 || packet[0] != OPUS_TOC_CODE3 || packet[1] != OPUS_ONE_PADDED_FRAME {
         return None;
     }
-    Some(u64::from_be_bytes(packet[1..9].try_into().ok()?))
+    let record = &packet[packet.len() - 9..];
+    (record[0] == AUDIO_MAGIC).then(|| u64::from_be_bytes(record[1..].try_into().expect("8 bytes")))
 }
 
 /// Who speaks when: bots take turns of `every`, in join order. Only the speaker's audio
@@ -96,7 +193,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keyframes_carry_the_layer_size_an_sfu_reads() {
+    fn the_clips_are_vp8_loops_that_start_on_their_only_keyframe() {
+        for (rid, height) in [("l", 180), ("m", 360), ("h", 720)] {
+            let Some(Frames::Clip { frames, .. }) = Frames::clip(rid) else { panic!("no clip for {rid}") };
+            assert_eq!(frames.len(), 60, "two seconds at 30 fps");
+            assert_eq!(confab_relay::vp8::keyframe_size(&frames[0]).map(|s| s.1), Some(height));
+            assert!(frames[1..].iter().all(|f| f[0] & 1 == 1), "{rid}: one keyframe, at the start");
+            // About the layer's nominal rate over the loop.
+            let kbps = frames.iter().map(|f| f.len()).sum::<usize>() * 8 * 30 / 60 / 1000;
+            println!("{rid}: {kbps} kbit/s");
+            assert!((120..=1700).contains(&kbps));
+        }
+        let mut l = Frames::clip("l").unwrap();
+        assert!(l.next(false).1, "the loop starts with its keyframe");
+        assert!(!l.next(false).1);
+        assert!(l.next(true).1, "asked for a keyframe: back to the start");
+    }
+
+    #[test]
+    fn a_frame_is_cut_into_payloads_a_depacketizer_reads_back() {
+        let frame: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
+        let payloads = vp8_payloads(&frame, 0x1234, 1000);
+        assert_eq!(payloads.len(), 3);
+        assert!(payloads.iter().all(|p| p.len() <= 1000));
+        for (i, p) in payloads.iter().enumerate() {
+            let info = confab_relay::vp8::inspect(p).unwrap();
+            assert_eq!(info.frame_start, i == 0);
+            assert_eq!(info.picture_id.map(|p| (p.value, p.wide)), Some((0x1234, true)));
+        }
+        let joined: Vec<u8> = payloads.iter().flat_map(|p| p[4..].to_vec()).collect();
+        assert_eq!(joined, frame);
+    }
+
+    #[test]
+    fn synthetic_keyframes_carry_the_layer_size_an_sfu_reads() {
         for layer in layers([150, 500, 1500]) {
             let key = vp8_frame(&layer, 30, true, 0);
             assert_eq!(confab_relay::vp8::keyframe_size(&key), Some((layer.width as u32, layer.height as u32)));
@@ -104,20 +234,17 @@ mod tests {
             assert_eq!(confab_relay::vp8::keyframe_size(&delta), None, "a delta frame is not a keyframe");
             assert_eq!(key.len(), delta.len() * KEYFRAME_FACTOR);
         }
-    }
-
-    #[test]
-    fn frames_are_sized_to_the_bitrate() {
-        let h = &layers([150, 500, 1500])[2];
         // 1.5 Mbit/s at 30 fps is 6250 bytes a frame.
-        assert_eq!(vp8_frame(h, 30, false, 7).len(), 6250);
-        assert_ne!(vp8_frame(h, 30, false, 7), vp8_frame(h, 30, false, 8));
+        assert_eq!(vp8_frame(&layers([150, 500, 1500])[2], 30, false, 7).len(), 6250);
     }
 
     #[test]
-    fn audio_packets_carry_their_send_time() {
+    fn audio_packets_are_opus_and_carry_their_send_time() {
         let packet = audio_packet(32, 123_456_789);
         assert_eq!(packet.len(), 80);
+        // Code 3, one frame, the padding length in one byte: the frame fits what is left.
+        assert_eq!((packet[0] & 0x03, packet[1] & 0x3f, packet[1] & 0x40 != 0), (3, 1, true));
+        assert_eq!(packet.len() - 3 - usize::from(packet[2]), OPUS_SILENT_FRAME.len());
         assert_eq!(audio_sent_us(&packet), Some(123_456_789));
         assert_eq!(audio_sent_us(&[0xf8, 0xff, 0xfe]), None, "a real Opus silence frame is not ours");
     }

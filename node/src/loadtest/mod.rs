@@ -12,6 +12,7 @@ mod confab;
 mod janus;
 mod media;
 mod peer;
+mod scrape;
 mod stats;
 
 use std::collections::{BTreeMap, HashMap};
@@ -62,7 +63,13 @@ pub struct LoadtestOptions {
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub speaker_every: Span,
 
-    /// Bitrates of the three simulcast layers (320×180, 640×360, 1280×720), kbit/s.
+    /// What the bots' video is: `clips`, real VP8 (a two-second loop per layer, about 150,
+    /// 500 and 1500 kbit/s, which a browser joining the test decodes), or `synthetic`, frames
+    /// sized to `--layers` that only an SFU can read.
+    #[arg(long, default_value = "clips", value_name = "KIND", value_parser = ["clips", "synthetic"])]
+    pub video: String,
+
+    /// Bitrates of the three synthetic simulcast layers (320×180, 640×360, 1280×720), kbit/s.
     #[arg(long, default_value = "150,500,1500", value_name = "L,M,H", value_delimiter = ',', num_args = 3)]
     pub layers: Vec<u32>,
 
@@ -139,6 +146,10 @@ pub struct BotOutcome {
     pub keyframe_requests: u64,
     #[serde(skip)]
     pub audio_latency: Histogram,
+    #[serde(skip)]
+    pub send_hold: Histogram,
+    #[serde(skip)]
+    pub receive_hold: Histogram,
 }
 
 impl BotOutcome {
@@ -160,6 +171,8 @@ impl BotOutcome {
         self.jitter_ms = if jitters.is_empty() { 0.0 } else { jitters.iter().sum::<f64>() / jitters.len() as f64 };
         self.keyframe_requests += receipts.keyframe_requests;
         self.audio_latency.merge(&receipts.audio_latency);
+        self.send_hold.merge(&receipts.send_hold);
+        self.receive_hold.merge(&receipts.receive_hold);
     }
 
     pub fn loss(&self) -> f64 {
@@ -197,11 +210,29 @@ pub struct Report {
     pub first_frame_ms_p50: Option<f64>,
     pub first_frame_ms_p95: Option<f64>,
     pub received_kbps_per_bot_p50: Option<f64>,
+    /// The bot that received least.
+    pub received_kbps_per_bot_min: Option<f64>,
+    /// The fewest participants any bot received video from.
+    pub video_sources_min: usize,
     pub loss_percent: f64,
     pub worst_loss_percent: f64,
     pub jitter_ms_p50: Option<f64>,
     pub audio_latency_ms_p50: Option<f64>,
     pub audio_latency_ms_p95: Option<f64>,
+    pub audio_latency_ms_p99: Option<f64>,
+    /// How long the bots' own send path (audio due → datagram sent) and receive path
+    /// (datagram at the socket → handled) held packets.
+    pub bot_send_hold_ms_p95: Option<f64>,
+    pub bot_receive_hold_ms_p95: Option<f64>,
+    /// A Confab node's own hop, arrival to departure to each subscriber (histogram bounds).
+    pub relay_hop_ms_p50: Option<f64>,
+    pub relay_hop_ms_p95: Option<f64>,
+    pub relay_hop_ms_p99: Option<f64>,
+    /// A Confab node's relay shard threads, each in cores (their own CPU clocks).
+    pub shard_cores: Vec<f64>,
+    /// Packets the bots received per second of relay shard CPU.
+    pub egress_pps_per_shard_core: Option<f64>,
+    pub stalled_shards: Option<u64>,
     /// Media packets the bots received per second: what the server forwarded to them.
     pub forwarded_pps: f64,
     pub server_cores: Option<f64>,
@@ -238,7 +269,12 @@ pub fn run(options: LoadtestOptions) -> anyhow::Result<()> {
         Some(ip) => ip,
         None => local_ip_towards(&host).with_context(|| format!("cannot tell which local address reaches {host}; give --bind-ip"))?,
     };
-    let publish = Publish { layers: media::layers([options.layers[0], options.layers[1], options.layers[2]]), fps: options.fps, audio_kbps: options.audio_kbps };
+    let publish = Publish {
+        layers: media::layers([options.layers[0], options.layers[1], options.layers[2]]),
+        fps: options.fps,
+        audio_kbps: options.audio_kbps,
+        clips: options.video == "clips",
+    };
     str0m::crypto::from_feature_flags().install_process_default();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
@@ -273,6 +309,15 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
     if server.is_some() && server_before.is_none() {
         anyhow::bail!("cannot read /proc for --server-pid {}", options.server_pid.unwrap_or_default());
     }
+    // A Confab node's own figures, from its /metrics.
+    let metrics = match &target {
+        Target::Confab { link, tls } => Some((link.base.clone(), tls.clone())),
+        Target::Janus { .. } => None,
+    };
+    let scrape = || async {
+        let (base, tls) = metrics.clone()?;
+        scrape::fetch(&base, tls).await.map_err(|e| eprintln!("cannot read the node's /metrics: {e:#}")).ok()
+    };
     let shared = Arc::new(Shared::default());
     let mut tasks = Vec::new();
     for index in 0..bots {
@@ -290,6 +335,7 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
     // The progress line, once a second, and the samples at the edges of the measurement.
     let mut server_from = None;
     let mut bots_from = None;
+    let mut scrape_from = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last = (sample("self"), server.as_deref().and_then(sample));
     while Instant::now() < timeline.end {
@@ -299,6 +345,7 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
         if now >= measure_from && bots_from.is_none() {
             bots_from = current.0;
             server_from = current.1;
+            scrape_from = scrape().await;
         }
         let phase = if now < measure_from { "warming up" } else { "measuring" };
         let mut line = format!(
@@ -317,6 +364,7 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
         last = current;
     }
     let bots_to = sample("self");
+    let scrape_to = scrape().await;
     let server_to = server.as_deref().and_then(sample);
     let mut outcomes = Vec::new();
     for task in tasks {
@@ -331,14 +379,20 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
     let kbps = values(&|o| (o.error.is_none()).then(|| o.bytes as f64 * 8.0 / 1000.0 / measured_secs));
     let jitter = values(&|o| (o.error.is_none()).then_some(o.jitter_ms));
     let mut latency = Histogram::default();
+    let (mut send_hold, mut receive_hold) = (Histogram::default(), Histogram::default());
     let (mut packets, mut lost) = (0u64, 0u64);
     for o in &outcomes {
         latency.merge(&o.audio_latency);
+        send_hold.merge(&o.send_hold);
+        receive_hold.merge(&o.receive_hold);
         packets += o.packets;
         lost += o.lost;
     }
     let forwarded_pps = packets as f64 / measured_secs;
     let server_cores = server_from.zip(server_to).map(|(a, b)| cores(a, b));
+    let scrapes = scrape_from.as_ref().zip(scrape_to.as_ref());
+    let shard_cores = scrapes.map(|(a, b)| b.shard_cores(a, measured_secs)).unwrap_or_default();
+    let shard_total: f64 = shard_cores.iter().sum();
     Ok(Report {
         bots,
         joined: joined.len(),
@@ -349,11 +403,22 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
         first_frame_ms_p50: quantile(&first, 0.5),
         first_frame_ms_p95: quantile(&first, 0.95),
         received_kbps_per_bot_p50: quantile(&kbps, 0.5),
+        received_kbps_per_bot_min: quantile(&kbps, 0.0),
+        video_sources_min: outcomes.iter().map(|o| o.from.values().filter(|(_, v)| *v > 0).count()).min().unwrap_or(0),
         loss_percent: if packets + lost == 0 { 0.0 } else { lost as f64 * 100.0 / (packets + lost) as f64 },
         worst_loss_percent: outcomes.iter().map(|o| o.loss() * 100.0).fold(0.0, f64::max),
         jitter_ms_p50: quantile(&jitter, 0.5),
         audio_latency_ms_p50: latency.quantile(0.5),
         audio_latency_ms_p95: latency.quantile(0.95),
+        audio_latency_ms_p99: latency.quantile(0.99),
+        bot_send_hold_ms_p95: send_hold.quantile(0.95),
+        bot_receive_hold_ms_p95: receive_hold.quantile(0.95),
+        relay_hop_ms_p50: scrapes.and_then(|(a, b)| b.hop_quantile_ms(a, 0.5)),
+        relay_hop_ms_p95: scrapes.and_then(|(a, b)| b.hop_quantile_ms(a, 0.95)),
+        relay_hop_ms_p99: scrapes.and_then(|(a, b)| b.hop_quantile_ms(a, 0.99)),
+        egress_pps_per_shard_core: (shard_total > 0.0).then(|| forwarded_pps / shard_total),
+        shard_cores,
+        stalled_shards: scrape_to.as_ref().map(|s| s.stalled_shards),
         forwarded_pps,
         server_cores,
         server_rss_mib: server_to.map(|s| s.rss_kib as f64 / 1024.0),
@@ -395,6 +460,26 @@ fn print_report(r: &Report) {
         ms(r.audio_latency_ms_p50),
         ms(r.audio_latency_ms_p95)
     );
+    let ms1 = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+    println!(
+        "least received by a bot: {:.0} kbit/s; fewest video sources: {}; audio latency P99 {}; bots' own paths held packets up to {} (send, P95) and {} (receive, P95)",
+        r.received_kbps_per_bot_min.unwrap_or(0.0),
+        r.video_sources_min,
+        ms(r.audio_latency_ms_p99),
+        ms1(r.bot_send_hold_ms_p95),
+        ms1(r.bot_receive_hold_ms_p95)
+    );
+    if r.relay_hop_ms_p50.is_some() {
+        println!(
+            "relay: arrival to departure ≤ {} (P50), ≤ {} (P95), ≤ {} (P99); shard threads {} cores; {:.0} packets/s per shard core; stalled shards: {}",
+            ms1(r.relay_hop_ms_p50),
+            ms1(r.relay_hop_ms_p95),
+            ms1(r.relay_hop_ms_p99),
+            r.shard_cores.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(" + "),
+            r.egress_pps_per_shard_core.unwrap_or(0.0),
+            r.stalled_shards.unwrap_or(0)
+        );
+    }
     print!("forwarded: {:.0} packets/s to the bots", r.forwarded_pps);
     if let (Some(c), Some(rss)) = (r.server_cores, r.server_rss_mib) {
         print!("; server {:.0}% CPU ({:.2} cores), {rss:.0} MiB", c * 100.0, c);

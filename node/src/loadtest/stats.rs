@@ -1,40 +1,47 @@
 //! What a bot measures on what it receives, and how the report sums it up. Sans-IO: the
-//! bot hands in frames (their RTP sequence range, RTP time and arrival) and audio latencies.
+//! bot hands in RTP packets (sequence number, size, marker, RTP time, arrival) and audio
+//! latencies.
 
-use std::ops::RangeInclusive;
-
-/// One received RTP stream (a receive slot), from the frames reassembled out of it.
+/// One received RTP stream (a receive slot).
 ///
-/// Loss is counted on sequence numbers: a packet is lost when no complete frame contained
-/// it, so a packet that a NACK recovered in time is not lost, and one that arrived but
-/// whose frame never completed is.
+/// Loss is counted on sequence numbers: a packet is lost when it never arrived, so one that
+/// a NACK recovered is not lost.
 #[derive(Debug, Default, Clone)]
 pub struct StreamReceipt {
     first_seq: Option<u64>,
     highest_seq: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// Frames (video) or packets (audio) that ended: RTP marker bits, for video.
     pub frames: u64,
-    /// RFC 3550 interarrival jitter (seconds), on frames rather than packets.
+    /// RFC 3550 interarrival jitter (seconds), on the first packet of each frame.
     jitter: f64,
     last_transit: Option<f64>,
+    last_rtp_time: Option<u64>,
 }
 
 impl StreamReceipt {
-    /// A frame made of the packets `seq`, `bytes` long, with RTP time `rtp_time` on a
-    /// `clock_rate` clock, that arrived `arrival` seconds after some fixed instant.
-    pub fn frame(&mut self, seq: RangeInclusive<u64>, bytes: usize, rtp_time: u64, clock_rate: u64, arrival: f64) {
-        let (start, end) = (*seq.start(), *seq.end());
-        self.first_seq = Some(self.first_seq.map_or(start, |f| f.min(start)));
-        self.highest_seq = self.highest_seq.max(end);
-        self.packets += end.saturating_sub(start) + 1;
+    /// A packet `seq`, `bytes` long, with RTP time `rtp_time` on a `clock_rate` clock, that
+    /// arrived `arrival` seconds after some fixed instant; `ends_frame` for a video packet
+    /// with the marker bit, or any audio packet.
+    pub fn packet(&mut self, seq: u64, bytes: usize, ends_frame: bool, rtp_time: u64, clock_rate: u64, arrival: f64) {
+        self.first_seq = Some(self.first_seq.map_or(seq, |f| f.min(seq)));
+        let newest = seq >= self.highest_seq;
+        self.highest_seq = self.highest_seq.max(seq);
+        self.packets += 1;
         self.bytes += bytes as u64;
-        self.frames += 1;
-        let transit = arrival - rtp_time as f64 / clock_rate.max(1) as f64;
-        if let Some(last) = self.last_transit {
-            self.jitter += ((transit - last).abs() - self.jitter) / 16.0;
+        if ends_frame {
+            self.frames += 1;
         }
-        self.last_transit = Some(transit);
+        // A frame's first packet (in order): its transit time against the previous frame's.
+        if newest && self.last_rtp_time.is_none_or(|t| rtp_time > t) {
+            self.last_rtp_time = Some(rtp_time);
+            let transit = arrival - rtp_time as f64 / clock_rate.max(1) as f64;
+            if let Some(last) = self.last_transit {
+                self.jitter += ((transit - last).abs() - self.jitter) / 16.0;
+            }
+            self.last_transit = Some(transit);
+        }
     }
 
     pub fn expected(&self) -> u64 {
@@ -114,13 +121,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loss_counts_packets_that_no_frame_contained() {
+    fn loss_counts_packets_that_never_arrived() {
         let mut s = StreamReceipt::default();
-        s.frame(10..=12, 3000, 0, 90_000, 0.0);
-        s.frame(13..=13, 1000, 3000, 90_000, 0.033);
-        // 14..=15 never completed.
-        s.frame(16..=18, 3000, 9000, 90_000, 0.1);
-        assert_eq!((s.expected(), s.packets, s.lost(), s.frames), (9, 7, 2, 3));
+        for seq in [10, 11, 12, 13, 16, 17, 18] {
+            s.packet(seq, 1000, seq == 13 || seq == 18, seq / 3 * 3000, 90_000, 0.0);
+        }
+        assert_eq!((s.expected(), s.packets, s.lost(), s.frames), (9, 7, 2, 2));
+        // A retransmission fills its hole late.
+        s.packet(14, 1000, false, 12_000, 90_000, 0.2);
+        assert_eq!(s.lost(), 1);
     }
 
     #[test]
@@ -128,9 +137,12 @@ mod tests {
         let mut steady = StreamReceipt::default();
         let mut shaky = StreamReceipt::default();
         for i in 0..100u64 {
-            steady.frame(i..=i, 100, i * 3000, 90_000, i as f64 / 30.0);
-            let wobble = if i % 2 == 0 { 0.010 } else { 0.0 };
-            shaky.frame(i..=i, 100, i * 3000, 90_000, i as f64 / 30.0 + wobble);
+            // Two packets a frame, the second 1 ms after the first: frames count, not packets.
+            for (k, late) in [(0, 0.0), (1, 0.001)] {
+                steady.packet(2 * i + k, 100, k == 1, i * 3000, 90_000, i as f64 / 30.0 + late);
+                let wobble = if i % 2 == 0 { 0.010 } else { 0.0 };
+                shaky.packet(2 * i + k, 100, k == 1, i * 3000, 90_000, i as f64 / 30.0 + wobble + late);
+            }
         }
         assert!(steady.jitter_ms() < 1e-6);
         assert!((shaky.jitter_ms() - 10.0).abs() < 1.0, "{}", shaky.jitter_ms());

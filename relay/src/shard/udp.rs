@@ -55,6 +55,11 @@ pub struct Batch {
     read_at_wall: SystemTime,
 }
 
+// SAFETY: the raw pointers in the headers point only into the batch's own heap buffers
+// (which do not move with it), are rewritten by every `recv` before the kernel uses them,
+// and are never shared: moving a batch to another thread is as safe as moving its Vecs.
+unsafe impl Send for Batch {}
+
 impl Default for Batch {
     fn default() -> Self {
         Batch::new()
