@@ -25,11 +25,14 @@ pub fn layers(kbps: [u32; 3]) -> Vec<LayerSpec> {
     ]
 }
 
+/// A clip's frames, shared by every bot.
+type ClipFrames = Arc<[Arc<[u8]>]>;
+
 /// Where a layer's frames come from.
 #[derive(Debug, Clone)]
 pub enum Frames {
     /// A VP8 clip, looped.
-    Clip { frames: Arc<[Arc<[u8]>]>, at: usize },
+    Clip { frames: ClipFrames, at: usize },
     /// Frames of the right size whose keyframes carry a real VP8 header, the rest filler
     /// (an SFU reads them as it reads a browser's; a browser cannot decode them).
     Synthetic { spec: LayerSpec, fps: u32, count: u64 },
@@ -67,8 +70,8 @@ impl Frames {
 }
 
 /// The embedded clips, read once: (rid, frames).
-fn clips() -> &'static [(&'static str, Arc<[Arc<[u8]>]>)] {
-    static CLIPS: OnceLock<Vec<(&'static str, Arc<[Arc<[u8]>]>)>> = OnceLock::new();
+fn clips() -> &'static [(&'static str, ClipFrames)] {
+    static CLIPS: OnceLock<Vec<(&'static str, ClipFrames)>> = OnceLock::new();
     CLIPS.get_or_init(|| {
         [("l", &include_bytes!("clips/l.ivf")[..]), ("m", &include_bytes!("clips/m.ivf")[..]), ("h", &include_bytes!("clips/h.ivf")[..])]
             .into_iter()
