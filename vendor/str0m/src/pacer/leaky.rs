@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 use super::Pacer;
 use super::PaddingRequest;
 use super::QueueState;
+use super::QueuePriority;
 use crate::Reason;
 use crate::bwe_::ProbeClusterConfig;
 use crate::bwe_::ProbeClusterState;
@@ -125,10 +126,13 @@ impl Pacer for LeakyBucketPacer {
     fn poll_queue(&mut self) -> Option<(MidRid, Option<TwccClusterId>)> {
         // GATE: Block if we need timeout first
         if self.needs_timeout_before_next_poll {
-            return None;
+            // Confab patch: unpaced media is not gated. What the last snapshot counted of it
+            // leaves now, one packet per poll, instead of one packet per timeout.
+            return self.poll_unpaced();
         }
 
         let next = self.next_poll_queue.take()?;
+        self.count_down(next);
 
         // Mark that we need timeout before next poll
         self.needs_timeout_before_next_poll = true;
@@ -164,6 +168,27 @@ impl Pacer for LeakyBucketPacer {
 }
 
 impl LeakyBucketPacer {
+    /// Confab patch: the unpaced queue with packets left in the last snapshot that has waited
+    /// longest (the shorter queue first on a tie: a lone audio packet before a video burst),
+    /// counted down by one.
+    fn poll_unpaced(&mut self) -> Option<(MidRid, Option<TwccClusterId>)> {
+        let queue = self
+            .queue_states
+            .iter_mut()
+            .filter(|q| q.unpaced && q.snapshot.priority == QueuePriority::Media && q.snapshot.packet_count > 0)
+            .min_by_key(|q| (q.snapshot.first_unsent, q.snapshot.packet_count))?;
+        queue.snapshot.packet_count -= 1;
+        let midrid = queue.midrid;
+        Some((midrid, self.active_cluster()))
+    }
+
+    /// Confab patch: a packet of `midrid` is on its way; the snapshot has one less.
+    fn count_down(&mut self, midrid: MidRid) {
+        if let Some(q) = self.queue_states.iter_mut().find(|q| q.midrid == midrid) {
+            q.snapshot.packet_count = q.snapshot.packet_count.saturating_sub(1);
+        }
+    }
+
     pub fn new(initial_pacing_bitrate: Bitrate) -> Self {
         const DEFAULT_QUEUE_LIMIT: Duration = Duration::from_secs(2);
 
@@ -266,7 +291,8 @@ impl LeakyBucketPacer {
             .iter()
             .filter(|qs| qs.unpaced)
             .filter_map(|qs| qs.snapshot.first_unsent.map(|t| (t, qs)))
-            .min_by_key(|(t, _)| *t);
+            // Confab patch: on a tie, the shorter queue first.
+            .min_by_key(|(t, qs)| (*t, qs.snapshot.packet_count));
 
         // Unpaced packets (such as audio by default) are sent immediately.
         if let Some((queued_at, qs)) = unpaced {
