@@ -53,8 +53,6 @@ const LAYER_STALE: Duration = Duration::from_secs(1);
 /// Video older than this in a subscriber's send queue is not worth delivering: the slot
 /// drops it and restarts on a keyframe.
 const STALE_QUEUE: Duration = Duration::from_millis(400);
-/// How long a subscriber's video stays available for retransmission.
-const RTX_HISTORY: Duration = Duration::from_secs(1);
 /// How often str0m reports each stream's NACK, PLI and loss figures (for `/metrics`).
 const STATS_EVERY: Duration = Duration::from_secs(5);
 /// What one forwarded audio stream is reckoned to need, bit/s.
@@ -517,13 +515,13 @@ impl Router {
                     }
                     _ => peer.slots.push(Slot::new(m.mid, m.kind, self.now)),
                 }
-                peer.find_streams(RTX_HISTORY);
+                peer.find_streams();
                 // The home hears of the new media once this drain is over.
                 peer.announced = false;
             }
             Event::Connected => {
                 peer.learn_codecs();
-                peer.find_streams(RTX_HISTORY);
+                peer.find_streams();
             }
             Event::KeyframeRequest(request) => {
                 self.counters.keyframe_requests_received.fetch_add(1, Ordering::Relaxed);
@@ -1056,6 +1054,12 @@ fn write(sub: &mut Peer, slot: usize, packet: &MediaPacket, out: Rewritten) -> b
     let video = packet.kind == MediaKind::Video;
     let mut api = sub.rtc.direct_api();
     let Some(stream) = api.stream_tx(&ssrc) else { return false };
+    if video && out.switched {
+        // A new feed starts on a keyframe: nothing before it is worth resending, and a fresh
+        // history is sized for the new feed's rate (str0m's never shrinks: a slot that once
+        // carried a speaker's 720p would keep that much history for every thumbnail after).
+        peer::reset_history(stream);
+    }
     let ext = ExtensionValues { audio_level: packet.audio_level, voice_activity: packet.voice_activity, ..Default::default() };
     let marker = packet.marker || (!video && out.switched);
     let mut rtp = RtpWrite::new(pt, SeqNo::from(out.seq), out.timestamp, packet.arrival, packet.payload.clone()).marker(marker).nackable(video).ext_vals(ext);

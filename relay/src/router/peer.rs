@@ -16,6 +16,20 @@ use crate::splice::Splicer;
 
 use super::RoomId;
 
+/// How long a subscriber's video stays available for retransmission (NACK), and at most how
+/// many packets of it. Half a second answers a NACK over any path with a round trip under
+/// ~400 ms; each packet kept costs ~430 bytes per subscriber (str0m keeps the whole packet
+/// beside the shared payload): at 50 participants 1 s of history cost 1,060 KiB of server
+/// memory per participant, 500 ms 930-945 KiB, 250 ms 856 KiB (docs/benchmarks.md).
+const RTX_HISTORY: Duration = Duration::from_millis(500);
+const RTX_PACKETS: usize = 1024;
+
+/// Starts a video slot's retransmission history afresh (it holds only shared payloads and
+/// their headers).
+pub(crate) fn reset_history(stream: &mut str0m::rtp::StreamTx) {
+    stream.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(0.15));
+}
+
 /// How many recent departures each slot remembers for the arrival → departure histogram.
 const DEPARTURES: usize = 128;
 
@@ -204,7 +218,7 @@ impl Peer {
     }
 
     /// Finds our stream on each slot once negotiation has made them.
-    pub fn find_streams(&mut self, rtx_history: Duration) {
+    pub fn find_streams(&mut self) {
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if slot.ssrc.is_some() {
                 continue;
@@ -216,8 +230,7 @@ impl Peer {
                 // still paces BWE probes; BWE still estimates, to choose layers.
                 stream.set_unpaced(true);
                 if slot.kind == MediaKind::Video {
-                    // Enough history to answer NACKs for a second, shared payloads only.
-                    stream.set_rtx_cache(1024, rtx_history, Some(0.15));
+                    reset_history(stream);
                 }
                 slot.ssrc = Some(stream.ssrc());
                 self.tx.insert(stream.ssrc(), i);

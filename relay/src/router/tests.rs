@@ -546,3 +546,4 @@ fn a_stale_send_queue_is_dropped_and_the_slot_restarts_on_a_keyframe() {
     let restart = got.iter().position(|(_, seq, _)| *seq > got[0].1 + 10 && crate::vp8::inspect(&got[(seq - got[0].1) as usize].2).is_some_and(|v| v.keyframe));
     assert!(restart.is_some(), "the slot restarted on a keyframe");
 }
+
