@@ -50,9 +50,9 @@ const LAYER_HOLD: Duration = Duration::from_secs(1);
 const KEYFRAME_REQUEST_EVERY: Duration = Duration::from_millis(300);
 /// A layer not seen for this long is gone (the publisher's encoder dropped or paused it).
 const LAYER_STALE: Duration = Duration::from_secs(1);
-/// Video older than this in a subscriber's send queue is not worth delivering: the slot
-/// drops it and restarts on a keyframe.
-const STALE_QUEUE: Duration = Duration::from_millis(400);
+/// Video that waited longer than this between reaching our socket and being forwarded (the
+/// shard fell behind) is not worth delivering: its slots drop it and restart on a keyframe.
+const STALE_INGRESS: Duration = Duration::from_millis(300);
 /// How often str0m reports each stream's NACK, PLI and loss figures (for `/metrics`).
 const STATS_EVERY: Duration = Duration::from_secs(5);
 /// What one forwarded audio stream is reckoned to need, bit/s.
@@ -183,8 +183,6 @@ impl Room {
 pub struct Router {
     config: RouterConfig,
     counters: Arc<Counters>,
-    /// What arrival times are counted from in the per-slot departure records.
-    epoch: Instant,
     now: Instant,
     peers: Vec<Option<Peer>>,
     free: Vec<usize>,
@@ -207,7 +205,6 @@ impl Router {
         Router {
             config,
             counters,
-            epoch: now,
             now,
             peers: Vec::new(),
             free: Vec::new(),
@@ -292,13 +289,14 @@ impl Router {
         }
     }
 
-    /// A datagram that arrived at `now` from `source`.
-    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+    /// A datagram from `source`, read at `now`, that reached the socket at `arrival`.
+    pub fn handle_datagram(&mut self, now: Instant, arrival: Instant, source: SocketAddr, contents: &[u8]) {
         self.advance(now);
+        let arrival = arrival.min(self.now);
         self.counters.packets_received.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes_received.fetch_add(contents.len() as u64, Ordering::Relaxed);
         let Ok(contents) = contents.try_into() else { return };
-        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination: self.config.local, contents });
+        let input = Input::Receive(arrival, Receive { proto: Protocol::Udp, source, destination: self.config.local, contents });
         let index = match self.by_source.get(&source) {
             Some(i) => Some(*i),
             None => {
@@ -311,7 +309,7 @@ impl Router {
         };
         let Some(index) = index else { return };
         let Some(peer) = self.peers[index].as_mut() else { return };
-        peer.clock = peer.clock.max(now);
+        peer.clock = peer.clock.max(arrival);
         guarded(peer, |p| p.rtc.handle_input(input));
         // In RTP mode str0m holds one received packet at a time: poll before the next input.
         self.drain(index);
@@ -473,10 +471,6 @@ impl Router {
                 str0m::Output::Transmit(t) => {
                     self.counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
                     self.counters.bytes_forwarded.fetch_add(t.contents.len() as u64, Ordering::Relaxed);
-                    if let Some(arrival) = departure(peer, &t.contents) {
-                        let now_us = self.now.saturating_duration_since(self.epoch).as_micros() as u32;
-                        self.counters.hop_latency.record_us(u64::from(now_us.wrapping_sub(arrival)));
-                    }
                     self.outputs.push_back(Output::Transmit { destination: t.destination, contents: t.contents.into() });
                 }
                 str0m::Output::Event(Event::RtpPacket(packet)) => packets.push(packet),
@@ -692,21 +686,29 @@ impl Router {
         }
     }
 
-    /// Forwards `packet` to every local slot its track feeds.
+    /// Forwards `packet` to every local slot its track feeds: renumbered by each slot's
+    /// splicer, encrypted and handed out at once. Video that waited in our socket longer
+    /// than [`STALE_INGRESS`] is not worth delivering: its slots wait for a keyframe.
     fn fan_out(&mut self, packet: &MediaPacket) {
-        let Router { rooms, peers, counters, epoch, now, dirty, .. } = self;
+        let Router { rooms, peers, counters, now, dirty, outputs, .. } = self;
         let Some(state) = rooms.get(&packet.room) else { return };
         let Some(routes) = state.routes.get(&(packet.feed.publisher, packet.feed.mid)) else { return };
         let incoming = Incoming { feed: packet.feed, seq: packet.seq, timestamp: packet.timestamp, start: packet.start, arrival: packet.arrival, vp8: packet.vp8 };
-        let arrival_us = packet.arrival.saturating_duration_since(*epoch).as_micros() as u32;
+        let stale = packet.kind == MediaKind::Video && now.saturating_duration_since(packet.arrival) > STALE_INGRESS;
         let mut keyframes: Vec<Feed> = Vec::new();
         for route in routes {
             let Some(sub) = peers[route.peer].as_mut() else { continue };
             let Some(slot) = sub.slots.get_mut(route.slot) else { continue };
-            if packet.kind == MediaKind::Video && slot.splicer.current() == Some(packet.feed) && slot.splicer.waiting().is_none() && stale_queue(&mut sub.rtc, slot, *now) {
-                tracing::debug!(subscriber = sub.key.participant, slot = %slot.mid, "send queue stale: waiting for a keyframe");
-                counters.stale_drops.fetch_add(1, Ordering::Relaxed);
-                slot.splicer.resync();
+            if stale {
+                if slot.splicer.current() == Some(packet.feed) && slot.splicer.waiting().is_none() {
+                    tracing::debug!(subscriber = sub.key.participant, slot = %slot.mid, "stale video: waiting for a keyframe");
+                    counters.stale_drops.fetch_add(1, Ordering::Relaxed);
+                    slot.splicer.resync();
+                    if !keyframes.contains(&packet.feed) {
+                        keyframes.push(packet.feed);
+                    }
+                }
+                continue;
             }
             let out = match slot.splicer.packet(&incoming) {
                 Verdict::Forward(out) => out,
@@ -718,16 +720,24 @@ impl Router {
                 }
                 Verdict::Drop => continue,
             };
-            if write(sub, route.slot, packet, out) {
-                sub.written = true;
-                sub.slots[route.slot].written(out.seq, arrival_us);
-                if packet.marker || packet.kind == MediaKind::Audio {
-                    counters.frames_forwarded.fetch_add(1, Ordering::Relaxed);
+            if packet.marker || packet.kind == MediaKind::Audio {
+                counters.frames_forwarded.fetch_add(1, Ordering::Relaxed);
+            }
+            match write(sub, route.slot, packet, out, *now) {
+                Written::Sent(t) => {
+                    counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
+                    counters.bytes_forwarded.fetch_add(t.contents.len() as u64, Ordering::Relaxed);
+                    counters.hop_latency.record_us(now.saturating_duration_since(packet.arrival).as_micros() as u64);
+                    outputs.push_back(Output::Transmit { destination: t.destination, contents: t.contents.into() });
                 }
-                if !sub.dirty {
-                    sub.dirty = true;
-                    dirty.push(route.peer);
+                Written::Queued => {
+                    sub.written = true;
+                    if !sub.dirty {
+                        sub.dirty = true;
+                        dirty.push(route.peer);
+                    }
                 }
+                Written::Unsendable => {}
             }
         }
         for feed in keyframes {
@@ -1037,27 +1047,26 @@ fn kind_name(kind: MediaKind) -> &'static str {
     if kind == MediaKind::Audio { "audio" } else { "video" }
 }
 
-/// Whether `slot`'s send queue holds video older than [`STALE_QUEUE`] (only a paced slot
-/// can: forwarded media is unpaced).
-fn stale_queue(rtc: &mut Rtc, slot: &Slot, now: Instant) -> bool {
-    let Some(ssrc) = slot.ssrc else { return false };
-    let mut api = rtc.direct_api();
-    let Some(info) = api.stream_tx(&ssrc).and_then(|s| s.queue_info()) else { return false };
-    info.first_unsent().is_some_and(|t| now.saturating_duration_since(t) > STALE_QUEUE)
+enum Written {
+    /// Out at once: the datagram.
+    Sent(str0m::net::Transmit),
+    /// Queued in str0m (the connection is not up yet): leaves on its next timeout.
+    Queued,
+    /// No stream or no payload type for it (yet).
+    Unsendable,
 }
 
-/// Writes one renumbered packet on subscriber `sub`'s slot; false when it has no stream or
-/// payload type for it (yet).
-fn write(sub: &mut Peer, slot: usize, packet: &MediaPacket, out: Rewritten) -> bool {
-    let Some(ssrc) = sub.slots[slot].ssrc else { return false };
-    let Some(pt) = sub.pt(packet.codec) else { return false };
+/// Writes one renumbered packet on subscriber `sub`'s slot and, if it can, sends it now.
+fn write(sub: &mut Peer, slot: usize, packet: &MediaPacket, out: Rewritten, now: Instant) -> Written {
+    let Some(ssrc) = sub.slots[slot].ssrc else { return Written::Unsendable };
+    let Some(pt) = sub.pt(packet.codec) else { return Written::Unsendable };
     let video = packet.kind == MediaKind::Video;
-    let mut api = sub.rtc.direct_api();
-    let Some(stream) = api.stream_tx(&ssrc) else { return false };
     if video && out.switched {
         // A new feed starts on a keyframe: nothing before it is worth resending, and a fresh
         // history is sized for the new feed's rate (str0m's never shrinks: a slot that once
         // carried a speaker's 720p would keep that much history for every thumbnail after).
+        let mut api = sub.rtc.direct_api();
+        let Some(stream) = api.stream_tx(&ssrc) else { return Written::Unsendable };
         peer::reset_history(stream);
     }
     let ext = ExtensionValues { audio_level: packet.audio_level, voice_activity: packet.voice_activity, ..Default::default() };
@@ -1078,20 +1087,16 @@ fn write(sub: &mut Peer, slot: usize, packet: &MediaPacket, out: Rewritten) -> b
             }
         }
     }
-    stream.write_rtp(rtp);
-    true
-}
-
-/// For an outgoing RTP packet on one of `peer`'s slots, the arrival time (µs since the
-/// router's epoch) of the packet it carries.
-fn departure(peer: &mut Peer, datagram: &[u8]) -> Option<u32> {
-    // RTP (not RTCP: payload types 64-95 with the marker bit are RTCP's 192-223).
-    if datagram.len() < 12 || datagram[0] >> 6 != 2 || (192..=223).contains(&datagram[1]) {
-        return None;
+    let sent = catch_unwind(AssertUnwindSafe(|| sub.rtc.send_rtp_now(ssrc, rtp, now)));
+    match sent {
+        Ok(Some(t)) => Written::Sent(t),
+        Ok(None) => Written::Queued,
+        Err(_) => {
+            tracing::error!(peer = ?sub.key, "relay peer panicked on a write; dropping it");
+            sub.rtc.disconnect();
+            Written::Unsendable
+        }
     }
-    let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
-    let slot = *peer.tx.get(&ssrc.into())?;
-    peer.slots[slot].departed(u16::from_be_bytes([datagram[2], datagram[3]]))
 }
 
 /// Moves `peer`'s clock to `now`, or keeps it where it is if immediate pacer timeouts have

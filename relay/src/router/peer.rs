@@ -30,8 +30,6 @@ pub(crate) fn reset_history(stream: &mut str0m::rtp::StreamTx) {
     stream.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(0.15));
 }
 
-/// How many recent departures each slot remembers for the arrival → departure histogram.
-const DEPARTURES: usize = 128;
 
 /// One simulcast layer (or the only stream) of a published video track, as received.
 #[derive(Debug, Clone)]
@@ -104,9 +102,6 @@ pub(crate) struct Slot {
     pub layer_since: Instant,
     /// This slot's share of the downlink estimate (`layers::allocate`), bit/s.
     pub allotted: Option<u64>,
-    /// Arrival times (µs since the router's epoch) of recent packets, by outgoing sequence
-    /// number: what the departure of each is measured against.
-    departures: Box<[(u16, u32); DEPARTURES]>,
 }
 
 impl Slot {
@@ -120,21 +115,7 @@ impl Slot {
             splicer: Splicer::new(clock_rate),
             layer_since: now,
             allotted: None,
-            departures: Box::new([(0, u32::MAX); DEPARTURES]),
         }
-    }
-
-    pub fn written(&mut self, seq: u64, arrival_us: u32) {
-        self.departures[seq as usize % DEPARTURES] = (seq as u16, arrival_us);
-    }
-
-    /// The arrival time of the packet that leaves with sequence number `seq`, once.
-    pub fn departed(&mut self, seq: u16) -> Option<u32> {
-        let entry = &mut self.departures[seq as usize % DEPARTURES];
-        if entry.0 != seq || entry.1 == u32::MAX {
-            return None;
-        }
-        Some(std::mem::replace(&mut entry.1, u32::MAX))
     }
 }
 
@@ -146,8 +127,6 @@ pub(crate) struct Peer {
     pub slots: Vec<Slot>,
     /// Incoming SSRC → (track index, layer), learned from str0m's receive streams.
     pub rx: HashMap<Ssrc, (usize, Option<Rid>)>,
-    /// Our SSRC → slot index, for measuring departures.
-    pub tx: HashMap<Ssrc, usize>,
     /// Payload type → codec, for what they send; codec → payload type, for what we send.
     pub codec_of: Vec<(Pt, Codec)>,
     pub pt_for: Vec<(Codec, Pt)>,
@@ -160,7 +139,7 @@ pub(crate) struct Peer {
     /// The latest time given to str0m.
     pub clock: Instant,
     pub dirty: bool,
-    /// Media was written to them since their last timeout.
+    /// Media was queued for them (not sent at once) since their last timeout.
     pub written: bool,
     /// Keyframe requests sent to them, per layer, for throttling.
     pub keyframe_requested: HashMap<(Mid, Option<Rid>), Instant>,
@@ -180,7 +159,6 @@ impl Peer {
             tracks: Vec::new(),
             slots: Vec::new(),
             rx: HashMap::new(),
-            tx: HashMap::new(),
             codec_of: Vec::new(),
             pt_for: Vec::new(),
             wanted: HashMap::new(),
@@ -219,7 +197,7 @@ impl Peer {
 
     /// Finds our stream on each slot once negotiation has made them.
     pub fn find_streams(&mut self) {
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+        for slot in &mut self.slots {
             if slot.ssrc.is_some() {
                 continue;
             }
@@ -233,7 +211,6 @@ impl Peer {
                     reset_history(stream);
                 }
                 slot.ssrc = Some(stream.ssrc());
-                self.tx.insert(stream.ssrc(), i);
             }
         }
     }

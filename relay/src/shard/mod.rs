@@ -141,11 +141,11 @@ impl Shard {
                     0
                 }
             };
+            let now = Instant::now();
             for i in 0..received {
                 let datagram = receive.get(i);
-                self.router.handle_datagram(datagram.arrival, datagram.source, datagram.contents);
+                self.router.handle_datagram(now, datagram.arrival, datagram.source, datagram.contents);
             }
-            let now = Instant::now();
             busy |= received > 0;
             if busy || now >= next_timeout {
                 self.router.handle_timeout(now);

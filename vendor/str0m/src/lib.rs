@@ -1452,6 +1452,28 @@ impl Rtc {
         SdpApi::new(self)
     }
 
+    /// Confab patch: writes `rtp` on the send stream `ssrc` and, once the connection is up,
+    /// protects and returns it at once instead of queueing it for the pacer: for an SFU's
+    /// forwarded media, which it does not pace, one call and no timeout per packet. The
+    /// pacer, BWE and TWCC are told of the packet as if the pacer had sent it; resends,
+    /// padding and probes still go through the pacer. Returns `None` when the packet could
+    /// not leave now (no such stream, or not connected yet): it then waits in the stream's
+    /// queue like any written packet.
+    pub fn send_rtp_now(&mut self, ssrc: rtp::Ssrc, rtp: streams::RtpWrite, now: Instant) -> Option<net::Transmit> {
+        if self.state != RtcState::Alive {
+            return None;
+        }
+        let now = now.max(self.last_now);
+        let stream = self.session.streams.stream_tx(&ssrc)?;
+        let midrid = stream.midrid();
+        stream.write_rtp_now(rtp, now);
+        let send = self.send_addr.as_ref()?;
+        let (proto, source, destination) = (send.proto, send.source, send.destination);
+        let contents = self.session.poll_packet_now(now, midrid)?;
+        self.peer_bytes_tx += contents.len() as u64;
+        Some(net::Transmit { proto, source, destination, contents })
+    }
+
     /// Makes direct changes to the Rtc session.
     ///
     /// This is a low level API. For "normal" use via SDP, see [`Rtc::sdp_api()`].

@@ -34,7 +34,7 @@ use crate::rtp_::SeqNo;
 use crate::rtp_::SeqNoWindow;
 use crate::rtp_::{Bitrate, ExtensionMap, Goodbye, Mid, ReportList, Rtcp, RtcpFb};
 use crate::rtp_::{Dlrr, DlrrItem, ExtendedReport, ReportBlock};
-use crate::rtp_::{RtpHeader, SessionId, TwccPacketId, extend_u16};
+use crate::rtp_::{RtpHeader, SessionId, TwccClusterId, TwccPacketId, extend_u16};
 use crate::rtp_::{SrtpContext, Ssrc};
 use crate::rtp_::{TwccRecvRegister, TwccSendRegister};
 use crate::stats::StatsSnapshot;
@@ -1229,11 +1229,24 @@ impl Session {
     }
 
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {
-        let srtp_tx = self.srtp_tx.as_mut()?;
+        self.srtp_tx.as_ref()?;
 
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
         let (midrid, cluster_id) = self.pacer.poll_queue()?;
+        self.poll_packet_of(now, midrid, cluster_id, false)
+    }
+
+    /// Confab patch: the packet at the head of `midrid`'s send queue, protected, without
+    /// asking the pacer (which is still told it was sent). For `Rtc::send_rtp_now`.
+    pub fn poll_packet_now(&mut self, now: Instant, midrid: MidRid) -> Option<DatagramSend> {
+        self.srtp_tx.as_ref()?;
+        let cluster_id = self.pacer.active_cluster();
+        self.poll_packet_of(now, midrid, cluster_id, true)
+    }
+
+    fn poll_packet_of(&mut self, now: Instant, midrid: MidRid, cluster_id: Option<TwccClusterId>, regular_only: bool) -> Option<DatagramSend> {
+        let srtp_tx = self.srtp_tx.as_mut()?;
         let stream = self.streams.stream_tx_by_midrid(midrid)?;
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());
@@ -1250,7 +1263,7 @@ impl Session {
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
 
-        let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
+        let receipt = stream.poll_packet(now, exts, twcc, params, buf, regular_only)?;
 
         let PacketReceipt {
             header,

@@ -555,6 +555,17 @@ impl StreamTx {
         self.send_queue.push(packet);
     }
 
+    /// Confab patch: writes `rtp` and timestamps it `now` at once, so it can be sent without
+    /// a timeout first (for `Rtc::send_rtp_now`).
+    pub(crate) fn write_rtp_now(&mut self, rtp: RtpWrite, now: Instant) {
+        self.write_rtp(rtp);
+        self.send_queue.handle_timeout(now);
+    }
+
+    pub(crate) fn midrid(&self) -> MidRid {
+        self.midrid
+    }
+
     fn padding_enabled(&self) -> bool {
         (self.ssrc.is_probe() || self.rtx.is_some()) && self.pt_for_padding.is_some()
     }
@@ -566,6 +577,7 @@ impl StreamTx {
         twcc: Option<&mut u64>,
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
+        regular_only: bool,
     ) -> Option<PacketReceipt> {
         let mid = self.midrid.mid();
         let rid = self.midrid.rid();
@@ -577,7 +589,14 @@ impl StreamTx {
         let remote_acked_ssrc = self.remote_acked_ssrc;
         let remote_acked_rtx_ssrc = self.remote_acked_rtx_ssrc;
 
-        let (next, is_padding) = if let Some(next) = self.poll_packet_resend(now) {
+        let (next, is_padding) = if regular_only {
+            // Confab patch: only the packet just written (Rtc::send_rtp_now). The resend
+            // path is where the transmitted-bytes history is purged: purge it here too.
+            if self.rtx_ratio_cap.is_some() {
+                self.rtx_ratio_downsampled(now);
+            }
+            (self.poll_packet_regular(now)?, false)
+        } else if let Some(next) = self.poll_packet_resend(now) {
             (next, false)
         } else if let Some(next) = self.poll_packet_regular(now) {
             (next, false)
