@@ -1,21 +1,25 @@
 //! The SFU benchmark behind docs/benchmarks.md: runs `confab loadtest` against a release
 //! `confab` node on loopback (a new meeting, the node's pid given so that the report has the
-//! server's CPU and memory beside the bots' own), or against Debian's Janus on this
-//! machine's own address with the same bots.
+//! server's CPU and memory beside the bots' own), or against Debian's Janus with the same
+//! bots. Janus runs inside a network namespace this benchmark creates (a veth pair on a
+//! private /30; libnice offers no loopback candidates) and removes afterwards, the bots on
+//! the host end of the pair: no traffic reaches any other address.
 //!
 //!     cargo bench -p confab-tests --bench sfu -- BOTS [loadtest options...]
 //!     cargo bench -p confab-tests --bench sfu -- --janus BOTS [loadtest options...]
 //!
 //! e.g. `cargo bench -p confab-tests --bench sfu -- 50 --duration 60s`. Janus needs
-//! `apt-get install janus`; it runs from a configuration written to a temporary directory
-//! (the VideoRoom plugin and the WebSocket transport only), and is stopped afterwards. The
-//! report is printed, and written as JSON to target/bench-{confab,janus}-BOTS.json.
+//! `apt-get install janus` and root (for the namespace); it runs from a configuration
+//! written to a temporary directory (the VideoRoom plugin and the WebSocket transport only),
+//! and is stopped afterwards. The report is printed, and written as JSON to
+//! target/bench-{confab,janus}-BOTS.json.
 
-use std::net::{IpAddr, UdpSocket};
+use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use confab_tests::meeting::start_meeting;
+use confab_tests::netns::Namespace;
 use confab_tests::node::confab_bin;
 
 const USAGE: &str = "usage: cargo bench -p confab-tests --bench sfu -- [--janus] BOTS [loadtest options]";
@@ -38,7 +42,7 @@ async fn main() {
     let (_node, _janus);
     if janus {
         let server = Janus::start();
-        loadtest.args(["--janus", &server.url, "--server-pid", &server.child.id().to_string()]);
+        loadtest.args(["--janus", &server.url, "--server-pid", &server.child.id().to_string(), "--bind-ip", &server.ns.host_ip.to_string()]);
         _janus = Some(server);
     } else {
         let (node, link, _) = start_meeting(&["--mesh-threshold", "0"], "bench").await;
@@ -50,16 +54,19 @@ async fn main() {
     println!("machine: {} cores; report: {}", std::thread::available_parallelism().map_or(0, |n| n.get()), json.display());
 }
 
-/// Debian's Janus with only what the benchmark uses, on this machine's own address.
+/// Debian's Janus with only what the benchmark uses, inside a namespace of its own.
 struct Janus {
     child: Child,
     url: String,
     _dir: tempfile::TempDir,
+    /// Dropped after the child is stopped (fields drop in order).
+    ns: Namespace,
 }
 
 impl Janus {
     fn start() -> Janus {
-        let ip = own_address();
+        let ns = Namespace::create();
+        let ip = IpAddr::V4(ns.ns_ip);
         let dir = tempfile::tempdir().unwrap();
         let lib = "/usr/lib/x86_64-linux-gnu/janus";
         let others = |folder: &str, keep: &str| {
@@ -84,13 +91,14 @@ impl Janus {
         );
         std::fs::write(dir.path().join("janus.jcfg"), config).unwrap();
         std::fs::write(dir.path().join("janus.plugin.videoroom.jcfg"), "general: { }\n").unwrap();
-        let port = free_tcp_port(ip);
+        let port = 8188;
         std::fs::write(
             dir.path().join("janus.transport.websockets.jcfg"),
             format!("general: {{ json = \"plain\" ws = true ws_port = {port} ws_ip = \"{ip}\" wss = false }}\nadmin: {{ admin_ws = false admin_wss = false }}\n"),
         )
         .unwrap();
-        let child = Command::new("janus")
+        let child = ns
+            .command("janus")
             .args(["-F"])
             .arg(dir.path())
             .args(["-C"])
@@ -101,11 +109,11 @@ impl Janus {
         let url = format!("ws://{ip}:{port}");
         // Ready when the WebSocket port accepts connections.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect((ip, port)).is_err() {
+        while std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1)).is_err() {
             assert!(std::time::Instant::now() < deadline, "Janus did not open {url} within 20 s");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Janus { child, url, _dir: dir }
+        Janus { child, url, _dir: dir, ns }
     }
 }
 
@@ -114,16 +122,4 @@ impl Drop for Janus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// This machine's address on its default route (no packet is sent); the kernel delivers
-/// traffic to it over loopback.
-fn own_address() -> IpAddr {
-    let probe = UdpSocket::bind("0.0.0.0:0").unwrap();
-    probe.connect("203.0.113.1:9").expect("a default route (libnice offers no loopback candidates)");
-    probe.local_addr().unwrap().ip()
-}
-
-fn free_tcp_port(ip: IpAddr) -> u16 {
-    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }

@@ -11,6 +11,7 @@
 mod confab;
 mod janus;
 mod media;
+mod observer;
 mod peer;
 mod scrape;
 mod stats;
@@ -38,8 +39,9 @@ pub struct LoadtestOptions {
     pub link: Option<String>,
 
     /// Drive a Janus server's VideoRoom instead, through its WebSocket API (e.g.
-    /// ws://192.0.2.2:8188; libnice offers no loopback candidates, so use the host's own
-    /// address). A room for the bots is created.
+    /// ws://10.213.0.2:8188; libnice offers no loopback candidates, so run Janus where the
+    /// bots reach it on another address, e.g. in a network namespace, as `cargo bench
+    /// --bench sfu -- --janus` does). A room for the bots is created.
     #[arg(long, value_name = "URL")]
     pub janus: Option<String>,
 
@@ -93,6 +95,15 @@ pub struct LoadtestOptions {
     /// Accept any TLS certificate (a node on its self-signed default).
     #[arg(long)]
     pub insecure: bool,
+
+    /// Also join with one headless Chromium (the prejoin page, a fake camera) and report
+    /// what a real browser decodes of the test: frames, freezes, concealed audio.
+    #[arg(long)]
+    pub observer: bool,
+
+    /// The Chromium the observer runs.
+    #[arg(long, default_value = "/usr/bin/chromium", value_name = "PATH")]
+    pub chromium: std::path::PathBuf,
 
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -233,6 +244,8 @@ pub struct Report {
     /// Packets the bots received per second of relay shard CPU.
     pub egress_pps_per_shard_core: Option<f64>,
     pub stalled_shards: Option<u64>,
+    /// What the Chromium observer decoded while measuring (`--observer`).
+    pub observer: Option<observer::Observed>,
     /// Media packets the bots received per second: what the server forwarded to them.
     pub forwarded_pps: f64,
     pub server_cores: Option<f64>,
@@ -318,6 +331,15 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
         let (base, tls) = metrics.clone()?;
         scrape::fetch(&base, tls).await.map_err(|e| eprintln!("cannot read the node's /metrics: {e:#}")).ok()
     };
+    let mut watcher = match (&target, options.observer) {
+        (Target::Confab { link, .. }, true) => {
+            let url = format!("{}/m/{}#{}", link.base, link.room, link.invite);
+            Some(observer::Observer::join(&options.chromium, &url, "observer").await.context("the observer could not join")?)
+        }
+        (Target::Janus { .. }, true) => anyhow::bail!("--observer watches a Confab meeting (--link)"),
+        _ => None,
+    };
+    let mut watched_from = None;
     let shared = Arc::new(Shared::default());
     let mut tasks = Vec::new();
     for index in 0..bots {
@@ -346,6 +368,9 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
             bots_from = current.0;
             server_from = current.1;
             scrape_from = scrape().await;
+            if let Some(w) = watcher.as_mut() {
+                watched_from = w.sample().await.map_err(|e| eprintln!("the observer: {e:#}")).ok();
+            }
         }
         let phase = if now < measure_from { "warming up" } else { "measuring" };
         let mut line = format!(
@@ -365,6 +390,11 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
     }
     let bots_to = sample("self");
     let scrape_to = scrape().await;
+    let mut watched_to = None;
+    if let Some(w) = watcher.as_mut() {
+        watched_to = w.sample().await.map_err(|e| eprintln!("the observer: {e:#}")).ok();
+    }
+    drop(watcher);
     let server_to = server.as_deref().and_then(sample);
     let mut outcomes = Vec::new();
     for task in tasks {
@@ -419,6 +449,7 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
         egress_pps_per_shard_core: (shard_total > 0.0).then(|| forwarded_pps / shard_total),
         shard_cores,
         stalled_shards: scrape_to.as_ref().map(|s| s.stalled_shards),
+        observer: watched_from.zip(watched_to).map(|(a, b)| observer::Observed::between(a, b, measured_secs)),
         forwarded_pps,
         server_cores,
         server_rss_mib: server_to.map(|s| s.rss_kib as f64 / 1024.0),
@@ -478,6 +509,12 @@ fn print_report(r: &Report) {
             r.shard_cores.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(" + "),
             r.egress_pps_per_shard_core.unwrap_or(0.0),
             r.stalled_shards.unwrap_or(0)
+        );
+    }
+    if let Some(o) = &r.observer {
+        println!(
+            "observer (Chromium): decodes {} videos, {:.0} frames/s; {} freezes ({:.1} s); {:.2} % of audio concealed",
+            o.videos_decoding, o.frames_decoded_per_sec, o.freezes, o.freeze_secs, o.concealed_audio_percent
         );
     }
     print!("forwarded: {:.0} packets/s to the bots", r.forwarded_pps);
