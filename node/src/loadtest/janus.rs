@@ -246,6 +246,7 @@ impl Bot {
             outcome.add_receipts(&r.receipts, &r.receiving, |mid| mids.get(mid).cloned());
         }
         outcome.keyframe_requests += sender.receipts.keyframe_requests;
+        outcome.send_hold.merge(&sender.receipts.send_hold);
         let _ = session.message(publisher, json!({"request": "leave"}), None).await;
         Ok(())
     }

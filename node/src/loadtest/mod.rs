@@ -153,6 +153,8 @@ pub struct BotOutcome {
     pub packets: u64,
     pub lost: u64,
     pub bytes: u64,
+    /// Of `bytes`, video.
+    pub video_bytes: u64,
     pub jitter_ms: f64,
     pub keyframe_requests: u64,
     #[serde(skip)]
@@ -173,6 +175,7 @@ impl BotOutcome {
             let video = kinds.get(mid) == Some(&MediaKind::Video);
             if video {
                 jitters.push(stream.jitter_ms());
+                self.video_bytes += stream.bytes;
             }
             if let Some(who) = source(mid) {
                 let entry = self.from.entry(who).or_default();
@@ -223,6 +226,9 @@ pub struct Report {
     pub received_kbps_per_bot_p50: Option<f64>,
     /// The bot that received least.
     pub received_kbps_per_bot_min: Option<f64>,
+    /// Video alone (payload bytes), per bot: P50 and the least.
+    pub video_kbps_per_bot_p50: Option<f64>,
+    pub video_kbps_per_bot_min: Option<f64>,
     /// The fewest participants any bot received video from.
     pub video_sources_min: usize,
     pub loss_percent: f64,
@@ -408,6 +414,7 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
     let first = values(&|o| o.first_frame_ms);
     let kbps = values(&|o| (o.error.is_none()).then(|| o.bytes as f64 * 8.0 / 1000.0 / measured_secs));
     let jitter = values(&|o| (o.error.is_none()).then_some(o.jitter_ms));
+    let video_kbps = values(&|o| (o.error.is_none()).then(|| o.video_bytes as f64 * 8.0 / 1000.0 / measured_secs));
     let mut latency = Histogram::default();
     let (mut send_hold, mut receive_hold) = (Histogram::default(), Histogram::default());
     let (mut packets, mut lost) = (0u64, 0u64);
@@ -434,6 +441,8 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
         first_frame_ms_p95: quantile(&first, 0.95),
         received_kbps_per_bot_p50: quantile(&kbps, 0.5),
         received_kbps_per_bot_min: quantile(&kbps, 0.0),
+        video_kbps_per_bot_p50: quantile(&video_kbps, 0.5),
+        video_kbps_per_bot_min: quantile(&video_kbps, 0.0),
         video_sources_min: outcomes.iter().map(|o| o.from.values().filter(|(_, v)| *v > 0).count()).min().unwrap_or(0),
         loss_percent: if packets + lost == 0 { 0.0 } else { lost as f64 * 100.0 / (packets + lost) as f64 },
         worst_loss_percent: outcomes.iter().map(|o| o.loss() * 100.0).fold(0.0, f64::max),
@@ -493,8 +502,10 @@ fn print_report(r: &Report) {
     );
     let ms1 = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
     println!(
-        "least received by a bot: {:.0} kbit/s; fewest video sources: {}; audio latency P99 {}; bots' own paths held packets up to {} (send, P95) and {} (receive, P95)",
+        "least received by a bot: {:.0} kbit/s; video alone: P50 {:.0} kbit/s, least {:.0}; fewest video sources: {}; audio latency P99 {}; bots' own paths held packets up to {} (send, P95) and {} (receive, P95)",
         r.received_kbps_per_bot_min.unwrap_or(0.0),
+        r.video_kbps_per_bot_p50.unwrap_or(0.0),
+        r.video_kbps_per_bot_min.unwrap_or(0.0),
         r.video_sources_min,
         ms(r.audio_latency_ms_p99),
         ms1(r.bot_send_hold_ms_p95),

@@ -833,6 +833,7 @@ impl Router {
                     if targeted != Some(feed) {
                         slot.splicer.target(feed);
                         slot.layer_since = now;
+                        slot.chosen_for = peer.wanted.get(&source.participant).copied();
                     }
                 }
             }
@@ -944,11 +945,15 @@ impl Router {
                     continue;
                 }
                 let stale = targeted.is_none_or(|t| !demand.layers.iter().any(|l| l.rid == t));
-                if stale || now.saturating_duration_since(slot.layer_since) >= LAYER_HOLD {
+                // The hold keeps a choice from flapping with the measured rates; a tile that
+                // changed size (a new speaker) is a new choice.
+                let resized = slot.chosen_for != Some(demand.wanted_height);
+                if stale || resized || now.saturating_duration_since(slot.layer_since) >= LAYER_HOLD {
                     tracing::debug!(subscriber = peer.key.participant, slot = %slot.mid, from = source.participant, layer = ?best, "slot retargeted");
                     slot.splicer.target(Feed { publisher: source.participant, mid: source.mid, layer: best });
                     slot.layer_since = now;
                 }
+                slot.chosen_for = Some(demand.wanted_height);
             }
             if desired > 0 {
                 let _ = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().set_bitrate(Bitrate::bps(desired / 2), Bitrate::bps(desired))));

@@ -100,6 +100,8 @@ pub(crate) struct Slot {
     pub splicer: Splicer,
     /// When the layer was last changed (a layer is held for a while).
     pub layer_since: Instant,
+    /// The tile height the layer was chosen for.
+    pub chosen_for: Option<u32>,
     /// This slot's share of the downlink estimate (`layers::allocate`), bit/s.
     pub allotted: Option<u64>,
 }
@@ -114,6 +116,7 @@ impl Slot {
             source: None,
             splicer: Splicer::new(clock_rate),
             layer_since: now,
+            chosen_for: None,
             allotted: None,
         }
     }
