@@ -119,7 +119,15 @@ impl Shard {
         // str0m matches each datagram's destination against our candidate: with a wildcard
         // bind, that is the advertised address.
         let local = if bound.ip().is_unspecified() { advertise } else { bound };
-        udp::configure(socket.as_raw_fd(), SOCKET_BUFFER)?;
+        let granted = udp::configure(socket.as_raw_fd(), SOCKET_BUFFER)?;
+        if granted < SOCKET_BUFFER {
+            tracing::warn!(
+                shard = index,
+                granted,
+                asked = SOCKET_BUFFER,
+                "the kernel gave the relay's socket a smaller receive buffer than asked: bursts may be dropped under load; raise net.core.rmem_max (see docs/operating.md)"
+            );
+        }
         let router = Router::new(RouterConfig { shard: index, last_n: config.last_n, local, advertise, ice_tcp: Some(ice_tcp) }, counters.clone(), Instant::now());
         let inbox = mailboxes[index].receiver.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| io::Error::other("shard started twice"))?;
         let senders = mailboxes.iter().map(|m| m.sender.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();

@@ -18,8 +18,9 @@ const CONTROL: usize = 64;
 const SO_TIMESTAMPNS: libc::c_int = 35;
 
 /// Asks the kernel to stamp each datagram with its arrival time, and for `buffer` bytes
-/// of queue each way (it caps this at its own maximum).
-pub fn configure(fd: RawFd, buffer: usize) -> io::Result<()> {
+/// of queue each way; returns the receive buffer granted (the kernel caps it at
+/// `net.core.rmem_max` and counts its own overhead in it).
+pub fn configure(fd: RawFd, buffer: usize) -> io::Result<usize> {
     let set = |level, option, value: libc::c_int| {
         // SAFETY: sets an int option on a socket the caller owns, from a live int.
         let r = unsafe { libc::setsockopt(fd, level, option, (&value as *const libc::c_int).cast(), size_of::<libc::c_int>() as u32) };
@@ -30,7 +31,11 @@ pub fn configure(fd: RawFd, buffer: usize) -> io::Result<()> {
     // Best effort: the kernel may refuse or cap these.
     let _ = set(libc::SOL_SOCKET, libc::SO_RCVBUF, buffer);
     let _ = set(libc::SOL_SOCKET, libc::SO_SNDBUF, buffer);
-    Ok(())
+    let mut granted: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: reads an int option of a socket the caller owns into a live int.
+    unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&mut granted as *mut libc::c_int).cast(), &mut len) };
+    Ok(granted.max(0) as usize)
 }
 
 /// One datagram of a batch.
