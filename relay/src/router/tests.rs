@@ -390,20 +390,31 @@ fn audio_queued_behind_a_video_burst_departs_first() {
     assert!(spoken - now <= net.latency * 2 + Duration::from_millis(2), "the audio took {:?}", spoken - now);
 }
 
-#[test]
-fn a_layer_switch_waits_for_a_keyframe_and_sequence_numbers_stay_contiguous() {
-    let mut net = Net::new(1, 9);
-    net.join(1, 0, &["l", "h"], 0);
-    net.join(2, 0, &[], 9);
-    net.connect();
-    // Small tile: the low layer.
-    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![(1, 180)]);
-    for i in 0..40u16 {
+/// Frames `pictures` of publisher 1 in both layers ("l" 150-byte, "h" 220-byte packets),
+/// keyframes in the first.
+fn both_layers(net: &mut Net, pictures: std::ops::Range<u16>) {
+    for i in pictures {
         let now = net.now;
         net.client(1).frame("l", 1000 + i, i == 0, 1, 150, now);
         net.client(1).frame("h", 5000 + i, i == 0, 1, 220, now);
         net.run(Duration::from_millis(33));
     }
+}
+
+/// Publisher 1 sends "l" and "h"; subscriber 2 shows it in a small tile: the low layer.
+fn two_layers_in_a_small_tile() -> Net {
+    let mut net = Net::new(1, 9);
+    net.join(1, 0, &["l", "h"], 0);
+    net.join(2, 0, &[], 9);
+    net.connect();
+    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![(1, 180)]);
+    both_layers(&mut net, 0..40);
+    net
+}
+
+#[test]
+fn a_layer_switch_waits_for_a_keyframe_and_sequence_numbers_stay_contiguous() {
+    let mut net = two_layers_in_a_small_tile();
     let video = slot_of(&net, 2, 1, "video").unwrap();
     let before = net.client(2).on(video).len();
     assert!(before >= 30, "the low layer flows ({before} packets)");
@@ -412,12 +423,7 @@ fn a_layer_switch_waits_for_a_keyframe_and_sequence_numbers_stay_contiguous() {
     // until one arrives.
     net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![(1, 720)]);
     net.client(1).keyframe_requests.clear();
-    for i in 40..80u16 {
-        let now = net.now;
-        net.client(1).frame("l", 1000 + i, false, 1, 150, now);
-        net.client(1).frame("h", 5000 + i, false, 1, 220, now);
-        net.run(Duration::from_millis(33));
-    }
+    both_layers(&mut net, 40..80);
     assert!(net.client(1).keyframe_requests.contains(&Some(Rid::from("h"))), "the relay asked for a keyframe of h: {:?}", net.client(1).keyframe_requests);
     assert!(net.client(2).on(video).iter().all(|(_, _, p)| p.len() == 150), "still the low layer, without a keyframe of h");
     let now = net.now;
@@ -508,17 +514,7 @@ fn a_room_spans_shards_each_subscriber_served_by_its_own() {
 
 #[test]
 fn layers_nobody_watches_are_paused_at_the_source_and_resumed_when_wanted() {
-    let mut net = Net::new(1, 9);
-    net.join(1, 0, &["l", "h"], 0);
-    net.join(2, 0, &[], 9);
-    net.connect();
-    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![(1, 180)]);
-    for i in 0..40u16 {
-        let now = net.now;
-        net.client(1).frame("l", 1000 + i, i == 0, 1, 150, now);
-        net.client(1).frame("h", 5000 + i, i == 0, 1, 220, now);
-        net.run(Duration::from_millis(33));
-    }
+    let mut net = two_layers_in_a_small_tile();
     let last_layers = |net: &Net| {
         net.notices.iter().rev().find_map(|n| match n {
             Notice::Layers { peer, active, .. } if peer.participant == 1 => Some(active.clone()),
