@@ -34,6 +34,7 @@ export class SfuLink {
     };
     this.pc.onconnectionstatechange = () => log("info", `sfu: connection ${this.pc.connectionState}`);
     this.outgoing = {};
+    this.layers = Promise.resolve(); // the last layer change, applied in order
     for (const kind of ["audio", "video"]) {
       const init = { direction: "sendonly", streams: [local.stream] };
       if (kind === "video") init.sendEncodings = SIMULCAST.map((e) => ({ ...e }));
@@ -73,8 +74,16 @@ export class SfuLink {
   }
 
   /// Sends only the simulcast encodings the relay names (rids) on our video m-line `mid`;
-  /// a resumed encoding starts with a keyframe.
-  async setLayers(mid, active) {
+  /// a resumed encoding starts with a keyframe. Calls are applied one after another, each
+  /// from fresh parameters, so the relay's latest word is what holds: two overlapping
+  /// `setParameters` would let a stale read undo the newer change.
+  setLayers(mid, active) {
+    const applied = this.layers.then(() => this.applyLayers(mid, active));
+    this.layers = applied.catch(() => {});
+    return applied;
+  }
+
+  async applyLayers(mid, active) {
     const video = this.outgoing.video;
     if (video.mid !== mid || active.length === 0) return;
     const params = video.sender.getParameters();
@@ -125,12 +134,17 @@ export class SfuLink {
     return [...result.values()];
   }
 
-  /// What we send, per simulcast layer (rid → frame height and frames sent).
+  /// What we send, per simulcast layer (rid → frame height, frames sent, and whether the
+  /// layer is active: the relay pauses layers nobody watches).
   async sent() {
     const report = await this.pc.getStats();
+    const active = new Map((this.outgoing.video.sender.getParameters().encodings ?? []).map((e) => [e.rid ?? "", e.active !== false]));
     const layers = {};
     report.forEach((s) => {
-      if (s.type === "outbound-rtp" && s.kind === "video") layers[s.rid ?? ""] = { frameHeight: s.frameHeight ?? 0, framesSent: s.framesSent ?? 0 };
+      if (s.type === "outbound-rtp" && s.kind === "video") {
+        const rid = s.rid ?? "";
+        layers[rid] = { frameHeight: s.frameHeight ?? 0, framesSent: s.framesSent ?? 0, active: active.get(rid) ?? true };
+      }
     });
     return layers;
   }
