@@ -29,10 +29,16 @@ async fn sign_up_create_meeting_and_open_invite() {
     host.wait_visible("#nav a[href='/login']").await;
     assert_eq!(host.path().await, "/");
     host.click("#nav a[href='/login']").await;
+    host.wait_visible("#login").await;
+    // A login link whose `next` a browser would read as another host (`/\\example.org/`)
+    // still ends on this site.
+    host.goto(&format!("{base}/login?next=%2F%5Cexample.org%2F")).await;
     host.fill("#username", "gina").await;
     host.fill("#password", "gina's long password").await;
     host.click("#submit").await;
     host.wait_visible("#new-meeting").await;
+    assert_eq!(host.eval("return location.origin").await, serde_json::json!(base));
+    assert_eq!(host.path().await, "/account");
 
     // Create a meeting: its guest link appears.
     host.fill("#room", "Reading Group").await;

@@ -148,7 +148,7 @@ async fn every_endpoint_refuses_bad_input_clearly() {
     assert_eq!(tokens.iter().filter(|t| t["status"] == "unused").count(), 1, "{tokens:?}");
 
     // A forged session cookie is just "not logged in".
-    let res = anonymous.get(node.api("/api/me")).header("cookie", "confab_session=forged").send().await.unwrap();
+    let res = anonymous.get(node.api("/api/me")).header("cookie", "__Host-confab_session=forged").send().await.unwrap();
     assert_eq!(res.status(), 401);
 
     // Pages: invalid and unknown meetings, unknown paths and files get explanatory HTML.

@@ -61,3 +61,56 @@ async fn expired_turn_credentials_are_refused() {
     let reason = assert_error(c.allocate(&user, &pass).await, 401, "an expired credential");
     assert!(reason.contains("expired"), "the refusal says why: {reason}");
 }
+
+/// Fifty thousand Allocates from strangers, each with a different well-formed unexpired
+/// username and no valid MESSAGE-INTEGRITY, from two hundred source addresses: every one is
+/// refused and the node keeps nothing of them (it grew by 105 MiB, for good, when the
+/// usernames reached the TURN server before the integrity was checked).
+#[tokio::test]
+async fn fifty_thousand_unauthenticated_allocates_leave_no_state() {
+    use turn_types::attribute::RequestedTransport;
+    use turn_types::message::ALLOCATE;
+    use turn_types::stun::attribute::Username;
+    use turn_types::stun::message::{Message, MessageWriteVec};
+    use turn_types::stun::prelude::{MessageWrite, MessageWriteExt};
+
+    let (node, link, _) = start_meeting(&[], "flood").await;
+    let (_, _, urls) = credentials(&node, &link).await;
+    let server = address(&urls, "turn:", "udp");
+    let rss_before = confab_tests::node::resident_kib(node.pid());
+    let expiry = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let mut sockets = Vec::new();
+    for i in 0..200u32 {
+        // 127.0.1.x and ports: distinct sources, all on loopback.
+        let ip = std::net::Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, (i % 250 + 1) as u8);
+        sockets.push(tokio::net::UdpSocket::bind((ip, 0)).await.unwrap());
+    }
+    let mut refused = 0;
+    let mut buf = vec![0u8; 1500];
+    for i in 0..50_000u32 {
+        let mut msg = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+        msg.add_attribute(&RequestedTransport::new(RequestedTransport::UDP)).unwrap();
+        msg.add_attribute(&Username::new(&format!("{expiry}:flood:{}", 1_000_000 + i)).unwrap()).unwrap();
+        let socket = &sockets[i as usize % sockets.len()];
+        socket.send_to(&msg.finish(), server).await.unwrap();
+        // Take the answers as they come, so that neither side's buffers overflow.
+        if i % sockets.len() as u32 == sockets.len() as u32 - 1 {
+            for s in &sockets {
+                while let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_millis(200), s.recv(&mut buf)).await {
+                    let reply = Message::from_bytes(&buf[..n]).unwrap();
+                    if reply.attribute::<turn_types::stun::attribute::ErrorCode>().is_ok_and(|e| e.code() == 401) {
+                        refused += 1;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let rss_after = confab_tests::node::resident_kib(node.pid());
+    let grown = rss_after.saturating_sub(rss_before);
+    println!("50,000 unauthenticated Allocates: {refused} answers of 401 taken; resident memory {rss_before} KiB -> {rss_after} KiB (+{grown} KiB)");
+    assert!(refused >= 49_000, "{refused} of 50,000 refused");
+    assert!(grown < 32 * 1024, "the node grew by {grown} KiB");
+    let rejected = node.metric("confab_turn_refused_total{reason=\"credentials\"}").await;
+    assert!(rejected >= 50_000, "{rejected} refusals counted");
+}

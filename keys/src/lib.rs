@@ -25,7 +25,7 @@ pub use certificate::{AccountCertificate, CertificateBody};
 pub use error::{CapabilityError, DecodeError};
 pub use invite::{Invite, InviteBody};
 pub use names::{NameError, RoomName, Username};
-pub use verify::{Revocations, VerifiedInvite, Verifier, CLOCK_SKEW_SECS};
+pub use verify::{RevocationSet, Revocations, VerifiedInvite, Verifier, CLOCK_SKEW_SECS};
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 

@@ -1,7 +1,7 @@
 //! Verification of an invite against everything the node trusts, as a pure function of its
 //! arguments.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use crate::{AccountCertificate, CapabilityError, CapabilityId, Invite, Role, RoomName, UnixTime, Username};
 
@@ -9,26 +9,47 @@ use crate::{AccountCertificate, CapabilityError, CapabilityId, Invite, Role, Roo
 /// not-before and expiry check.
 pub const CLOCK_SKEW_SECS: u64 = 60;
 
-/// The ids (of invites and of certificates) that must no longer be honoured.
+/// What must no longer be honoured. Certificates and invites are revoked separately, and an
+/// invite by the certificate that signed it as well as its own id: invite ids are chosen by
+/// whoever signs the invite, so an id alone names nothing (anyone could sign an invite whose id
+/// is someone else's certificate or invite id, revoke it, and void theirs).
 pub trait Revocations {
-    fn is_revoked(&self, id: &CapabilityId) -> bool;
+    fn certificate_revoked(&self, certificate: &CapabilityId) -> bool;
+    fn invite_revoked(&self, certificate: &CapabilityId, invite: &CapabilityId) -> bool;
 }
 
-impl Revocations for HashSet<CapabilityId> {
-    fn is_revoked(&self, id: &CapabilityId) -> bool {
-        self.contains(id)
+/// Revocations held in memory: what the node read from its store for one verification, or
+/// a test's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationSet {
+    pub certificates: HashSet<CapabilityId>,
+    /// (certificate id, invite id)
+    pub invites: HashSet<(CapabilityId, CapabilityId)>,
+}
+
+impl RevocationSet {
+    pub fn new() -> RevocationSet {
+        RevocationSet::default()
+    }
+
+    pub fn certificate(mut self, certificate: CapabilityId) -> RevocationSet {
+        self.certificates.insert(certificate);
+        self
+    }
+
+    pub fn invite(mut self, certificate: CapabilityId, invite: CapabilityId) -> RevocationSet {
+        self.invites.insert((certificate, invite));
+        self
     }
 }
 
-impl Revocations for BTreeSet<CapabilityId> {
-    fn is_revoked(&self, id: &CapabilityId) -> bool {
-        self.contains(id)
+impl Revocations for RevocationSet {
+    fn certificate_revoked(&self, certificate: &CapabilityId) -> bool {
+        self.certificates.contains(certificate)
     }
-}
 
-impl Revocations for [CapabilityId] {
-    fn is_revoked(&self, id: &CapabilityId) -> bool {
-        self.contains(id)
+    fn invite_revoked(&self, certificate: &CapabilityId, invite: &CapabilityId) -> bool {
+        self.invites.contains(&(*certificate, *invite))
     }
 }
 
@@ -63,7 +84,7 @@ impl<R: Revocations + ?Sized> Verifier<'_, R> {
             return Err(CapabilityError::BadCertificateSignature);
         }
         let body = cert.body();
-        if self.revoked.is_revoked(&body.id) {
+        if self.revoked.certificate_revoked(&body.id) {
             return Err(CapabilityError::CertificateRevoked { id: body.id });
         }
         if self.now > body.expires.saturating_add(CLOCK_SKEW_SECS) {
@@ -84,7 +105,7 @@ impl<R: Revocations + ?Sized> Verifier<'_, R> {
         }
         let body = invite.body();
         let issuer = cert.body();
-        if self.revoked.is_revoked(&body.id) {
+        if self.revoked.invite_revoked(&issuer.id, &body.id) {
             return Err(CapabilityError::Revoked { id: body.id });
         }
         // Attenuation: an invite never grants more than its issuer holds, in role or in time.

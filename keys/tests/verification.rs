@@ -1,6 +1,5 @@
 //! Each way an invite can fail to grant a seat, refused with its own error.
 
-use std::collections::HashSet;
 
 use confab_keys::*;
 
@@ -51,13 +50,13 @@ impl Fixture {
         self.invite(Role::Guest, NOW - 60, NOW + 7 * DAY)
     }
 
-    fn verify_at(&self, invite: &Invite, now: UnixTime, revoked: &HashSet<CapabilityId>) -> Result<VerifiedInvite, CapabilityError> {
+    fn verify_at(&self, invite: &Invite, now: UnixTime, revoked: &RevocationSet) -> Result<VerifiedInvite, CapabilityError> {
         let verifier = Verifier { node_key: self.node.public(), now, revoked };
         verifier.verify_invite(invite, &room("weekly-sync"))
     }
 
     fn verify(&self, invite: &Invite) -> Result<VerifiedInvite, CapabilityError> {
-        self.verify_at(invite, NOW, &HashSet::new())
+        self.verify_at(invite, NOW, &RevocationSet::new())
     }
 }
 
@@ -143,7 +142,7 @@ fn expired_certificate() {
     let invite = f.guest();
     let later = NOW + 91 * DAY;
     assert_eq!(
-        f.verify_at(&invite, later, &HashSet::new()),
+        f.verify_at(&invite, later, &RevocationSet::new()),
         Err(CapabilityError::CertificateExpired { at: NOW + 90 * DAY })
     );
 }
@@ -151,7 +150,7 @@ fn expired_certificate() {
 #[test]
 fn wrong_room() {
     let f = fixture();
-    let verifier = Verifier { node_key: f.node.public(), now: NOW, revoked: &HashSet::new() };
+    let verifier = Verifier { node_key: f.node.public(), now: NOW, revoked: &RevocationSet::new() };
     assert_eq!(
         verifier.verify_invite(&f.guest(), &room("other-room")),
         Err(CapabilityError::WrongRoom { invited: "weekly-sync".into(), requested: "other-room".into() })
@@ -162,17 +161,29 @@ fn wrong_room() {
 fn revoked_invite_and_revoked_certificate() {
     let f = fixture();
     let invite = f.guest();
-    let revoked: HashSet<_> = [id(2)].into();
+    let revoked = RevocationSet::new().invite(id(1), id(2));
     assert_eq!(f.verify_at(&invite, NOW, &revoked), Err(CapabilityError::Revoked { id: id(2) }));
-    let revoked: HashSet<_> = [id(1)].into();
+    let revoked = RevocationSet::new().certificate(id(1));
     assert_eq!(f.verify_at(&invite, NOW, &revoked), Err(CapabilityError::CertificateRevoked { id: id(1) }));
+}
+
+#[test]
+fn an_invite_revoked_under_another_certificate_or_as_a_certificate_id_stays_valid() {
+    // Ids are chosen by whoever signs: someone else's invite with our invite's id, revoked
+    // by them, or an invite revocation naming our certificate's id, voids nothing of ours.
+    let f = fixture();
+    let invite = f.guest();
+    let revoked = RevocationSet::new().invite(id(9), id(2)).invite(id(9), id(1));
+    assert!(f.verify_at(&invite, NOW, &revoked).is_ok());
+    let revoked = RevocationSet::new().certificate(id(2));
+    assert!(f.verify_at(&invite, NOW, &revoked).is_ok());
 }
 
 #[test]
 fn chained_to_another_node_key() {
     let f = fixture();
     let stranger = NodeKey::from_seed([8; 32]);
-    let verifier = Verifier { node_key: stranger.public(), now: NOW, revoked: &HashSet::new() };
+    let verifier = Verifier { node_key: stranger.public(), now: NOW, revoked: &RevocationSet::new() };
     assert_eq!(verifier.verify_invite(&f.guest(), &room("weekly-sync")), Err(CapabilityError::WrongNode));
 
     // A certificate signed by another node that merely names our node key is a forgery.
@@ -195,7 +206,7 @@ fn invite_signed_by_another_account_key() {
 #[test]
 fn guest_invite_claiming_host() {
     let f = fixture();
-    let verifier = Verifier { node_key: f.node.public(), now: NOW, revoked: &HashSet::new() };
+    let verifier = Verifier { node_key: f.node.public(), now: NOW, revoked: &RevocationSet::new() };
     assert_eq!(
         verifier.verify_seat(&f.guest(), &room("weekly-sync"), Role::Host),
         Err(CapabilityError::RoleNotGranted { granted: Role::Guest, claimed: Role::Host })

@@ -42,6 +42,8 @@ pub enum AdmissionError {
     UnknownRoom(String),
     #[error("the invite was signed by {issuer}, who does not own the meeting {room:?}")]
     NotOwner { issuer: String, room: String },
+    #[error("the meeting {0:?} belongs to a disabled account")]
+    OwnerDisabled(String),
     #[error("the invite's certificate is not one this node issued")]
     UnknownCertificate,
     #[error(transparent)]
@@ -53,9 +55,13 @@ pub enum AdmissionError {
 pub fn admit(store: &Store, node_key: [u8; 32], room: &RoomName, invite_text: &str, now: UnixTime) -> Result<(VerifiedInvite, Meeting), AdmissionError> {
     let invite = Invite::from_text(invite_text)?;
     let meeting = store.meeting(room.as_str())?.ok_or_else(|| AdmissionError::UnknownRoom(room.to_string()))?;
-    let ids = [invite.body().id, invite.certificate().body().id];
-    let revoked = store.revoked_among(&ids)?;
+    let revoked = store.revocations_for(invite.certificate().body().id, invite.body().id)?;
     let granted = Verifier { node_key, now, revoked: &revoked }.verify_invite(&invite, room)?;
+    // Disabling revokes the owner's certificates; this holds even for one issued as the
+    // account was being disabled.
+    if meeting.owner_disabled {
+        return Err(AdmissionError::OwnerDisabled(room.to_string()));
+    }
     match store.certificate_owner(granted.certificate_id)? {
         None => Err(AdmissionError::UnknownCertificate),
         Some(owner) if owner != meeting.owner_id => {

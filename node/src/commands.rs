@@ -22,6 +22,7 @@ use crate::secrets::{self, random_bytes};
 use crate::store::{Account, InviteRecord, NewToken, Store, TokenStatus};
 
 pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let data = DataDir::open(&common.data_dir)?;
     let store = Arc::new(data.store()?);
     let node_key = data.node_key()?;
@@ -97,6 +98,46 @@ fn start_relay(settings: &config::Serve, https: std::net::SocketAddr, turn_on_ht
     Ok((relay, rx))
 }
 
+/// Every connection, relayed socket and ICE-TCP stream is a descriptor, and the usual soft
+/// limit (1024) seats fewer than a thousand people: raise it to the hard limit, and say both.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-files limit");
+        return;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), soft = before, hard = limit.rlim_max, "cannot raise the open-files limit");
+            return;
+        }
+    }
+    if limit.rlim_cur < 8192 {
+        tracing::warn!(soft = limit.rlim_cur, hard = limit.rlim_max, "the open-files limit is low: each participant holds a few descriptors (raise LimitNOFILE in the service unit)");
+    } else {
+        tracing::info!(was = before, soft = limit.rlim_cur, hard = limit.rlim_max, "open-files limit");
+    }
+}
+
+/// This host's addresses, as the TURN relay must never reach them: every interface's, the
+/// addresses the node listens and relays on, and the public URL's host if it is an address.
+fn own_ips(public_url: &str, https: std::net::SocketAddr, relay_ip: std::net::IpAddr) -> Vec<std::net::IpAddr> {
+    let mut ips = crate::turn::policy::interface_addresses();
+    ips.extend([https.ip(), relay_ip]);
+    let host = config::public_host(public_url);
+    if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse() {
+        ips.push(ip);
+    }
+    ips.retain(|ip| !ip.is_unspecified());
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
 /// The embedded TURN relay (unless `turn_listen` is off and TLS is nowhere): its listeners,
 /// and the URLs and credentials participants get for it.
 async fn start_turn(
@@ -123,7 +164,7 @@ async fn start_turn(
             listen: turn.listen,
             tls_listen: turn.tls_listen,
             relay_ip,
-            peers: PeerPolicy { allow_private: turn.allow_private, own: own_media },
+            peers: PeerPolicy { allow_private: turn.allow_private, own: own_media, own_ips: own_ips(public_url, https, relay_ip), relayed: Default::default() },
             // Per process: a restart ends every allocation anyway, and reconnecting
             // participants get new credentials in their welcome.
             secret: TurnSecret::from_bytes(random_bytes::<32>()),

@@ -118,6 +118,10 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(contents)?;
     file.sync_all()?;
+    // The new name must survive a power loss too: sync the directory that holds it.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 

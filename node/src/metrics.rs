@@ -91,7 +91,7 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
         metric("confab_turn_relayed_packets_total", "Datagrams the TURN relay sent to peers.", "counter", &load(&turn.relayed_packets));
         metric(
             "confab_turn_refused_total",
-            "TURN requests refused: a credential the node did not issue or that expired, or a peer address that is private or local.",
+            "TURN requests refused: a credential the node did not issue, that expired or whose MESSAGE-INTEGRITY did not match, or a peer address that is private or local.",
             "counter",
             &[("{reason=\"credentials\"}", turn.refused_credentials.load(Ordering::Relaxed).to_string()), ("{reason=\"peer\"}", turn.refused_peers.load(Ordering::Relaxed).to_string())],
         );

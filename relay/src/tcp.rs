@@ -15,6 +15,8 @@ use std::time::Duration;
 const MAX_CONNECTIONS: usize = 500;
 /// A connection whose shard has sent nothing for this long, and whose browser has gone, ends.
 const IDLE: Duration = Duration::from_secs(30);
+/// A browser sends its first STUN check at once; a connection that sends nothing is closed.
+const FIRST_FRAME_WITHIN: Duration = Duration::from_secs(10);
 
 /// Accepts on `listener` (at the shard's UDP port number) and bridges to the shard's
 /// socket at `shard`.
@@ -23,7 +25,15 @@ pub(crate) fn serve(listener: TcpListener, shard: SocketAddr) -> io::Result<()> 
     let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new().name(format!("confab-ice-tcp-{}", bind.port())).spawn(move || {
         for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // Out of descriptors, most often: wait rather than spin.
+                    tracing::warn!(error = %e, "ICE-TCP cannot accept a connection");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
             if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
                 continue; // Dropped: closed at once.
             }
@@ -85,9 +95,12 @@ fn bridge(stream: TcpStream, shard: SocketAddr) -> io::Result<()> {
 }
 
 /// Frames from the browser, each sent to the shard as one datagram, until the stream ends.
+/// The first frame must come within [`FIRST_FRAME_WITHIN`].
 fn forward(mut stream: TcpStream, udp: &UdpSocket) -> io::Result<()> {
     let mut length = [0u8; 2];
     let mut packet = vec![0u8; 65_535];
+    stream.set_read_timeout(Some(FIRST_FRAME_WITHIN))?;
+    let mut first = true;
     loop {
         match stream.read_exact(&mut length) {
             Ok(()) => {}
@@ -97,6 +110,9 @@ fn forward(mut stream: TcpStream, udp: &UdpSocket) -> io::Result<()> {
         let n = u16::from_be_bytes(length) as usize;
         stream.read_exact(&mut packet[..n])?;
         udp.send(&packet[..n])?;
+        if std::mem::take(&mut first) {
+            stream.set_read_timeout(None)?;
+        }
     }
 }
 

@@ -237,6 +237,25 @@ pub async fn make_invite(c: &reqwest::Client, node: &Node, key: &confab_keys::Ac
 
 /// `make_invite` for a chosen role.
 pub async fn make_invite_as(c: &reqwest::Client, node: &Node, key: &confab_keys::AccountKey, room: &str, secs: u64, role: confab_keys::Role) -> String {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).unwrap();
+    let (text, res) = register_invite(c, node, key, room, secs, role, confab_keys::CapabilityId(id)).await;
+    assert_eq!(res.status(), 201, "register invite: {}", res.text().await.unwrap());
+    text
+}
+
+/// As a browser would, but with the invite id chosen by the caller (as a hostile client may):
+/// certifies `key`, creates `room` if needed, signs and registers the invite; returns its
+/// text and the node's answer to the registration.
+pub async fn register_invite(
+    c: &reqwest::Client,
+    node: &Node,
+    key: &confab_keys::AccountKey,
+    room: &str,
+    secs: u64,
+    role: confab_keys::Role,
+    id: confab_keys::CapabilityId,
+) -> (String, reqwest::Response) {
     use base64::Engine;
     let _ = c.post(node.api("/api/meetings")).json(&json!({"room": room})).send().await.unwrap();
     let public = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.public());
@@ -245,22 +264,23 @@ pub async fn make_invite_as(c: &reqwest::Client, node: &Node, key: &confab_keys:
     let cert_text = res.json::<Value>().await.unwrap()["certificate"].as_str().unwrap().to_string();
     let cert = confab_keys::AccountCertificate::from_text(&cert_text).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let mut id = [0u8; 16];
-    getrandom::fill(&mut id).unwrap();
     let invite = key.invite(
         &cert,
-        confab_keys::InviteBody {
-            id: confab_keys::CapabilityId(id),
-            room: confab_keys::RoomName::parse(room).unwrap(),
-            role,
-            not_before: now,
-            expires: now + secs,
-        },
+        confab_keys::InviteBody { id, room: confab_keys::RoomName::parse(room).unwrap(), role, not_before: now, expires: now + secs },
     );
     let text = invite.to_text();
     let res = c.post(node.api("/api/invites")).json(&json!({"invite": text})).send().await.unwrap();
-    assert_eq!(res.status(), 201, "register invite: {}", res.text().await.unwrap());
-    text
+    (text, res)
+}
+
+/// The resident set of process `pid`, in KiB (VmRSS in /proc/PID/status).
+pub fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process is running");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
 }
 
 /// What `/api/invites/check` says: the status and the error code (or "ok").

@@ -118,20 +118,37 @@ impl TurnClient {
         msg.finish()
     }
 
+    /// Sends the request `build` makes, signed; on `438 Stale Nonce` takes the server's new
+    /// nonce and signs again, as every TURN client does.
+    async fn signed_exchange(&mut self, build: impl Fn() -> MessageWriteVec, username: &str, password: &str) -> Reply {
+        let reply = self.exchange(self.signed(build(), username, password)).await;
+        let parsed = Message::from_bytes(&reply).expect("a STUN message");
+        if parsed.attribute::<ErrorCode>().is_ok_and(|e| e.code() == ErrorCode::STALE_NONCE) {
+            let (realm, nonce) = (parsed.attribute::<Realm>().expect("438 carries the realm"), parsed.attribute::<Nonce>().expect("438 carries a nonce"));
+            self.realm_nonce = Some((realm.realm().to_string(), nonce.nonce().to_string()));
+            return TurnClient::parse(&self.exchange(self.signed(build(), username, password)).await);
+        }
+        TurnClient::parse(&reply)
+    }
+
     /// Allocate with credentials (after [`TurnClient::allocate_anonymously`]).
     pub async fn allocate(&mut self, username: &str, password: &str) -> Reply {
-        let mut msg = Message::builder_request(ALLOCATE, MessageWriteVec::new());
-        msg.add_attribute(&RequestedTransport::new(RequestedTransport::UDP)).unwrap();
-        let request = self.signed(msg, username, password);
-        TurnClient::parse(&self.exchange(request).await)
+        let build = || {
+            let mut msg = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+            msg.add_attribute(&RequestedTransport::new(RequestedTransport::UDP)).unwrap();
+            msg
+        };
+        self.signed_exchange(build, username, password).await
     }
 
     pub async fn create_permission(&mut self, peer: SocketAddr, username: &str, password: &str) -> Reply {
-        let mut msg = Message::builder_request(CREATE_PERMISSION, MessageWriteVec::new());
-        let id = msg.transaction_id();
-        msg.add_attribute(&XorPeerAddress::new(peer, id)).unwrap();
-        let request = self.signed(msg, username, password);
-        TurnClient::parse(&self.exchange(request).await)
+        let build = || {
+            let mut msg = Message::builder_request(CREATE_PERMISSION, MessageWriteVec::new());
+            let id = msg.transaction_id();
+            msg.add_attribute(&XorPeerAddress::new(peer, id)).unwrap();
+            msg
+        };
+        self.signed_exchange(build, username, password).await
     }
 }
 

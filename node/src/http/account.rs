@@ -86,30 +86,35 @@ async fn login(state: web::Data<AppState>, req: HttpRequest, body: web::Json<Log
     if key.is_empty() || password.is_empty() {
         return Err(ApiError::bad_request("credentials_missing", "Enter both a username and a password."));
     }
-    state.limiter().check(Some(&key), ip, now).map_err(ApiError::too_many_attempts)?;
     let wrong = || ApiError::new(StatusCode::UNAUTHORIZED, "credentials_wrong", "Wrong username or password.");
+    // A name no account can have is a wrong login like any other (same work, same answer),
+    // counted against the address only: the limiter never keys on what a stranger typed.
+    let key = Username::parse(&key).is_ok().then_some(key);
+    state.limiter().attempt(key.as_deref(), ip, now).map_err(ApiError::too_many_attempts)?;
 
     let k = key.clone();
-    let found = state.db(move |s| s.account_for_login(&k)).await?;
+    let found = match k {
+        Some(k) => state.db(move |s| s.account_for_login(&k)).await?,
+        None => None,
+    };
+    // The same argon2 work whether or not the account exists and whatever the password's
+    // length, so that timing says nothing about which accounts exist.
     let verified = match found {
-        Some((account, stored)) => {
-            let ok = password.len() <= secrets::PASSWORD_MAX
-                && state.password_work(move || secrets::verify_password(&password, &stored)).await?;
-            ok.then_some(account)
+        Some((account, stored)) if password.len() <= secrets::PASSWORD_MAX => {
+            state.password_work(move || secrets::verify_password(&password, &stored)).await?.then_some(account)
         }
-        None => {
+        _ => {
             state.password_work(move || secrets::burn_password_time(&password)).await?;
             None
         }
     };
     let Some(account) = verified else {
-        state.limiter().record_failure(Some(&key), ip, now);
         return Err(wrong());
     };
+    state.limiter().succeeded(key.as_deref(), ip, now);
     if account.disabled_at.is_some() {
         return Err(ApiError::forbidden("account_disabled", "This account is disabled. Ask an admin of this Confab node."));
     }
-    state.limiter().record_success(&key);
     let cookie = session::start(&state, account.id).await?;
     Ok(HttpResponse::Ok().cookie(cookie).json(AccountView::from(&account)))
 }

@@ -92,6 +92,9 @@ impl ResponseError for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
+        if let StoreError::AccountDisabled = e {
+            return ApiError::forbidden("account_disabled", "This account is disabled. Ask an admin of this Confab node.");
+        }
         tracing::error!(error = %e, "database failure");
         ApiError::internal()
     }

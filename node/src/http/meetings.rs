@@ -252,6 +252,10 @@ impl From<AdmissionError> for ApiError {
                 "capability_not_owner",
                 "This invite was signed by an account that does not own this meeting. Ask the meeting's host for a link.",
             ),
+            AdmissionError::OwnerDisabled(_) => ApiError::forbidden(
+                "meeting_owner_disabled",
+                "This meeting belongs to an account an admin has disabled, so it admits nobody. Ask the person who invited you.",
+            ),
             AdmissionError::UnknownCertificate => ApiError::forbidden(
                 "capability_unknown_certificate",
                 "This invite was signed with a key this node does not know. Ask the person who invited you for a new link.",

@@ -246,8 +246,18 @@ pub async fn run(
                     .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                     .add((header::REFERRER_POLICY, "no-referrer"))
                     .add((header::X_FRAME_OPTIONS, "DENY"))
-                    .add(("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(self)")),
+                    .add(("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(self)"))
+                    // The node speaks only HTTPS; a year, as recommended for HSTS.
+                    .add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000")),
             )
+            // HEAD is GET without the body (RFC 9110): the routes are GET routes, and the
+            // connection writes no body for a HEAD request.
+            .wrap_fn(|mut req, srv| {
+                if req.method() == actix_web::http::Method::HEAD {
+                    req.head_mut().method = actix_web::http::Method::GET;
+                }
+                srv.call(req)
+            })
             .wrap_fn(|req, srv| {
                 let method = req.method().clone();
                 let path = req.path().to_string();

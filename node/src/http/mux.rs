@@ -36,7 +36,14 @@ pub async fn serve(public: TcpListener, web: SocketAddr, tls: Arc<rustls::Server
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     loop {
-        let Ok((stream, client)) = public.accept().await else { continue };
+        let (stream, client) = match public.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTPS cannot accept a connection");
+                tokio::time::sleep(crate::turn::service::ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
         let (acceptor, turn) = (acceptor.clone(), turn.clone());
         tokio::spawn(async move {
             if let Err(why) = split(stream, client, web, acceptor, turn).await {

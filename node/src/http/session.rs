@@ -15,7 +15,9 @@ use crate::clock;
 use crate::secrets::{digest, random_bytes};
 use crate::store::Account;
 
-pub const COOKIE: &str = "confab_session";
+/// `__Host-`: browsers accept it only from HTTPS, with `Path=/` and no `Domain`, so no other
+/// host under the same domain (and no plain-HTTP page) can plant or overwrite it.
+pub const COOKIE: &str = "__Host-confab_session";
 pub const SESSION_LIFETIME_SECS: u64 = 30 * 86_400;
 
 /// Creates a session for the account and returns the cookie that carries it.

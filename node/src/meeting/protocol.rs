@@ -256,13 +256,29 @@ pub fn display_name(raw: &str) -> Result<String, ProtocolError> {
     }
     let name = name.trim_end().to_string();
     let chars = name.chars().count();
-    if chars == 0 {
+    if !name.chars().any(is_visible) {
         return Err(ProtocolError::new("bad_name", "Enter a name so that others know who you are."));
     }
     if chars > MAX_NAME_CHARS {
         return Err(ProtocolError::new("bad_name", format!("A name may be at most {MAX_NAME_CHARS} characters; this one has {chars}.")));
     }
     Ok(name)
+}
+
+/// Whether `c` puts ink on the screen by itself: not a space, not a default-ignorable code
+/// point (zero-width spaces and joiners, fillers, variation selectors, tags), not a
+/// combining mark. A name needs at least one such character; the others may stay (a joiner
+/// belongs in an emoji sequence or in Persian text) but cannot make a name on their own.
+fn is_visible(c: char) -> bool {
+    !c.is_whitespace()
+        && !is_invisible_control(c)
+        && !matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202F}' | '\u{205F}'..='\u{206F}' | '\u{2800}' | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}'
+            // Combining marks (the common blocks).
+            | '\u{0300}'..='\u{036F}' | '\u{1AB0}'..='\u{1AFF}' | '\u{1DC0}'..='\u{1DFF}' | '\u{20D0}'..='\u{20FF}' | '\u{FE20}'..='\u{FE2F}')
 }
 
 fn is_invisible_control(c: char) -> bool {
@@ -435,6 +451,12 @@ mod tests {
         assert_eq!(display_name("<img src=x onerror=alert(1)>").unwrap(), "<img src=x onerror=alert(1)>");
         assert_eq!(display_name("evil\u{202E}gnp.exe\u{0007}").unwrap(), "evilgnp.exe");
         assert!(display_name(" \u{200F} ").is_err());
+        // Names made only of zero-width characters, fillers or marks show as nothing.
+        for blank in ["\u{200B}\u{200D}\u{2060}", "\u{3164}\u{3164}", "\u{FEFF}", "\u{0301}\u{0301}", "\u{2800}", "\u{E0041}\u{FE0F}"] {
+            assert!(display_name(blank).is_err(), "{blank:?}");
+        }
+        assert_eq!(display_name("Zo\u{0308}e").unwrap(), "Zo\u{0308}e");
+        assert_eq!(display_name("\u{1F469}\u{200D}\u{1F4BB}").unwrap(), "\u{1F469}\u{200D}\u{1F4BB}");
         assert!(display_name(&"x".repeat(65)).is_err());
         assert_eq!(display_name(&"é".repeat(64)).unwrap().chars().count(), 64);
     }

@@ -236,6 +236,10 @@ impl Room {
             return Err(RoomError::AlreadySeated);
         }
         let participant = self.participants.get_mut(&id).expect("checked above");
+        // The seat's role is what the invite presented now grants: a host whose link was
+        // replaced by a guest link comes back a guest.
+        let role_changed = participant.role != seat.role;
+        participant.role = seat.role;
         let previous = std::mem::replace(&mut participant.link, Link::Connected(conn));
         let (was_away, held) = match previous {
             Link::Connected(old) => {
@@ -248,7 +252,7 @@ impl Room {
         for message in held {
             self.effects.push(Effect::Send { conn, message });
         }
-        if was_away {
+        if was_away || role_changed {
             let view = self.view(id);
             self.broadcast_except(id, ServerMessage::Updated { participant: view });
         }

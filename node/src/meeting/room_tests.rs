@@ -180,6 +180,21 @@ fn the_seat_ends_when_the_grace_period_does() {
 }
 
 #[test]
+fn a_resumed_seat_takes_the_role_of_the_invite_presented_now() {
+    let mut room = Room::new("r", config(4));
+    let a = room.join(1, seat("A", Role::Host), "secret-1".into(), &|_| vec![], 0).unwrap();
+    let b = join(&mut room, 2, "B", 0);
+    room.disconnected(1, 1_000);
+    room.take_effects();
+    // A comes back with a guest link: no longer a host, and everyone is told.
+    room.resume_or_join(3, a, "secret-1", seat("A", Role::Guest), "x".into(), &|_| vec![], 2_000).unwrap();
+    let effects = room.take_effects();
+    let (2, ServerMessage::Updated { participant }) = sent(&effects)[1] else { panic!("{effects:?}") };
+    assert_eq!((participant.id, participant.role), (a, "guest"));
+    assert_eq!(room.remove(3, b, 3_000), Err(RoomError::NotHost));
+}
+
+#[test]
 fn a_wrong_resume_secret_gets_a_new_seat_not_the_old_one() {
     let mut room = Room::new("r", config(4));
     let a = join(&mut room, 1, "A", 0);

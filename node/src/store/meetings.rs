@@ -1,9 +1,7 @@
 //! Meetings, the certificates the node signed, the invites account holders registered, and
 //! the revocation list that verification consults.
 
-use std::collections::HashSet;
-
-use confab_keys::{CapabilityId, UnixTime};
+use confab_keys::{CapabilityId, RevocationSet, UnixTime};
 use rusqlite::{OptionalExtension, params};
 
 use super::{AccountId, Store, StoreError};
@@ -14,6 +12,8 @@ pub struct Meeting {
     pub owner_id: AccountId,
     pub owner: String,
     pub created_at: UnixTime,
+    /// The owner's account is disabled: its meetings admit nobody.
+    pub owner_disabled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -54,9 +54,9 @@ impl Store {
         let conn = self.lock();
         Ok(conn
             .query_row(
-                "SELECT m.room, m.owner_id, a.username, m.created_at FROM meetings m JOIN accounts a ON a.id = m.owner_id WHERE m.room = ?1",
+                "SELECT m.room, m.owner_id, a.username, m.created_at, a.disabled_at IS NOT NULL FROM meetings m JOIN accounts a ON a.id = m.owner_id WHERE m.room = ?1",
                 params![room],
-                |r| Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64 }),
+                |r| Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64, owner_disabled: r.get(4)? }),
             )
             .optional()?)
     }
@@ -64,20 +64,26 @@ impl Store {
     pub fn meetings_of(&self, owner: AccountId) -> Result<Vec<Meeting>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT m.room, m.owner_id, a.username, m.created_at FROM meetings m JOIN accounts a ON a.id = m.owner_id
+            "SELECT m.room, m.owner_id, a.username, m.created_at, a.disabled_at IS NOT NULL FROM meetings m JOIN accounts a ON a.id = m.owner_id
              WHERE m.owner_id = ?1 ORDER BY m.created_at DESC, m.room",
         )?;
         let rows = stmt.query_map(params![owner], |r| {
-            Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64 })
+            Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64, owner_disabled: r.get(4)? })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Records a certificate the node signed, in the same statement that checks the account
+    /// is not disabled: a disable either comes first (and this refuses) or revokes it.
     pub fn record_certificate(&self, id: CapabilityId, account: AccountId, public_key: &[u8; 32], now: UnixTime, expires_at: UnixTime) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT INTO certificates (id, account_id, public_key, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        let inserted = self.lock().execute(
+            "INSERT INTO certificates (id, account_id, public_key, issued_at, expires_at)
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS(SELECT 1 FROM accounts WHERE id = ?2 AND disabled_at IS NULL)",
             params![&id.0[..], account, &public_key[..], now as i64, expires_at as i64],
         )?;
+        if inserted == 0 {
+            return Err(StoreError::AccountDisabled);
+        }
         Ok(())
     }
 
@@ -122,7 +128,8 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT i.id, i.room, i.account_id, i.certificate_id, i.role, i.not_before, i.expires_at, i.created_at,
-                    EXISTS(SELECT 1 FROM revocations r WHERE r.id = i.id OR r.id = i.certificate_id)
+                    EXISTS(SELECT 1 FROM invite_revocations r WHERE r.certificate_id = i.certificate_id AND r.invite_id = i.id)
+                    OR EXISTS(SELECT 1 FROM revocations r WHERE r.id = i.certificate_id)
              FROM invites i WHERE i.account_id = ?1 ORDER BY i.created_at DESC",
         )?;
         let rows = stmt.query_map(params![account], |r| {
@@ -141,36 +148,46 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Revokes one of `account`'s registered invites. `Ok(None)` if it has no such invite,
-    /// `Ok(Some(false))` if it was already revoked.
+    /// Revokes one of `account`'s registered invites (under whichever of its certificates
+    /// registered it). `Ok(None)` if it has no such invite, `Ok(Some(false))` if it was
+    /// already revoked.
     pub fn revoke_invite(&self, account: AccountId, id: CapabilityId, now: UnixTime) -> Result<Option<bool>, StoreError> {
-        let conn = self.lock();
-        let owned: bool = conn.query_row(
-            "SELECT EXISTS(SELECT 1 FROM invites WHERE id = ?1 AND account_id = ?2)",
-            params![&id.0[..], account],
-            |r| r.get(0),
-        )?;
-        if !owned {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let certificates: Vec<Vec<u8>> = {
+            let mut stmt = tx.prepare("SELECT certificate_id FROM invites WHERE id = ?1 AND account_id = ?2")?;
+            stmt.query_map(params![&id.0[..], account], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        if certificates.is_empty() {
             return Ok(None);
         }
-        let inserted = conn.execute(
-            "INSERT OR IGNORE INTO revocations (id, kind, revoked_at) VALUES (?1, 'invite', ?2)",
-            params![&id.0[..], now as i64],
-        )?;
-        Ok(Some(inserted == 1))
+        let mut inserted = 0;
+        for certificate in &certificates {
+            inserted += tx.execute(
+                "INSERT OR IGNORE INTO invite_revocations (certificate_id, invite_id, revoked_at) VALUES (?1, ?2, ?3)",
+                params![certificate, &id.0[..], now as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Some(inserted > 0))
     }
 
-    /// Which of `ids` are revoked: the node asks this for the ids in an invite, then hands the
-    /// answer to the pure verifier.
-    pub fn revoked_among(&self, ids: &[CapabilityId]) -> Result<HashSet<CapabilityId>, StoreError> {
+    /// What is revoked of one invite's chain (its certificate, and the invite under that
+    /// certificate): the node asks this, then hands the answer to the pure verifier.
+    pub fn revocations_for(&self, certificate: CapabilityId, invite: CapabilityId) -> Result<RevocationSet, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM revocations WHERE id = ?1)")?;
-        let mut out = HashSet::new();
-        for id in ids {
-            if stmt.query_row(params![&id.0[..]], |r| r.get::<_, bool>(0))? {
-                out.insert(*id);
-            }
+        let mut set = RevocationSet::new();
+        let certificate_revoked: bool =
+            conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM revocations WHERE id = ?1)")?.query_row(params![&certificate.0[..]], |r| r.get(0))?;
+        if certificate_revoked {
+            set = set.certificate(certificate);
         }
-        Ok(out)
+        let invite_revoked: bool = conn
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM invite_revocations WHERE certificate_id = ?1 AND invite_id = ?2)")?
+            .query_row(params![&certificate.0[..], &invite.0[..]], |r| r.get(0))?;
+        if invite_revoked {
+            set = set.invite(certificate, invite);
+        }
+        Ok(set)
     }
 }

@@ -1,10 +1,15 @@
 //! One TURN listener's protocol, sans-IO: `turn-server-proto`'s server behind the node's
 //! own checks. Every request from a client passes here first:
 //!
-//! - a USERNAME must be one this node issued and still valid (`credentials`); a good one is
-//!   given to the server on first sight, whose long-term authentication then checks the
-//!   MESSAGE-INTEGRITY. A bad or expired one is answered `401` here. A request with no
-//!   USERNAME reaches the server, which answers `401` with its nonce (the usual first step).
+//! - a USERNAME must be one this node issued and still valid (`credentials`), and the
+//!   request's MESSAGE-INTEGRITY must check out under its password, before the server hears
+//!   of it: only then is the user given to the server (which keeps every user it is given, and
+//!   a nonce per client address, for good). Anything else is answered `401` here.
+//! - a request that needs credentials and carries none (the usual first step) is answered
+//!   `401` here too, with the realm and a nonce of ours, so a stranger's datagrams (whose
+//!   source addresses are easily spoofed) leave no state anywhere. The server, meeting the
+//!   client for the first time, answers its next request `438 Stale Nonce` with a nonce of
+//!   its own, which every TURN client handles by signing again: one round trip.
 //! - CreatePermission, ChannelBind and Send name peers (XOR-PEER-ADDRESS); a peer the
 //!   [`PeerPolicy`] refuses gets `403` (a Send indication is dropped).
 //!
@@ -12,16 +17,17 @@
 //! what [`Front::poll`] returns. Times are passed in: `now` for the protocol's timers and
 //! `unix` (seconds) for credential expiry.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 
 use turn_server_proto::api::{SocketAllocateError, TcpConnectError, Transmit, TurnServerApi, TurnServerPollRet};
 use turn_server_proto::server::TurnServer;
 use turn_server_proto::types::attribute::XorPeerAddress;
-use turn_server_proto::types::message::{CHANNEL_BIND, CREATE_PERMISSION, SEND};
+use turn_server_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 use turn_server_proto::types::stun::TransportType;
-use turn_server_proto::types::stun::attribute::{ErrorCode, Username};
-use turn_server_proto::types::stun::message::{Message, MessageClass, MessageWriteVec};
+use turn_server_proto::types::stun::attribute::{ErrorCode, Nonce, Realm, Username};
+use turn_server_proto::types::stun::message::{LongTermCredentials, Message, MessageClass, MessageWriteVec};
 use turn_server_proto::types::stun::prelude::{AttributeFromRaw, AttributeStaticType, MessageWrite, MessageWriteExt};
 use turn_server_proto::types::{AddressFamily, Instant};
 
@@ -36,11 +42,27 @@ pub struct PeerPolicy {
     /// The node's own media addresses (the SFU's sockets): reachable whatever the ranges
     /// say, so that a participant who can only reach TURN still reaches the SFU.
     pub own: Vec<SocketAddr>,
+    /// This host's addresses (its interfaces, its public address): no other port of theirs
+    /// is reachable through the relay (the node's HTTPS, TURN itself, whatever else runs here).
+    pub own_ips: Vec<std::net::IpAddr>,
+    /// The relayed addresses of every allocation on this node, shared by all listeners: two
+    /// participants both relayed here reach each other through them.
+    pub relayed: Arc<RwLock<HashSet<SocketAddr>>>,
 }
 
 impl PeerPolicy {
     pub fn allows(&self, peer: SocketAddr) -> bool {
-        self.own.iter().any(|own| *own == peer && !own.ip().is_loopback()) || policy::peer_allowed(peer.ip(), self.allow_private)
+        let ip = match peer.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if self.own.iter().any(|own| *own == peer && !own.ip().is_loopback()) {
+            return true;
+        }
+        if self.own_ips.contains(&ip) && self.relayed.read().unwrap_or_else(|p| p.into_inner()).contains(&SocketAddr::new(ip, peer.port())) {
+            return policy::peer_allowed(ip, self.allow_private);
+        }
+        !self.own_ips.contains(&ip) && policy::peer_allowed(ip, self.allow_private)
     }
 }
 
@@ -71,14 +93,29 @@ pub struct Front {
     listen: SocketAddr,
     secret: TurnSecret,
     peers: PeerPolicy,
-    known_users: HashSet<String>,
+    realm: String,
+    /// What our own `401` answers carry; the server replaces it (see the module's notes).
+    nonce: String,
+    /// Users given to the server (it keeps them), with when their credential expires.
+    known_users: HashMap<String, u64>,
     pub refusals: Refusals,
 }
 
 impl Front {
     pub fn new(transport: TransportType, listen: SocketAddr, realm: &str, secret: TurnSecret, peers: PeerPolicy) -> Front {
         let server = TurnServer::new(transport, listen, realm.to_string());
-        Front { server, transport, listen, secret, peers, known_users: HashSet::new(), refusals: Refusals::default() }
+        let nonce = format!("confab{}", crate::secrets::hex(&crate::secrets::random_bytes::<12>()));
+        Front { server, transport, listen, secret, peers, realm: realm.to_string(), nonce, known_users: HashMap::new(), refusals: Refusals::default() }
+    }
+
+    pub fn peers(&self) -> &PeerPolicy {
+        &self.peers
+    }
+
+    /// How many users the server has been given (each passed the integrity check).
+    #[cfg(test)]
+    pub fn known_users(&self) -> usize {
+        self.known_users.len()
     }
 
     pub fn listen(&self) -> SocketAddr {
@@ -107,20 +144,6 @@ impl Front {
         if !request && !msg.has_class(MessageClass::Indication) {
             return None;
         }
-        if let Ok(username) = msg.attribute::<Username>() {
-            match self.secret.check(username.username(), unix) {
-                Ok((_holder, password)) => {
-                    if self.known_users.insert(username.username().to_string()) {
-                        self.server.add_user(username.username().to_string(), password);
-                    }
-                }
-                Err(e) => {
-                    self.refusals.credentials += 1;
-                    tracing::debug!(error = %e, "TURN request refused");
-                    return Some(request.then(|| error(&msg, ErrorCode::UNAUTHORIZED, &e.to_string())));
-                }
-            }
-        }
         let method = msg.method();
         if method == CREATE_PERMISSION || method == CHANNEL_BIND || method == SEND {
             let refused = msg
@@ -135,7 +158,47 @@ impl Front {
                 return Some(request.then(|| error(&msg, ErrorCode::FORBIDDEN, "this relay does not send to private or local addresses")));
             }
         }
+        match msg.attribute::<Username>() {
+            Ok(username) => {
+                let username = username.username();
+                let refusal = match self.secret.check(username, unix) {
+                    Ok((holder, password)) => {
+                        let key = LongTermCredentials::new(username.to_string(), password.clone()).to_key(self.realm.clone());
+                        match msg.validate_integrity(&key.into()) {
+                            Ok(_) => {
+                                if !self.known_users.contains_key(username) {
+                                    self.known_users.insert(username.to_string(), holder.expires_at);
+                                    self.server.add_user(username.to_string(), password);
+                                }
+                                None
+                            }
+                            Err(_) => Some("the request's MESSAGE-INTEGRITY does not match its credential".to_string()),
+                        }
+                    }
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(reason) = refusal {
+                    self.refusals.credentials += 1;
+                    tracing::debug!(%reason, "TURN request refused");
+                    return Some(request.then(|| self.challenge(&msg, &reason)));
+                }
+            }
+            Err(_) if request && (method == ALLOCATE || method == REFRESH || method == CREATE_PERMISSION || method == CHANNEL_BIND) => {
+                return Some(Some(self.challenge(&msg, "credentials required")));
+            }
+            Err(_) => {}
+        }
         None
+    }
+
+    /// `401` with the realm and a nonce: what a client needs to sign its next request.
+    fn challenge(&self, request: &Message<'_>, reason: &str) -> Vec<u8> {
+        let mut reply = Message::builder_error(request, MessageWriteVec::new());
+        let code = ErrorCode::builder(ErrorCode::UNAUTHORIZED).reason(reason).build().expect("a short reason fits an ERROR-CODE");
+        reply.add_attribute(&code).expect("fits");
+        reply.add_attribute(&Realm::new(&self.realm).expect("the realm was accepted at start")).expect("fits");
+        reply.add_attribute(&Nonce::new(&self.nonce).expect("a short nonce")).expect("fits");
+        reply.finish()
     }
 
     /// Advances timers and collects what the shell must do; the instant is when to call
@@ -186,6 +249,7 @@ fn error(request: &Message<'_>, code: u16, reason: &str) -> Vec<u8> {
 #[derive(Debug, Default)]
 pub struct Framer {
     buffer: Vec<u8>,
+    messages: u64,
 }
 
 /// Larger than any STUN message or channel frame a client has reason to send.
@@ -217,8 +281,14 @@ impl Framer {
                 frame.truncate(4 + length);
             }
             frames.push(frame);
+            self.messages += 1;
         }
         Ok(frames)
+    }
+
+    /// Whole messages and frames taken so far.
+    pub fn messages(&self) -> u64 {
+        self.messages
     }
 }
 
@@ -231,10 +301,8 @@ pub fn looks_like_turn(first: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use turn_server_proto::types::message::{ALLOCATE, CREATE_PERMISSION};
     use turn_server_proto::types::attribute::RequestedTransport;
-    use turn_server_proto::types::stun::attribute::{ErrorCode, Nonce, Realm};
-    use turn_server_proto::types::stun::message::{IntegrityAlgorithm, LongTermCredentials};
+    use turn_server_proto::types::stun::message::IntegrityAlgorithm;
 
     const NOW_UNIX: u64 = 1_800_000_000;
 
@@ -243,7 +311,8 @@ mod tests {
     }
 
     fn front() -> Front {
-        let peers = PeerPolicy { allow_private: false, own: vec![addr("192.0.2.10:4443")] };
+        let peers = PeerPolicy { allow_private: false, own: vec![addr("192.0.2.10:4443")], own_ips: vec!["192.0.2.10".parse().unwrap(), "198.51.100.1".parse().unwrap()], relayed: Default::default() };
+        peers.relayed.write().unwrap().insert(addr("198.51.100.1:61000"));
         Front::new(TransportType::Udp, addr("192.0.2.10:3478"), "confab", TurnSecret::from_bytes([9; 32]), peers)
     }
 
@@ -302,8 +371,13 @@ mod tests {
 
         let secret = TurnSecret::from_bytes([9; 32]);
         let (user, pass) = secret.issue("room", 7, NOW_UNIX, 600);
-        let ok = exchange(&mut f, &allocate(Some((&user, &pass)), rn), now);
+        // The server meets the client now, and gives it a nonce of its own to sign with.
+        let stale = exchange(&mut f, &allocate(Some((&user, &pass)), rn), now);
+        assert_eq!(error_code(&stale), ErrorCode::STALE_NONCE);
+        let (realm, nonce) = realm_nonce(&stale);
+        let ok = exchange(&mut f, &allocate(Some((&user, &pass)), Some((realm.as_str(), nonce.as_str()))), now);
         assert!(Message::from_bytes(&ok).unwrap().has_class(MessageClass::Success), "a valid credential allocates");
+        assert_eq!(f.known_users(), 1);
 
         let mut f = front();
         let (realm, nonce) = realm_nonce(&exchange(&mut f, &allocate(None, None), now));
@@ -313,13 +387,55 @@ mod tests {
         let forged = TurnSecret::from_bytes([1; 32]).issue("room", 7, NOW_UNIX, 600);
         assert_eq!(error_code(&exchange(&mut f, &allocate(Some((&forged.0, &forged.1)), rn), now)), ErrorCode::UNAUTHORIZED, "a password from another secret");
         assert_eq!(error_code(&exchange(&mut f, &allocate(Some(("alice", "pw")), rn), now)), ErrorCode::UNAUTHORIZED);
-        assert_eq!(f.refusals.credentials, 2, "the expired and the unknown usernames are refused in front");
+        assert_eq!(f.refusals.credentials, 3, "the expired, the forged and the unknown are refused in front");
+    }
+
+    #[test]
+    fn requests_without_a_valid_integrity_leave_no_state() {
+        // Spoofable datagrams: well-formed unexpired usernames this node could have issued,
+        // signed with the wrong password or not at all, from many addresses.
+        let now = Instant::from_nanos(0);
+        let mut f = front();
+        let secret = TurnSecret::from_bytes([9; 32]);
+        for i in 0..1_000u16 {
+            let (user, _) = secret.issue("room", u64::from(i), NOW_UNIX, 600);
+            let request = if i % 2 == 0 {
+                allocate(Some((&user, "not the password")), Some(("confab", "n")))
+            } else {
+                let mut msg = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+                msg.add_attribute(&RequestedTransport::new(RequestedTransport::UDP)).unwrap();
+                msg.add_attribute(&Username::new(&user).unwrap()).unwrap();
+                msg.finish()
+            };
+            let from = SocketAddr::new(std::net::Ipv4Addr::from(0xcb00_7100 + u32::from(i)).into(), 40_000);
+            let reply = f.recv(from, f.listen(), &request, now, NOW_UNIX).expect("answered in front");
+            assert_eq!(error_code(&reply.data), ErrorCode::UNAUTHORIZED);
+            assert!(realm_nonce(&reply.data).1.starts_with("confab"), "the realm and our nonce, to sign with");
+        }
+        assert_eq!(f.known_users(), 0);
+        assert_eq!(f.refusals.credentials, 1_000);
+        let (actions, _) = f.poll(now);
+        assert!(actions.is_empty(), "{actions:?}");
     }
 
     #[test]
     fn permissions_to_private_or_local_peers_get_403() {
         let mut f = front();
-        for (peer, allowed) in [("10.1.2.3:5000", false), ("127.0.0.1:5000", false), ("169.254.1.1:5000", false), ("192.0.2.10:4443", true), ("198.51.100.7:5000", true)] {
+        let peers = [
+            ("10.1.2.3:5000", false),
+            ("127.0.0.1:5000", false),
+            ("169.254.1.1:5000", false),
+            // This host: its SFU socket, and nothing else on it (another port, another of
+            // its addresses).
+            ("192.0.2.10:4443", true),
+            ("192.0.2.10:443", false),
+            ("198.51.100.1:22", false),
+            ("[::ffff:198.51.100.1]:22", false),
+            // Another participant's relayed address here.
+            ("198.51.100.1:61000", true),
+            ("198.51.100.7:5000", true),
+        ];
+        for (peer, allowed) in peers {
             let mut msg = Message::builder_request(CREATE_PERMISSION, MessageWriteVec::new());
             let id = msg.transaction_id();
             msg.add_attribute(&XorPeerAddress::new(addr(peer), id)).unwrap();
@@ -332,7 +448,7 @@ mod tests {
                 None => assert!(allowed, "{peer} must be refused"),
             }
         }
-        assert_eq!(f.refusals.peers, 3);
+        assert_eq!(f.refusals.peers, 6);
     }
 
     #[test]

@@ -41,6 +41,40 @@ fn v6_allowed(ip: Ipv6Addr, allow_private: bool) -> bool {
     allow_private || !private
 }
 
+/// Every address of this host's network interfaces (`getifaddrs`): a relay must not reach the
+/// node's own services through its public address either.
+pub fn interface_addresses() -> Vec<IpAddr> {
+    let mut addresses = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list we walk read-only and free once.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return addresses;
+    }
+    let mut cursor = list;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is a node of the list getifaddrs returned, not yet freed.
+        let entry = unsafe { &*cursor };
+        if !entry.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr whose family says which struct it is.
+            match i32::from(unsafe { (*entry.ifa_addr).sa_family }) {
+                libc::AF_INET => {
+                    let v4 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
+                    addresses.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))));
+                }
+                libc::AF_INET6 => {
+                    let v6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
+                    addresses.push(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+        }
+        cursor = entry.ifa_next;
+    }
+    // SAFETY: the list came from getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(list) };
+    addresses
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +95,11 @@ mod tests {
             assert!(!allowed(private, false), "{private}");
             assert!(allowed(private, true) || private.contains("127.0.0.1"), "{private} with private peers allowed");
         }
+    }
+
+    #[test]
+    fn this_hosts_interfaces_include_loopback() {
+        assert!(interface_addresses().contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)));
     }
 
     #[test]

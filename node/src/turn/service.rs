@@ -21,6 +21,14 @@ use crate::clock;
 
 /// Allocations at once per listener: beyond, the server answers 508 (insufficient capacity).
 const MAX_ALLOCATIONS: usize = 1000;
+/// A TCP or TLS client must send its first whole STUN message within this.
+const FIRST_MESSAGE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+/// A stream silent for this long is closed: a permission lasts 300 s unless refreshed
+/// (RFC 8656 §9), so by then it relays nothing.
+const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+/// After `accept` fails (out of descriptors, most often), wait this long before trying again
+/// rather than spin.
+pub const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct TurnSettings {
@@ -156,7 +164,14 @@ async fn read_datagrams(socket: Arc<UdpSocket>, local: SocketAddr, events: Unbou
 
 async fn accept(listener: TcpListener, local: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>, events: UnboundedSender<Event>) {
     loop {
-        let Ok((stream, client)) = listener.accept().await else { continue };
+        let (stream, client) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, %local, "TURN cannot accept a connection");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
         let (tls, events) = (tls.clone(), events.clone());
         tokio::spawn(async move {
             match tls {
@@ -200,9 +215,16 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(stream
                 break;
             }
         }
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => chunk = buf[..n].to_vec(),
+        // A client that has sent no whole message yet gets a short while; one that went
+        // silent for a permission's lifetime has nothing left to relay.
+        let idle = if framer.messages() == 0 { FIRST_MESSAGE_WITHIN } else { STREAM_IDLE };
+        match tokio::time::timeout(idle, reader.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => chunk = buf[..n].to_vec(),
+            Err(_) => {
+                tracing::debug!(%client, ?idle, "TURN stream idle: closed");
+                break;
+            }
         }
     }
     let _ = events.send(Event::Disconnected { client });
@@ -237,6 +259,7 @@ async fn run(mut front: Front, udp: Option<Arc<UdpSocket>>, relay_ip: IpAddr, mu
                                     let socket = Arc::new(socket);
                                     let reader = tokio::spawn(read_datagrams(socket.clone(), addr, me.clone()));
                                     relayed.insert(addr, Relayed { socket, reader });
+                                    front.peers().relayed.write().unwrap_or_else(|p| p.into_inner()).insert(addr);
                                     counters.allocations.fetch_add(1, Ordering::Relaxed);
                                     tracing::debug!(%client, relayed = %addr, "TURN allocation");
                                     Ok(addr)
@@ -252,6 +275,7 @@ async fn run(mut front: Front, udp: Option<Arc<UdpSocket>>, relay_ip: IpAddr, mu
                     Action::CloseRelayed(addr) => {
                         if let Some(r) = relayed.remove(&addr) {
                             r.reader.abort();
+                            front.peers().relayed.write().unwrap_or_else(|p| p.into_inner()).remove(&addr);
                         }
                     }
                     Action::CloseClient(addr) => {

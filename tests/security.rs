@@ -1,0 +1,69 @@
+//! What a hostile account holder or a stranger could do to others over HTTP, each found by
+//! a security review (issue 13) and each refused here against a real node.
+
+use confab_keys::{AccountKey, Invite, Role};
+use confab_tests::Node;
+use confab_tests::node::{check_invite, client, login, make_invite, register_invite};
+
+/// Invite ids are chosen by whoever signs an invite. Mallory signs invites of her own whose
+/// ids are Vera's certificate id and Vera's invite id (both are inside Vera's link),
+/// registers and revokes them: Vera's link still seats people.
+#[tokio::test]
+async fn revoking_an_invite_that_reuses_someone_elses_ids_voids_nothing_of_theirs() {
+    let node = Node::start().await;
+    let admin = node.admin().await;
+    let vera = node.account(&admin, "vera").await;
+    let mallory = node.account(&admin, "mallory").await;
+    let link = make_invite(&vera, &node, &AccountKey::from_seed([1; 32]), "vera-room", 3600).await;
+    let invite = Invite::from_text(&link).unwrap();
+    let stolen = [invite.certificate().body().id, invite.body().id];
+
+    let key = AccountKey::from_seed([2; 32]);
+    for id in stolen {
+        let (_, res) = register_invite(&mallory, &node, &key, "mallory-room", 3600, Role::Guest, id).await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        let res = mallory.post(node.api(&format!("/api/invites/{}/revoke", id.to_hex()))).json(&serde_json::json!({})).send().await.unwrap();
+        assert!(res.status().is_success(), "revoke: {}", res.text().await.unwrap());
+    }
+    assert_eq!(check_invite(&node, "vera-room", &link).await, (200, "ok".into()));
+    // Vera's own revocation still works, and only for her link.
+    let res = vera.post(node.api(&format!("/api/invites/{}/revoke", stolen[1].to_hex()))).json(&serde_json::json!({})).send().await.unwrap();
+    assert!(res.status().is_success());
+    assert_eq!(check_invite(&node, "vera-room", &link).await.1, "capability_revoked");
+}
+
+/// The documented limit is five wrong passwords per account: forty sent at the same instant
+/// must not all be checked.
+#[tokio::test]
+async fn forty_concurrent_wrong_logins_get_at_most_five_answers() {
+    let node = Node::start().await;
+    let admin = node.admin().await;
+    let _ = node.account(&admin, "dana").await;
+    let attempts = (0..40).map(|_| async {
+        let c = client();
+        login(&c, &node, "dana", "wrong password").await.status().as_u16()
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    let wrong = statuses.iter().filter(|s| **s == 401).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert!(wrong <= 5 && wrong + throttled == 40, "{statuses:?}");
+}
+
+/// HEAD is answered like GET without a body; every answer asks for HTTPS from now on; the
+/// session cookie is one only this host over HTTPS can set.
+#[tokio::test]
+async fn head_hsts_and_a_host_only_session_cookie() {
+    let node = Node::start().await;
+    let c = client();
+    for path in ["/", "/login", "/healthz", "/static/js/api.js"] {
+        let res = c.head(node.api(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "HEAD {path}");
+        assert_eq!(res.headers()["strict-transport-security"], "max-age=31536000", "HEAD {path}");
+        assert!(res.bytes().await.unwrap().is_empty(), "HEAD {path} has a body");
+    }
+    let token = node.first_token.clone().unwrap();
+    let res = confab_tests::node::signup(&c, &node, "admin", "admin password", &token).await;
+    assert_eq!(res.status(), 201);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("__Host-confab_session=") && cookie.contains("Path=/") && cookie.contains("Secure") && !cookie.contains("Domain"), "{cookie}");
+}
