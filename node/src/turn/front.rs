@@ -7,9 +7,11 @@
 //!   a nonce per client address, for good). Anything else is answered `401` here.
 //! - a request that needs credentials and carries none (the usual first step) is answered
 //!   `401` here too, with the realm and a nonce of ours, so a stranger's datagrams (whose
-//!   source addresses are easily spoofed) leave no state anywhere. The server, meeting the
-//!   client for the first time, answers its next request `438 Stale Nonce` with a nonce of
-//!   its own, which every TURN client handles by signing again: one round trip.
+//!   source addresses are easily spoofed) leave no state anywhere. The server keeps a nonce
+//!   per client address; it makes one for a client only once the client has proved its
+//!   credential, and the front translates: a request signed with our nonce is re-signed with
+//!   the server's before the server sees it (the front knows every password). Clients never
+//!   see an extra round trip (browsers treat a `438 Stale Nonce` on Allocate as fatal).
 //! - CreatePermission, ChannelBind and Send name peers (XOR-PEER-ADDRESS); a peer the
 //!   [`PeerPolicy`] refuses gets `403` (a Send indication is dropped).
 //!
@@ -26,8 +28,9 @@ use turn_server_proto::server::TurnServer;
 use turn_server_proto::types::attribute::XorPeerAddress;
 use turn_server_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 use turn_server_proto::types::stun::TransportType;
-use turn_server_proto::types::stun::attribute::{ErrorCode, Nonce, Realm, Username};
-use turn_server_proto::types::stun::message::{LongTermCredentials, Message, MessageClass, MessageWriteVec};
+use turn_server_proto::types::attribute::RequestedTransport;
+use turn_server_proto::types::stun::attribute::{ErrorCode, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce, Realm, Username};
+use turn_server_proto::types::stun::message::{IntegrityAlgorithm, LongTermCredentials, LongTermKeyCredentials, Message, MessageClass, MessageWriteVec};
 use turn_server_proto::types::stun::prelude::{AttributeFromRaw, AttributeStaticType, MessageWrite, MessageWriteExt};
 use turn_server_proto::types::{AddressFamily, Instant};
 
@@ -98,6 +101,8 @@ pub struct Front {
     nonce: String,
     /// Users given to the server (it keeps them), with when their credential expires.
     known_users: HashMap<String, u64>,
+    /// The server's nonce for each client that proved its credential.
+    server_nonces: HashMap<SocketAddr, String>,
     pub refusals: Refusals,
 }
 
@@ -105,7 +110,7 @@ impl Front {
     pub fn new(transport: TransportType, listen: SocketAddr, realm: &str, secret: TurnSecret, peers: PeerPolicy) -> Front {
         let server = TurnServer::new(transport, listen, realm.to_string());
         let nonce = format!("confab{}", crate::secrets::hex(&crate::secrets::random_bytes::<12>()));
-        Front { server, transport, listen, secret, peers, realm: realm.to_string(), nonce, known_users: HashMap::new(), refusals: Refusals::default() }
+        Front { server, transport, listen, secret, peers, realm: realm.to_string(), nonce, known_users: HashMap::new(), server_nonces: HashMap::new(), refusals: Refusals::default() }
     }
 
     pub fn peers(&self) -> &PeerPolicy {
@@ -126,23 +131,54 @@ impl Front {
     /// `from` at `to`: the listening address for clients, a relayed address for peers.
     pub fn recv(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8], now: Instant, unix: u64) -> Option<Transmit<Vec<u8>>> {
         let transport = if to == self.listen { self.transport } else { TransportType::Udp };
-        if to == self.listen
-            && let Some(refusal) = self.screen(data, unix)
-        {
-            return refusal.map(|data| Transmit::new(data, transport, self.listen, from));
+        if to != self.listen {
+            return self.server.recv(Transmit::new(data, transport, from, to), now).map(|t| t.build());
         }
-        self.server.recv(Transmit::new(data, transport, from, to), now).map(|t| t.build())
+        match self.screen(data, unix) {
+            Screen::Pass => self.server.recv(Transmit::new(data, transport, from, to), now).map(|t| t.build()),
+            Screen::Reply(reply) => reply.map(|data| Transmit::new(data, transport, self.listen, from)),
+            Screen::Resign { key, algorithm } => {
+                let nonce = match self.server_nonces.get(&from) {
+                    Some(nonce) => nonce.clone(),
+                    None => self.fetch_server_nonce(from, transport, now)?,
+                };
+                let resigned = resign(data, &nonce, &key, algorithm)?;
+                let reply = self.server.recv(Transmit::new(&resigned[..], transport, from, to), now).map(|t| t.build())?;
+                // The server's nonce expired (after an hour): take the new one and sign again.
+                match stale_nonce(&reply.data) {
+                    Some(fresh) => {
+                        self.server_nonces.insert(from, fresh.clone());
+                        let resigned = resign(data, &fresh, &key, algorithm)?;
+                        self.server.recv(Transmit::new(&resigned[..], transport, from, to), now).map(|t| t.build())
+                    }
+                    None => Some(reply),
+                }
+            }
+        }
     }
 
-    /// `None` to pass the message on; `Some(reply)` to stop it here (`Some(None)`: silently).
-    fn screen(&mut self, data: &[u8], unix: u64) -> Option<Option<Vec<u8>>> {
+    /// Asks the server for its nonce for `client` (an unsigned request, whose `401` carries
+    /// it) and remembers it. Only for clients that proved their credential.
+    fn fetch_server_nonce(&mut self, client: SocketAddr, transport: TransportType, now: Instant) -> Option<String> {
+        let mut probe = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+        probe.add_attribute(&RequestedTransport::new(RequestedTransport::UDP)).ok()?;
+        let probe = probe.finish();
+        let reply = self.server.recv(Transmit::new(&probe[..], transport, client, self.listen), now)?.build();
+        let reply = Message::from_bytes(&reply.data).ok()?;
+        let nonce = reply.attribute::<Nonce>().ok()?.nonce().to_string();
+        self.server_nonces.insert(client, nonce.clone());
+        Some(nonce)
+    }
+
+    /// What to do with a message from a client.
+    fn screen(&mut self, data: &[u8], unix: u64) -> Screen {
         if data.first().is_none_or(|b| b >> 6 != 0) {
-            return None; // ChannelData: goes only to a peer the policy allowed at ChannelBind.
+            return Screen::Pass; // ChannelData: goes only to a peer the policy allowed at ChannelBind.
         }
-        let msg = Message::from_bytes(data).ok()?;
+        let Ok(msg) = Message::from_bytes(data) else { return Screen::Pass };
         let request = msg.has_class(MessageClass::Request);
         if !request && !msg.has_class(MessageClass::Indication) {
-            return None;
+            return Screen::Pass;
         }
         let method = msg.method();
         if method == CREATE_PERMISSION || method == CHANNEL_BIND || method == SEND {
@@ -155,7 +191,7 @@ impl Front {
             if let Some(peer) = refused {
                 self.refusals.peers += 1;
                 tracing::debug!(%peer, "TURN relay to a refused address");
-                return Some(request.then(|| error(&msg, ErrorCode::FORBIDDEN, "this relay does not send to private or local addresses")));
+                return Screen::Reply(request.then(|| error(&msg, ErrorCode::FORBIDDEN, "this relay does not send to private or local addresses")));
             }
         }
         match msg.attribute::<Username>() {
@@ -164,31 +200,28 @@ impl Front {
                 let refusal = match self.secret.check(username, unix) {
                     Ok((holder, password)) => {
                         let key = LongTermCredentials::new(username.to_string(), password.clone()).to_key(self.realm.clone());
-                        match msg.validate_integrity(&key.into()) {
-                            Ok(_) => {
+                        match msg.validate_integrity(&key.clone().into()) {
+                            Ok(algorithm) => {
                                 if !self.known_users.contains_key(username) {
                                     self.known_users.insert(username.to_string(), holder.expires_at);
                                     self.server.add_user(username.to_string(), password);
                                 }
-                                None
+                                return Screen::Resign { key, algorithm };
                             }
-                            Err(_) => Some("the request's MESSAGE-INTEGRITY does not match its credential".to_string()),
+                            Err(_) => "the request's MESSAGE-INTEGRITY does not match its credential".to_string(),
                         }
                     }
-                    Err(e) => Some(e.to_string()),
+                    Err(e) => e.to_string(),
                 };
-                if let Some(reason) = refusal {
-                    self.refusals.credentials += 1;
-                    tracing::debug!(%reason, "TURN request refused");
-                    return Some(request.then(|| self.challenge(&msg, &reason)));
-                }
+                self.refusals.credentials += 1;
+                tracing::debug!(reason = %refusal, "TURN request refused");
+                Screen::Reply(request.then(|| self.challenge(&msg, &refusal)))
             }
             Err(_) if request && (method == ALLOCATE || method == REFRESH || method == CREATE_PERMISSION || method == CHANNEL_BIND) => {
-                return Some(Some(self.challenge(&msg, "credentials required")));
+                Screen::Reply(Some(self.challenge(&msg, "credentials required")))
             }
-            Err(_) => {}
+            Err(_) => Screen::Pass,
         }
-        None
     }
 
     /// `401` with the realm and a nonce: what a client needs to sign its next request.
@@ -234,6 +267,47 @@ impl Front {
     pub fn allocated(&mut self, listen: SocketAddr, client: SocketAddr, family: AddressFamily, relayed: Result<SocketAddr, SocketAllocateError>, now: Instant) {
         self.server.allocated_socket(self.transport, listen, client, TransportType::Udp, family, relayed, now);
     }
+}
+
+/// What the front does with a client's message.
+enum Screen {
+    /// To the server as it is.
+    Pass,
+    /// Answered here (`None`: dropped).
+    Reply(Option<Vec<u8>>),
+    /// Its credential checked out: to the server, signed again with the server's nonce.
+    Resign { key: LongTermKeyCredentials, algorithm: IntegrityAlgorithm },
+}
+
+/// `message` with its NONCE replaced by `nonce` and signed again with `key` (and a new
+/// FINGERPRINT if it had one); every other attribute as it was.
+fn resign(message: &[u8], nonce: &str, key: &LongTermKeyCredentials, algorithm: IntegrityAlgorithm) -> Option<Vec<u8>> {
+    let msg = Message::from_bytes(message).ok()?;
+    let mut out = Message::builder(msg.get_type(), msg.transaction_id(), MessageWriteVec::new());
+    let mut fingerprint = false;
+    for (_, attribute) in msg.iter_attributes() {
+        let kind = attribute.header.get_type();
+        if kind == Fingerprint::TYPE {
+            fingerprint = true;
+        } else if kind != Nonce::TYPE && kind != MessageIntegrity::TYPE && kind != MessageIntegritySha256::TYPE {
+            out.add_attribute(&attribute).ok()?;
+        }
+    }
+    out.add_attribute(&Nonce::new(nonce).ok()?).ok()?;
+    out.add_message_integrity(&key.clone().into(), algorithm).ok()?;
+    if fingerprint {
+        out.add_fingerprint().ok()?;
+    }
+    Some(out.finish())
+}
+
+/// The new nonce in a `438 Stale Nonce` answer.
+fn stale_nonce(reply: &[u8]) -> Option<String> {
+    let msg = Message::from_bytes(reply).ok()?;
+    if msg.attribute::<ErrorCode>().ok()?.code() != ErrorCode::STALE_NONCE {
+        return None;
+    }
+    Some(msg.attribute::<Nonce>().ok()?.nonce().to_string())
 }
 
 fn error(request: &Message<'_>, code: u16, reason: &str) -> Vec<u8> {
@@ -301,8 +375,6 @@ pub fn looks_like_turn(first: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use turn_server_proto::types::attribute::RequestedTransport;
-    use turn_server_proto::types::stun::message::IntegrityAlgorithm;
 
     const NOW_UNIX: u64 = 1_800_000_000;
 
@@ -371,12 +443,13 @@ mod tests {
 
         let secret = TurnSecret::from_bytes([9; 32]);
         let (user, pass) = secret.issue("room", 7, NOW_UNIX, 600);
-        // The server meets the client now, and gives it a nonce of its own to sign with.
-        let stale = exchange(&mut f, &allocate(Some((&user, &pass)), rn), now);
-        assert_eq!(error_code(&stale), ErrorCode::STALE_NONCE);
-        let (realm, nonce) = realm_nonce(&stale);
-        let ok = exchange(&mut f, &allocate(Some((&user, &pass)), Some((realm.as_str(), nonce.as_str()))), now);
-        assert!(Message::from_bytes(&ok).unwrap().has_class(MessageClass::Success), "a valid credential allocates");
+        // Signed with our nonce: the front signs it again with the server's, no extra trip.
+        let ok = exchange(&mut f, &allocate(Some((&user, &pass)), rn), now);
+        let ok = Message::from_bytes(&ok).unwrap();
+        assert!(ok.has_class(MessageClass::Success), "a valid credential allocates");
+        // The answer is signed with the client's key, which the client checks.
+        let key = LongTermCredentials::new(user.clone(), pass.clone()).to_key(realm.clone());
+        assert!(ok.validate_integrity(&key.into()).is_ok());
         assert_eq!(f.known_users(), 1);
 
         let mut f = front();
