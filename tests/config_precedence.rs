@@ -16,11 +16,8 @@ fn banner(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
         cmd.env(k, v);
     }
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let line = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.contains(" is serving "))
-        .expect("confab printed no banner");
+    let line =
+        BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok).find(|l| l.contains(" is serving ")).expect("confab printed no banner");
     child.kill().unwrap();
     child.wait().unwrap();
     line
@@ -31,11 +28,7 @@ fn flag_beats_env_beats_file_beats_default() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path();
     let data = dir.join("from-file-data");
-    std::fs::write(
-        dir.join("confab.toml"),
-        format!("public_url = \"https://from-file.example\"\ndata_dir = \"{}\"\n", data.display()),
-    )
-    .unwrap();
+    std::fs::write(dir.join("confab.toml"), format!("public_url = \"https://from-file.example\"\ndata_dir = \"{}\"\n", data.display())).unwrap();
 
     // ./confab.toml is read when present; its data_dir is used.
     let line = banner(dir, &[], &[]);
@@ -79,8 +72,18 @@ fn help_documents_every_option_and_default() {
     // clap wraps lines to the terminal width: compare with white space collapsed.
     let help = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
     for expected in [
-        "--listen", "[default: 127.0.0.1:8443]", "CONFAB_LISTEN", "--data-dir", "[default: ./confab-data]",
-        "--public-url", "--tls-cert", "--tls-key", "--first-token-ttl", "[default: 24h]", "--log-format", "--config",
+        "--listen",
+        "[default: 127.0.0.1:8443]",
+        "CONFAB_LISTEN",
+        "--data-dir",
+        "[default: ./confab-data]",
+        "--public-url",
+        "--tls-cert",
+        "--tls-key",
+        "--first-token-ttl",
+        "[default: 24h]",
+        "--log-format",
+        "--config",
     ] {
         assert!(help.contains(expected), "serve --help lacks {expected:?}:\n{help}");
     }

@@ -52,7 +52,8 @@ async fn a_participant_whose_network_drops_udp_reaches_the_sfu_over_ice_tcp() {
     let ns = Namespace::create();
     let host = ns.host_ip.to_string();
     let listen = format!("{host}:0");
-    let (node, link, _) = start_meeting(&["--listen", &listen, "--relay-ip", &host, "--turn-listen", "off", "--mesh-threshold", "0", "--relay-shards", "1"], "ice-tcp").await;
+    let (node, link, _) =
+        start_meeting(&["--listen", &listen, "--relay-ip", &host, "--turn-listen", "off", "--mesh-threshold", "0", "--relay-shards", "1"], "ice-tcp").await;
     let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&ns, &link, "Bo"));
     let (mut a, mut b) = (a, b);
     ns.allow_only(&[(Protocol::Tcp, 0)], &[b.browser.driver_port]);

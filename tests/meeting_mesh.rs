@@ -20,11 +20,7 @@ async fn meeting(options: &[&str]) -> (Node, String) {
 async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_one() {
     let _browsers = confab_tests::browser::exclusive().await;
     let (node, link, host_link) = start_meeting(&[], ROOM).await;
-    let (a, b, c) = tokio::join!(
-        Participant::chromium(&host_link, "Ana"),
-        Participant::chromium(&link, "Bo"),
-        Participant::chromium(&link, HOSTILE_NAME),
-    );
+    let (a, b, c) = tokio::join!(Participant::chromium(&host_link, "Ana"), Participant::chromium(&link, "Bo"), Participant::chromium(&link, HOSTILE_NAME),);
     let (mut a, mut b, mut c) = (a, b, c);
     let ida = a.join().await;
     let idb = b.join().await;
@@ -98,19 +94,13 @@ async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_on
 async fn firefox_esr_and_two_chromium_participants_exchange_media() {
     let _browsers = confab_tests::browser::exclusive().await;
     let (_node, link) = meeting(&[]).await;
-    let (fox, a, b) = tokio::join!(
-        Participant::firefox(&link, "Fox"),
-        Participant::chromium(&link, "Ana"),
-        Participant::chromium(&link, "Bo"),
-    );
+    let (fox, a, b) = tokio::join!(Participant::firefox(&link, "Fox"), Participant::chromium(&link, "Ana"), Participant::chromium(&link, "Bo"),);
     let (mut fox, mut a, mut b) = (fox, a, b);
     fox.join().await;
     a.join().await;
     b.join().await;
     each_receives_the_others(&[&fox, &a, &b]).await;
 }
-
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dropped_signaling_connection_reconnects_without_interrupting_media_and_ice_restarts() {
@@ -133,10 +123,7 @@ async fn a_dropped_signaling_connection_reconnects_without_interrupting_media_an
     assert_eq!(a.browser.eval("return window.confabCall.me.id").await, serde_json::json!(ida), "the seat changed");
     // Keep sampling for three seconds after the drop (30 samples), so that a stall would show.
     for p in [&a, &b] {
-        confab_tests::eventually("30 samples", Duration::from_secs(20), || async {
-            (p.samples().await >= 30).then_some(())
-        })
-        .await;
+        confab_tests::eventually("30 samples", Duration::from_secs(20), || async { (p.samples().await >= 30).then_some(()) }).await;
     }
     // Media keeps flowing after the reconnection, too.
     a.wait_receiving(&[&idb]).await;

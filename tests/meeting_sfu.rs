@@ -16,11 +16,7 @@ async fn meeting(options: &[&str]) -> (Node, String) {
 async fn with_threshold_zero_media_goes_through_the_sfu() {
     let _browsers = confab_tests::browser::exclusive().await;
     let (node, link) = meeting(&["--mesh-threshold", "0"]).await;
-    let (a, b, c) = tokio::join!(
-        Participant::chromium(&link, "Ana"),
-        Participant::chromium(&link, "Bo"),
-        Participant::chromium(&link, "Cy"),
-    );
+    let (a, b, c) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium(&link, "Bo"), Participant::chromium(&link, "Cy"),);
     let (mut a, mut b, mut c) = (a, b, c);
     a.join().await;
     b.join().await;
@@ -146,8 +142,9 @@ async fn a_small_tile_gets_the_low_simulcast_layer_and_the_speakers_large_tile_t
     b.set_window(1280, 900).await;
     b.browser.click("#speaker-view").await;
     confab_tests::eventually("Ana's tile to be the large one", Duration::from_secs(20), || async {
-        (b.browser.eval(&format!("return document.querySelector('[data-participant=\"{ida}\"]').classList.contains('dominant')")).await == serde_json::json!(true))
-            .then_some(())
+        (b.browser.eval(&format!("return document.querySelector('[data-participant=\"{ida}\"]').classList.contains('dominant')")).await
+            == serde_json::json!(true))
+        .then_some(())
     })
     .await;
     wait_height(&b, &ida, "in the speaker's large tile", |h| h >= 720).await;
@@ -239,9 +236,9 @@ async fn garbage_at_the_relay_and_a_participant_who_vanishes_disturb_no_one_else
         getrandom::fill(&mut noise).unwrap();
         let len = 1 + i % noise.len();
         match i % 4 {
-            0 => noise[..2].copy_from_slice(&[0x00, 0x01]),   // STUN binding request
-            1 => noise[0] = 22,                                // DTLS handshake
-            2 => noise[..2].copy_from_slice(&[0x80, 0x60]),   // RTP
+            0 => noise[..2].copy_from_slice(&[0x00, 0x01]), // STUN binding request
+            1 => noise[0] = 22,                             // DTLS handshake
+            2 => noise[..2].copy_from_slice(&[0x80, 0x60]), // RTP
             _ => {}
         }
         for shard in [port, port + 1] {

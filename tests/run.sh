@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test Confab has: unit, property, integration (the real binary over HTTPS and
-# WebSocket) and end-to-end (headless Chromium and Firefox ESR). Installs what the browser
+# Runs every test Confab has: formatting and lints, unit, property, integration (the real
+# binary over HTTPS and WebSocket) and end-to-end (headless Chromium and Firefox ESR). Installs what the browser
 # tests need first, once: Debian's chromium, chromium-driver and firefox-esr, vpx-tools, nftables
 # (vpxenc, which encodes the webrtc-rs test participant's video), and geckodriver from
 # crates.io.
@@ -28,4 +28,11 @@ if ! "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" --version 2>/dev/null | grep 
   cargo install --quiet --locked geckodriver --version "$GECKODRIVER_VERSION"
 fi
 
+# The code's own rules first: formatted (rustfmt.toml), and clippy without a warning.
+cargo fmt --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+# The node the integration tests start: built once, here, not by each test binary.
+cargo build --locked -p confab-node --bin confab
+export CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab"
 cargo test --workspace --locked "$@"

@@ -2,9 +2,9 @@
 //! Seating, relaying, reconnection, removal, and what bad input gets.
 
 use confab_keys::{AccountKey, Role};
+use confab_tests::Node;
 use confab_tests::node::{make_invite, make_invite_as};
 use confab_tests::signaling::{Heard, Signaling};
-use confab_tests::Node;
 use serde_json::{Value, json};
 
 const ROOM: &str = "standup";

@@ -24,7 +24,8 @@ async fn turn_relays_only_for_issued_credentials_and_only_to_public_peers() {
     let tls: SocketAddr = format!("127.0.0.1:{}", node.port()).parse().unwrap();
     assert!(urls.iter().any(|u| u.starts_with("turns:") && u.contains(&format!(":{}?", node.port()))), "TURN/TLS on the HTTPS port is offered: {urls:?}");
 
-    for (transport, mut c) in [("UDP", TurnClient::udp(udp).await), ("TCP", TurnClient::tcp(tcp).await), ("TLS on the HTTPS port", TurnClient::tls(tls).await)] {
+    for (transport, mut c) in [("UDP", TurnClient::udp(udp).await), ("TCP", TurnClient::tcp(tcp).await), ("TLS on the HTTPS port", TurnClient::tls(tls).await)]
+    {
         assert_error(c.allocate_anonymously().await, 401, &format!("{transport}: an allocation without credentials"));
         assert_error(c.allocate(&user, "not the password").await, 401, &format!("{transport}: a wrong password"));
         let forged = user.replacen("turnroom", "otherroom", 1);

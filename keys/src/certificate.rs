@@ -110,9 +110,5 @@ pub(crate) fn read(reader: &mut Reader<'_>) -> Result<AccountCertificate, Decode
         return Err(DecodeError::EmptyWindow);
     }
     let signature = reader.array()?;
-    Ok(AccountCertificate {
-        node_key,
-        body: CertificateBody { id, account_key, username, max_role, not_before, expires },
-        signature,
-    })
+    Ok(AccountCertificate { node_key, body: CertificateBody { id, account_key, username, max_role, not_before, expires }, signature })
 }

@@ -25,7 +25,7 @@ pub use certificate::{AccountCertificate, CertificateBody};
 pub use error::{CapabilityError, DecodeError};
 pub use invite::{Invite, InviteBody};
 pub use names::{NameError, RoomName, Username};
-pub use verify::{RevocationSet, Revocations, VerifiedInvite, Verifier, CLOCK_SKEW_SECS};
+pub use verify::{CLOCK_SKEW_SECS, RevocationSet, Revocations, VerifiedInvite, Verifier};
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
@@ -184,12 +184,7 @@ fn signing_input(domain: &[u8], unsigned: &[u8]) -> Vec<u8> {
     input
 }
 
-fn verify_signature(
-    public: &[u8; 32],
-    domain: &[u8],
-    unsigned: &[u8],
-    signature: &[u8; 64],
-) -> bool {
+fn verify_signature(public: &[u8; 32], domain: &[u8], unsigned: &[u8], signature: &[u8; 64]) -> bool {
     let Ok(key) = VerifyingKey::from_bytes(public) else {
         return false;
     };

@@ -19,19 +19,13 @@ impl Username {
     pub fn parse(input: &str) -> Result<Username, NameError> {
         let s = input.trim();
         if s.len() < 3 || s.len() > Self::MAX_LEN {
-            return Err(NameError(format!(
-                "a username has 3 to {} characters (this one has {})",
-                Self::MAX_LEN,
-                s.chars().count()
-            )));
+            return Err(NameError(format!("a username has 3 to {} characters (this one has {})", Self::MAX_LEN, s.chars().count())));
         }
         if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
             return Err(NameError("a username starts with a letter or a digit".into()));
         }
         if let Some(bad) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c))) {
-            return Err(NameError(format!(
-                "a username may contain only letters, digits, '.', '_' and '-' (not {bad:?})"
-            )));
+            return Err(NameError(format!("a username may contain only letters, digits, '.', '_' and '-' (not {bad:?})")));
         }
         Ok(Username(s.to_string()))
     }
@@ -64,16 +58,10 @@ impl RoomName {
     pub fn parse(input: &str) -> Result<RoomName, NameError> {
         let s = input;
         if s.len() < 3 || s.len() > Self::MAX_LEN {
-            return Err(NameError(format!(
-                "a meeting name has 3 to {} characters (this one has {})",
-                Self::MAX_LEN,
-                s.chars().count()
-            )));
+            return Err(NameError(format!("a meeting name has 3 to {} characters (this one has {})", Self::MAX_LEN, s.chars().count())));
         }
         if let Some(bad) = s.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
-            return Err(NameError(format!(
-                "a meeting name may contain only lower-case letters, digits and '-' (not {bad:?})"
-            )));
+            return Err(NameError(format!("a meeting name may contain only lower-case letters, digits and '-' (not {bad:?})")));
         }
         if s.starts_with('-') || s.ends_with('-') {
             return Err(NameError("a meeting name starts and ends with a letter or a digit".into()));
@@ -84,11 +72,7 @@ impl RoomName {
     /// What a person typed: surrounding space dropped, letters lower-cased, inner spaces
     /// turned into '-'.
     pub fn normalize(input: &str) -> Result<RoomName, NameError> {
-        let s: String = input
-            .trim()
-            .chars()
-            .map(|c| if c == ' ' { '-' } else { c.to_ascii_lowercase() })
-            .collect();
+        let s: String = input.trim().chars().map(|c| if c == ' ' { '-' } else { c.to_ascii_lowercase() }).collect();
         RoomName::parse(&s)
     }
 

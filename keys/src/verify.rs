@@ -122,10 +122,7 @@ impl<R: Revocations + ?Sized> Verifier<'_, R> {
             return Err(CapabilityError::NotYetValid { from: body.not_before });
         }
         if &body.room != room {
-            return Err(CapabilityError::WrongRoom {
-                invited: body.room.to_string(),
-                requested: room.to_string(),
-            });
+            return Err(CapabilityError::WrongRoom { invited: body.room.to_string(), requested: room.to_string() });
         }
         Ok(VerifiedInvite {
             room: body.room.clone(),

@@ -1,7 +1,6 @@
 //! Property tests: random well-formed invites round-trip and verify; random bytes and random
 //! tampering never verify and never panic.
 
-
 use confab_keys::*;
 use proptest::prelude::*;
 

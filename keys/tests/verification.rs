@@ -1,6 +1,5 @@
 //! Each way an invite can fail to grant a seat, refused with its own error.
 
-
 use confab_keys::*;
 
 const NOW: UnixTime = 1_800_000_000;
@@ -40,10 +39,7 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     fn invite(&self, role: Role, not_before: UnixTime, expires: UnixTime) -> Invite {
-        self.account.invite(
-            &self.cert,
-            InviteBody { id: id(2), room: room("weekly-sync"), role, not_before, expires },
-        )
+        self.account.invite(&self.cert, InviteBody { id: id(2), room: room("weekly-sync"), role, not_before, expires })
     }
 
     fn guest(&self) -> Invite {
@@ -90,9 +86,7 @@ fn every_flipped_byte_is_refused() {
         for bit in [0x01u8, 0x80] {
             let mut tampered = bytes.clone();
             tampered[i] ^= bit;
-            let outcome = Invite::from_bytes(&tampered)
-                .map_err(CapabilityError::from)
-                .and_then(|inv| f.verify(&inv));
+            let outcome = Invite::from_bytes(&tampered).map_err(CapabilityError::from).and_then(|inv| f.verify(&inv));
             assert!(outcome.is_err(), "byte {i} flipped with {bit:#x} was accepted");
         }
     }
@@ -106,9 +100,7 @@ fn every_changed_character_is_refused() {
         let mut chars: Vec<char> = text.chars().collect();
         chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
         let tampered: String = chars.into_iter().collect();
-        let outcome = Invite::from_text(&tampered)
-            .map_err(CapabilityError::from)
-            .and_then(|inv| f.verify(&inv));
+        let outcome = Invite::from_text(&tampered).map_err(CapabilityError::from).and_then(|inv| f.verify(&inv));
         assert!(outcome.is_err(), "character {i} changed and still accepted");
     }
 }
@@ -141,10 +133,7 @@ fn expired_certificate() {
     let f = fixture();
     let invite = f.guest();
     let later = NOW + 91 * DAY;
-    assert_eq!(
-        f.verify_at(&invite, later, &RevocationSet::new()),
-        Err(CapabilityError::CertificateExpired { at: NOW + 90 * DAY })
-    );
+    assert_eq!(f.verify_at(&invite, later, &RevocationSet::new()), Err(CapabilityError::CertificateExpired { at: NOW + 90 * DAY }));
 }
 
 #[test]
@@ -218,10 +207,7 @@ fn guest_invite_claiming_host() {
 fn invite_never_grants_more_than_its_issuer() {
     let f = fixture_with(Role::Guest);
     let invite = f.invite(Role::Host, NOW - 60, NOW + DAY);
-    assert_eq!(
-        f.verify(&invite),
-        Err(CapabilityError::ExceedsIssuerRole { role: Role::Host, issuer_max: Role::Guest })
-    );
+    assert_eq!(f.verify(&invite), Err(CapabilityError::ExceedsIssuerRole { role: Role::Host, issuer_max: Role::Guest }));
     let f = fixture();
     let outliving = f.invite(Role::Guest, NOW - 60, NOW + 365 * DAY);
     assert_eq!(f.verify(&outliving), Err(CapabilityError::OutlivesIssuer));

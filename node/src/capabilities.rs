@@ -5,8 +5,8 @@
 //! meeting's owner.
 
 use confab_keys::{
-    AccountCertificate, CapabilityError, CapabilityId, CertificateBody, DecodeError, Invite, NodeKey, Role, RoomName,
-    UnixTime, Username, VerifiedInvite, Verifier,
+    AccountCertificate, CapabilityError, CapabilityId, CertificateBody, DecodeError, Invite, NodeKey, Role, RoomName, UnixTime, Username, VerifiedInvite,
+    Verifier,
 };
 
 use crate::secrets::random_bytes;
@@ -64,9 +64,7 @@ pub fn admit(store: &Store, node_key: [u8; 32], room: &RoomName, invite_text: &s
     }
     match store.certificate_owner(granted.certificate_id)? {
         None => Err(AdmissionError::UnknownCertificate),
-        Some(owner) if owner != meeting.owner_id => {
-            Err(AdmissionError::NotOwner { issuer: granted.issuer.to_string(), room: room.to_string() })
-        }
+        Some(owner) if owner != meeting.owner_id => Err(AdmissionError::NotOwner { issuer: granted.issuer.to_string(), room: room.to_string() }),
         Some(_) => Ok((granted, meeting)),
     }
 }

@@ -17,9 +17,9 @@ use crate::datadir::{self, DataDir};
 use crate::http::{self, AppState};
 use crate::meeting::Hub;
 use crate::meeting::protocol::ParticipantId;
-use confab_relay::{Notice, PeerKey, Relay};
 use crate::secrets::{self, random_bytes};
 use crate::store::{Account, InviteRecord, NewToken, Store, TokenStatus};
+use confab_relay::{Notice, PeerKey, Relay};
 
 pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     raise_open_files_limit();
@@ -44,7 +44,10 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     let token = secrets::new_signup_token();
     let expires_at = now + settings.first_token_ttl.secs();
     if store.replace_first_start_token(&secrets::digest(&token), now, expires_at)? {
-        banner += &format!("No account exists yet. Create the first (admin) account at {public_url}/create with this one-time sign-up token, valid until {}:\n", format_utc(expires_at));
+        banner += &format!(
+            "No account exists yet. Create the first (admin) account at {public_url}/create with this one-time sign-up token, valid until {}:\n",
+            format_utc(expires_at)
+        );
         banner += &format!("    {token}\n");
     }
     banner += &format!("Confab {} is serving {public_url} (listening on {bound})\n", env!("CARGO_PKG_VERSION"));
@@ -87,7 +90,11 @@ fn default_relay_port(https: u16, turn_on_https: bool) -> u16 {
 /// The SFU's UDP socket: by default on every interface (see [`default_relay_port`]),
 /// announced to browsers at the listening IP or, for a wildcard, at this machine's
 /// default-route IP.
-fn start_relay(settings: &config::Serve, https: std::net::SocketAddr, turn_on_https: bool) -> anyhow::Result<(Relay, tokio::sync::mpsc::UnboundedReceiver<Notice>)> {
+fn start_relay(
+    settings: &config::Serve,
+    https: std::net::SocketAddr,
+    turn_on_https: bool,
+) -> anyhow::Result<(Relay, tokio::sync::mpsc::UnboundedReceiver<Notice>)> {
     let bind: std::net::SocketAddr = match &settings.relay_listen {
         Some(text) => text.parse().with_context(|| format!("relay_listen {text:?} is not ADDR:PORT"))?,
         None => std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), default_relay_port(https.port(), turn_on_https)),
@@ -117,7 +124,11 @@ fn raise_open_files_limit() {
         }
     }
     if limit.rlim_cur < 8192 {
-        tracing::warn!(soft = limit.rlim_cur, hard = limit.rlim_max, "the open-files limit is low: each participant holds a few descriptors (raise LimitNOFILE in the service unit)");
+        tracing::warn!(
+            soft = limit.rlim_cur,
+            hard = limit.rlim_max,
+            "the open-files limit is low: each participant holds a few descriptors (raise LimitNOFILE in the service unit)"
+        );
     } else {
         tracing::info!(was = before, soft = limit.rlim_cur, hard = limit.rlim_max, "open-files limit");
     }

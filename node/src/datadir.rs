@@ -129,8 +129,7 @@ fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .with_context(|| format!("cannot set permissions on {}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).with_context(|| format!("cannot set permissions on {}", path.display()))?;
     }
     let _ = mode;
     Ok(())

@@ -19,9 +19,7 @@ impl std::str::FromStr for Span {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (digits, unit) = s.split_at(split);
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration: write a number and a unit, e.g. 30m, 12h, 7d"))?;
+        let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration: write a number and a unit, e.g. 30m, 12h, 7d"))?;
         let scale = match unit {
             "s" => 1,
             "m" => 60,

@@ -69,10 +69,7 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     }
     let filter = EnvFilter::try_new(&filter).map_err(|e| anyhow::anyhow!("the log filter {filter:?} is not valid: {e}"))?;
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

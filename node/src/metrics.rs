@@ -70,7 +70,12 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
         "counter",
         &load(&media.subscriber_packets_lost),
     );
-    metric("confab_media_stale_drops_total", "Video packets the SFU dropped because a subscriber's send queue had gone stale (it then waits for a keyframe).", "counter", &load(&media.stale_drops));
+    metric(
+        "confab_media_stale_drops_total",
+        "Video packets the SFU dropped because a subscriber's send queue had gone stale (it then waits for a keyframe).",
+        "counter",
+        &load(&media.stale_drops),
+    );
     let shard_labels: Vec<String> = (0..media.heartbeats.len()).map(|s| format!("{{shard=\"{s}\"}}")).collect();
     let per_shard = |f: &dyn Fn(usize) -> String| shard_labels.iter().enumerate().map(|(i, l)| (l.as_str(), f(i))).collect::<Vec<_>>();
     metric(
@@ -79,7 +84,12 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
         "counter",
         &per_shard(&|i| format!("{:.3}", media.shard_cpu_us[i].load(Ordering::Relaxed) as f64 / 1e6)),
     );
-    metric("confab_relay_shard_participants", "SFU participants placed on each shard.", "gauge", &per_shard(&|i| media.shard_participants[i].load(Ordering::Relaxed).to_string()));
+    metric(
+        "confab_relay_shard_participants",
+        "SFU participants placed on each shard.",
+        "gauge",
+        &per_shard(&|i| media.shard_participants[i].load(Ordering::Relaxed).to_string()),
+    );
     metric(
         "confab_relay_stalled_shards",
         "SFU shard threads whose loop has not run for 5 s (stuck or dead); /healthz fails while this is not 0.",
@@ -93,7 +103,10 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
             "confab_turn_refused_total",
             "TURN requests refused: a credential the node did not issue, that expired or whose MESSAGE-INTEGRITY did not match, or a peer address that is private or local.",
             "counter",
-            &[("{reason=\"credentials\"}", turn.refused_credentials.load(Ordering::Relaxed).to_string()), ("{reason=\"peer\"}", turn.refused_peers.load(Ordering::Relaxed).to_string())],
+            &[
+                ("{reason=\"credentials\"}", turn.refused_credentials.load(Ordering::Relaxed).to_string()),
+                ("{reason=\"peer\"}", turn.refused_peers.load(Ordering::Relaxed).to_string()),
+            ],
         );
     }
     let cpu: Vec<(&str, String)> = process.cpu_seconds.map(|s| ("", format!("{s:.2}"))).into_iter().collect();
@@ -111,7 +124,12 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
         "From a packet's arrival at the SFU to its departure to each subscriber (decryption, routing, the subscriber's pacer queue, encryption).",
         &media.hop_latency,
     );
-    histogram(&mut out, "confab_media_send_queue_age_seconds", "Age of the oldest packet in each subscriber slot's send queue, sampled every 200 ms.", &media.queue_age);
+    histogram(
+        &mut out,
+        "confab_media_send_queue_age_seconds",
+        "Age of the oldest packet in each subscriber slot's send queue, sampled every 200 ms.",
+        &media.queue_age,
+    );
     out
 }
 

@@ -2,8 +2,8 @@
 //! high-entropy, so a SHA-256 digest is enough to store them (a slow hash buys nothing);
 //! passwords are low-entropy, so they get argon2id.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use sha2::{Digest, Sha256};
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {
@@ -49,10 +49,7 @@ pub fn check_password_rules(password: &str) -> Result<(), String> {
 /// argon2id with the crate's defaults (19 MiB, 2 passes, 1 lane: OWASP's recommendation).
 pub fn hash_password(password: &str) -> String {
     let salt = SaltString::encode_b64(&random_bytes::<16>()).expect("16 bytes is a valid salt length");
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .expect("argon2 with default parameters cannot fail on a bounded password")
-        .to_string()
+    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 with default parameters cannot fail on a bounded password").to_string()
 }
 
 pub fn verify_password(password: &str, stored: &str) -> bool {

@@ -265,9 +265,7 @@ impl Relay {
             let mut directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
             let shard = match directory.placed.get(&peer) {
                 Some(shard) => *shard,
-                None => (0..self.mailboxes.len())
-                    .min_by_key(|s| (self.counters.shard_participants[*s].load(Ordering::Relaxed), *s))
-                    .unwrap_or(0),
+                None => (0..self.mailboxes.len()).min_by_key(|s| (self.counters.shard_participants[*s].load(Ordering::Relaxed), *s)).unwrap_or(0),
             };
             let next = directory.next_room;
             let entry = directory.rooms.entry(peer.room.clone()).or_insert((RoomId(next), shard, 0));

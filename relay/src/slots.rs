@@ -24,11 +24,8 @@ pub type Assignment = BTreeMap<Mid, Source>;
 /// priority order (the first ones win when there are more sources than slots).
 pub fn assign(previous: &Assignment, slots: &[Mid], sources: &[Source]) -> Assignment {
     let allowed: Vec<&Source> = sources.iter().take(slots.len()).collect();
-    let mut next: Assignment = previous
-        .iter()
-        .filter(|(slot, source)| slots.contains(slot) && allowed.contains(source))
-        .map(|(slot, source)| (*slot, *source))
-        .collect();
+    let mut next: Assignment =
+        previous.iter().filter(|(slot, source)| slots.contains(slot) && allowed.contains(source)).map(|(slot, source)| (*slot, *source)).collect();
     for source in allowed {
         if next.values().any(|s| s == source) {
             continue;

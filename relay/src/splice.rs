@@ -164,10 +164,17 @@ impl Splicer {
         }
         let seq = p.seq.wrapping_add(current.seq_offset);
         let timestamp = p.timestamp.wrapping_add(current.ts_offset);
-        let picture_id = p.vp8.and_then(|v| v.picture_id).map(|pid| PictureId { value: pid.value.wrapping_add(current.pid_offset) % pid.modulus(), wide: pid.wide });
+        let picture_id =
+            p.vp8.and_then(|v| v.picture_id).map(|pid| PictureId { value: pid.value.wrapping_add(current.pid_offset) % pid.modulus(), wide: pid.wide });
         let tl0_pic_idx = p.vp8.and_then(|v| v.tl0_pic_idx).map(|t| t.wrapping_add(current.tl0_offset));
         if self.last.is_none_or(|l| seq > l.seq) {
-            self.last = Some(Last { seq, timestamp, at: p.arrival, picture_id: picture_id.or(self.last.and_then(|l| l.picture_id)), tl0_pic_idx: tl0_pic_idx.or(self.last.and_then(|l| l.tl0_pic_idx)) });
+            self.last = Some(Last {
+                seq,
+                timestamp,
+                at: p.arrival,
+                picture_id: picture_id.or(self.last.and_then(|l| l.picture_id)),
+                tl0_pic_idx: tl0_pic_idx.or(self.last.and_then(|l| l.tl0_pic_idx)),
+            });
         }
         Verdict::Forward(Rewritten { seq, timestamp, picture_id: picture_id.map(|p| p.value), tl0_pic_idx, switched: restart })
     }
@@ -213,7 +220,8 @@ mod tests {
 
     /// A packet of `f`, numbered `seq` and `timestamp` in its own feed, arriving `ms` in.
     fn packet(f: Feed, seq: u64, timestamp: u32, start: bool, t0: Instant, ms: u64, pid: u16) -> Incoming {
-        let vp8 = Vp8Info { frame_start: start, keyframe: start, size: None, picture_id: Some(PictureId { value: pid, wide: true }), tl0_pic_idx: Some(pid as u8) };
+        let vp8 =
+            Vp8Info { frame_start: start, keyframe: start, size: None, picture_id: Some(PictureId { value: pid, wide: true }), tl0_pic_idx: Some(pid as u8) };
         Incoming { feed: f, seq, timestamp, start, arrival: t0 + Duration::from_millis(ms), vp8: Some(vp8) }
     }
 

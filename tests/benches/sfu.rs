@@ -94,7 +94,9 @@ impl Janus {
         let port = 8188;
         std::fs::write(
             dir.path().join("janus.transport.websockets.jcfg"),
-            format!("general: {{ json = \"plain\" ws = true ws_port = {port} ws_ip = \"{ip}\" wss = false }}\nadmin: {{ admin_ws = false admin_wss = false }}\n"),
+            format!(
+                "general: {{ json = \"plain\" ws = true ws_port = {port} ws_ip = \"{ip}\" wss = false }}\nadmin: {{ admin_ws = false admin_wss = false }}\n"
+            ),
         )
         .unwrap();
         let child = ns

@@ -172,7 +172,11 @@ impl Participant {
                 return now;
             }
             if Instant::now() > deadline {
-                panic!("{} did not receive audio and video from all of {from:?} within 30 s.\nbefore: {before:#?}\nnow: {now:#?}\nconsole:\n{}", self.name, self.log().await);
+                panic!(
+                    "{} did not receive audio and video from all of {from:?} within 30 s.\nbefore: {before:#?}\nnow: {now:#?}\nconsole:\n{}",
+                    self.name,
+                    self.log().await
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -211,19 +215,13 @@ impl Participant {
 
     /// Waits until the tile of `id` satisfies `check`.
     pub async fn wait_tile(&self, id: &str, what: &str, check: impl Fn(&Tile) -> bool) -> Tile {
-        crate::eventually(&format!("{}: tile {id} {what}", self.name), Duration::from_secs(20), || async {
-            self.tile(id).await.filter(|t| check(t))
-        })
-        .await
+        crate::eventually(&format!("{}: tile {id} {what}", self.name), Duration::from_secs(20), || async { self.tile(id).await.filter(|t| check(t)) }).await
     }
 
     /// Waits until the tile of `id` is gone and returns how long that took.
     pub async fn wait_tile_gone(&self, id: &str, within: Duration) -> Duration {
         let started = Instant::now();
-        crate::eventually(&format!("{}: tile {id} to go within {within:?}", self.name), within, || async {
-            self.tile(id).await.is_none().then_some(())
-        })
-        .await;
+        crate::eventually(&format!("{}: tile {id} to go within {within:?}", self.name), within, || async { self.tile(id).await.is_none().then_some(()) }).await;
         started.elapsed()
     }
 

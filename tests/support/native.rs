@@ -18,7 +18,7 @@ use bytes::Bytes;
 use rtc::media::Sample;
 use rtc::media::io::ivf_reader::IVFReader;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCPFeedback, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -27,8 +27,8 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, register_default_interceptors,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, register_default_interceptors,
 };
 
 use crate::signaling::{Heard, Signaling};
@@ -321,7 +321,11 @@ impl NativeParticipant {
                     },
                 };
                 if rate.audio.packets == 0 || rate.video.frames == 0 {
-                    return Err(format!("connection {:?}, in the last second from {id}: {rate:?}; slots {:?}", self.connection_state(), self.slots.lock().unwrap()));
+                    return Err(format!(
+                        "connection {:?}, in the last second from {id}: {rate:?}; slots {:?}",
+                        self.connection_state(),
+                        self.slots.lock().unwrap()
+                    ));
                 }
                 rates.insert(id.to_string(), rate);
             }

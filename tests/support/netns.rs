@@ -45,11 +45,7 @@ pub struct Namespace {
 
 fn run(args: &[&str]) -> Result<(), String> {
     let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().map_err(|e| format!("cannot run {}: {e}", args[0]))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{}` failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
-    }
+    if out.status.success() { Ok(()) } else { Err(format!("`{}` failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim())) }
 }
 
 fn must(args: &[&str]) {
@@ -161,9 +157,15 @@ impl Namespace {
                 let (protocol, port) = (protocol.to_string(), port.to_string());
                 if port == "0" {
                     // Port 0: every port of that protocol.
-                    tc(&["filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "2", "u32", "match", "ip", "protocol", &protocol, "0xff", "flowid", "1:10"]);
+                    tc(&[
+                        "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "2", "u32", "match", "ip", "protocol", &protocol, "0xff",
+                        "flowid", "1:10",
+                    ]);
                 } else {
-                    tc(&["filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "2", "u32", "match", "ip", "protocol", &protocol, "0xff", "match", "ip", direction, &port, "0xffff", "flowid", "1:10"]);
+                    tc(&[
+                        "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "2", "u32", "match", "ip", "protocol", &protocol, "0xff",
+                        "match", "ip", direction, &port, "0xffff", "flowid", "1:10",
+                    ]);
                 }
             }
         }

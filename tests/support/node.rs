@@ -81,7 +81,11 @@ impl Node {
             // A free loopback port, unless the test says where to listen.
             .args(if options.iter().any(|o| o == "--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] })
             // TURN on a free port of the same address, unless the test says otherwise.
-            .args(if options.iter().any(|o| o == "--turn-listen") { Vec::new() } else { vec!["--turn-listen".to_string(), format!("{}:0", listen_ip(options))] })
+            .args(if options.iter().any(|o| o == "--turn-listen") {
+                Vec::new()
+            } else {
+                vec!["--turn-listen".to_string(), format!("{}:0", listen_ip(options))]
+            })
             .arg("--log")
             // CONFAB_TEST_LOG (e.g. `warn,confab_relay=debug`) shows more of the node's log.
             .arg(std::env::var("CONFAB_TEST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -209,20 +213,11 @@ impl Drop for Node {
 
 /// An HTTPS client that accepts the node's self-signed certificate and keeps cookies.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .cookie_store(true)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().danger_accept_invalid_certs(true).cookie_store(true).timeout(Duration::from_secs(30)).build().unwrap()
 }
 
 pub async fn signup(c: &reqwest::Client, node: &Node, username: &str, password: &str, token: &str) -> reqwest::Response {
-    c.post(node.api("/api/signup"))
-        .json(&json!({"username": username, "password": password, "token": token}))
-        .send()
-        .await
-        .unwrap()
+    c.post(node.api("/api/signup")).json(&json!({"username": username, "password": password, "token": token})).send().await.unwrap()
 }
 
 pub async fn login(c: &reqwest::Client, node: &Node, username: &str, password: &str) -> reqwest::Response {
@@ -264,10 +259,8 @@ pub async fn register_invite(
     let cert_text = res.json::<Value>().await.unwrap()["certificate"].as_str().unwrap().to_string();
     let cert = confab_keys::AccountCertificate::from_text(&cert_text).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let invite = key.invite(
-        &cert,
-        confab_keys::InviteBody { id, room: confab_keys::RoomName::parse(room).unwrap(), role, not_before: now, expires: now + secs },
-    );
+    let invite =
+        key.invite(&cert, confab_keys::InviteBody { id, room: confab_keys::RoomName::parse(room).unwrap(), role, not_before: now, expires: now + secs });
     let text = invite.to_text();
     let res = c.post(node.api("/api/invites")).json(&json!({"invite": text})).send().await.unwrap();
     (text, res)
@@ -276,11 +269,7 @@ pub async fn register_invite(
 /// The resident set of process `pid`, in KiB (VmRSS in /proc/PID/status).
 pub fn resident_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process is running");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).expect("VmRSS in /proc/PID/status")
 }
 
 /// What `/api/invites/check` says: the status and the error code (or "ok").

@@ -173,6 +173,9 @@ pub async fn credentials(node: &crate::Node, link: &str) -> (String, String, Vec
 /// The address in the first of `urls` with this scheme and transport
 /// (`turn:1.2.3.4:5?transport=udp` → 1.2.3.4:5).
 pub fn address(urls: &[String], scheme: &str, transport: &str) -> SocketAddr {
-    let url = urls.iter().find(|u| u.starts_with(scheme) && u.ends_with(&format!("transport={transport}"))).unwrap_or_else(|| panic!("no {scheme} {transport} URL in {urls:?}"));
+    let url = urls
+        .iter()
+        .find(|u| u.starts_with(scheme) && u.ends_with(&format!("transport={transport}")))
+        .unwrap_or_else(|| panic!("no {scheme} {transport} URL in {urls:?}"));
     url[scheme.len()..].split('?').next().unwrap().parse().unwrap()
 }

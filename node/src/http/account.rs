@@ -140,8 +140,5 @@ async fn me(state: web::Data<AppState>, LoggedIn(account): LoggedIn) -> Result<H
     let id = account.id;
     let now = clock::now();
     let certificates = state.db(move |s| s.live_certificates(id, now)).await?;
-    Ok(HttpResponse::Ok().json(MeView {
-        account: AccountView::from(&account),
-        certificates: certificates.iter().map(|c| c.to_hex()).collect(),
-    }))
+    Ok(HttpResponse::Ok().json(MeView { account: AccountView::from(&account), certificates: certificates.iter().map(|c| c.to_hex()).collect() }))
 }

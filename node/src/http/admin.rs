@@ -30,12 +30,7 @@ fn no_such_account(name: &str) -> ApiError {
     ApiError::not_found("account_unknown", format!("There is no account named {name:?}."))
 }
 
-async fn set_ticketmaster(
-    state: web::Data<AppState>,
-    who: LoggedIn,
-    path: web::Path<String>,
-    body: web::Json<GrantRequest>,
-) -> Result<HttpResponse, ApiError> {
+async fn set_ticketmaster(state: web::Data<AppState>, who: LoggedIn, path: web::Path<String>, body: web::Json<GrantRequest>) -> Result<HttpResponse, ApiError> {
     let admin = who.require_admin()?;
     let name = path.into_inner();
     let key = name.to_ascii_lowercase();

@@ -58,11 +58,7 @@ impl ApiError {
 
     /// A POST whose body is not declared as JSON (see `require_json_posts`).
     pub fn not_json() -> ApiError {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not_json",
-            "The request body must be JSON, sent with Content-Type: application/json.",
-        )
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_json", "The request body must be JSON, sent with Content-Type: application/json.")
     }
 
     pub fn internal() -> ApiError {
@@ -113,11 +109,9 @@ impl From<TokenError> for ApiError {
         match e {
             TokenError::Unknown => ApiError::bad_request("token_invalid", message),
             TokenError::AlreadyUsed { .. } => ApiError::conflict("token_used", message),
-            TokenError::Expired { at } => ApiError::new(
-                StatusCode::GONE,
-                "token_expired",
-                format!("This sign-up token expired at {}: ask a ticketmaster for a new one.", format_utc(at)),
-            ),
+            TokenError::Expired { at } => {
+                ApiError::new(StatusCode::GONE, "token_expired", format!("This sign-up token expired at {}: ask a ticketmaster for a new one.", format_utc(at)))
+            }
             TokenError::Revoked { .. } => ApiError::new(StatusCode::GONE, "token_revoked", message),
         }
     }
@@ -127,10 +121,9 @@ impl From<SignupError> for ApiError {
     fn from(e: SignupError) -> ApiError {
         match e {
             SignupError::Token(t) => t.into(),
-            SignupError::UsernameTaken(name) => ApiError::conflict(
-                "username_taken",
-                format!("The username {name:?} is taken (names are compared without regard to case). Choose another."),
-            ),
+            SignupError::UsernameTaken(name) => {
+                ApiError::conflict("username_taken", format!("The username {name:?} is taken (names are compared without regard to case). Choose another."))
+            }
             SignupError::Store(s) => s.into(),
         }
     }
@@ -152,34 +145,21 @@ impl From<CapabilityError> for ApiError {
         let (code, message) = match &e {
             Malformed(d) => return d.clone().into(),
             WrongNode => ("capability_wrong_node", format!("This invite was made for another Confab server. {ask}")),
-            BadCertificateSignature | BadInviteSignature => (
-                "capability_bad_signature",
-                format!("This invite's signature does not match: the link was altered or cut short. {ask}"),
-            ),
-            CertificateExpired { at } => (
-                "capability_issuer_expired",
-                format!("The inviting account's certificate expired at {}. {ask}", format_utc(*at)),
-            ),
+            BadCertificateSignature | BadInviteSignature => {
+                ("capability_bad_signature", format!("This invite's signature does not match: the link was altered or cut short. {ask}"))
+            }
+            CertificateExpired { at } => ("capability_issuer_expired", format!("The inviting account's certificate expired at {}. {ask}", format_utc(*at))),
             CertificateNotYetValid { from } | NotYetValid { from } => {
                 ("capability_not_yet_valid", format!("This invite is not valid before {}.", format_utc(*from)))
             }
             Expired { at } => ("capability_expired", format!("This invite expired at {}. {ask}", format_utc(*at))),
-            WrongRoom { invited, requested } => (
-                "capability_wrong_room",
-                format!("This invite is for the meeting {invited:?}, not {requested:?}."),
-            ),
+            WrongRoom { invited, requested } => ("capability_wrong_room", format!("This invite is for the meeting {invited:?}, not {requested:?}.")),
             Revoked { .. } => ("capability_revoked", format!("This invite was revoked by the person who made it. {ask}")),
-            CertificateRevoked { .. } => (
-                "capability_revoked",
-                format!("This invite is no longer valid: the inviting account was disabled or its key withdrawn. {ask}"),
-            ),
-            RoleNotGranted { granted, claimed } => {
-                ("capability_role", format!("This invite lets you join as {granted}, not as {claimed}."))
+            CertificateRevoked { .. } => {
+                ("capability_revoked", format!("This invite is no longer valid: the inviting account was disabled or its key withdrawn. {ask}"))
             }
-            ExceedsIssuerRole { .. } | OutlivesIssuer => (
-                "capability_exceeds_issuer",
-                format!("This invite claims more than its issuer may grant. {ask}"),
-            ),
+            RoleNotGranted { granted, claimed } => ("capability_role", format!("This invite lets you join as {granted}, not as {claimed}.")),
+            ExceedsIssuerRole { .. } | OutlivesIssuer => ("capability_exceeds_issuer", format!("This invite claims more than its issuer may grant. {ask}")),
         };
         ApiError::forbidden(code, message)
     }

@@ -46,11 +46,7 @@ async fn certify_key(state: web::Data<AppState>, LoggedIn(account): LoggedIn, bo
     let now = clock::now();
     let st = state.clone();
     let cert = state.db(move |s| certify(s, &st.node_key, &account, public_key, now)).await?;
-    Ok(HttpResponse::Created().json(Certified {
-        certificate: cert.to_text(),
-        id: cert.body().id.to_hex(),
-        expires_at: cert.body().expires,
-    }))
+    Ok(HttpResponse::Created().json(Certified { certificate: cert.to_text(), id: cert.body().id.to_hex(), expires_at: cert.body().expires }))
 }
 
 fn parse_public_key(text: &str) -> Result<[u8; 32], ApiError> {
@@ -191,10 +187,7 @@ async fn register_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn
     if !state.db(move |s| s.record_invite(&rec)).await? {
         return Err(ApiError::conflict("invite_exists", "This invite is already registered."));
     }
-    Ok(HttpResponse::Created().json(Registered {
-        invite: InviteView::new(&record, now),
-        link: format!("{}/m/{}#{}", state.public_url, room, text.trim()),
-    }))
+    Ok(HttpResponse::Created().json(Registered { invite: InviteView::new(&record, now), link: format!("{}/m/{}#{}", state.public_url, room, text.trim()) }))
 }
 
 #[derive(Deserialize)]
@@ -230,8 +223,7 @@ async fn check_invite(state: web::Data<AppState>, body: web::Json<CheckInvite>) 
 }
 
 async fn revoke_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = CapabilityId::from_hex(&path.into_inner())
-        .ok_or_else(|| ApiError::bad_request("invite_id_invalid", "An invite id is 32 hexadecimal digits."))?;
+    let id = CapabilityId::from_hex(&path.into_inner()).ok_or_else(|| ApiError::bad_request("invite_id_invalid", "An invite id is 32 hexadecimal digits."))?;
     let now = clock::now();
     match state.db(move |s| s.revoke_invite(account.id, id, now)).await? {
         None => Err(ApiError::not_found("invite_unknown", "You have no invite with that id.")),

@@ -116,27 +116,21 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
 
 /// Routes and middleware, shared by the server and by tests that run the app in-process.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(JSON_LIMIT)
-            .error_handler(|err, _req| json_error(err).into()),
-    )
-    .app_data(web::PathConfig::default().error_handler(|err, _req| {
-        ApiError::bad_request("bad_path", format!("This address is not valid: {err}.")).into()
-    }))
-    .route("/healthz", web::get().to(healthz))
-    .route("/metrics", web::get().to(metrics))
-    .configure(signaling::routes)
-    .service(
-        web::scope("/api")
-            .wrap(actix_web::middleware::from_fn(require_json_posts))
-            .configure(account::routes)
-            .configure(tokens::routes)
-            .configure(admin::routes)
-            .configure(meetings::routes)
-            .default_service(web::to(api_not_found)),
-    )
-    .configure(pages::routes);
+    cfg.app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(|err, _req| json_error(err).into()))
+        .app_data(web::PathConfig::default().error_handler(|err, _req| ApiError::bad_request("bad_path", format!("This address is not valid: {err}.")).into()))
+        .route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
+        .configure(signaling::routes)
+        .service(
+            web::scope("/api")
+                .wrap(actix_web::middleware::from_fn(require_json_posts))
+                .configure(account::routes)
+                .configure(tokens::routes)
+                .configure(admin::routes)
+                .configure(meetings::routes)
+                .default_service(web::to(api_not_found)),
+        )
+        .configure(pages::routes);
 }
 
 /// Every POST to the API carries JSON. A cross-site page can send JSON only after a CORS
@@ -198,9 +192,12 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(crate::metrics::render(state.hub.counts(), &state.relay.counters, state.turn.as_ref().map(|(_, t)| &*t.counters), crate::metrics::ProcessFigures::read()))
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::metrics::render(
+        state.hub.counts(),
+        &state.relay.counters,
+        state.turn.as_ref().map(|(_, t)| &*t.counters),
+        crate::metrics::ProcessFigures::read(),
+    ))
 }
 
 async fn api_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -75,7 +75,8 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 
 /// A page that explains an error. `message` is escaped: it may quote what the visitor sent.
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
-    let template = Assets::get("error.html").map(|f| String::from_utf8_lossy(&f.data).into_owned()).unwrap_or_else(|| "<h1>{{title}}</h1><p>{{message}}</p>".into());
+    let template =
+        Assets::get("error.html").map(|f| String::from_utf8_lossy(&f.data).into_owned()).unwrap_or_else(|| "<h1>{{title}}</h1><p>{{message}}</p>".into());
     let body = template.replace("{{title}}", &escape_html(title)).replace("{{message}}", &escape_html(message));
     HttpResponse::build(status).insert_header((CONTENT_TYPE, "text/html; charset=utf-8")).body(body)
 }

@@ -59,7 +59,8 @@ impl FromRequest for LoggedIn {
         let cookie = req.cookie(COOKIE).map(|c| c.value().to_string());
         Box::pin(async move {
             let state = state.ok_or_else(ApiError::internal)?;
-            let not_logged_in = || ApiError::new(actix_web::http::StatusCode::UNAUTHORIZED, "not_logged_in", "You are not logged in (or your session ended). Log in again.");
+            let not_logged_in =
+                || ApiError::new(actix_web::http::StatusCode::UNAUTHORIZED, "not_logged_in", "You are not logged in (or your session ended). Log in again.");
             let value = cookie.ok_or_else(not_logged_in)?;
             let d = digest(&value);
             let now = clock::now();

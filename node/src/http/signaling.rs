@@ -16,9 +16,9 @@ use crate::clock;
 use crate::meeting::budget::Budget;
 use crate::meeting::hub::Outbound;
 use crate::meeting::protocol::{self, ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, ServerMessage, SlotView};
-use confab_relay::{Notice, PeerKey};
 use crate::meeting::room::{CloseWhy, ConnId, RoomError, Seat};
 use crate::secrets;
+use confab_relay::{Notice, PeerKey};
 
 /// How long a new connection has to send its `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -212,7 +212,12 @@ impl Connection {
                     return Err(RoomError::NotSeated.to_protocol());
                 };
                 let peer = PeerKey { room: room.to_string(), participant: participant.0 };
-                let answer = self.state.relay.publish(peer, sdp).await.map_err(|e| ProtocolError::new("sfu_refused", format!("The SFU refused the connection: {e}.")))?;
+                let answer = self
+                    .state
+                    .relay
+                    .publish(peer, sdp)
+                    .await
+                    .map_err(|e| ProtocolError::new("sfu_refused", format!("The SFU refused the connection: {e}.")))?;
                 let _ = self.send(&ServerMessage::SfuAnswer { sdp: answer }).await;
                 Ok(())
             }

@@ -14,9 +14,7 @@ pub const NOTE_MAX: usize = 200;
 pub const DEFAULT_TOKEN_LIFETIME: &str = "7d";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/tokens", web::get().to(list))
-        .route("/tokens", web::post().to(issue))
-        .route("/tokens/{id}/revoke", web::post().to(revoke));
+    cfg.route("/tokens", web::get().to(list)).route("/tokens", web::post().to(issue)).route("/tokens/{id}/revoke", web::post().to(revoke));
 }
 
 #[derive(Serialize)]
@@ -81,20 +79,14 @@ async fn issue(state: web::Data<AppState>, who: LoggedIn, body: web::Json<IssueR
     if note.chars().count() > NOTE_MAX {
         return Err(ApiError::bad_request("note_too_long", format!("A note has at most {NOTE_MAX} characters.")));
     }
-    let lifetime: Span = expires
-        .as_deref()
-        .unwrap_or(DEFAULT_TOKEN_LIFETIME)
-        .parse()
-        .map_err(|e: String| ApiError::bad_request("expires_invalid", format!("Expiry: {e}.")))?;
+    let lifetime: Span =
+        expires.as_deref().unwrap_or(DEFAULT_TOKEN_LIFETIME).parse().map_err(|e: String| ApiError::bad_request("expires_invalid", format!("Expiry: {e}.")))?;
     let now = clock::now();
     let token = secrets::new_signup_token();
     let digest = secrets::digest(&token);
     let expires_at = now + lifetime.secs();
-    let id = state
-        .db(move |s| {
-            s.issue_token(NewToken { digest: &digest, note: &note, issued_by: Some(account.id), expires_at, grants_admin: false }, now)
-        })
-        .await?;
+    let id =
+        state.db(move |s| s.issue_token(NewToken { digest: &digest, note: &note, issued_by: Some(account.id), expires_at, grants_admin: false }, now)).await?;
     Ok(HttpResponse::Created().json(Issued { id, token, expires_at }))
 }
 

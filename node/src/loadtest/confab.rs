@@ -231,19 +231,12 @@ fn active_layers(m: &Value) -> Vec<String> {
 }
 
 fn slot_map(m: &Value) -> BTreeMap<String, String> {
-    m["slots"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| Some((s["mid"].as_str()?.to_string(), s["participant"].as_str()?.to_string())))
-        .collect()
+    m["slots"].as_array().into_iter().flatten().filter_map(|s| Some((s["mid"].as_str()?.to_string(), s["participant"].as_str()?.to_string()))).collect()
 }
 
 /// Speaker view: the one on stage large, everyone else as a thumbnail.
 fn view(others: &[String], speaker: Option<&str>) -> Value {
-    let tiles: Vec<Value> = others
-        .iter()
-        .map(|p| json!({"participant": p, "height": if Some(p.as_str()) == speaker { SPEAKER_HEIGHT } else { THUMBNAIL_HEIGHT }}))
-        .collect();
+    let tiles: Vec<Value> =
+        others.iter().map(|p| json!({"participant": p, "height": if Some(p.as_str()) == speaker { SPEAKER_HEIGHT } else { THUMBNAIL_HEIGHT }})).collect();
     json!({"type": "sfu-view", "tiles": tiles})
 }

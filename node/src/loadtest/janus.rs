@@ -171,8 +171,7 @@ impl Bot {
         sender.accept_answer(pending, answer)?;
 
         // Whom to watch: the next nine bots after us, the first of them large.
-        let wanted: Vec<String> =
-            (1..self.bots).map(|k| format!("bot-{:03}", (self.index + k) % self.bots)).take(SUBSCRIPTIONS).collect();
+        let wanted: Vec<String> = (1..self.bots).map(|k| format!("bot-{:03}", (self.index + k) % self.bots)).take(SUBSCRIPTIONS).collect();
         let mut receiver: Option<Peer> = None;
         let mut subscriber = None;
         let mut mids: BTreeMap<String, String> = BTreeMap::new();
@@ -186,11 +185,8 @@ impl Bot {
             }
             if receiver.is_none() && wanted.iter().all(|w| feeds.contains_key(w)) {
                 let handle = session.attach().await?;
-                let streams: Vec<Value> = wanted
-                    .iter()
-                    .enumerate()
-                    .map(|(i, w)| json!({"feed": feeds[w], "substream": if i == 0 { 2 } else { 0 }, "temporal": 2}))
-                    .collect();
+                let streams: Vec<Value> =
+                    wanted.iter().enumerate().map(|(i, w)| json!({"feed": feeds[w], "substream": if i == 0 { 2 } else { 0 }, "temporal": 2})).collect();
                 let attached = session.message(handle, json!({"request": "join", "ptype": "subscriber", "room": self.room, "streams": streams}), None).await?;
                 let offer = attached["jsep"]["sdp"].as_str().context("Janus offered no streams to subscribe to")?;
                 let mut peer = Peer::bind(self.ip).await?;

@@ -146,7 +146,11 @@ impl Peer {
                 .iter()
                 .map(|spec| OutLayer {
                     rid: Rid::from(spec.rid),
-                    frames: if p.clips { Frames::clip(spec.rid).unwrap_or_else(|| Frames::synthetic(spec.clone(), p.fps)) } else { Frames::synthetic(spec.clone(), p.fps) },
+                    frames: if p.clips {
+                        Frames::clip(spec.rid).unwrap_or_else(|| Frames::synthetic(spec.clone(), p.fps))
+                    } else {
+                        Frames::synthetic(spec.clone(), p.fps)
+                    },
                     seq: 1,
                     picture_id: 0,
                     active: true,
@@ -234,7 +238,8 @@ impl Peer {
                             self.receipts.receive_hold.record(now.saturating_duration_since(datagram.arrival).as_secs_f64() * 1000.0);
                         }
                         let Ok(contents) = datagram.contents.try_into() else { continue };
-                        let input = Input::Receive(datagram.arrival, Receive { proto: Protocol::Udp, source: datagram.source, destination: self.local, contents });
+                        let input =
+                            Input::Receive(datagram.arrival, Receive { proto: Protocol::Udp, source: datagram.source, destination: self.local, contents });
                         if let Err(e) = self.rtc.handle_input(input) {
                             self.failed = Some(format!("input refused: {e}"));
                             return Ok(());

@@ -89,9 +89,7 @@ impl Hub {
     pub fn act<R>(&self, room: &str, conn: ConnId, queue: &mpsc::Sender<Outbound>, f: impl FnOnce(&mut Room, Millis) -> R) -> R {
         let now = self.now();
         let mut rooms = self.lock();
-        let entry = rooms
-            .entry(room.to_string())
-            .or_insert_with(|| RoomEntry { room: Room::new(room, self.config.clone()), queues: HashMap::new() });
+        let entry = rooms.entry(room.to_string()).or_insert_with(|| RoomEntry { room: Room::new(room, self.config.clone()), queues: HashMap::new() });
         entry.queues.insert(conn, queue.clone());
         let result = f(&mut entry.room, now);
         entry.deliver(now, &self.departed);

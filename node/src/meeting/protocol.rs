@@ -86,21 +86,32 @@ pub enum ClientMessage {
         candidate: Option<IceCandidate>,
     },
     /// What this participant currently sends: shown to the others.
-    Media { audio: bool, video: bool },
+    Media {
+        audio: bool,
+        video: bool,
+    },
     /// Hosts only: remove another participant from the meeting.
-    Remove { participant: ParticipantId },
+    Remove {
+        participant: ParticipantId,
+    },
     Leave {},
     Ping {},
     /// In SFU mode: the offer for this participant's one connection to the node's relay
     /// (its own audio and video to send, and receive-only slots for the others').
-    SfuOffer { sdp: String },
+    SfuOffer {
+        sdp: String,
+    },
     /// In SFU mode: how tall (in device pixels) each other participant's video is shown, so
     /// that the relay forwards the simulcast layer that fills it and no more. Participants
     /// left out get the default (360).
-    SfuView { tiles: Vec<TileView> },
+    SfuView {
+        tiles: Vec<TileView>,
+    },
     /// In mesh mode: the direct connection to `participant` did not come up in time; the
     /// room moves to the SFU, which every browser can reach.
-    MeshFailed { participant: ParticipantId },
+    MeshFailed {
+        participant: ParticipantId,
+    },
 }
 
 /// One tile's size, as `sfu-view` reports it.
@@ -210,10 +221,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
 }
 
 pub fn too_large(len: usize) -> ProtocolError {
-    ProtocolError::new(
-        "message_too_large",
-        format!("A signaling message may be at most {} KiB; this one is {} bytes.", MAX_MESSAGE_BYTES / 1024, len),
-    )
+    ProtocolError::new("message_too_large", format!("A signaling message may be at most {} KiB; this one is {} bytes.", MAX_MESSAGE_BYTES / 1024, len))
 }
 
 /// Checks a signal's contents: one description or one candidate, each within bounds.
@@ -282,8 +290,7 @@ fn is_visible(c: char) -> bool {
 }
 
 fn is_invisible_control(c: char) -> bool {
-    (c.is_control() && !c.is_whitespace())
-        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+    (c.is_control() && !c.is_whitespace()) || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
 // ---------------------------------------------------------------------------------------
@@ -306,9 +313,16 @@ pub enum ServerMessage {
         reconnect_grace_secs: u64,
         ice_servers: Vec<IceServer>,
     },
-    Joined { participant: ParticipantView },
-    Updated { participant: ParticipantView },
-    Left { participant: ParticipantId, reason: LeftReason },
+    Joined {
+        participant: ParticipantView,
+    },
+    Updated {
+        participant: ParticipantView,
+    },
+    Left {
+        participant: ParticipantId,
+        reason: LeftReason,
+    },
     Signal {
         from: ParticipantId,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -316,20 +330,36 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         candidate: Option<IceCandidate>,
     },
-    Mode { mode: MediaMode },
+    Mode {
+        mode: MediaMode,
+    },
     /// Sent to a participant a host removed, just before the node closes the connection.
-    Removed { by: String },
-    Error { code: &'static str, message: String },
+    Removed {
+        by: String,
+    },
+    Error {
+        code: &'static str,
+        message: String,
+    },
     Pong {},
     /// The relay's answer to `sfu-offer`.
-    SfuAnswer { sdp: String },
+    SfuAnswer {
+        sdp: String,
+    },
     /// Which participant's audio or video each receive slot (m-line `mid`) now carries.
-    SfuSlots { slots: Vec<SlotView> },
+    SfuSlots {
+        slots: Vec<SlotView>,
+    },
     /// The dominant speaker changed (SFU mode; from audio levels).
-    Speaker { participant: ParticipantId },
+    Speaker {
+        participant: ParticipantId,
+    },
     /// SFU mode: send only these simulcast encodings (rids) of the video track `mid`;
     /// nobody receives the others. Pause the rest (`RTCRtpEncodingParameters.active`).
-    SfuLayers { mid: String, active: Vec<String> },
+    SfuLayers {
+        mid: String,
+        active: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -423,10 +453,7 @@ mod tests {
             (r#"{"type":"signal","to":"bob","candidate":{"candidate":""}}"#, "bad_message"),
             (r#"{"type":"signal","to":"p2","description":{"type":"pranswer","sdp":""}}"#, "bad_message"),
             (r#"{"type":"signal","to":"p2","candidate":{"candidate":"a\r\nb"}}"#, "bad_signal"),
-            (
-                r#"{"type":"signal","to":"p2","description":{"type":"offer","sdp":""},"candidate":{"candidate":""}}"#,
-                "bad_signal",
-            ),
+            (r#"{"type":"signal","to":"p2","description":{"type":"offer","sdp":""},"candidate":{"candidate":""}}"#, "bad_signal"),
         ];
         for (text, code) in cases {
             assert_eq!(parse(text).unwrap_err().code, code, "{text}");
@@ -465,12 +492,10 @@ mod tests {
     fn server_messages_have_the_documented_shape() {
         let left = serde_json::to_value(ServerMessage::Left { participant: ParticipantId(3), reason: LeftReason::TimedOut }).unwrap();
         assert_eq!(left, serde_json::json!({"type": "left", "participant": "p3", "reason": "timed-out"}));
-        let signal = ServerMessage::signal(ParticipantId(1), SignalPayload::Candidate(IceCandidate {
-            candidate: String::new(),
-            sdp_mid: Some("0".into()),
-            sdp_m_line_index: Some(0),
-            username_fragment: None,
-        }));
+        let signal = ServerMessage::signal(
+            ParticipantId(1),
+            SignalPayload::Candidate(IceCandidate { candidate: String::new(), sdp_mid: Some("0".into()), sdp_m_line_index: Some(0), username_fragment: None }),
+        );
         assert_eq!(
             serde_json::to_value(signal).unwrap(),
             serde_json::json!({"type": "signal", "from": "p1", "candidate": {"candidate": "", "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": null}})

@@ -8,10 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use confab_keys::Role;
 
-use super::protocol::{
-    IceServer, LeftReason, MediaMode, PROTOCOL_VERSION, ParticipantId, ParticipantView, ProtocolError, ServerMessage,
-    SignalPayload,
-};
+use super::protocol::{IceServer, LeftReason, MediaMode, PROTOCOL_VERSION, ParticipantId, ParticipantView, ProtocolError, ServerMessage, SignalPayload};
 
 /// Monotonic milliseconds, from whatever origin the caller chose.
 /// The ICE servers for one participant's connections (TURN credentials are per seat).
@@ -45,10 +42,18 @@ const MAX_HELD_MESSAGES: usize = 200;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    Send { conn: ConnId, message: ServerMessage },
-    Close { conn: ConnId, why: CloseWhy },
+    Send {
+        conn: ConnId,
+        message: ServerMessage,
+    },
+    Close {
+        conn: ConnId,
+        why: CloseWhy,
+    },
     /// The seat is gone for good: whatever else holds state for it (the relay) lets go.
-    Departed { participant: ParticipantId },
+    Departed {
+        participant: ParticipantId,
+    },
 }
 
 /// Why the node closes a connection; the shell maps these to WebSocket close codes.
@@ -106,7 +111,10 @@ impl RoomError {
 enum Link {
     Connected(ConnId),
     /// The connection dropped; the seat is kept until `deadline`, and messages for it wait.
-    Away { deadline: Millis, held: VecDeque<ServerMessage> },
+    Away {
+        deadline: Millis,
+        held: VecDeque<ServerMessage>,
+    },
 }
 
 #[derive(Debug)]
@@ -195,14 +203,7 @@ impl Room {
         }
         let id = ParticipantId(self.next_id);
         self.next_id += 1;
-        let participant = Participant {
-            name: seat.name,
-            role: seat.role,
-            audio: seat.audio,
-            video: seat.video,
-            resume_secret,
-            link: Link::Connected(conn),
-        };
+        let participant = Participant { name: seat.name, role: seat.role, audio: seat.audio, video: seat.video, resume_secret, link: Link::Connected(conn) };
         self.participants.insert(id, participant);
         // The mode first: those present switch before they hear of the newcomer (so nobody
         // starts a mesh connection that the switch would end at once), and the newcomer's
@@ -335,12 +336,8 @@ impl Room {
 
     /// Ends seats whose grace period is over and completes a pending return to mesh.
     pub fn tick(&mut self, now: Millis) {
-        let expired: Vec<ParticipantId> = self
-            .participants
-            .iter()
-            .filter(|(_, p)| matches!(p.link, Link::Away { deadline, .. } if deadline <= now))
-            .map(|(id, _)| *id)
-            .collect();
+        let expired: Vec<ParticipantId> =
+            self.participants.iter().filter(|(_, p)| matches!(p.link, Link::Away { deadline, .. } if deadline <= now)).map(|(id, _)| *id).collect();
         for id in expired {
             self.remove_participant(id, LeftReason::TimedOut, now);
         }
@@ -417,14 +414,7 @@ impl Room {
 
     fn view(&self, id: ParticipantId) -> ParticipantView {
         let p = &self.participants[&id];
-        ParticipantView {
-            id,
-            name: p.name.clone(),
-            role: p.role.as_str(),
-            audio: p.audio,
-            video: p.video,
-            connected: matches!(p.link, Link::Connected(_)),
-        }
+        ParticipantView { id, name: p.name.clone(), role: p.role.as_str(), audio: p.audio, video: p.video, connected: matches!(p.link, Link::Connected(_)) }
     }
 
     fn send_to(&mut self, id: ParticipantId, message: ServerMessage) {

@@ -58,8 +58,7 @@ fn join_welcomes_the_newcomer_and_tells_the_others() {
     let b = join(&mut room, 2, "Bo", 10);
     let effects = room.take_effects();
     assert_ne!(a, b);
-    let Effect::Send { conn: 2, message: ServerMessage::Welcome { you, participants, resumed: false, mode: MediaMode::Mesh, resume_secret, .. } } =
-        &effects[0]
+    let Effect::Send { conn: 2, message: ServerMessage::Welcome { you, participants, resumed: false, mode: MediaMode::Mesh, resume_secret, .. } } = &effects[0]
     else {
         panic!("first effect is the welcome: {effects:?}")
     };
@@ -367,9 +366,8 @@ fn held_signals_are_bounded() {
     let a = join(&mut room, 1, "A", 0);
     join(&mut room, 2, "B", 0);
     room.disconnected(1, 0);
-    let candidate = |i: usize| {
-        SignalPayload::Candidate(IceCandidate { candidate: format!("c{i}"), sdp_mid: None, sdp_m_line_index: None, username_fragment: None })
-    };
+    let candidate =
+        |i: usize| SignalPayload::Candidate(IceCandidate { candidate: format!("c{i}"), sdp_mid: None, sdp_m_line_index: None, username_fragment: None });
     for i in 0..MAX_HELD_MESSAGES + 50 {
         room.signal(2, a, candidate(i)).unwrap();
     }

@@ -54,29 +54,15 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let token = tx
-            .query_row(
-                "SELECT id, used_at, revoked_at, expires_at, grants_admin FROM signup_tokens WHERE digest = ?1",
-                params![token_digest],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Option<i64>>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, bool>(4)?,
-                    ))
-                },
-            )
+            .query_row("SELECT id, used_at, revoked_at, expires_at, grants_admin FROM signup_tokens WHERE digest = ?1", params![token_digest], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, i64>(3)?, r.get::<_, bool>(4)?))
+            })
             .optional()?;
         let Some((token_id, used, revoked, expires, grants_admin)) = token else {
             return Err(TokenError::Unknown.into());
         };
         redeemable(used.map(|t| t as u64), revoked.map(|t| t as u64), expires as u64, now)?;
-        let taken: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM accounts WHERE username_key = ?1)",
-            params![username.key()],
-            |r| r.get(0),
-        )?;
+        let taken: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM accounts WHERE username_key = ?1)", params![username.key()], |r| r.get(0))?;
         if taken {
             return Err(SignupError::UsernameTaken(username.to_string()));
         }
@@ -85,31 +71,19 @@ impl Store {
             params![username.as_str(), username.key(), password_hash, grants_admin, now as i64],
         )?;
         let id = tx.last_insert_rowid();
-        let updated = tx.execute(
-            "UPDATE signup_tokens SET used_at = ?1, used_by = ?2 WHERE id = ?3 AND used_at IS NULL",
-            params![now as i64, id, token_id],
-        )?;
+        let updated = tx.execute("UPDATE signup_tokens SET used_at = ?1, used_by = ?2 WHERE id = ?3 AND used_at IS NULL", params![now as i64, id, token_id])?;
         debug_assert_eq!(updated, 1, "the immediate transaction excludes any other redemption");
         tx.commit()?;
-        Ok(Account {
-            id,
-            username: username.to_string(),
-            is_admin: grants_admin,
-            is_ticketmaster: grants_admin,
-            disabled_at: None,
-            created_at: now,
-        })
+        Ok(Account { id, username: username.to_string(), is_admin: grants_admin, is_ticketmaster: grants_admin, disabled_at: None, created_at: now })
     }
 
     /// The account and its password hash, by case-folded name.
     pub fn account_for_login(&self, username_key: &str) -> Result<Option<(Account, String)>, StoreError> {
         let conn = self.lock();
         Ok(conn
-            .query_row(
-                &format!("SELECT {ACCOUNT_COLUMNS}, a.password_hash FROM accounts a WHERE a.username_key = ?1"),
-                params![username_key],
-                |r| Ok((account_from_row(r)?, r.get(6)?)),
-            )
+            .query_row(&format!("SELECT {ACCOUNT_COLUMNS}, a.password_hash FROM accounts a WHERE a.username_key = ?1"), params![username_key], |r| {
+                Ok((account_from_row(r)?, r.get(6)?))
+            })
             .optional()?)
     }
 
@@ -125,10 +99,7 @@ impl Store {
     }
 
     pub fn set_ticketmaster(&self, username_key: &str, grant: bool) -> Result<Option<Account>, StoreError> {
-        let changed = self.lock().execute(
-            "UPDATE accounts SET is_ticketmaster = ?1 WHERE username_key = ?2",
-            params![grant, username_key],
-        )?;
+        let changed = self.lock().execute("UPDATE accounts SET is_ticketmaster = ?1 WHERE username_key = ?2", params![grant, username_key])?;
         if changed == 0 {
             return Ok(None);
         }
@@ -141,14 +112,9 @@ impl Store {
         {
             let mut conn = self.lock();
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let id: Option<AccountId> = tx
-                .query_row("SELECT id FROM accounts WHERE username_key = ?1", params![username_key], |r| r.get(0))
-                .optional()?;
+            let id: Option<AccountId> = tx.query_row("SELECT id FROM accounts WHERE username_key = ?1", params![username_key], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
-            tx.execute(
-                "UPDATE accounts SET disabled_at = COALESCE(disabled_at, ?1) WHERE id = ?2",
-                params![now as i64, id],
-            )?;
+            tx.execute("UPDATE accounts SET disabled_at = COALESCE(disabled_at, ?1) WHERE id = ?2", params![now as i64, id])?;
             tx.execute("DELETE FROM sessions WHERE account_id = ?1", params![id])?;
             tx.execute(
                 "INSERT OR IGNORE INTO revocations (id, kind, revoked_at)
@@ -161,9 +127,7 @@ impl Store {
     }
 
     pub fn enable_account(&self, username_key: &str) -> Result<Option<Account>, StoreError> {
-        let changed = self
-            .lock()
-            .execute("UPDATE accounts SET disabled_at = NULL WHERE username_key = ?1", params![username_key])?;
+        let changed = self.lock().execute("UPDATE accounts SET disabled_at = NULL WHERE username_key = ?1", params![username_key])?;
         if changed == 0 {
             return Ok(None);
         }

@@ -40,10 +40,8 @@ fn id_from_blob(blob: Vec<u8>) -> CapabilityId {
 impl Store {
     /// `Ok(None)` when the name is taken.
     pub fn create_meeting(&self, room: &str, owner: AccountId, now: UnixTime) -> Result<Option<Meeting>, StoreError> {
-        let inserted = self.lock().execute(
-            "INSERT OR IGNORE INTO meetings (room, owner_id, created_at) VALUES (?1, ?2, ?3)",
-            params![room, owner, now as i64],
-        )?;
+        let inserted =
+            self.lock().execute("INSERT OR IGNORE INTO meetings (room, owner_id, created_at) VALUES (?1, ?2, ?3)", params![room, owner, now as i64])?;
         if inserted == 0 {
             return Ok(None);
         }
@@ -75,7 +73,14 @@ impl Store {
 
     /// Records a certificate the node signed, in the same statement that checks the account
     /// is not disabled: a disable either comes first (and this refuses) or revokes it.
-    pub fn record_certificate(&self, id: CapabilityId, account: AccountId, public_key: &[u8; 32], now: UnixTime, expires_at: UnixTime) -> Result<(), StoreError> {
+    pub fn record_certificate(
+        &self,
+        id: CapabilityId,
+        account: AccountId,
+        public_key: &[u8; 32],
+        now: UnixTime,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
         let inserted = self.lock().execute(
             "INSERT INTO certificates (id, account_id, public_key, issued_at, expires_at)
              SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS(SELECT 1 FROM accounts WHERE id = ?2 AND disabled_at IS NULL)",
@@ -89,9 +94,7 @@ impl Store {
 
     pub fn certificate_owner(&self, id: CapabilityId) -> Result<Option<AccountId>, StoreError> {
         let conn = self.lock();
-        Ok(conn
-            .query_row("SELECT account_id FROM certificates WHERE id = ?1", params![&id.0[..]], |r| r.get(0))
-            .optional()?)
+        Ok(conn.query_row("SELECT account_id FROM certificates WHERE id = ?1", params![&id.0[..]], |r| r.get(0)).optional()?)
     }
 
     /// Certificates of the account that are neither revoked nor expired.

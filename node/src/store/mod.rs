@@ -104,8 +104,13 @@ mod tests {
         }
         let store = Store::open(&path).unwrap();
         let conn = store.lock();
-        let moved: Vec<(Vec<u8>, Vec<u8>)> =
-            conn.prepare("SELECT certificate_id, invite_id FROM invite_revocations").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+        let moved: Vec<(Vec<u8>, Vec<u8>)> = conn
+            .prepare("SELECT certificate_id, invite_id FROM invite_revocations")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(moved, vec![(vec![0xc1], vec![0x0a])]);
         let left: Vec<(Vec<u8>, String)> =
             conn.prepare("SELECT id, kind FROM revocations").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
@@ -117,7 +122,10 @@ mod tests {
     #[test]
     fn a_certificate_for_a_disabled_account_is_not_recorded() {
         let store = Store::open(Path::new(":memory:")).unwrap();
-        store.lock().execute_batch("INSERT INTO accounts (id, username, username_key, password_hash, created_at, disabled_at) VALUES (1, 'd', 'd', 'x', 0, 5)").unwrap();
+        store
+            .lock()
+            .execute_batch("INSERT INTO accounts (id, username, username_key, password_hash, created_at, disabled_at) VALUES (1, 'd', 'd', 'x', 0, 5)")
+            .unwrap();
         let id = confab_keys::CapabilityId([1; 16]);
         assert!(matches!(store.record_certificate(id, 1, &[0; 32], 10, 20), Err(StoreError::AccountDisabled)));
         assert_eq!(store.certificate_owner(id).unwrap(), None);

@@ -110,10 +110,7 @@ impl Store {
         if accounts > 0 {
             return Ok(false);
         }
-        tx.execute(
-            "UPDATE signup_tokens SET revoked_at = ?1 WHERE grants_admin = 1 AND used_at IS NULL AND revoked_at IS NULL",
-            params![now as i64],
-        )?;
+        tx.execute("UPDATE signup_tokens SET revoked_at = ?1 WHERE grants_admin = 1 AND used_at IS NULL AND revoked_at IS NULL", params![now as i64])?;
         tx.execute(
             "INSERT INTO signup_tokens (digest, note, issued_at, expires_at, grants_admin) VALUES (?1, 'first start: admin account', ?2, ?3, 1)",
             params![digest, now as i64, expires_at as i64],
@@ -127,11 +124,9 @@ impl Store {
     pub fn check_token(&self, digest: &[u8], now: UnixTime) -> Result<Result<(), TokenError>, StoreError> {
         let conn = self.lock();
         let row = conn
-            .query_row(
-                "SELECT used_at, revoked_at, expires_at FROM signup_tokens WHERE digest = ?1",
-                params![digest],
-                |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, i64>(2)?)),
-            )
+            .query_row("SELECT used_at, revoked_at, expires_at FROM signup_tokens WHERE digest = ?1", params![digest], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, i64>(2)?))
+            })
             .optional()?;
         Ok(match row {
             None => Err(TokenError::Unknown),

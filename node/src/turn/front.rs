@@ -25,10 +25,10 @@ use std::sync::{Arc, RwLock};
 
 use turn_server_proto::api::{SocketAllocateError, TcpConnectError, Transmit, TurnServerApi, TurnServerPollRet};
 use turn_server_proto::server::TurnServer;
+use turn_server_proto::types::attribute::RequestedTransport;
 use turn_server_proto::types::attribute::XorPeerAddress;
 use turn_server_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 use turn_server_proto::types::stun::TransportType;
-use turn_server_proto::types::attribute::RequestedTransport;
 use turn_server_proto::types::stun::attribute::{ErrorCode, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce, Realm, Username};
 use turn_server_proto::types::stun::message::{IntegrityAlgorithm, LongTermCredentials, LongTermKeyCredentials, Message, MessageClass, MessageWriteVec};
 use turn_server_proto::types::stun::prelude::{AttributeFromRaw, AttributeStaticType, MessageWrite, MessageWriteExt};
@@ -110,7 +110,18 @@ impl Front {
     pub fn new(transport: TransportType, listen: SocketAddr, realm: &str, secret: TurnSecret, peers: PeerPolicy) -> Front {
         let server = TurnServer::new(transport, listen, realm.to_string());
         let nonce = format!("confab{}", crate::secrets::hex(&crate::secrets::random_bytes::<12>()));
-        Front { server, transport, listen, secret, peers, realm: realm.to_string(), nonce, known_users: HashMap::new(), server_nonces: HashMap::new(), refusals: Refusals::default() }
+        Front {
+            server,
+            transport,
+            listen,
+            secret,
+            peers,
+            realm: realm.to_string(),
+            nonce,
+            known_users: HashMap::new(),
+            server_nonces: HashMap::new(),
+            refusals: Refusals::default(),
+        }
     }
 
     pub fn peers(&self) -> &PeerPolicy {
@@ -246,7 +257,11 @@ impl Front {
                         actions.push(Action::Allocate { listen: listen_addr, client: client_addr, family });
                     } else {
                         // TCP allocations (RFC 6062) and IPv6 relays: browsers need neither.
-                        let refusal = if family == AddressFamily::IPV4 { SocketAllocateError::InsufficientCapacity } else { SocketAllocateError::AddressFamilyNotSupported };
+                        let refusal = if family == AddressFamily::IPV4 {
+                            SocketAllocateError::InsufficientCapacity
+                        } else {
+                            SocketAllocateError::AddressFamilyNotSupported
+                        };
                         self.server.allocated_socket(transport, listen_addr, client_addr, allocation_transport, family, Err(refusal), now);
                     }
                 }
@@ -383,7 +398,12 @@ mod tests {
     }
 
     fn front() -> Front {
-        let peers = PeerPolicy { allow_private: false, own: vec![addr("192.0.2.10:4443")], own_ips: vec!["192.0.2.10".parse().unwrap(), "198.51.100.1".parse().unwrap()], relayed: Default::default() };
+        let peers = PeerPolicy {
+            allow_private: false,
+            own: vec![addr("192.0.2.10:4443")],
+            own_ips: vec!["192.0.2.10".parse().unwrap(), "198.51.100.1".parse().unwrap()],
+            relayed: Default::default(),
+        };
         peers.relayed.write().unwrap().insert(addr("198.51.100.1:61000"));
         Front::new(TransportType::Udp, addr("192.0.2.10:3478"), "confab", TurnSecret::from_bytes([9; 32]), peers)
     }

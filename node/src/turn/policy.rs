@@ -89,8 +89,16 @@ mod tests {
             assert!(allowed(public, false), "{public}");
         }
         for private in [
-            "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254", "100.64.0.1", "fd00::1", "fe80::1",
-            "::ffff:10.0.0.1", "::ffff:127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
         ] {
             assert!(!allowed(private, false), "{private}");
             assert!(allowed(private, true) || private.contains("127.0.0.1"), "{private} with private peers allowed");

@@ -64,9 +64,18 @@ pub struct Turn {
 
 pub enum Event {
     /// From `from` to `to`: a UDP datagram, or one framed message of a TCP stream.
-    Packet { from: SocketAddr, to: SocketAddr, data: Vec<u8> },
-    Connected { client: SocketAddr, writer: UnboundedSender<Vec<u8>> },
-    Disconnected { client: SocketAddr },
+    Packet {
+        from: SocketAddr,
+        to: SocketAddr,
+        data: Vec<u8>,
+    },
+    Connected {
+        client: SocketAddr,
+        writer: UnboundedSender<Vec<u8>>,
+    },
+    Disconnected {
+        client: SocketAddr,
+    },
 }
 
 const REALM: &str = "confab";
@@ -186,7 +195,13 @@ async fn accept(listener: TcpListener, local: SocketAddr, tls: Option<tokio_rust
 }
 
 /// One client's TCP (or TLS) connection: frames in, the actor's replies out.
-async fn serve_stream<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(stream: S, client: SocketAddr, local: SocketAddr, first: Vec<u8>, events: UnboundedSender<Event>) {
+async fn serve_stream<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
+    stream: S,
+    client: SocketAddr,
+    local: SocketAddr,
+    first: Vec<u8>,
+    events: UnboundedSender<Event>,
+) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (out, mut outgoing) = unbounded_channel::<Vec<u8>>();
     if events.send(Event::Connected { client, writer: out }).is_err() {
@@ -236,7 +251,14 @@ struct Relayed {
     reader: tokio::task::JoinHandle<()>,
 }
 
-async fn run(mut front: Front, udp: Option<Arc<UdpSocket>>, relay_ip: IpAddr, mut events: UnboundedReceiver<Event>, me: UnboundedSender<Event>, counters: Arc<TurnCounters>) {
+async fn run(
+    mut front: Front,
+    udp: Option<Arc<UdpSocket>>,
+    relay_ip: IpAddr,
+    mut events: UnboundedReceiver<Event>,
+    me: UnboundedSender<Event>,
+    counters: Arc<TurnCounters>,
+) {
     let mut relayed: HashMap<SocketAddr, Relayed> = HashMap::new();
     let mut clients: HashMap<SocketAddr, UnboundedSender<Vec<u8>>> = HashMap::new();
     let listen = front.listen();

@@ -118,8 +118,14 @@ pub enum Handoff {
 /// What the router asks its shell to do.
 #[derive(Debug)]
 pub enum Output {
-    Transmit { destination: SocketAddr, contents: Vec<u8> },
-    Handoff { shard: usize, message: Handoff },
+    Transmit {
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    Handoff {
+        shard: usize,
+        message: Handoff,
+    },
     Notice(Notice),
     /// Nothing more until this time (or new input).
     Timeout(Instant),
@@ -248,7 +254,8 @@ impl Router {
         rtc.add_local_candidate(Candidate::host(self.config.advertise, "udp").map_err(|e| RelayError::Refused(e.to_string()))?);
         if let Some(tcp) = self.config.ice_tcp {
             // ICE-TCP, bridged to our UDP socket (tcp.rs): str0m sees its packets as UDP.
-            let candidate = Candidate::builder().tcp().host(tcp).tcptype(str0m::net::TcpType::Passive).build().map_err(|e| RelayError::Refused(e.to_string()))?;
+            let candidate =
+                Candidate::builder().tcp().host(tcp).tcptype(str0m::net::TcpType::Passive).build().map_err(|e| RelayError::Refused(e.to_string()))?;
             rtc.add_local_candidate(candidate);
         }
         let answer = catch_unwind(AssertUnwindSafe(|| rtc.sdp_api().accept_offer(offer)))
@@ -499,11 +506,8 @@ impl Router {
             Event::MediaAdded(m) => {
                 match m.direction {
                     Direction::RecvOnly | Direction::SendRecv => {
-                        let layers = m
-                            .simulcast
-                            .map(|s| s.recv.iter().map(|l| Some(l.rid)).collect::<Vec<_>>())
-                            .filter(|l| !l.is_empty())
-                            .unwrap_or_else(|| vec![None]);
+                        let layers =
+                            m.simulcast.map(|s| s.recv.iter().map(|l| Some(l.rid)).collect::<Vec<_>>()).filter(|l| !l.is_empty()).unwrap_or_else(|| vec![None]);
                         let books = layers.into_iter().map(LayerBook::new).collect();
                         peer.tracks.push(Track { mid: m.mid, kind: m.kind, layers: books });
                     }
@@ -693,7 +697,8 @@ impl Router {
         let Router { rooms, peers, counters, now, dirty, outputs, .. } = self;
         let Some(state) = rooms.get(&packet.room) else { return };
         let Some(routes) = state.routes.get(&(packet.feed.publisher, packet.feed.mid)) else { return };
-        let incoming = Incoming { feed: packet.feed, seq: packet.seq, timestamp: packet.timestamp, start: packet.start, arrival: packet.arrival, vp8: packet.vp8 };
+        let incoming =
+            Incoming { feed: packet.feed, seq: packet.seq, timestamp: packet.timestamp, start: packet.start, arrival: packet.arrival, vp8: packet.vp8 };
         let stale = packet.kind == MediaKind::Video && now.saturating_duration_since(packet.arrival) > STALE_INGRESS;
         let mut keyframes: Vec<Feed> = Vec::new();
         for route in routes {
@@ -828,7 +833,11 @@ impl Router {
                 let targeted = slot.splicer.targeted().filter(|f| f.publisher == source.participant && f.mid == source.mid);
                 let settled = targeted.is_some_and(|f| slot.kind == MediaKind::Audio || layers.is_some_and(|l| l.iter().any(|l| l.rid == f.layer)));
                 if !settled {
-                    let layer = if slot.kind == MediaKind::Audio { None } else { pick_layer(&plan, source, peer.wanted.get(&source.participant).copied(), slot.allotted) };
+                    let layer = if slot.kind == MediaKind::Audio {
+                        None
+                    } else {
+                        pick_layer(&plan, source, peer.wanted.get(&source.participant).copied(), slot.allotted)
+                    };
                     let feed = Feed { publisher: source.participant, mid: source.mid, layer };
                     if targeted != Some(feed) {
                         slot.splicer.target(feed);

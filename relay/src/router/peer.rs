@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use str0m::Rtc;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
-use str0m::Rtc;
 
 use crate::PeerKey;
 use crate::layers::Layer;
@@ -29,7 +29,6 @@ const RTX_PACKETS: usize = 1024;
 pub(crate) fn reset_history(stream: &mut str0m::rtp::StreamTx) {
     stream.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(0.15));
 }
-
 
 /// One simulcast layer (or the only stream) of a published video track, as received.
 #[derive(Debug, Clone)]
@@ -109,16 +108,7 @@ pub(crate) struct Slot {
 impl Slot {
     pub fn new(mid: Mid, kind: MediaKind, now: Instant) -> Slot {
         let clock_rate = if kind == MediaKind::Audio { 48_000 } else { 90_000 };
-        Slot {
-            mid,
-            kind,
-            ssrc: None,
-            source: None,
-            splicer: Splicer::new(clock_rate),
-            layer_since: now,
-            chosen_for: None,
-            allotted: None,
-        }
+        Slot { mid, kind, ssrc: None, source: None, splicer: Splicer::new(clock_rate), layer_since: now, chosen_for: None, allotted: None }
     }
 }
 

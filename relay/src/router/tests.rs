@@ -71,7 +71,8 @@ impl Client {
         for i in 0..packets {
             let payload = vp8_payload(picture, i == 0, keyframe, height, size);
             let timestamp = u32::from(picture) * 3000;
-            let packet = Packet { mid: self.video.expect("publishes video"), rid: Some(Rid::from(rid)), codec: Codec::Vp8, timestamp, marker: i + 1 == packets };
+            let packet =
+                Packet { mid: self.video.expect("publishes video"), rid: Some(Rid::from(rid)), codec: Codec::Vp8, timestamp, marker: i + 1 == packets };
             self.send(packet, payload, None, now);
         }
     }
@@ -136,7 +137,16 @@ impl Net {
                 Router::new(RouterConfig { shard, last_n, local: addr, advertise: addr, ice_tcp: None }, counters.clone(), now)
             })
             .collect();
-        Net { now, routers, clients: Vec::new(), notices: Vec::new(), latency: Duration::from_millis(5), wire: Vec::new(), ingress_delay: Duration::ZERO, turns: Vec::new() }
+        Net {
+            now,
+            routers,
+            clients: Vec::new(),
+            notices: Vec::new(),
+            latency: Duration::from_millis(5),
+            wire: Vec::new(),
+            ingress_delay: Duration::ZERO,
+            turns: Vec::new(),
+        }
     }
 
     /// A participant joins on `shard`, publishing audio and `layers` of video (none: not
@@ -163,7 +173,17 @@ impl Net {
         let key = PeerKey { room: "room".into(), participant };
         let answer = self.routers[shard].publish(self.now, key, ROOM, 0, &offer.to_sdp_string()).expect("the router accepts the offer");
         rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
-        self.clients.push(Client { participant, addr, rtc, shard, audio, video, received: HashMap::new(), keyframe_requests: Vec::new(), next_seq: HashMap::new() });
+        self.clients.push(Client {
+            participant,
+            addr,
+            rtc,
+            shard,
+            audio,
+            video,
+            received: HashMap::new(),
+            keyframe_requests: Vec::new(),
+            next_seq: HashMap::new(),
+        });
         self.clients.len() - 1
     }
 

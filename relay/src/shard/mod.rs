@@ -128,7 +128,8 @@ impl Shard {
                 "the kernel gave the relay's socket a smaller receive buffer than asked: bursts may be dropped under load; raise net.core.rmem_max (see docs/operating.md)"
             );
         }
-        let router = Router::new(RouterConfig { shard: index, last_n: config.last_n, local, advertise, ice_tcp: Some(ice_tcp) }, counters.clone(), Instant::now());
+        let router =
+            Router::new(RouterConfig { shard: index, last_n: config.last_n, local, advertise, ice_tcp: Some(ice_tcp) }, counters.clone(), Instant::now());
         let inbox = mailboxes[index].receiver.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| io::Error::other("shard started twice"))?;
         let senders = mailboxes.iter().map(|m| m.sender.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
         let peers = Peers { senders, mailboxes: mailboxes.clone() };
@@ -259,4 +260,3 @@ fn thread_cpu_us() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
     t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
 }
-
