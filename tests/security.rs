@@ -67,3 +67,63 @@ async fn head_hsts_and_a_host_only_session_cookie() {
     let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.starts_with("__Host-confab_session=") && cookie.contains("Path=/") && cookie.contains("Secure") && !cookie.contains("Domain"), "{cookie}");
 }
+
+/// Sets this process's soft limit on open files (children inherit it); returns the old one.
+fn set_soft_open_files(soft: u64) -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    let old = limit.rlim_cur;
+    limit.rlim_cur = soft.min(limit.rlim_max);
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0, "setrlimit");
+    old
+}
+
+/// 1,200 idle TCP connections to TURN and 400 to the SFU's ICE-TCP port, from a node started
+/// under the usual soft limit of 1,024 open files: `/healthz` still answers at once, and the
+/// node closes every idle connection by itself.
+#[tokio::test]
+async fn idle_connections_to_turn_and_ice_tcp_leave_the_node_answering_and_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let hard = {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+        limit.rlim_max
+    };
+    assert!(hard >= 4096, "this test needs a hard limit on open files of at least 4096 (it is {hard})");
+    // A port free for both UDP and TCP: the relay's shard, and its ICE-TCP listener.
+    let port = loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            break port;
+        }
+    };
+    let old = set_soft_open_files(1024);
+    let relay = format!("127.0.0.1:{port}");
+    let (node, link, _) = confab_tests::meeting::start_meeting(&["--relay-listen", &relay, "--relay-shards", "1"], "idle").await;
+    set_soft_open_files(old.max(4096));
+    let (_, _, urls) = confab_tests::turn::credentials(&node, &link).await;
+    let turn = confab_tests::turn::address(&urls, "turn:", "tcp");
+
+    let started = std::time::Instant::now();
+    let mut connections = Vec::new();
+    for i in 0..1_600 {
+        let to: std::net::SocketAddr = if i < 1_200 { turn } else { relay.parse().unwrap() };
+        connections.push(tokio::net::TcpStream::connect(to).await.unwrap_or_else(|e| panic!("connection {i} to {to}: {e}")));
+    }
+    let asked = std::time::Instant::now();
+    let res = client().get(node.api("/healthz")).send().await.unwrap();
+    let answered = asked.elapsed();
+    println!("1,600 idle connections opened in {:?}; /healthz answered {} in {answered:?}", started.elapsed(), res.status());
+    assert_eq!(res.status(), 200);
+    assert!(answered < std::time::Duration::from_secs(2), "/healthz took {answered:?}");
+
+    // The node closes them: each read ends (end of stream or reset) without our doing.
+    let mut buf = [0u8; 64];
+    for (i, mut c) in connections.into_iter().enumerate() {
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(30), c.read(&mut buf)).await;
+        assert!(matches!(ended, Ok(Ok(0)) | Ok(Err(_))), "connection {i} is still open: {ended:?}");
+    }
+    println!("all closed by the node {:?} after they opened", started.elapsed());
+}

@@ -1,6 +1,8 @@
 //! The signaling WebSocket without browsers: real node, real TLS, raw protocol messages.
 //! Seating, relaying, reconnection, removal, and what bad input gets.
 
+use std::time::Duration;
+
 use confab_keys::{AccountKey, Role};
 use confab_tests::Node;
 use confab_tests::node::{make_invite, make_invite_as};
@@ -233,4 +235,50 @@ async fn a_flooding_participant_is_rate_limited_and_nobody_else_notices() {
     assert!(limited >= flood / 2, "only {limited} refused");
     ana.send(json!({"type": "ping"})).await;
     ana.expect("pong").await;
+}
+
+/// Ana's browser stops reading while Bo sends her offers of 56 KiB: the node does not let
+/// her queue grow, closes her socket with 1011 (Bo sees her away, not gone), and she resumes
+/// her seat with her secret.
+#[tokio::test]
+async fn a_participant_that_stops_reading_is_closed_with_1011_and_resumes() {
+    let (node, invite, _) = node_with_invites(&[]).await;
+    let (mut ana, welcome_a) = Signaling::join(&node, ROOM, &invite, "Ana").await;
+    let (mut bo, _) = Signaling::join(&node, ROOM, &invite, "Bo").await;
+    // 56 KiB of JSON each (the limit is 64 KiB; the line ends take four bytes in JSON).
+    let sdp = format!("v=0\r\n{}", format!("a={}\r\n", "x".repeat(58)).repeat(900));
+    let offer = json!({"type": "signal", "to": id(&welcome_a), "description": {"type": "offer", "sdp": sdp}});
+    // Ana reads nothing from here on. Bo sends 22 MiB of offers, within his message budget.
+    let started = std::time::Instant::now();
+    for i in 0..400 {
+        bo.send(offer.clone()).await;
+        if i >= 190 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    let away = tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            match bo.receive().await {
+                Heard::Message(m) if m["type"] == "updated" && m["participant"]["connected"] == false => return,
+                Heard::Message(_) => {}
+                Heard::Closed(code) => panic!("Bo was closed ({code:?})"),
+            }
+        }
+    })
+    .await;
+    assert!(away.is_ok(), "Ana was never treated as away");
+    println!("Ana counted as away {:?} after the first offer", started.elapsed());
+    // Ana reads again: what was queued for her, then the 1011.
+    let code = loop {
+        match ana.next().await {
+            Heard::Closed(code) => break code,
+            Heard::Message(_) => {}
+        }
+    };
+    assert_eq!(code, Some(1011));
+    let mut ana = Signaling::connect(&node, ROOM).await;
+    let resume = json!({"participant": id(&welcome_a), "secret": welcome_a["resume_secret"]});
+    ana.send(json!({"type": "join", "v": 1, "invite": invite, "name": "Ana", "audio": true, "video": true, "resume": resume})).await;
+    let welcome = ana.expect("welcome").await;
+    assert_eq!((welcome["resumed"].clone(), id(&welcome)), (json!(true), id(&welcome_a)));
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use confab_tests::meeting::start_meeting;
-use confab_tests::turn::{Reply, TurnClient, address, credentials};
+use confab_tests::turn::{Reply, TurnClient, address, credentials, seat_credentials};
 
 fn assert_error(reply: Reply, code: u16, what: &str) -> String {
     match reply {
@@ -17,7 +17,7 @@ fn assert_error(reply: Reply, code: u16, what: &str) -> String {
 #[tokio::test]
 async fn turn_relays_only_for_issued_credentials_and_only_to_public_peers() {
     let (node, link, _) = start_meeting(&["--turn-on-https", "true"], "turnroom").await;
-    let (user, pass, urls) = credentials(&node, &link).await;
+    let (user, pass, urls, _seat) = seat_credentials(&node, &link, "Ana").await;
     println!("TURN URLs: {urls:?}; username {user}");
     let udp = address(&urls, "turn:", "udp");
     let tcp = address(&urls, "turn:", "tcp");
@@ -44,6 +44,32 @@ async fn turn_relays_only_for_issued_credentials_and_only_to_public_peers() {
         assert!(matches!(c.create_permission("198.51.100.7:5000".parse().unwrap(), &user, &pass).await, Reply::Success { .. }), "{transport}: a public peer");
     }
     assert!(node.metric("confab_turn_allocations_total").await >= 3);
+}
+
+/// The prejoin self-test's credential (anyone with the link may have one) allocates, which
+/// is all the self-test needs, and relays to nobody; a seat's credential stops working when
+/// the seat ends.
+#[tokio::test]
+async fn self_test_credentials_relay_to_nobody_and_a_seats_end_withdraws_its_credentials() {
+    let (node, link, _) = start_meeting(&[], "withdrawn").await;
+    let (probe, probe_pass, urls) = credentials(&node, &link).await;
+    let udp = address(&urls, "turn:", "udp");
+    let mut c = TurnClient::udp(udp).await;
+    assert_error(c.allocate_anonymously().await, 401, "no credentials");
+    assert!(matches!(c.allocate(&probe, &probe_pass).await, Reply::Success { relayed: Some(_) }), "the self-test allocates");
+    let reason = assert_error(c.create_permission("198.51.100.7:5000".parse().unwrap(), &probe, &probe_pass).await, 403, "a self-test credential");
+    println!("self-test credential, CreatePermission: {reason}");
+
+    let (user, pass, _, mut seat) = seat_credentials(&node, &link, "Ana").await;
+    let mut c = TurnClient::udp(udp).await;
+    assert_error(c.allocate_anonymously().await, 401, "no credentials");
+    assert!(matches!(c.allocate(&user, &pass).await, Reply::Success { relayed: Some(_) }), "a seated participant allocates");
+    seat.send(serde_json::json!({"type": "leave"})).await;
+    let _ = seat.expect_close().await;
+    let mut c = TurnClient::udp(udp).await;
+    assert_error(c.allocate_anonymously().await, 401, "no credentials");
+    let reason = assert_error(c.allocate(&user, &pass).await, 401, "the credential of a seat that ended");
+    assert!(reason.contains("withdrawn"), "the refusal says why: {reason}");
 }
 
 #[tokio::test]

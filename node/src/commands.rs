@@ -55,15 +55,19 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     let turn_on_https = settings.turn.on_https.unwrap_or(bound.port() == 443);
     let (relay, notices) = start_relay(&settings, bound, turn_on_https)?;
     tracing::info!(%public_url, %bound, relay = %relay.addr, node_key = %hex_key(&node_key.public()), "node started");
+    let withdrawn = crate::turn::Withdrawn::default();
     let on_departed = {
-        let relay = relay.clone();
-        Box::new(move |room: &str, participant: ParticipantId| relay.remove(PeerKey { room: room.to_string(), participant: participant.0 }))
+        let (relay, withdrawn) = (relay.clone(), withdrawn.clone());
+        Box::new(move |room: &str, participant: ParticipantId, turn_usernames: &[String]| {
+            relay.remove(PeerKey { room: room.to_string(), participant: participant.0 });
+            withdrawn.withdraw(turn_usernames, clock::now());
+        })
     };
     let hub = Hub::new(settings.room.clone(), on_departed);
     let own_media = relay.addrs.clone();
     let state = AppState::new(store, node_key, public_url.clone(), hub, settings.ice_servers.clone(), relay);
     actix_web::rt::System::new().block_on(async move {
-        let state = match start_turn(&settings, &public_url, bound, own_media, &tls, turn_on_https).await? {
+        let state = match start_turn(&settings, &public_url, bound, own_media, withdrawn, &tls, turn_on_https).await? {
             Some((issuer, service)) => state.with_turn(issuer, service),
             None => state,
         };
@@ -156,6 +160,7 @@ async fn start_turn(
     public_url: &str,
     https: std::net::SocketAddr,
     own_media: Vec<std::net::SocketAddr>,
+    withdrawn: crate::turn::Withdrawn,
     tls: &rustls::ServerConfig,
     on_https: bool,
 ) -> anyhow::Result<Option<(crate::turn::Issuer, crate::turn::service::Turn)>> {
@@ -179,6 +184,7 @@ async fn start_turn(
             // Per process: a restart ends every allocation anyway, and reconnecting
             // participants get new credentials in their welcome.
             secret: TurnSecret::from_bytes(random_bytes::<32>()),
+            withdrawn,
         },
         with_tls.then(|| std::sync::Arc::new(tls.clone())),
     )

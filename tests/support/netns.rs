@@ -171,6 +171,20 @@ impl Namespace {
         }
     }
 
+    /// Drops `percent` % of the UDP datagrams that arrive in the namespace, each at random
+    /// (nftables `numgen random`: this kernel has no netem). TCP (HTTPS, WebSocket,
+    /// WebDriver) is left alone. 0 removes the loss.
+    pub fn lose_udp(&self, percent: u32) {
+        let _ = run(&["ip", "netns", "exec", &self.name, "nft", "delete", "table", "inet", "confab_loss"]);
+        if percent == 0 {
+            return;
+        }
+        let percent = percent.to_string();
+        self.must(&["nft", "add", "table", "inet", "confab_loss"]);
+        self.must(&["nft", "add", "chain", "inet", "confab_loss", "input", "{ type filter hook input priority 0 ; }"]);
+        self.must(&["nft", "add", "rule", "inet", "confab_loss", "input", "meta", "l4proto", "udp", "numgen", "random", "mod", "100", "<", &percent, "drop"]);
+    }
+
     /// Removes any cap or firewall.
     pub fn unlimit(&self) {
         let _ = run(&["tc", "qdisc", "del", "dev", &self.host_if, "root"]);

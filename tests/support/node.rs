@@ -71,8 +71,15 @@ impl Node {
 
     /// Starts on an existing (or new) data directory, on a free loopback port.
     pub async fn start_in(data_dir: &Path) -> Node {
+        Node::start_in_with(data_dir, &[]).await
+    }
+
+    /// Starts on an existing (or new) data directory with extra `serve` options (e.g. the
+    /// `--listen` address of an earlier start, to come back where browsers look for it).
+    pub async fn start_in_with(data_dir: &Path, options: &[&str]) -> Node {
         let (bin, dir) = (confab_bin(), data_dir.to_path_buf());
-        tokio::task::spawn_blocking(move || Node::spawn(&bin, &dir, &[])).await.unwrap()
+        let options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        tokio::task::spawn_blocking(move || Node::spawn(&bin, &dir, &options)).await.unwrap()
     }
 
     fn spawn(bin: &Path, data_dir: &Path, options: &[String]) -> Node {

@@ -159,6 +159,17 @@ pub fn embedded(body: &serde_json::Value) -> &serde_json::Value {
     servers.iter().find(|s| s["username"].is_string()).unwrap_or_else(|| panic!("no TURN server in {body}"))
 }
 
+/// Takes a seat over raw signaling with the invite in `link`; returns the seat's TURN
+/// credentials and URLs from its `welcome`, and the connection (the seat lasts while it is
+/// open, or until it leaves).
+pub async fn seat_credentials(node: &crate::Node, link: &str, name: &str) -> (String, String, Vec<String>, crate::signaling::Signaling) {
+    let (room, invite) = link.rsplit_once("/m/").unwrap().1.split_once('#').unwrap();
+    let (signaling, welcome) = crate::signaling::Signaling::join(node, room, invite, name).await;
+    let turn = embedded(&welcome);
+    let urls = turn["urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect();
+    (turn["username"].as_str().unwrap().to_string(), turn["credential"].as_str().unwrap().to_string(), urls, signaling)
+}
+
 /// The probe credentials and TURN URLs the prejoin screen gets with the invite in `link`.
 pub async fn credentials(node: &crate::Node, link: &str) -> (String, String, Vec<String>) {
     let (room, invite) = link.rsplit_once("/m/").unwrap().1.split_once('#').unwrap();

@@ -14,7 +14,7 @@ use super::{ApiError, AppState};
 use crate::capabilities::admit;
 use crate::clock;
 use crate::meeting::budget::Budget;
-use crate::meeting::hub::Outbound;
+use crate::meeting::hub::{Outbound, Queue};
 use crate::meeting::protocol::{self, ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, ServerMessage, SlotView};
 use crate::meeting::room::{CloseWhy, ConnId, RoomError, Seat};
 use crate::secrets;
@@ -26,6 +26,9 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 const HEARTBEAT: Duration = Duration::from_secs(10);
 /// …and counts it as dropped after this long without hearing anything.
 const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// A write the browser has not taken within this long means it stopped reading: the node
+/// closes the socket (1011) and keeps the seat for a resume.
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Close codes the client acts on (docs/signaling.md): it reconnects after any other.
 pub const CLOSE_REMOVED: u16 = 4001;
@@ -70,21 +73,31 @@ impl Connection {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         let mut heard = Instant::now();
         let mut budget = Budget::new(self.state.hub.now());
+        let dropped = outbox.dropped_signal();
         let ended_by_node = loop {
             tokio::select! {
+                biased;
+                // The hub gave up on this connection (its queue overflowed): the seat is
+                // already away, waiting for a resume.
+                () = dropped.wait() => {
+                    self.close_stalled().await;
+                    break true;
+                }
                 out = outbox.recv() => match out {
-                    Some(Outbound::Text(text)) => {
-                        if self.session.text(text).await.is_err() { break false; }
-                    }
+                    Some(Outbound::Text(text)) => match tokio::time::timeout(WRITE_LIMIT, self.session.text(text)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break false,
+                        Err(_) => {
+                            tracing::warn!(conn, "signaling connection stopped reading; closed");
+                            self.close_stalled().await;
+                            break false;
+                        }
+                    },
                     Some(Outbound::Close(why)) => {
-                        let _ = self.session.clone().close(Some(close_for(why))).await;
+                        let _ = tokio::time::timeout(WRITE_LIMIT, self.session.clone().close(Some(close_for(why)))).await;
                         break true;
                     }
-                    // The hub dropped this connection's queue: it stalled.
-                    None => {
-                        let _ = self.session.clone().close(Some(close(1011, "stalled"))).await;
-                        break true;
-                    }
+                    None => break true,
                 },
                 frame = stream.recv() => {
                     heard = Instant::now();
@@ -121,16 +134,33 @@ impl Connection {
                 }
                 _ = heartbeat.tick() => {
                     if heard.elapsed() > SILENCE_LIMIT {
-                        let _ = self.session.clone().close(Some(close(1001, "silent"))).await;
+                        let _ = tokio::time::timeout(WRITE_LIMIT, self.session.clone().close(Some(close(1001, "silent")))).await;
                         break false;
                     }
-                    if self.session.ping(b"").await.is_err() { break false; }
+                    match tokio::time::timeout(WRITE_LIMIT, self.session.ping(b"")).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break false,
+                        Err(_) => {
+                            self.close_stalled().await;
+                            break false;
+                        }
+                    }
                 }
             }
         };
         if !ended_by_node {
             self.state.hub.disconnected(&room, conn);
         }
+    }
+
+    /// Closes with 1011 (the browser then resumes its seat). The close frame waits behind
+    /// what the browser has not read yet, so it is sent from a task of its own, for as long
+    /// as a silent connection would live anyway; the connection's loop ends at once.
+    async fn close_stalled(&self) {
+        let session = self.session.clone();
+        actix_web::rt::spawn(async move {
+            let _ = tokio::time::timeout(SILENCE_LIMIT, session.close(Some(close(1011, "stalled")))).await;
+        });
     }
 
     /// Waits for the `join`. Anything else, or nothing in time, ends the connection with a
@@ -164,7 +194,7 @@ impl Connection {
     }
 
     /// Checks the invite and the name, then takes (or takes back) a seat.
-    async fn seat(&self, conn: ConnId, queue: &tokio::sync::mpsc::Sender<Outbound>, join: ClientMessage) -> Result<(), ProtocolError> {
+    async fn seat(&self, conn: ConnId, queue: &Queue, join: ClientMessage) -> Result<(), ProtocolError> {
         let ClientMessage::Join { invite, name, audio, video, resume, .. } = join else { unreachable!("first_message returns joins") };
         let name = protocol::display_name(&name)?;
         let room = self.room.clone();
@@ -189,7 +219,7 @@ impl Connection {
     }
 
     /// One message after the join.
-    async fn handle(&mut self, conn: ConnId, queue: &tokio::sync::mpsc::Sender<Outbound>, text: &str) -> Result<(), ProtocolError> {
+    async fn handle(&mut self, conn: ConnId, queue: &Queue, text: &str) -> Result<(), ProtocolError> {
         let message = protocol::parse(text)?;
         let hub = &self.state.hub;
         let room = self.room.as_str();
@@ -208,9 +238,7 @@ impl Connection {
                 Ok(())
             }
             ClientMessage::SfuOffer { sdp } => {
-                let Some(participant) = hub.act(room, conn, queue, |r, _| r.seat_of(conn)) else {
-                    return Err(RoomError::NotSeated.to_protocol());
-                };
+                let participant = hub.act(room, conn, queue, |r, now| r.sfu_offer(conn, now)).map_err(|e| e.to_protocol())?;
                 let peer = PeerKey { room: room.to_string(), participant: participant.0 };
                 let answer = self
                     .state
@@ -233,8 +261,11 @@ impl Connection {
         result.map_err(|e| e.to_protocol())
     }
 
+    /// A reply of the node's own; a browser that has not taken it within [`WRITE_LIMIT`]
+    /// counts as gone.
     async fn send(&mut self, message: &ServerMessage) -> Result<(), actix_ws::Closed> {
-        self.session.text(serde_json::to_string(message).expect("server messages always serialize")).await
+        let text = serde_json::to_string(message).expect("server messages always serialize");
+        tokio::time::timeout(WRITE_LIMIT, self.session.text(text)).await.unwrap_or(Err(actix_ws::Closed))
     }
 }
 

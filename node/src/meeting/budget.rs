@@ -8,22 +8,34 @@ use super::room::Millis;
 pub const BURST: f64 = 200.0;
 pub const PER_SECOND: f64 = 50.0;
 
+/// `sfu-offer`s: each costs the relay milliseconds on a forwarding thread. A browser sends
+/// one when the meeting moves to the SFU and again on an ICE restart.
+pub const SFU_OFFER_BURST: f64 = 4.0;
+pub const SFU_OFFERS_PER_SECOND: f64 = 0.2;
+
 #[derive(Debug, Clone)]
 pub struct Budget {
     tokens: f64,
     last: Millis,
+    burst: f64,
+    per_second: f64,
 }
 
 impl Budget {
+    /// Signaling messages: [`BURST`], then [`PER_SECOND`].
     pub fn new(now: Millis) -> Budget {
-        Budget { tokens: BURST, last: now }
+        Budget::with(now, BURST, PER_SECOND)
+    }
+
+    pub fn with(now: Millis, burst: f64, per_second: f64) -> Budget {
+        Budget { tokens: burst, last: now, burst, per_second }
     }
 
     /// Takes one message's worth; false when the connection is over its budget.
     pub fn take(&mut self, now: Millis) -> bool {
         let elapsed = now.saturating_sub(self.last) as f64 / 1000.0;
         self.last = now.max(self.last);
-        self.tokens = (self.tokens + elapsed * PER_SECOND).min(BURST);
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true

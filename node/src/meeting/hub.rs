@@ -1,14 +1,15 @@
 //! The shell around the rooms: which rooms exist, which queue each connection id stands for,
 //! and the delivery of the rooms' effects. Every room operation runs under one lock and takes
-//! microseconds; effects go out through bounded per-connection queues, and a connection whose
-//! queue is full is treated as dropped, so that one stalled browser never holds up the others.
+//! microseconds; effects go out through per-connection queues bounded in messages and in
+//! bytes, and a connection whose queue is full is treated as dropped (and told so, see
+//! [`Queue::dropped`]), so that one stalled browser never holds up the others.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::protocol::{MediaMode, ParticipantId, ServerMessage};
 use super::room::{CloseWhy, ConnId, Effect, Millis, Room, RoomConfig};
@@ -24,9 +25,90 @@ pub enum Outbound {
 /// Several times one sender's burst (`budget::BURST`), so that no single participant can
 /// fill another's queue.
 pub const OUTBOUND_QUEUE: usize = 1024;
+/// Bytes a connection may have waiting before it counts as stalled: a few of the largest
+/// messages, not a thousand of them.
+pub const OUTBOUND_BYTES: usize = 1024 * 1024;
 
-/// Called when a seat ends for good, with the room's name and the participant.
-pub type OnDeparted = Box<dyn Fn(&str, ParticipantId) + Send + Sync>;
+/// The hub's end of a connection's outbound queue.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    tx: mpsc::Sender<Outbound>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    bytes: AtomicUsize,
+    dropped: AtomicBool,
+    wake: Notify,
+}
+
+impl Queue {
+    /// Queues `text`; false when the queue is full, in messages or in bytes.
+    fn push(&self, text: String) -> bool {
+        let n = text.len();
+        if self.shared.bytes.fetch_add(n, Ordering::AcqRel) + n > OUTBOUND_BYTES {
+            self.shared.bytes.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        if self.tx.try_send(Outbound::Text(text)).is_err() {
+            self.shared.bytes.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Tells the connection's task that the hub gave up on it (it stalled).
+    fn drop_connection(&self) {
+        self.shared.dropped.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The connection task's end: what to send, and whether the hub has given up on it.
+#[derive(Debug)]
+pub struct Outbox {
+    rx: mpsc::Receiver<Outbound>,
+    shared: Arc<Shared>,
+}
+
+impl Outbox {
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let out = self.rx.recv().await;
+        if let Some(Outbound::Text(text)) = &out {
+            self.shared.bytes.fetch_sub(text.len(), Ordering::AcqRel);
+        }
+        out
+    }
+
+    /// What tells the task that the hub gave up on it, to wait on beside `recv`.
+    pub fn dropped_signal(&self) -> Dropped {
+        Dropped { shared: self.shared.clone() }
+    }
+}
+
+/// See [`Outbox::dropped_signal`].
+#[derive(Debug)]
+pub struct Dropped {
+    shared: Arc<Shared>,
+}
+
+impl Dropped {
+    /// Resolves once the hub has treated this connection as dropped (its queue overflowed).
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.shared.wake.notified();
+            if self.shared.dropped.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Called when a seat ends for good, with the room's name, the participant and the TURN
+/// usernames it was given.
+pub type OnDeparted = Box<dyn Fn(&str, ParticipantId, &[String]) + Send + Sync>;
 
 pub struct Hub {
     config: RoomConfig,
@@ -38,7 +120,7 @@ pub struct Hub {
 
 struct RoomEntry {
     room: Room,
-    queues: HashMap<ConnId, mpsc::Sender<Outbound>>,
+    queues: HashMap<ConnId, Queue>,
 }
 
 /// Participants and rooms by mode, for metrics.
@@ -78,15 +160,16 @@ impl Hub {
     }
 
     /// A fresh connection id and the queue the connection's task reads.
-    pub fn connection(&self) -> (ConnId, mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>) {
+    pub fn connection(&self) -> (ConnId, Queue, Outbox) {
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        (self.next_conn.fetch_add(1, Ordering::Relaxed), tx, rx)
+        let shared = Arc::new(Shared::default());
+        (self.next_conn.fetch_add(1, Ordering::Relaxed), Queue { tx, shared: shared.clone() }, Outbox { rx, shared })
     }
 
     /// Runs `f` on the room named `room` (created if needed) with `conn`'s queue registered,
     /// then delivers what the room produced. A connection left without a seat afterwards
     /// (refused, left, removed) is forgotten, and so is a room left empty.
-    pub fn act<R>(&self, room: &str, conn: ConnId, queue: &mpsc::Sender<Outbound>, f: impl FnOnce(&mut Room, Millis) -> R) -> R {
+    pub fn act<R>(&self, room: &str, conn: ConnId, queue: &Queue, f: impl FnOnce(&mut Room, Millis) -> R) -> R {
         let now = self.now();
         let mut rooms = self.lock();
         let entry = rooms.entry(room.to_string()).or_insert_with(|| RoomEntry { room: Room::new(room, self.config.clone()), queues: HashMap::new() });
@@ -161,22 +244,23 @@ impl RoomEntry {
                     Effect::Send { conn, message } => {
                         let Some(queue) = self.queues.get(&conn) else { continue };
                         let text = serde_json::to_string(&message).expect("server messages always serialize");
-                        if queue.try_send(Outbound::Text(text)).is_err() {
+                        if !queue.push(text) {
                             stalled.push(conn);
                         }
                     }
                     Effect::Close { conn, why } => {
                         if let Some(queue) = self.queues.remove(&conn) {
-                            let _ = queue.try_send(Outbound::Close(why));
+                            let _ = queue.tx.try_send(Outbound::Close(why));
                         }
                     }
-                    Effect::Departed { participant } => departed(self.room.name(), participant),
+                    Effect::Departed { participant, turn_usernames } => departed(self.room.name(), participant, &turn_usernames),
                 }
             }
             for conn in stalled {
-                // Dropping the queue ends the connection's task once it drains what it has.
-                if self.queues.remove(&conn).is_some() {
+                // The task closes the socket (1011) at once; the seat waits for a resume.
+                if let Some(queue) = self.queues.remove(&conn) {
                     tracing::warn!(conn, "signaling connection stalled; treating it as dropped");
+                    queue.drop_connection();
                     self.room.disconnected(conn, now);
                 }
             }

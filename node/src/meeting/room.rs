@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use confab_keys::Role;
 
+use super::budget::{Budget, SFU_OFFER_BURST, SFU_OFFERS_PER_SECOND};
+
 use super::protocol::{IceServer, LeftReason, MediaMode, PROTOCOL_VERSION, ParticipantId, ParticipantView, ProtocolError, ServerMessage, SignalPayload};
 
 /// Monotonic milliseconds, from whatever origin the caller chose.
@@ -39,6 +41,8 @@ impl Default for RoomConfig {
 /// Signals kept for a participant whose connection is down, delivered when it resumes.
 /// Beyond this the oldest are dropped; the client restarts ICE on any pair that needs it.
 const MAX_HELD_MESSAGES: usize = 200;
+/// …and at most this many bytes of them (an offer may be 64 KiB).
+const MAX_HELD_BYTES: usize = 512 * 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -50,9 +54,11 @@ pub enum Effect {
         conn: ConnId,
         why: CloseWhy,
     },
-    /// The seat is gone for good: whatever else holds state for it (the relay) lets go.
+    /// The seat is gone for good: whatever else holds state for it (the relay) lets go,
+    /// and the TURN credentials it was given stop working.
     Departed {
         participant: ParticipantId,
+        turn_usernames: Vec<String>,
     },
 }
 
@@ -88,6 +94,10 @@ pub enum RoomError {
     CannotRemoveSelf,
     #[error("the meeting is full ({0} participants)")]
     Full(usize),
+    #[error("the meeting is not using the SFU now")]
+    NotSfu,
+    #[error("too many SFU offers: wait a few seconds")]
+    TooManyOffers,
 }
 
 impl RoomError {
@@ -99,6 +109,8 @@ impl RoomError {
             RoomError::NotHost => "not_host",
             RoomError::CannotRemoveSelf => "cannot_remove_self",
             RoomError::Full(_) => "room_full",
+            RoomError::NotSfu => "not_sfu",
+            RoomError::TooManyOffers => "rate_limited",
         };
         let text = self.to_string();
         let mut chars = text.chars();
@@ -113,7 +125,9 @@ enum Link {
     /// The connection dropped; the seat is kept until `deadline`, and messages for it wait.
     Away {
         deadline: Millis,
-        held: VecDeque<ServerMessage>,
+        /// Signals for it, with their sizes; and their sum.
+        held: VecDeque<(ServerMessage, usize)>,
+        held_bytes: usize,
     },
 }
 
@@ -125,6 +139,10 @@ struct Participant {
     video: bool,
     resume_secret: String,
     link: Link,
+    /// What the seat may still spend on `sfu-offer`s.
+    sfu_offers: Budget,
+    /// The TURN usernames its welcomes carried.
+    turn_usernames: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -178,6 +196,21 @@ impl Room {
         std::mem::take(&mut self.effects)
     }
 
+    /// Whether `conn`'s seat may hand the relay an `sfu-offer` now: only while the meeting
+    /// uses the SFU, and no more often than [`SFU_OFFER_BURST`] / [`SFU_OFFERS_PER_SECOND`]
+    /// (each offer costs milliseconds on a forwarding thread that other rooms share).
+    pub fn sfu_offer(&mut self, conn: ConnId, now: Millis) -> Result<ParticipantId, RoomError> {
+        let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        if self.mode != MediaMode::Sfu {
+            return Err(RoomError::NotSfu);
+        }
+        let participant = self.participants.get_mut(&id).expect("seated");
+        if !participant.sfu_offers.take(now) {
+            return Err(RoomError::TooManyOffers);
+        }
+        Ok(id)
+    }
+
     /// The seat held by `conn`, if any.
     pub fn seat_of(&self, conn: ConnId) -> Option<ParticipantId> {
         self.participants.iter().find(|(_, p)| matches!(p.link, Link::Connected(c) if c == conn)).map(|(id, _)| *id)
@@ -199,11 +232,29 @@ impl Room {
             return Err(RoomError::AlreadySeated);
         }
         if self.participants.len() >= self.config.capacity {
-            return Err(RoomError::Full(self.config.capacity));
+            // A seat whose connection dropped yields to someone who is here: otherwise
+            // connections opened and dropped could keep the meeting full for good.
+            let away = self.participants.iter().filter_map(|(id, p)| match p.link {
+                Link::Away { deadline, .. } => Some((deadline, *id)),
+                Link::Connected(_) => None,
+            });
+            let Some((_, oldest)) = away.min() else {
+                return Err(RoomError::Full(self.config.capacity));
+            };
+            self.remove_participant(oldest, LeftReason::TimedOut, now);
         }
         let id = ParticipantId(self.next_id);
         self.next_id += 1;
-        let participant = Participant { name: seat.name, role: seat.role, audio: seat.audio, video: seat.video, resume_secret, link: Link::Connected(conn) };
+        let participant = Participant {
+            name: seat.name,
+            role: seat.role,
+            audio: seat.audio,
+            video: seat.video,
+            resume_secret,
+            link: Link::Connected(conn),
+            sfu_offers: Budget::with(now, SFU_OFFER_BURST, SFU_OFFERS_PER_SECOND),
+            turn_usernames: Vec::new(),
+        };
         self.participants.insert(id, participant);
         // The mode first: those present switch before they hear of the newcomer (so nobody
         // starts a mesh connection that the switch would end at once), and the newcomer's
@@ -250,7 +301,7 @@ impl Room {
             Link::Away { held, .. } => (true, held),
         };
         self.welcome(id, true, ice_servers);
-        for message in held {
+        for (message, _) in held {
             self.effects.push(Effect::Send { conn, message });
         }
         if was_away || role_changed {
@@ -268,7 +319,7 @@ impl Room {
             return;
         }
         let deadline = now + self.config.reconnect_grace_ms;
-        self.participants.get_mut(&id).expect("seated").link = Link::Away { deadline, held: VecDeque::new() };
+        self.participants.get_mut(&id).expect("seated").link = Link::Away { deadline, held: VecDeque::new(), held_bytes: 0 };
         let view = self.view(id);
         self.broadcast_except(id, ServerMessage::Updated { participant: view });
     }
@@ -357,9 +408,9 @@ impl Room {
     }
 
     fn remove_participant(&mut self, id: ParticipantId, reason: LeftReason, now: Millis) {
-        if self.participants.remove(&id).is_some() {
+        if let Some(gone) = self.participants.remove(&id) {
             self.unreachable.retain(|(a, b)| *a != id && *b != id);
-            self.effects.push(Effect::Departed { participant: id });
+            self.effects.push(Effect::Departed { participant: id, turn_usernames: gone.turn_usernames });
             self.broadcast_except(id, ServerMessage::Left { participant: id, reason });
             self.update_mode(now);
         }
@@ -395,6 +446,9 @@ impl Room {
     }
 
     fn welcome(&mut self, id: ParticipantId, resumed: bool, ice_servers: IceServersFor<'_>) {
+        let servers = ice_servers(id);
+        let p = self.participants.get_mut(&id).expect("welcomed participants are seated");
+        p.turn_usernames.extend(servers.iter().filter_map(|s| s.username.clone()));
         let p = &self.participants[&id];
         let Link::Connected(conn) = p.link else { unreachable!("welcome goes to a connected participant") };
         let message = ServerMessage::Welcome {
@@ -407,7 +461,7 @@ impl Room {
             mode: self.mode,
             mesh_threshold: self.config.mesh_threshold,
             reconnect_grace_secs: self.config.reconnect_grace_ms / 1000,
-            ice_servers: ice_servers(id),
+            ice_servers: servers,
         };
         self.effects.push(Effect::Send { conn, message });
     }
@@ -424,11 +478,14 @@ impl Room {
             // The welcome on resumption carries who is here and the mode; only signals,
             // which belong to negotiations in progress, are worth holding.
             Link::Away { .. } if !matches!(message, ServerMessage::Signal { .. }) => {}
-            Link::Away { held, .. } => {
-                if held.len() == MAX_HELD_MESSAGES {
-                    held.pop_front();
+            Link::Away { held, held_bytes, .. } => {
+                let size = serde_json::to_string(&message).map_or(0, |t| t.len());
+                held.push_back((message, size));
+                *held_bytes += size;
+                while held.len() > MAX_HELD_MESSAGES || *held_bytes > MAX_HELD_BYTES {
+                    let Some((_, dropped)) = held.pop_front() else { break };
+                    *held_bytes -= dropped;
                 }
-                held.push_back(message);
             }
         }
     }

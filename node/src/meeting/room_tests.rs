@@ -88,7 +88,7 @@ fn leave_closes_the_leaver_and_tells_the_others() {
     room.leave(1, 5).unwrap();
     let effects = room.take_effects();
     assert!(effects.contains(&Effect::Close { conn: 1, why: CloseWhy::Left }));
-    assert!(effects.contains(&Effect::Departed { participant: a }));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Departed { participant, .. } if *participant == a)));
     assert!(effects.contains(&Effect::Send { conn: 2, message: ServerMessage::Left { participant: a, reason: LeftReason::Left } }));
     assert_eq!(types(&effects, 1), Vec::<&str>::new());
     assert_eq!(room.leave(1, 6), Err(RoomError::NotSeated));
@@ -169,7 +169,7 @@ fn the_seat_ends_when_the_grace_period_does() {
     room.tick(31_000);
     let effects = room.take_effects();
     assert_eq!(sent(&effects), vec![(2, &ServerMessage::Left { participant: a, reason: LeftReason::TimedOut })]);
-    assert!(effects.contains(&Effect::Departed { participant: a }));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Departed { participant, .. } if *participant == a)));
     // Coming back after that is a fresh seat with a new id.
     let again = room.resume_or_join(9, a, "secret-1", seat("A", Role::Guest), "fresh".into(), &|_| vec![], 40_000).unwrap();
     assert_ne!(again, a);
@@ -243,7 +243,7 @@ fn hosts_remove_guests_and_guests_remove_nobody() {
     let effects = room.take_effects();
     assert_eq!(effects[0], Effect::Send { conn: 2, message: ServerMessage::Removed { by: "Host".into() } });
     assert_eq!(effects[1], Effect::Close { conn: 2, why: CloseWhy::Removed });
-    assert_eq!(effects[2], Effect::Departed { participant: guest });
+    assert!(matches!(&effects[2], Effect::Departed { participant, .. } if *participant == guest), "{effects:?}");
     assert_eq!(types(&effects, 1), vec!["left"]);
     assert_eq!(types(&effects, 3), vec!["left"]);
     assert_eq!(room.len(), 2);
@@ -417,4 +417,40 @@ fn a_pair_that_cannot_connect_moves_a_small_room_to_the_sfu_until_one_of_them_le
     assert_eq!(room.mode(), MediaMode::Sfu);
     room.tick(76_000);
     assert_eq!(room.mode(), MediaMode::Mesh);
+}
+
+#[test]
+fn sfu_offers_only_in_sfu_mode_and_not_too_often() {
+    let mut room = Room::new("r", config(2));
+    join(&mut room, 1, "A", 0);
+    assert_eq!(room.sfu_offer(1, 0), Err(RoomError::NotSfu), "a mesh meeting has no SFU to offer to");
+    assert_eq!(room.sfu_offer(9, 0), Err(RoomError::NotSeated));
+    join(&mut room, 2, "B", 0);
+    join(&mut room, 3, "C", 0);
+    assert_eq!(room.mode(), MediaMode::Sfu);
+    let granted = (0..20).filter(|_| room.sfu_offer(1, 1_000).is_ok()).count();
+    assert_eq!(granted, 4, "a burst of four");
+    assert_eq!(room.sfu_offer(1, 1_000), Err(RoomError::TooManyOffers));
+    assert!(room.sfu_offer(2, 1_000).is_ok(), "each seat has its own budget");
+    assert!(room.sfu_offer(1, 6_000).is_ok(), "then one every five seconds");
+    assert_eq!(room.sfu_offer(1, 6_000), Err(RoomError::TooManyOffers));
+}
+
+#[test]
+fn a_full_meeting_gives_the_oldest_away_seat_to_a_newcomer() {
+    let mut room = Room::new("r", RoomConfig { capacity: 3, ..config(4) });
+    let a = join(&mut room, 1, "A", 0);
+    let b = join(&mut room, 2, "B", 0);
+    join(&mut room, 3, "C", 0);
+    assert_eq!(room.join(4, seat("D", Role::Guest), "s4".into(), &|_| vec![], 10), Err(RoomError::Full(3)));
+    room.disconnected(2, 100);
+    room.disconnected(1, 200);
+    room.take_effects();
+    // B dropped first: B's seat goes.
+    let d = room.join(4, seat("D", Role::Guest), "s4".into(), &|_| vec![], 300).unwrap();
+    let effects = room.take_effects();
+    assert!(effects.iter().any(|e| matches!(e, Effect::Departed { participant, .. } if *participant == b)), "{effects:?}");
+    assert_eq!(room.len(), 3);
+    assert!(room.resume_or_join(5, a, "secret-1", seat("A", Role::Guest), "x".into(), &|_| vec![], 400).is_ok());
+    assert_ne!(d, b);
 }

@@ -35,7 +35,7 @@ use turn_server_proto::types::stun::prelude::{AttributeFromRaw, AttributeStaticT
 use turn_server_proto::types::{AddressFamily, Instant};
 
 use super::credentials::TurnSecret;
-use super::policy;
+use super::{PROBE_PARTICIPANT, Withdrawn, policy};
 
 /// Where relays may send.
 #[derive(Debug, Clone, Default)]
@@ -103,11 +103,13 @@ pub struct Front {
     known_users: HashMap<String, u64>,
     /// The server's nonce for each client that proved its credential.
     server_nonces: HashMap<SocketAddr, String>,
+    /// Credentials of seats that ended.
+    withdrawn: Withdrawn,
     pub refusals: Refusals,
 }
 
 impl Front {
-    pub fn new(transport: TransportType, listen: SocketAddr, realm: &str, secret: TurnSecret, peers: PeerPolicy) -> Front {
+    pub fn new(transport: TransportType, listen: SocketAddr, realm: &str, secret: TurnSecret, peers: PeerPolicy, withdrawn: Withdrawn) -> Front {
         let server = TurnServer::new(transport, listen, realm.to_string());
         let nonce = format!("confab{}", crate::secrets::hex(&crate::secrets::random_bytes::<12>()));
         Front {
@@ -120,6 +122,7 @@ impl Front {
             nonce,
             known_users: HashMap::new(),
             server_nonces: HashMap::new(),
+            withdrawn,
             refusals: Refusals::default(),
         }
     }
@@ -209,6 +212,13 @@ impl Front {
             Ok(username) => {
                 let username = username.username();
                 let refusal = match self.secret.check(username, unix) {
+                    Ok(_) if self.withdrawn.contains(username) => "this credential was withdrawn: its seat in the meeting ended".to_string(),
+                    // The prejoin self-test only gathers a relay candidate; its credential
+                    // relays to nobody.
+                    Ok((holder, _)) if holder.participant == PROBE_PARTICIPANT && (method == CREATE_PERMISSION || method == CHANNEL_BIND) => {
+                        self.refusals.peers += 1;
+                        return Screen::Reply(request.then(|| error(&msg, ErrorCode::FORBIDDEN, "a self-test credential relays to nobody")));
+                    }
                     Ok((holder, password)) => {
                         let key = LongTermCredentials::new(username.to_string(), password.clone()).to_key(self.realm.clone());
                         match msg.validate_integrity(&key.clone().into()) {
@@ -405,7 +415,7 @@ mod tests {
             relayed: Default::default(),
         };
         peers.relayed.write().unwrap().insert(addr("198.51.100.1:61000"));
-        Front::new(TransportType::Udp, addr("192.0.2.10:3478"), "confab", TurnSecret::from_bytes([9; 32]), peers)
+        Front::new(TransportType::Udp, addr("192.0.2.10:3478"), "confab", TurnSecret::from_bytes([9; 32]), peers, Withdrawn::default())
     }
 
     fn error_code(reply: &[u8]) -> u16 {
@@ -509,6 +519,30 @@ mod tests {
         assert_eq!(f.refusals.credentials, 1_000);
         let (actions, _) = f.poll(now);
         assert!(actions.is_empty(), "{actions:?}");
+    }
+
+    #[test]
+    fn a_withdrawn_credential_is_refused_and_a_self_test_credential_relays_to_nobody() {
+        let now = Instant::from_nanos(0);
+        let secret = TurnSecret::from_bytes([9; 32]);
+        let mut f = front();
+        let (user, pass) = secret.issue("room", 7, NOW_UNIX, 600);
+        f.withdrawn.withdraw(std::slice::from_ref(&user), NOW_UNIX);
+        let (realm, nonce) = realm_nonce(&exchange(&mut f, &allocate(None, None), now));
+        let refused = exchange(&mut f, &allocate(Some((&user, &pass)), Some((&realm, &nonce))), now);
+        assert_eq!(error_code(&refused), ErrorCode::UNAUTHORIZED);
+
+        let (probe, probe_pass) = secret.issue("room", PROBE_PARTICIPANT, NOW_UNIX, 60);
+        let mut msg = Message::builder_request(CREATE_PERMISSION, MessageWriteVec::new());
+        let id = msg.transaction_id();
+        msg.add_attribute(&XorPeerAddress::new(addr("198.51.100.7:5000"), id)).unwrap();
+        msg.add_attribute(&Username::new(&probe).unwrap()).unwrap();
+        msg.add_attribute(&Realm::new(&realm).unwrap()).unwrap();
+        msg.add_attribute(&Nonce::new(&nonce).unwrap()).unwrap();
+        let key = LongTermCredentials::new(probe.clone(), probe_pass).to_key(realm.clone());
+        msg.add_message_integrity(&key.into(), IntegrityAlgorithm::Sha1).unwrap();
+        let reply = f.recv(addr("203.0.113.5:50000"), f.listen(), &msg.finish(), now, NOW_UNIX).expect("answered in front");
+        assert_eq!(error_code(&reply.data), ErrorCode::FORBIDDEN);
     }
 
     #[test]

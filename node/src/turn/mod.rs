@@ -8,8 +8,33 @@ pub mod front;
 pub mod policy;
 pub mod service;
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use crate::meeting::protocol::IceServer;
 use credentials::TurnSecret;
+
+/// TURN usernames whose seats ended (left, removed, timed out): refused from then on, until
+/// the expiry written in them. Shared by the hub, which adds to it, and every listener.
+#[derive(Debug, Clone, Default)]
+pub struct Withdrawn(Arc<RwLock<HashMap<String, u64>>>);
+
+impl Withdrawn {
+    pub fn withdraw(&self, usernames: &[String], now: u64) {
+        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        set.retain(|_, expires| *expires > now);
+        for username in usernames {
+            let expires = username.split(':').next().and_then(|e| e.parse().ok()).unwrap_or(u64::MAX);
+            if expires > now {
+                set.insert(username.clone(), expires);
+            }
+        }
+    }
+
+    pub fn contains(&self, username: &str) -> bool {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).contains_key(username)
+    }
+}
 
 /// The prejoin self-test's credentials: minutes at most.
 pub const PROBE_TTL_SECS: u64 = 300;

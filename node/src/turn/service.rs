@@ -39,6 +39,7 @@ pub struct TurnSettings {
     pub relay_ip: IpAddr,
     pub peers: PeerPolicy,
     pub secret: TurnSecret,
+    pub withdrawn: super::Withdrawn,
 }
 
 /// For `/metrics`.
@@ -89,10 +90,10 @@ impl Turn {
         if let Some(listen) = settings.listen {
             let (socket, listener) = bind_udp_and_tcp(listen).await?;
             let (socket, bound) = (Arc::new(socket), listener.local_addr()?);
-            let udp_front = Front::new(TransportType::Udp, bound, REALM, settings.secret.clone(), settings.peers.clone());
+            let udp_front = Front::new(TransportType::Udp, bound, REALM, settings.secret.clone(), settings.peers.clone(), settings.withdrawn.clone());
             let events = spawn_actor(udp_front, Some(socket.clone()), settings.relay_ip, counters.clone());
             tokio::spawn(read_datagrams(socket, bound, events));
-            let tcp_front = Front::new(TransportType::Tcp, bound, REALM, settings.secret.clone(), settings.peers.clone());
+            let tcp_front = Front::new(TransportType::Tcp, bound, REALM, settings.secret.clone(), settings.peers.clone(), settings.withdrawn.clone());
             let events = spawn_actor(tcp_front, None, settings.relay_ip, counters.clone());
             tokio::spawn(accept(listener, bound, None, events));
             udp = Some(bound);
@@ -104,7 +105,7 @@ impl Turn {
                 None => TcpListener::bind(SocketAddr::new(settings.relay_ip, 0)).await?,
             };
             let bound = listen.local_addr()?;
-            let front = Front::new(TransportType::Tcp, bound, REALM, settings.secret.clone(), settings.peers.clone());
+            let front = Front::new(TransportType::Tcp, bound, REALM, settings.secret.clone(), settings.peers.clone(), settings.withdrawn.clone());
             let events = spawn_actor(front, None, settings.relay_ip, counters.clone());
             if settings.tls_listen.is_some() {
                 tokio::spawn(accept(listen, bound, Some(tokio_rustls::TlsAcceptor::from(config)), events.clone()));

@@ -44,6 +44,9 @@ use peer::{LayerBook, Peer, Slot, Track};
 
 /// How often speakers, plans, layers and bandwidth targets are reviewed.
 pub const REVIEW_EVERY: Duration = Duration::from_millis(200);
+/// Media sections an offer may have: a browser sends two and receives on two per slot
+/// (the web client has 9 slots; last-N may be raised); more is only cost.
+pub const MAX_M_LINES: usize = 64;
 /// A slot keeps its layer at least this long unless that layer stops.
 const LAYER_HOLD: Duration = Duration::from_secs(1);
 /// Keyframe requests for one layer, at most one per this.
@@ -240,6 +243,10 @@ impl Router {
     /// Accepts `key`'s SDP offer for `room` (homed on shard `home`); returns the answer.
     pub fn publish(&mut self, now: Instant, key: PeerKey, room: RoomId, home: usize, offer: &str) -> Result<String, RelayError> {
         self.advance(now);
+        let m_lines = offer.lines().filter(|l| l.starts_with("m=")).count();
+        if m_lines > MAX_M_LINES {
+            return Err(RelayError::BadOffer(format!("{m_lines} media sections; the relay takes at most {MAX_M_LINES}")));
+        }
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| RelayError::BadOffer(e.to_string()))?;
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)

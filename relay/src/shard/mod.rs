@@ -182,15 +182,23 @@ impl Shard {
     /// Handles what waits in the mailbox; returns whether there was anything.
     fn messages(&mut self) -> bool {
         let mut any = false;
+        let mut published = false;
         for _ in 0..MESSAGES_PER_TURN {
             let message = match self.held.take().map_or_else(|| self.inbox.try_recv(), Ok) {
                 Ok(m) => m,
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             };
+            // One offer per turn: each costs milliseconds, and the datagrams waiting on the
+            // socket (other rooms' audio among them) go first.
+            if published && matches!(message, ShardMessage::Publish { .. }) {
+                self.held = Some(message);
+                break;
+            }
             any = true;
             let now = Instant::now();
             match message {
                 ShardMessage::Publish { peer, room, home, offer, reply } => {
+                    published = true;
                     let _ = reply.send(self.router.publish(now, peer, room, home, &offer));
                 }
                 ShardMessage::Remove { peer, room } => self.router.remove(now, &peer, room),

@@ -1,6 +1,16 @@
 // Building the page. Text from anyone (names, notes, messages) only ever becomes a text
 // node: `el` appends strings as text, and nothing here uses innerHTML.
 
+/// `decodeURIComponent`, except that a damaged escape (a lone `%`) gives the text back as it
+/// is rather than throwing: a mangled link is then refused with a reason, not a stuck page.
+export function decodeLenient(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
 export function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(props)) {

@@ -35,6 +35,17 @@ async function withStore(mode, action) {
 const load = (name) => withStore("readonly", (s) => s.get(name));
 const save = (name, record) => withStore("readwrite", (s) => s.put(record, name));
 
+/// Logging out: this browser forgets every account's signing key. Links already made keep
+/// working (their certificates live on the node until they expire or the account is
+/// disabled); the next login makes a new key and has it certified.
+export function forgetKeys() {
+  return new Promise((resolve) => {
+    if (!globalThis.indexedDB) return resolve();
+    const req = indexedDB.deleteDatabase(DB_NAME);
+    req.onsuccess = req.onerror = req.onblocked = () => resolve();
+  });
+}
+
 export function supported() {
   return Boolean(globalThis.crypto?.subtle && globalThis.indexedDB);
 }

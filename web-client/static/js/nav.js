@@ -2,6 +2,7 @@
 
 import { post } from "./api.js";
 import { $, el } from "./dom.js";
+import { forgetKeys } from "./keystore.js";
 
 export function renderNav(me) {
   const nav = $("#nav");
@@ -18,6 +19,7 @@ export function renderNav(me) {
   nav.append(
     el("button", { type: "button", id: "logout", class: "link", onclick: async () => {
       await post("/api/logout");
+      await forgetKeys();
       location.assign("/");
     } }, "Log out"),
   );

@@ -2,14 +2,14 @@
 // and level meter), then the meeting.
 
 import { post } from "../api.js";
-import { $, el, say } from "../dom.js";
+import { $, el, say, decodeLenient } from "../dom.js";
 import { Call } from "../meeting/call.js";
 import { Levels, LocalMedia } from "../meeting/media.js";
 import { bestPath, describe, selfTest } from "../meeting/selftest.js";
 import { Tiles } from "../meeting/tiles.js";
 
-const room = decodeURIComponent(location.pathname.split("/")[2] ?? "");
-const invite = decodeURIComponent(location.hash.slice(1));
+const room = decodeLenient(location.pathname.split("/")[2] ?? "");
+const invite = decodeLenient(location.hash.slice(1));
 const NAME_KEY = "confab.display-name";
 
 const local = new LocalMedia();
