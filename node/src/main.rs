@@ -1,29 +1,14 @@
-//! `confab`: the one binary. See ARCHITECTURE.md for the map.
-
-mod capabilities;
-mod cli;
-mod clock;
-mod commands;
-mod config;
-mod datadir;
-mod duration;
-mod http;
-mod loadtest;
-mod meeting;
-mod metrics;
-mod procfs;
-mod ratelimit;
-mod secrets;
-mod store;
-mod turn;
+//! `confab`: the one binary. See ARCHITECTURE.md for the map; the code is the
+//! `confab_node` library (`lib.rs`), this file only parses the command line and starts it.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, LogFormat};
-use crate::config::FileConfig;
+use confab_node::cli::{Cli, Command, LogFormat};
+use confab_node::config::{self, FileConfig};
+use confab_node::{commands, loadtest};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -114,11 +114,20 @@ impl Planner {
         self.speakers.observe(participant, level, at);
     }
 
-    /// The layers `participant`'s track `mid` sends now.
+    /// The layers `participant`'s track `mid` sends now. A layer its offer announced that
+    /// has not been seen yet stays listed, unsized: a browser starts its higher layers only
+    /// as its bandwidth estimate grows, and a layer paused before it was ever seen would
+    /// otherwise be forgotten, so that nobody could ask for it again.
     pub fn layers(&mut self, participant: u64, mid: Mid, layers: Vec<Layer>) {
-        if self.members.iter().any(|(p, _)| *p == participant) {
-            self.layers.insert((participant, mid), layers.into());
+        if !self.members.iter().any(|(p, _)| *p == participant) {
+            return;
         }
+        let mut layers = layers;
+        if let Some(before) = self.layers.get(&(participant, mid)) {
+            let unseen: Vec<Layer> = before.iter().filter(|b| !layers.iter().any(|l| l.rid == b.rid)).cloned().collect();
+            layers.extend(unseen);
+        }
+        self.layers.insert((participant, mid), layers.into());
     }
 
     /// Re-evaluates the dominant speaker; returns it when it changed.
@@ -279,5 +288,24 @@ mod tests {
         }
         assert_eq!(planner.wanted_layers(2, mid, 1), vec![l, h], "a new speaker sends everything");
         assert_eq!(planner.wanted_layers(2, mid, 0), vec![l]);
+    }
+
+    #[test]
+    fn an_offered_layer_not_seen_yet_stays_in_the_plan_for_a_speaker_to_resume() {
+        // 2's offer announces l, m and h; only l has arrived so far (the browser starts its
+        // higher layers as its estimate grows, and the relay may pause them before that).
+        let t0 = Instant::now();
+        let mid = Mid::from("1");
+        let (l, m, h) = (Some(Rid::from("l")), Some(Rid::from("m")), Some(Rid::from("h")));
+        let mut planner = Planner::new(9);
+        planner.join(1, member(0));
+        planner.join(2, Member { rids: vec![(mid, vec![Rid::from("l"), Rid::from("m"), Rid::from("h")])], ..member(1) });
+        planner.layers(2, mid, vec![Layer { rid: l, height: 180, bitrate: 150_000 }]);
+        for i in 0..10u64 {
+            planner.speech(2, -20, t0 + Duration::from_millis(20 * i));
+        }
+        let wanted = planner.wanted_layers(2, mid, 1);
+        assert_eq!(wanted.len(), 3, "{wanted:?}");
+        assert!([l, m, h].iter().all(|r| wanted.contains(r)), "the speaker is asked for every layer it offered: {wanted:?}");
     }
 }

@@ -84,6 +84,7 @@ fn set_soft_open_files(soft: u64) -> u64 {
 /// node closes every idle connection by itself.
 #[tokio::test]
 async fn idle_connections_to_turn_and_ice_tcp_leave_the_node_answering_and_are_closed() {
+    let _heavy = confab_tests::browser::exclusive().await;
     use tokio::io::AsyncReadExt;
     let hard = {
         let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -104,9 +104,13 @@ async fn a_third_participant_moves_the_meeting_to_the_sfu_and_back_without_a_gap
 /// Waits until `p` receives `from`'s video through the SFU at a height that `check` accepts.
 async fn wait_height(p: &Participant, from: &str, what: &str, check: impl Fn(u64) -> bool) -> u64 {
     let started = Instant::now();
-    let height = confab_tests::eventually(&format!("{} to receive {from} {what}", p.name), Duration::from_secs(30), || async {
+    let height = confab_tests::eventually_or(&format!("{} to receive {from} {what}", p.name), Duration::from_secs(30), || async {
         let stats = p.stats().await;
-        stats.get(from).filter(|s| s.via == "sfu" && check(s.frame_height)).map(|s| s.frame_height)
+        match stats.get(from) {
+            Some(s) if s.via == "sfu" && check(s.frame_height) => Ok(s.frame_height),
+            Some(s) => Err(format!("{}p via {}, {} frames decoded; {}", s.frame_height, s.via, s.frames_decoded, p.sfu_video_report().await)),
+            None => Err("no stats yet".into()),
+        }
     })
     .await;
     println!("{} receives {from} at {height}p ({what}) after {:?}", p.name, started.elapsed());

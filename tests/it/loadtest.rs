@@ -13,6 +13,7 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_bots_join_and_receive_each_other_with_under_one_percent_loss() {
+    let _heavy = confab_tests::browser::exclusive().await;
     // The default mesh threshold (4): the first bots wait in a mesh room until it moves to
     // the SFU, as a meeting that grows does.
     let (node, link, _) = start_meeting(&[], "load").await;

@@ -7,6 +7,7 @@ use confab_tests::browser::Browser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_up_create_meeting_and_open_invite() {
+    let _heavy = confab_tests::browser::exclusive().await;
     let node = Node::start().await;
     let admin = node.admin().await;
     let token = node.issue_token(&admin).await;
@@ -95,6 +96,7 @@ async fn sign_up_create_meeting_and_open_invite() {
 /// The ticketmaster's and the admin's pages, in a real browser.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticketmaster_and_admin_pages() {
+    let _heavy = confab_tests::browser::exclusive().await;
     let node = Node::start().await;
     let admin = node.admin().await;
     let _ = node.account(&admin, "hugo").await;
