@@ -32,6 +32,11 @@ pub fn process(pid: &str) -> Option<(f64, u64)> {
     Some((cpu_ticks(&stat)? as f64 / TICKS_PER_SECOND, rss_kib(&status)?))
 }
 
+/// How many descriptors a process has open (entries of `/proc/PID/fd`).
+pub fn open_files(pid: &str) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +49,6 @@ mod tests {
         assert_eq!(rss_kib("Name:\tconfab\nVmRSS:\t   51234 kB\nThreads: 9\n"), Some(51234));
         assert_eq!(load_average("0.52 1.10 0.98 2/311 4242\n"), Some([0.52, 1.10, 0.98]));
         assert_eq!(load_average("x"), None);
+        assert!(open_files("self").is_some_and(|n| n >= 3));
     }
 }

@@ -105,6 +105,16 @@ pub struct LoadtestOptions {
     #[arg(long, default_value = "/usr/bin/chromium", value_name = "PATH")]
     pub chromium: std::path::PathBuf,
 
+    /// Visitors come and go beside the bots: every DURATION one more joins, stays for
+    /// `--churn-stay` and leaves, from the first join to the end (a soak: memory, descriptors
+    /// and shards must not notice). Visitors are not in the report's figures.
+    #[arg(long, value_name = "DURATION")]
+    pub churn_every: Option<Span>,
+
+    /// How long each visitor stays.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub churn_stay: Span,
+
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
@@ -201,11 +211,12 @@ struct ProcSample {
     at: Instant,
     cpu_secs: f64,
     rss_kib: u64,
+    open_files: usize,
 }
 
 fn sample(pid: &str) -> Option<ProcSample> {
     let (cpu_secs, rss_kib) = crate::procfs::process(pid)?;
-    Some(ProcSample { at: Instant::now(), cpu_secs, rss_kib })
+    Some(ProcSample { at: Instant::now(), cpu_secs, rss_kib, open_files: crate::procfs::open_files(pid).unwrap_or(0) })
 }
 
 /// CPU use between two samples, in cores (1.0 = one core busy).
@@ -260,6 +271,12 @@ pub struct Report {
     pub server_kib_per_participant: Option<f64>,
     /// Server CPU time per forwarded packet.
     pub server_us_per_packet: Option<f64>,
+    /// The server before the first join, when measuring started, at the end, and 3 s after
+    /// everyone left: resident MiB and open descriptors (a leak shows as the last pair
+    /// above the first).
+    pub server_lifecycle: Option<[(f64, usize); 4]>,
+    /// Visitors who came and went (`--churn-every`), and how many of them failed.
+    pub visitors: Option<(usize, usize)>,
     pub bot_cores: f64,
     pub outcomes: Vec<BotOutcome>,
 }
@@ -360,6 +377,42 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
         }));
     }
 
+    // Visitors, if asked for: one more every `--churn-every`, each staying `--churn-stay`.
+    let visitors = match (&target, options.churn_every.map(|e| Duration::from_secs(e.secs()))) {
+        (Target::Confab { link, tls }, Some(every)) if !every.is_zero() => {
+            let (link, tls, publish, timeline) = (link.clone(), tls.clone(), publish.clone(), timeline.clone());
+            let stay = Duration::from_secs(options.churn_stay.secs());
+            let seen = Arc::new(Shared::default());
+            let counted = seen.clone();
+            let task = tokio::spawn(async move {
+                let mut visits = Vec::new();
+                let mut at = start + every;
+                let mut k = 0usize;
+                while at + stay < timeline.end {
+                    tokio::time::sleep_until(at.into()).await;
+                    let mut visit = timeline.clone();
+                    visit.end = Instant::now() + stay;
+                    let bot =
+                        confab::Bot { index: bots + k, name: format!("visitor-{k:04}"), link: link.clone(), tls: tls.clone(), ip, publish: publish.clone() };
+                    let seen = seen.clone();
+                    visits.push(tokio::spawn(async move { bot.run(seen, visit).await }));
+                    k += 1;
+                    at += every;
+                }
+                let mut failed = 0;
+                for visit in visits {
+                    if visit.await.map_or(true, |o| o.error.is_some()) {
+                        failed += 1;
+                    }
+                }
+                (k, failed)
+            });
+            Some((task, counted))
+        }
+        (Target::Janus { .. }, Some(_)) => anyhow::bail!("--churn-every drives a Confab meeting (--link)"),
+        _ => None,
+    };
+
     // The progress line, once a second, and the samples at the edges of the measurement.
     let mut server_from = None;
     let mut bots_from = None;
@@ -389,7 +442,10 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
             line += &format!("; bots {:.0}% CPU", cores(a, b) * 100.0);
         }
         if let (Some(a), Some(b)) = (last.1, current.1) {
-            line += &format!("; server {:.0}% CPU, {:.0} MiB", cores(a, b) * 100.0, b.rss_kib as f64 / 1024.0);
+            line += &format!("; server {:.0}% CPU, {:.0} MiB, {} open files", cores(a, b) * 100.0, b.rss_kib as f64 / 1024.0, b.open_files);
+        }
+        if let Some((_, seen)) = &visitors {
+            line += &format!("; {} visitors so far", seen.joined.load(Ordering::Relaxed));
         }
         eprintln!("{line}");
         last = current;
@@ -406,6 +462,14 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
     for task in tasks {
         outcomes.push(task.await.unwrap_or_else(|e| BotOutcome { error: Some(format!("the bot panicked: {e}")), ..Default::default() }));
     }
+
+    let churn = match visitors {
+        Some((task, _)) => Some(task.await.unwrap_or((0, 0))),
+        None => None,
+    };
+    // Everyone has left: what the server holds now, against before the first join.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let server_after = server.as_deref().and_then(sample);
 
     let measured_secs = timeline.end.duration_since(measure_from).as_secs_f64();
     let joined: Vec<&BotOutcome> = outcomes.iter().filter(|o| o.joined_ms.is_some()).collect();
@@ -464,6 +528,11 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
         server_rss_mib: server_to.map(|s| s.rss_kib as f64 / 1024.0),
         server_kib_per_participant: server_before.zip(server_to).map(|(a, b)| (b.rss_kib as f64 - a.rss_kib as f64) / bots as f64),
         server_us_per_packet: server_cores.filter(|_| forwarded_pps > 0.0).map(|c| c * 1e6 / forwarded_pps),
+        server_lifecycle: match (server_before, server_from, server_to, server_after) {
+            (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d].map(|s| (s.rss_kib as f64 / 1024.0, s.open_files))),
+            _ => None,
+        },
+        visitors: churn,
         bot_cores: bots_from.zip(bots_to).map(|(a, b)| cores(a, b)).unwrap_or(0.0),
         outcomes,
     })
@@ -539,6 +608,15 @@ fn print_report(r: &Report) {
         }
     }
     println!();
+    if let Some([before, from, to, after]) = r.server_lifecycle {
+        println!(
+            "server memory and descriptors: {:.0} MiB / {} before the first join, {:.0} / {} when measuring began, {:.0} / {} at the end, {:.0} / {} after everyone left",
+            before.0, before.1, from.0, from.1, to.0, to.1, after.0, after.1
+        );
+    }
+    if let Some((visitors, failed)) = r.visitors {
+        println!("visitors: {visitors} came and went, {failed} failed");
+    }
     println!("bots' own CPU: {:.0}% ({:.2} cores): if that is most of the machine, the bots, not the server, are the limit", r.bot_cores * 100.0, r.bot_cores);
 }
 
