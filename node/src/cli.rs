@@ -98,6 +98,11 @@ pub struct ServeOptions {
     #[arg(long, env = "CONFAB_RECONNECT_GRACE", value_name = "DURATION")]
     pub reconnect_grace: Option<Span>,
 
+    /// At most this many guests from one network address (an IPv4 address or an IPv6 /64)
+    /// hold seats in one meeting; 0 means no limit. Loopback is never limited. [default: 20]
+    #[arg(long, env = "CONFAB_SEATS_PER_ADDRESS", value_name = "N")]
+    pub seats_per_address: Option<usize>,
+
     /// A STUN or TURN server for browsers' ICE (stun:HOST:PORT, turn:..., turns:...), given
     /// once per server. Servers that need credentials go in the TOML file. [default: none]
     #[arg(long = "ice-server", env = "CONFAB_ICE_SERVERS", value_name = "URL", value_delimiter = ',')]

@@ -18,6 +18,7 @@ pub const DEFAULT_FIRST_TOKEN_TTL: Span = Span(24 * 3600);
 pub const DEFAULT_MESH_THRESHOLD: usize = 4;
 pub const DEFAULT_RECONNECT_GRACE: Span = Span(30);
 pub const DEFAULT_LAST_N: usize = 9;
+pub const DEFAULT_SEATS_PER_ADDRESS: usize = 20;
 
 /// The TOML file: the same names as the long flags, with `_` for `-`.
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +34,7 @@ pub struct FileConfig {
     pub first_token_ttl: Option<String>,
     pub mesh_threshold: Option<usize>,
     pub reconnect_grace: Option<String>,
+    pub seats_per_address: Option<usize>,
     /// `[[ice_servers]]` tables: `urls`, and `username` and `credential` for TURN.
     pub ice_servers: Option<Vec<IceServer>>,
     pub relay_listen: Option<String>,
@@ -132,6 +134,7 @@ pub fn serve(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<Serve> {
         room: RoomConfig {
             mesh_threshold: flags.mesh_threshold.or(file.mesh_threshold).unwrap_or(DEFAULT_MESH_THRESHOLD),
             reconnect_grace_ms: reconnect_grace.secs() * 1000,
+            seats_per_address: flags.seats_per_address.or(file.seats_per_address).unwrap_or(DEFAULT_SEATS_PER_ADDRESS),
             ..RoomConfig::default()
         },
         ice_servers,

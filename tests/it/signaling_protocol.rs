@@ -184,7 +184,7 @@ async fn configured_grace_threshold_and_ice_servers_apply_and_the_seat_ends_with
 }
 
 #[tokio::test]
-async fn a_host_removes_a_participant_and_a_guest_cannot() {
+async fn a_host_removes_a_participant_who_then_stays_out_and_a_guest_cannot_remove_anyone() {
     let (node, guest_invite, host_invite) = node_with_invites(&[]).await;
     let (mut host, welcome_h) = Signaling::join(&node, ROOM, &host_invite, "Host").await;
     assert_eq!(welcome_h["you"]["role"], "host");
@@ -205,6 +205,16 @@ async fn a_host_removes_a_participant_and_a_guest_cannot() {
         Heard::Message(m) => assert_eq!(m["type"], "pong", "the bystander got an unexpected {m}"),
         Heard::Closed(code) => panic!("the bystander was disconnected ({code:?})"),
     }
+
+    // Removal bars: the same link from the same network gets no new seat, with the reason…
+    let mut again = Signaling::connect(&node, ROOM).await;
+    again.send(json!({"type": "join", "v": 1, "invite": guest_invite, "name": "Guest", "audio": true, "video": false})).await;
+    let refusal = again.expect("error").await;
+    assert_eq!(refusal["code"], "removed", "{refusal}");
+    assert_eq!(again.expect_close().await, Some(4003));
+    // …while another link from there still gets one.
+    let (_host2, welcome) = Signaling::join(&node, ROOM, &host_invite, "Host 2").await;
+    assert_eq!(welcome["you"]["role"], "host");
 }
 
 #[tokio::test]

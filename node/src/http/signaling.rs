@@ -3,6 +3,7 @@
 //! queues for it. The first message must be a `join` with an invite, checked exactly as
 //! `/api/invites/check` checks it (`capabilities::admit`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,8 @@ const WRITE_LIMIT: Duration = Duration::from_secs(10);
 pub const CLOSE_REMOVED: u16 = 4001;
 pub const CLOSE_REPLACED: u16 = 4002;
 pub const CLOSE_REFUSED: u16 = 4003;
+/// "Try again later" (RFC 6455): a refusal that passes, such as the join rate.
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws/{room}", web::get().to(connect));
@@ -44,13 +47,16 @@ async fn connect(req: HttpRequest, body: web::Payload, state: web::Data<AppState
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream = stream.max_frame_size(MAX_MESSAGE_BYTES).aggregate_continuations().max_continuation_size(MAX_MESSAGE_BYTES);
     // The stream is !Send: the connection lives on this worker's local executor.
-    actix_web::rt::spawn(Connection { state: state.into_inner(), room, session }.run(stream));
+    let origin = crate::ratelimit::client_key(super::peer_ip(&req));
+    actix_web::rt::spawn(Connection { state: state.into_inner(), room, origin, session }.run(stream));
     Ok(response)
 }
 
 struct Connection {
     state: Arc<AppState>,
     room: RoomName,
+    /// The client's network (an IPv4 address or an IPv6 /64).
+    origin: IpAddr,
     session: Session,
 }
 
@@ -62,7 +68,8 @@ impl Connection {
             Ok(()) => true,
             Err(e) => {
                 let _ = self.send(&ServerMessage::error(&e)).await;
-                let _ = self.session.clone().close(Some(close(CLOSE_REFUSED, e.code))).await;
+                let code = if e.code == "join_rate_limited" { CLOSE_TRY_AGAIN } else { CLOSE_REFUSED };
+                let _ = self.session.clone().close(Some(close(code, e.code))).await;
                 false
             }
         };
@@ -201,7 +208,8 @@ impl Connection {
         let node_key = self.state.node_key.public();
         let admitted = self.state.db(move |s| admit(s, node_key, &room, &invite, clock::now())).await;
         let (granted, _meeting) = admitted.map_err(|e| ProtocolError::new(e.code, e.message))?;
-        let seat = Seat { name, role: granted.role, audio, video };
+        let invite = format!("{}/{}", granted.certificate_id, granted.invite_id);
+        let seat = Seat { name, role: granted.role, audio, video, invite, origin: self.origin };
         let secret = secrets::hex(&secrets::random_bytes::<16>());
         let (state, room_name) = (self.state.clone(), self.room.to_string());
         let ice_servers = move |id: ParticipantId| state.ice_servers_for(&room_name, id.0);

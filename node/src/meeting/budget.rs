@@ -13,6 +13,11 @@ pub const PER_SECOND: f64 = 50.0;
 pub const SFU_OFFER_BURST: f64 = 4.0;
 pub const SFU_OFFERS_PER_SECOND: f64 = 0.2;
 
+/// Fresh seats from one network address in one meeting (resumes are not counted): a whole
+/// office behind one NAT joining at ten o'clock, not a script filling the room.
+pub const JOIN_BURST: f64 = 20.0;
+pub const JOINS_PER_SECOND: f64 = 1.0;
+
 #[derive(Debug, Clone)]
 pub struct Budget {
     tokens: f64,
@@ -29,6 +34,12 @@ impl Budget {
 
     pub fn with(now: Millis, burst: f64, per_second: f64) -> Budget {
         Budget { tokens: burst, last: now, burst, per_second }
+    }
+
+    /// Whether the bucket would be full at `now` (nothing spent that has not come back).
+    pub fn is_full(&self, now: Millis) -> bool {
+        let elapsed = now.saturating_sub(self.last) as f64 / 1000.0;
+        self.tokens + elapsed * self.per_second >= self.burst
     }
 
     /// Takes one message's worth; false when the connection is over its budget.

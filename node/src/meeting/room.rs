@@ -5,10 +5,11 @@
 //! resume secrets and ICE servers in.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
 
 use confab_keys::Role;
 
-use super::budget::{Budget, SFU_OFFER_BURST, SFU_OFFERS_PER_SECOND};
+use super::budget::{Budget, JOIN_BURST, JOINS_PER_SECOND, SFU_OFFER_BURST, SFU_OFFERS_PER_SECOND};
 
 use super::protocol::{IceServer, LeftReason, MediaMode, PROTOCOL_VERSION, ParticipantId, ParticipantView, ProtocolError, ServerMessage, SignalPayload};
 
@@ -30,13 +31,27 @@ pub struct RoomConfig {
     /// How long the room must stay at or under the threshold before it returns to mesh.
     pub sfu_hold_down_ms: Millis,
     pub capacity: usize,
+    /// At most this many guest seats from one network address ([`Seat::origin`]); 0: no
+    /// limit. Loopback (the node's own machine, e.g. a load generator) is not limited.
+    pub seats_per_address: usize,
 }
 
 impl Default for RoomConfig {
     fn default() -> RoomConfig {
-        RoomConfig { mesh_threshold: 4, reconnect_grace_ms: 30_000, sfu_hold_down_ms: 15_000, capacity: 100 }
+        RoomConfig {
+            mesh_threshold: 4,
+            reconnect_grace_ms: 30_000,
+            sfu_hold_down_ms: 15_000,
+            capacity: 100,
+            seats_per_address: crate::config::DEFAULT_SEATS_PER_ADDRESS,
+        }
     }
 }
+
+/// Removals remembered per room (the oldest is forgotten beyond this).
+const MAX_BARRED: usize = 1024;
+/// Join budgets kept per room; beyond this, those that have refilled are forgotten.
+const MAX_JOIN_BUDGETS: usize = 4096;
 
 /// Signals kept for a participant whose connection is down, delivered when it resumes.
 /// Beyond this the oldest are dropped; the client restarts ICE on any pair that needs it.
@@ -78,6 +93,11 @@ pub struct Seat {
     pub role: Role,
     pub audio: bool,
     pub video: bool,
+    /// The id of the invite presented (hex): with `origin`, what a removal bars.
+    pub invite: String,
+    /// The network the connection came from (`ratelimit::client_key`: an IPv4 address or an
+    /// IPv6 /64).
+    pub origin: IpAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +118,12 @@ pub enum RoomError {
     NotSfu,
     #[error("too many SFU offers: wait a few seconds")]
     TooManyOffers,
+    #[error("a host removed you from this meeting; you cannot rejoin it with this link from this network")]
+    Barred,
+    #[error("this network already holds {0} seats in the meeting, the most one address may")]
+    AddressFull(usize),
+    #[error("too many joins from this network: wait a few seconds")]
+    TooManyJoins,
 }
 
 impl RoomError {
@@ -111,6 +137,9 @@ impl RoomError {
             RoomError::Full(_) => "room_full",
             RoomError::NotSfu => "not_sfu",
             RoomError::TooManyOffers => "rate_limited",
+            RoomError::Barred => "removed",
+            RoomError::AddressFull(_) => "address_full",
+            RoomError::TooManyJoins => "join_rate_limited",
         };
         let text = self.to_string();
         let mut chars = text.chars();
@@ -143,6 +172,8 @@ struct Participant {
     sfu_offers: Budget,
     /// The TURN usernames its welcomes carried.
     turn_usernames: Vec<String>,
+    invite: String,
+    origin: IpAddr,
 }
 
 #[derive(Debug)]
@@ -157,6 +188,10 @@ pub struct Room {
     /// Pairs that reported they could not connect directly: while one remains, the room
     /// stays in SFU mode whatever its size.
     unreachable: std::collections::BTreeSet<(ParticipantId, ParticipantId)>,
+    /// (invite id, origin) of the seats a host removed: they get no new seat.
+    barred: VecDeque<(String, IpAddr)>,
+    /// Fresh joins per origin.
+    joins: BTreeMap<IpAddr, Budget>,
     effects: Vec<Effect>,
 }
 
@@ -171,6 +206,8 @@ impl Room {
             mode,
             below_threshold_since: None,
             unreachable: Default::default(),
+            barred: VecDeque::new(),
+            joins: BTreeMap::new(),
             effects: Vec::new(),
         }
     }
@@ -231,6 +268,7 @@ impl Room {
         if self.seat_of(conn).is_some() {
             return Err(RoomError::AlreadySeated);
         }
+        self.may_seat(&seat, now)?;
         if self.participants.len() >= self.config.capacity {
             // A seat whose connection dropped yields to someone who is here: otherwise
             // connections opened and dropped could keep the meeting full for good.
@@ -254,6 +292,8 @@ impl Room {
             link: Link::Connected(conn),
             sfu_offers: Budget::with(now, SFU_OFFER_BURST, SFU_OFFERS_PER_SECOND),
             turn_usernames: Vec::new(),
+            invite: seat.invite,
+            origin: seat.origin,
         };
         self.participants.insert(id, participant);
         // The mode first: those present switch before they hear of the newcomer (so nobody
@@ -264,6 +304,39 @@ impl Room {
         let view = self.view(id);
         self.broadcast_except(id, ServerMessage::Joined { participant: view });
         Ok(id)
+    }
+
+    /// Whether a fresh seat may go to `seat`: not one a host removed, and (for guests from
+    /// elsewhere than loopback) within the per-address seat limit and join rate. One link
+    /// holder can then neither keep a meeting full nor come straight back after removal.
+    fn may_seat(&mut self, seat: &Seat, now: Millis) -> Result<(), RoomError> {
+        if self.barred.iter().any(|(invite, origin)| *invite == seat.invite && *origin == seat.origin) {
+            return Err(RoomError::Barred);
+        }
+        if seat.role == Role::Host || seat.origin.is_loopback() {
+            return Ok(());
+        }
+        let limit = self.config.seats_per_address;
+        let from_origin = self.participants.iter().filter(|(_, p)| p.origin == seat.origin && p.role != Role::Host);
+        if limit > 0 && from_origin.clone().count() >= limit {
+            // As for a full room: a seat of this address whose connection dropped yields.
+            let away = from_origin.filter_map(|(id, p)| match p.link {
+                Link::Away { deadline, .. } => Some((deadline, *id)),
+                Link::Connected(_) => None,
+            });
+            let Some((_, oldest)) = away.min() else {
+                return Err(RoomError::AddressFull(limit));
+            };
+            self.remove_participant(oldest, LeftReason::TimedOut, now);
+        }
+        if self.joins.len() >= MAX_JOIN_BUDGETS {
+            self.joins.retain(|_, budget| !budget.is_full(now));
+        }
+        let budget = self.joins.entry(seat.origin).or_insert_with(|| Budget::with(now, JOIN_BURST, JOINS_PER_SECOND));
+        if !budget.take(now) {
+            return Err(RoomError::TooManyJoins);
+        }
+        Ok(())
     }
 
     /// Takes back the seat `id` on a new connection if `secret` matches and the seat is still
@@ -381,6 +454,10 @@ impl Room {
             self.effects.push(Effect::Send { conn: target_conn, message: ServerMessage::Removed { by } });
             self.effects.push(Effect::Close { conn: target_conn, why: CloseWhy::Removed });
         }
+        if self.barred.len() >= MAX_BARRED {
+            self.barred.pop_front();
+        }
+        self.barred.push_back((target_p.invite.clone(), target_p.origin));
         self.remove_participant(target, LeftReason::Removed, now);
         Ok(())
     }

@@ -1,12 +1,20 @@
 use super::*;
 use crate::meeting::protocol::{IceCandidate, SdpKind, SessionDescription};
 
+/// Everyone holds the same link, each from their own address unless a test says otherwise.
 fn seat(name: &str, role: Role) -> Seat {
-    Seat { name: name.into(), role, audio: true, video: true }
+    let origin = IpAddr::from([192, 0, 2, name.bytes().fold(0u8, |h, b| h.wrapping_mul(31).wrapping_add(b))]);
+    seat_from(name, role, "link", origin)
 }
 
+fn seat_from(name: &str, role: Role, invite: &str, origin: IpAddr) -> Seat {
+    Seat { name: name.into(), role, audio: true, video: true, invite: invite.into(), origin }
+}
+
+const OFFICE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+
 fn config(threshold: usize) -> RoomConfig {
-    RoomConfig { mesh_threshold: threshold, reconnect_grace_ms: 30_000, sfu_hold_down_ms: 15_000, capacity: 10 }
+    RoomConfig { mesh_threshold: threshold, reconnect_grace_ms: 30_000, sfu_hold_down_ms: 15_000, capacity: 10, seats_per_address: 20 }
 }
 
 fn join(room: &mut Room, conn: ConnId, name: &str, now: Millis) -> ParticipantId {
@@ -453,4 +461,71 @@ fn a_full_meeting_gives_the_oldest_away_seat_to_a_newcomer() {
     assert_eq!(room.len(), 3);
     assert!(room.resume_or_join(5, a, "secret-1", seat("A", Role::Guest), "x".into(), &|_| vec![], 400).is_ok());
     assert_ne!(d, b);
+}
+
+#[test]
+fn a_removed_link_holder_gets_no_new_seat_from_the_same_network_and_others_with_the_link_still_do() {
+    let mut room = Room::new("r", config(4));
+    let host = room.join(1, seat_from("Host", Role::Host, "host-link", OFFICE), "h".into(), &|_| vec![], 0).unwrap();
+    let troll = room.join(2, seat_from("Troll", Role::Guest, "link", OFFICE), "t".into(), &|_| vec![], 0).unwrap();
+    room.remove(1, troll, 10).unwrap();
+    assert_eq!(room.join(3, seat_from("Troll", Role::Guest, "link", OFFICE), "t2".into(), &|_| vec![], 20), Err(RoomError::Barred));
+    assert_eq!(
+        room.resume_or_join(3, troll, "t", seat_from("Troll", Role::Guest, "link", OFFICE), "t3".into(), &|_| vec![], 30),
+        Err(RoomError::Barred),
+        "the removed seat's resume secret is worth nothing"
+    );
+    assert_eq!(RoomError::Barred.to_protocol().code, "removed");
+    let elsewhere = IpAddr::from([203, 0, 113, 9]);
+    assert!(room.join(4, seat_from("Friend", Role::Guest, "link", elsewhere), "f".into(), &|_| vec![], 40).is_ok(), "the same link elsewhere");
+    assert!(room.join(5, seat_from("Colleague", Role::Guest, "other-link", OFFICE), "c".into(), &|_| vec![], 50).is_ok(), "another link there");
+    assert_eq!(room.len(), 3);
+    assert!(room.seat_of(1) == Some(host));
+}
+
+#[test]
+fn one_address_holds_at_most_its_share_of_guest_seats_and_its_away_seats_yield_first() {
+    let mut room = Room::new("r", RoomConfig { seats_per_address: 3, ..config(4) });
+    for conn in 1..=3 {
+        room.join(conn, seat_from(&format!("G{conn}"), Role::Guest, "link", OFFICE), format!("s{conn}"), &|_| vec![], 0).unwrap();
+    }
+    assert_eq!(room.join(4, seat_from("G4", Role::Guest, "link", OFFICE), "s4".into(), &|_| vec![], 10), Err(RoomError::AddressFull(3)));
+    assert_eq!(RoomError::AddressFull(3).to_protocol().code, "address_full");
+    assert!(room.join(5, seat_from("Host", Role::Host, "host-link", OFFICE), "h".into(), &|_| vec![], 10).is_ok(), "hosts are not counted");
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    for conn in 6..=9 {
+        assert!(room.join(conn, seat_from("Bot", Role::Guest, "link", loopback), format!("s{conn}"), &|_| vec![], 10).is_ok(), "loopback is not limited");
+    }
+    room.disconnected(2, 20);
+    room.take_effects();
+    assert!(room.join(10, seat_from("G4", Role::Guest, "link", OFFICE), "s10".into(), &|_| vec![], 30).is_ok());
+    let effects = room.take_effects();
+    assert!(effects.iter().any(|e| matches!(e, Effect::Departed { participant, .. } if *participant == ParticipantId(2))), "{effects:?}");
+    let room_unlimited = &mut Room::new("r", RoomConfig { seats_per_address: 0, ..config(4) });
+    for conn in 1..=10 {
+        assert!(room_unlimited.join(conn, seat_from("G", Role::Guest, "link", OFFICE), "s".into(), &|_| vec![], 0).is_ok(), "0: no limit");
+    }
+}
+
+#[test]
+fn fresh_joins_from_one_address_come_in_a_burst_then_one_a_second_and_resumes_are_not_counted() {
+    let mut room = Room::new("r", RoomConfig { capacity: 100, seats_per_address: 0, ..config(4) });
+    let mut seated = Vec::new();
+    let mut conn = 0;
+    let mut refused = None;
+    while refused.is_none() {
+        conn += 1;
+        match room.join(conn, seat_from("G", Role::Guest, "link", OFFICE), format!("s{conn}"), &|_| vec![], 0) {
+            Ok(id) => seated.push((conn, id)),
+            Err(e) => refused = Some(e),
+        }
+    }
+    assert_eq!((seated.len(), refused), (20, Some(RoomError::TooManyJoins)));
+    assert_eq!(RoomError::TooManyJoins.to_protocol().code, "join_rate_limited");
+    let (first_conn, first) = seated[0];
+    room.disconnected(first_conn, 100);
+    assert!(room.resume_or_join(500, first, &format!("s{first_conn}"), seat_from("G", Role::Guest, "link", OFFICE), "x".into(), &|_| vec![], 200).is_ok());
+    assert!(room.join(501, seat_from("G", Role::Guest, "link", IpAddr::from([203, 0, 113, 9])), "y".into(), &|_| vec![], 200).is_ok(), "other addresses");
+    assert!(room.join(502, seat_from("G", Role::Guest, "link", OFFICE), "z".into(), &|_| vec![], 1_100).is_ok(), "a second later, one more");
+    assert_eq!(room.join(503, seat_from("G", Role::Guest, "link", OFFICE), "w".into(), &|_| vec![], 1_100), Err(RoomError::TooManyJoins));
 }

@@ -11,6 +11,8 @@ const MAX_BACKOFF_MS = 5_000;
 
 // Close codes after which reconnecting would not help (the node said why before closing).
 const FINAL_CLOSES = new Set([1000, 4001, 4002, 4003, 1008]);
+// "Try again later": a refusal that passes (too many joins from one network at once).
+const TRY_AGAIN = 1013;
 
 export class Signaling {
   /// `join` is the join message without `resume`. `handlers`: onWelcome(msg, resumed),
@@ -81,7 +83,7 @@ export class Signaling {
 
   closed(code) {
     if (this.ended) return;
-    if (FINAL_CLOSES.has(code) || (!this.welcomed && this.lastError && this.resume === null)) {
+    if (FINAL_CLOSES.has(code) || (code !== TRY_AGAIN && !this.welcomed && this.lastError && this.resume === null)) {
       this.end(this.lastError?.message ?? (code === 4002 ? "You joined this meeting from another tab or window." : "The meeting connection closed."));
       return;
     }
