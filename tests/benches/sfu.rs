@@ -8,6 +8,12 @@
 //!     cargo bench -p confab-tests --bench sfu -- BOTS [loadtest options...]
 //!     cargo bench -p confab-tests --bench sfu -- --janus BOTS [loadtest options...]
 //!
+//!     cargo bench -p confab-tests --bench sfu -- --flood BOTS [loadtest options...]
+//!
+//! `--flood` runs one node with a single relay shard and measures the bots' meeting twice,
+//! back to back: alone, then with five seats of another meeting on the same shard flooding
+//! `sfu-offer`s (`confab loadtest --flood-link`); it prints both audio latencies.
+//!
 //! e.g. `cargo bench -p confab-tests --bench sfu -- 50 --duration 60s`. Janus needs
 //! `apt-get install janus` and root (for the namespace); it runs from a configuration
 //! written to a temporary directory (the VideoRoom plugin and the WebSocket transport only),
@@ -18,21 +24,25 @@ use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use confab_tests::meeting::start_meeting;
+use confab_tests::meeting::{start_meeting, start_meetings};
 use confab_tests::netns::Namespace;
 use confab_tests::node::confab_bin;
 
-const USAGE: &str = "usage: cargo bench -p confab-tests --bench sfu -- [--janus] BOTS [loadtest options]";
+const USAGE: &str = "usage: cargo bench -p confab-tests --bench sfu -- [--janus|--flood] BOTS [loadtest options]";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let janus = args.first().is_some_and(|a| a == "--janus");
-    if janus {
+    let flood = args.first().is_some_and(|a| a == "--flood");
+    if janus || flood {
         args.remove(0);
     }
     let bots: u32 = args.first().and_then(|a| a.parse().ok()).expect(USAGE);
     args.remove(0);
+    if flood {
+        return next_door_flood(bots, &args).await;
+    }
     let which = if janus { "janus" } else { "confab" };
     let json = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bench-{which}-{bots}.json"));
     let mut loadtest = Command::new(confab_bin());
@@ -52,6 +62,33 @@ async fn main() {
     let status = loadtest.args(&args).status().expect("confab loadtest runs");
     assert!(status.success(), "confab loadtest failed: {status:?}");
     println!("machine: {} cores; report: {}", std::thread::available_parallelism().map_or(0, |n| n.get()), json.display());
+}
+
+/// The bots' audio latency alone, then beside a flood of `sfu-offer`s from another meeting
+/// on the same (only) relay shard.
+async fn next_door_flood(bots: u32, args: &[String]) {
+    let (node, links) = start_meetings(&["--mesh-threshold", "0", "--relay-shards", "1"], &["quiet", "flooded", "next-door"]).await;
+    let [(quiet, _), (flooded, _), (next_door, _)] = &links[..] else { unreachable!("three meetings") };
+    let mut p95 = Vec::new();
+    for (name, link, flood) in [("alone", &quiet, None), ("flood", &flooded, Some(&next_door))] {
+        let json = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bench-confab-{bots}-{name}.json"));
+        let mut loadtest = Command::new(confab_bin());
+        loadtest.args(["loadtest", "--bots", &bots.to_string(), "--json"]).arg(&json);
+        loadtest.args(["--link", link, "--insecure", "--server-pid", &node.pid().to_string()]);
+        if let Some(next_door) = flood {
+            loadtest.args(["--flood-link", next_door]);
+        }
+        let status = loadtest.args(args).status().expect("confab loadtest runs");
+        assert!(status.success(), "confab loadtest failed: {status:?}");
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("the report")).expect("the report is JSON");
+        p95.push(report["audio_latency_ms_p95"].as_f64().expect("audio latency measured"));
+    }
+    println!(
+        "audio latency P95 in a {bots}-bot meeting on one relay shard: {:.1} ms alone, {:.1} ms beside a flood of sfu-offers next door ({:.2} x)",
+        p95[0],
+        p95[1],
+        p95[1] / p95[0]
+    );
 }
 
 /// Debian's Janus with only what the benchmark uses, inside a namespace of its own.

@@ -1,10 +1,14 @@
 //! Media over a lossy link, in real Chromium: Bo's browser runs in a network namespace whose
 //! inbound UDP loses a share of its datagrams at random (nftables, see `netns::lose_udp`).
-//! NACK and retransmission (RTX) must hide the loss, through the SFU and in the mesh.
+//! NACK and retransmission (RTX) must hide the loss, through the SFU and in the mesh. And a
+//! subscriber far away: 100 ms ± 30 ms each way, through the userspace impairment relay
+//! (`impair`), alone and with loss on top.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use confab_tests::Node;
+use confab_tests::impair::{Impairment, UdpImpairer};
 use confab_tests::meeting::{Participant, start_meeting};
 use confab_tests::netns::Namespace;
 
@@ -115,4 +119,71 @@ async fn five_percent_loss_on_a_subscribers_link_is_hidden_by_retransmission_thr
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_percent_loss_on_a_direct_link_is_hidden_by_retransmission_in_the_mesh() {
     check(&lossy_meeting(false).await, "mesh");
+}
+
+/// What Bo decoded of Ana's video through the SFU over `seconds`, and his path's round trip.
+async fn far_window(a: &Participant, b: &Participant, ida: &str, seconds: u64) -> (Window, f64) {
+    b.start_sampling(&[ida]).await;
+    let (sent0, decoded0) = (frames_sent(a, "", true).await, b.stats().await[ida].frames_decoded);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let stats = b.stats().await;
+    let (sent1, decoded1) = (frames_sent(a, "", true).await, stats[ida].frames_decoded);
+    let gap = b.stop_sampling(&[ida]).await.remove(0);
+    let rtt = stats[ida].path["rtt"].as_f64().unwrap_or(0.0);
+    (Window { loss: 0, decoded: decoded1 - decoded0, sent: sent1 - sent0, longest_gap: gap.longest }, rtt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_100_ms_away_with_30_ms_of_jitter_decodes_smoothly_through_the_sfu() {
+    let _browsers = confab_tests::browser::exclusive().await;
+    let ns = Namespace::create();
+    let host = ns.host_ip;
+    // The relay listens on loopback and advertises the namespace link's address, where the
+    // impairment relay listens on the same port: Bo's media to and from the SFU passes it.
+    let impairer = UdpImpairer::start(SocketAddr::new(host.into(), 0), SocketAddr::from(([127, 0, 0, 1], 0)), ns.ns_ip.into()).await;
+    let port = impairer.listen.port();
+    let (listen, relay_listen, relay_ip) = (format!("{host}:0"), format!("127.0.0.1:{port}"), host.to_string());
+    let options = ["--listen", &listen, "--relay-listen", &relay_listen, "--relay-ip", &relay_ip, "--relay-shards", "1", "--turn-listen", "off", "--mesh-threshold", "0"];
+    let (_node, link, _): (Node, String, String) = start_meeting(&options, "far-away").await;
+    let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&ns, &link, "Bo"));
+    let (mut a, mut b) = (a, b);
+    let ida = a.join().await;
+    b.join().await;
+    let stats = confab_tests::eventually("Bo to decode Ana's video through the SFU", Duration::from_secs(30), || async {
+        b.stats().await.get(&ida).filter(|s| s.via == "sfu" && s.frames_decoded > 30).cloned()
+    })
+    .await;
+    assert_eq!(stats.path["remote"]["port"], port, "Bo's media goes through the impairment relay: {}", stats.path);
+
+    impairer.set(Some(Impairment { delay: Duration::from_millis(100), jitter: Duration::from_millis(30) }));
+    // The receivers' estimates and jitter buffers adapt to the new path.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (far, rtt) = far_window(&a, &b, &ida, 15).await;
+    println!(
+        "sfu, Bo 100 ms ± 30 ms away each way: {} of {} frames decoded ({:.1} %), longest gap {:?}, round trip {:.0} ms; {} datagrams delayed, {} overtaken",
+        far.decoded,
+        far.sent,
+        100.0 * far.share(),
+        far.longest_gap,
+        rtt * 1000.0,
+        impairer.counts.impaired.load(std::sync::atomic::Ordering::Relaxed),
+        impairer.counts.reordered.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    // Loss on top: retransmissions now take a 200 ms round trip.
+    ns.lose_udp(5);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (lossy, _) = far_window(&a, &b, &ida, 12).await;
+    ns.lose_udp(0);
+    println!(
+        "sfu, Bo 100 ms ± 30 ms away and 5 % loss: {} of {} frames decoded ({:.1} %), longest gap {:?}",
+        lossy.decoded,
+        lossy.sent,
+        100.0 * lossy.share(),
+        lossy.longest_gap
+    );
+
+    assert!(rtt >= 0.16, "the delay is on Bo's path: a round trip of {rtt} s");
+    assert!(impairer.counts.reordered.load(std::sync::atomic::Ordering::Relaxed) > 0, "the jitter reorders datagrams");
+    assert!(far.share() >= 0.95, "100 ms ± 30 ms away: {} of {} frames decoded", far.decoded, far.sent);
+    assert!(far.longest_gap <= Duration::from_secs(1), "100 ms ± 30 ms away: a freeze of {:?}", far.longest_gap);
 }

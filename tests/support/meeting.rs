@@ -12,13 +12,23 @@ use crate::node::{make_invite, make_invite_as};
 
 /// A node started with `options`, a meeting `room` on it, and a guest link and a host link.
 pub async fn start_meeting(options: &[&str], room: &str) -> (Node, String, String) {
+    let (node, mut links) = start_meetings(options, &[room]).await;
+    let (guest, host) = links.remove(0);
+    (node, guest, host)
+}
+
+/// `start_meeting` for several meetings on one node: each one's guest and host links.
+pub async fn start_meetings(options: &[&str], rooms: &[&str]) -> (Node, Vec<(String, String)>) {
     let node = Node::start_with(options).await;
     let admin = node.admin().await;
     let key = confab_keys::AccountKey::from_seed([3; 32]);
-    let guest = make_invite(&admin, &node, &key, room, 3600).await;
-    let host = make_invite_as(&admin, &node, &key, room, 3600, confab_keys::Role::Host).await;
-    let (guest, host) = (format!("{}/m/{room}#{guest}", node.url), format!("{}/m/{room}#{host}", node.url));
-    (node, guest, host)
+    let mut links = Vec::new();
+    for room in rooms {
+        let guest = make_invite(&admin, &node, &key, room, 3600).await;
+        let host = make_invite_as(&admin, &node, &key, room, 3600, confab_keys::Role::Host).await;
+        links.push((format!("{}/m/{room}#{guest}", node.url), format!("{}/m/{room}#{host}", node.url)));
+    }
+    (node, links)
 }
 
 /// Waits until each of `people` decodes video and receives audio from every other one;

@@ -240,3 +240,73 @@ fn view(others: &[String], speaker: Option<&str>) -> Value {
         others.iter().map(|p| json!({"participant": p, "height": if Some(p.as_str()) == speaker { SPEAKER_HEIGHT } else { THUMBNAIL_HEIGHT }})).collect();
     json!({"type": "sfu-view", "tiles": tiles})
 }
+
+/// A hostile seat in another meeting (`--flood-link`): it joins, waits for the SFU, then
+/// sends the same `sfu-offer` again and again at a fixed rate until `end`, counting what the
+/// node answered. It never connects its media: what it costs is the relay's work per offer.
+pub struct Flooder {
+    pub name: String,
+    pub link: Link,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub ip: std::net::IpAddr,
+    pub publish: Publish,
+    pub per_second: f64,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct FloodOutcome {
+    pub sent: u64,
+    pub answered: u64,
+    pub refused: u64,
+    pub error: Option<String>,
+}
+
+impl Flooder {
+    pub async fn run(self, end: Instant) -> FloodOutcome {
+        let mut outcome = FloodOutcome::default();
+        if let Err(e) = self.session(end, &mut outcome).await {
+            outcome.error = Some(format!("{e:#}"));
+        }
+        outcome
+    }
+
+    async fn session(&self, end: Instant, outcome: &mut FloodOutcome) -> anyhow::Result<()> {
+        let mut socket = connect(&self.link, self.tls.clone()).await?;
+        send(&mut socket, json!({"type": "join", "v": 1, "invite": self.link.invite, "name": self.name, "audio": true, "video": true})).await?;
+        let welcome = next(&mut socket).await?;
+        if welcome["type"] != "welcome" {
+            bail!("the node refused the join: {welcome}");
+        }
+        let mut mode = welcome["mode"].as_str().unwrap_or_default().to_string();
+        while mode != "sfu" {
+            let m = next(&mut socket).await?;
+            if m["type"] == "mode" {
+                mode = m["mode"].as_str().unwrap_or_default().to_string();
+            }
+        }
+        let mut peer = Peer::bind(self.ip).await?;
+        let (offer, _pending) = peer.offer(Some(self.publish.clone()), SLOTS);
+        let offer = json!({"type": "sfu-offer", "sdp": offer.to_sdp_string()});
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / self.per_second.max(0.01)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(end.into()) => break,
+                _ = tick.tick() => {
+                    send(&mut socket, offer.clone()).await?;
+                    outcome.sent += 1;
+                }
+                m = next(&mut socket) => {
+                    let m = m?;
+                    match m["type"].as_str() {
+                        Some("sfu-answer") => outcome.answered += 1,
+                        Some("error") => outcome.refused += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let _ = send(&mut socket, json!({"type": "leave"})).await;
+        Ok(())
+    }
+}

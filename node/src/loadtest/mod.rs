@@ -115,6 +115,20 @@ pub struct LoadtestOptions {
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub churn_stay: Span,
 
+    /// A link to another meeting on the same node, where `--flooders` hostile seats send
+    /// `sfu-offer`s at `--flood-rate` each for the whole test: how much does a meeting feel a
+    /// flood next door? (Run the node with one relay shard so that both share it.)
+    #[arg(long, value_name = "LINK")]
+    pub flood_link: Option<String>,
+
+    /// How many seats flood (`--flood-link`).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub flooders: u32,
+
+    /// `sfu-offer`s per second from each flooder, whatever the node answers.
+    #[arg(long, default_value_t = 50.0, value_name = "PER_SECOND")]
+    pub flood_rate: f64,
+
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
@@ -277,6 +291,8 @@ pub struct Report {
     pub server_lifecycle: Option<[(f64, usize); 4]>,
     /// Visitors who came and went (`--churn-every`), and how many of them failed.
     pub visitors: Option<(usize, usize)>,
+    /// The flood next door (`--flood-link`): each flooder's offers sent, answered, refused.
+    pub flood: Option<Vec<confab::FloodOutcome>>,
     pub bot_cores: f64,
     pub outcomes: Vec<BotOutcome>,
 }
@@ -413,6 +429,29 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
         _ => None,
     };
 
+    // Flooders, if asked for: from the first join to the end, in the meeting next door.
+    let flooders = match (&target, &options.flood_link) {
+        (Target::Confab { tls, .. }, Some(flood_link)) => {
+            let link = confab::Link::parse(flood_link).context("--flood-link")?;
+            let tasks: Vec<_> = (0..options.flooders)
+                .map(|k| {
+                    let flooder = confab::Flooder {
+                        name: format!("flooder-{k}"),
+                        link: link.clone(),
+                        tls: tls.clone(),
+                        ip,
+                        publish: publish.clone(),
+                        per_second: options.flood_rate,
+                    };
+                    tokio::spawn(flooder.run(timeline.end))
+                })
+                .collect();
+            Some(tasks)
+        }
+        (Target::Janus { .. }, Some(_)) => anyhow::bail!("--flood-link drives a Confab meeting (--link)"),
+        _ => None,
+    };
+
     // The progress line, once a second, and the samples at the edges of the measurement.
     let mut server_from = None;
     let mut bots_from = None;
@@ -467,6 +506,11 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
         Some((task, _)) => Some(task.await.unwrap_or((0, 0))),
         None => None,
     };
+    let mut flood = None;
+    for task in flooders.into_iter().flatten() {
+        let outcome = task.await.unwrap_or_else(|e| confab::FloodOutcome { error: Some(format!("the flooder panicked: {e}")), ..Default::default() });
+        flood.get_or_insert_with(Vec::new).push(outcome);
+    }
     // Everyone has left: what the server holds now, against before the first join.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let server_after = server.as_deref().and_then(sample);
@@ -533,6 +577,7 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
             _ => None,
         },
         visitors: churn,
+        flood,
         bot_cores: bots_from.zip(bots_to).map(|(a, b)| cores(a, b)).unwrap_or(0.0),
         outcomes,
     })
@@ -616,6 +661,18 @@ fn print_report(r: &Report) {
     }
     if let Some((visitors, failed)) = r.visitors {
         println!("visitors: {visitors} came and went, {failed} failed");
+    }
+    if let Some(flood) = &r.flood {
+        let sum = |f: fn(&confab::FloodOutcome) -> u64| flood.iter().map(f).sum::<u64>();
+        let failed: Vec<&str> = flood.iter().filter_map(|o| o.error.as_deref()).collect();
+        println!(
+            "flood next door: {} seats sent {} sfu-offers, {} answered, {} refused{}",
+            flood.len(),
+            sum(|o| o.sent),
+            sum(|o| o.answered),
+            sum(|o| o.refused),
+            if failed.is_empty() { String::new() } else { format!("; failed: {}", failed.join("; ")) }
+        );
     }
     println!("bots' own CPU: {:.0}% ({:.2} cores): if that is most of the machine, the bots, not the server, are the limit", r.bot_cores * 100.0, r.bot_cores);
 }

@@ -115,10 +115,9 @@ impl Shard {
         notices: tokio::sync::mpsc::UnboundedSender<Notice>,
         counters: Arc<Counters>,
     ) -> io::Result<Shard> {
-        let bound = socket.local_addr()?;
-        // str0m matches each datagram's destination against our candidate: with a wildcard
-        // bind, that is the advertised address.
-        let local = if bound.ip().is_unspecified() { advertise } else { bound };
+        // str0m matches each datagram's destination against our candidate, which is the
+        // advertised address: behind 1:1 NAT (or a relay in front) that is not the bound one.
+        let local = advertise;
         let granted = udp::configure(socket.as_raw_fd(), SOCKET_BUFFER)?;
         if granted < SOCKET_BUFFER {
             tracing::warn!(

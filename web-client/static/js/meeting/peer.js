@@ -202,6 +202,7 @@ export class Peer {
       result.path = {
         local: { type: local?.candidateType, address: local?.address ?? local?.ip, port: local?.port, protocol: local?.protocol, relayProtocol: local?.relayProtocol },
         remote: { type: remote?.candidateType, address: remote?.address ?? remote?.ip, port: remote?.port, protocol: remote?.protocol, relayProtocol: remote?.relayProtocol },
+        rtt: pair.currentRoundTripTime ?? null,
       };
     }
     return result;

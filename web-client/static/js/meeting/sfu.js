@@ -118,6 +118,7 @@ export class SfuLink {
     const path = pair && {
       local: describe(report.get(pair.localCandidateId)),
       remote: describe(report.get(pair.remoteCandidateId)),
+      rtt: pair.currentRoundTripTime ?? null,
     };
     const result = new Map();
     for (const { mid, participant, kind } of this.slots) {
