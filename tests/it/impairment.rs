@@ -121,8 +121,17 @@ async fn five_percent_loss_on_a_direct_link_is_hidden_by_retransmission_in_the_m
     check(&lossy_meeting(false).await, "mesh");
 }
 
-/// What Bo decoded of Ana's video through the SFU over `seconds`, and his path's round trip.
-async fn far_window(a: &Participant, b: &Participant, ida: &str, seconds: u64) -> (Window, f64) {
+/// What Bo decoded of Ana's video through the SFU over `seconds`, and his path's round trip;
+/// prints what the relay did meanwhile.
+async fn far_window(node: &Node, a: &Participant, b: &Participant, ida: &str, seconds: u64) -> (Window, f64) {
+    let relay = || async {
+        let mut figures = Vec::new();
+        for name in ["confab_media_nacks_received_total", "confab_media_keyframe_requests_sent_total", "confab_media_forwarded_frames_total"] {
+            figures.push(node.metric(name).await);
+        }
+        figures
+    };
+    let before = relay().await;
     b.start_sampling(&[ida]).await;
     let (sent0, decoded0) = (frames_sent(a, "", true).await, b.stats().await[ida].frames_decoded);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -130,6 +139,14 @@ async fn far_window(a: &Participant, b: &Participant, ida: &str, seconds: u64) -
     let (sent1, decoded1) = (frames_sent(a, "", true).await, stats[ida].frames_decoded);
     let gap = b.stop_sampling(&[ida]).await.remove(0);
     let rtt = stats[ida].path["rtt"].as_f64().unwrap_or(0.0);
+    let after = relay().await;
+    println!(
+        "  the relay meanwhile: {} NACKs from Bo, {} keyframe requests to Ana, {} frames forwarded; Bo decodes {}p",
+        after[0] - before[0],
+        after[1] - before[1],
+        after[2] - before[2],
+        stats[ida].frame_height
+    );
     (Window { loss: 0, decoded: decoded1 - decoded0, sent: sent1 - sent0, longest_gap: gap.longest }, rtt)
 }
 
@@ -144,7 +161,7 @@ async fn a_subscriber_100_ms_away_with_30_ms_of_jitter_decodes_smoothly_through_
     let port = impairer.listen.port();
     let (listen, relay_listen, relay_ip) = (format!("{host}:0"), format!("127.0.0.1:{port}"), host.to_string());
     let options = ["--listen", &listen, "--relay-listen", &relay_listen, "--relay-ip", &relay_ip, "--relay-shards", "1", "--turn-listen", "off", "--mesh-threshold", "0"];
-    let (_node, link, _): (Node, String, String) = start_meeting(&options, "far-away").await;
+    let (node, link, _): (Node, String, String) = start_meeting(&options, "far-away").await;
     let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&ns, &link, "Bo"));
     let (mut a, mut b) = (a, b);
     let ida = a.join().await;
@@ -158,7 +175,7 @@ async fn a_subscriber_100_ms_away_with_30_ms_of_jitter_decodes_smoothly_through_
     impairer.set(Some(Impairment { delay: Duration::from_millis(100), jitter: Duration::from_millis(30) }));
     // The receivers' estimates and jitter buffers adapt to the new path.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (far, rtt) = far_window(&a, &b, &ida, 15).await;
+    let (far, rtt) = far_window(&node, &a, &b, &ida, 15).await;
     println!(
         "sfu, Bo 100 ms ± 30 ms away each way: {} of {} frames decoded ({:.1} %), longest gap {:?}, round trip {:.0} ms; {} datagrams delayed, {} overtaken",
         far.decoded,
@@ -172,7 +189,7 @@ async fn a_subscriber_100_ms_away_with_30_ms_of_jitter_decodes_smoothly_through_
     // Loss on top: retransmissions now take a 200 ms round trip.
     ns.lose_udp(5);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (lossy, _) = far_window(&a, &b, &ida, 12).await;
+    let (lossy, _) = far_window(&node, &a, &b, &ida, 12).await;
     ns.lose_udp(0);
     println!(
         "sfu, Bo 100 ms ± 30 ms away and 5 % loss: {} of {} frames decoded ({:.1} %), longest gap {:?}",
