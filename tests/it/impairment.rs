@@ -160,7 +160,8 @@ async fn a_subscriber_100_ms_away_with_30_ms_of_jitter_decodes_smoothly_through_
     let impairer = UdpImpairer::start(SocketAddr::new(host.into(), 0), SocketAddr::from(([127, 0, 0, 1], 0)), ns.ns_ip.into()).await;
     let port = impairer.listen.port();
     let (listen, relay_listen, relay_ip) = (format!("{host}:0"), format!("127.0.0.1:{port}"), host.to_string());
-    let options = ["--listen", &listen, "--relay-listen", &relay_listen, "--relay-ip", &relay_ip, "--relay-shards", "1", "--turn-listen", "off", "--mesh-threshold", "0"];
+    let options =
+        ["--listen", &listen, "--relay-listen", &relay_listen, "--relay-ip", &relay_ip, "--relay-shards", "1", "--turn-listen", "off", "--mesh-threshold", "0"];
     let (node, link, _): (Node, String, String) = start_meeting(&options, "far-away").await;
     let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&ns, &link, "Bo"));
     let (mut a, mut b) = (a, b);

@@ -105,7 +105,14 @@ async fn forward(
 }
 
 /// Upstream → one client.
-async fn backward(out: Arc<UdpSocket>, socket: Arc<UdpSocket>, client: SocketAddr, impaired: bool, counts: Arc<Counts>, setting: Arc<Mutex<Option<Impairment>>>) {
+async fn backward(
+    out: Arc<UdpSocket>,
+    socket: Arc<UdpSocket>,
+    client: SocketAddr,
+    impaired: bool,
+    counts: Arc<Counts>,
+    setting: Arc<Mutex<Option<Impairment>>>,
+) {
     let mut buf = vec![0u8; 65536];
     let mut rng = Rng::seeded();
     let order = Arc::new(Order::default());
