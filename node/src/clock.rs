@@ -8,6 +8,11 @@ pub fn now() -> UnixTime {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch (chat timestamps).
+pub fn unix_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 /// `2026-11-24 09:30 UTC`. Messages and lists show times this way so that nobody has to guess
 /// a time zone.
 pub fn format_utc(t: UnixTime) -> String {

@@ -292,3 +292,123 @@ async fn a_participant_that_stops_reading_is_closed_with_1011_and_resumes() {
     let welcome = ana.expect("welcome").await;
     assert_eq!((welcome["resumed"].clone(), id(&welcome)), (json!(true), id(&welcome_a)));
 }
+
+/// Every file under `dir`, read whole, and whether any holds `needle`.
+fn found_in(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            hits.extend(found_in(&path, needle));
+        } else if std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)) {
+            hits.push(path);
+        }
+    }
+    hits
+}
+
+#[tokio::test]
+async fn chat_reaches_everyone_privately_only_its_addressee_a_late_joiner_sees_the_history_and_nothing_reaches_disk() {
+    let (mut node, invite, _) = node_with_invites(&[]).await;
+    let (mut ana, welcome_a) = Signaling::join(&node, ROOM, &invite, "Ana").await;
+    let (mut bo, welcome_b) = Signaling::join(&node, ROOM, &invite, "Bo").await;
+    let (mut cy, _) = Signaling::join(&node, ROOM, &invite, "Cy").await;
+    let marker = format!("marker-{}", std::process::id());
+    let hostile = format!("<img src=x onerror=alert(1)> {marker}");
+    ana.send(json!({"type": "chat", "text": hostile})).await;
+    for s in [&mut ana, &mut bo, &mut cy] {
+        let m = s.wait_for("chat").await;
+        assert_eq!((&m["from"], &m["name"], &m["text"]), (&json!(id(&welcome_a)), &json!("Ana"), &json!(hostile)), "{m}");
+        assert!(m["at"].as_u64().unwrap() > 1_700_000_000_000 && m.get("to").is_none(), "{m}");
+    }
+    ana.send(json!({"type": "chat", "text": "just for Bo", "to": id(&welcome_b)})).await;
+    assert_eq!(bo.wait_for("chat").await["text"], "just for Bo");
+    assert_eq!(ana.wait_for("chat").await["to"], id(&welcome_b), "the sender gets it back, marked private");
+    // Cy hears the next public message, and never the private one before it.
+    bo.send(json!({"type": "chat", "text": "public again"})).await;
+    assert_eq!(cy.wait_for("chat").await["text"], "public again");
+
+    // Refusals, each with its code; the connection stays.
+    let refusals = [
+        (json!({"type": "chat", "text": "x".repeat(2001)}), "chat_too_long"),
+        (json!({"type": "chat", "text": " \u{200b} "}), "chat_empty"),
+        (json!({"type": "chat", "text": "hi", "to": "p999"}), "no_such_participant"),
+    ];
+    for (message, code) in refusals {
+        cy.send(message).await;
+        assert_eq!(cy.wait_for("error").await["code"], code);
+    }
+    let mut limited = 0;
+    for i in 0..30 {
+        cy.send(json!({"type": "chat", "text": format!("flood {i}")})).await;
+    }
+    let mut relayed = 0;
+    while relayed + limited < 30 {
+        let m = cy.next().await;
+        match m {
+            Heard::Message(m) if m["type"] == "chat" => relayed += 1,
+            Heard::Message(m) if m["type"] == "error" => {
+                assert_eq!(m["code"], "rate_limited");
+                limited += 1;
+            }
+            Heard::Message(_) => {}
+            Heard::Closed(code) => panic!("closed ({code:?})"),
+        }
+    }
+    assert!(relayed <= 11 && limited >= 19, "{relayed} relayed, {limited} refused");
+
+    // A late joiner gets the public history in its welcome, and no private message.
+    let (_di, welcome_d) = Signaling::join(&node, ROOM, &invite, "Di").await;
+    let texts: Vec<&str> = welcome_d["chat"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(&texts[..2], [hostile.as_str(), "public again"]);
+    assert!(!texts.contains(&"just for Bo"), "{texts:?}");
+
+    // Chat lives in memory only: not in the data directory, also once the node has stopped.
+    assert_eq!(found_in(node.data_dir(), marker.as_bytes()), Vec::<std::path::PathBuf>::new());
+    node.kill();
+    assert_eq!(found_in(node.data_dir(), marker.as_bytes()), Vec::<std::path::PathBuf>::new());
+}
+
+#[tokio::test]
+async fn hands_queue_in_order_for_everyone_and_only_a_host_lowers_another_s() {
+    let (node, invite, host_invite) = node_with_invites(&[]).await;
+    let (mut host, _) = Signaling::join(&node, ROOM, &host_invite, "Host").await;
+    let (mut ana, welcome_a) = Signaling::join(&node, ROOM, &invite, "Ana").await;
+    let (mut bo, welcome_b) = Signaling::join(&node, ROOM, &invite, "Bo").await;
+    for (s, _) in [(&mut bo, 0), (&mut ana, 1)] {
+        s.send(json!({"type": "hand", "raised": true})).await;
+        // Wait for the node to have taken it, so that the order is the test's.
+        loop {
+            let m = s.wait_for("updated").await;
+            if m["participant"]["hand"].is_u64() {
+                break;
+            }
+        }
+    }
+    let hand_of = |m: &Value| (m["participant"]["id"].as_str().unwrap().to_string(), m["participant"]["hand"].as_u64());
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let m = host.wait_for("updated").await;
+        seen.push(hand_of(&m));
+    }
+    assert_eq!(seen[0].0, id(&welcome_b));
+    assert_eq!(seen[1].0, id(&welcome_a));
+    assert!(seen[0].1 < seen[1].1, "Bo raised first: {seen:?}");
+    // A late joiner sees the hands in its welcome.
+    let (_cy, welcome_c) = Signaling::join(&node, ROOM, &invite, "Cy").await;
+    let raised: Vec<(String, u64)> =
+        welcome_c["participants"].as_array().unwrap().iter().filter_map(|p| Some((p["id"].as_str()?.to_string(), p["hand"].as_u64()?))).collect();
+    assert_eq!(raised.len(), 2, "{welcome_c}");
+
+    ana.send(json!({"type": "lower-hand", "participant": id(&welcome_b)})).await;
+    assert_eq!(ana.wait_for("error").await["code"], "not_host");
+    host.send(json!({"type": "lower-hand", "participant": id(&welcome_b)})).await;
+    // Bo hears of Ana's raise first, then of his own hand going down.
+    loop {
+        let m = bo.wait_for("updated").await;
+        if hand_of(&m).0 == id(&welcome_b) {
+            assert_eq!(hand_of(&m).1, None, "{m}");
+            break;
+        }
+    }
+}

@@ -240,6 +240,12 @@ impl Connection {
             ClientMessage::Media { audio, video } => hub.act(room, conn, queue, |r, _| r.set_media(conn, audio, video)),
             ClientMessage::MeshFailed { participant } => hub.act(room, conn, queue, |r, now| r.mesh_failed(conn, participant, now)),
             ClientMessage::Remove { participant } => hub.act(room, conn, queue, |r, now| r.remove(conn, participant, now)),
+            ClientMessage::Chat { text, to } => {
+                let at = clock::unix_millis();
+                hub.act(room, conn, queue, |r, now| r.chat(conn, to, text, at, now))
+            }
+            ClientMessage::Hand { raised } => hub.act(room, conn, queue, |r, _| r.hand(conn, raised)),
+            ClientMessage::LowerHand { participant } => hub.act(room, conn, queue, |r, _| r.lower_hand(conn, participant)),
             ClientMessage::Leave {} => hub.act(room, conn, queue, |r, now| r.leave(conn, now)),
             ClientMessage::Ping {} => {
                 let _ = self.send(&ServerMessage::Pong {}).await;

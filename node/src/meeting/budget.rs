@@ -18,6 +18,10 @@ pub const SFU_OFFERS_PER_SECOND: f64 = 0.2;
 pub const JOIN_BURST: f64 = 20.0;
 pub const JOINS_PER_SECOND: f64 = 1.0;
 
+/// Chat messages per seat: a few lines pasted in a row, not a wall of them.
+pub const CHAT_BURST: f64 = 10.0;
+pub const CHATS_PER_SECOND: f64 = 1.0;
+
 #[derive(Debug, Clone)]
 pub struct Budget {
     tokens: f64,

@@ -17,6 +17,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_SDP_BYTES: usize = 60 * 1024;
 pub const MAX_CANDIDATE_BYTES: usize = 1024;
 pub const MAX_NAME_CHARS: usize = 64;
+/// Longest chat message, in characters.
+pub const MAX_CHAT_CHARS: usize = 2000;
 
 /// A seat in one room. Ids are never reused within a room's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,6 +92,20 @@ pub enum ClientMessage {
         audio: bool,
         video: bool,
     },
+    /// A chat message to everyone, or privately to `to`.
+    Chat {
+        text: String,
+        #[serde(default)]
+        to: Option<ParticipantId>,
+    },
+    /// Raises or lowers this participant's own hand.
+    Hand {
+        raised: bool,
+    },
+    /// Lowers someone's hand (one's own, or as a host anyone's, or everyone's).
+    LowerHand {
+        participant: Target,
+    },
     /// Hosts only: remove another participant from the meeting.
     Remove {
         participant: ParticipantId,
@@ -112,6 +128,23 @@ pub enum ClientMessage {
     MeshFailed {
         participant: ParticipantId,
     },
+}
+
+/// One participant, or everyone (`"all"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    One(ParticipantId),
+    All,
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if text == "all" {
+            return Ok(Target::All);
+        }
+        text.parse().map(Target::One).map_err(|e: String| serde::de::Error::custom(format!("{e}, or \"all\"")))
+    }
 }
 
 /// One tile's size, as `sfu-view` reports it.
@@ -215,6 +248,9 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
         ClientMessage::SfuView { tiles } if tiles.len() > MAX_TILES => {
             return Err(ProtocolError::new("bad_message", format!("An sfu-view lists at most {MAX_TILES} tiles.")));
         }
+        ClientMessage::Chat { text, .. } => {
+            chat_text(text)?;
+        }
         _ => {}
     }
     Ok(message)
@@ -246,6 +282,22 @@ pub fn signal_payload(description: Option<SessionDescription>, candidate: Option
         }
         _ => bad("A signal carries exactly one of `description` or `candidate`."),
     }
+}
+
+/// Checks a chat message: some visible text, at most [`MAX_CHAT_CHARS`] characters. The text
+/// is passed on as it is (line breaks included); clients render it only as text.
+pub fn chat_text(text: &str) -> Result<(), ProtocolError> {
+    let chars = text.chars().count();
+    if chars > MAX_CHAT_CHARS {
+        return Err(ProtocolError::new("chat_too_long", format!("A chat message may be at most {MAX_CHAT_CHARS} characters; this one has {chars}.")));
+    }
+    if !text.chars().any(is_visible) {
+        return Err(ProtocolError::new("chat_empty", "This chat message has nothing to show."));
+    }
+    if text.contains('\0') {
+        return Err(ProtocolError::new("bad_message", "A chat message may not contain a NUL character."));
+    }
+    Ok(())
 }
 
 /// Cleans a display name: trims, drops control and bidirectional-override characters (which
@@ -312,6 +364,8 @@ pub enum ServerMessage {
         mesh_threshold: usize,
         reconnect_grace_secs: u64,
         ice_servers: Vec<IceServer>,
+        /// The room's recent public chat, oldest first.
+        chat: Vec<ServerMessage>,
     },
     Joined {
         participant: ParticipantView,
@@ -354,6 +408,19 @@ pub enum ServerMessage {
     Speaker {
         participant: ParticipantId,
     },
+    /// A chat message: to everyone, or (with `to`) privately between `from` and `to`; the
+    /// sender gets it back too. `at` is the node's wall clock in Unix milliseconds; `id`
+    /// orders a room's messages (a history replayed in a welcome repeats ids).
+    Chat {
+        id: u64,
+        from: ParticipantId,
+        /// The sender's name when they sent it (they may have left since).
+        name: String,
+        text: String,
+        at: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<ParticipantId>,
+    },
     /// SFU mode: send only these simulcast encodings (rids) of the video track `mid`;
     /// nobody receives the others. Pause the rest (`RTCRtpEncodingParameters.active`).
     SfuLayers {
@@ -392,6 +459,8 @@ pub struct ParticipantView {
     /// False while the participant's signaling connection is down (the seat is kept for the
     /// grace period; their media may well still be flowing).
     pub connected: bool,
+    /// While the hand is up: its place in the room's queue (lower was raised earlier).
+    pub hand: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -438,6 +507,28 @@ mod tests {
         assert_eq!(parse(r#"{"type":"remove","participant":"p3"}"#).unwrap(), ClientMessage::Remove { participant: ParticipantId(3) });
         assert_eq!(parse(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave {});
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap(), ClientMessage::Ping {});
+        assert_eq!(parse(r#"{"type":"chat","text":"hi"}"#).unwrap(), ClientMessage::Chat { text: "hi".into(), to: None });
+        assert_eq!(parse(r#"{"type":"chat","text":"hi","to":"p2"}"#).unwrap(), ClientMessage::Chat { text: "hi".into(), to: Some(ParticipantId(2)) });
+        assert_eq!(parse(r#"{"type":"hand","raised":true}"#).unwrap(), ClientMessage::Hand { raised: true });
+        assert_eq!(parse(r#"{"type":"lower-hand","participant":"p4"}"#).unwrap(), ClientMessage::LowerHand { participant: Target::One(ParticipantId(4)) });
+        assert_eq!(parse(r#"{"type":"lower-hand","participant":"all"}"#).unwrap(), ClientMessage::LowerHand { participant: Target::All });
+    }
+
+    #[test]
+    fn chat_messages_are_bounded_and_need_something_visible() {
+        let at_limit = serde_json::json!({"type": "chat", "text": "é".repeat(MAX_CHAT_CHARS)}).to_string();
+        assert!(parse(&at_limit).is_ok());
+        let over = serde_json::json!({"type": "chat", "text": "x".repeat(MAX_CHAT_CHARS + 1)}).to_string();
+        assert_eq!(parse(&over).unwrap_err().code, "chat_too_long");
+        for blank in ["", "   ", r"\n\t", r"\u200b\u200d"] {
+            assert_eq!(parse(&format!(r#"{{"type":"chat","text":"{blank}"}}"#)).unwrap_err().code, "chat_empty", "{blank:?}");
+        }
+        assert_eq!(parse(r#"{"type":"chat","text":"a\u0000b"}"#).unwrap_err().code, "bad_message");
+        assert_eq!(
+            parse(r#"{"type":"chat","text":"<img src=x onerror=alert(1)>"}"#).unwrap(),
+            ClientMessage::Chat { text: "<img src=x onerror=alert(1)>".into(), to: None }
+        );
+        assert_eq!(parse(r#"{"type":"lower-hand","participant":"everyone"}"#).unwrap_err().code, "bad_message");
     }
 
     #[test]

@@ -9,9 +9,11 @@ use std::net::IpAddr;
 
 use confab_keys::Role;
 
-use super::budget::{Budget, JOIN_BURST, JOINS_PER_SECOND, SFU_OFFER_BURST, SFU_OFFERS_PER_SECOND};
+use super::budget::{Budget, CHAT_BURST, CHATS_PER_SECOND, JOIN_BURST, JOINS_PER_SECOND, SFU_OFFER_BURST, SFU_OFFERS_PER_SECOND};
 
-use super::protocol::{IceServer, LeftReason, MediaMode, PROTOCOL_VERSION, ParticipantId, ParticipantView, ProtocolError, ServerMessage, SignalPayload};
+use super::protocol::{
+    IceServer, LeftReason, MediaMode, PROTOCOL_VERSION, ParticipantId, ParticipantView, ProtocolError, ServerMessage, SignalPayload, Target,
+};
 
 /// Monotonic milliseconds, from whatever origin the caller chose.
 /// The ICE servers for one participant's connections (TURN credentials are per seat).
@@ -47,6 +49,9 @@ impl Default for RoomConfig {
         }
     }
 }
+
+/// Public chat messages a room keeps for late joiners (in memory only, for the room's life).
+pub const CHAT_HISTORY: usize = 200;
 
 /// Removals remembered per room (the oldest is forgotten beyond this).
 const MAX_BARRED: usize = 1024;
@@ -124,6 +129,8 @@ pub enum RoomError {
     AddressFull(usize),
     #[error("too many joins from this network: wait a few seconds")]
     TooManyJoins,
+    #[error("too many chat messages: wait a moment")]
+    TooManyChats,
 }
 
 impl RoomError {
@@ -140,6 +147,7 @@ impl RoomError {
             RoomError::Barred => "removed",
             RoomError::AddressFull(_) => "address_full",
             RoomError::TooManyJoins => "join_rate_limited",
+            RoomError::TooManyChats => "rate_limited",
         };
         let text = self.to_string();
         let mut chars = text.chars();
@@ -168,8 +176,11 @@ struct Participant {
     video: bool,
     resume_secret: String,
     link: Link,
-    /// What the seat may still spend on `sfu-offer`s.
+    /// What the seat may still spend on `sfu-offer`s, and on chat.
     sfu_offers: Budget,
+    chats: Budget,
+    /// While raised: the hand's place in the queue.
+    hand: Option<u64>,
     /// The TURN usernames its welcomes carried.
     turn_usernames: Vec<String>,
     invite: String,
@@ -192,6 +203,10 @@ pub struct Room {
     barred: VecDeque<(String, IpAddr)>,
     /// Fresh joins per origin.
     joins: BTreeMap<IpAddr, Budget>,
+    /// The last [`CHAT_HISTORY`] public chat messages.
+    chat: VecDeque<ServerMessage>,
+    next_chat_id: u64,
+    next_hand: u64,
     effects: Vec<Effect>,
 }
 
@@ -208,6 +223,9 @@ impl Room {
             unreachable: Default::default(),
             barred: VecDeque::new(),
             joins: BTreeMap::new(),
+            chat: VecDeque::new(),
+            next_chat_id: 1,
+            next_hand: 1,
             effects: Vec::new(),
         }
     }
@@ -291,6 +309,8 @@ impl Room {
             resume_secret,
             link: Link::Connected(conn),
             sfu_offers: Budget::with(now, SFU_OFFER_BURST, SFU_OFFERS_PER_SECOND),
+            chats: Budget::with(now, CHAT_BURST, CHATS_PER_SECOND),
+            hand: None,
             turn_usernames: Vec::new(),
             invite: seat.invite,
             origin: seat.origin,
@@ -413,6 +433,77 @@ impl Room {
             self.broadcast_except(id, ServerMessage::Updated { participant: view });
         }
         Ok(())
+    }
+
+    /// A chat message from `conn`'s participant (`text` already checked by
+    /// `protocol::chat_text`): to everyone, kept for late joiners; or privately to `to`, then
+    /// only the two of them get it. `at` is the wall clock (Unix ms), for display.
+    pub fn chat(&mut self, conn: ConnId, to: Option<ParticipantId>, text: String, at: u64, now: Millis) -> Result<(), RoomError> {
+        let from = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        if let Some(to) = to
+            && (to == from || !self.participants.contains_key(&to))
+        {
+            return Err(RoomError::NoSuchParticipant(to));
+        }
+        let sender = self.participants.get_mut(&from).expect("seated");
+        if !sender.chats.take(now) {
+            return Err(RoomError::TooManyChats);
+        }
+        let id = self.next_chat_id;
+        self.next_chat_id += 1;
+        let message = ServerMessage::Chat { id, from, name: sender.name.clone(), text, at, to };
+        match to {
+            Some(to) => {
+                self.send_to(to, message.clone());
+                self.send_to(from, message);
+            }
+            None => {
+                if self.chat.len() >= CHAT_HISTORY {
+                    self.chat.pop_front();
+                }
+                self.chat.push_back(message.clone());
+                self.broadcast(None, message);
+            }
+        }
+        Ok(())
+    }
+
+    /// Raises or lowers `conn`'s own hand; everyone (the participant too) gets the update.
+    pub fn hand(&mut self, conn: ConnId, raised: bool) -> Result<(), RoomError> {
+        let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        self.set_hand(id, raised);
+        Ok(())
+    }
+
+    /// Lowers a hand: one's own, or as a host anyone's, or (a host) everyone's.
+    pub fn lower_hand(&mut self, conn: ConnId, target: Target) -> Result<(), RoomError> {
+        let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let is_host = self.participants[&id].role == Role::Host;
+        let targets: Vec<ParticipantId> = match target {
+            Target::One(t) if !self.participants.contains_key(&t) => return Err(RoomError::NoSuchParticipant(t)),
+            Target::One(t) if t == id || is_host => vec![t],
+            Target::All if is_host => self.participants.keys().copied().collect(),
+            _ => return Err(RoomError::NotHost),
+        };
+        for t in targets {
+            self.set_hand(t, false);
+        }
+        Ok(())
+    }
+
+    fn set_hand(&mut self, id: ParticipantId, raised: bool) {
+        let p = self.participants.get_mut(&id).expect("callers check the seat");
+        let hand = match (p.hand, raised) {
+            (Some(_), true) | (None, false) => return,
+            (None, true) => {
+                self.next_hand += 1;
+                Some(self.next_hand - 1)
+            }
+            (Some(_), false) => None,
+        };
+        p.hand = hand;
+        let view = self.view(id);
+        self.broadcast(None, ServerMessage::Updated { participant: view });
     }
 
     /// Relays a description or candidate to `to`. Held for `to` if its connection is down.
@@ -539,22 +630,31 @@ impl Room {
             mesh_threshold: self.config.mesh_threshold,
             reconnect_grace_secs: self.config.reconnect_grace_ms / 1000,
             ice_servers: servers,
+            chat: self.chat.iter().cloned().collect(),
         };
         self.effects.push(Effect::Send { conn, message });
     }
 
     fn view(&self, id: ParticipantId) -> ParticipantView {
         let p = &self.participants[&id];
-        ParticipantView { id, name: p.name.clone(), role: p.role.as_str(), audio: p.audio, video: p.video, connected: matches!(p.link, Link::Connected(_)) }
+        ParticipantView {
+            id,
+            name: p.name.clone(),
+            role: p.role.as_str(),
+            audio: p.audio,
+            video: p.video,
+            connected: matches!(p.link, Link::Connected(_)),
+            hand: p.hand,
+        }
     }
 
     fn send_to(&mut self, id: ParticipantId, message: ServerMessage) {
         let Some(p) = self.participants.get_mut(&id) else { return };
         match &mut p.link {
             Link::Connected(conn) => self.effects.push(Effect::Send { conn: *conn, message }),
-            // The welcome on resumption carries who is here and the mode; only signals,
-            // which belong to negotiations in progress, are worth holding.
-            Link::Away { .. } if !matches!(message, ServerMessage::Signal { .. }) => {}
+            // The welcome on resumption carries who is here, the mode and the public chat;
+            // only signals (negotiations in progress) and private chat are worth holding.
+            Link::Away { .. } if !matches!(message, ServerMessage::Signal { .. } | ServerMessage::Chat { to: Some(_), .. }) => {}
             Link::Away { held, held_bytes, .. } => {
                 let size = serde_json::to_string(&message).map_or(0, |t| t.len());
                 held.push_back((message, size));

@@ -54,6 +54,7 @@ fn types(effects: &[Effect], conn: ConnId) -> Vec<&'static str> {
             ServerMessage::SfuSlots { .. } => "sfu-slots",
             ServerMessage::Speaker { .. } => "speaker",
             ServerMessage::SfuLayers { .. } => "sfu-layers",
+            ServerMessage::Chat { .. } => "chat",
         })
         .collect()
 }
@@ -528,4 +529,125 @@ fn fresh_joins_from_one_address_come_in_a_burst_then_one_a_second_and_resumes_ar
     assert!(room.join(501, seat_from("G", Role::Guest, "link", IpAddr::from([203, 0, 113, 9])), "y".into(), &|_| vec![], 200).is_ok(), "other addresses");
     assert!(room.join(502, seat_from("G", Role::Guest, "link", OFFICE), "z".into(), &|_| vec![], 1_100).is_ok(), "a second later, one more");
     assert_eq!(room.join(503, seat_from("G", Role::Guest, "link", OFFICE), "w".into(), &|_| vec![], 1_100), Err(RoomError::TooManyJoins));
+}
+
+fn chats(effects: &[Effect], conn: ConnId) -> Vec<(ParticipantId, String, Option<ParticipantId>)> {
+    sent(effects)
+        .into_iter()
+        .filter(|(c, _)| *c == conn)
+        .filter_map(|(_, m)| match m {
+            ServerMessage::Chat { from, text, to, .. } => Some((*from, text.clone(), *to)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn chat_reaches_everyone_a_private_message_only_its_two_ends_and_a_late_joiner_sees_the_public_history() {
+    let mut room = Room::new("r", config(4));
+    let a = join(&mut room, 1, "Ana", 0);
+    let b = join(&mut room, 2, "Bo", 0);
+    join(&mut room, 3, "Cy", 0);
+    room.take_effects();
+    room.chat(1, None, "hello all".into(), 1_700_000_000_000, 10).unwrap();
+    room.chat(1, Some(b), "psst, Bo".into(), 1_700_000_000_001, 20).unwrap();
+    let effects = room.take_effects();
+    for conn in [1, 2, 3] {
+        assert!(chats(&effects, conn).contains(&(a, "hello all".into(), None)), "conn {conn}");
+    }
+    assert!(chats(&effects, 2).contains(&(a, "psst, Bo".into(), Some(b))));
+    assert!(chats(&effects, 1).contains(&(a, "psst, Bo".into(), Some(b))), "the sender sees it too");
+    assert_eq!(chats(&effects, 3).len(), 1, "Cy never sees the private one");
+    assert_eq!(room.chat(1, Some(a), "me".into(), 0, 30), Err(RoomError::NoSuchParticipant(a)));
+    assert_eq!(room.chat(1, Some(ParticipantId(99)), "ghost".into(), 0, 30), Err(RoomError::NoSuchParticipant(ParticipantId(99))));
+    assert_eq!(room.chat(9, None, "who".into(), 0, 30), Err(RoomError::NotSeated));
+
+    join(&mut room, 4, "Di", 40);
+    let effects = room.take_effects();
+    let Some(Effect::Send { message: ServerMessage::Welcome { chat, .. }, .. }) = effects.iter().find(|e| matches!(e, Effect::Send { conn: 4, .. })) else {
+        panic!("Di's welcome: {effects:?}")
+    };
+    assert_eq!(chat.len(), 1);
+    assert!(
+        matches!(&chat[0], ServerMessage::Chat { id: 1, from, name, text, at: 1_700_000_000_000, to: None } if *from == a && name == "Ana" && text == "hello all")
+    );
+}
+
+#[test]
+fn chat_is_rate_limited_per_seat_and_the_history_is_bounded() {
+    let mut room = Room::new("r", config(4));
+    join(&mut room, 1, "Ana", 0);
+    join(&mut room, 2, "Bo", 0);
+    let sent = (0..30).filter(|i| room.chat(1, None, format!("m{i}"), 0, 0).is_ok()).count();
+    assert_eq!(sent, 10);
+    assert_eq!(room.chat(1, None, "more".into(), 0, 0), Err(RoomError::TooManyChats));
+    assert_eq!(RoomError::TooManyChats.to_protocol().code, "rate_limited");
+    assert!(room.chat(2, None, "Bo is not limited by Ana".into(), 0, 0).is_ok());
+    for i in 0..(CHAT_HISTORY as u64 + 50) {
+        room.chat(2, None, format!("n{i}"), 0, 1_000 * (i + 1)).unwrap();
+    }
+    room.take_effects();
+    join(&mut room, 3, "Cy", 10_000_000);
+    let effects = room.take_effects();
+    let Some(Effect::Send { message: ServerMessage::Welcome { chat, .. }, .. }) = effects.iter().find(|e| matches!(e, Effect::Send { conn: 3, .. })) else {
+        panic!("Cy's welcome")
+    };
+    assert_eq!(chat.len(), CHAT_HISTORY);
+    assert!(matches!(chat.last(), Some(ServerMessage::Chat { text, .. }) if text == "n249"));
+}
+
+#[test]
+fn a_private_message_to_someone_reconnecting_waits_for_them() {
+    let mut room = Room::new("r", config(4));
+    join(&mut room, 1, "Ana", 0);
+    let b = join(&mut room, 2, "Bo", 0);
+    room.disconnected(2, 10);
+    room.chat(1, Some(b), "still there?".into(), 0, 20).unwrap();
+    room.take_effects();
+    room.resume_or_join(5, b, "secret-2", seat("Bo", Role::Guest), "x".into(), &|_| vec![], 30).unwrap();
+    let effects = room.take_effects();
+    assert_eq!(chats(&effects, 5).len(), 1, "{effects:?}");
+}
+
+fn hands(room: &mut Room) -> Vec<(ParticipantId, Option<u64>)> {
+    let effects = room.take_effects();
+    sent(&effects)
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            ServerMessage::Updated { participant } => Some((participant.id, participant.hand)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn hands_queue_in_the_order_raised_and_only_their_owner_or_a_host_lowers_them() {
+    let mut room = Room::new("r", config(4));
+    let host = room.join(1, seat("Host", Role::Host), "h".into(), &|_| vec![], 0).unwrap();
+    let a = join(&mut room, 2, "Ana", 0);
+    let b = join(&mut room, 3, "Bo", 0);
+    room.take_effects();
+    room.hand(3, true).unwrap();
+    room.hand(2, true).unwrap();
+    room.hand(1, true).unwrap();
+    let updates = hands(&mut room);
+    // Each raise reaches all three (the raiser too), in order: Bo first, then Ana, then the host.
+    assert_eq!(updates.len(), 9);
+    let order: Vec<(ParticipantId, Option<u64>)> = updates.chunks(3).map(|c| c[0]).collect();
+    assert_eq!(order, vec![(b, Some(1)), (a, Some(2)), (host, Some(3))]);
+    room.hand(3, true).unwrap();
+    assert!(hands(&mut room).is_empty(), "raising a raised hand changes nothing, nor its place");
+
+    assert_eq!(room.lower_hand(2, Target::One(b)), Err(RoomError::NotHost), "a guest cannot lower another's hand");
+    assert_eq!(room.lower_hand(2, Target::All), Err(RoomError::NotHost));
+    room.lower_hand(2, Target::One(a)).unwrap();
+    assert_eq!(hands(&mut room)[0], (a, None), "one's own, yes");
+    room.lower_hand(1, Target::One(b)).unwrap();
+    assert_eq!(hands(&mut room)[0], (b, None), "a host lowers anyone's");
+    room.hand(2, true).unwrap();
+    assert_eq!(hands(&mut room)[0], (a, Some(4)), "raised again: the back of the queue");
+    room.lower_hand(1, Target::All).unwrap();
+    let lowered: std::collections::BTreeSet<ParticipantId> = hands(&mut room).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(lowered, [host, a].into(), "all: every raised hand, nobody else");
+    assert_eq!(room.lower_hand(1, Target::One(ParticipantId(99))), Err(RoomError::NoSuchParticipant(ParticipantId(99))));
 }
