@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test Confab has: formatting and lints, unit, property, integration (the real
 # binary over HTTPS and WebSocket) and end-to-end (headless Chromium and Firefox ESR). Installs what the browser
-# tests need first, once: Debian's chromium, chromium-driver and firefox-esr, vpx-tools, nftables
+# tests need first, once: Debian's chromium, chromium-driver and firefox-esr, vpx-tools, nftables, npm (for TypeScript)
 # (vpxenc, which encodes the webrtc-rs test participant's video), and geckodriver from
 # crates.io.
 set -euo pipefail
@@ -13,6 +13,7 @@ need_apt=()
 [ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
 [ -x /usr/bin/vpxenc ] || need_apt+=(vpx-tools)
 [ -x /usr/sbin/nft ] || need_apt+=(nftables)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "Installing ${need_apt[*]} for the media tests…"
   SUDO=""
@@ -28,9 +29,15 @@ if ! "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" --version 2>/dev/null | grep 
   cargo install --quiet --locked geckodriver --version "$GECKODRIVER_VERSION"
 fi
 
-# The code's own rules first: formatted (rustfmt.toml), and clippy without a warning.
+# The code's own rules first: formatted (rustfmt.toml), and clippy without a warning; the
+# web client's JavaScript type-checked (JSDoc, `// @ts-check`) by TypeScript, pinned in
+# typecheck/package-lock.json.
 cargo fmt --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+if ! typecheck/node_modules/.bin/tsc --version 2>/dev/null | grep -q "$(node -p 'require("./typecheck/package.json").devDependencies.typescript')"; then
+  npm ci --prefix typecheck --no-audit --no-fund --loglevel=error
+fi
+npm run --silent --prefix typecheck check
 
 # The node the integration tests start: built once, here, not by each test binary.
 cargo build --locked -p confab-node --bin confab

@@ -176,7 +176,7 @@ async fn cell(topology: Topology, sfu: bool) -> Cell {
     let said = b.browser.eval("return document.querySelector('#network-status').textContent").await;
     println!("{}: Bo's self-test: {self_test}: {said}", topology.describe());
 
-    a.join().await;
+    let ida = a.join().await;
     b.join().await;
     let joined = Instant::now();
     let received = each_receives_the_others(&[&a, &b]).await;
@@ -207,6 +207,16 @@ async fn cell(topology: Topology, sfu: bool) -> Cell {
     if matches!(topology, Topology::Open | Topology::BothNat) {
         assert_eq!(self_test, "udp", "{said}");
     }
+    // Ana's tile on Bo's screen says how her media reaches him, as it really does.
+    let details = b.connection_details(&ida).await;
+    let upper = |v: &serde_json::Value| v.as_str().unwrap_or("udp").to_uppercase();
+    let expected = match (bo_path["local"]["type"].as_str(), sfu) {
+        (Some("relay"), false) => format!("relayed, TURN over {}", upper(&bo_path["local"]["relayProtocol"])),
+        (Some("relay"), true) => format!("relayed by TURN over {}", upper(&bo_path["local"]["relayProtocol"])),
+        (_, true) => format!("through the meeting server (SFU) over {}", upper(&bo_path["local"]["protocol"])),
+        (_, false) => format!("direct over {}", upper(&bo_path["local"]["protocol"])),
+    };
+    assert!(details.contains(&expected), "{}: Bo's popover for Ana should say {expected:?}: {details}", topology.describe());
     drop((a, b));
     drop(node);
     Cell { topology, sfu, media_after, self_test, ana: paths.0, bo: paths.1 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use confab_tests::Node;
 use confab_tests::meeting::{Participant, each_receives_the_others, start_meeting};
+use serde_json::json;
 
 const ROOM: &str = "weekly";
 const HOSTILE_NAME: &str = "<img src=x onerror=alert(1)>";
@@ -53,6 +54,57 @@ async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_on
         assert!(p.browser.client.get_alert_text().await.is_err(), "an alert is open: the name ran as code");
     }
     assert_eq!(c.tile(&idc).await.unwrap().name, format!("{HOSTILE_NAME} (you)"));
+
+    // Chat typed as people do: text only on every screen, the link clickable with no opener,
+    // an unread count while the panel is closed.
+    c.browser.click("#toggle-chat").await;
+    let typed = "<img src=x onerror=alert(2)> slides: https://example.org/slides.";
+    c.browser.fill("#chat-text", typed).await;
+    c.browser.click("#chat-form button[type=submit]").await;
+    for p in [&a, &b] {
+        assert_eq!(p.browser.wait_visible("#chat-unread").await, "1", "{}'s unread count", p.name);
+        p.browser.click("#toggle-chat").await;
+        assert_eq!(p.browser.wait_visible("#chat-log .chat-message .text").await, typed);
+        let shown = p
+            .browser
+            .eval(
+                "const m = document.querySelector('#chat-log .chat-message'); const link = m.querySelector('a'); \
+                 return { images: document.querySelectorAll('#chat-log img').length, href: link?.href, rel: link?.rel, \
+                          name: m.querySelector('.name').textContent, unreadShown: !document.querySelector('#chat-unread').hidden }",
+            )
+            .await;
+        assert_eq!(shown, json!({"images": 0, "href": "https://example.org/slides", "rel": "noopener noreferrer", "name": HOSTILE_NAME, "unreadShown": false}));
+        assert!(p.browser.client.get_alert_text().await.is_err(), "an alert is open: chat ran as code");
+    }
+
+    // Hands: raised in order, the same queue on every screen; a guest may lower only their
+    // own, a host anyone's.
+    let queue = "return [...document.querySelectorAll('#hand-queue li')].map(li => li.dataset.participant)";
+    for p in [&b, &c, &a] {
+        p.browser.click("#toggle-hand").await;
+        confab_tests::eventually("the node to take the raised hand", Duration::from_secs(5), || async {
+            (p.browser.eval("return document.querySelector('#toggle-hand').getAttribute('aria-pressed')").await == "true").then_some(())
+        })
+        .await;
+    }
+    for p in [&a, &b, &c] {
+        confab_tests::eventually(&format!("{}'s hand queue", p.name), Duration::from_secs(5), || async {
+            (p.browser.eval(queue).await == json!([idb, idc, ida])).then_some(())
+        })
+        .await;
+    }
+    let lowerable = "return [...document.querySelectorAll('#hand-queue li')].filter(li => li.querySelector('.lower-hand')).map(li => li.dataset.participant)";
+    assert_eq!(b.browser.eval(lowerable).await, json!([idb]), "a guest can lower only their own hand");
+    assert_eq!(a.browser.eval(lowerable).await, json!([idb, idc, ida]), "a host can lower every hand");
+    a.browser.click("#toggle-people").await;
+    a.browser.click(&format!("#hand-queue li[data-participant=\"{idb}\"] .lower-hand")).await;
+    for p in [&a, &b, &c] {
+        confab_tests::eventually(&format!("{}'s hand queue without Bo", p.name), Duration::from_secs(5), || async {
+            (p.browser.eval(queue).await == json!([idc, ida])).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(b.browser.eval("return document.querySelector('#toggle-hand').textContent").await, "Raise hand");
 
     // Mute and camera-off show on the others' tiles.
     a.browser.click("#toggle-mic").await;

@@ -152,6 +152,13 @@ async fn a_small_tile_gets_the_low_simulcast_layer_and_the_speakers_large_tile_t
     })
     .await;
     wait_height(&b, &ida, "in the speaker's large tile", |h| h >= 720).await;
+    // The tile's connection popover names the layer and the path.
+    let details = b.connection_details(&ida).await;
+    println!("Bo's details for Ana's tile:\n{details}");
+    assert!(details.contains("through the meeting server (SFU)") && details.contains("high (720p)"), "{details}");
+    let own = a.connection_details(&ida).await;
+    println!("Ana's own tile:\n{own}");
+    assert!(own.contains("Sending layer h"), "{own}");
 
     // And back to the phone: down to the low layer again.
     b.browser.click("#speaker-view").await;
@@ -197,6 +204,18 @@ async fn with_last_n_two_nobody_receives_more_than_two_videos_and_a_new_speaker_
     before.sort();
     expected.sort();
     assert_eq!(before, expected, "Ana decodes {before:?}, not Bo and Cy");
+    // Di's video is not forwarded to Ana: her tile shows Di's initials and name, not a black
+    // picture (and so does every tile without video).
+    let without = confab_tests::eventually_or("Ana's tile for Di to show initials", Duration::from_secs(10), || async {
+        let without = people[0].tiles_without_video().await;
+        if without.iter().any(|(who, _, _)| *who == di) { Ok(without) } else { Err(format!("{without:?}")) }
+    })
+    .await;
+    people[0].screenshot("last-n-two-tiles-without-video").await;
+    for (who, initials, name) in &without {
+        assert!(!initials.trim().is_empty() && !name.trim().is_empty(), "{who}'s tile shows initials {initials:?} and name {name:?}");
+    }
+    assert!(without.contains(&(di.clone(), "D".into(), "Di".into())), "{without:?}");
     assert_eq!(node.metric("confab_participants").await, 4);
 
     // Di unmutes and speaks: she enters everyone's forwarded set, which stays at two.

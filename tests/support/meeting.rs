@@ -257,6 +257,39 @@ impl Participant {
         serde_json::from_value(self.browser.eval(script).await).unwrap()
     }
 
+    /// The connection popover of `id`'s tile (ours, for our own id), as its text once it
+    /// shows figures: opens it if it is closed.
+    pub async fn connection_details(&self, id: &str) -> String {
+        let script = "const tile = document.querySelector(`#tiles [data-participant=\"${arguments[0]}\"]`); \
+                      if (!tile) return null; const pop = tile.querySelector('.popover'); \
+                      if (pop.hidden) tile.querySelector('.info').click(); \
+                      return pop.textContent.includes('Path') ? pop.innerText : null;";
+        crate::eventually(&format!("{}'s connection details for {id}", self.name), Duration::from_secs(10), || async {
+            self.browser.client.execute(script, vec![serde_json::json!(id)]).await.ok()?.as_str().map(str::to_string)
+        })
+        .await
+    }
+
+    /// What the tiles without moving video show instead: (participant, initials shown, name
+    /// shown) for each such tile, read from what is rendered.
+    pub async fn tiles_without_video(&self) -> Vec<(String, String, String)> {
+        let script = "return [...document.querySelectorAll('#tiles .tile[data-participant]')].filter((t) => t.dataset.showing === 'no' && !t.hidden) \
+                      .map((t) => { const a = t.querySelector('.avatar'); const n = t.querySelector('.name'); \
+                        return [t.dataset.participant, getComputedStyle(a).display !== 'none' ? a.innerText : '', n.offsetParent ? n.innerText : '']; });";
+        serde_json::from_value(self.browser.eval(script).await).unwrap()
+    }
+
+    /// A PNG of the page, in `target/screenshots/NAME.png` (printed).
+    pub async fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        let png = self.browser.client.screenshot().await.expect("a screenshot");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        println!("screenshot: {}", path.display());
+        path
+    }
+
     /// For a failure message: per video transceiver of the SFU link, what has arrived so far
     /// (packets, frames received and decoded, keyframes, PLIs sent) and the pair in use.
     pub async fn sfu_video_report(&self) -> String {

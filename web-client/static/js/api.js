@@ -1,3 +1,4 @@
+// @ts-check
 // The node's JSON API. Every call goes through `api`, which turns an error answer into an
 // ApiError carrying the node's own sentence for a person.
 
@@ -10,6 +11,7 @@ export class ApiError extends Error {
 }
 
 export async function api(method, path, body) {
+  /** @type {RequestInit & { headers: Record<string, string> }} */
   const init = { method, credentials: "same-origin", headers: {} };
   if (method !== "GET") {
     init.headers["Content-Type"] = "application/json";

@@ -1,3 +1,4 @@
+// @ts-check
 // Invites, signed in this browser. The layout matches keys/src/invite.rs and
 // docs/capabilities.md byte for byte; the node verifies what this file signs.
 

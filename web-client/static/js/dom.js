@@ -1,3 +1,4 @@
+// @ts-check
 // Building the page. Text from anyone (names, notes, messages) only ever becomes a text
 // node: `el` appends strings as text, and nothing here uses innerHTML.
 

@@ -1,3 +1,4 @@
+// @ts-check
 // The account holder's signing key: generated here with WebCrypto Ed25519, non-extractable
 // (the private key can sign but can never be read out, not even by this script), and kept in
 // IndexedDB per account. The node certifies its public half after login.
@@ -40,9 +41,9 @@ const save = (name, record) => withStore("readwrite", (s) => s.put(record, name)
 /// disabled); the next login makes a new key and has it certified.
 export function forgetKeys() {
   return new Promise((resolve) => {
-    if (!globalThis.indexedDB) return resolve();
+    if (!globalThis.indexedDB) return resolve(undefined);
     const req = indexedDB.deleteDatabase(DB_NAME);
-    req.onsuccess = req.onerror = req.onblocked = () => resolve();
+    req.onsuccess = req.onerror = req.onblocked = () => resolve(undefined);
   });
 }
 

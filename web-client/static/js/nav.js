@@ -1,3 +1,4 @@
+// @ts-check
 // The header's links, which depend on who is logged in.
 
 import { post } from "./api.js";

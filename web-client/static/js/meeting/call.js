@@ -1,3 +1,4 @@
+// @ts-check
 // The meeting itself: who is here (from the node's signaling), how their media reaches us,
 // and the tiles. In mesh mode there is one Peer per other participant and the node only
 // relays signals. In SFU mode there is one SfuLink to the node. Switching is make-before-
@@ -5,10 +6,12 @@
 // old path to them is closed after that.
 
 import { log } from "./log.js";
+import * as protocol from "./protocol.js";
 import { Peer, meshLimits } from "./peer.js";
 import { SfuLink } from "./sfu.js";
 import { Signaling } from "./signaling.js";
 import { speakingDetector } from "./media.js";
+import { Meter, describePath, pathOf, quality, uplinkLoss } from "./stats.js";
 
 const number = (id) => Number(id.slice(1));
 
@@ -23,14 +26,26 @@ const MESH_CONNECT_TIMEOUT_MS = 12_000;
 /// How often, in SFU mode, we tell the node how big each tile is (when that changed).
 const VIEW_EVERY_MS = 500;
 
+/// How often each tile's quality indicator is brought up to date.
+const QUALITY_EVERY_MS = 2_000;
+
+/// The SFU's simulcast layers by the height they arrive in.
+const layerName = (/** @type {number} */ height) => (height === 0 ? null : height <= 200 ? `low (${height}p)` : height <= 400 ? `medium (${height}p)` : `high (${height}p)`);
+
 export class Call {
-  constructor({ room, invite, name, local, levels, tiles, onCount, onConnection, onEnd }) {
+  /// Handlers: onCount(n), onConnection(state), onEnd(reason), onPeople(me, others) whenever
+  /// anyone's state changes, onChat(messages) for chat (a welcome's history, then each
+  /// message), onRefused(error) when the node refused something we sent.
+  constructor({ room, invite, name, local, levels, tiles, onCount, onConnection, onEnd, onPeople, onChat, onRefused }) {
     this.local = local;
     this.levels = levels;
     this.tiles = tiles;
     this.onCount = onCount;
     this.onConnection = onConnection;
     this.onEnd = onEnd;
+    this.onPeople = onPeople ?? (() => {});
+    this.onChat = onChat ?? (() => {});
+    this.onRefused = onRefused ?? (() => {});
     this.me = null;
     this.participants = new Map();
     this.peers = new Map();
@@ -45,9 +60,11 @@ export class Call {
     this.promoting = false;
     this.sfuClosing = null;
     this.removedBy = null;
+    this.meter = new Meter();
+    this.qualityTimer = setInterval(() => this.updateQuality(), QUALITY_EVERY_MS);
     this.signaling = new Signaling(
       room,
-      { type: "join", v: 1, invite, name, audio: local.audioOn, video: local.videoOn },
+      (resume) => protocol.join(invite, name, local.audioOn, local.videoOn, resume),
       {
         onWelcome: (m, resumed) => this.welcome(m, resumed),
         onMessage: (m) => this.message(m),
@@ -79,13 +96,14 @@ export class Call {
       }
     }
     // What we send may have changed while the node could not hear us.
-    this.signaling.send({ type: "media", audio: this.local.audioOn, video: this.local.videoOn });
+    this.signaling.send(protocol.media(this.local.audioOn, this.local.videoOn));
     if (!resumed && this.sfu) {
       this.sfu.close();
       this.sfu = null;
     }
     this.applyMode();
     this.changed();
+    this.onChat(m.chat ?? []);
   }
 
   /// Moves towards the path the room's mode asks for.
@@ -138,7 +156,7 @@ export class Call {
     const text = JSON.stringify(tiles);
     if (text === this.lastView) return;
     this.lastView = text;
-    this.signaling.send({ type: "sfu-view", tiles });
+    this.signaling.send(protocol.sfuView(tiles));
   }
 
   schedulePromotion() {
@@ -227,7 +245,18 @@ export class Call {
         if (this.participants.has(m.participant.id)) {
           this.participants.set(m.participant.id, m.participant);
           this.tiles.upsert(m.participant, this.tileOptions());
+        } else if (m.participant.id === this.me?.id) {
+          // Our own hand (and role) as the node has it; what we send we know better.
+          this.me = { ...this.me, hand: m.participant.hand, role: m.participant.role };
+          this.tiles.upsert(this.me, { self: true });
         }
+        this.people();
+        break;
+      case "chat":
+        this.onChat([m]);
+        break;
+      case "error":
+        this.onRefused(m);
         break;
       case "left":
         log("info", `${m.participant}: left (${m.reason})`);
@@ -278,7 +307,7 @@ export class Call {
       polite: number(this.me.id) > number(view.id),
       iceServers: this.iceServers,
       local: this.local,
-      send: (payload) => this.signaling.send({ type: "signal", to: view.id, ...payload }),
+      send: (payload) => this.signaling.send(protocol.signal(view.id, payload)),
       onTrack: (stream) => {
         if (this.shownVia.get(view.id) === "sfu") {
           this.schedulePromotion(); // Returning to the mesh: shown once it decodes.
@@ -292,7 +321,7 @@ export class Call {
     setTimeout(() => {
       if (this.mode === "mesh" && this.peers.get(view.id) === peer && peer.pc.connectionState !== "connected") {
         log("warn", `${view.id}: no direct connection after ${MESH_CONNECT_TIMEOUT_MS / 1000} s; asking for the SFU`);
-        this.signaling.send({ type: "mesh-failed", participant: view.id });
+        this.signaling.send(protocol.meshFailed(view.id));
       }
     }, MESH_CONNECT_TIMEOUT_MS);
   }
@@ -307,8 +336,19 @@ export class Call {
     this.tiles.remove(id);
   }
 
+  /// Everyone's state, for the participant list.
+  people() {
+    if (this.me) this.onPeople(this.me, [...this.participants.values()]);
+  }
+
+  /// The name of participant `id` (or "someone" once they have left).
+  nameOf(id) {
+    return this.participants.get(id)?.name ?? (id === this.me?.id ? this.me.name : "someone who left");
+  }
+
   /// After the set of participants changed: the count, and what each connection may send.
   changed() {
+    this.people();
     this.onCount(this.participants.size + 1);
     const limits = meshLimits(this.peers.size);
     for (const peer of this.peers.values()) peer.setLimits(limits);
@@ -333,14 +373,41 @@ export class Call {
     return this.local.videoOn;
   }
 
+  /// Switches to another camera or microphone mid-call: every connection sends the new
+  /// track in place of the old one, without renegotiating.
+  async setDevice(kind, deviceId) {
+    const track = await this.local.choose(kind, deviceId);
+    if (track === undefined) return;
+    for (const peer of this.peers.values()) await peer.setTrack(kind, track);
+    await this.sfu?.setTrack(kind, track);
+    if (kind === "video") this.tiles.show(this.me.id, this.local.stream);
+    else this.levels.watch(this.me.id, this.local.stream, speakingDetector((s) => this.tiles.speaking(this.me.id, s)));
+    this.announce();
+  }
+
   announce() {
     this.me = { ...this.me, audio: this.local.audioOn, video: this.local.videoOn };
     this.tiles.upsert(this.me, { self: true });
-    this.signaling.send({ type: "media", audio: this.local.audioOn, video: this.local.videoOn });
+    this.people();
+    this.signaling.send(protocol.media(this.local.audioOn, this.local.videoOn));
   }
 
   remove(id) {
-    this.signaling.send({ type: "remove", participant: id });
+    this.signaling.send(protocol.remove(id));
+  }
+
+  /// Sends a chat message to everyone, or privately to participant `to`; false if the
+  /// connection to the node is down (the text stays where it was typed).
+  sendChat(text, to = null) {
+    return this.signaling.send(protocol.chat(text, to));
+  }
+
+  setHand(raised) {
+    return this.signaling.send(protocol.hand(raised));
+  }
+
+  lowerHand(id) {
+    return this.signaling.send(protocol.lowerHand(id));
   }
 
   leave() {
@@ -350,11 +417,65 @@ export class Call {
   ended(reason) {
     clearInterval(this.promotion);
     clearInterval(this.viewTimer);
+    clearInterval(this.qualityTimer);
     for (const id of [...this.peers.keys()]) this.drop(id);
     this.sfu?.close();
     this.sfu = null;
     this.local.stop();
     this.onEnd(this.removedBy ? `${this.removedBy} removed you from the meeting.` : reason);
+  }
+
+  /// What a tile's popover shows: for another participant, the path their media takes to us
+  /// and what arrives; for ourselves (`id` is ours), what we send. `reports` may hold the
+  /// stats already read (pc → report) for this round.
+  async detail(id, reports = new Map()) {
+    const read = async (/** @type {RTCPeerConnection} */ pc) => {
+      if (!reports.has(pc)) reports.set(pc, await pc.getStats());
+      return reports.get(pc);
+    };
+    if (id === this.me?.id) {
+      const pcs = this.sfu ? [this.sfu.pc] : [...this.peers.values()].map((p) => p.pc);
+      const layers = [];
+      let loss = null;
+      let rtt = null;
+      for (const pc of pcs) {
+        const report = await read(pc);
+        layers.push(...this.meter.outgoing(report));
+        loss = Math.max(loss ?? 0, uplinkLoss(report) ?? 0);
+        rtt = Math.max(rtt ?? 0, pathOf(report)?.rtt ?? 0);
+      }
+      const path = this.sfu ? describePath(pathOf(await read(this.sfu.pc)), true) : pcs.length ? `direct to ${pcs.length} participant${pcs.length === 1 ? "" : "s"}` : "nobody to send to yet";
+      return { self: true, path, layers, lossPercent: pcs.length ? loss : null, rtt: pcs.length ? rtt : null, quality: quality(loss, rtt) };
+    }
+    const via = this.shownVia.get(id) ?? "mesh";
+    const pc = via === "sfu" ? this.sfu?.pc : this.peers.get(id)?.pc;
+    if (!pc) return null;
+    const report = await read(pc);
+    const mids = new Set((this.sfu?.slots ?? []).filter((s) => s.participant === id).map((s) => s.mid));
+    const incoming = this.meter.incoming(report, via === "sfu" ? (mid) => mids.has(mid) : () => true);
+    const path = pathOf(report);
+    return {
+      self: false,
+      path: describePath(path, via === "sfu"),
+      rtt: path?.rtt ?? null,
+      layer: via === "sfu" ? layerName(incoming.height) : null,
+      ...incoming,
+      quality: quality(incoming.lossPercent, path?.rtt ?? null),
+    };
+  }
+
+  /// Every tile's quality indicator, from one read of each connection's stats.
+  async updateQuality() {
+    if (!this.me) return;
+    const reports = new Map();
+    for (const id of [this.me.id, ...this.participants.keys()]) {
+      try {
+        const d = await this.detail(id, reports);
+        this.tiles.quality(id, d?.quality ?? null);
+      } catch (e) {
+        log("warn", `stats for ${id} failed`, e);
+      }
+    }
   }
 
   /// Figures for every connection (used by the tests, handy in the console).

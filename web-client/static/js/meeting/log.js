@@ -1,3 +1,4 @@
+// @ts-check
 // The meeting's own log: the console, plus the last lines kept in `window.confabLog` so that
 // a person (or a test) can read what happened without the developer tools.
 

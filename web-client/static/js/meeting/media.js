@@ -1,3 +1,4 @@
+// @ts-check
 // This browser's camera and microphone, and audio levels (the prejoin meter and the speaking
 // indicator on every tile).
 
@@ -9,6 +10,7 @@ const VIDEO_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, fram
 export class LocalMedia {
   constructor() {
     this.stream = new MediaStream();
+    /** @type {{ audio: MediaStreamTrack | null, video: MediaStreamTrack | null }} */
     this.tracks = { audio: null, video: null };
     this.wanted = { audio: true, video: true };
     this.deviceIds = { audio: localStorage.getItem(DEVICE_KEYS.audio), video: localStorage.getItem(DEVICE_KEYS.video) };
@@ -92,9 +94,10 @@ export class LocalMedia {
       return {
         audio: all.filter((d) => d.kind === "audioinput"),
         video: all.filter((d) => d.kind === "videoinput"),
+        output: all.filter((d) => d.kind === "audiooutput"),
       };
     } catch {
-      return { audio: [], video: [] };
+      return { audio: [], video: [], output: [] };
     }
   }
 

@@ -1,3 +1,4 @@
+// @ts-check
 // One direct connection to another participant: an RTCPeerConnection negotiated with the
 // "perfect negotiation" pattern (W3C WebRTC §10.7): whenever both sides offer at once, the
 // polite side (the later joiner) yields and the impolite side ignores the colliding offer.
@@ -24,12 +25,14 @@ export class Peer {
     this.pc = new RTCPeerConnection({ iceServers });
     this.stream = new MediaStream();
     this.local = local;
+    /** @type {{ audio: RTCRtpTransceiver | null, video: RTCRtpTransceiver | null }} */
     this.transceivers = { audio: null, video: null };
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.settingAnswer = false;
     this.queue = Promise.resolve();
-    this.restartTimer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.restartTimer = undefined;
     this.limits = null;
     this.collisions = 0;
     this.describing = 0;
@@ -67,7 +70,8 @@ export class Peer {
   async adopt() {
     for (const t of this.pc.getTransceivers()) {
       const kind = t.receiver.track.kind;
-      if (this.transceivers[kind] || t.stopped || t.currentDirection === "stopped") continue;
+      // `stopped` is what older browsers have instead of the "stopped" direction.
+      if (this.transceivers[kind] || /** @type {any} */ (t).stopped || t.currentDirection === "stopped") continue;
       this.transceivers[kind] = t;
       t.direction = "sendrecv";
       await t.sender.replaceTrack(this.local.track(kind));
@@ -91,7 +95,7 @@ export class Peer {
     this.describing += 1;
     try {
       await this.pc.setLocalDescription();
-      this.send({ description: this.pc.localDescription.toJSON() });
+      this.send({ description: /** @type {RTCSessionDescription} */ (this.pc.localDescription).toJSON() });
     } finally {
       this.describing -= 1;
       if (this.describing === 0) {
@@ -184,8 +188,9 @@ export class Peer {
   async stats() {
     const report = await this.pc.getStats();
     const result = { id: this.id, via: "mesh", connectionState: this.pc.connectionState, collisions: this.collisions, framesDecoded: 0, totalSamplesReceived: 0, frameWidth: 0, frameHeight: 0, framesSent: 0 };
+    /** @type {RTCIceCandidatePairStats | null} */
     let pair = null;
-    report.forEach((s) => {
+    for (const s of report.values()) {
       if (s.type === "inbound-rtp" && s.kind === "video") {
         result.framesDecoded += s.framesDecoded ?? 0;
         result.frameWidth = s.frameWidth ?? result.frameWidth;
@@ -194,7 +199,7 @@ export class Peer {
       if (s.type === "inbound-rtp" && s.kind === "audio") result.totalSamplesReceived += s.totalSamplesReceived ?? 0;
       if (s.type === "outbound-rtp" && s.kind === "video") result.framesSent += s.framesSent ?? 0;
       if (s.type === "transport" && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
-    });
+    }
     if (!pair) report.forEach((s) => { if (s.type === "candidate-pair" && (s.selected || (s.nominated && s.state === "succeeded"))) pair = s; });
     if (pair) {
       const local = report.get(pair.localCandidateId);

@@ -1,3 +1,4 @@
+// @ts-check
 // The prejoin self-test: which way this network lets media reach the node. One peer
 // connection gathers candidates against the node's STUN and TURN servers (the probe
 // credentials that came with the invite check); what it gathers says what got through:
@@ -15,7 +16,7 @@ export async function selfTest(iceServers, limitMs = LIMIT_MS) {
   try {
     pc.createDataChannel("probe");
     const done = new Promise((resolve) => {
-      pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
+      pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve(undefined));
       setTimeout(resolve, limitMs);
     });
     await pc.setLocalDescription(await pc.createOffer());

@@ -1,3 +1,4 @@
+// @ts-check
 // The connection to the node's SFU, used once the meeting is past the mesh threshold: one
 // RTCPeerConnection that sends our audio and video and receives the others' on a fixed
 // number of receive-only slots. The node's relay answers our offer once and never offers
@@ -6,6 +7,7 @@
 // the others, so neither our encoder nor our uplink spends anything on them.
 
 import { log } from "./log.js";
+import * as protocol from "./protocol.js";
 
 /// Receive slots per kind: how many others we can hear and see at once through the SFU.
 export const SFU_SLOTS = 9;
@@ -36,6 +38,7 @@ export class SfuLink {
     this.outgoing = {};
     this.layers = Promise.resolve(); // the last layer change, applied in order
     for (const kind of ["audio", "video"]) {
+      /** @type {RTCRtpTransceiverInit} */
       const init = { direction: "sendonly", streams: [local.stream] };
       if (kind === "video") init.sendEncodings = SIMULCAST.map((e) => ({ ...e }));
       this.outgoing[kind] = this.pc.addTransceiver(local.track(kind) ?? kind, init);
@@ -48,7 +51,7 @@ export class SfuLink {
 
   async start() {
     await this.pc.setLocalDescription();
-    this.send({ type: "sfu-offer", sdp: this.pc.localDescription.sdp });
+    this.send(protocol.sfuOffer(/** @type {RTCSessionDescription} */ (this.pc.localDescription).sdp));
   }
 
   async answer(sdp) {
@@ -109,11 +112,12 @@ export class SfuLink {
   async stats() {
     const report = await this.pc.getStats();
     const byMid = new Map();
+    /** @type {RTCIceCandidatePairStats | null} */
     let pair = null;
-    report.forEach((s) => {
+    for (const s of report.values()) {
       if (s.type === "inbound-rtp" && s.mid != null) byMid.set(s.mid, s);
       if (s.type === "transport" && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
-    });
+    }
     if (!pair) report.forEach((s) => { if (s.type === "candidate-pair" && (s.selected || (s.nominated && s.state === "succeeded"))) pair = s; });
     const path = pair && {
       local: describe(report.get(pair.localCandidateId)),

@@ -1,21 +1,23 @@
+// @ts-check
 // The signaling connection (docs/signaling.md): a WebSocket to /ws/ROOM that joins with the
 // invite and, when it drops, reconnects with the same invite and the seat's resume secret so
 // that the node keeps our seat. Media between browsers does not pass through here, so a drop
 // does not interrupt the call.
 
 import { log } from "./log.js";
+import * as protocol from "./protocol.js";
 
 const HEARTBEAT_MS = 10_000;
 const SILENCE_MS = 25_000;
 const MAX_BACKOFF_MS = 5_000;
 
 // Close codes after which reconnecting would not help (the node said why before closing).
-const FINAL_CLOSES = new Set([1000, 4001, 4002, 4003, 1008]);
-// "Try again later": a refusal that passes (too many joins from one network at once).
-const TRY_AGAIN = 1013;
+const { CLOSE } = protocol;
+const FINAL_CLOSES = new Set([CLOSE.LEFT, CLOSE.REMOVED, CLOSE.REPLACED, CLOSE.REFUSED, CLOSE.POLICY]);
 
 export class Signaling {
-  /// `join` is the join message without `resume`. `handlers`: onWelcome(msg, resumed),
+  /// `join(resume)` builds the join message (`protocol.join`) with the seat to resume, if
+  /// any. `handlers`: onWelcome(msg, resumed),
   /// onMessage(msg), onState("connected" | "reconnecting"), onEnd(reason).
   constructor(room, join, handlers) {
     this.url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/${encodeURIComponent(room)}`;
@@ -40,9 +42,7 @@ export class Signaling {
     this.welcomed = false;
     socket.onopen = () => {
       this.lastHeard = Date.now();
-      const message = { ...this.join };
-      if (this.resume) message.resume = this.resume;
-      socket.send(JSON.stringify(message));
+      socket.send(JSON.stringify(this.join(this.resume)));
     };
     socket.onmessage = (event) => {
       if (socket !== this.socket) return;
@@ -83,8 +83,8 @@ export class Signaling {
 
   closed(code) {
     if (this.ended) return;
-    if (FINAL_CLOSES.has(code) || (code !== TRY_AGAIN && !this.welcomed && this.lastError && this.resume === null)) {
-      this.end(this.lastError?.message ?? (code === 4002 ? "You joined this meeting from another tab or window." : "The meeting connection closed."));
+    if (FINAL_CLOSES.has(code) || (code !== CLOSE.TRY_AGAIN && !this.welcomed && this.lastError && this.resume === null)) {
+      this.end(this.lastError?.message ?? (code === CLOSE.REPLACED ? "You joined this meeting from another tab or window." : "The meeting connection closed."));
       return;
     }
     this.handlers.onState("reconnecting");
@@ -99,7 +99,7 @@ export class Signaling {
       this.dropConnection();
       return;
     }
-    this.send({ type: "ping" });
+    this.send(protocol.ping());
   }
 
   send(message) {
@@ -121,7 +121,7 @@ export class Signaling {
   /// Leaves the meeting for good.
   leave() {
     if (this.ended) return;
-    this.send({ type: "leave" });
+    this.send(protocol.leave());
     this.end(null);
   }
 

@@ -1,28 +1,109 @@
+// @ts-check
 // The tile grid: one tile per participant, ours first. Names are only ever text. The state
 // others can see (microphone, camera, reconnecting, speaking) is on the tile both as data
 // attributes (for styling) and as words.
 
 import { el } from "../dom.js";
+import { initials } from "./panel.js";
+
+/** How long the popover waits between refreshes while open. */
+const DETAIL_EVERY_MS = 1_000;
+/** How often each tile checks whether its video is actually playing. */
+const FRAMES_EVERY_MS = 1_000;
+/** At most this many tiles on screen; the others are counted on a "N more" tile. */
+export const MAX_TILES = 16;
 
 export class Tiles {
-  constructor(container) {
+  /**
+   * @param {HTMLElement} container
+   * @param {{ detail?: (id: string) => Promise<any> }} [options] where a tile's connection
+   *   popover gets its figures (`Call.detail`)
+   */
+  constructor(container, { detail } = {}) {
     this.container = container;
+    /** @type {Map<string, { node: HTMLElement, video: HTMLVideoElement }>} */
     this.tiles = new Map();
+    this.detail = detail ?? null;
+    /** @type {string | null} the audio output chosen in the call, if any */
+    this.sinkId = null;
+    /** @type {ReturnType<typeof setInterval> | undefined} */
+    this.detailTimer = undefined;
+    /** Per tile: the decoded-frame count at the last check. */
+    /** @type {Map<string, number>} */
+    this.frames = new Map();
+    this.more = el("button", { type: "button", class: "tile more", hidden: true });
+    this.container.append(this.more);
+    this.framesTimer = setInterval(() => this.checkFrames(), FRAMES_EVERY_MS);
+  }
+
+  /// What "N more" does when clicked (e.g. open the participant list).
+  onMore(/** @type {() => void} */ action) {
+    this.more.onclick = action;
+  }
+
+  /// Marks each tile showing moving video or not (`data-showing`), so that a tile whose
+  /// video is not forwarded to us, is off, or does not decode yet shows the person's
+  /// initials instead of a black picture; then decides which tiles fit on screen.
+  checkFrames() {
+    for (const [id, tile] of this.tiles) {
+      const quality = tile.video.getVideoPlaybackQuality?.();
+      const frames = quality ? quality.totalVideoFrames : tile.video.videoWidth ? 1 : 0;
+      const before = this.frames.get(id);
+      this.frames.set(id, frames);
+      const self = tile.node.classList.contains("self");
+      const moving = tile.node.dataset.video !== "off" && (self ? tile.video.videoWidth > 0 : before !== undefined && frames > before);
+      tile.node.dataset.showing = moving ? "yes" : "no";
+    }
+    this.paginate();
+  }
+
+  /// At most [`MAX_TILES`] tiles: ourselves, then those showing video, raised hands, and the
+  /// rest in order of arrival; the others are counted on the "N more" tile.
+  paginate() {
+    const rank = (/** @type {HTMLElement} */ n) =>
+      n.classList.contains("self") ? 0 : n.classList.contains("dominant") ? 1 : n.dataset.showing === "yes" ? 2 : n.dataset.hand ? 3 : 4;
+    const nodes = [...this.tiles.values()].map((t) => t.node);
+    const order = nodes.map((n, i) => ({ n, i })).sort((a, b) => rank(a.n) - rank(b.n) || a.i - b.i);
+    const fits = order.length <= MAX_TILES ? order.length : MAX_TILES - 1;
+    order.forEach(({ n }, i) => {
+      n.hidden = i >= fits;
+    });
+    const hiddenCount = order.length - fits;
+    this.more.hidden = hiddenCount === 0;
+    this.more.textContent = `${hiddenCount} more`;
+    this.more.setAttribute("aria-label", `${hiddenCount} more participants: show the list`);
+    this.container.append(this.more);
   }
 
   /// Adds or updates the tile for `view` ({id, name, audio, video, connected}).
+  /**
+   * @param {import("./protocol.js").ParticipantView} view
+   * @param {{ self?: boolean, onRemove?: ((id: string) => void) | null }} [options]
+   */
   upsert(view, { self = false, onRemove = null } = {}) {
     let tile = this.tiles.get(view.id);
     if (!tile) {
-      const video = el("video", { autoplay: true, playsinline: true });
+      const video = /** @type {HTMLVideoElement} */ (el("video", { autoplay: true, playsinline: true }));
+      const sink = /** @type {any} */ (video);
+      if (this.sinkId && typeof sink.setSinkId === "function") sink.setSinkId(this.sinkId).catch(() => {});
       video.muted = self; // Never play our own microphone back to us.
       const node = el(
         "figure",
-        { class: self ? "tile self" : "tile", "data-participant": view.id },
+        { class: self ? "tile self" : "tile", "data-participant": view.id, "data-showing": "no" },
         video,
         el("div", { class: "avatar", "aria-hidden": "true" }),
-        el("figcaption", {}, el("span", { class: "name" }), el("span", { class: "mic-off" }, "Muted"), el("span", { class: "away" }, "Reconnecting…")),
+        el("figcaption", {}, el("span", { class: "name" }), el("span", { class: "mic-off" }, "Muted"), el("span", { class: "hand" }, "Hand raised"), el("span", { class: "away" }, "Reconnecting…")),
       );
+      if (this.detail) {
+        const popover = el("div", { class: "popover", role: "dialog", "aria-label": "Connection details", hidden: true });
+        const button = el(
+          "button",
+          { type: "button", class: "info", "aria-expanded": "false", title: self ? "What you send" : "Connection details", onclick: () => this.toggleDetail(view.id) },
+          el("span", { class: "quality-dot", "aria-hidden": "true" }),
+          el("span", { class: "sr-only" }, "Connection details"),
+        );
+        node.append(button, popover);
+      }
       if (onRemove) {
         node.append(el("button", { type: "button", class: "remove", title: "Remove from the meeting", onclick: () => onRemove(view.id) }, "Remove"));
       }
@@ -31,16 +112,65 @@ export class Tiles {
       if (self) this.container.prepend(node);
       else this.container.append(node);
     }
+    const node = tile.node;
+    const part = (/** @type {string} */ css) => /** @type {HTMLElement} */ (node.querySelector(css));
     const name = self ? `${view.name} (you)` : view.name;
-    tile.node.querySelector(".name").textContent = name;
-    tile.node.querySelector(".avatar").textContent = [...view.name.trim()][0]?.toUpperCase() ?? "?";
+    part(".name").textContent = name;
+    part(".avatar").textContent = initials(view.name);
+    if (view.hand != null) tile.node.dataset.hand = String(view.hand);
+    else delete tile.node.dataset.hand;
     tile.node.dataset.audio = view.audio ? "on" : "off";
     tile.node.dataset.video = view.video ? "on" : "off";
     tile.node.dataset.connected = view.connected === false ? "no" : "yes";
-    tile.node.querySelector(".mic-off").hidden = view.audio;
-    tile.node.querySelector(".away").hidden = view.connected !== false;
-    tile.node.setAttribute("aria-label", `${name}${view.audio ? "" : ", muted"}${view.video ? "" : ", camera off"}`);
+    part(".mic-off").hidden = view.audio;
+    part(".away").hidden = view.connected !== false;
+    tile.node.setAttribute("aria-label", `${name}${view.audio ? "" : ", muted"}${view.video ? "" : ", camera off"}${view.hand != null ? ", hand raised" : ""}`);
     return tile;
+  }
+
+  /// The quality indicator: "good", "fair", "poor", or null when nothing is known yet.
+  quality(id, level) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    if (level) tile.node.dataset.quality = level;
+    else delete tile.node.dataset.quality;
+    const button = tile.node.querySelector(".info");
+    if (button) button.setAttribute("aria-label", `Connection details${level ? `: ${level}` : ""}`);
+  }
+
+  /// Opens (or closes) one tile's connection popover; it refreshes while open.
+  toggleDetail(id) {
+    const tile = this.tiles.get(id);
+    const popover = tile?.node.querySelector(".popover");
+    const button = tile?.node.querySelector(".info");
+    if (!(popover instanceof HTMLElement) || !button || !this.detail) return;
+    const open = popover.hidden;
+    for (const other of this.container.querySelectorAll(".popover")) if (other instanceof HTMLElement) other.hidden = true;
+    for (const other of this.container.querySelectorAll(".info")) other.setAttribute("aria-expanded", "false");
+    clearInterval(this.detailTimer);
+    if (!open) return;
+    popover.hidden = false;
+    button.setAttribute("aria-expanded", "true");
+    const detail = this.detail;
+    const refresh = async () => {
+      if (popover.hidden || !popover.isConnected) {
+        clearInterval(this.detailTimer);
+        return;
+      }
+      const d = await detail(id).catch(() => null);
+      popover.replaceChildren(...detailRows(d));
+    };
+    refresh();
+    this.detailTimer = setInterval(refresh, DETAIL_EVERY_MS);
+  }
+
+  /// Plays everyone's audio on `sinkId` (an audio output device), where the browser can.
+  async setSink(sinkId) {
+    this.sinkId = sinkId;
+    for (const { video } of this.tiles.values()) {
+      const sink = /** @type {any} */ (video);
+      if (typeof sink.setSinkId === "function") await sink.setSinkId(sinkId);
+    }
   }
 
   show(id, stream) {
@@ -66,6 +196,7 @@ export class Tiles {
   remove(id) {
     this.tiles.get(id)?.node.remove();
     this.tiles.delete(id);
+    this.frames.delete(id);
   }
 
   clear() {
@@ -75,4 +206,38 @@ export class Tiles {
   get size() {
     return this.tiles.size;
   }
+}
+
+const fmt = {
+  ms: (/** @type {number | null | undefined} */ s) => (s == null ? "–" : `${Math.round(s * 1000)} ms`),
+  kbps: (/** @type {number | null | undefined} */ k) => (k == null ? "–" : k >= 1000 ? `${(k / 1000).toFixed(1)} Mbit/s` : `${k} kbit/s`),
+  fps: (/** @type {number | null | undefined} */ f) => (f == null ? "–" : `${Math.round(f)} fps`),
+  loss: (/** @type {number | null | undefined} */ l) => (l == null ? "–" : `${l} %`),
+  size: (/** @type {number} */ w, /** @type {number} */ h) => (h ? `${w}×${h}` : "no video"),
+};
+
+/**
+ * The popover's contents: a definition list of what `Call.detail` found.
+ * @param {any} d
+ */
+function detailRows(d) {
+  if (!d) return [el("p", {}, "No figures yet.")];
+  /** @type {[string, string][]} */
+  const rows = [["Path", d.path], ["Round trip", fmt.ms(d.rtt)]];
+  if (d.self) {
+    rows.push(["Loss (as received)", fmt.loss(d.lossPercent)]);
+    for (const l of d.layers) {
+      const parts = [fmt.size(l.width, l.height), fmt.fps(l.fps), fmt.kbps(l.kbps)];
+      if (!l.active) parts.push("paused: nobody watches it");
+      if (l.limitedBy) parts.push(`limited by ${l.limitedBy}`);
+      rows.push([l.rid ? `Sending layer ${l.rid}` : "Sending", parts.join(", ")]);
+    }
+  } else {
+    rows.push(["Resolution", fmt.size(d.width, d.height)], ["Frame rate", fmt.fps(d.fps)], ["Bitrate", fmt.kbps(d.kbps)], ["Packet loss", fmt.loss(d.lossPercent)]);
+    if (d.jitterMs != null) rows.push(["Jitter", `${d.jitterMs} ms`]);
+    rows.push(["Codec", d.codec ?? "–"]);
+    if (d.layer) rows.push(["Layer received", d.layer]);
+  }
+  rows.push(["Quality", d.quality]);
+  return [el("dl", {}, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))];
 }

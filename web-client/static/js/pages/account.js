@@ -1,3 +1,4 @@
+// @ts-check
 // The account holder's page: meetings, invite links signed in this browser, revocation.
 
 import { get, post, requireLogin } from "../api.js";

@@ -1,3 +1,4 @@
+// @ts-check
 // The admin's page: roles and disabling.
 
 import { get, post, requireLogin } from "../api.js";

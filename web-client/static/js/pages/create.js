@@ -1,3 +1,4 @@
+// @ts-check
 import { post } from "../api.js";
 import { $, onSubmit, decodeLenient } from "../dom.js";
 import { renderNav } from "../nav.js";

@@ -1,3 +1,4 @@
+// @ts-check
 import { get } from "../api.js";
 import { $, say } from "../dom.js";
 import { renderNav } from "../nav.js";

@@ -1,3 +1,4 @@
+// @ts-check
 import { post } from "../api.js";
 import { $, onSubmit } from "../dom.js";
 import { renderNav } from "../nav.js";

@@ -1,3 +1,4 @@
+// @ts-check
 // /m/ROOM#<invite>: check the invite with the node, then the prejoin (name, devices, preview
 // and level meter), then the meeting.
 
@@ -7,6 +8,8 @@ import { Call } from "../meeting/call.js";
 import { Levels, LocalMedia } from "../meeting/media.js";
 import { bestPath, describe, selfTest } from "../meeting/selftest.js";
 import { Tiles } from "../meeting/tiles.js";
+import { Chat, People } from "../meeting/panel.js";
+import { MAX_CHAT_CHARS } from "../meeting/protocol.js";
 
 const room = decodeLenient(location.pathname.split("/")[2] ?? "");
 const invite = decodeLenient(location.hash.slice(1));
@@ -106,13 +109,62 @@ function startCall(name) {
   document.body.classList.add("in-call");
   $("#call-title").textContent = room;
   const connection = $("#connection-status");
-  const call = new Call({
+  const chat = new Chat($("#chat-log"), $("#chat-to"));
+  let unread = 0;
+  const showUnread = () => {
+    const badge = $("#chat-unread");
+    badge.textContent = String(unread);
+    badge.hidden = unread === 0;
+    $("#toggle-chat").setAttribute("aria-label", unread ? `Chat, ${unread} unread` : "Chat");
+  };
+  /** Shows one panel ("people", "chat" or "devices"); with `toggle`, hides the panel if that one is showing. */
+  const openPanel = (which, toggle = false) => {
+    const show = !(toggle && !$(`#${which}-panel`).hidden);
+    for (const name of ["people", "chat", "devices"]) {
+      $(`#${name}-panel`).hidden = !(show && name === which);
+      $(`#toggle-${name}`).setAttribute("aria-pressed", String(show && name === which));
+    }
+    $("#panel").hidden = !show;
+    if (show && which === "chat") {
+      unread = 0;
+      showUnread();
+    }
+    if (show && which === "devices") fillCallDevices();
+  };
+  /** The device choices in the call, with the ones in use selected. */
+  const fillCallDevices = async () => {
+    const devices = await local.devices();
+    const fill = (select, list, current, label) => {
+      select.replaceChildren(...list.map((d, i) => el("option", { value: d.deviceId, selected: d.deviceId === current }, d.label || `${label} ${i + 1}`)));
+      select.disabled = list.length < 2;
+    };
+    fill($("#call-camera"), devices.video, local.track("video")?.getSettings().deviceId ?? local.deviceIds.video, "Camera");
+    fill($("#call-mic"), devices.audio, local.track("audio")?.getSettings().deviceId ?? local.deviceIds.audio, "Microphone");
+    const canChooseOutput = "setSinkId" in HTMLMediaElement.prototype;
+    $("#call-speaker-label").hidden = !canChooseOutput || devices.output.length === 0;
+    if (canChooseOutput) fill($("#call-speaker"), devices.output, call.tiles.sinkId ?? "default", "Speaker");
+  };
+  navigator.mediaDevices?.addEventListener?.("devicechange", () => {
+    if (!$("#devices-panel").hidden) fillCallDevices();
+  });
+  /** @type {Call} */
+  let call;
+  const people = new People($("#people"), $("#hand-queue"), {
+    lowerHand: (id) => call.lowerHand(id),
+    remove: (id) => call.remove(id),
+    privately: (id) => {
+      openPanel("chat");
+      $("#chat-to").value = id;
+      $("#chat-text").focus();
+    },
+  });
+  call = new Call({
     room,
     invite,
     name,
     local,
     levels,
-    tiles: new Tiles($("#tiles")),
+    tiles: new Tiles($("#tiles"), { detail: (id) => call.detail(id) }),
     onCount: (n) => ($("#participant-count").textContent = n === 1 ? "Only you so far" : `${n} in the meeting`),
     onConnection: (state) => {
       if (state === "reconnecting") say(connection, "Reconnecting to the meeting server… your call continues meanwhile.", "info");
@@ -126,6 +178,60 @@ function startCall(name) {
       $("#rejoin").href = location.href;
       $("#ended").hidden = false;
     },
+    onPeople: (me, others) => {
+      people.render(me, others);
+      chat.addressees(others);
+      $("#lower-all").hidden = me.role !== "host";
+      const raised = me.hand != null;
+      const handButton = $("#toggle-hand");
+      handButton.textContent = raised ? "Lower hand" : "Raise hand";
+      handButton.setAttribute("aria-pressed", String(raised));
+    },
+    onChat: (messages) => {
+      const added = chat.add(messages, call.me?.id ?? "", (id) => call.nameOf(id));
+      if ($("#chat-panel").hidden) {
+        unread += added;
+        showUnread();
+      }
+    },
+    onRefused: (error) => {
+      if (error.code.startsWith("chat_") || error.code === "rate_limited" || error.code === "no_such_participant") say($("#chat-error"), error.message);
+    },
+  });
+  call.tiles.onMore(() => openPanel("people"));
+  const deviceChange = (kind) => async (event) => {
+    say($("#devices-error"), "");
+    try {
+      if (kind === "output") await call.tiles.setSink(event.target.value);
+      else await call.setDevice(kind, event.target.value);
+    } catch (e) {
+      say($("#devices-error"), `That device could not be used: ${e.name ?? e}.`);
+    }
+    showButtons();
+  };
+  $("#call-camera").addEventListener("change", deviceChange("video"));
+  $("#call-mic").addEventListener("change", deviceChange("audio"));
+  $("#call-speaker").addEventListener("change", deviceChange("output"));
+  $("#toggle-devices").addEventListener("click", () => openPanel("devices", true));
+  $("#toggle-chat").addEventListener("click", () => openPanel("chat", true));
+  $("#toggle-people").addEventListener("click", () => openPanel("people", true));
+  $("#toggle-hand").addEventListener("click", () => call.setHand(call.me?.hand == null));
+  $("#lower-all").addEventListener("click", () => call.lowerHand("all"));
+  const chatText = $("#chat-text");
+  chatText.maxLength = MAX_CHAT_CHARS;
+  $("#chat-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = chatText.value;
+    if (!text.trim()) return;
+    say($("#chat-error"), "");
+    if (call.sendChat(text, $("#chat-to").value || null)) chatText.value = "";
+    else say($("#chat-error"), "Not connected to the meeting server right now: your message is still here, send it again in a moment.");
+  });
+  chatText.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("#chat-form").requestSubmit();
+    }
   });
   const micButton = $("#toggle-mic");
   const cameraButton = $("#toggle-camera");
@@ -154,6 +260,22 @@ function startCall(name) {
     speakerView.textContent = on ? "Grid view" : "Speaker view";
   });
   $("#leave").addEventListener("click", () => call.leave());
+  // Shortcuts: single keys, never while typing in a field or with a modifier held.
+  const shortcuts = { m: "#toggle-mic", v: "#toggle-camera", h: "#toggle-hand", c: "#toggle-chat", p: "#toggle-people" };
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.isComposing || $("#call").hidden) return;
+    const target = event.target;
+    if (target instanceof HTMLElement && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName))) return;
+    if (event.key === "?") {
+      event.preventDefault();
+      $("#shortcuts").showModal();
+      return;
+    }
+    const button = shortcuts[event.key.toLowerCase()];
+    if (!button || event.repeat) return;
+    event.preventDefault();
+    $(button).click();
+  });
   window.addEventListener("pagehide", () => call.leave());
   $("#rejoin").addEventListener("click", (e) => {
     e.preventDefault();

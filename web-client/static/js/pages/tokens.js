@@ -1,3 +1,4 @@
+// @ts-check
 // The ticketmaster's page.
 
 import { get, post, requireLogin } from "../api.js";

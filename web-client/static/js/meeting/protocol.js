@@ -1,0 +1,99 @@
+// @ts-check
+// The signaling protocol (docs/signaling.md), as the web client speaks it: every message the
+// client sends is built here, and every close code it acts on is named here. The rest of the
+// client never writes a message by hand.
+
+export const PROTOCOL_VERSION = 1;
+
+/// Close codes (docs/signaling.md).
+export const CLOSE = Object.freeze({
+  LEFT: 1000,
+  POLICY: 1008,
+  STALLED: 1011,
+  TRY_AGAIN: 1013,
+  REMOVED: 4001,
+  REPLACED: 4002,
+  REFUSED: 4003,
+});
+
+/// Longest chat message the node accepts, in characters.
+export const MAX_CHAT_CHARS = 2000;
+
+/**
+ * @typedef {{ id: string, name: string, role: "host" | "guest", audio: boolean, video: boolean,
+ *   connected: boolean, hand: number | null }} ParticipantView
+ * @typedef {{ type: "chat", id: number, from: string, name: string, text: string, at: number,
+ *   to?: string }} ChatMessage
+ * @typedef {{ urls: string[], username?: string, credential?: string }} IceServer
+ * @typedef {{ participant: string, secret: string }} Resume
+ * @typedef {{ type: "offer" | "answer", sdp: string }} Description
+ */
+
+/**
+ * @param {string} invite
+ * @param {string} name
+ * @param {boolean} audio
+ * @param {boolean} video
+ * @param {Resume | null} [resume]
+ */
+export function join(invite, name, audio, video, resume = null) {
+  return { type: "join", v: PROTOCOL_VERSION, invite, name, audio, video, ...(resume ? { resume } : {}) };
+}
+
+/**
+ * A description or a candidate for one other participant.
+ * @param {string} to
+ * @param {{ description?: Description | null, candidate?: RTCIceCandidateInit | null }} payload
+ */
+export function signal(to, payload) {
+  const { description, candidate } = payload;
+  return description ? { type: "signal", to, description } : { type: "signal", to, candidate };
+}
+
+/** @param {boolean} audio @param {boolean} video */
+export function media(audio, video) {
+  return { type: "media", audio, video };
+}
+
+/** @param {string} text @param {string | null} [to] a participant id for a private message */
+export function chat(text, to = null) {
+  return to ? { type: "chat", text, to } : { type: "chat", text };
+}
+
+/** @param {boolean} raised */
+export function hand(raised) {
+  return { type: "hand", raised };
+}
+
+/** @param {string} participant an id, or "all" */
+export function lowerHand(participant) {
+  return { type: "lower-hand", participant };
+}
+
+/** @param {string} participant */
+export function remove(participant) {
+  return { type: "remove", participant };
+}
+
+export function leave() {
+  return { type: "leave" };
+}
+
+export function ping() {
+  return { type: "ping" };
+}
+
+/** @param {string} participant */
+export function meshFailed(participant) {
+  return { type: "mesh-failed", participant };
+}
+
+/** @param {string} sdp */
+export function sfuOffer(sdp) {
+  return { type: "sfu-offer", sdp };
+}
+
+/** @param {{ participant: string, height: number }[]} tiles */
+export function sfuView(tiles) {
+  return { type: "sfu-view", tiles };
+}
