@@ -53,11 +53,16 @@ async fn measure(pair: &Pair<'_>, loss: u32, seconds: u64) -> Window {
     // Let the loss take effect and the receivers settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
     b.start_sampling(&[ida]).await;
+    let counters0 = b.inbound_video_counters().await;
     let (sent0, decoded0) = (frames_sent(a, idb, sfu).await, b.stats().await[ida].frames_decoded);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let (sent1, decoded1) = (frames_sent(a, idb, sfu).await, b.stats().await[ida].frames_decoded);
+    let counters1 = b.inbound_video_counters().await;
     let gap = b.stop_sampling(&[ida]).await.remove(0);
     ns.lose_udp(0);
+    let delta: Vec<String> =
+        counters1.as_object().into_iter().flatten().map(|(k, v)| format!("{k} {}", v.as_f64().unwrap_or(0.0) - counters0[k].as_f64().unwrap_or(0.0))).collect();
+    println!("  Bo's receiver at {loss} %: {}", delta.join(", "));
     Window { loss, decoded: decoded1 - decoded0, sent: sent1 - sent0, longest_gap: gap.longest }
 }
 

@@ -270,6 +270,18 @@ impl Participant {
         .await
     }
 
+    /// Counters of every inbound video stream on all of this page's connections, summed:
+    /// packets, loss, NACKs and PLIs sent, retransmissions received, frames received,
+    /// decoded and dropped.
+    pub async fn inbound_video_counters(&self) -> Value {
+        let script = "return (async () => { const call = window.confabCall; const pcs = [...call.peers.values()].map((p) => p.pc); \
+            if (call.sfu) pcs.push(call.sfu.pc); const keys = ['packetsReceived', 'packetsLost', 'nackCount', 'pliCount', 'retransmittedPacketsReceived', \
+            'framesReceived', 'framesDecoded', 'framesDropped', 'keyFramesDecoded', 'fecPacketsReceived']; const sum = Object.fromEntries(keys.map((k) => [k, 0])); \
+            for (const pc of pcs) { (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') for (const k of keys) sum[k] += s[k] ?? 0; }); } \
+            return sum; })();";
+        self.browser.eval(script).await
+    }
+
     /// What the tiles without moving video show instead: (participant, initials shown, name
     /// shown) for each such tile, read from what is rendered.
     pub async fn tiles_without_video(&self) -> Vec<(String, String, String)> {
