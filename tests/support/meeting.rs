@@ -198,7 +198,7 @@ impl Participant {
     }
 
     pub async fn tiles(&self) -> Vec<Tile> {
-        let script = "return [...document.querySelectorAll('#tiles .tile')].map(t => ({ \
+        let script = "return [...document.querySelectorAll('#tiles .tile[data-participant]')].map(t => ({ \
             id: t.dataset.participant, name: t.querySelector('.name').textContent, audio: t.dataset.audio === 'on', \
             video: t.dataset.video === 'on', connected: t.dataset.connected === 'yes', \
             shows_muted: !t.querySelector('.mic-off').hidden }))";
