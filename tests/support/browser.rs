@@ -203,7 +203,7 @@ impl Browser {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {driver:?}: {e}"));
         let url = format!("http://{host}:{port}");
-        let client = crate::eventually("chromedriver to accept a session", Duration::from_secs(30), || {
+        let client = crate::eventually("the WebDriver server to accept a session", Duration::from_secs(30), || {
             let caps = caps.clone();
             let url = url.clone();
             async move {

@@ -237,7 +237,7 @@ impl Connection {
                 let payload = protocol::signal_payload(description, candidate)?;
                 hub.act(room, conn, queue, |r, _| r.signal(conn, to, payload))
             }
-            ClientMessage::Media { audio, video } => hub.act(room, conn, queue, |r, _| r.set_media(conn, audio, video)),
+            ClientMessage::Media { audio, video, screen } => hub.act(room, conn, queue, |r, _| r.set_media(conn, audio, video, screen)),
             ClientMessage::MeshFailed { participant } => hub.act(room, conn, queue, |r, now| r.mesh_failed(conn, participant, now)),
             ClientMessage::Remove { participant } => hub.act(room, conn, queue, |r, now| r.remove(conn, participant, now)),
             ClientMessage::Chat { text, to } => {

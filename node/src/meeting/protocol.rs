@@ -91,6 +91,9 @@ pub enum ClientMessage {
     Media {
         audio: bool,
         video: bool,
+        /// Whether they share their screen (absent: no).
+        #[serde(default)]
+        screen: bool,
     },
     /// A chat message to everyone, or privately to `to`.
     Chat {
@@ -461,6 +464,8 @@ pub struct ParticipantView {
     pub connected: bool,
     /// While the hand is up: its place in the room's queue (lower was raised earlier).
     pub hand: Option<u64>,
+    /// Whether they share their screen.
+    pub screen: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -503,7 +508,7 @@ mod tests {
         assert!(matches!(offer, ClientMessage::Signal { to: ParticipantId(2), .. }));
         let cand = parse(r#"{"type":"signal","to":"p2","candidate":{"candidate":"candidate:1 1 udp 1 10.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}}"#).unwrap();
         assert!(matches!(cand, ClientMessage::Signal { candidate: Some(_), .. }));
-        assert_eq!(parse(r#"{"type":"media","audio":false,"video":true}"#).unwrap(), ClientMessage::Media { audio: false, video: true });
+        assert_eq!(parse(r#"{"type":"media","audio":false,"video":true}"#).unwrap(), ClientMessage::Media { audio: false, video: true, screen: false });
         assert_eq!(parse(r#"{"type":"remove","participant":"p3"}"#).unwrap(), ClientMessage::Remove { participant: ParticipantId(3) });
         assert_eq!(parse(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave {});
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap(), ClientMessage::Ping {});

@@ -174,6 +174,7 @@ struct Participant {
     role: Role,
     audio: bool,
     video: bool,
+    screen: bool,
     resume_secret: String,
     link: Link,
     /// What the seat may still spend on `sfu-offer`s, and on chat.
@@ -306,6 +307,7 @@ impl Room {
             role: seat.role,
             audio: seat.audio,
             video: seat.video,
+            screen: false,
             resume_secret,
             link: Link::Connected(conn),
             sfu_offers: Budget::with(now, SFU_OFFER_BURST, SFU_OFFERS_PER_SECOND),
@@ -424,11 +426,11 @@ impl Room {
         Ok(())
     }
 
-    pub fn set_media(&mut self, conn: ConnId, audio: bool, video: bool) -> Result<(), RoomError> {
+    pub fn set_media(&mut self, conn: ConnId, audio: bool, video: bool, screen: bool) -> Result<(), RoomError> {
         let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
         let p = self.participants.get_mut(&id).expect("seated");
-        if (p.audio, p.video) != (audio, video) {
-            (p.audio, p.video) = (audio, video);
+        if (p.audio, p.video, p.screen) != (audio, video, screen) {
+            (p.audio, p.video, p.screen) = (audio, video, screen);
             let view = self.view(id);
             self.broadcast_except(id, ServerMessage::Updated { participant: view });
         }
@@ -645,6 +647,7 @@ impl Room {
             video: p.video,
             connected: matches!(p.link, Link::Connected(_)),
             hand: p.hand,
+            screen: p.screen,
         }
     }
 

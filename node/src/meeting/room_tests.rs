@@ -127,12 +127,16 @@ fn media_changes_are_shown_to_the_others_once() {
     let a = join(&mut room, 1, "A", 0);
     join(&mut room, 2, "B", 0);
     room.take_effects();
-    room.set_media(1, false, true).unwrap();
-    room.set_media(1, false, true).unwrap();
+    room.set_media(1, false, true, false).unwrap();
+    room.set_media(1, false, true, false).unwrap();
     let effects = room.take_effects();
     assert_eq!(effects.len(), 1);
     let (2, ServerMessage::Updated { participant }) = sent(&effects)[0] else { panic!("{effects:?}") };
     assert_eq!((participant.id, participant.audio, participant.video), (a, false, true));
+    room.set_media(1, false, true, true).unwrap();
+    let effects = room.take_effects();
+    let (2, ServerMessage::Updated { participant }) = sent(&effects)[0] else { panic!("{effects:?}") };
+    assert!(participant.screen, "a share shows in the participant's state");
 }
 
 #[test]
@@ -151,7 +155,7 @@ fn a_dropped_connection_keeps_its_seat_for_the_grace_period_and_resumes() {
 
     // While A is away, B's offer is held for it; B's media change is not (the welcome will say).
     room.signal(2, a, offer()).unwrap();
-    room.set_media(2, false, false).unwrap();
+    room.set_media(2, false, false, false).unwrap();
     assert!(room.take_effects().is_empty());
 
     room.tick(30_999);

@@ -61,6 +61,10 @@ export class Call {
     this.sfuClosing = null;
     this.removedBy = null;
     this.meter = new Meter();
+    /** @type {(() => void) | null} told when our share starts or stops by itself */
+    this.onScreenChange = null;
+    /** @type {Map<string, MediaStream>} each sharer's screen as it reaches us (mesh) */
+    this.screens = new Map();
     this.qualityTimer = setInterval(() => this.updateQuality(), QUALITY_EVERY_MS);
     this.signaling = new Signaling(
       room,
@@ -96,7 +100,7 @@ export class Call {
       }
     }
     // What we send may have changed while the node could not hear us.
-    this.signaling.send(protocol.media(this.local.audioOn, this.local.videoOn));
+    this.signaling.send(protocol.media(this.local.audioOn, this.local.videoOn, !!this.local.screen));
     if (!resumed && this.sfu) {
       this.sfu.close();
       this.sfu = null;
@@ -108,6 +112,10 @@ export class Call {
 
   /// Moves towards the path the room's mode asks for.
   applyMode() {
+    if (this.mode === "sfu" && this.local.screen) {
+      log("warn", "the meeting moved to the meeting server, where screen sharing is not available yet: the share stops");
+      this.setScreen(false).catch(() => {});
+    }
     if (this.mode === "sfu" && !this.sfu) {
       log("info", "switching to the SFU");
       this.sfu = new SfuLink({
@@ -308,6 +316,10 @@ export class Call {
       iceServers: this.iceServers,
       local: this.local,
       send: (payload) => this.signaling.send(protocol.signal(view.id, payload)),
+      onScreen: (stream) => {
+        this.screens.set(view.id, stream);
+        this.showScreens();
+      },
       onTrack: (stream) => {
         if (this.shownVia.get(view.id) === "sfu") {
           this.schedulePromotion(); // Returning to the mesh: shown once it decodes.
@@ -327,6 +339,8 @@ export class Call {
   }
 
   drop(id) {
+    this.screens.delete(id);
+    this.tiles.removeScreen(id);
     this.peers.get(id)?.close();
     this.peers.delete(id);
     this.participants.delete(id);
@@ -336,9 +350,46 @@ export class Call {
     this.tiles.remove(id);
   }
 
+  /// A tile for each screen being shared (ours included), fed with what reaches us.
+  showScreens() {
+    const sharing = new Set([...this.participants.values()].filter((p) => p.screen).map((p) => p.id));
+    for (const id of this.tiles.screenIds()) {
+      if (!sharing.has(id) && !(id === this.me?.id && this.local.screen)) this.tiles.removeScreen(id);
+    }
+    for (const id of sharing) {
+      const name = this.participants.get(id)?.name ?? "";
+      this.tiles.upsertScreen(id, name, false);
+      const stream = this.screens.get(id);
+      if (stream) this.tiles.showScreen(id, stream);
+    }
+    if (this.me && this.local.screen) {
+      this.tiles.upsertScreen(this.me.id, this.me.name, true);
+      this.tiles.showScreen(this.me.id, this.local.screen);
+    }
+  }
+
+  /// Starts or stops sharing our screen. In the mesh every connection swaps the track in
+  /// (no renegotiation); through the SFU sharing is not available yet. Returns whether we
+  /// share now.
+  async setScreen(on) {
+    if (on && this.mode === "sfu") throw new Error("Screen sharing is not available yet in meetings large enough to use the meeting server.");
+    if (on) {
+      const stream = await this.local.startScreen(() => this.setScreen(false));
+      if (!stream) return false;
+    } else {
+      this.local.stopScreen();
+    }
+    for (const peer of this.peers.values()) await peer.setScreen();
+    this.announce();
+    this.showScreens();
+    this.onScreenChange?.();
+    return !!this.local.screen;
+  }
+
   /// Everyone's state, for the participant list.
   people() {
     if (this.me) this.onPeople(this.me, [...this.participants.values()]);
+    this.showScreens();
   }
 
   /// The name of participant `id` (or "someone" once they have left).
@@ -389,7 +440,7 @@ export class Call {
     this.me = { ...this.me, audio: this.local.audioOn, video: this.local.videoOn };
     this.tiles.upsert(this.me, { self: true });
     this.people();
-    this.signaling.send(protocol.media(this.local.audioOn, this.local.videoOn));
+    this.signaling.send(protocol.media(this.local.audioOn, this.local.videoOn, !!this.local.screen));
   }
 
   remove(id) {

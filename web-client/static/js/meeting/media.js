@@ -15,6 +15,8 @@ export class LocalMedia {
     this.wanted = { audio: true, video: true };
     this.deviceIds = { audio: localStorage.getItem(DEVICE_KEYS.audio), video: localStorage.getItem(DEVICE_KEYS.video) };
     this.lastError = null;
+    /** @type {MediaStream | null} the screen being shared, if any */
+    this.screen = null;
   }
 
   /// The track to send for `kind`: the live track, or null while the camera is off. A
@@ -101,7 +103,46 @@ export class LocalMedia {
     }
   }
 
+  /// Starts sharing a screen, window or tab (the browser asks which), with its audio where
+  /// the browser offers it. Returns the new stream, or null if the person declined.
+  /// `onEnded` runs when the share stops from the browser's own controls.
+  async startScreen(onEnded) {
+    this.stopScreen();
+    let stream;
+    try {
+      // Up to 1080p at a low frame rate: slides and code stay sharp, and the encoder leaves
+      // the camera its share of the processor and the uplink.
+      const video = { width: { max: 1920 }, height: { max: 1080 }, frameRate: { ideal: 5, max: 15 } };
+      stream = await navigator.mediaDevices.getDisplayMedia({ video, audio: true });
+    } catch (e) {
+      this.lastError = e;
+      return null;
+    }
+    const video = stream.getVideoTracks()[0];
+    // Text stays sharp: the encoder keeps the resolution and gives up frame rate.
+    if (video && "contentHint" in video) video.contentHint = "detail";
+    video?.addEventListener("ended", () => {
+      if (this.screen === stream) {
+        this.stopScreen();
+        onEnded();
+      }
+    });
+    this.screen = stream;
+    return stream;
+  }
+
+  stopScreen() {
+    for (const track of this.screen?.getTracks() ?? []) track.stop();
+    this.screen = null;
+  }
+
+  /// The screen share's track of `kind`, or null.
+  screenTrack(kind) {
+    return (kind === "audio" ? this.screen?.getAudioTracks()[0] : this.screen?.getVideoTracks()[0]) ?? null;
+  }
+
   stop() {
+    this.stopScreen();
     this.replace("audio", null);
     this.replace("video", null);
   }

@@ -3,8 +3,10 @@
 // "perfect negotiation" pattern (W3C WebRTC §10.7): whenever both sides offer at once, the
 // polite side (the later joiner) yields and the impolite side ignores the colliding offer.
 //
-// Each pair has exactly one audio and one video transceiver, created by the impolite side's
-// first offer; the polite side takes them over when that offer arrives. Turning a camera or
+// Each pair has exactly four transceivers, created by the impolite side's first offer in
+// this order: audio, camera, screen video, screen audio; the polite side takes them over, in
+// the same order, when that offer arrives. Starting or stopping a screen share, like turning
+// a camera on or off, only swaps tracks (replaceTrack) and never renegotiates. Turning a camera or
 // microphone on or off then only swaps tracks (replaceTrack) and never renegotiates, and two
 // participants who join at the same instant do not both offer: when both first offers
 // collided, Chromium 156 sometimes never started ICE on the polite side after the implicit
@@ -15,18 +17,28 @@ import { log } from "./log.js";
 
 const DISCONNECTED_RESTART_MS = 4_000;
 
+/// The transceivers of a pair, in m-line order, and the kind of each.
+const ROLES = /** @type {const} */ ([
+  ["audio", "audio"],
+  ["video", "video"],
+  ["screen", "video"],
+  ["screenAudio", "audio"],
+]);
+
 export class Peer {
   /// `send(payload)` delivers {description} or {candidate} to the other side via the node.
-  constructor({ id, polite, iceServers, local, send, onTrack, onState }) {
+  /// `onTrack(stream)` gets the camera and microphone, `onScreen(stream)` the screen share.
+  constructor({ id, polite, iceServers, local, send, onTrack, onScreen, onState }) {
     this.id = id;
     this.polite = polite;
     this.send = send;
     this.onState = onState;
     this.pc = new RTCPeerConnection({ iceServers });
     this.stream = new MediaStream();
+    this.screenStream = new MediaStream();
     this.local = local;
-    /** @type {{ audio: RTCRtpTransceiver | null, video: RTCRtpTransceiver | null }} */
-    this.transceivers = { audio: null, video: null };
+    /** @type {Record<"audio" | "video" | "screen" | "screenAudio", RTCRtpTransceiver | null>} */
+    this.transceivers = { audio: null, video: null, screen: null, screenAudio: null };
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.settingAnswer = false;
@@ -39,10 +51,15 @@ export class Peer {
     this.heldCandidates = [];
 
     const pc = this.pc;
-    pc.ontrack = ({ track }) => {
-      this.stream.addTrack(track);
-      track.onunmute = () => onTrack(this.stream);
-      onTrack(this.stream);
+    pc.ontrack = ({ track, transceiver }) => {
+      // Which of the four: by its place among the transceivers of its kind.
+      const sameKind = pc.getTransceivers().filter((t) => t.receiver.track.kind === track.kind);
+      const screen = sameKind.indexOf(transceiver) === 1;
+      const stream = screen ? this.screenStream : this.stream;
+      const deliver = screen ? (onScreen ?? (() => {})) : onTrack;
+      stream.addTrack(track);
+      track.onunmute = () => deliver(stream);
+      deliver(stream);
     };
     pc.onicecandidate = ({ candidate }) => {
       if (!candidate) return;
@@ -59,8 +76,8 @@ export class Peer {
       onState(pc.connectionState);
     };
     if (!polite) {
-      for (const kind of ["audio", "video"]) {
-        this.transceivers[kind] = pc.addTransceiver(local.track(kind) ?? kind, { direction: "sendrecv", streams: [local.stream] });
+      for (const [role, kind] of ROLES) {
+        this.transceivers[role] = pc.addTransceiver(this.trackFor(role) ?? kind, { direction: "sendrecv", streams: [local.stream] });
       }
     }
   }
@@ -71,10 +88,44 @@ export class Peer {
     for (const t of this.pc.getTransceivers()) {
       const kind = t.receiver.track.kind;
       // `stopped` is what older browsers have instead of the "stopped" direction.
-      if (this.transceivers[kind] || /** @type {any} */ (t).stopped || t.currentDirection === "stopped") continue;
-      this.transceivers[kind] = t;
+      if (/** @type {any} */ (t).stopped || t.currentDirection === "stopped" || Object.values(this.transceivers).includes(t)) continue;
+      const free = ROLES.find(([role, k]) => k === kind && !this.transceivers[role]);
+      if (!free) continue;
+      const [role] = free;
+      this.transceivers[role] = t;
       t.direction = "sendrecv";
-      await t.sender.replaceTrack(this.local.track(kind));
+      await t.sender.replaceTrack(this.trackFor(role));
+      if (role === "screen") await this.screenParameters();
+    }
+  }
+
+  /// What we send on transceiver `role`: our microphone, camera, or screen share.
+  trackFor(role) {
+    if (role === "screen") return this.local.screenTrack("video");
+    if (role === "screenAudio") return this.local.screenTrack("audio");
+    return this.local.track(role);
+  }
+
+  /// Sends our screen share (or stops sending it, with null tracks).
+  async setScreen() {
+    await this.transceivers.screen?.sender.replaceTrack(this.trackFor("screen"));
+    await this.transceivers.screenAudio?.sender.replaceTrack(this.trackFor("screenAudio"));
+    await this.screenParameters();
+  }
+
+  /// A screen keeps its resolution: slides and code stay readable, the frame rate gives.
+  async screenParameters() {
+    const sender = this.transceivers.screen?.sender;
+    if (!sender) return;
+    const params = sender.getParameters();
+    if (!params.encodings?.length) return;
+    params.encodings[0].maxBitrate = 800_000;
+    params.encodings[0].maxFramerate = 15;
+    params.degradationPreference = "maintain-resolution";
+    try {
+      await sender.setParameters(params);
+    } catch (e) {
+      log("warn", `cannot set the screen's parameters for ${this.id}`, e);
     }
   }
 
@@ -190,14 +241,16 @@ export class Peer {
     const result = { id: this.id, via: "mesh", connectionState: this.pc.connectionState, collisions: this.collisions, framesDecoded: 0, totalSamplesReceived: 0, frameWidth: 0, frameHeight: 0, framesSent: 0 };
     /** @type {RTCIceCandidatePairStats | null} */
     let pair = null;
+    // The camera's and microphone's streams only (the screen share has its own tile).
+    const camera = (/** @type {string | undefined} */ mid, /** @type {"audio" | "video"} */ kind) => mid === undefined || mid === this.transceivers[kind]?.mid;
     for (const s of report.values()) {
-      if (s.type === "inbound-rtp" && s.kind === "video") {
+      if (s.type === "inbound-rtp" && s.kind === "video" && camera(s.mid, "video")) {
         result.framesDecoded += s.framesDecoded ?? 0;
         result.frameWidth = s.frameWidth ?? result.frameWidth;
         result.frameHeight = s.frameHeight ?? result.frameHeight;
       }
-      if (s.type === "inbound-rtp" && s.kind === "audio") result.totalSamplesReceived += s.totalSamplesReceived ?? 0;
-      if (s.type === "outbound-rtp" && s.kind === "video") result.framesSent += s.framesSent ?? 0;
+      if (s.type === "inbound-rtp" && s.kind === "audio" && camera(s.mid, "audio")) result.totalSamplesReceived += s.totalSamplesReceived ?? 0;
+      if (s.type === "outbound-rtp" && s.kind === "video" && camera(s.mid, "video")) result.framesSent += s.framesSent ?? 0;
       if (s.type === "transport" && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
     }
     if (!pair) report.forEach((s) => { if (s.type === "candidate-pair" && (s.selected || (s.nominated && s.state === "succeeded"))) pair = s; });

@@ -21,7 +21,7 @@ export const MAX_CHAT_CHARS = 2000;
 
 /**
  * @typedef {{ id: string, name: string, role: "host" | "guest", audio: boolean, video: boolean,
- *   connected: boolean, hand: number | null }} ParticipantView
+ *   connected: boolean, hand: number | null, screen?: boolean }} ParticipantView
  * @typedef {{ type: "chat", id: number, from: string, name: string, text: string, at: number,
  *   to?: string }} ChatMessage
  * @typedef {{ urls: string[], username?: string, credential?: string }} IceServer
@@ -50,9 +50,9 @@ export function signal(to, payload) {
   return description ? { type: "signal", to, description } : { type: "signal", to, candidate };
 }
 
-/** @param {boolean} audio @param {boolean} video */
-export function media(audio, video) {
-  return { type: "media", audio, video };
+/** @param {boolean} audio @param {boolean} video @param {boolean} [screen] */
+export function media(audio, video, screen = false) {
+  return { type: "media", audio, video, screen };
 }
 
 /** @param {string} text @param {string | null} [to] a participant id for a private message */

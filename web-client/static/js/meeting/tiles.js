@@ -13,6 +13,29 @@ const FRAMES_EVERY_MS = 1_000;
 /** At most this many tiles on screen; the others are counted on a "N more" tile. */
 export const MAX_TILES = 16;
 
+/**
+ * Starts counting the frames `video` presents (`requestVideoFrameCallback`), for browsers
+ * whose playback-quality figures stay at zero for a MediaStream (Firefox).
+ * @param {HTMLVideoElement} video
+ */
+function countFrames(video) {
+  const v = /** @type {any} */ (video);
+  v.framesPainted = 0;
+  if (typeof v.requestVideoFrameCallback !== "function") return;
+  const next = () => {
+    v.framesPainted += 1;
+    v.requestVideoFrameCallback(next);
+  };
+  v.requestVideoFrameCallback(next);
+}
+
+/** Frames `video` has decoded or shown so far, by whatever count the browser keeps. */
+export function framesOf(/** @type {HTMLVideoElement} */ video) {
+  const v = /** @type {any} */ (video);
+  const decoded = video.getVideoPlaybackQuality?.().totalVideoFrames ?? 0;
+  return Math.max(decoded, v.mozDecodedFrames ?? 0, v.framesPainted ?? 0, decoded === 0 && video.videoWidth ? 1 : 0);
+}
+
 export class Tiles {
   /**
    * @param {HTMLElement} container
@@ -23,6 +46,8 @@ export class Tiles {
     this.container = container;
     /** @type {Map<string, { node: HTMLElement, video: HTMLVideoElement }>} */
     this.tiles = new Map();
+    /** @type {Map<string, { node: HTMLElement, video: HTMLVideoElement }>} screen shares, by sharer */
+    this.screens = new Map();
     this.detail = detail ?? null;
     /** @type {string | null} the audio output chosen in the call, if any */
     this.sinkId = null;
@@ -46,8 +71,7 @@ export class Tiles {
   /// initials instead of a black picture; then decides which tiles fit on screen.
   checkFrames() {
     for (const [id, tile] of this.tiles) {
-      const quality = tile.video.getVideoPlaybackQuality?.();
-      const frames = quality ? quality.totalVideoFrames : tile.video.videoWidth ? 1 : 0;
+      const frames = framesOf(tile.video);
       const before = this.frames.get(id);
       this.frames.set(id, frames);
       const self = tile.node.classList.contains("self");
@@ -84,6 +108,7 @@ export class Tiles {
     let tile = this.tiles.get(view.id);
     if (!tile) {
       const video = /** @type {HTMLVideoElement} */ (el("video", { autoplay: true, playsinline: true }));
+      countFrames(video);
       const sink = /** @type {any} */ (video);
       if (this.sinkId && typeof sink.setSinkId === "function") sink.setSinkId(this.sinkId).catch(() => {});
       video.muted = self; // Never play our own microphone back to us.
@@ -126,6 +151,45 @@ export class Tiles {
     part(".away").hidden = view.connected !== false;
     tile.node.setAttribute("aria-label", `${name}${view.audio ? "" : ", muted"}${view.video ? "" : ", camera off"}${view.hand != null ? ", hand raised" : ""}`);
     return tile;
+  }
+
+  /// The tile of `id`'s screen share, large by default (ours as a preview, `self`).
+  upsertScreen(id, name, self) {
+    let tile = this.screens.get(id);
+    if (!tile) {
+      const video = /** @type {HTMLVideoElement} */ (el("video", { autoplay: true, playsinline: true }));
+      countFrames(video);
+      video.muted = self;
+      const node = el(
+        "figure",
+        { class: self ? "tile screen self" : "tile screen", "data-screen": id },
+        video,
+        el("figcaption", {}, el("span", { class: "name" })),
+      );
+      tile = { node, video };
+      this.screens.set(id, tile);
+      this.container.prepend(node);
+    }
+    const label = self ? "Your screen, as others see it" : `${name}'s screen`;
+    const caption = tile.node.querySelector(".name");
+    if (caption) caption.textContent = label;
+    tile.node.setAttribute("aria-label", label);
+    return tile;
+  }
+
+  showScreen(id, stream) {
+    const tile = this.screens.get(id);
+    if (tile && tile.video.srcObject !== stream) tile.video.srcObject = stream;
+  }
+
+  removeScreen(id) {
+    this.screens.get(id)?.node.remove();
+    this.screens.delete(id);
+  }
+
+  /// Whose screens have tiles.
+  screenIds() {
+    return [...this.screens.keys()];
   }
 
   /// The quality indicator: "good", "fair", "poor", or null when nothing is known yet.

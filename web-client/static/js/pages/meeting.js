@@ -216,6 +216,29 @@ function startCall(name) {
   $("#toggle-chat").addEventListener("click", () => openPanel("chat", true));
   $("#toggle-people").addEventListener("click", () => openPanel("people", true));
   $("#toggle-hand").addEventListener("click", () => call.setHand(call.me?.hand == null));
+  const screenButton = $("#toggle-screen");
+  const showScreenButton = () => {
+    const on = !!local.screen;
+    screenButton.textContent = on ? "Stop sharing" : "Share screen";
+    screenButton.setAttribute("aria-pressed", String(on));
+  };
+  if (!navigator.mediaDevices?.getDisplayMedia) {
+    screenButton.disabled = true;
+    screenButton.title = "This browser cannot share its screen.";
+  }
+  screenButton.addEventListener("click", async () => {
+    screenButton.disabled = true;
+    try {
+      await call.setScreen(!local.screen);
+    } catch (e) {
+      say(connection, e.message, "error");
+      setTimeout(() => say(connection, ""), 6000);
+    } finally {
+      screenButton.disabled = false;
+      showScreenButton();
+    }
+  });
+  call.onScreenChange = showScreenButton;
   $("#lower-all").addEventListener("click", () => call.lowerHand("all"));
   const chatText = $("#chat-text");
   chatText.maxLength = MAX_CHAT_CHARS;
@@ -261,7 +284,7 @@ function startCall(name) {
   });
   $("#leave").addEventListener("click", () => call.leave());
   // Shortcuts: single keys, never while typing in a field or with a modifier held.
-  const shortcuts = { m: "#toggle-mic", v: "#toggle-camera", h: "#toggle-hand", c: "#toggle-chat", p: "#toggle-people" };
+  const shortcuts = { m: "#toggle-mic", v: "#toggle-camera", s: "#toggle-screen", h: "#toggle-hand", c: "#toggle-chat", p: "#toggle-people" };
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey || event.isComposing || $("#call").hidden) return;
     const target = event.target;
