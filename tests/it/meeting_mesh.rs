@@ -123,6 +123,23 @@ async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_on
     }
     b.wait_receiving(&[&ida]).await;
 
+    // The same by keyboard: M mutes and unmutes, ? lists the shortcuts.
+    let ana = &a;
+    let press = |key: &'static str| async move {
+        ana.browser.client.active_element().await.expect("a focused element").send_keys(key).await.expect("the key reaches the page");
+    };
+    press("m").await;
+    for p in [&b, &c] {
+        p.wait_tile(&ida, "to show muted after M", |t| !t.audio).await;
+    }
+    press("m").await;
+    for p in [&b, &c] {
+        p.wait_tile(&ida, "to show unmuted after M again", |t| t.audio).await;
+    }
+    press("?").await;
+    assert_eq!(a.browser.eval("return document.querySelector('#shortcuts').open").await, json!(true), "? opens the list of shortcuts");
+    a.browser.eval("document.querySelector('#shortcuts').close()").await;
+
     // A leaver's tile is gone from the others' screens within 2 s.
     let left = Instant::now();
     c.leave().await;
