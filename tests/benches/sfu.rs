@@ -28,6 +28,10 @@ use confab_tests::meeting::{start_meeting, start_meetings};
 use confab_tests::netns::Namespace;
 use confab_tests::node::confab_bin;
 
+/// The node's relay on loopback, where the bots are: by default it would advertise this
+/// machine's default-route address, and the bots' media would go there.
+const LOOPBACK_RELAY: &str = "127.0.0.1:0";
+
 const USAGE: &str = "usage: cargo bench -p confab-tests --bench sfu -- [--janus|--flood] BOTS [loadtest options]";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -55,7 +59,7 @@ async fn main() {
         loadtest.args(["--janus", &server.url, "--server-pid", &server.child.id().to_string(), "--bind-ip", &server.ns.host_ip.to_string()]);
         _janus = Some(server);
     } else {
-        let (node, link, _) = start_meeting(&["--mesh-threshold", "0"], "bench").await;
+        let (node, link, _) = start_meeting(&["--mesh-threshold", "0", "--relay-listen", LOOPBACK_RELAY], "bench").await;
         loadtest.args(["--link", &link, "--insecure", "--server-pid", &node.pid().to_string()]);
         _node = Some(node);
     }
@@ -67,7 +71,8 @@ async fn main() {
 /// The bots' audio latency alone, then beside a flood of `sfu-offer`s from another meeting
 /// on the same (only) relay shard.
 async fn next_door_flood(bots: u32, args: &[String]) {
-    let (node, links) = start_meetings(&["--mesh-threshold", "0", "--relay-shards", "1"], &["quiet", "flooded", "next-door"]).await;
+    let (node, links) =
+        start_meetings(&["--mesh-threshold", "0", "--relay-shards", "1", "--relay-listen", LOOPBACK_RELAY], &["quiet", "flooded", "next-door"]).await;
     let [(quiet, _), (flooded, _), (next_door, _)] = &links[..] else { unreachable!("three meetings") };
     let mut p95 = Vec::new();
     for (name, link, flood) in [("alone", &quiet, None), ("flood", &flooded, Some(&next_door))] {

@@ -535,6 +535,17 @@ fn fresh_joins_from_one_address_come_in_a_burst_then_one_a_second_and_resumes_ar
     assert_eq!(room.join(503, seat_from("G", Role::Guest, "link", OFFICE), "w".into(), &|_| vec![], 1_100), Err(RoomError::TooManyJoins));
 }
 
+/// The chat history in the welcome sent to `conn`.
+fn welcome_chat(effects: &[Effect], conn: ConnId) -> Vec<ServerMessage> {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Send { conn: c, message: ServerMessage::Welcome { chat, .. } } if *c == conn => Some(chat.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no welcome for connection {conn}: {effects:?}"))
+}
+
 fn chats(effects: &[Effect], conn: ConnId) -> Vec<(ParticipantId, String, Option<ParticipantId>)> {
     sent(effects)
         .into_iter()
@@ -568,9 +579,7 @@ fn chat_reaches_everyone_a_private_message_only_its_two_ends_and_a_late_joiner_s
 
     join(&mut room, 4, "Di", 40);
     let effects = room.take_effects();
-    let Some(Effect::Send { message: ServerMessage::Welcome { chat, .. }, .. }) = effects.iter().find(|e| matches!(e, Effect::Send { conn: 4, .. })) else {
-        panic!("Di's welcome: {effects:?}")
-    };
+    let chat = welcome_chat(&effects, 4);
     assert_eq!(chat.len(), 1);
     assert!(
         matches!(&chat[0], ServerMessage::Chat { id: 1, from, name, text, at: 1_700_000_000_000, to: None } if *from == a && name == "Ana" && text == "hello all")
@@ -593,9 +602,7 @@ fn chat_is_rate_limited_per_seat_and_the_history_is_bounded() {
     room.take_effects();
     join(&mut room, 3, "Cy", 10_000_000);
     let effects = room.take_effects();
-    let Some(Effect::Send { message: ServerMessage::Welcome { chat, .. }, .. }) = effects.iter().find(|e| matches!(e, Effect::Send { conn: 3, .. })) else {
-        panic!("Cy's welcome")
-    };
+    let chat = welcome_chat(&effects, 3);
     assert_eq!(chat.len(), CHAT_HISTORY);
     assert!(matches!(chat.last(), Some(ServerMessage::Chat { text, .. }) if text == "n249"));
 }

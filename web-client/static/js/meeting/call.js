@@ -380,8 +380,7 @@ export class Call {
       this.local.stopScreen();
     }
     for (const peer of this.peers.values()) await peer.setScreen();
-    this.announce();
-    this.showScreens();
+    this.announce(); // which shows the screens too (`people`)
     this.onScreenChange?.();
     return !!this.local.screen;
   }
