@@ -172,10 +172,19 @@ pub struct PeerKey {
     pub participant: u64,
 }
 
+/// How tall a subscriber shows one participant's camera, or their screen (device pixels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    pub participant: u64,
+    pub screen: bool,
+    pub height: u32,
+}
+
 /// What the relay tells the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// Which source now feeds each of `peer`'s receive slots (mid → participant, kind).
+    /// Which source now feeds each of `peer`'s receive slots (mid → participant, kind:
+    /// `audio`, `video`, `screen` or `screen-audio`).
     Slots { peer: PeerKey, slots: Vec<(String, u64, &'static str)> },
     /// The relay lost `peer` (ICE gave up, or its connection failed).
     Gone { peer: PeerKey },
@@ -302,13 +311,24 @@ impl Relay {
     }
 
     /// Tells the relay how tall `peer` shows each participant's video (device pixels).
-    pub fn view(&self, peer: PeerKey, tiles: Vec<(u64, u32)>) {
+    pub fn view(&self, peer: PeerKey, tiles: Vec<Tile>) {
+        self.post_to(peer, |peer, room| ShardMessage::View { peer, room, tiles });
+    }
+
+    /// Tells the relay whether `peer` shares their screen now (their offer's second send
+    /// m-lines carry it): a share goes to everyone, ahead of the last-N cameras.
+    pub fn share(&self, peer: PeerKey, on: bool) {
+        self.post_to(peer, |peer, room| ShardMessage::Share { peer, room, on });
+    }
+
+    /// Posts a message about `peer` to its shard, if the relay has them.
+    fn post_to(&self, peer: PeerKey, message: impl FnOnce(PeerKey, RoomId) -> ShardMessage) {
         let placed = {
             let directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
             let Some(shard) = directory.placed.get(&peer).copied() else { return };
             let Some(room) = directory.rooms.get(&peer.room).map(|r| r.0) else { return };
             (shard, room)
         };
-        let _ = self.mailboxes[placed.0].post(ShardMessage::View { peer, room: placed.1, tiles });
+        let _ = self.mailboxes[placed.0].post(message(peer, placed.1));
     }
 }

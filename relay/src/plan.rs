@@ -6,7 +6,7 @@
 //! layer sizes and rates); subscribers' shards report which layers they forward, so that
 //! layers nobody watches can be paused at the source.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +26,11 @@ pub struct Member {
     pub rids: Vec<(Mid, Vec<Rid>)>,
     /// Their receive slots, in m-line order.
     pub slots: Vec<(Mid, MediaKind)>,
+    /// The send m-lines of their screen share: after the first send m-line of each kind
+    /// (microphone, camera), the next ones carry the screen and its sound.
+    pub screen: Vec<Mid>,
+    /// Whether they share their screen now (the node tells the relay).
+    pub sharing: bool,
 }
 
 /// What the home shard tells every shard of the room.
@@ -38,6 +43,8 @@ pub struct Plan {
     pub assignments: HashMap<u64, Vec<(Mid, MediaKind, Source)>>,
     /// The layers each video track publishes now.
     pub layers: HashMap<(u64, Mid), Arc<[Layer]>>,
+    /// The tracks of every screen being shared.
+    pub screens: HashSet<(u64, Mid)>,
 }
 
 impl Plan {
@@ -96,6 +103,13 @@ impl Planner {
         match self.members.iter_mut().find(|(p, _)| *p == participant) {
             Some((_, m)) => *m = member,
             None => self.members.push((participant, member)),
+        }
+    }
+
+    /// Whether `participant` shares their screen now (ignored until they have joined).
+    pub fn share(&mut self, participant: u64, on: bool) {
+        if let Some((_, member)) = self.members.iter_mut().find(|(p, _)| *p == participant) {
+            member.sharing = on;
         }
     }
 
@@ -160,21 +174,36 @@ impl Planner {
         wanted
     }
 
-    /// Recomputes every subscriber's slots (last-N by speaking order, stable where it can
-    /// be) and returns the plan.
+    /// Recomputes every subscriber's slots and returns the plan: screens being shared come
+    /// first (a presenter who stops talking stays on every screen), then the cameras of the
+    /// last N speakers; everyone's microphone, and the sound of every share. Assignments
+    /// are stable where they can be.
     pub fn plan(&mut self) -> Plan {
         let joined: Vec<u64> = self.members.iter().map(|(p, _)| *p).collect();
         let order = self.speakers.order(&joined);
         let by_id: HashMap<u64, &Member> = self.members.iter().map(|(p, m)| (*p, m)).collect();
-        // Every track of each kind, in speaking order.
-        let ranked = |kind: MediaKind| -> Vec<Source> {
+        // Shared screens in join order, each kind's.
+        let screens = |kind: MediaKind| -> Vec<Source> {
+            self.members
+                .iter()
+                .filter(|(_, m)| m.sharing)
+                .flat_map(|(who, m)| {
+                    m.tracks.iter().filter(move |(mid, k)| *k == kind && m.screen.contains(mid)).map(move |(mid, _)| Source { participant: *who, mid: *mid })
+                })
+                .collect()
+        };
+        // Every participant's own track of each kind, in speaking order.
+        let own = |kind: MediaKind| -> Vec<Source> {
             order
                 .iter()
                 .filter_map(|who| Some((*who, by_id.get(who)?)))
-                .flat_map(|(who, m)| m.tracks.iter().filter(move |(_, k)| *k == kind).map(move |(mid, _)| Source { participant: who, mid: *mid }))
+                .flat_map(|(who, m)| {
+                    m.tracks.iter().filter(move |(mid, k)| *k == kind && !m.screen.contains(mid)).map(move |(mid, _)| Source { participant: who, mid: *mid })
+                })
                 .collect()
         };
-        let ranked = [ranked(MediaKind::Audio), ranked(MediaKind::Video)];
+        let shared = [screens(MediaKind::Audio), screens(MediaKind::Video)];
+        let ranked = [own(MediaKind::Audio), own(MediaKind::Video)];
         let mut assignments = HashMap::new();
         for (subscriber, member) in &self.members {
             let previous = self.assigned.remove(subscriber).unwrap_or_default();
@@ -182,7 +211,9 @@ impl Planner {
             let mut slots_of_subscriber = Vec::new();
             for kind in [MediaKind::Audio, MediaKind::Video] {
                 let limit = if kind == MediaKind::Video { self.last_n } else { usize::MAX };
-                let sources: Vec<Source> = ranked[kind_index(kind)].iter().filter(|s| s.participant != *subscriber).take(limit).copied().collect();
+                let others = |s: &&Source| s.participant != *subscriber;
+                let sources: Vec<Source> =
+                    shared[kind_index(kind)].iter().filter(others).chain(ranked[kind_index(kind)].iter().filter(others).take(limit)).copied().collect();
                 let slots: Vec<Mid> = member.slots.iter().filter(|(_, k)| *k == kind).map(|(m, _)| *m).collect();
                 let assignment = assign(&previous[kind_index(kind)], &slots, &sources);
                 slots_of_subscriber.extend(assignment.iter().map(|(slot, source)| (*slot, kind, *source)));
@@ -196,6 +227,7 @@ impl Planner {
             dominant: self.speakers.dominant(),
             assignments,
             layers: self.layers.clone(),
+            screens: shared.iter().flatten().map(|s| (s.participant, s.mid)).collect(),
         }
     }
 }
@@ -212,7 +244,14 @@ mod tests {
             slots.push((Mid::from(format!("a{i}").as_str()), MediaKind::Audio));
             slots.push((Mid::from(format!("v{i}").as_str()), MediaKind::Video));
         }
-        Member { shard, tracks: vec![(Mid::from("0"), MediaKind::Audio), (Mid::from("1"), MediaKind::Video)], rids: vec![], slots }
+        Member {
+            shard,
+            tracks: vec![(Mid::from("0"), MediaKind::Audio), (Mid::from("1"), MediaKind::Video)],
+            rids: vec![],
+            slots,
+            screen: vec![],
+            sharing: false,
+        }
     }
 
     fn sources(plan: &Plan, subscriber: u64, kind: MediaKind) -> Vec<u64> {
@@ -251,6 +290,43 @@ mod tests {
         assert_eq!(sources(&plan, 1, MediaKind::Video), vec![2, 4]);
         assert_eq!(planner.update_dominant(t0 + Duration::from_millis(500)), Some(4));
         assert_eq!(planner.plan().dominant, Some(4));
+    }
+
+    #[test]
+    fn a_shared_screen_reaches_everyone_ahead_of_the_last_n_cameras_whoever_speaks() {
+        let t0 = Instant::now();
+        let (screen, sound) = (Mid::from("2"), Mid::from("3"));
+        let tracks = vec![(Mid::from("0"), MediaKind::Audio), (Mid::from("1"), MediaKind::Video), (screen, MediaKind::Video), (sound, MediaKind::Audio)];
+        let mut planner = Planner::new(2);
+        planner.join(1, Member { tracks: tracks.clone(), screen: vec![screen, sound], ..member(0) });
+        for p in 2..=4 {
+            planner.join(p, member(0));
+        }
+        let forwarded =
+            |plan: &Plan, subscriber: u64| -> Vec<(u64, Mid)> { plan.assignments[&subscriber].iter().map(|(_, _, s)| (s.participant, s.mid)).collect() };
+        let plan = planner.plan();
+        assert!(plan.screens.is_empty());
+        assert!(!forwarded(&plan, 2).iter().any(|(_, mid)| *mid == screen || *mid == sound), "a screen not shared goes nowhere");
+        planner.share(1, true);
+        // The presenter falls silent; the three others speak, the latest last.
+        for (turn, p) in [2u64, 3, 4].into_iter().enumerate() {
+            for i in 0..25u64 {
+                planner.speech(p, -20, t0 + Duration::from_millis(1000 * turn as u64 + 20 * i));
+            }
+        }
+        let plan = planner.plan();
+        assert_eq!(plan.screens, HashSet::from([(1, screen), (1, sound)]));
+        for subscriber in 2..=4 {
+            let got = forwarded(&plan, subscriber);
+            assert!(got.contains(&(1, screen)) && got.contains(&(1, sound)), "{subscriber} gets the screen and its sound: {got:?}");
+            let cameras = got.iter().filter(|(p, mid)| *mid == Mid::from("1") && *p != 1).count();
+            assert_eq!(cameras, 1, "{subscriber}: two video slots, the screen takes one: {got:?}");
+        }
+        assert!(!forwarded(&plan, 1).contains(&(1, screen)), "nobody receives their own screen");
+        planner.share(1, false);
+        let plan = planner.plan();
+        assert!(plan.screens.is_empty());
+        assert!(!forwarded(&plan, 2).contains(&(1, screen)), "a share that stopped is no longer forwarded");
     }
 
     #[test]

@@ -256,38 +256,6 @@ async fn two_participants_joining_at_the_same_instant_connect_twenty_times() {
     }
 }
 
-/// Whether `p` shows `sharer`'s screen as its own tile with moving video.
-async fn wait_screen(p: &Participant, sharer: &str) {
-    let script = "const v = document.querySelector(`#tiles [data-screen=\"${arguments[0]}\"] video`); \
-                  if (!v) return { frames: -1 }; \
-                  return { frames: Math.max(v.getVideoPlaybackQuality?.().totalVideoFrames ?? 0, v.mozDecodedFrames ?? 0, v.framesPainted ?? 0), width: v.videoWidth };";
-    // Moving: the tile's decoded-frame count rises between two looks.
-    let first = std::sync::Mutex::new(None);
-    confab_tests::eventually_or(&format!("{} to show {sharer}'s screen", p.name), Duration::from_secs(20), || async {
-        let seen = p.browser.client.execute(script, vec![json!(sharer)]).await.map_err(|e| e.to_string())?;
-        let frames = seen["frames"].as_i64().unwrap_or(-1);
-        let mut first = first.lock().unwrap();
-        match *first {
-            Some(f) if frames > f && seen["width"].as_u64().unwrap_or(0) > 0 => Ok(()),
-            Some(_) => Err(format!("{seen}")),
-            None => {
-                if frames >= 0 {
-                    *first = Some(frames);
-                }
-                Err(format!("{seen}"))
-            }
-        }
-    })
-    .await;
-}
-
-async fn wait_screen_gone(p: &Participant, sharer: &str) {
-    confab_tests::eventually(&format!("{}'s tile for {sharer}'s screen to go", p.name), Duration::from_secs(10), || async {
-        (p.browser.eval(&format!("return document.querySelector('#tiles [data-screen=\"{sharer}\"]') === null")).await == json!(true)).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_screen_share_reaches_everyone_in_the_mesh_as_its_own_tile_without_stopping_the_camera() {
     let _browsers = confab_tests::browser::exclusive().await;
@@ -305,14 +273,14 @@ async fn a_screen_share_reaches_everyone_in_the_mesh_as_its_own_tile_without_sto
         let started = Instant::now();
         a.browser.click("#toggle-screen").await;
         for p in [&b, &c] {
-            wait_screen(p, &ida).await;
+            p.wait_screen(&ida).await;
         }
         println!("round {round}: Ana's screen on Bo's and Cy's screens {:?} after the click", started.elapsed());
         assert_eq!(a.browser.eval("return document.querySelector('#toggle-screen').textContent").await, "Stop sharing");
         assert_eq!(a.browser.eval(&format!("return !!document.querySelector('#tiles [data-screen=\"{ida}\"]')")).await, json!(true), "Ana sees her own share");
         a.browser.click("#toggle-screen").await;
         for p in [&b, &c] {
-            wait_screen_gone(p, &ida).await;
+            p.wait_screen_gone(&ida).await;
         }
     }
     // Her camera's tile stays and keeps playing. How long it may stall while a share starts
@@ -331,9 +299,9 @@ async fn a_screen_share_reaches_everyone_in_the_mesh_as_its_own_tile_without_sto
     drop(c);
     let mut fox = Participant::firefox(&link, "Fox").await;
     a.browser.click("#toggle-screen").await;
-    wait_screen(&b, &ida).await;
+    b.wait_screen(&ida).await;
     let joined = Instant::now();
     fox.join().await;
-    wait_screen(&fox, &ida).await;
+    fox.wait_screen(&ida).await;
     println!("Firefox shows Ana's screen {:?} after joining", joined.elapsed());
 }

@@ -167,7 +167,7 @@ async fn a_small_tile_gets_the_low_simulcast_layer_and_the_speakers_large_tile_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_last_n_two_nobody_receives_more_than_two_videos_and_a_new_speaker_enters() {
+async fn with_last_n_two_nobody_receives_more_than_two_videos_a_new_speaker_enters_and_a_silent_presenters_screen_stays() {
     let _browsers = confab_tests::browser::exclusive().await;
     // Four browsers, not more: each encodes 720p simulcast and decodes N videos, and six of
     // them on two cores starved each other for seconds (decoders stalled, talkers' audio
@@ -233,6 +233,45 @@ async fn with_last_n_two_nobody_receives_more_than_two_videos_and_a_new_speaker_
     for p in &people {
         let decoding = p.videos_decoding().await;
         assert!(decoding.len() <= 2, "{} decodes {} videos: {decoding:?}", p.name, decoding.len());
+    }
+
+    // Cy, silent and so last in the speaking order, shares her screen: the SFU forwards it
+    // to everyone as its own tile, ahead of the two cameras.
+    let cy = ids[2].clone();
+    let clicked = Instant::now();
+    people[2].browser.click("#toggle-screen").await;
+    for i in [0, 1, 3] {
+        people[i].wait_screen(&cy).await;
+        println!("{} shows Cy's screen {:?} after she clicked", people[i].name, clicked.elapsed());
+    }
+    // The others keep talking (Ana and Bo without pause; Di stops, then speaks again): the
+    // presenter's screen stays on every screen, and the cameras stay at two.
+    people[3].toggle_microphone().await;
+    people[3].toggle_microphone().await;
+    for i in [0, 1, 3] {
+        confab_tests::eventually_or(&format!("{} to decode Di again", people[i].name), Duration::from_secs(20), || async {
+            let v = people[i].videos_decoding().await;
+            if i == 3 || v.iter().any(|(who, _)| *who == di) { Ok(()) } else { Err(format!("{v:?}")) }
+        })
+        .await;
+        people[i].wait_screen(&cy).await;
+        let decoding = people[i].videos_decoding().await;
+        assert!(decoding.len() <= 2 && !decoding.iter().any(|(who, _)| *who == cy), "{} decodes the cameras {decoding:?}", people[i].name);
+    }
+    people[0].screenshot("sfu-screen-share-with-last-n-two").await;
+    // A late joiner (Firefox ESR, in Bo's place: five browsers on two cores starve each
+    // other) sees the share at once.
+    people[1].leave().await;
+    drop(people.remove(1));
+    let mut fox = Participant::firefox(&link, "Fox").await;
+    let joined = Instant::now();
+    fox.join().await;
+    fox.wait_screen(&cy).await;
+    println!("Firefox shows Cy's screen {:?} after joining", joined.elapsed());
+    // Cy stops: the tile goes everywhere.
+    people[1].browser.click("#toggle-screen").await;
+    for p in [&people[0], &people[2], &fox] {
+        p.wait_screen_gone(&cy).await;
     }
 }
 

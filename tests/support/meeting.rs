@@ -250,10 +250,10 @@ impl Participant {
         self.browser.click("#toggle-mic").await;
     }
 
-    /// The videos the SFU link decodes right now, as (participant, frame height): those whose
-    /// decoded-frame count rises over one second.
+    /// The cameras the SFU link decodes right now, as (participant, frame height): those
+    /// whose decoded-frame count rises over one second (shared screens are not counted).
     pub async fn videos_decoding(&self) -> Vec<(String, u64)> {
-        let script = "return (async () => { const sfu = window.confabCall?.sfu; if (!sfu) return []; const snap = async () => { const m = new Map(); (await sfu.pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') m.set(s.mid, [s.framesDecoded ?? 0, s.frameHeight ?? 0]); }); return m; }; const a = await snap(); await new Promise((r) => setTimeout(r, 1000)); const b = await snap(); const who = new Map(sfu.slots.filter((s) => s.kind === 'video').map((s) => [s.mid, s.participant])); return [...b].filter(([mid, [f]]) => f > (a.get(mid)?.[0] ?? 0)).map(([mid, [, h]]) => [who.get(mid) ?? `unassigned ${mid}`, h]); })();";
+        let script = "return (async () => { const sfu = window.confabCall?.sfu; if (!sfu) return []; const snap = async () => { const m = new Map(); (await sfu.pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') m.set(s.mid, [s.framesDecoded ?? 0, s.frameHeight ?? 0]); }); return m; }; const a = await snap(); await new Promise((r) => setTimeout(r, 1000)); const b = await snap(); const who = new Map(sfu.slots.filter((s) => s.kind === 'video').map((s) => [s.mid, s.participant])); const screens = new Set(sfu.slots.filter((s) => s.kind === 'screen').map((s) => s.mid)); return [...b].filter(([mid, [f]]) => !screens.has(mid) && f > (a.get(mid)?.[0] ?? 0)).map(([mid, [, h]]) => [who.get(mid) ?? `unassigned ${mid}`, h]); })();";
         serde_json::from_value(self.browser.eval(script).await).unwrap()
     }
 
@@ -348,6 +348,39 @@ impl Participant {
                 Gap { from: id.to_string(), longest: Duration::from_secs_f64(longest / 1000.0), tile_kept, samples: samples.len() }
             })
             .collect()
+    }
+
+    /// Waits until `sharer`'s screen shows as its own tile here, with moving video.
+    pub async fn wait_screen(&self, sharer: &str) {
+        let script = "const v = document.querySelector(`#tiles [data-screen=\"${arguments[0]}\"] video`); \
+                      if (!v) return { frames: -1 }; \
+                      return { frames: Math.max(v.getVideoPlaybackQuality?.().totalVideoFrames ?? 0, v.mozDecodedFrames ?? 0, v.framesPainted ?? 0), width: v.videoWidth };";
+        // Moving: the tile's decoded-frame count rises between two looks.
+        let first = std::sync::Mutex::new(None);
+        crate::eventually_or(&format!("{} to show {sharer}'s screen", self.name), Duration::from_secs(20), || async {
+            let seen = self.browser.client.execute(script, vec![json!(sharer)]).await.map_err(|e| e.to_string())?;
+            let frames = seen["frames"].as_i64().unwrap_or(-1);
+            let mut first = first.lock().unwrap();
+            match *first {
+                Some(f) if frames > f && seen["width"].as_u64().unwrap_or(0) > 0 => Ok(()),
+                Some(_) => Err(format!("{seen}")),
+                None => {
+                    if frames >= 0 {
+                        *first = Some(frames);
+                    }
+                    Err(format!("{seen}"))
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Waits until the tile of `sharer`'s screen has gone.
+    pub async fn wait_screen_gone(&self, sharer: &str) {
+        crate::eventually(&format!("{}'s tile for {sharer}'s screen to go", self.name), Duration::from_secs(10), || async {
+            (self.browser.eval(&format!("return document.querySelector('#tiles [data-screen=\"{sharer}\"]') === null")).await == json!(true)).then_some(())
+        })
+        .await;
     }
 
     pub async fn leave(&self) {

@@ -19,7 +19,7 @@ use crate::meeting::hub::{Outbound, Queue};
 use crate::meeting::protocol::{self, ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, ServerMessage, SlotView};
 use crate::meeting::room::{CloseWhy, ConnId, RoomError, Seat};
 use crate::secrets;
-use confab_relay::{Notice, PeerKey};
+use confab_relay::{Notice, PeerKey, Tile};
 
 /// How long a new connection has to send its `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -237,7 +237,14 @@ impl Connection {
                 let payload = protocol::signal_payload(description, candidate)?;
                 hub.act(room, conn, queue, |r, _| r.signal(conn, to, payload))
             }
-            ClientMessage::Media { audio, video, screen } => hub.act(room, conn, queue, |r, _| r.set_media(conn, audio, video, screen)),
+            ClientMessage::Media { audio, video, screen } => {
+                let seat = hub.act(room, conn, queue, |r, _| r.set_media(conn, audio, video, screen).map(|()| r.seat_of(conn)));
+                if let Ok(Some(participant)) = seat {
+                    // In SFU mode the relay forwards a share to everyone (and none when it stops).
+                    self.state.relay.share(PeerKey { room: room.to_string(), participant: participant.0 }, screen);
+                }
+                seat.map(|_| ())
+            }
             ClientMessage::MeshFailed { participant } => hub.act(room, conn, queue, |r, now| r.mesh_failed(conn, participant, now)),
             ClientMessage::Remove { participant } => hub.act(room, conn, queue, |r, now| r.remove(conn, participant, now)),
             ClientMessage::Chat { text, to } => {
@@ -252,14 +259,19 @@ impl Connection {
                 Ok(())
             }
             ClientMessage::SfuOffer { sdp } => {
-                let participant = hub.act(room, conn, queue, |r, now| r.sfu_offer(conn, now)).map_err(|e| e.to_protocol())?;
+                let (participant, sharing) =
+                    hub.act(room, conn, queue, |r, now| r.sfu_offer(conn, now).map(|id| (id, r.sharing(id)))).map_err(|e| e.to_protocol())?;
                 let peer = PeerKey { room: room.to_string(), participant: participant.0 };
                 let answer = self
                     .state
                     .relay
-                    .publish(peer, sdp)
+                    .publish(peer.clone(), sdp)
                     .await
                     .map_err(|e| ProtocolError::new("sfu_refused", format!("The SFU refused the connection: {e}.")))?;
+                // A new connection to the relay starts without a share; say if one is on.
+                if sharing {
+                    self.state.relay.share(peer, true);
+                }
                 let _ = self.send(&ServerMessage::SfuAnswer { sdp: answer }).await;
                 Ok(())
             }
@@ -268,7 +280,9 @@ impl Connection {
                     return Err(RoomError::NotSeated.to_protocol());
                 };
                 let peer = PeerKey { room: room.to_string(), participant: participant.0 };
-                self.state.relay.view(peer, tiles.into_iter().map(|t| (t.participant.0, t.height.min(8192))).collect());
+                self.state
+                    .relay
+                    .view(peer, tiles.into_iter().map(|t| Tile { participant: t.participant.0, screen: t.screen, height: t.height.min(8192) }).collect());
                 Ok(())
             }
         };

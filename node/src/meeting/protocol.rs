@@ -155,6 +155,9 @@ impl<'de> Deserialize<'de> for Target {
 #[serde(deny_unknown_fields)]
 pub struct TileView {
     pub participant: ParticipantId,
+    /// The tile shows their screen share rather than their camera (absent: camera).
+    #[serde(default)]
+    pub screen: bool,
     pub height: u32,
 }
 
@@ -561,7 +564,7 @@ mod tests {
         assert_eq!(parse(r#"{"type":"mesh-failed","participant":"nobody"}"#).unwrap_err().code, "bad_message");
         assert!(matches!(
             parse(r#"{"type":"sfu-view","tiles":[{"participant":"p1","height":540}]}"#).unwrap(),
-            ClientMessage::SfuView { tiles } if tiles == vec![TileView { participant: ParticipantId(1), height: 540 }]
+            ClientMessage::SfuView { tiles } if tiles == vec![TileView { participant: ParticipantId(1), screen: false, height: 540 }]
         ));
         assert!(matches!(parse(r#"{"type":"mesh-failed","participant":"p3"}"#).unwrap(), ClientMessage::MeshFailed { participant: ParticipantId(3) }));
         let huge = format!(r#"{{"type":"signal","to":"p2","description":{{"type":"offer","sdp":"{}"}}}}"#, "a".repeat(MAX_MESSAGE_BYTES));

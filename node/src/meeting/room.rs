@@ -267,6 +267,11 @@ impl Room {
         Ok(id)
     }
 
+    /// Whether participant `id` shares their screen now.
+    pub fn sharing(&self, id: ParticipantId) -> bool {
+        self.participants.get(&id).is_some_and(|p| p.screen)
+    }
+
     /// The seat held by `conn`, if any.
     pub fn seat_of(&self, conn: ConnId) -> Option<ParticipantId> {
         self.participants.iter().find(|(_, p)| matches!(p.link, Link::Connected(c) if c == conn)).map(|(id, _)| *id)

@@ -39,13 +39,14 @@ use crate::slots::Source;
 use crate::speakers::SPEECH_LEVEL;
 use crate::splice::{Feed, Incoming, Rewritten, Verdict};
 use crate::vp8::{self, Vp8Info};
-use crate::{Counters, Notice, PeerKey, RelayError};
+use crate::{Counters, Notice, PeerKey, RelayError, Tile};
 use peer::{LayerBook, Peer, Slot, Track};
 
 /// How often speakers, plans, layers and bandwidth targets are reviewed.
 pub const REVIEW_EVERY: Duration = Duration::from_millis(200);
-/// Media sections an offer may have: a browser sends two and receives on two per slot
-/// (the web client has 9 slots; last-N may be raised); more is only cost.
+/// Media sections an offer may have: the web client sends four (microphone, camera, screen,
+/// screen sound) and receives on two per slot (it has 11: last-N and two shares; last-N may
+/// be raised); more is only cost.
 pub const MAX_M_LINES: usize = 64;
 /// A slot keeps its layer at least this long unless that layer stops.
 const LAYER_HOLD: Duration = Duration::from_secs(1);
@@ -64,6 +65,8 @@ const AUDIO_RATE: u64 = 40_000;
 const INITIAL_ESTIMATE_KBPS: u64 = 1_000;
 /// The height assumed for a participant's tile until the subscriber says otherwise.
 pub const DEFAULT_TILE_HEIGHT: u32 = 360;
+/// The same for a shared screen (shown large by default).
+pub const DEFAULT_SCREEN_HEIGHT: u32 = 720;
 /// Publishers at the front of the speaking order keep all their layers on, so that the
 /// one who just started to talk is already sending full size when the slots move to them.
 const KEEP_SPEAKERS_LAYERS: usize = 2;
@@ -297,9 +300,21 @@ impl Router {
     }
 
     /// How tall `key` shows each other participant's video (device pixels).
-    pub fn view(&mut self, key: &PeerKey, room: RoomId, tiles: Vec<(u64, u32)>) {
+    pub fn view(&mut self, key: &PeerKey, room: RoomId, tiles: Vec<Tile>) {
         if let Some(peer) = self.by_key.get(&(room, key.participant)).and_then(|i| self.peers[*i].as_mut()) {
-            peer.wanted = tiles.into_iter().collect();
+            peer.wanted = tiles.into_iter().map(|t| ((t.participant, t.screen), t.height)).collect();
+        }
+    }
+
+    /// Whether `key` shares their screen now: their screen's tracks go to everyone, ahead
+    /// of the cameras, or to nobody.
+    pub fn share(&mut self, key: &PeerKey, room: RoomId, on: bool) {
+        let Some(index) = self.by_key.get(&(room, key.participant)).copied() else { return };
+        let Some(peer) = self.peers[index].as_mut() else { return };
+        if peer.sharing != on {
+            peer.sharing = on;
+            peer.announced = false;
+            self.announce(index);
         }
     }
 
@@ -516,7 +531,8 @@ impl Router {
                         let layers =
                             m.simulcast.map(|s| s.recv.iter().map(|l| Some(l.rid)).collect::<Vec<_>>()).filter(|l| !l.is_empty()).unwrap_or_else(|| vec![None]);
                         let books = layers.into_iter().map(LayerBook::new).collect();
-                        peer.tracks.push(Track { mid: m.mid, kind: m.kind, layers: books });
+                        let screen = peer.tracks.iter().any(|t| t.kind == m.kind);
+                        peer.tracks.push(Track { mid: m.mid, kind: m.kind, layers: books, screen });
                     }
                     _ => peer.slots.push(Slot::new(m.mid, m.kind, self.now)),
                 }
@@ -565,6 +581,8 @@ impl Router {
             tracks: peer.tracks.iter().map(|t| (t.mid, t.kind)).collect(),
             rids: peer.tracks.iter().map(|t| (t.mid, t.layers.iter().filter_map(|l| l.rid).collect())).collect(),
             slots: peer.slots.iter().map(|s| (s.mid, s.kind)).collect(),
+            screen: peer.tracks.iter().filter(|t| t.screen).map(|t| t.mid).collect(),
+            sharing: peer.sharing,
         };
         let (room, participant) = (peer.room, peer.key.participant);
         let Some(state) = self.rooms.get(&room) else { return };
@@ -618,6 +636,7 @@ impl Router {
         let codec = peer.codec(packet.header.payload_type)?;
         let track_state = &mut peer.tracks[track];
         let kind = track_state.kind;
+        let screen = track_state.screen;
         let payload = packet.payload;
         let (vp8, vp8_descriptor) = if codec == Codec::Vp8 { (vp8::inspect(&payload), Vp8Descriptor::parse(&payload).ok()) } else { (None, None) };
         let start = match codec {
@@ -657,6 +676,7 @@ impl Router {
             self.tell_home(room, Handoff::Layers { room, participant, mid, layers });
         }
         if kind == MediaKind::Audio
+            && !screen
             && let Some(level) = audio_level
             && level >= SPEECH_LEVEL
         {
@@ -840,21 +860,25 @@ impl Router {
                 let targeted = slot.splicer.targeted().filter(|f| f.publisher == source.participant && f.mid == source.mid);
                 let settled = targeted.is_some_and(|f| slot.kind == MediaKind::Audio || layers.is_some_and(|l| l.iter().any(|l| l.rid == f.layer)));
                 if !settled {
-                    let layer = if slot.kind == MediaKind::Audio {
-                        None
-                    } else {
-                        pick_layer(&plan, source, peer.wanted.get(&source.participant).copied(), slot.allotted)
-                    };
+                    let wanted = peer.wanted.get(&(source.participant, plan.screens.contains(&(source.participant, source.mid)))).copied();
+                    let layer = if slot.kind == MediaKind::Audio { None } else { pick_layer(&plan, source, wanted, slot.allotted) };
                     let feed = Feed { publisher: source.participant, mid: source.mid, layer };
                     if targeted != Some(feed) {
                         slot.splicer.target(feed);
                         slot.layer_since = now;
-                        slot.chosen_for = peer.wanted.get(&source.participant).copied();
+                        slot.chosen_for = wanted;
                     }
                 }
             }
             if changed {
-                let slots = peer.slots.iter().filter_map(|s| Some((s.mid.to_string(), s.source?.participant, kind_name(s.kind)))).collect();
+                let slots = peer
+                    .slots
+                    .iter()
+                    .filter_map(|s| {
+                        let source = s.source?;
+                        Some((s.mid.to_string(), source.participant, kind_name(s.kind, plan.screens.contains(&(source.participant, source.mid)))))
+                    })
+                    .collect();
                 tracing::debug!(subscriber = peer.key.participant, ?slots, "slots reassigned");
                 notices.push(Notice::Slots { peer: peer.key.clone(), slots });
             }
@@ -942,7 +966,9 @@ impl Router {
                 .map(|&i| {
                     let source = peer.slots[i].source.expect("filtered");
                     let layers = plan.layers.get(&(source.participant, source.mid)).map(|l| l.to_vec()).unwrap_or_default();
-                    SlotDemand { layers, wanted_height: peer.wanted.get(&source.participant).copied().unwrap_or(DEFAULT_TILE_HEIGHT) }
+                    let screen = plan.screens.contains(&(source.participant, source.mid));
+                    let default = if screen { DEFAULT_SCREEN_HEIGHT } else { DEFAULT_TILE_HEIGHT };
+                    SlotDemand { layers, wanted_height: peer.wanted.get(&(source.participant, screen)).copied().unwrap_or(default) }
                 })
                 .collect();
             let desired: u64 = demands.iter().map(|d| choose(&d.layers, d.wanted_height, None).map_or(0, |i| d.layers[i].bitrate)).sum::<u64>() + audio;
@@ -1064,8 +1090,14 @@ fn pick_layer(plan: &Plan, source: Source, wanted: Option<u32>, allotted: Option
     choose(layers, wanted.unwrap_or(DEFAULT_TILE_HEIGHT), allotted).map(|i| layers[i].rid)?
 }
 
-fn kind_name(kind: MediaKind) -> &'static str {
-    if kind == MediaKind::Audio { "audio" } else { "video" }
+/// A slot's kind as `sfu-slots` names it.
+fn kind_name(kind: MediaKind, screen: bool) -> &'static str {
+    match (kind, screen) {
+        (MediaKind::Audio, false) => "audio",
+        (MediaKind::Audio, true) => "screen-audio",
+        (_, false) => "video",
+        (_, true) => "screen",
+    }
 }
 
 enum Written {

@@ -70,6 +70,9 @@ pub(crate) struct Track {
     pub mid: Mid,
     pub kind: MediaKind,
     pub layers: Vec<LayerBook>,
+    /// It carries the participant's screen share: after the first send m-line of each kind
+    /// (microphone, camera), the next ones do. Its sound is not their speech.
+    pub screen: bool,
 }
 
 impl Track {
@@ -123,8 +126,11 @@ pub(crate) struct Peer {
     /// Payload type → codec, for what they send; codec → payload type, for what we send.
     pub codec_of: Vec<(Pt, Codec)>,
     pub pt_for: Vec<(Codec, Pt)>,
-    /// How tall they show each other participant's video.
-    pub wanted: HashMap<u64, u32>,
+    /// How tall they show each other participant's video: (participant, their screen
+    /// rather than their camera) → device pixels.
+    pub wanted: HashMap<(u64, bool), u32>,
+    /// They share their screen now (the node says so).
+    pub sharing: bool,
     /// Their downlink estimate from str0m's BWE (TWCC), bit/s.
     pub estimate: Option<u64>,
     /// When str0m next needs the time.
@@ -155,6 +161,7 @@ impl Peer {
             codec_of: Vec::new(),
             pt_for: Vec::new(),
             wanted: HashMap::new(),
+            sharing: false,
             estimate: None,
             next_timeout: now,
             clock: now,

@@ -427,7 +427,7 @@ fn two_layers_in_a_small_tile() -> Net {
     net.join(1, 0, &["l", "h"], 0);
     net.join(2, 0, &[], 9);
     net.connect();
-    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![(1, 180)]);
+    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![Tile { participant: 1, screen: false, height: 180 }]);
     both_layers(&mut net, 0..40);
     net
 }
@@ -441,7 +441,7 @@ fn a_layer_switch_waits_for_a_keyframe_and_sequence_numbers_stay_contiguous() {
     assert!(net.client(2).on(video).iter().all(|(_, _, p)| p.len() == 150), "only the low layer");
     // A large tile: the relay moves the slot to "h" and asks for its keyframe; "l" goes on
     // until one arrives.
-    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![(1, 720)]);
+    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![Tile { participant: 1, screen: false, height: 720 }]);
     net.client(1).keyframe_requests.clear();
     both_layers(&mut net, 40..80);
     assert!(net.client(1).keyframe_requests.contains(&Some(Rid::from("h"))), "the relay asked for a keyframe of h: {:?}", net.client(1).keyframe_requests);
@@ -542,7 +542,7 @@ fn layers_nobody_watches_are_paused_at_the_source_and_resumed_when_wanted() {
         })
     };
     assert_eq!(last_layers(&net), Some(vec!["l".to_string()]), "only the low layer is watched");
-    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![(1, 720)]);
+    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![Tile { participant: 1, screen: false, height: 720 }]);
     net.run(Duration::from_millis(1500));
     assert_eq!(last_layers(&net), Some(vec!["h".to_string(), "l".to_string()]), "a large tile wants h again");
 }

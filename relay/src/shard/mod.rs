@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::router::{Handoff, Output, RoomId, Router, RouterConfig};
-use crate::{Counters, Notice, PeerKey, RelayConfig, RelayError};
+use crate::{Counters, Notice, PeerKey, RelayConfig, RelayError, Tile};
 
 use udp::{BATCH, Batch};
 
@@ -34,7 +34,8 @@ const SOCKET_BUFFER: usize = 4 << 20;
 pub(crate) enum ShardMessage {
     Publish { peer: PeerKey, room: RoomId, home: usize, offer: String, reply: tokio::sync::oneshot::Sender<Result<String, RelayError>> },
     Remove { peer: PeerKey, room: RoomId },
-    View { peer: PeerKey, room: RoomId, tiles: Vec<(u64, u32)> },
+    View { peer: PeerKey, room: RoomId, tiles: Vec<Tile> },
+    Share { peer: PeerKey, room: RoomId, on: bool },
     Handoff(Handoff),
 }
 
@@ -202,6 +203,7 @@ impl Shard {
                 }
                 ShardMessage::Remove { peer, room } => self.router.remove(now, &peer, room),
                 ShardMessage::View { peer, room, tiles } => self.router.view(&peer, room, tiles),
+                ShardMessage::Share { peer, room, on } => self.router.share(&peer, room, on),
                 ShardMessage::Handoff(handoff) => self.router.handle_handoff(now, handoff),
             }
         }

@@ -63,8 +63,10 @@ export class Call {
     this.meter = new Meter();
     /** @type {(() => void) | null} told when our share starts or stops by itself */
     this.onScreenChange = null;
-    /** @type {Map<string, MediaStream>} each sharer's screen as it reaches us (mesh) */
+    /** @type {Map<string, MediaStream>} each sharer's screen as it reaches us in the mesh */
     this.screens = new Map();
+    /** @type {Map<string, MediaStream>} the same through the SFU */
+    this.sfuScreens = new Map();
     this.qualityTimer = setInterval(() => this.updateQuality(), QUALITY_EVERY_MS);
     this.signaling = new Signaling(
       room,
@@ -112,10 +114,6 @@ export class Call {
 
   /// Moves towards the path the room's mode asks for.
   applyMode() {
-    if (this.mode === "sfu" && this.local.screen) {
-      log("warn", "the meeting moved to the meeting server, where screen sharing is not available yet: the share stops");
-      this.setScreen(false).catch(() => {});
-    }
     if (this.mode === "sfu" && !this.sfu) {
       log("info", "switching to the SFU");
       this.sfu = new SfuLink({
@@ -123,6 +121,7 @@ export class Call {
         iceServers: this.iceServers,
         send: (m) => this.signaling.send(m),
         onStreams: (streams) => this.sfuStreams(streams),
+        onScreens: (screens) => this.sfuScreensChanged(screens),
       });
       this.sfu.start().catch((e) => log("warn", "SFU offer failed", e));
       this.lastView = "";
@@ -150,17 +149,31 @@ export class Call {
     this.schedulePromotion();
   }
 
-  /// Tells the SFU how tall (in device pixels) each participant's video is on our screen,
-  /// so that it sends the simulcast layer that fills it and no more.
+  /// Screens shared with us through the SFU, per sharer: a stream is kept while its tracks
+  /// stay the same, so that a tile is not reset at every slot notice.
+  sfuScreensChanged(screens) {
+    const next = new Map();
+    for (const [id, tracks] of screens) {
+      const old = this.sfuScreens.get(id);
+      const same = old && old.getTracks().length === tracks.length && tracks.every((t) => old.getTracks().includes(t));
+      next.set(id, same && old ? old : new MediaStream(tracks));
+    }
+    this.sfuScreens = next;
+    this.showScreens();
+  }
+
+  /// Tells the SFU how tall (in device pixels) each participant's video and each shared
+  /// screen is on our screen, so that it sends the simulcast layer that fills it and no more.
   reportView() {
     if (!this.sfu) {
       clearInterval(this.viewTimer);
       this.viewTimer = null;
       return;
     }
-    const tiles = [...this.participants.keys()]
-      .map((id) => ({ participant: id, height: Math.round(this.tiles.height(id) * devicePixelRatio) }))
-      .filter((t) => t.height > 0);
+    const px = (/** @type {number} */ css) => Math.round(css * devicePixelRatio);
+    const cameras = [...this.participants.keys()].map((id) => ({ participant: id, height: px(this.tiles.height(id)) }));
+    const screens = this.tiles.screenIds().filter((id) => id !== this.me?.id).map((id) => ({ participant: id, screen: true, height: px(this.tiles.screenHeight(id)) }));
+    const tiles = [...cameras, ...screens].filter((t) => t.height > 0);
     const text = JSON.stringify(tiles);
     if (text === this.lastView) return;
     this.lastView = text;
@@ -340,6 +353,7 @@ export class Call {
 
   drop(id) {
     this.screens.delete(id);
+    this.sfuScreens.delete(id);
     this.tiles.removeScreen(id);
     this.peers.get(id)?.close();
     this.peers.delete(id);
@@ -359,7 +373,9 @@ export class Call {
     for (const id of sharing) {
       const name = this.participants.get(id)?.name ?? "";
       this.tiles.upsertScreen(id, name, false);
-      const stream = this.screens.get(id);
+      // The path the meeting is on, or the other one until that path carries the share.
+      const [first, second] = this.mode === "sfu" ? [this.sfuScreens, this.screens] : [this.screens, this.sfuScreens];
+      const stream = first.get(id) ?? second.get(id);
       if (stream) this.tiles.showScreen(id, stream);
     }
     if (this.me && this.local.screen) {
@@ -368,11 +384,10 @@ export class Call {
     }
   }
 
-  /// Starts or stops sharing our screen. In the mesh every connection swaps the track in
-  /// (no renegotiation); through the SFU sharing is not available yet. Returns whether we
-  /// share now.
+  /// Starts or stops sharing our screen. Every connection (each mesh pair, and the one to
+  /// the SFU) swaps the track in, without renegotiating; the node hears of it in `media`
+  /// (and has the SFU forward it to everyone). Returns whether we share now.
   async setScreen(on) {
-    if (on && this.mode === "sfu") throw new Error("Screen sharing is not available yet in meetings large enough to use the meeting server.");
     if (on) {
       const stream = await this.local.startScreen(() => this.setScreen(false));
       if (!stream) return false;
@@ -380,6 +395,7 @@ export class Call {
       this.local.stopScreen();
     }
     for (const peer of this.peers.values()) await peer.setScreen();
+    await this.sfu?.setScreen();
     this.announce(); // which shows the screens too (`people`)
     this.onScreenChange?.();
     return !!this.local.screen;

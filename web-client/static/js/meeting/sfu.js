@@ -12,6 +12,10 @@ import * as protocol from "./protocol.js";
 /// Receive slots per kind: how many others we can hear and see at once through the SFU.
 export const SFU_SLOTS = 9;
 
+/// Receive slots per kind for screen shares, beyond those: the relay forwards every share
+/// ahead of the cameras, so two presenters at once cost nobody a camera.
+export const SCREEN_SLOTS = 2;
+
 /// Our camera as three VP8 encodings; the SFU forwards each subscriber the one that fits the
 /// tile it is shown in and its bandwidth. (Browsers drop the upper layers by themselves
 /// when the camera's resolution is too low for them.)
@@ -21,11 +25,21 @@ export const SIMULCAST = [
   { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
 
+/// A shared screen as two VP8 encodings: full size (up to 1080p) at a low frame rate for
+/// the large tile, and half size for small tiles and weak links.
+export const SCREEN_SIMULCAST = [
+  { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 300_000, maxFramerate: 5 },
+  { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 1_500_000, maxFramerate: 15 },
+];
+
 export class SfuLink {
-  constructor({ local, iceServers, send, onStreams }) {
+  /// `onStreams(map)` gets, per participant, their camera's and microphone's tracks;
+  /// `onScreens(map)` the tracks of each screen being shared with us.
+  constructor({ local, iceServers, send, onStreams, onScreens }) {
     this.local = local;
     this.send = send;
     this.onStreams = onStreams;
+    this.onScreens = onScreens ?? (() => {});
     this.pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
     this.tracks = new Map(); // mid → remote track
     this.slots = []; // [{mid, participant, kind}]
@@ -35,23 +49,37 @@ export class SfuLink {
       this.publish();
     };
     this.pc.onconnectionstatechange = () => log("info", `sfu: connection ${this.pc.connectionState}`);
-    this.outgoing = {};
     this.layers = Promise.resolve(); // the last layer change, applied in order
-    for (const kind of ["audio", "video"]) {
+    // What we send, in this m-line order (the relay knows the screen's by it: after the
+    // first send m-line of each kind, the next carries the screen): microphone, camera,
+    // screen, screen sound. The screen's are there from the start, without a track until
+    // a share starts, so that starting one never renegotiates.
+    /** @param {"audio" | "video"} kind */
+    const sending = (kind, track, encodings) => {
       /** @type {RTCRtpTransceiverInit} */
       const init = { direction: "sendonly", streams: [local.stream] };
-      if (kind === "video") init.sendEncodings = SIMULCAST.map((e) => ({ ...e }));
-      this.outgoing[kind] = this.pc.addTransceiver(local.track(kind) ?? kind, init);
-    }
-    for (let i = 0; i < SFU_SLOTS; i++) {
+      if (encodings) init.sendEncodings = encodings.map((e) => ({ ...e }));
+      return this.pc.addTransceiver(track ?? kind, init);
+    };
+    this.outgoing = {
+      audio: sending("audio", local.track("audio"), null),
+      video: sending("video", local.track("video"), SIMULCAST),
+      screen: sending("video", local.screenTrack("video"), SCREEN_SIMULCAST),
+      screenAudio: sending("audio", local.screenTrack("audio"), null),
+    };
+    for (let i = 0; i < SFU_SLOTS + SCREEN_SLOTS; i++) {
       this.pc.addTransceiver("audio", { direction: "recvonly" });
       this.pc.addTransceiver("video", { direction: "recvonly" });
     }
+    for (const t of this.pc.getTransceivers()) preferRelayCodecs(t);
+    if (local.screen) this.setScreen().catch((e) => log("warn", "could not send the screen share to the SFU", e));
   }
 
   async start() {
     await this.pc.setLocalDescription();
-    this.send(protocol.sfuOffer(/** @type {RTCSessionDescription} */ (this.pc.localDescription).sdp));
+    const sdp = /** @type {RTCSessionDescription} */ (this.pc.localDescription).sdp;
+    log("info", `sfu: offer of ${sdp.length} bytes`);
+    this.send(protocol.sfuOffer(sdp));
   }
 
   async answer(sdp) {
@@ -63,17 +91,20 @@ export class SfuLink {
     this.publish();
   }
 
-  /// Tells the call, for each participant carried by the SFU, the stream to show: their
-  /// slots' tracks that are actually receiving.
+  /// Tells the call, for each participant carried by the SFU, the tracks to show: their
+  /// camera's and microphone's, and (separately) their screen's.
   publish() {
     const streams = new Map();
-    for (const { mid, participant } of this.slots) {
+    const screens = new Map();
+    for (const { mid, participant, kind } of this.slots) {
       const track = this.tracks.get(mid);
       if (!track) continue;
-      if (!streams.has(participant)) streams.set(participant, []);
-      streams.get(participant).push(track);
+      const into = kind === "screen" || kind === "screen-audio" ? screens : streams;
+      if (!into.has(participant)) into.set(participant, []);
+      into.get(participant).push(track);
     }
     this.onStreams(streams);
+    this.onScreens(screens);
   }
 
   /// Sends only the simulcast encodings the relay names (rids) on our video m-line `mid`;
@@ -87,8 +118,8 @@ export class SfuLink {
   }
 
   async applyLayers(mid, active) {
-    const video = this.outgoing.video;
-    if (video.mid !== mid || active.length === 0) return;
+    const video = [this.outgoing.video, this.outgoing.screen].find((t) => t.mid === mid);
+    if (!video || active.length === 0) return;
     const params = video.sender.getParameters();
     let changed = false;
     for (const encoding of params.encodings ?? []) {
@@ -100,12 +131,28 @@ export class SfuLink {
     }
     if (changed) {
       await video.sender.setParameters(params);
-      log("info", `sfu: sending layers ${active.join(", ")}`);
+      log("info", `sfu: sending layers ${active.join(", ")} of ${video === this.outgoing.screen ? "the screen" : "the camera"}`);
     }
   }
 
   async setTrack(kind, track) {
     await this.outgoing[kind].sender.replaceTrack(track);
+  }
+
+  /// Sends our screen share (or stops sending it, with null tracks). The screen keeps its
+  /// resolution: slides and code stay readable, the frame rate gives.
+  async setScreen() {
+    await this.outgoing.screen.sender.replaceTrack(this.local.screenTrack("video"));
+    await this.outgoing.screenAudio.sender.replaceTrack(this.local.screenTrack("audio"));
+    const sender = this.outgoing.screen.sender;
+    const params = sender.getParameters();
+    if (!this.local.screen || !params.encodings?.length || params.degradationPreference === "maintain-resolution") return;
+    params.degradationPreference = "maintain-resolution";
+    try {
+      await sender.setParameters(params);
+    } catch (e) {
+      log("warn", "cannot set the screen's parameters", e);
+    }
   }
 
   /// Per participant: what arrives from them through the SFU, and over which path.
@@ -139,14 +186,15 @@ export class SfuLink {
     return [...result.values()];
   }
 
-  /// What we send, per simulcast layer (rid → frame height, frames sent, and whether the
-  /// layer is active: the relay pauses layers nobody watches).
+  /// What our camera sends, per simulcast layer (rid → frame height, frames sent, and
+  /// whether the layer is active: the relay pauses layers nobody watches).
   async sent() {
     const report = await this.pc.getStats();
-    const active = new Map((this.outgoing.video.sender.getParameters().encodings ?? []).map((e) => [e.rid ?? "", e.active !== false]));
+    const video = this.outgoing.video;
+    const active = new Map((video.sender.getParameters().encodings ?? []).map((e) => [e.rid ?? "", e.active !== false]));
     const layers = {};
     report.forEach((s) => {
-      if (s.type === "outbound-rtp" && s.kind === "video") {
+      if (s.type === "outbound-rtp" && s.kind === "video" && (s.mid == null || s.mid === video.mid)) {
         const rid = s.rid ?? "";
         layers[rid] = { frameHeight: s.frameHeight ?? 0, framesSent: s.framesSent ?? 0, active: active.get(rid) ?? true };
       }
@@ -156,6 +204,26 @@ export class SfuLink {
 
   close() {
     this.pc.close();
+  }
+}
+
+/// Offers only the codecs the relay forwards (Opus; VP8, H.264 with packetization mode 1,
+/// and their retransmissions): every slot's m-line lists them, and two dozen m-lines with
+/// every codec a browser knows would not fit in one signaling message (64 KiB).
+function preferRelayCodecs(/** @type {RTCRtpTransceiver} */ transceiver) {
+  const kind = transceiver.receiver.track.kind;
+  const codecs = RTCRtpReceiver.getCapabilities?.(kind)?.codecs ?? [];
+  const wanted = codecs.filter(({ mimeType, sdpFmtpLine }) => {
+    const type = mimeType.toLowerCase();
+    if (kind === "audio") return type === "audio/opus";
+    if (type === "video/h264") return /packetization-mode=1/.test(sdpFmtpLine ?? "") && /profile-level-id=42e01f/.test(sdpFmtpLine ?? "");
+    return type === "video/vp8" || type === "video/rtx";
+  });
+  if (!wanted.length || !transceiver.setCodecPreferences) return;
+  try {
+    transceiver.setCodecPreferences(wanted);
+  } catch (e) {
+    log("warn", "could not narrow the SFU offer's codecs", e);
   }
 }
 

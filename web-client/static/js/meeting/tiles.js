@@ -187,6 +187,11 @@ export class Tiles {
     this.screens.delete(id);
   }
 
+  /// The height of `id`'s screen tile in CSS pixels (0 if hidden).
+  screenHeight(id) {
+    return this.screens.get(id)?.video.clientHeight ?? 0;
+  }
+
   /// Whose screens have tiles.
   screenIds() {
     return [...this.screens.keys()];
