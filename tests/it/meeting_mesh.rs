@@ -266,32 +266,47 @@ async fn a_screen_share_reaches_everyone_in_the_mesh_as_its_own_tile_without_sto
     b.join().await;
     c.join().await;
     each_receives_the_others(&[&a, &b, &c]).await;
-    // Ana starts and stops sharing three times; her camera keeps playing on the others' screens.
-    b.start_sampling(&[&ida]).await;
-    c.start_sampling(&[&ida]).await;
+    // Ana starts and stops sharing three times; her camera keeps playing on the others'
+    // screens. Its freezes are counted by their browsers' video pipelines (the pages' own
+    // timers run up to 2 s late with three browsers on two cores) and printed: issue 14 asks
+    // that none last over 0.5 s as a share starts or stops, which this machine, running all
+    // three browsers, does not always hold (docs/benchmarks.md, "Screen share"). Asserted:
+    // the camera keeps decoding through every share and its tile stays.
+    b.watch_freezes(&ida).await;
+    c.watch_freezes(&ida).await;
+    let mut windows = Vec::new();
     for round in 1..=3 {
-        let started = Instant::now();
-        a.browser.click("#toggle-screen").await;
-        for p in [&b, &c] {
-            p.wait_screen(&ida).await;
-        }
-        println!("round {round}: Ana's screen on Bo's and Cy's screens {:?} after the click", started.elapsed());
-        assert_eq!(a.browser.eval("return document.querySelector('#toggle-screen').textContent").await, "Stop sharing");
-        assert_eq!(a.browser.eval(&format!("return !!document.querySelector('#tiles [data-screen=\"{ida}\"]')")).await, json!(true), "Ana sees her own share");
-        a.browser.click("#toggle-screen").await;
-        for p in [&b, &c] {
-            p.wait_screen_gone(&ida).await;
+        for on in [true, false] {
+            let (clicked, started) = (confab_tests::meeting::unix_ms(), Instant::now());
+            a.browser.click("#toggle-screen").await;
+            for p in [&b, &c] {
+                if on {
+                    p.wait_screen(&ida).await;
+                } else {
+                    p.wait_screen_gone(&ida).await;
+                }
+            }
+            windows.push((clicked, confab_tests::meeting::unix_ms() + 2_000));
+            if on {
+                println!("round {round}: Ana's screen on Bo's and Cy's screens {:?} after the click", started.elapsed());
+                assert_eq!(a.browser.eval("return document.querySelector('#toggle-screen').textContent").await, "Stop sharing");
+                let own = format!("return !!document.querySelector('#tiles [data-screen=\"{ida}\"]')");
+                assert_eq!(a.browser.eval(&own).await, json!(true), "Ana sees her own share");
+            }
         }
     }
-    // Her camera's tile stays and keeps playing. How long it may stall while a share starts
-    // is printed, not asserted: issue 14 asks for at most 0.5 s, and with three browsers on
-    // two cores it has reached 0.7-1.1 s in some runs (the target is not met yet).
     for p in [&b, &c] {
-        for gap in p.stop_sampling(&[&ida]).await {
-            println!("{} ← Ana's camera: longest gap {:?} over three shares", p.name, gap.longest);
-            assert!(gap.tile_kept, "{}'s tile for Ana's camera went away", p.name);
-        }
         p.wait_receiving(&[&ida]).await;
+        let freezes = p.freezes().await;
+        let (longest, around) = (freezes.longest(), freezes.longest_within(&windows));
+        println!(
+            "{} ← Ana's camera over three shares: longest freeze {around:?} around a start or stop, {longest:?} in all; {} freezes, {:?} frozen, {} frames",
+            p.name, freezes.count, freezes.total, freezes.frames_decoded
+        );
+        assert!(p.tile(&ida).await.is_some(), "{}'s tile for Ana's camera went away", p.name);
+        for window in &windows {
+            assert!(freezes.decoded_within(*window) > 0, "{} decoded nothing of Ana's camera while a share started or stopped: {freezes:?}", p.name);
+        }
     }
     // A late joiner (Firefox ESR, in Cy's place: four browsers on two cores starve each
     // other) sees a share already running at once.

@@ -57,6 +57,45 @@ pub struct Gap {
     pub samples: usize,
 }
 
+/// The freezes of one direct connection's camera stream as the receiving browser's video
+/// pipeline counted them (WebRTC stats `freezeCount`, `totalFreezesDuration`: a rendered
+/// frame later than max(3 × the mean frame interval, mean + 150 ms)), unaffected by how late
+/// the page's timers run on a loaded machine.
+#[derive(Debug)]
+pub struct Freezes {
+    pub count: u64,
+    pub total: Duration,
+    pub frames_decoded: u64,
+    /// Each look that saw new freezes: when (Unix ms), how many, and how long they lasted
+    /// together (exact for one; for several, a bound on the longest).
+    pub seen: Vec<(u64, u64, Duration)>,
+    /// Every look: when (Unix ms), and the frames decoded so far.
+    pub looks: Vec<(u64, u64)>,
+}
+
+impl Freezes {
+    /// The longest freeze seen (exact, or a bound where one look saw several).
+    pub fn longest(&self) -> Duration {
+        self.seen.iter().map(|s| s.2).max().unwrap_or_default()
+    }
+
+    /// Frames decoded between the first and the last look within `from..to` (Unix ms).
+    pub fn decoded_within(&self, (from, to): (u64, u64)) -> u64 {
+        let inside: Vec<u64> = self.looks.iter().filter(|(at, _)| from <= *at && *at <= to).map(|(_, f)| *f).collect();
+        inside.last().zip(inside.first()).map_or(0, |(last, first)| last - first)
+    }
+
+    /// The same, counting only freezes seen within `windows` (Unix ms, from..to).
+    pub fn longest_within(&self, windows: &[(u64, u64)]) -> Duration {
+        self.seen.iter().filter(|(at, _, _)| windows.iter().any(|(a, b)| a <= at && at <= b)).map(|s| s.2).max().unwrap_or_default()
+    }
+}
+
+/// Now, in Unix milliseconds (to compare with the pages' `Date.now()`).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 pub struct Participant {
     pub browser: Browser,
     pub name: String,
@@ -381,6 +420,35 @@ impl Participant {
             (self.browser.eval(&format!("return document.querySelector('#tiles [data-screen=\"{sharer}\"]') === null")).await == json!(true)).then_some(())
         })
         .await;
+    }
+
+    /// Starts looking, four times a second, at the freeze counters of the camera arriving
+    /// over the direct connection from `from`.
+    pub async fn watch_freezes(&self, from: &str) {
+        let script = "const from = arguments[0]; window.__freezes = []; \
+            window.__freezeTimer = setInterval(async () => { \
+              const peer = window.confabCall.peers.get(from); if (!peer) return; \
+              const camera = peer.transceivers.video?.mid; \
+              (await peer.pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.mid === camera) \
+                window.__freezes.push([s.freezeCount ?? -1, s.totalFreezesDuration ?? -1, s.framesDecoded ?? 0, Date.now()]); }); \
+            }, 250);";
+        self.browser.client.execute(script, vec![json!(from)]).await.unwrap();
+    }
+
+    /// Stops looking; what froze since `watch_freezes`.
+    pub async fn freezes(&self) -> Freezes {
+        let rows = self.browser.eval("clearInterval(window.__freezeTimer); return window.__freezes").await;
+        let rows: Vec<(f64, f64, f64, f64)> = serde_json::from_value(rows).unwrap();
+        assert!(rows.len() >= 2, "{}: too few looks at the freeze counters: {rows:?}", self.name);
+        assert!(rows.iter().all(|r| r.0 >= 0.0 && r.1 >= 0.0), "{}'s browser does not count freezes (freezeCount)", self.name);
+        let (first, last) = (rows[0], rows[rows.len() - 1]);
+        let seen = rows
+            .windows(2)
+            .filter(|w| w[1].0 > w[0].0)
+            .map(|w| (w[1].3 as u64, (w[1].0 - w[0].0) as u64, Duration::from_secs_f64((w[1].1 - w[0].1).max(0.0))))
+            .collect();
+        let looks = rows.iter().map(|r| (r.3 as u64, r.2 as u64)).collect();
+        Freezes { count: (last.0 - first.0) as u64, total: Duration::from_secs_f64(last.1 - first.1), frames_decoded: (last.2 - first.2) as u64, seen, looks }
     }
 
     pub async fn leave(&self) {

@@ -376,7 +376,7 @@ export class Call {
       // The path the meeting is on, or the other one until that path carries the share.
       const [first, second] = this.mode === "sfu" ? [this.sfuScreens, this.screens] : [this.screens, this.sfuScreens];
       const stream = first.get(id) ?? second.get(id);
-      if (stream) this.tiles.showScreen(id, stream);
+      if (stream && this.tiles.showScreen(id, stream)) log("info", `${id}: showing their screen`);
     }
     if (this.me && this.local.screen) {
       this.tiles.upsertScreen(this.me.id, this.me.name, true);
@@ -389,13 +389,18 @@ export class Call {
   /// (and has the SFU forward it to everyone). Returns whether we share now.
   async setScreen(on) {
     if (on) {
+      log("info", "asking the browser for a screen to share");
       const stream = await this.local.startScreen(() => this.setScreen(false));
       if (!stream) return false;
+      const settings = stream.getVideoTracks()[0]?.getSettings();
+      log("info", `sharing the screen (${settings?.width}x${settings?.height})`);
     } else {
       this.local.stopScreen();
+      log("info", "stopped sharing the screen");
     }
     for (const peer of this.peers.values()) await peer.setScreen();
     await this.sfu?.setScreen();
+    log("info", "screen share handed to every connection");
     this.announce(); // which shows the screens too (`people`)
     this.onScreenChange?.();
     return !!this.local.screen;

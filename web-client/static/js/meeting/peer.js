@@ -14,6 +14,7 @@
 // handles them. Signals are handled one at a time, in order.
 
 import { log } from "./log.js";
+import { SCREEN_FPS } from "./media.js";
 
 const DISCONNECTED_RESTART_MS = 4_000;
 
@@ -120,7 +121,7 @@ export class Peer {
     const params = sender.getParameters();
     if (!params.encodings?.length) return;
     params.encodings[0].maxBitrate = 800_000;
-    params.encodings[0].maxFramerate = 15;
+    params.encodings[0].maxFramerate = SCREEN_FPS;
     params.degradationPreference = "maintain-resolution";
     try {
       await sender.setParameters(params);

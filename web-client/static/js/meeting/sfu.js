@@ -7,6 +7,7 @@
 // the others, so neither our encoder nor our uplink spends anything on them.
 
 import { log } from "./log.js";
+import { SCREEN_FPS } from "./media.js";
 import * as protocol from "./protocol.js";
 
 /// Receive slots per kind: how many others we can hear and see at once through the SFU.
@@ -25,11 +26,11 @@ export const SIMULCAST = [
   { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
 
-/// A shared screen as two VP8 encodings: full size (up to 1080p) at a low frame rate for
+/// A shared screen as two VP8 encodings at its low frame rate: full size (up to 1080p) for
 /// the large tile, and half size for small tiles and weak links.
 export const SCREEN_SIMULCAST = [
-  { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 300_000, maxFramerate: 5 },
-  { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 1_500_000, maxFramerate: 15 },
+  { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 300_000, maxFramerate: SCREEN_FPS },
+  { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 1_500_000, maxFramerate: SCREEN_FPS },
 ];
 
 export class SfuLink {

@@ -177,9 +177,12 @@ export class Tiles {
     return tile;
   }
 
+  /// Shows `stream` in `id`'s screen tile; whether it was not shown already.
   showScreen(id, stream) {
     const tile = this.screens.get(id);
-    if (tile && tile.video.srcObject !== stream) tile.video.srcObject = stream;
+    if (!tile || tile.video.srcObject === stream) return false;
+    tile.video.srcObject = stream;
+    return true;
   }
 
   removeScreen(id) {
