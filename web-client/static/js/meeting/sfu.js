@@ -19,18 +19,22 @@ export const SCREEN_SLOTS = 2;
 
 /// Our camera as three VP8 encodings; the SFU forwards each subscriber the one that fits the
 /// tile it is shown in and its bandwidth. (Browsers drop the upper layers by themselves
-/// when the camera's resolution is too low for them.)
+/// when the camera's resolution is too low for them.) Each without temporal layers
+/// (`L1T1`; Chromium's simulcast default is three): the relay never thins a layer's frame
+/// rate, and with temporal layers a receiver skips (drops) a non-reference frame whose lost
+/// packet is still being retransmitted as soon as a later frame is complete, where with
+/// every frame a reference it waits the few milliseconds the retransmission takes.
 export const SIMULCAST = [
-  { rid: "l", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
-  { rid: "m", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
-  { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+  { rid: "l", scaleResolutionDownBy: 4, maxBitrate: 150_000, scalabilityMode: "L1T1" },
+  { rid: "m", scaleResolutionDownBy: 2, maxBitrate: 500_000, scalabilityMode: "L1T1" },
+  { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 1_500_000, scalabilityMode: "L1T1" },
 ];
 
 /// A shared screen as two VP8 encodings at its low frame rate: full size (up to 1080p) for
 /// the large tile, and half size for small tiles and weak links.
 export const SCREEN_SIMULCAST = [
-  { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 300_000, maxFramerate: SCREEN_FPS },
-  { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 1_500_000, maxFramerate: SCREEN_FPS },
+  { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 300_000, maxFramerate: SCREEN_FPS, scalabilityMode: "L1T1" },
+  { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 1_500_000, maxFramerate: SCREEN_FPS, scalabilityMode: "L1T1" },
 ];
 
 export class SfuLink {
