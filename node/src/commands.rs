@@ -16,7 +16,7 @@ use crate::config::{self, Common};
 use crate::datadir::{self, DataDir};
 use crate::http::{self, AppState};
 use crate::meeting::Hub;
-use crate::meeting::protocol::ParticipantId;
+use crate::meeting::room::Effect;
 use crate::secrets::{self, random_bytes};
 use crate::store::{Account, InviteRecord, NewToken, Store, TokenStatus};
 use confab_relay::{Notice, PeerKey, Relay};
@@ -56,14 +56,18 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     let (relay, notices) = start_relay(&settings, bound, turn_on_https)?;
     tracing::info!(%public_url, %bound, relay = %relay.addr, node_key = %hex_key(&node_key.public()), "node started");
     let withdrawn = crate::turn::Withdrawn::default();
-    let on_departed = {
+    let to_relay = {
         let (relay, withdrawn) = (relay.clone(), withdrawn.clone());
-        Box::new(move |room: &str, participant: ParticipantId, turn_usernames: &[String]| {
-            relay.remove(PeerKey { room: room.to_string(), participant: participant.0 });
-            withdrawn.withdraw(turn_usernames, clock::now());
+        Box::new(move |room: &str, effect: &Effect| match effect {
+            Effect::Departed { participant, turn_usernames } => {
+                relay.remove(PeerKey { room: room.to_string(), participant: participant.0 });
+                withdrawn.withdraw(turn_usernames, clock::now());
+            }
+            Effect::Silenced { participant, silenced } => relay.silence(PeerKey { room: room.to_string(), participant: participant.0 }, *silenced),
+            _ => {}
         })
     };
-    let hub = Hub::new(settings.room.clone(), on_departed);
+    let hub = Hub::new(settings.room.clone(), to_relay);
     let own_media = relay.addrs.clone();
     let state = AppState::new(store, node_key, public_url.clone(), hub, settings.ice_servers.clone(), relay);
     actix_web::rt::System::new().block_on(async move {

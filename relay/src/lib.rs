@@ -321,6 +321,12 @@ impl Relay {
         self.post_to(peer, |peer, room| ShardMessage::Share { peer, room, on });
     }
 
+    /// Tells the relay whether a host muted `peer`: while so, their microphone goes to
+    /// nobody (until they unmute themselves).
+    pub fn silence(&self, peer: PeerKey, on: bool) {
+        self.post_to(peer, |peer, room| ShardMessage::Silence { peer, room, on });
+    }
+
     /// Posts a message about `peer` to its shard, if the relay has them.
     fn post_to(&self, peer: PeerKey, message: impl FnOnce(PeerKey, RoomId) -> ShardMessage) {
         let placed = {

@@ -31,6 +31,8 @@ pub struct Member {
     pub screen: Vec<Mid>,
     /// Whether they share their screen now (the node tells the relay).
     pub sharing: bool,
+    /// A host muted them: their microphone goes to nobody until they unmute.
+    pub silenced: bool,
 }
 
 /// What the home shard tells every shard of the room.
@@ -197,6 +199,8 @@ impl Planner {
             order
                 .iter()
                 .filter_map(|who| Some((*who, by_id.get(who)?)))
+                // A host muted them: their microphone goes to nobody.
+                .filter(|(_, m)| !(kind == MediaKind::Audio && m.silenced))
                 .flat_map(|(who, m)| {
                     m.tracks.iter().filter(move |(mid, k)| *k == kind && !m.screen.contains(mid)).map(move |(mid, _)| Source { participant: who, mid: *mid })
                 })
@@ -251,6 +255,7 @@ mod tests {
             slots,
             screen: vec![],
             sharing: false,
+            silenced: false,
         }
     }
 
@@ -327,6 +332,24 @@ mod tests {
         let plan = planner.plan();
         assert!(plan.screens.is_empty());
         assert!(!forwarded(&plan, 2).contains(&(1, screen)), "a share that stopped is no longer forwarded");
+    }
+
+    #[test]
+    fn a_participant_a_host_muted_is_heard_by_nobody_until_they_unmute() {
+        let mut planner = Planner::new(9);
+        for p in 1..=3 {
+            planner.join(p, member(0));
+        }
+        planner.join(2, Member { silenced: true, ..member(0) });
+        let plan = planner.plan();
+        for subscriber in [1, 3] {
+            assert_eq!(sources(&plan, subscriber, MediaKind::Audio), vec![if subscriber == 1 { 3 } else { 1 }], "nobody hears 2");
+            assert!(sources(&plan, subscriber, MediaKind::Video).contains(&2), "2's camera still goes");
+        }
+        planner.join(2, member(0));
+        let mut heard = sources(&planner.plan(), 1, MediaKind::Audio);
+        heard.sort();
+        assert_eq!(heard, vec![2, 3], "2 unmuted: heard again");
     }
 
     #[test]

@@ -140,6 +140,25 @@ async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_on
     assert_eq!(a.browser.eval("return document.querySelector('#shortcuts').open").await, json!(true), "? opens the list of shortcuts");
     a.browser.eval("document.querySelector('#shortcuts').close()").await;
 
+    // Ana, a host, mutes everyone: Bo's and Cy's microphones go off (their buttons say so)
+    // and everyone's list shows them muted; Ana's stays on. Guests have no host tools.
+    assert_eq!(b.browser.eval("return document.querySelector('#host-tools').hidden").await, json!(true), "a guest sees host tools");
+    a.browser.eval("document.querySelector('#people-panel').hidden && document.querySelector('#toggle-people').click()").await;
+    a.browser.click("#mute-all").await;
+    for p in [&b, &c] {
+        confab_tests::eventually(&format!("{}'s microphone to be muted by the host", p.name), Duration::from_secs(10), || async {
+            (p.browser.eval("return document.querySelector('#toggle-mic').textContent").await == json!("Unmute")).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(a.browser.eval("return document.querySelector('#toggle-mic').textContent").await, json!("Mute"), "the host keeps her microphone");
+    confab_tests::eventually("Ana's list to show Bo and Cy muted", Duration::from_secs(10), || async {
+        let muted =
+            a.browser.eval(&format!("return ['{idb}', '{idc}'].every((id) => !document.querySelector(`#people [data-participant=\"${{id}}\"] .mute`))")).await;
+        (muted == json!(true)).then_some(())
+    })
+    .await;
+
     // A leaver's tile is gone from the others' screens within 2 s.
     let left = Instant::now();
     c.leave().await;

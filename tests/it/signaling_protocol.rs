@@ -412,3 +412,56 @@ async fn hands_queue_in_order_for_everyone_and_only_a_host_lowers_another_s() {
         }
     }
 }
+
+#[tokio::test]
+async fn host_tools_mute_lock_and_end_are_refused_to_guests_and_work_for_hosts() {
+    let (node, guest_invite, host_invite) = node_with_invites(&[]).await;
+    let (mut host, _) = Signaling::join(&node, ROOM, &host_invite, "Host").await;
+    let (mut ana, _) = Signaling::join(&node, ROOM, &guest_invite, "Ana").await;
+    let (mut bo, _) = Signaling::join(&node, ROOM, &guest_invite, "Bo").await;
+    ana.wait_for("joined").await;
+    // A guest's host messages: each refused with not_host, and nobody hears anything.
+    for message in [json!({"type": "mute", "participant": "all"}), json!({"type": "lock", "locked": true}), json!({"type": "end"})] {
+        bo.send(message.clone()).await;
+        assert_eq!(bo.expect("error").await["code"], "not_host", "{message}");
+    }
+    host.wait_for("joined").await; // Ana
+    host.wait_for("joined").await; // Bo
+    for p in [&mut host, &mut ana] {
+        p.send(json!({"type": "ping"})).await;
+        assert_eq!(p.expect("pong").await["type"], "pong", "nothing else was heard of Bo's attempts");
+    }
+
+    // Mute everyone: both guests are told, and shown muted.
+    host.send(json!({"type": "mute", "participant": "all"})).await;
+    assert_eq!(ana.wait_for("muted").await["by"], "Host");
+    assert_eq!(bo.wait_for("muted").await["by"], "Host");
+    let updated = host.wait_for("updated").await;
+    assert_eq!(updated["participant"]["audio"], false, "{updated}");
+
+    // Lock: everyone is told; a new guest is refused with its code, a host still gets in.
+    host.send(json!({"type": "lock", "locked": true})).await;
+    assert_eq!(ana.wait_for("locked").await["locked"], true);
+    let mut late = Signaling::connect(&node, ROOM).await;
+    late.send(json!({"type": "join", "v": 1, "invite": guest_invite, "name": "Late", "audio": true, "video": false})).await;
+    assert_eq!(late.expect("error").await["code"], "locked");
+    assert_eq!(late.expect_close().await, Some(4003));
+    let (mut host2, welcome_h2) = Signaling::join(&node, ROOM, &host_invite, "Host 2").await;
+    assert_eq!(welcome_h2["locked"], true);
+
+    // End: everyone gets `left` (reason ended) for themselves, then the close code 4004.
+    host.send(json!({"type": "end"})).await;
+    for (p, name) in [(&mut ana, "Ana"), (&mut bo, "Bo"), (&mut host2, "Host 2"), (&mut host, "Host")] {
+        let mut lefts = Vec::new();
+        let code = loop {
+            match p.next().await {
+                Heard::Message(m) if m["type"] == "left" => lefts.push(m),
+                Heard::Message(_) => {}
+                Heard::Closed(code) => break code,
+            }
+        };
+        assert!(!lefts.is_empty() && lefts.iter().all(|m| m["reason"] == "ended"), "{name}: {lefts:?}");
+        assert_eq!(code, Some(4004), "{name}");
+    }
+    assert_eq!(node.metric("confab_participants").await, 0);
+}

@@ -35,6 +35,8 @@ const WRITE_LIMIT: Duration = Duration::from_secs(10);
 pub const CLOSE_REMOVED: u16 = 4001;
 pub const CLOSE_REPLACED: u16 = 4002;
 pub const CLOSE_REFUSED: u16 = 4003;
+/// A host ended the meeting for everyone.
+pub const CLOSE_ENDED: u16 = 4004;
 /// "Try again later" (RFC 6455): a refusal that passes, such as the join rate.
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
 
@@ -247,6 +249,9 @@ impl Connection {
             }
             ClientMessage::MeshFailed { participant } => hub.act(room, conn, queue, |r, now| r.mesh_failed(conn, participant, now)),
             ClientMessage::Remove { participant } => hub.act(room, conn, queue, |r, now| r.remove(conn, participant, now)),
+            ClientMessage::Mute { participant } => hub.act(room, conn, queue, |r, _| r.mute(conn, participant)),
+            ClientMessage::Lock { locked } => hub.act(room, conn, queue, |r, _| r.lock(conn, locked)),
+            ClientMessage::End {} => hub.act(room, conn, queue, |r, now| r.end(conn, now)),
             ClientMessage::Chat { text, to } => {
                 let at = clock::unix_millis();
                 hub.act(room, conn, queue, |r, now| r.chat(conn, to, text, at, now))
@@ -259,8 +264,8 @@ impl Connection {
                 Ok(())
             }
             ClientMessage::SfuOffer { sdp } => {
-                let (participant, sharing) =
-                    hub.act(room, conn, queue, |r, now| r.sfu_offer(conn, now).map(|id| (id, r.sharing(id)))).map_err(|e| e.to_protocol())?;
+                let (participant, sharing, silenced) =
+                    hub.act(room, conn, queue, |r, now| r.sfu_offer(conn, now).map(|id| (id, r.sharing(id), r.silenced(id)))).map_err(|e| e.to_protocol())?;
                 let peer = PeerKey { room: room.to_string(), participant: participant.0 };
                 let answer = self
                     .state
@@ -268,9 +273,12 @@ impl Connection {
                     .publish(peer.clone(), sdp)
                     .await
                     .map_err(|e| ProtocolError::new("sfu_refused", format!("The SFU refused the connection: {e}.")))?;
-                // A new connection to the relay starts without a share; say if one is on.
+                // A new connection to the relay starts without a share or a host's mute.
                 if sharing {
-                    self.state.relay.share(peer, true);
+                    self.state.relay.share(peer.clone(), true);
+                }
+                if silenced {
+                    self.state.relay.silence(peer, true);
                 }
                 let _ = self.send(&ServerMessage::SfuAnswer { sdp: answer }).await;
                 Ok(())
@@ -326,6 +334,7 @@ fn close_for(why: CloseWhy) -> CloseReason {
         CloseWhy::Left => close(1000, "left"),
         CloseWhy::Removed => close(CLOSE_REMOVED, "removed"),
         CloseWhy::Replaced => close(CLOSE_REPLACED, "replaced"),
+        CloseWhy::Ended => close(CLOSE_ENDED, "ended"),
     }
 }
 

@@ -106,13 +106,15 @@ impl Dropped {
     }
 }
 
-/// Called when a seat ends for good, with the room's name, the participant and the TURN
-/// usernames it was given.
-pub type OnDeparted = Box<dyn Fn(&str, ParticipantId, &[String]) + Send + Sync>;
+/// Called with the room's name for what the room tells the rest of the node: a seat ended
+/// for good (`Effect::Departed`: the relay lets go, its TURN usernames stop working) or a
+/// participant's microphone silenced by a host (`Effect::Silenced`: the relay stops or
+/// resumes forwarding it).
+pub type ToOutside = Box<dyn Fn(&str, &Effect) + Send + Sync>;
 
 pub struct Hub {
     config: RoomConfig,
-    departed: OnDeparted,
+    outside: ToOutside,
     started: Instant,
     next_conn: AtomicU64,
     rooms: Mutex<HashMap<String, RoomEntry>>,
@@ -132,8 +134,8 @@ pub struct HubCounts {
 }
 
 impl Hub {
-    pub fn new(config: RoomConfig, departed: OnDeparted) -> Hub {
-        Hub { config, departed, started: Instant::now(), next_conn: AtomicU64::new(1), rooms: Mutex::new(HashMap::new()) }
+    pub fn new(config: RoomConfig, outside: ToOutside) -> Hub {
+        Hub { config, outside, started: Instant::now(), next_conn: AtomicU64::new(1), rooms: Mutex::new(HashMap::new()) }
     }
 
     /// Delivers `message` to one participant of `room`, if it is connected.
@@ -142,7 +144,7 @@ impl Hub {
         let mut rooms = self.lock();
         if let Some(entry) = rooms.get_mut(room) {
             entry.room.notify(participant, message);
-            entry.deliver(now, &self.departed);
+            entry.deliver(now, &self.outside);
         }
     }
 
@@ -151,7 +153,7 @@ impl Hub {
         let mut rooms = self.lock();
         if let Some(entry) = rooms.get_mut(room) {
             entry.room.notify_all(message);
-            entry.deliver(now, &self.departed);
+            entry.deliver(now, &self.outside);
         }
     }
 
@@ -175,7 +177,7 @@ impl Hub {
         let entry = rooms.entry(room.to_string()).or_insert_with(|| RoomEntry { room: Room::new(room, self.config.clone()), queues: HashMap::new() });
         entry.queues.insert(conn, queue.clone());
         let result = f(&mut entry.room, now);
-        entry.deliver(now, &self.departed);
+        entry.deliver(now, &self.outside);
         if entry.room.seat_of(conn).is_none() {
             entry.queues.remove(&conn);
         }
@@ -192,7 +194,7 @@ impl Hub {
         let Some(entry) = rooms.get_mut(room) else { return };
         entry.queues.remove(&conn);
         entry.room.disconnected(conn, now);
-        entry.deliver(now, &self.departed);
+        entry.deliver(now, &self.outside);
         if entry.room.is_empty() {
             rooms.remove(room);
         }
@@ -205,7 +207,7 @@ impl Hub {
         for entry in rooms.values_mut() {
             if entry.room.next_deadline().is_some_and(|d| d <= now) {
                 entry.room.tick(now);
-                entry.deliver(now, &self.departed);
+                entry.deliver(now, &self.outside);
             }
         }
         rooms.retain(|_, e| !e.room.is_empty());
@@ -232,7 +234,7 @@ impl Hub {
 impl RoomEntry {
     /// Sends the room's effects to the connections' queues until the room has no more to say.
     /// A full queue marks its connection as dropped, which may itself produce effects.
-    fn deliver(&mut self, now: Millis, departed: &OnDeparted) {
+    fn deliver(&mut self, now: Millis, outside: &ToOutside) {
         loop {
             let effects = self.room.take_effects();
             if effects.is_empty() {
@@ -253,7 +255,7 @@ impl RoomEntry {
                             let _ = queue.tx.try_send(Outbound::Close(why));
                         }
                     }
-                    Effect::Departed { participant, turn_usernames } => departed(self.room.name(), participant, &turn_usernames),
+                    Effect::Departed { .. } | Effect::Silenced { .. } => outside(self.room.name(), &effect),
                 }
             }
             for conn in stalled {

@@ -113,6 +113,18 @@ pub enum ClientMessage {
     Remove {
         participant: ParticipantId,
     },
+    /// Hosts only: ask one participant, or everyone but the host, to mute. The node marks
+    /// them muted and (in SFU mode) forwards none of their microphone until they unmute
+    /// themselves; nobody's microphone is ever turned on by anyone else.
+    Mute {
+        participant: Target,
+    },
+    /// Hosts only: lock the meeting (nobody new gets a seat but hosts) or unlock it.
+    Lock {
+        locked: bool,
+    },
+    /// Hosts only: end the meeting for everyone.
+    End {},
     Leave {},
     Ping {},
     /// In SFU mode: the offer for this participant's one connection to the node's relay
@@ -372,6 +384,8 @@ pub enum ServerMessage {
         ice_servers: Vec<IceServer>,
         /// The room's recent public chat, oldest first.
         chat: Vec<ServerMessage>,
+        /// Whether the meeting is locked (only hosts get new seats).
+        locked: bool,
     },
     Joined {
         participant: ParticipantView,
@@ -395,6 +409,15 @@ pub enum ServerMessage {
     },
     /// Sent to a participant a host removed, just before the node closes the connection.
     Removed {
+        by: String,
+    },
+    /// A host (named) muted you: your microphone is off for the others until you unmute.
+    Muted {
+        by: String,
+    },
+    /// A host (named) locked or unlocked the meeting.
+    Locked {
+        locked: bool,
         by: String,
     },
     Error {
@@ -477,6 +500,8 @@ pub enum LeftReason {
     Left,
     Removed,
     TimedOut,
+    /// A host ended the meeting for everyone.
+    Ended,
 }
 
 /// `RTCIceServer`, as the browser's `RTCPeerConnection` takes it.
@@ -511,6 +536,11 @@ mod tests {
         assert!(matches!(offer, ClientMessage::Signal { to: ParticipantId(2), .. }));
         let cand = parse(r#"{"type":"signal","to":"p2","candidate":{"candidate":"candidate:1 1 udp 1 10.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}}"#).unwrap();
         assert!(matches!(cand, ClientMessage::Signal { candidate: Some(_), .. }));
+        assert_eq!(parse(r#"{"type":"mute","participant":"all"}"#).unwrap(), ClientMessage::Mute { participant: Target::All });
+        assert_eq!(parse(r#"{"type":"mute","participant":"p3"}"#).unwrap(), ClientMessage::Mute { participant: Target::One(ParticipantId(3)) });
+        assert_eq!(parse(r#"{"type":"lock","locked":true}"#).unwrap(), ClientMessage::Lock { locked: true });
+        assert_eq!(parse(r#"{"type":"end"}"#).unwrap(), ClientMessage::End {});
+        assert_eq!(parse(r#"{"type":"mute"}"#).unwrap_err().code, "bad_message");
         assert_eq!(parse(r#"{"type":"media","audio":false,"video":true}"#).unwrap(), ClientMessage::Media { audio: false, video: true, screen: false });
         assert_eq!(parse(r#"{"type":"remove","participant":"p3"}"#).unwrap(), ClientMessage::Remove { participant: ParticipantId(3) });
         assert_eq!(parse(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave {});

@@ -80,6 +80,12 @@ pub enum Effect {
         participant: ParticipantId,
         turn_usernames: Vec<String>,
     },
+    /// A host muted `participant` (`true`), or they unmuted themselves (`false`): the relay
+    /// forwards none of their microphone while it is `true`.
+    Silenced {
+        participant: ParticipantId,
+        silenced: bool,
+    },
 }
 
 /// Why the node closes a connection; the shell maps these to WebSocket close codes.
@@ -87,6 +93,8 @@ pub enum Effect {
 pub enum CloseWhy {
     Left,
     Removed,
+    /// A host ended the meeting.
+    Ended,
     /// The same seat was resumed on a newer connection.
     Replaced,
 }
@@ -131,6 +139,8 @@ pub enum RoomError {
     TooManyJoins,
     #[error("too many chat messages: wait a moment")]
     TooManyChats,
+    #[error("the meeting is locked: only a host can let more people in")]
+    Locked,
 }
 
 impl RoomError {
@@ -148,6 +158,7 @@ impl RoomError {
             RoomError::AddressFull(_) => "address_full",
             RoomError::TooManyJoins => "join_rate_limited",
             RoomError::TooManyChats => "rate_limited",
+            RoomError::Locked => "locked",
         };
         let text = self.to_string();
         let mut chars = text.chars();
@@ -182,6 +193,8 @@ struct Participant {
     chats: Budget,
     /// While raised: the hand's place in the queue.
     hand: Option<u64>,
+    /// A host muted them and they have not unmuted since.
+    silenced: bool,
     /// The TURN usernames its welcomes carried.
     turn_usernames: Vec<String>,
     invite: String,
@@ -208,6 +221,8 @@ pub struct Room {
     chat: VecDeque<ServerMessage>,
     next_chat_id: u64,
     next_hand: u64,
+    /// Only hosts get new seats.
+    locked: bool,
     effects: Vec<Effect>,
 }
 
@@ -227,6 +242,7 @@ impl Room {
             chat: VecDeque::new(),
             next_chat_id: 1,
             next_hand: 1,
+            locked: false,
             effects: Vec::new(),
         }
     }
@@ -270,6 +286,11 @@ impl Room {
     /// Whether participant `id` shares their screen now.
     pub fn sharing(&self, id: ParticipantId) -> bool {
         self.participants.get(&id).is_some_and(|p| p.screen)
+    }
+
+    /// Whether a host muted participant `id` (and they have not unmuted since).
+    pub fn silenced(&self, id: ParticipantId) -> bool {
+        self.participants.get(&id).is_some_and(|p| p.silenced)
     }
 
     /// The seat held by `conn`, if any.
@@ -318,6 +339,7 @@ impl Room {
             sfu_offers: Budget::with(now, SFU_OFFER_BURST, SFU_OFFERS_PER_SECOND),
             chats: Budget::with(now, CHAT_BURST, CHATS_PER_SECOND),
             hand: None,
+            silenced: false,
             turn_usernames: Vec::new(),
             invite: seat.invite,
             origin: seat.origin,
@@ -339,6 +361,9 @@ impl Room {
     fn may_seat(&mut self, seat: &Seat, now: Millis) -> Result<(), RoomError> {
         if self.barred.iter().any(|(invite, origin)| *invite == seat.invite && *origin == seat.origin) {
             return Err(RoomError::Barred);
+        }
+        if self.locked && seat.role != Role::Host {
+            return Err(RoomError::Locked);
         }
         if seat.role == Role::Host || seat.origin.is_loopback() {
             return Ok(());
@@ -433,6 +458,12 @@ impl Room {
 
     pub fn set_media(&mut self, conn: ConnId, audio: bool, video: bool, screen: bool) -> Result<(), RoomError> {
         let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let p = self.participants.get_mut(&id).expect("seated");
+        if audio && p.silenced {
+            // They unmute themselves: a host's mute ends here.
+            p.silenced = false;
+            self.effects.push(Effect::Silenced { participant: id, silenced: false });
+        }
         let p = self.participants.get_mut(&id).expect("seated");
         if (p.audio, p.video, p.screen) != (audio, video, screen) {
             (p.audio, p.video, p.screen) = (audio, video, screen);
@@ -560,6 +591,72 @@ impl Room {
         Ok(())
     }
 
+    /// The host seated on `conn` (with their name), or why not.
+    fn host_of(&self, conn: ConnId) -> Result<(ParticipantId, String), RoomError> {
+        let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let p = &self.participants[&id];
+        if p.role != Role::Host {
+            return Err(RoomError::NotHost);
+        }
+        Ok((id, p.name.clone()))
+    }
+
+    /// A host asks one participant, or everyone but themselves, to mute: each is told
+    /// (`muted`), shown muted to all, and their microphone is no longer forwarded by the
+    /// SFU until they unmute themselves. Nobody is ever unmuted by someone else.
+    pub fn mute(&mut self, conn: ConnId, target: Target) -> Result<(), RoomError> {
+        let (host, by) = self.host_of(conn)?;
+        let targets: Vec<ParticipantId> = match target {
+            Target::One(t) if !self.participants.contains_key(&t) => return Err(RoomError::NoSuchParticipant(t)),
+            Target::One(t) => vec![t],
+            Target::All => self.participants.keys().copied().filter(|id| *id != host).collect(),
+        };
+        for t in targets {
+            let p = self.participants.get_mut(&t).expect("listed above");
+            let changed = p.audio || !p.silenced;
+            p.audio = false;
+            if !p.silenced {
+                p.silenced = true;
+                self.effects.push(Effect::Silenced { participant: t, silenced: true });
+            }
+            self.send_to(t, ServerMessage::Muted { by: by.clone() });
+            if changed {
+                let view = self.view(t);
+                self.broadcast(None, ServerMessage::Updated { participant: view });
+            }
+        }
+        Ok(())
+    }
+
+    /// A host locks (or unlocks) the meeting: while locked only hosts get new seats;
+    /// everyone present is told.
+    pub fn lock(&mut self, conn: ConnId, locked: bool) -> Result<(), RoomError> {
+        let (_, by) = self.host_of(conn)?;
+        if self.locked != locked {
+            self.locked = locked;
+            self.broadcast(None, ServerMessage::Locked { locked, by });
+        }
+        Ok(())
+    }
+
+    /// A host ends the meeting: every participant gets `left` (reason `ended`) for
+    /// everyone, themselves last, and every connection closes; the room is empty.
+    pub fn end(&mut self, conn: ConnId, now: Millis) -> Result<(), RoomError> {
+        self.host_of(conn)?;
+        let everyone: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        let conns: Vec<(ParticipantId, ConnId)> =
+            self.participants.iter().filter_map(|(id, p)| if let Link::Connected(c) = p.link { Some((*id, c)) } else { None }).collect();
+        for id in everyone {
+            self.remove_participant(id, LeftReason::Ended, now);
+        }
+        for (id, conn) in conns {
+            self.effects.push(Effect::Send { conn, message: ServerMessage::Left { participant: id, reason: LeftReason::Ended } });
+            self.effects.push(Effect::Close { conn, why: CloseWhy::Ended });
+        }
+        self.locked = false;
+        Ok(())
+    }
+
     /// Ends seats whose grace period is over and completes a pending return to mesh.
     pub fn tick(&mut self, now: Millis) {
         let expired: Vec<ParticipantId> =
@@ -638,6 +735,7 @@ impl Room {
             reconnect_grace_secs: self.config.reconnect_grace_ms / 1000,
             ice_servers: servers,
             chat: self.chat.iter().cloned().collect(),
+            locked: self.locked,
         };
         self.effects.push(Effect::Send { conn, message });
     }

@@ -31,7 +31,7 @@ fn sent(effects: &[Effect]) -> Vec<(ConnId, &ServerMessage)> {
         .iter()
         .filter_map(|e| match e {
             Effect::Send { conn, message } => Some((*conn, message)),
-            Effect::Close { .. } | Effect::Departed { .. } => None,
+            Effect::Close { .. } | Effect::Departed { .. } | Effect::Silenced { .. } => None,
         })
         .collect()
 }
@@ -55,6 +55,8 @@ fn types(effects: &[Effect], conn: ConnId) -> Vec<&'static str> {
             ServerMessage::Speaker { .. } => "speaker",
             ServerMessage::SfuLayers { .. } => "sfu-layers",
             ServerMessage::Chat { .. } => "chat",
+            ServerMessage::Muted { .. } => "muted",
+            ServerMessage::Locked { .. } => "locked",
         })
         .collect()
 }
@@ -661,4 +663,101 @@ fn hands_queue_in_the_order_raised_and_only_their_owner_or_a_host_lowers_them() 
     let lowered: std::collections::BTreeSet<ParticipantId> = hands(&mut room).into_iter().map(|(id, _)| id).collect();
     assert_eq!(lowered, [host, a].into(), "all: every raised hand, nobody else");
     assert_eq!(room.lower_hand(1, Target::One(ParticipantId(99))), Err(RoomError::NoSuchParticipant(ParticipantId(99))));
+}
+
+fn host(room: &mut Room, conn: ConnId, name: &str, now: Millis) -> ParticipantId {
+    room.join(conn, seat(name, Role::Host), format!("secret-{conn}"), &|_| vec![], now).unwrap()
+}
+
+fn silenced(effects: &[Effect]) -> Vec<(ParticipantId, bool)> {
+    effects.iter().filter_map(|e| if let Effect::Silenced { participant, silenced } = e { Some((*participant, *silenced)) } else { None }).collect()
+}
+
+#[test]
+fn a_host_mutes_one_or_everyone_else_and_only_they_can_unmute_themselves() {
+    let mut room = Room::new("clinic", config(4));
+    let h = host(&mut room, 1, "Hana", 0);
+    let a = join(&mut room, 2, "Ana", 0);
+    let b = join(&mut room, 3, "Bo", 0);
+    room.take_effects();
+    // A guest may not.
+    assert_eq!(room.mute(2, Target::One(b)), Err(RoomError::NotHost));
+    assert_eq!(room.mute(2, Target::All), Err(RoomError::NotHost));
+    assert!(room.take_effects().is_empty(), "a refused mute changes nothing for anyone");
+    assert_eq!(room.mute(1, Target::One(ParticipantId(99))), Err(RoomError::NoSuchParticipant(ParticipantId(99))));
+    // One.
+    room.mute(1, Target::One(a)).unwrap();
+    let effects = room.take_effects();
+    assert_eq!(silenced(&effects), vec![(a, true)]);
+    assert_eq!(types(&effects, 2), vec!["muted", "updated"]);
+    assert_eq!(types(&effects, 3), vec!["updated"]);
+    assert!(sent(&effects).iter().any(|(c, m)| *c == 3 && matches!(m, ServerMessage::Updated { participant } if participant.id == a && !participant.audio)));
+    // Everyone but the host (Ana, already muted, is told again but nothing else changes).
+    room.mute(1, Target::All).unwrap();
+    let effects = room.take_effects();
+    assert_eq!(silenced(&effects), vec![(b, true)]);
+    assert_eq!(types(&effects, 2), vec!["muted", "updated"]);
+    assert!(!silenced(&effects).iter().any(|(p, _)| *p == h), "the host keeps their microphone");
+    // Bo's client reports its microphone still off: nothing changes; then he unmutes himself.
+    room.set_media(3, false, true, false).unwrap();
+    assert!(silenced(&room.take_effects()).is_empty());
+    room.set_media(3, true, true, false).unwrap();
+    let effects = room.take_effects();
+    assert_eq!(silenced(&effects), vec![(b, false)]);
+    assert!(!room.silenced(b) && room.silenced(a));
+}
+
+#[test]
+fn a_locked_meeting_seats_only_hosts_and_everyone_present_is_told() {
+    let mut room = Room::new("clinic", config(4));
+    host(&mut room, 1, "Hana", 0);
+    join(&mut room, 2, "Ana", 0);
+    room.take_effects();
+    assert_eq!(room.lock(2, true), Err(RoomError::NotHost));
+    room.lock(1, true).unwrap();
+    let effects = room.take_effects();
+    for conn in [1, 2] {
+        assert_eq!(types(&effects, conn), vec!["locked"]);
+    }
+    let refused = room.join(3, seat("Cy", Role::Guest), "s".into(), &|_| vec![], 0);
+    assert_eq!(refused, Err(RoomError::Locked));
+    assert_eq!(RoomError::Locked.to_protocol().code, "locked");
+    // A host still gets in, and sees the lock in the welcome.
+    host(&mut room, 4, "Hugo", 0);
+    let effects = room.take_effects();
+    assert!(matches!(sent(&effects)[0], (4, ServerMessage::Welcome { locked: true, .. })));
+    room.lock(1, false).unwrap();
+    room.take_effects();
+    join(&mut room, 5, "Cy", 0);
+}
+
+#[test]
+fn ending_the_meeting_tells_everyone_closes_every_connection_and_empties_the_room() {
+    let mut room = Room::new("clinic", config(4));
+    let h = host(&mut room, 1, "Hana", 0);
+    let a = join(&mut room, 2, "Ana", 0);
+    let b = join(&mut room, 3, "Bo", 0);
+    room.disconnected(3, 10); // Bo is away: his seat ends too.
+    room.take_effects();
+    assert_eq!(room.end(2, 20), Err(RoomError::NotHost));
+    assert!(room.take_effects().is_empty());
+    room.end(1, 20).unwrap();
+    let effects = room.take_effects();
+    assert!(room.is_empty());
+    assert_eq!(room.next_deadline(), None);
+    for (conn, me) in [(1, h), (2, a)] {
+        let lefts: Vec<(ParticipantId, LeftReason)> = sent(&effects)
+            .into_iter()
+            .filter_map(|(c, m)| match m {
+                ServerMessage::Left { participant, reason } if c == conn => Some((*participant, *reason)),
+                _ => None,
+            })
+            .collect();
+        assert!(lefts.iter().all(|(_, r)| *r == LeftReason::Ended), "{lefts:?}");
+        assert_eq!(lefts.last(), Some(&(me, LeftReason::Ended)), "each is told they are out, last");
+        assert!(effects.contains(&Effect::Close { conn, why: CloseWhy::Ended }));
+    }
+    let departed: Vec<ParticipantId> =
+        effects.iter().filter_map(|e| if let Effect::Departed { participant, .. } = e { Some(*participant) } else { None }).collect();
+    assert_eq!(departed, vec![h, a, b]);
 }

@@ -309,10 +309,19 @@ impl Router {
     /// Whether `key` shares their screen now: their screen's tracks go to everyone, ahead
     /// of the cameras, or to nobody.
     pub fn share(&mut self, key: &PeerKey, room: RoomId, on: bool) {
+        self.update_member(key, room, |peer| std::mem::replace(&mut peer.sharing, on) != on);
+    }
+
+    /// Whether a host muted `key`: while so, their microphone goes to nobody.
+    pub fn silence(&mut self, key: &PeerKey, room: RoomId, on: bool) {
+        self.update_member(key, room, |peer| std::mem::replace(&mut peer.silenced, on) != on);
+    }
+
+    /// Changes what the home knows of `key` (`change` says whether it changed) and tells it.
+    fn update_member(&mut self, key: &PeerKey, room: RoomId, change: impl FnOnce(&mut Peer) -> bool) {
         let Some(index) = self.by_key.get(&(room, key.participant)).copied() else { return };
         let Some(peer) = self.peers[index].as_mut() else { return };
-        if peer.sharing != on {
-            peer.sharing = on;
+        if change(peer) {
             peer.announced = false;
             self.announce(index);
         }
@@ -583,6 +592,7 @@ impl Router {
             slots: peer.slots.iter().map(|s| (s.mid, s.kind)).collect(),
             screen: peer.tracks.iter().filter(|t| t.screen).map(|t| t.mid).collect(),
             sharing: peer.sharing,
+            silenced: peer.silenced,
         };
         let (room, participant) = (peer.room, peer.key.participant);
         let Some(state) = self.rooms.get(&room) else { return };

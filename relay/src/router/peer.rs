@@ -131,6 +131,8 @@ pub(crate) struct Peer {
     pub wanted: HashMap<(u64, bool), u32>,
     /// They share their screen now (the node says so).
     pub sharing: bool,
+    /// A host muted them (the node says so): their microphone is forwarded to nobody.
+    pub silenced: bool,
     /// Their downlink estimate from str0m's BWE (TWCC), bit/s.
     pub estimate: Option<u64>,
     /// When str0m next needs the time.
@@ -162,6 +164,7 @@ impl Peer {
             pt_for: Vec::new(),
             wanted: HashMap::new(),
             sharing: false,
+            silenced: false,
             estimate: None,
             next_timeout: now,
             clock: now,

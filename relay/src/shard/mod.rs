@@ -36,6 +36,7 @@ pub(crate) enum ShardMessage {
     Remove { peer: PeerKey, room: RoomId },
     View { peer: PeerKey, room: RoomId, tiles: Vec<Tile> },
     Share { peer: PeerKey, room: RoomId, on: bool },
+    Silence { peer: PeerKey, room: RoomId, on: bool },
     Handoff(Handoff),
 }
 
@@ -204,6 +205,7 @@ impl Shard {
                 ShardMessage::Remove { peer, room } => self.router.remove(now, &peer, room),
                 ShardMessage::View { peer, room, tiles } => self.router.view(&peer, room, tiles),
                 ShardMessage::Share { peer, room, on } => self.router.share(&peer, room, on),
+                ShardMessage::Silence { peer, room, on } => self.router.silence(&peer, room, on),
                 ShardMessage::Handoff(handoff) => self.router.handle_handoff(now, handoff),
             }
         }

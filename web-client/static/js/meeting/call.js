@@ -35,8 +35,9 @@ const layerName = (/** @type {number} */ height) => (height === 0 ? null : heigh
 export class Call {
   /// Handlers: onCount(n), onConnection(state), onEnd(reason), onPeople(me, others) whenever
   /// anyone's state changes, onChat(messages) for chat (a welcome's history, then each
-  /// message), onRefused(error) when the node refused something we sent.
-  constructor({ room, invite, name, local, levels, tiles, onCount, onConnection, onEnd, onPeople, onChat, onRefused }) {
+  /// message), onRefused(error) when the node refused something we sent, onNotice(text) for
+  /// what a host did to us or the meeting.
+  constructor({ room, invite, name, local, levels, tiles, onCount, onConnection, onEnd, onPeople, onChat, onRefused, onNotice }) {
     this.local = local;
     this.levels = levels;
     this.tiles = tiles;
@@ -46,6 +47,9 @@ export class Call {
     this.onPeople = onPeople ?? (() => {});
     this.onChat = onChat ?? (() => {});
     this.onRefused = onRefused ?? (() => {});
+    this.onNotice = onNotice ?? (() => {});
+    /** Whether the meeting is locked (only hosts get new seats). */
+    this.locked = false;
     this.me = null;
     this.participants = new Map();
     this.peers = new Map();
@@ -63,6 +67,8 @@ export class Call {
     this.meter = new Meter();
     /** @type {(() => void) | null} told when our share starts or stops by itself */
     this.onScreenChange = null;
+    /** @type {(() => void) | null} told when our microphone or camera changed without a click (a host muted us) */
+    this.onLocalChange = null;
     /** @type {Map<string, MediaStream>} each sharer's screen as it reaches us in the mesh */
     this.screens = new Map();
     /** @type {Map<string, MediaStream>} the same through the SFU */
@@ -82,6 +88,7 @@ export class Call {
 
   welcome(m, resumed) {
     this.iceServers = m.ice_servers;
+    this.locked = !!m.locked;
     this.mode = m.mode;
     if (!resumed) {
       // A new seat (first join, or a return after the grace period): start every pair afresh.
@@ -281,8 +288,21 @@ export class Call {
         break;
       case "left":
         log("info", `${m.participant}: left (${m.reason})`);
+        if (m.participant === this.me?.id) break; // The meeting ended: the close follows.
         this.drop(m.participant);
         this.changed();
+        break;
+      case "muted":
+        // A host asked us to mute: we do (only we can unmute ourselves).
+        this.setAudio(false)
+          .then(() => this.onLocalChange?.())
+          .catch((e) => log("warn", "could not mute", e));
+        this.onNotice(`${m.by} muted you. Unmute when you want to speak.`);
+        break;
+      case "locked":
+        this.locked = m.locked;
+        this.onNotice(m.locked ? `${m.by} locked the meeting: nobody new can join.` : `${m.by} unlocked the meeting.`);
+        this.people();
         break;
       case "signal":
         this.peers.get(m.from)?.signal({ description: m.description, candidate: m.candidate });
@@ -465,6 +485,21 @@ export class Call {
 
   remove(id) {
     this.signaling.send(protocol.remove(id));
+  }
+
+  /// Hosts: ask participant `id`, or everyone else ("all"), to mute.
+  mute(id) {
+    return this.signaling.send(protocol.mute(id));
+  }
+
+  /// Hosts: lock or unlock the meeting.
+  setLocked(locked) {
+    return this.signaling.send(protocol.lock(locked));
+  }
+
+  /// Hosts: end the meeting for everyone.
+  endForAll() {
+    return this.signaling.send(protocol.end());
   }
 
   /// Sends a chat message to everyone, or privately to participant `to`; false if the

@@ -14,6 +14,7 @@ export const CLOSE = Object.freeze({
   REMOVED: 4001,
   REPLACED: 4002,
   REFUSED: 4003,
+  ENDED: 4004,
 });
 
 /// Longest chat message the node accepts, in characters.
@@ -93,7 +94,22 @@ export function sfuOffer(sdp) {
   return { type: "sfu-offer", sdp };
 }
 
-/** @param {{ participant: string, height: number }[]} tiles */
+/** Hosts: ask one participant (an id) or everyone else ("all") to mute. @param {string} participant */
+export function mute(participant) {
+  return { type: "mute", participant };
+}
+
+/** Hosts: lock the meeting (only hosts get new seats) or unlock it. @param {boolean} locked */
+export function lock(locked) {
+  return { type: "lock", locked };
+}
+
+/** Hosts: end the meeting for everyone. */
+export function end() {
+  return { type: "end" };
+}
+
+/** @param {{ participant: string, screen?: boolean, height: number }[]} tiles */
 export function sfuView(tiles) {
   return { type: "sfu-view", tiles };
 }

@@ -13,7 +13,7 @@ const MAX_BACKOFF_MS = 5_000;
 
 // Close codes after which reconnecting would not help (the node said why before closing).
 const { CLOSE } = protocol;
-const FINAL_CLOSES = new Set([CLOSE.LEFT, CLOSE.REMOVED, CLOSE.REPLACED, CLOSE.REFUSED, CLOSE.POLICY]);
+const FINAL_CLOSES = new Set([CLOSE.LEFT, CLOSE.REMOVED, CLOSE.REPLACED, CLOSE.REFUSED, CLOSE.POLICY, CLOSE.ENDED]);
 
 export class Signaling {
   /// `join(resume)` builds the join message (`protocol.join`) with the seat to resume, if
@@ -84,7 +84,8 @@ export class Signaling {
   closed(code) {
     if (this.ended) return;
     if (FINAL_CLOSES.has(code) || (code !== CLOSE.TRY_AGAIN && !this.welcomed && this.lastError && this.resume === null)) {
-      this.end(this.lastError?.message ?? (code === CLOSE.REPLACED ? "You joined this meeting from another tab or window." : "The meeting connection closed."));
+      const why = code === CLOSE.REPLACED ? "You joined this meeting from another tab or window." : code === CLOSE.ENDED ? "A host ended the meeting for everyone." : "The meeting connection closed.";
+      this.end(this.lastError?.message ?? why);
       return;
     }
     this.handlers.onState("reconnecting");

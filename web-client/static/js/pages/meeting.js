@@ -152,6 +152,7 @@ function startCall(name) {
   const people = new People($("#people"), $("#hand-queue"), {
     lowerHand: (id) => call.lowerHand(id),
     remove: (id) => call.remove(id),
+    mute: (id) => call.mute(id),
     privately: (id) => {
       openPanel("chat");
       $("#chat-to").value = id;
@@ -182,6 +183,10 @@ function startCall(name) {
       people.render(me, others);
       chat.addressees(others);
       $("#lower-all").hidden = me.role !== "host";
+      $("#host-tools").hidden = me.role !== "host";
+      const lock = $("#toggle-lock");
+      lock.textContent = call.locked ? "Unlock meeting" : "Lock meeting";
+      lock.setAttribute("aria-pressed", String(call.locked));
       const raised = me.hand != null;
       const handButton = $("#toggle-hand");
       handButton.textContent = raised ? "Lower hand" : "Raise hand";
@@ -193,6 +198,10 @@ function startCall(name) {
         unread += added;
         showUnread();
       }
+    },
+    onNotice: (text) => {
+      say(connection, text, "info");
+      setTimeout(() => say(connection, ""), 6000);
     },
     onRefused: (error) => {
       if (error.code.startsWith("chat_") || error.code === "rate_limited" || error.code === "no_such_participant") say($("#chat-error"), error.message);
@@ -240,6 +249,11 @@ function startCall(name) {
   });
   call.onScreenChange = showScreenButton;
   $("#lower-all").addEventListener("click", () => call.lowerHand("all"));
+  $("#mute-all").addEventListener("click", () => call.mute("all"));
+  $("#toggle-lock").addEventListener("click", () => call.setLocked(!call.locked));
+  $("#end-all").addEventListener("click", () => {
+    if (confirm("End the meeting for everyone? Everybody's call ends now.")) call.endForAll();
+  });
   const chatText = $("#chat-text");
   chatText.maxLength = MAX_CHAT_CHARS;
   $("#chat-form").addEventListener("submit", (event) => {
@@ -264,6 +278,7 @@ function startCall(name) {
     cameraButton.textContent = local.videoOn ? "Stop camera" : "Start camera";
     cameraButton.setAttribute("aria-pressed", String(!local.videoOn));
   };
+  call.onLocalChange = showButtons;
   const toggle = (button, action) => button.addEventListener("click", async () => {
     button.disabled = true;
     try {
