@@ -41,3 +41,41 @@ async fn a_webrtc_rs_participant_and_two_browsers_exchange_media_through_the_sfu
     a.wait_receiving(&[&idb]).await;
     assert_eq!(node.metric("confab_participants").await, 2);
 }
+
+/// Audio packets `native` receives over `seconds`.
+async fn audio_in(native: &NativeParticipant, seconds: u64) -> u64 {
+    let before = native.audio_packets();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    native.audio_packets() - before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_participant_a_host_muted_is_forwarded_to_nobody_until_they_unmute_even_if_they_keep_sending() {
+    let (node, link, host_link) = start_meeting(&["--mesh-threshold", "0"], "muting").await;
+    let host_invite = host_link.split_once('#').expect("a link carries its invite").1;
+    let (mut host, _) = confab_tests::signaling::Signaling::join(&node, "muting", host_invite, "Host").await;
+    let rusty = NativeParticipant::join(&link, "Rusty").await;
+    let rita = NativeParticipant::join(&link, "Rita").await;
+    rita.wait_receiving(&[&rusty.id]).await;
+    // Rusty is the only one sending audio to Rita (the host has no media).
+    let unmuted = audio_in(&rita, 2).await;
+    println!("Rita receives {unmuted} audio packets in 2 s from Rusty");
+    assert!(unmuted >= 50, "{unmuted}");
+
+    // The host mutes everyone. Rusty (webrtc-rs, which ignores `muted`) keeps sending Opus:
+    // the relay forwards none of it.
+    host.send(serde_json::json!({"type": "mute", "participant": "all"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let muted = audio_in(&rita, 3).await;
+    println!("…and {muted} in 3 s after the host muted everyone");
+    assert_eq!(muted, 0, "the relay still forwards a muted participant's microphone");
+
+    // Rusty unmutes himself: forwarded again.
+    rusty.send(serde_json::json!({"type": "media", "audio": true, "video": true}));
+    let again = confab_tests::eventually_or("Rusty's audio to reach Rita again", Duration::from_secs(10), || async {
+        let n = audio_in(&rita, 1).await;
+        if n >= 20 { Ok(n) } else { Err(format!("{n} packets in 1 s")) }
+    })
+    .await;
+    println!("…and {again} in 1 s once he unmuted");
+}

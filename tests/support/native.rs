@@ -63,6 +63,8 @@ pub struct NativeParticipant {
     pc: Arc<dyn PeerConnection>,
     /// Slot mid → counts.
     received: Arc<Mutex<BTreeMap<String, Received>>>,
+    /// Audio RTP packets received on any slot, whoever they came from.
+    audio_packets: Arc<std::sync::atomic::AtomicU64>,
     /// Slot mid → (participant, kind), from the latest `sfu-slots`.
     slots: Arc<Mutex<BTreeMap<String, (String, String)>>>,
     connection: watch::Receiver<RTCPeerConnectionState>,
@@ -216,10 +218,12 @@ impl NativeParticipant {
         let mut tasks = Vec::new();
 
         // Each remote track: which slot it is (by its receiver's transceiver), then count.
-        let (counts, peer) = (received.clone(), pc.clone());
+        let audio_packets = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (counts, peer, audio_total) = (received.clone(), pc.clone(), audio_packets.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(track) = tracks.recv().await {
                 let track_id = track.track_id().await;
+                let audio = track.kind().await == RtpCodecKind::Audio;
                 let mut mid = None;
                 for transceiver in peer.get_transceivers().await {
                     if let Ok(Some(receiver)) = transceiver.receiver().await
@@ -229,10 +233,13 @@ impl NativeParticipant {
                     }
                 }
                 let Some(mid) = mid else { continue };
-                let counts = counts.clone();
+                let (counts, audio_total) = (counts.clone(), audio_total.clone());
                 tokio::spawn(async move {
                     while let Some(event) = track.poll().await {
                         if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                            if audio {
+                                audio_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                             let mut counts = counts.lock().unwrap();
                             let c: &mut Received = counts.entry(mid.clone()).or_default();
                             c.packets += 1;
@@ -278,7 +285,17 @@ impl NativeParticipant {
             }
         }));
 
-        NativeParticipant { name: name.to_string(), id, pc, received, slots, connection, outgoing, signaling: Some(signaling), tasks }
+        NativeParticipant { name: name.to_string(), id, pc, received, audio_packets, slots, connection, outgoing, signaling: Some(signaling), tasks }
+    }
+
+    /// Audio RTP packets received so far on any slot, from anyone.
+    pub fn audio_packets(&self) -> u64 {
+        self.audio_packets.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sends a signaling message of our own (e.g. `media`).
+    pub fn send(&self, message: Value) {
+        let _ = self.outgoing.send(message);
     }
 
     /// The connection to the relay, as webrtc-rs sees it.
