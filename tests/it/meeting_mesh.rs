@@ -172,6 +172,10 @@ async fn three_chromium_participants_meet_in_a_direct_mesh_and_a_host_removes_on
     let buttons = b.browser.eval("return document.querySelectorAll('#tiles .remove').length").await;
     assert_eq!(buttons, 0, "a guest sees Remove buttons");
     a.browser.click(&format!("[data-participant=\"{idb}\"] .remove")).await;
+    // She confirms (the dialog says who is barred: this link from this network only).
+    let question = a.browser.client.get_alert_text().await.expect("a confirmation before a removal");
+    assert!(question.starts_with("Remove Bo from the meeting?"), "{question}");
+    a.browser.client.accept_alert().await.unwrap();
     let reason = b.browser.wait_visible("#ended-reason").await;
     assert_eq!(reason, "Ana removed you from the meeting.");
     a.wait_tile_gone(&idb, Duration::from_secs(5)).await;

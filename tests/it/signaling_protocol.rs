@@ -414,14 +414,19 @@ async fn hands_queue_in_order_for_everyone_and_only_a_host_lowers_another_s() {
 }
 
 #[tokio::test]
-async fn host_tools_mute_lock_and_end_are_refused_to_guests_and_work_for_hosts() {
+async fn host_tools_mute_lock_make_host_and_end_are_refused_to_guests_and_work_for_hosts() {
     let (node, guest_invite, host_invite) = node_with_invites(&[]).await;
     let (mut host, _) = Signaling::join(&node, ROOM, &host_invite, "Host").await;
-    let (mut ana, _) = Signaling::join(&node, ROOM, &guest_invite, "Ana").await;
+    let (mut ana, welcome_a) = Signaling::join(&node, ROOM, &guest_invite, "Ana").await;
     let (mut bo, _) = Signaling::join(&node, ROOM, &guest_invite, "Bo").await;
     ana.wait_for("joined").await;
     // A guest's host messages: each refused with not_host, and nobody hears anything.
-    for message in [json!({"type": "mute", "participant": "all"}), json!({"type": "lock", "locked": true}), json!({"type": "end"})] {
+    for message in [
+        json!({"type": "mute", "participant": "all"}),
+        json!({"type": "lock", "locked": true}),
+        json!({"type": "end"}),
+        json!({"type": "make-host", "participant": "p3"}),
+    ] {
         bo.send(message.clone()).await;
         assert_eq!(bo.expect("error").await["code"], "not_host", "{message}");
     }
@@ -448,6 +453,19 @@ async fn host_tools_mute_lock_and_end_are_refused_to_guests_and_work_for_hosts()
     assert_eq!(late.expect_close().await, Some(4003));
     let (mut host2, welcome_h2) = Signaling::join(&node, ROOM, &host_invite, "Host 2").await;
     assert_eq!(welcome_h2["locked"], true);
+
+    // The host makes Ana a host: everyone sees her role, and she may now unlock.
+    bo.send(json!({"type": "make-host", "participant": id(&welcome_a)})).await;
+    assert_eq!(bo.wait_for("error").await["code"], "not_host");
+    host.send(json!({"type": "make-host", "participant": id(&welcome_a)})).await;
+    loop {
+        let updated = bo.wait_for("updated").await;
+        if updated["participant"]["id"] == id(&welcome_a) && updated["participant"]["role"] == "host" {
+            break;
+        }
+    }
+    ana.send(json!({"type": "lock", "locked": false})).await;
+    assert_eq!(bo.wait_for("locked").await["locked"], false);
 
     // End: everyone gets `left` (reason ended) for themselves, then the close code 4004.
     host.send(json!({"type": "end"})).await;

@@ -252,6 +252,7 @@ impl Connection {
             ClientMessage::Mute { participant } => hub.act(room, conn, queue, |r, _| r.mute(conn, participant)),
             ClientMessage::Lock { locked } => hub.act(room, conn, queue, |r, _| r.lock(conn, locked)),
             ClientMessage::End {} => hub.act(room, conn, queue, |r, now| r.end(conn, now)),
+            ClientMessage::MakeHost { participant } => hub.act(room, conn, queue, |r, _| r.make_host(conn, participant)),
             ClientMessage::Chat { text, to } => {
                 let at = clock::unix_millis();
                 hub.act(room, conn, queue, |r, now| r.chat(conn, to, text, at, now))

@@ -125,6 +125,10 @@ pub enum ClientMessage {
     },
     /// Hosts only: end the meeting for everyone.
     End {},
+    /// Hosts only: make another participant a host for the rest of this meeting.
+    MakeHost {
+        participant: ParticipantId,
+    },
     Leave {},
     Ping {},
     /// In SFU mode: the offer for this participant's one connection to the node's relay
@@ -540,6 +544,7 @@ mod tests {
         assert_eq!(parse(r#"{"type":"mute","participant":"p3"}"#).unwrap(), ClientMessage::Mute { participant: Target::One(ParticipantId(3)) });
         assert_eq!(parse(r#"{"type":"lock","locked":true}"#).unwrap(), ClientMessage::Lock { locked: true });
         assert_eq!(parse(r#"{"type":"end"}"#).unwrap(), ClientMessage::End {});
+        assert_eq!(parse(r#"{"type":"make-host","participant":"p2"}"#).unwrap(), ClientMessage::MakeHost { participant: ParticipantId(2) });
         assert_eq!(parse(r#"{"type":"mute"}"#).unwrap_err().code, "bad_message");
         assert_eq!(parse(r#"{"type":"media","audio":false,"video":true}"#).unwrap(), ClientMessage::Media { audio: false, video: true, screen: false });
         assert_eq!(parse(r#"{"type":"remove","participant":"p3"}"#).unwrap(), ClientMessage::Remove { participant: ParticipantId(3) });

@@ -639,6 +639,19 @@ impl Room {
         Ok(())
     }
 
+    /// A host makes `target` a host for the rest of this meeting (their seat's role; a new
+    /// seat takes the role of the invite presented then). Everyone sees the new role.
+    pub fn make_host(&mut self, conn: ConnId, target: ParticipantId) -> Result<(), RoomError> {
+        self.host_of(conn)?;
+        let p = self.participants.get_mut(&target).ok_or(RoomError::NoSuchParticipant(target))?;
+        if p.role != Role::Host {
+            p.role = Role::Host;
+            let view = self.view(target);
+            self.broadcast(None, ServerMessage::Updated { participant: view });
+        }
+        Ok(())
+    }
+
     /// A host ends the meeting: every participant gets `left` (reason `ended`) for
     /// everyone, themselves last, and every connection closes; the room is empty.
     pub fn end(&mut self, conn: ConnId, now: Millis) -> Result<(), RoomError> {

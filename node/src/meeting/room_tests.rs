@@ -761,3 +761,25 @@ fn ending_the_meeting_tells_everyone_closes_every_connection_and_empties_the_roo
         effects.iter().filter_map(|e| if let Effect::Departed { participant, .. } = e { Some(*participant) } else { None }).collect();
     assert_eq!(departed, vec![h, a, b]);
 }
+
+#[test]
+fn a_host_makes_a_guest_a_host_who_can_then_use_the_host_tools() {
+    let mut room = Room::new("clinic", config(4));
+    host(&mut room, 1, "Hana", 0);
+    let a = join(&mut room, 2, "Ana", 0);
+    let b = join(&mut room, 3, "Bo", 0);
+    room.take_effects();
+    assert_eq!(room.make_host(3, a), Err(RoomError::NotHost), "a guest cannot");
+    assert_eq!(room.lock(2, true), Err(RoomError::NotHost));
+    room.make_host(1, a).unwrap();
+    let effects = room.take_effects();
+    for conn in [1, 2, 3] {
+        assert!(
+            sent(&effects)
+                .iter()
+                .any(|(c, m)| *c == conn && matches!(m, ServerMessage::Updated { participant } if participant.id == a && participant.role == "host"))
+        );
+    }
+    room.lock(2, true).unwrap();
+    room.mute(2, Target::One(b)).unwrap();
+}

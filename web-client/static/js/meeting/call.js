@@ -275,8 +275,11 @@ export class Call {
           this.tiles.upsert(m.participant, this.tileOptions());
         } else if (m.participant.id === this.me?.id) {
           // Our own hand (and role) as the node has it; what we send we know better.
+          const promoted = m.participant.role !== this.me.role;
           this.me = { ...this.me, hand: m.participant.hand, role: m.participant.role };
           this.tiles.upsert(this.me, { self: true });
+          // Made a host: the others' tiles get the host's actions.
+          if (promoted) for (const p of this.participants.values()) this.tiles.upsert(p, this.tileOptions());
         }
         this.people();
         break;
@@ -332,7 +335,14 @@ export class Call {
   }
 
   tileOptions() {
-    return { onRemove: this.me?.role === "host" ? (id) => this.remove(id) : null };
+    return { onRemove: this.me?.role === "host" ? (id) => this.confirmRemove(id) : null };
+  }
+
+  /// Hosts: removes `id` after asking (a link is often shared: the removal bars this link
+  /// from that network only).
+  confirmRemove(id) {
+    const name = this.nameOf(id);
+    if (confirm(`Remove ${name} from the meeting? They cannot come back with the same link from the same network; others who were given that link still can.`)) this.remove(id);
   }
 
   arrive(view) {
@@ -495,6 +505,11 @@ export class Call {
   /// Hosts: lock or unlock the meeting.
   setLocked(locked) {
     return this.signaling.send(protocol.lock(locked));
+  }
+
+  /// Hosts: make participant `id` a host for this meeting.
+  makeHost(id) {
+    return this.signaling.send(protocol.makeHost(id));
   }
 
   /// Hosts: end the meeting for everyone.

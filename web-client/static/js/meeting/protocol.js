@@ -104,6 +104,11 @@ export function lock(locked) {
   return { type: "lock", locked };
 }
 
+/** Hosts: make another participant a host for this meeting. @param {string} participant */
+export function makeHost(participant) {
+  return { type: "make-host", participant };
+}
+
 /** Hosts: end the meeting for everyone. */
 export function end() {
   return { type: "end" };

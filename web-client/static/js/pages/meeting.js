@@ -151,8 +151,9 @@ function startCall(name) {
   let call;
   const people = new People($("#people"), $("#hand-queue"), {
     lowerHand: (id) => call.lowerHand(id),
-    remove: (id) => call.remove(id),
+    remove: (id) => call.confirmRemove(id),
     mute: (id) => call.mute(id),
+    makeHost: (id) => call.makeHost(id),
     privately: (id) => {
       openPanel("chat");
       $("#chat-to").value = id;
