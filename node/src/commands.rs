@@ -19,7 +19,7 @@ use crate::meeting::Hub;
 use crate::meeting::room::Effect;
 use crate::secrets::{self, random_bytes};
 use crate::store::{Account, InviteRecord, NewToken, Store, TokenStatus};
-use confab_relay::{Notice, PeerKey, Relay};
+use confab_relay::{Held, Notice, PeerKey, Relay};
 
 pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     raise_open_files_limit();
@@ -63,7 +63,9 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
                 relay.remove(PeerKey { room: room.to_string(), participant: participant.0 });
                 withdrawn.withdraw(turn_usernames, clock::now());
             }
-            Effect::Silenced { participant, silenced } => relay.silence(PeerKey { room: room.to_string(), participant: participant.0 }, *silenced),
+            Effect::Held { participant, audio, video } => {
+                relay.hold(PeerKey { room: room.to_string(), participant: participant.0 }, Held { audio: *audio, video: *video })
+            }
             _ => {}
         })
     };

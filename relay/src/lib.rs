@@ -180,6 +180,14 @@ pub struct Tile {
     pub height: u32,
 }
 
+/// What a host holds back of a participant: their microphone, their camera. Held media is
+/// forwarded to nobody until they turn it on again themselves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub audio: bool,
+    pub video: bool,
+}
+
 /// What the relay tells the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -321,10 +329,10 @@ impl Relay {
         self.post_to(peer, |peer, room| ShardMessage::Share { peer, room, on });
     }
 
-    /// Tells the relay whether a host muted `peer`: while so, their microphone goes to
-    /// nobody (until they unmute themselves).
-    pub fn silence(&self, peer: PeerKey, on: bool) {
-        self.post_to(peer, |peer, room| ShardMessage::Silence { peer, room, on });
+    /// Tells the relay what a host holds back of `peer` (muted microphone, stopped
+    /// camera): held media goes to nobody until they turn it on again themselves.
+    pub fn hold(&self, peer: PeerKey, held: Held) {
+        self.post_to(peer, |peer, room| ShardMessage::Hold { peer, room, held });
     }
 
     /// Posts a message about `peer` to its shard, if the relay has them.

@@ -31,8 +31,9 @@ pub struct Member {
     pub screen: Vec<Mid>,
     /// Whether they share their screen now (the node tells the relay).
     pub sharing: bool,
-    /// A host muted them: their microphone goes to nobody until they unmute.
-    pub silenced: bool,
+    /// What a host holds back of them (microphone, camera): it goes to nobody until they
+    /// turn it on again.
+    pub held: crate::Held,
 }
 
 /// What the home shard tells every shard of the room.
@@ -199,8 +200,8 @@ impl Planner {
             order
                 .iter()
                 .filter_map(|who| Some((*who, by_id.get(who)?)))
-                // A host muted them: their microphone goes to nobody.
-                .filter(|(_, m)| !(kind == MediaKind::Audio && m.silenced))
+                // What a host holds back goes to nobody.
+                .filter(|(_, m)| if kind == MediaKind::Audio { !m.held.audio } else { !m.held.video })
                 .flat_map(|(who, m)| {
                     m.tracks.iter().filter(move |(mid, k)| *k == kind && !m.screen.contains(mid)).map(move |(mid, _)| Source { participant: who, mid: *mid })
                 })
@@ -255,7 +256,7 @@ mod tests {
             slots,
             screen: vec![],
             sharing: false,
-            silenced: false,
+            held: crate::Held::default(),
         }
     }
 
@@ -335,17 +336,19 @@ mod tests {
     }
 
     #[test]
-    fn a_participant_a_host_muted_is_heard_by_nobody_until_they_unmute() {
+    fn what_a_host_holds_back_goes_to_nobody_until_they_turn_it_on_again() {
         let mut planner = Planner::new(9);
         for p in 1..=3 {
             planner.join(p, member(0));
         }
-        planner.join(2, Member { silenced: true, ..member(0) });
+        planner.join(2, Member { held: crate::Held { audio: true, video: false }, ..member(0) });
         let plan = planner.plan();
         for subscriber in [1, 3] {
             assert_eq!(sources(&plan, subscriber, MediaKind::Audio), vec![if subscriber == 1 { 3 } else { 1 }], "nobody hears 2");
             assert!(sources(&plan, subscriber, MediaKind::Video).contains(&2), "2's camera still goes");
         }
+        planner.join(2, Member { held: crate::Held { audio: false, video: true }, ..member(0) });
+        assert!(!sources(&planner.plan(), 1, MediaKind::Video).contains(&2), "a camera a host stopped goes to nobody");
         planner.join(2, member(0));
         let mut heard = sources(&planner.plan(), 1, MediaKind::Audio);
         heard.sort();

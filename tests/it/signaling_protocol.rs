@@ -443,6 +443,10 @@ async fn host_tools_mute_lock_make_host_and_end_are_refused_to_guests_and_work_f
     assert_eq!(bo.wait_for("muted").await["by"], "Host");
     let updated = host.wait_for("updated").await;
     assert_eq!(updated["participant"]["audio"], false, "{updated}");
+    // Stop Ana's camera: she is told which.
+    host.send(json!({"type": "mute", "participant": id(&welcome_a), "kind": "video"})).await;
+    let muted = ana.wait_for("muted").await;
+    assert_eq!((muted["kind"].as_str(), muted["by"].as_str()), (Some("video"), Some("Host")), "{muted}");
 
     // Lock: everyone is told; a new guest is refused with its code, a host still gets in.
     host.send(json!({"type": "lock", "locked": true})).await;

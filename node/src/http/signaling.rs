@@ -19,7 +19,7 @@ use crate::meeting::hub::{Outbound, Queue};
 use crate::meeting::protocol::{self, ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, ServerMessage, SlotView};
 use crate::meeting::room::{CloseWhy, ConnId, RoomError, Seat};
 use crate::secrets;
-use confab_relay::{Notice, PeerKey, Tile};
+use confab_relay::{Held, Notice, PeerKey, Tile};
 
 /// How long a new connection has to send its `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -249,7 +249,7 @@ impl Connection {
             }
             ClientMessage::MeshFailed { participant } => hub.act(room, conn, queue, |r, now| r.mesh_failed(conn, participant, now)),
             ClientMessage::Remove { participant } => hub.act(room, conn, queue, |r, now| r.remove(conn, participant, now)),
-            ClientMessage::Mute { participant } => hub.act(room, conn, queue, |r, _| r.mute(conn, participant)),
+            ClientMessage::Mute { participant, kind } => hub.act(room, conn, queue, |r, _| r.mute(conn, participant, kind)),
             ClientMessage::Lock { locked } => hub.act(room, conn, queue, |r, _| r.lock(conn, locked)),
             ClientMessage::End {} => hub.act(room, conn, queue, |r, now| r.end(conn, now)),
             ClientMessage::MakeHost { participant } => hub.act(room, conn, queue, |r, _| r.make_host(conn, participant)),
@@ -265,8 +265,8 @@ impl Connection {
                 Ok(())
             }
             ClientMessage::SfuOffer { sdp } => {
-                let (participant, sharing, silenced) =
-                    hub.act(room, conn, queue, |r, now| r.sfu_offer(conn, now).map(|id| (id, r.sharing(id), r.silenced(id)))).map_err(|e| e.to_protocol())?;
+                let (participant, sharing, (held_audio, held_video)) =
+                    hub.act(room, conn, queue, |r, now| r.sfu_offer(conn, now).map(|id| (id, r.sharing(id), r.held(id)))).map_err(|e| e.to_protocol())?;
                 let peer = PeerKey { room: room.to_string(), participant: participant.0 };
                 let answer = self
                     .state
@@ -278,8 +278,8 @@ impl Connection {
                 if sharing {
                     self.state.relay.share(peer.clone(), true);
                 }
-                if silenced {
-                    self.state.relay.silence(peer, true);
+                if held_audio || held_video {
+                    self.state.relay.hold(peer, Held { audio: held_audio, video: held_video });
                 }
                 let _ = self.send(&ServerMessage::SfuAnswer { sdp: answer }).await;
                 Ok(())

@@ -108,8 +108,8 @@ impl Dropped {
 
 /// Called with the room's name for what the room tells the rest of the node: a seat ended
 /// for good (`Effect::Departed`: the relay lets go, its TURN usernames stop working) or a
-/// participant's microphone silenced by a host (`Effect::Silenced`: the relay stops or
-/// resumes forwarding it).
+/// participant's microphone or camera held back by a host (`Effect::Held`: the relay stops
+/// or resumes forwarding it).
 pub type ToOutside = Box<dyn Fn(&str, &Effect) + Send + Sync>;
 
 pub struct Hub {
@@ -255,7 +255,7 @@ impl RoomEntry {
                             let _ = queue.tx.try_send(Outbound::Close(why));
                         }
                     }
-                    Effect::Departed { .. } | Effect::Silenced { .. } => outside(self.room.name(), &effect),
+                    Effect::Departed { .. } | Effect::Held { .. } => outside(self.room.name(), &effect),
                 }
             }
             for conn in stalled {

@@ -113,11 +113,14 @@ pub enum ClientMessage {
     Remove {
         participant: ParticipantId,
     },
-    /// Hosts only: ask one participant, or everyone but the host, to mute. The node marks
-    /// them muted and (in SFU mode) forwards none of their microphone until they unmute
-    /// themselves; nobody's microphone is ever turned on by anyone else.
+    /// Hosts only: ask one participant, or everyone but the host, to mute (`kind` audio,
+    /// the default) or to stop their camera (`video`). The node marks it off and (in SFU
+    /// mode) forwards none of it until they turn it on again themselves; nobody's
+    /// microphone or camera is ever turned on by someone else.
     Mute {
         participant: Target,
+        #[serde(default)]
+        kind: MuteKind,
     },
     /// Hosts only: lock the meeting (nobody new gets a seat but hosts) or unlock it.
     Lock {
@@ -147,6 +150,15 @@ pub enum ClientMessage {
     MeshFailed {
         participant: ParticipantId,
     },
+}
+
+/// What a host's `mute` turns off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MuteKind {
+    #[default]
+    Audio,
+    Video,
 }
 
 /// One participant, or everyone (`"all"`).
@@ -415,9 +427,11 @@ pub enum ServerMessage {
     Removed {
         by: String,
     },
-    /// A host (named) muted you: your microphone is off for the others until you unmute.
+    /// A host (named) muted you (`audio`) or stopped your camera (`video`): it is off for
+    /// the others until you turn it on again.
     Muted {
         by: String,
+        kind: MuteKind,
     },
     /// A host (named) locked or unlocked the meeting.
     Locked {
@@ -540,8 +554,10 @@ mod tests {
         assert!(matches!(offer, ClientMessage::Signal { to: ParticipantId(2), .. }));
         let cand = parse(r#"{"type":"signal","to":"p2","candidate":{"candidate":"candidate:1 1 udp 1 10.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}}"#).unwrap();
         assert!(matches!(cand, ClientMessage::Signal { candidate: Some(_), .. }));
-        assert_eq!(parse(r#"{"type":"mute","participant":"all"}"#).unwrap(), ClientMessage::Mute { participant: Target::All });
-        assert_eq!(parse(r#"{"type":"mute","participant":"p3"}"#).unwrap(), ClientMessage::Mute { participant: Target::One(ParticipantId(3)) });
+        assert_eq!(parse(r#"{"type":"mute","participant":"all"}"#).unwrap(), ClientMessage::Mute { participant: Target::All, kind: MuteKind::Audio });
+        assert_eq!(parse(r#"{"type":"mute","participant":"p3"}"#).unwrap(), ClientMessage::Mute { participant: Target::One(ParticipantId(3)), kind: MuteKind::Audio });
+        assert_eq!(parse(r#"{"type":"mute","participant":"p3","kind":"video"}"#).unwrap(), ClientMessage::Mute { participant: Target::One(ParticipantId(3)), kind: MuteKind::Video });
+        assert_eq!(parse(r#"{"type":"mute","participant":"p3","kind":"screen"}"#).unwrap_err().code, "bad_message");
         assert_eq!(parse(r#"{"type":"lock","locked":true}"#).unwrap(), ClientMessage::Lock { locked: true });
         assert_eq!(parse(r#"{"type":"end"}"#).unwrap(), ClientMessage::End {});
         assert_eq!(parse(r#"{"type":"make-host","participant":"p2"}"#).unwrap(), ClientMessage::MakeHost { participant: ParticipantId(2) });

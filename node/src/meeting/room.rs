@@ -12,7 +12,7 @@ use confab_keys::Role;
 use super::budget::{Budget, CHAT_BURST, CHATS_PER_SECOND, JOIN_BURST, JOINS_PER_SECOND, SFU_OFFER_BURST, SFU_OFFERS_PER_SECOND};
 
 use super::protocol::{
-    IceServer, LeftReason, MediaMode, PROTOCOL_VERSION, ParticipantId, ParticipantView, ProtocolError, ServerMessage, SignalPayload, Target,
+    IceServer, LeftReason, MediaMode, MuteKind, PROTOCOL_VERSION, ParticipantId, ParticipantView, ProtocolError, ServerMessage, SignalPayload, Target,
 };
 
 /// Monotonic milliseconds, from whatever origin the caller chose.
@@ -80,11 +80,12 @@ pub enum Effect {
         participant: ParticipantId,
         turn_usernames: Vec<String>,
     },
-    /// A host muted `participant` (`true`), or they unmuted themselves (`false`): the relay
-    /// forwards none of their microphone while it is `true`.
-    Silenced {
+    /// What a host now holds back of `participant` (their microphone, their camera): the
+    /// relay forwards none of it until they turn it on again themselves.
+    Held {
         participant: ParticipantId,
-        silenced: bool,
+        audio: bool,
+        video: bool,
     },
 }
 
@@ -193,8 +194,9 @@ struct Participant {
     chats: Budget,
     /// While raised: the hand's place in the queue.
     hand: Option<u64>,
-    /// A host muted them and they have not unmuted since.
-    silenced: bool,
+    /// A host muted them / stopped their camera, and they have not turned it on since.
+    held_audio: bool,
+    held_video: bool,
     /// The TURN usernames its welcomes carried.
     turn_usernames: Vec<String>,
     invite: String,
@@ -288,9 +290,9 @@ impl Room {
         self.participants.get(&id).is_some_and(|p| p.screen)
     }
 
-    /// Whether a host muted participant `id` (and they have not unmuted since).
-    pub fn silenced(&self, id: ParticipantId) -> bool {
-        self.participants.get(&id).is_some_and(|p| p.silenced)
+    /// What a host holds back of participant `id`: (microphone, camera).
+    pub fn held(&self, id: ParticipantId) -> (bool, bool) {
+        self.participants.get(&id).map_or((false, false), |p| (p.held_audio, p.held_video))
     }
 
     /// The seat held by `conn`, if any.
@@ -339,7 +341,8 @@ impl Room {
             sfu_offers: Budget::with(now, SFU_OFFER_BURST, SFU_OFFERS_PER_SECOND),
             chats: Budget::with(now, CHAT_BURST, CHATS_PER_SECOND),
             hand: None,
-            silenced: false,
+            held_audio: false,
+            held_video: false,
             turn_usernames: Vec::new(),
             invite: seat.invite,
             origin: seat.origin,
@@ -459,10 +462,11 @@ impl Room {
     pub fn set_media(&mut self, conn: ConnId, audio: bool, video: bool, screen: bool) -> Result<(), RoomError> {
         let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
         let p = self.participants.get_mut(&id).expect("seated");
-        if audio && p.silenced {
-            // They unmute themselves: a host's mute ends here.
-            p.silenced = false;
-            self.effects.push(Effect::Silenced { participant: id, silenced: false });
+        if (audio && p.held_audio) || (video && p.held_video) {
+            // They turn it on again themselves: a host's mute (or stop) ends here.
+            p.held_audio &= !audio;
+            p.held_video &= !video;
+            self.effects.push(Effect::Held { participant: id, audio: p.held_audio, video: p.held_video });
         }
         let p = self.participants.get_mut(&id).expect("seated");
         if (p.audio, p.video, p.screen) != (audio, video, screen) {
@@ -601,10 +605,11 @@ impl Room {
         Ok((id, p.name.clone()))
     }
 
-    /// A host asks one participant, or everyone but themselves, to mute: each is told
-    /// (`muted`), shown muted to all, and their microphone is no longer forwarded by the
-    /// SFU until they unmute themselves. Nobody is ever unmuted by someone else.
-    pub fn mute(&mut self, conn: ConnId, target: Target) -> Result<(), RoomError> {
+    /// A host asks one participant, or everyone but themselves, to mute (or to stop their
+    /// camera, `kind`): each is told (`muted`), shown with it off to all, and it is no longer
+    /// forwarded by the SFU until they turn it on again themselves. Nobody's microphone or
+    /// camera is ever turned on by someone else.
+    pub fn mute(&mut self, conn: ConnId, target: Target, kind: MuteKind) -> Result<(), RoomError> {
         let (host, by) = self.host_of(conn)?;
         let targets: Vec<ParticipantId> = match target {
             Target::One(t) if !self.participants.contains_key(&t) => return Err(RoomError::NoSuchParticipant(t)),
@@ -613,13 +618,15 @@ impl Room {
         };
         for t in targets {
             let p = self.participants.get_mut(&t).expect("listed above");
-            let changed = p.audio || !p.silenced;
-            p.audio = false;
-            if !p.silenced {
-                p.silenced = true;
-                self.effects.push(Effect::Silenced { participant: t, silenced: true });
+            let (on, held) = match kind {
+                MuteKind::Audio => (&mut p.audio, &mut p.held_audio),
+                MuteKind::Video => (&mut p.video, &mut p.held_video),
+            };
+            let changed = std::mem::replace(on, false);
+            if !std::mem::replace(held, true) {
+                self.effects.push(Effect::Held { participant: t, audio: p.held_audio, video: p.held_video });
             }
-            self.send_to(t, ServerMessage::Muted { by: by.clone() });
+            self.send_to(t, ServerMessage::Muted { by: by.clone(), kind });
             if changed {
                 let view = self.view(t);
                 self.broadcast(None, ServerMessage::Updated { participant: view });

@@ -31,7 +31,7 @@ fn sent(effects: &[Effect]) -> Vec<(ConnId, &ServerMessage)> {
         .iter()
         .filter_map(|e| match e {
             Effect::Send { conn, message } => Some((*conn, message)),
-            Effect::Close { .. } | Effect::Departed { .. } | Effect::Silenced { .. } => None,
+            Effect::Close { .. } | Effect::Departed { .. } | Effect::Held { .. } => None,
         })
         .collect()
 }
@@ -669,8 +669,9 @@ fn host(room: &mut Room, conn: ConnId, name: &str, now: Millis) -> ParticipantId
     room.join(conn, seat(name, Role::Host), format!("secret-{conn}"), &|_| vec![], now).unwrap()
 }
 
+/// The microphones a host now holds back (or no longer does).
 fn silenced(effects: &[Effect]) -> Vec<(ParticipantId, bool)> {
-    effects.iter().filter_map(|e| if let Effect::Silenced { participant, silenced } = e { Some((*participant, *silenced)) } else { None }).collect()
+    effects.iter().filter_map(|e| if let Effect::Held { participant, audio, .. } = e { Some((*participant, *audio)) } else { None }).collect()
 }
 
 #[test]
@@ -681,19 +682,19 @@ fn a_host_mutes_one_or_everyone_else_and_only_they_can_unmute_themselves() {
     let b = join(&mut room, 3, "Bo", 0);
     room.take_effects();
     // A guest may not.
-    assert_eq!(room.mute(2, Target::One(b)), Err(RoomError::NotHost));
-    assert_eq!(room.mute(2, Target::All), Err(RoomError::NotHost));
+    assert_eq!(room.mute(2, Target::One(b), MuteKind::Audio), Err(RoomError::NotHost));
+    assert_eq!(room.mute(2, Target::All, MuteKind::Audio), Err(RoomError::NotHost));
     assert!(room.take_effects().is_empty(), "a refused mute changes nothing for anyone");
-    assert_eq!(room.mute(1, Target::One(ParticipantId(99))), Err(RoomError::NoSuchParticipant(ParticipantId(99))));
+    assert_eq!(room.mute(1, Target::One(ParticipantId(99)), MuteKind::Audio), Err(RoomError::NoSuchParticipant(ParticipantId(99))));
     // One.
-    room.mute(1, Target::One(a)).unwrap();
+    room.mute(1, Target::One(a), MuteKind::Audio).unwrap();
     let effects = room.take_effects();
     assert_eq!(silenced(&effects), vec![(a, true)]);
     assert_eq!(types(&effects, 2), vec!["muted", "updated"]);
     assert_eq!(types(&effects, 3), vec!["updated"]);
     assert!(sent(&effects).iter().any(|(c, m)| *c == 3 && matches!(m, ServerMessage::Updated { participant } if participant.id == a && !participant.audio)));
     // Everyone but the host (Ana, already muted, is told again but nothing else changes).
-    room.mute(1, Target::All).unwrap();
+    room.mute(1, Target::All, MuteKind::Audio).unwrap();
     let effects = room.take_effects();
     assert_eq!(silenced(&effects), vec![(b, true)]);
     assert_eq!(types(&effects, 2), vec!["muted", "updated"]);
@@ -704,7 +705,15 @@ fn a_host_mutes_one_or_everyone_else_and_only_they_can_unmute_themselves() {
     room.set_media(3, true, true, false).unwrap();
     let effects = room.take_effects();
     assert_eq!(silenced(&effects), vec![(b, false)]);
-    assert!(!room.silenced(b) && room.silenced(a));
+    assert!(!room.held(b).0 && room.held(a).0);
+    // A host stops Ana's camera: held until she starts it herself; her microphone stays held.
+    room.mute(1, Target::One(a), MuteKind::Video).unwrap();
+    let effects = room.take_effects();
+    assert!(effects.contains(&Effect::Held { participant: a, audio: true, video: true }));
+    assert!(sent(&effects).iter().any(|(c, m)| *c == 2 && matches!(m, ServerMessage::Muted { kind: MuteKind::Video, .. })));
+    room.set_media(2, false, true, false).unwrap();
+    assert!(room.take_effects().contains(&Effect::Held { participant: a, audio: true, video: false }));
+    assert_eq!(room.held(a), (true, false));
 }
 
 #[test]
@@ -781,5 +790,5 @@ fn a_host_makes_a_guest_a_host_who_can_then_use_the_host_tools() {
         );
     }
     room.lock(2, true).unwrap();
-    room.mute(2, Target::One(b)).unwrap();
+    room.mute(2, Target::One(b), MuteKind::Audio).unwrap();
 }

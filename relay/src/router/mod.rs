@@ -39,7 +39,7 @@ use crate::slots::Source;
 use crate::speakers::SPEECH_LEVEL;
 use crate::splice::{Feed, Incoming, Rewritten, Verdict};
 use crate::vp8::{self, Vp8Info};
-use crate::{Counters, Notice, PeerKey, RelayError, Tile};
+use crate::{Counters, Held, Notice, PeerKey, RelayError, Tile};
 use peer::{LayerBook, Peer, Slot, Track};
 
 /// How often speakers, plans, layers and bandwidth targets are reviewed.
@@ -312,9 +312,9 @@ impl Router {
         self.update_member(key, room, |peer| std::mem::replace(&mut peer.sharing, on) != on);
     }
 
-    /// Whether a host muted `key`: while so, their microphone goes to nobody.
-    pub fn silence(&mut self, key: &PeerKey, room: RoomId, on: bool) {
-        self.update_member(key, room, |peer| std::mem::replace(&mut peer.silenced, on) != on);
+    /// What a host holds back of `key` (microphone, camera): held media goes to nobody.
+    pub fn hold(&mut self, key: &PeerKey, room: RoomId, held: Held) {
+        self.update_member(key, room, |peer| std::mem::replace(&mut peer.held, held) != held);
     }
 
     /// Changes what the home knows of `key` (`change` says whether it changed) and tells it.
@@ -592,7 +592,7 @@ impl Router {
             slots: peer.slots.iter().map(|s| (s.mid, s.kind)).collect(),
             screen: peer.tracks.iter().filter(|t| t.screen).map(|t| t.mid).collect(),
             sharing: peer.sharing,
-            silenced: peer.silenced,
+            held: peer.held,
         };
         let (room, participant) = (peer.room, peer.key.participant);
         let Some(state) = self.rooms.get(&room) else { return };

@@ -131,8 +131,8 @@ pub(crate) struct Peer {
     pub wanted: HashMap<(u64, bool), u32>,
     /// They share their screen now (the node says so).
     pub sharing: bool,
-    /// A host muted them (the node says so): their microphone is forwarded to nobody.
-    pub silenced: bool,
+    /// What a host holds back of them (the node says so): forwarded to nobody.
+    pub held: crate::Held,
     /// Their downlink estimate from str0m's BWE (TWCC), bit/s.
     pub estimate: Option<u64>,
     /// When str0m next needs the time.
@@ -164,7 +164,7 @@ impl Peer {
             pt_for: Vec::new(),
             wanted: HashMap::new(),
             sharing: false,
-            silenced: false,
+            held: crate::Held::default(),
             estimate: None,
             next_timeout: now,
             clock: now,

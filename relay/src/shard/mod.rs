@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::router::{Handoff, Output, RoomId, Router, RouterConfig};
-use crate::{Counters, Notice, PeerKey, RelayConfig, RelayError, Tile};
+use crate::{Counters, Held, Notice, PeerKey, RelayConfig, RelayError, Tile};
 
 use udp::{BATCH, Batch};
 
@@ -36,7 +36,7 @@ pub(crate) enum ShardMessage {
     Remove { peer: PeerKey, room: RoomId },
     View { peer: PeerKey, room: RoomId, tiles: Vec<Tile> },
     Share { peer: PeerKey, room: RoomId, on: bool },
-    Silence { peer: PeerKey, room: RoomId, on: bool },
+    Hold { peer: PeerKey, room: RoomId, held: Held },
     Handoff(Handoff),
 }
 
@@ -205,7 +205,7 @@ impl Shard {
                 ShardMessage::Remove { peer, room } => self.router.remove(now, &peer, room),
                 ShardMessage::View { peer, room, tiles } => self.router.view(&peer, room, tiles),
                 ShardMessage::Share { peer, room, on } => self.router.share(&peer, room, on),
-                ShardMessage::Silence { peer, room, on } => self.router.silence(&peer, room, on),
+                ShardMessage::Hold { peer, room, held } => self.router.hold(&peer, room, held),
                 ShardMessage::Handoff(handoff) => self.router.handle_handoff(now, handoff),
             }
         }

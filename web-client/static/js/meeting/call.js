@@ -296,11 +296,11 @@ export class Call {
         this.changed();
         break;
       case "muted":
-        // A host asked us to mute: we do (only we can unmute ourselves).
-        this.setAudio(false)
+        // A host asked us to mute (or to stop our camera): we do; only we turn it on again.
+        (m.kind === "video" ? this.setVideo(false) : this.setAudio(false))
           .then(() => this.onLocalChange?.())
-          .catch((e) => log("warn", "could not mute", e));
-        this.onNotice(`${m.by} muted you. Unmute when you want to speak.`);
+          .catch((e) => log("warn", "could not turn off what a host asked", e));
+        this.onNotice(m.kind === "video" ? `${m.by} stopped your camera. Start it again when you want.` : `${m.by} muted you. Unmute when you want to speak.`);
         break;
       case "locked":
         this.locked = m.locked;
@@ -497,9 +497,11 @@ export class Call {
     this.signaling.send(protocol.remove(id));
   }
 
-  /// Hosts: ask participant `id`, or everyone else ("all"), to mute.
-  mute(id) {
-    return this.signaling.send(protocol.mute(id));
+  /// Hosts: ask participant `id`, or everyone else ("all"), to mute (or to stop their
+  /// camera, `kind` "video").
+  /** @param {string} id @param {"audio" | "video"} [kind] */
+  mute(id, kind = "audio") {
+    return this.signaling.send(protocol.mute(id, kind));
   }
 
   /// Hosts: lock or unlock the meeting.

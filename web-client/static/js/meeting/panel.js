@@ -52,7 +52,7 @@ export class People {
   /**
    * @param {HTMLElement} list the <ul> of everyone
    * @param {HTMLElement} queue the <ol> of raised hands, in order
-   * @param {{ lowerHand: (id: string) => void, remove: (id: string) => void, mute: (id: string) => void, makeHost: (id: string) => void, privately: (id: string) => void }} actions
+   * @param {{ lowerHand: (id: string) => void, remove: (id: string) => void, mute: (id: string) => void, stopCamera: (id: string) => void, makeHost: (id: string) => void, privately: (id: string) => void }} actions
    */
   constructor(list, queue, actions) {
     this.list = list;
@@ -106,6 +106,7 @@ export class People {
       ...states,
       self ? null : el("button", { type: "button", class: "link", title: `Send ${p.name} a private message`, onclick: () => this.actions.privately(p.id) }, "Message"),
       host && !self && p.audio ? el("button", { type: "button", class: "link mute", onclick: () => this.actions.mute(p.id) }, "Mute") : null,
+      host && !self && p.video ? el("button", { type: "button", class: "link stop-camera", onclick: () => this.actions.stopCamera(p.id) }, "Stop camera") : null,
       host && !self && p.role !== "host" ? el("button", { type: "button", class: "link make-host", onclick: () => this.actions.makeHost(p.id) }, "Make host") : null,
       host && !self ? el("button", { type: "button", class: "link remove", onclick: () => this.actions.remove(p.id) }, "Remove") : null,
     );

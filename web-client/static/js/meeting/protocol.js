@@ -94,9 +94,13 @@ export function sfuOffer(sdp) {
   return { type: "sfu-offer", sdp };
 }
 
-/** Hosts: ask one participant (an id) or everyone else ("all") to mute. @param {string} participant */
-export function mute(participant) {
-  return { type: "mute", participant };
+/**
+ * Hosts: ask one participant (an id) or everyone else ("all") to mute, or to stop their camera.
+ * @param {string} participant
+ * @param {"audio" | "video"} [kind]
+ */
+export function mute(participant, kind = "audio") {
+  return kind === "audio" ? { type: "mute", participant } : { type: "mute", participant, kind };
 }
 
 /** Hosts: lock the meeting (only hosts get new seats) or unlock it. @param {boolean} locked */

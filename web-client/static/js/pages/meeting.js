@@ -153,6 +153,7 @@ function startCall(name) {
     lowerHand: (id) => call.lowerHand(id),
     remove: (id) => call.confirmRemove(id),
     mute: (id) => call.mute(id),
+    stopCamera: (id) => call.mute(id, "video"),
     makeHost: (id) => call.makeHost(id),
     privately: (id) => {
       openPanel("chat");
