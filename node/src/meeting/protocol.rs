@@ -555,8 +555,14 @@ mod tests {
         let cand = parse(r#"{"type":"signal","to":"p2","candidate":{"candidate":"candidate:1 1 udp 1 10.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}}"#).unwrap();
         assert!(matches!(cand, ClientMessage::Signal { candidate: Some(_), .. }));
         assert_eq!(parse(r#"{"type":"mute","participant":"all"}"#).unwrap(), ClientMessage::Mute { participant: Target::All, kind: MuteKind::Audio });
-        assert_eq!(parse(r#"{"type":"mute","participant":"p3"}"#).unwrap(), ClientMessage::Mute { participant: Target::One(ParticipantId(3)), kind: MuteKind::Audio });
-        assert_eq!(parse(r#"{"type":"mute","participant":"p3","kind":"video"}"#).unwrap(), ClientMessage::Mute { participant: Target::One(ParticipantId(3)), kind: MuteKind::Video });
+        assert_eq!(
+            parse(r#"{"type":"mute","participant":"p3"}"#).unwrap(),
+            ClientMessage::Mute { participant: Target::One(ParticipantId(3)), kind: MuteKind::Audio }
+        );
+        assert_eq!(
+            parse(r#"{"type":"mute","participant":"p3","kind":"video"}"#).unwrap(),
+            ClientMessage::Mute { participant: Target::One(ParticipantId(3)), kind: MuteKind::Video }
+        );
         assert_eq!(parse(r#"{"type":"mute","participant":"p3","kind":"screen"}"#).unwrap_err().code, "bad_message");
         assert_eq!(parse(r#"{"type":"lock","locked":true}"#).unwrap(), ClientMessage::Lock { locked: true });
         assert_eq!(parse(r#"{"type":"end"}"#).unwrap(), ClientMessage::End {});
