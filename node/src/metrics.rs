@@ -55,6 +55,7 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
     metric("confab_media_forwarded_packets_total", "Datagrams the SFU sent.", "counter", &load(&media.packets_forwarded));
     metric("confab_media_forwarded_bytes_total", "Bytes the SFU sent.", "counter", &load(&media.bytes_forwarded));
     metric("confab_media_forwarded_frames_total", "Audio and video frames the SFU forwarded to subscribers.", "counter", &load(&media.frames_forwarded));
+    metric("confab_media_forwarded_audio_packets_total", "Audio packets the SFU forwarded to subscribers.", "counter", &load(&media.audio_forwarded));
     metric(
         "confab_media_keyframe_requests_received_total",
         "Keyframe requests (PLI/FIR) from subscribers.",

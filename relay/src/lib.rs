@@ -105,6 +105,8 @@ pub struct Counters {
     pub bytes_forwarded: AtomicU64,
     /// Audio packets and video frames (last packets) forwarded to subscribers.
     pub frames_forwarded: AtomicU64,
+    /// Of those, audio packets.
+    pub audio_forwarded: AtomicU64,
     /// Keyframe requests (PLI/FIR) from subscribers, and those the relay sent publishers.
     pub keyframe_requests_received: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
@@ -142,6 +144,7 @@ impl Counters {
             packets_forwarded: AtomicU64::new(0),
             bytes_forwarded: AtomicU64::new(0),
             frames_forwarded: AtomicU64::new(0),
+            audio_forwarded: AtomicU64::new(0),
             keyframe_requests_received: AtomicU64::new(0),
             keyframe_requests_sent: AtomicU64::new(0),
             nacks_received: AtomicU64::new(0),

@@ -58,17 +58,22 @@ async fn a_participant_a_host_muted_is_forwarded_to_nobody_until_they_unmute_eve
     let rita = NativeParticipant::join(&link, "Rita").await;
     rita.wait_receiving(&[&rusty.id]).await;
     // Rusty is the only one sending audio to Rita (the host has no media).
+    let forwarded = || node.metric("confab_media_forwarded_audio_packets_total");
+    let before = forwarded().await;
     let unmuted = audio_in(&rita, 2).await;
-    println!("Rita receives {unmuted} audio packets in 2 s from Rusty");
+    println!("Rita receives {unmuted} audio packets in 2 s from Rusty; the node forwarded {} in all", forwarded().await - before);
     assert!(unmuted >= 50, "{unmuted}");
 
     // The host mutes everyone. Rusty (webrtc-rs, which ignores `muted`) keeps sending Opus:
     // the relay forwards none of it.
     host.send(serde_json::json!({"type": "mute", "participant": "all"})).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = forwarded().await;
     let muted = audio_in(&rita, 3).await;
-    println!("…and {muted} in 3 s after the host muted everyone");
+    let by_node = forwarded().await - before;
+    println!("…and {muted} in 3 s after the host muted everyone (Rusty and Rita); the node forwarded {by_node} audio packets");
     assert_eq!(muted, 0, "the relay still forwards a muted participant's microphone");
+    assert_eq!(by_node, 0, "/metrics: the relay forwarded audio while everyone who sends any was muted");
 
     // Rusty unmutes himself: forwarded again.
     rusty.send(serde_json::json!({"type": "media", "audio": true, "video": true}));

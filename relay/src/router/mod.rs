@@ -765,6 +765,9 @@ impl Router {
             if packet.marker || packet.kind == MediaKind::Audio {
                 counters.frames_forwarded.fetch_add(1, Ordering::Relaxed);
             }
+            if packet.kind == MediaKind::Audio {
+                counters.audio_forwarded.fetch_add(1, Ordering::Relaxed);
+            }
             match write(sub, route.slot, packet, out, *now) {
                 Written::Sent(t) => {
                     counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
