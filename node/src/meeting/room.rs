@@ -468,7 +468,6 @@ impl Room {
             p.held_video &= !video;
             self.effects.push(Effect::Held { participant: id, audio: p.held_audio, video: p.held_video });
         }
-        let p = self.participants.get_mut(&id).expect("seated");
         if (p.audio, p.video, p.screen) != (audio, video, screen) {
             (p.audio, p.video, p.screen) = (audio, video, screen);
             let view = self.view(id);
