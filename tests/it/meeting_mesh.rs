@@ -344,3 +344,58 @@ async fn a_screen_share_reaches_everyone_in_the_mesh_as_its_own_tile_without_sto
     fox.wait_screen(&ida).await;
     println!("Firefox shows Ana's screen {:?} after joining", joined.elapsed());
 }
+
+/// The lobby in real browsers: two guests wait (the page says so); the host admits one, who
+/// then meets her, and turns the other away, whose page says so; then she ends the meeting
+/// for everyone and each page shows the ended screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_admits_one_of_two_lobby_guests_turns_the_other_away_and_ends_the_meeting_for_all() {
+    let _browsers = confab_tests::browser::exclusive().await;
+    let (node, link, host_link) = confab_tests::meeting::start_meeting_with(&[], ROOM, json!({"lobby": true})).await;
+    let (h, a, b) = tokio::join!(Participant::chromium(&host_link, "Hana"), Participant::chromium(&link, "Ana"), Participant::chromium(&link, "Bo"));
+    let (mut h, mut a, b) = (h, a, b);
+    let idh = h.join().await;
+    a.click_join().await;
+    b.click_join().await;
+    for p in [&a, &b] {
+        let status = p.browser.wait_visible("#lobby-status").await;
+        assert!(status.starts_with("A host is in the meeting"), "{}: {status}", p.name);
+        assert_eq!(p.browser.eval("return document.querySelector('#call').hidden").await, json!(true), "{} sees no call while waiting", p.name);
+    }
+    assert_eq!(node.metric("confab_participants").await, 1, "the waiting hold no seat");
+
+    // The host sees both waiting (a notice too), opens People, admits Ana.
+    h.browser.click("#toggle-people").await;
+    let waiting = confab_tests::eventually("both guests in the host's lobby list", Duration::from_secs(10), || async {
+        let names = h.browser.eval("return [...document.querySelectorAll('#waiting-list li .name')].map((e) => e.textContent)").await;
+        (names == json!(["Ana", "Bo"])).then_some(names)
+    })
+    .await;
+    println!("Hana's lobby list: {waiting}");
+    h.browser.click("#waiting-list li:first-child .admit").await;
+    let ida = a.wait_seated().await;
+    a.browser.wait_visible("#tiles").await;
+    each_receives_the_others(&[&h, &a]).await;
+    assert_eq!(b.browser.eval("return document.querySelector('#lobby').hidden").await, json!(false), "Bo still waits");
+
+    // Bo is turned away: his page says so, and he is gone from the list.
+    h.browser.click("#waiting-list li:first-child .deny").await;
+    let reason = b.browser.wait_visible("#ended-reason").await;
+    assert_eq!(reason, "Hana turned you away: you were not let into the meeting.");
+    confab_tests::eventually("the host's lobby list to empty", Duration::from_secs(10), || async {
+        (h.browser.eval("return document.querySelector('#lobby-guests').hidden").await == json!(true)).then_some(())
+    })
+    .await;
+
+    // End for everyone, confirmed: both pages show the ended screen; the room is empty.
+    h.browser.click("#end-all").await;
+    let question = h.browser.client.get_alert_text().await.expect("a confirmation before ending for all");
+    assert!(question.starts_with("End the meeting for everyone?"), "{question}");
+    h.browser.client.accept_alert().await.unwrap();
+    for p in [&h, &a] {
+        let reason = p.browser.wait_visible("#ended-reason").await;
+        assert_eq!(reason, "A host ended the meeting for everyone.", "{}", p.name);
+    }
+    confab_tests::eventually("the room to empty", Duration::from_secs(5), || async { (node.metric("confab_participants").await == 0).then_some(()) }).await;
+    println!("{idh} admitted {ida}, turned Bo away and ended the meeting");
+}

@@ -68,7 +68,7 @@ async fn after_a_crash_the_browsers_come_back_by_themselves() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("data");
     let mut node = Node::start_in(&data).await;
-    let listen = format!("127.0.0.1:{}", node.port());
+    let listen = node.listen();
     let admin = node.admin().await;
     let invite = make_invite(&admin, &node, &AccountKey::from_seed([3; 32]), "crash-room", 3600).await;
     let link = format!("{}/m/crash-room#{invite}", node.url);

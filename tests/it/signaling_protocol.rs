@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use confab_keys::{AccountKey, Role};
-use confab_tests::Node;
 use confab_tests::node::{make_invite, make_invite_as};
 use confab_tests::signaling::{Heard, Signaling};
+use confab_tests::{Node, client};
 use serde_json::{Value, json};
 
 const ROOM: &str = "standup";
@@ -486,4 +486,106 @@ async fn host_tools_mute_lock_make_host_and_end_are_refused_to_guests_and_work_f
         assert_eq!(code, Some(4004), "{name}");
     }
     assert_eq!(node.metric("confab_participants").await, 0);
+}
+
+/// The owner turns the meeting's lobby on; it holds for joins from then on.
+async fn turn_lobby(node: &Node, owner: &reqwest::Client, on: bool) {
+    let res = owner.post(node.api(&format!("/api/meetings/{ROOM}/settings"))).json(&json!({"lobby": on})).send().await.unwrap();
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["lobby"], on, "{body}");
+}
+
+/// Reads everything `p` hears until a pong answers a ping: the types, in order.
+async fn heard_until_pong(p: &mut Signaling) -> Vec<String> {
+    p.send(json!({"type": "ping"})).await;
+    let mut types = Vec::new();
+    loop {
+        match p.next().await {
+            Heard::Message(m) if m["type"] == "pong" => return types,
+            Heard::Message(m) => types.push(m["type"].as_str().unwrap_or("?").to_string()),
+            Heard::Closed(code) => panic!("closed ({code:?}); heard {types:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_the_lobby_on_guests_wait_hear_nothing_of_the_meeting_and_only_a_host_admits_or_turns_them_away() {
+    let node = Node::start().await;
+    let owner = node.admin().await;
+    let key = AccountKey::from_seed([7; 32]);
+    let guest = make_invite(&owner, &node, &key, ROOM, 3600).await;
+    let host_invite = make_invite_as(&owner, &node, &key, ROOM, 3600, Role::Host).await;
+    // Only the owner changes the settings; a stranger's session and a missing meeting are refused.
+    let res = client().post(node.api(&format!("/api/meetings/{ROOM}/settings"))).json(&json!({"lobby": true})).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = owner.post(node.api("/api/meetings/no-such-room/settings")).json(&json!({"lobby": true})).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let res = owner.post(node.api(&format!("/api/meetings/{ROOM}/settings"))).json(&json!({"lobby": "yes"})).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    turn_lobby(&node, &owner, true).await;
+
+    // No host yet: guests wait, and are told nobody can let them in yet.
+    let join = |name: &str| json!({"type": "join", "v": 1, "invite": guest, "name": name, "audio": true, "video": true});
+    let mut ana = Signaling::connect(&node, ROOM).await;
+    ana.send(join("Ana")).await;
+    assert_eq!(ana.expect("lobby").await["host_present"], false);
+    let mut bo = Signaling::connect(&node, ROOM).await;
+    bo.send(join("Bo")).await;
+    assert_eq!(bo.expect("lobby").await["host_present"], false);
+    assert_eq!(node.metric("confab_participants").await, 0, "nobody waiting holds a seat");
+    // What a waiting guest sends is refused, and nothing reaches anyone.
+    for message in [
+        json!({"type": "chat", "text": "let me in"}),
+        json!({"type": "signal", "to": "p9", "description": {"type": "offer", "sdp": "v=0"}}),
+        json!({"type": "hand", "raised": true}),
+        json!({"type": "sfu-offer", "sdp": "v=0"}),
+        json!({"type": "admit", "participant": "all"}),
+    ] {
+        bo.send(message.clone()).await;
+        assert_eq!(bo.expect("error").await["code"], "in_lobby", "{message}");
+    }
+
+    // A host arrives: seated, told who waits (oldest first); the lobby hears a host is here.
+    let (mut host, welcome) = Signaling::join(&node, ROOM, &host_invite, "Hana").await;
+    assert_eq!(welcome["lobby"], true);
+    let waiting: Vec<&str> = welcome["waiting"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(waiting, ["Ana", "Bo"]);
+    let (ana_id, bo_id) = (welcome["waiting"][0]["id"].clone(), welcome["waiting"][1]["id"].clone());
+    assert_eq!(ana.expect("lobby").await["host_present"], true);
+    assert_eq!(bo.expect("lobby").await["host_present"], true);
+
+    // A guest already inside cannot admit or deny: not_host, and nothing changes.
+    host.send(json!({"type": "admit", "participant": ana_id})).await;
+    let welcome_a = ana.expect("welcome").await;
+    assert_eq!(welcome_a["you"]["id"], ana_id, "admitted under the id the host saw");
+    assert!(welcome_a.get("waiting").is_none(), "a guest is not shown the lobby: {welcome_a}");
+    assert_eq!(host.wait_for("joined").await["participant"]["name"], "Ana");
+    for message in
+        [json!({"type": "admit", "participant": bo_id}), json!({"type": "admit", "participant": "all"}), json!({"type": "deny", "participant": bo_id})]
+    {
+        ana.send(message.clone()).await;
+        assert_eq!(ana.expect("error").await["code"], "not_host", "{message}");
+    }
+    // Meanwhile Bo, still waiting, heard nothing: no joined, no chat, no signal, no sfu-*.
+    host.send(json!({"type": "chat", "text": "welcome, Ana"})).await;
+    ana.wait_for("chat").await;
+    assert_eq!(heard_until_pong(&mut bo).await, Vec::<String>::new(), "Bo hears nothing of the meeting while waiting");
+
+    // Turned away: told by whom, then the close 4005; the host's list empties.
+    host.send(json!({"type": "deny", "participant": bo_id})).await;
+    assert_eq!(bo.expect("denied").await["by"], "Hana");
+    assert_eq!(bo.expect_close().await, Some(4005));
+    let list = host.wait_for("waiting").await;
+    let list = if list["guests"].as_array().unwrap().len() == 1 { host.wait_for("waiting").await } else { list };
+    assert_eq!(list["guests"], json!([]), "{list}");
+    assert_eq!(node.metric("confab_participants").await, 2);
+
+    // Turning the lobby off lets whoever waits in at once.
+    let mut cy = Signaling::connect(&node, ROOM).await;
+    cy.send(join("Cy")).await;
+    cy.expect("lobby").await;
+    turn_lobby(&node, &owner, false).await;
+    assert_eq!(cy.expect("welcome").await["lobby"], false);
 }

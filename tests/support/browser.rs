@@ -113,17 +113,19 @@ fn require(path: &str) {
 impl Browser {
     /// A fresh headless Chromium with its own profile, fake camera and microphone, and trust
     /// for the node's self-signed certificate.
+    /// It runs in [`crate::netns::browsers`], as every browser does unless a test puts it in
+    /// a namespace of its own.
     pub async fn chromium() -> Browser {
-        Browser::chromium_inside(None).await
+        Browser::chromium_in(crate::netns::browsers()).await
     }
 
     /// The same, run inside the network namespace `ns` (its driver too, which the test
     /// reaches across the namespace's link).
     pub async fn chromium_in(ns: &Namespace) -> Browser {
-        Browser::chromium_inside(Some(ns)).await
+        Browser::chromium_inside(ns).await
     }
 
-    async fn chromium_inside(ns: Option<&Namespace>) -> Browser {
+    async fn chromium_inside(ns: &Namespace) -> Browser {
         require(CHROMIUM);
         require(CHROMEDRIVER);
         let profile = tempfile::tempdir().unwrap();
@@ -147,14 +149,9 @@ impl Browser {
         let mut caps = serde_json::Map::new();
         caps.insert("acceptInsecureCerts".into(), json!(true));
         caps.insert("goog:chromeOptions".into(), json!({ "binary": CHROMIUM, "args": args }));
-        match ns {
-            None => Browser::start(Command::new(CHROMEDRIVER), Ipv4Addr::LOCALHOST, caps, profile).await,
-            Some(ns) => {
-                let mut driver = ns.command(CHROMEDRIVER);
-                driver.arg(format!("--allowed-ips={}", ns.host_ip));
-                Browser::start(driver, ns.ns_ip, caps, profile).await
-            }
-        }
+        let mut driver = ns.command(CHROMEDRIVER);
+        driver.arg(format!("--allowed-ips={}", ns.host_ip));
+        Browser::start(driver, ns.ns_ip, caps, profile).await
     }
 
     /// A fresh headless Firefox ESR (Debian's `firefox-esr`, driven by geckodriver) with fake
@@ -183,9 +180,11 @@ impl Browser {
             "moz:firefoxOptions".into(),
             json!({ "binary": FIREFOX, "args": ["-headless", "-width=1200", "-height=900", "-profile", profile.path()], "prefs": prefs }),
         );
-        let mut driver = Command::new(driver);
-        driver.args(["--log", "error"]);
-        Browser::start(driver, Ipv4Addr::LOCALHOST, caps, profile).await
+        // In the browsers' namespace, its driver listening on the namespace's address.
+        let ns = crate::netns::browsers();
+        let mut driver = ns.command(&driver);
+        driver.args(["--log", "error", "--host", &ns.ns_ip.to_string()]);
+        Browser::start(driver, ns.ns_ip, caps, profile).await
     }
 
     /// Starts `driver` on a free port and opens a session with it at `host`.

@@ -19,6 +19,21 @@ pub async fn start_meeting(options: &[&str], room: &str) -> (Node, String, Strin
 
 /// `start_meeting` for several meetings on one node: each one's guest and host links.
 pub async fn start_meetings(options: &[&str], rooms: &[&str]) -> (Node, Vec<(String, String)>) {
+    let (node, links, _) = start_meetings_owned(options, rooms).await;
+    (node, links)
+}
+
+/// `start_meeting`, then the owner changes the meeting's settings (`/api/meetings/ROOM/settings`,
+/// e.g. `{"lobby": true}`).
+pub async fn start_meeting_with(options: &[&str], room: &str, settings: Value) -> (Node, String, String) {
+    let (node, mut links, owner) = start_meetings_owned(options, &[room]).await;
+    let res = owner.post(node.api(&format!("/api/meetings/{room}/settings"))).json(&settings).send().await.unwrap();
+    assert_eq!(res.status(), 200, "settings {settings}: {}", res.text().await.unwrap());
+    let (guest, host) = links.remove(0);
+    (node, guest, host)
+}
+
+async fn start_meetings_owned(options: &[&str], rooms: &[&str]) -> (Node, Vec<(String, String)>, reqwest::Client) {
     let node = Node::start_with(options).await;
     let admin = node.admin().await;
     let key = confab_keys::AccountKey::from_seed([3; 32]);
@@ -28,7 +43,7 @@ pub async fn start_meetings(options: &[&str], rooms: &[&str]) -> (Node, Vec<(Str
         let host = make_invite_as(&admin, &node, &key, room, 3600, confab_keys::Role::Host).await;
         links.push((format!("{}/m/{room}#{guest}", node.url), format!("{}/m/{room}#{host}", node.url)));
     }
-    (node, links)
+    (node, links, admin)
 }
 
 /// Waits until each of `people` decodes video and receives audio from every other one;
@@ -41,10 +56,25 @@ pub async fn each_receives_the_others<'a>(people: &[&'a Participant]) -> Vec<(&'
         for id in others {
             let s = stats[id].clone();
             println!("{} ← {id} via {}: {} frames ({}p), {} samples, path {}", p.name, s.via, s.frames_decoded, s.frame_height, s.samples_received, s.path);
+            for end in ["local", "remote"] {
+                let address = s.path[end]["address"].as_str().unwrap_or_default();
+                assert!(inside_the_tests(address), "{} ← {id}: the {end} end {address:?} is outside the tests' own links: {}", p.name, s.path);
+            }
             all.push((*p, id.to_string(), s));
         }
     }
     all
+}
+
+/// Whether a candidate's address (empty when the browser hides it) is loopback or on the
+/// links the tests make (10.0.0.0/8, see [`crate::netns`]): media never goes to this
+/// machine's own addresses.
+fn inside_the_tests(address: &str) -> bool {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.octets()[0] == 10,
+        Ok(std::net::IpAddr::V6(ip)) => ip.is_loopback(),
+        Err(_) => address.is_empty(),
+    }
 }
 
 /// The longest time a receiver went without a newly decoded frame from one sender while

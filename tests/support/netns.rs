@@ -321,6 +321,42 @@ impl Wan {
     }
 }
 
+/// The namespace every browser of this test process runs in unless its test puts it
+/// elsewhere, and whose host end (`host_ip`) nodes listen on by default: browsers then reach
+/// the node, the relay and each other only over this link, never at this machine's own
+/// addresses (a browser on the host gathers candidates on them, and its mesh pairs and the
+/// relay's default-route address would carry the media there).
+///
+/// Made on first use, removed when the process exits (also after failed tests: libtest ends
+/// with `exit`, which runs the handler); a killed run's copy goes with [`remove_stale`].
+/// Packets between it and the namespaces a test makes for the other participant pass
+/// through the test's own namespace, so this turns on IPv4 forwarding there (restored at
+/// exit).
+pub fn browsers() -> &'static Namespace {
+    static SHARED: std::sync::OnceLock<Namespace> = std::sync::OnceLock::new();
+    static FORWARDING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    extern "C" fn remove_at_exit() {
+        if let Some(ns) = SHARED.get() {
+            let _ = run(&["ip", "netns", "del", &ns.name]);
+            let _ = run(&["ip", "link", "del", &ns.host_if]);
+        }
+        if let Some(before) = FORWARDING.get() {
+            let _ = std::fs::write(IP_FORWARD, before);
+        }
+    }
+    SHARED.get_or_init(|| {
+        let ns = Namespace::create();
+        let before = std::fs::read_to_string(IP_FORWARD).unwrap_or_else(|e| panic!("cannot read {IP_FORWARD}: {e}"));
+        let _ = FORWARDING.set(before.trim().to_string());
+        std::fs::write(IP_FORWARD, "1").unwrap_or_else(|e| panic!("cannot turn on forwarding ({IP_FORWARD}, needs root): {e}"));
+        // SAFETY: registers a plain function with no arguments, run once at exit.
+        unsafe { libc::atexit(remove_at_exit) };
+        ns
+    })
+}
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
 impl Drop for Namespace {
     fn drop(&mut self) {
         // Deleting the namespace deletes the veth end inside it, and so the pair.

@@ -58,7 +58,9 @@ impl Node {
     }
 
     /// Starts on a new data directory with extra `serve` options (`--listen` among them
-    /// replaces the default, a free port on 127.0.0.1).
+    /// replaces the default, a free port on the browsers' link, see
+    /// [`crate::netns::browsers`]; `--relay-ip` or `--relay-listen` replaces the relay's
+    /// announced address, by default the listening one).
     pub async fn start_with(options: &[&str]) -> Node {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().join("data");
@@ -69,7 +71,7 @@ impl Node {
         node
     }
 
-    /// Starts on an existing (or new) data directory, on a free loopback port.
+    /// Starts on an existing (or new) data directory, on a free port of the browsers' link.
     pub async fn start_in(data_dir: &Path) -> Node {
         Node::start_in_with(data_dir, &[]).await
     }
@@ -85,8 +87,14 @@ impl Node {
     fn spawn(bin: &Path, data_dir: &Path, options: &[String]) -> Node {
         let mut child = Command::new(bin)
             .arg("serve")
-            // A free loopback port, unless the test says where to listen.
-            .args(if options.iter().any(|o| o == "--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] })
+            // A free port on the browsers' link, unless the test says where to listen.
+            .args(if options.iter().any(|o| o == "--listen") { Vec::new() } else { vec!["--listen".to_string(), format!("{}:0", listen_ip(options))] })
+            // The relay announced at that address, not at this machine's default-route one.
+            .args(if options.iter().any(|o| o == "--relay-ip" || o == "--relay-listen") {
+                Vec::new()
+            } else {
+                vec!["--relay-ip".to_string(), listen_ip(options)]
+            })
             // TURN on a free port of the same address, unless the test says otherwise.
             .args(if options.iter().any(|o| o == "--turn-listen") {
                 Vec::new()
@@ -130,6 +138,11 @@ impl Node {
         }
         let url = url.unwrap_or_else(|| panic!("confab did not report its address; stdout was: {lines:?}"));
         Node { child: Some(child), data_dir: data_dir.to_path_buf(), _temp: None, url, first_token, stdout_lines: lines }
+    }
+
+    /// `IP:PORT` where it listens for HTTPS (to start again at the same place).
+    pub fn listen(&self) -> String {
+        self.url.trim_start_matches("https://").trim_end_matches('/').to_string()
     }
 
     /// The HTTPS port (also the first relay shard's UDP port, by default).
@@ -176,7 +189,7 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--public-url")
-            .arg(self.url.replace("127.0.0.1", "localhost"))
+            .arg(&self.url)
             .env_remove("CONFAB_CONFIG")
             .output()
             .unwrap()
@@ -288,8 +301,9 @@ pub async fn check_invite(node: &Node, room: &str, invite: &str) -> (u16, String
     (status, code)
 }
 
-/// The IP of `--listen IP:PORT` among `options`, or 127.0.0.1.
+/// The IP of `--listen IP:PORT` among `options`, or the host end of the browsers' link
+/// ([`crate::netns::browsers`]).
 fn listen_ip(options: &[String]) -> String {
     let given = options.iter().position(|o| o == "--listen").and_then(|i| options.get(i + 1));
-    given.and_then(|l| l.parse::<std::net::SocketAddr>().ok()).map_or("127.0.0.1".to_string(), |a| a.ip().to_string())
+    given.and_then(|l| l.parse::<std::net::SocketAddr>().ok()).map_or_else(|| crate::netns::browsers().host_ip.to_string(), |a| a.ip().to_string())
 }

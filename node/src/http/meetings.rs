@@ -22,6 +22,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/certificate", web::post().to(certify_key))
         .route("/meetings", web::get().to(list_meetings))
         .route("/meetings", web::post().to(create_meeting))
+        .route("/meetings/{room}/settings", web::post().to(change_settings))
         .route("/invites", web::get().to(list_invites))
         .route("/invites", web::post().to(register_invite))
         .route("/invites/check", web::post().to(check_invite))
@@ -64,10 +65,39 @@ struct MeetingView {
     owner: String,
     created_at: u64,
     url: String,
+    lobby: bool,
 }
 
 fn meeting_view(state: &AppState, m: Meeting) -> MeetingView {
-    MeetingView { url: format!("{}/m/{}", state.public_url, m.room), room: m.room, owner: m.owner, created_at: m.created_at }
+    MeetingView { url: format!("{}/m/{}", state.public_url, m.room), room: m.room, owner: m.owner, created_at: m.created_at, lobby: m.lobby }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// Guests wait in the lobby until a host admits them.
+    lobby: bool,
+}
+
+/// The owner changes a meeting's settings; a meeting in progress follows at once (turning
+/// the lobby off lets everyone waiting in).
+async fn change_settings(
+    state: web::Data<AppState>,
+    LoggedIn(account): LoggedIn,
+    path: web::Path<String>,
+    body: web::Json<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    let room = RoomName::normalize(&path.into_inner()).map_err(|e| name_error("room_invalid", e))?;
+    let Settings { lobby } = body.into_inner();
+    let r = room.to_string();
+    let Some(meeting) = state.db(move |s| s.set_meeting_lobby(&r, account.id, lobby)).await? else {
+        return Err(ApiError::not_found("meeting_unknown", "You have no meeting with that name."));
+    };
+    let st = state.clone();
+    let room_name = room.to_string();
+    let ice_servers = move |id: crate::meeting::protocol::ParticipantId| st.ice_servers_for(&room_name, id.0);
+    state.hub.existing(room.as_str(), |r, now| r.set_lobby(lobby, &ice_servers, now));
+    Ok(HttpResponse::Ok().json(meeting_view(&state, meeting)))
 }
 
 async fn list_meetings(state: web::Data<AppState>, LoggedIn(account): LoggedIn) -> Result<HttpResponse, ApiError> {

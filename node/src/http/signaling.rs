@@ -37,6 +37,8 @@ pub const CLOSE_REPLACED: u16 = 4002;
 pub const CLOSE_REFUSED: u16 = 4003;
 /// A host ended the meeting for everyone.
 pub const CLOSE_ENDED: u16 = 4004;
+/// A host turned this guest away from the lobby.
+pub const CLOSE_DENIED: u16 = 4005;
 /// "Try again later" (RFC 6455): a refusal that passes, such as the join rate.
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
 
@@ -209,19 +211,24 @@ impl Connection {
         let room = self.room.clone();
         let node_key = self.state.node_key.public();
         let admitted = self.state.db(move |s| admit(s, node_key, &room, &invite, clock::now())).await;
-        let (granted, _meeting) = admitted.map_err(|e| ProtocolError::new(e.code, e.message))?;
+        let (granted, meeting) = admitted.map_err(|e| ProtocolError::new(e.code, e.message))?;
         let invite = format!("{}/{}", granted.certificate_id, granted.invite_id);
         let seat = Seat { name, role: granted.role, audio, video, invite, origin: self.origin };
         let secret = secrets::hex(&secrets::random_bytes::<16>());
         let (state, room_name) = (self.state.clone(), self.room.to_string());
         let ice_servers = move |id: ParticipantId| state.ice_servers_for(&room_name, id.0);
-        let result = self.state.hub.act(self.room.as_str(), conn, queue, |r, now| match resume {
-            Some(resume) => r.resume_or_join(conn, resume.participant, &resume.secret, seat, secret, &ice_servers, now),
-            None => r.join(conn, seat, secret, &ice_servers, now),
+        let result = self.state.hub.act(self.room.as_str(), conn, queue, |r, now| {
+            // The meeting's settings as they are now (an owner may have changed them).
+            r.set_lobby(meeting.lobby, &ice_servers, now);
+            let id = match resume {
+                Some(resume) => r.resume_or_join(conn, resume.participant, &resume.secret, seat, secret, &ice_servers, now),
+                None => r.join(conn, seat, secret, &ice_servers, now),
+            }?;
+            Ok::<_, RoomError>((id, r.seat_of(conn).is_some()))
         });
         match result {
-            Ok(id) => {
-                tracing::info!(room = %self.room, participant = %id, role = granted.role.as_str(), "seated");
+            Ok((id, seated)) => {
+                tracing::info!(room = %self.room, participant = %id, role = granted.role.as_str(), "{}", if seated { "seated" } else { "waiting in the lobby" });
                 Ok(())
             }
             Err(e) => Err(e.to_protocol()),
@@ -253,6 +260,12 @@ impl Connection {
             ClientMessage::Lock { locked } => hub.act(room, conn, queue, |r, _| r.lock(conn, locked)),
             ClientMessage::End {} => hub.act(room, conn, queue, |r, now| r.end(conn, now)),
             ClientMessage::MakeHost { participant } => hub.act(room, conn, queue, |r, _| r.make_host(conn, participant)),
+            ClientMessage::Admit { participant } => {
+                let (state, room_name) = (self.state.clone(), room.to_string());
+                let ice_servers = move |id: ParticipantId| state.ice_servers_for(&room_name, id.0);
+                hub.act(room, conn, queue, |r, now| r.admit(conn, participant, &ice_servers, now))
+            }
+            ClientMessage::Deny { participant } => hub.act(room, conn, queue, |r, _| r.deny(conn, participant)),
             ClientMessage::Chat { text, to } => {
                 let at = clock::unix_millis();
                 hub.act(room, conn, queue, |r, now| r.chat(conn, to, text, at, now))
@@ -336,6 +349,7 @@ fn close_for(why: CloseWhy) -> CloseReason {
         CloseWhy::Removed => close(CLOSE_REMOVED, "removed"),
         CloseWhy::Replaced => close(CLOSE_REPLACED, "replaced"),
         CloseWhy::Ended => close(CLOSE_ENDED, "ended"),
+        CloseWhy::Denied => close(CLOSE_DENIED, "turned_away"),
     }
 }
 

@@ -169,7 +169,8 @@ impl Hub {
     }
 
     /// Runs `f` on the room named `room` (created if needed) with `conn`'s queue registered,
-    /// then delivers what the room produced. A connection left without a seat afterwards
+    /// then delivers what the room produced. A connection left without a seat (or a place in
+    /// the lobby) afterwards
     /// (refused, left, removed) is forgotten, and so is a room left empty.
     pub fn act<R>(&self, room: &str, conn: ConnId, queue: &Queue, f: impl FnOnce(&mut Room, Millis) -> R) -> R {
         let now = self.now();
@@ -178,13 +179,24 @@ impl Hub {
         entry.queues.insert(conn, queue.clone());
         let result = f(&mut entry.room, now);
         entry.deliver(now, &self.outside);
-        if entry.room.seat_of(conn).is_none() {
+        if !entry.room.holds(conn) {
             entry.queues.remove(&conn);
         }
         if entry.room.is_empty() {
             rooms.remove(room);
         }
         result
+    }
+
+    /// Runs `f` on the room named `room` if it exists (a meeting in progress), then
+    /// delivers what the room produced.
+    pub fn existing(&self, room: &str, f: impl FnOnce(&mut Room, Millis)) {
+        let now = self.now();
+        let mut rooms = self.lock();
+        if let Some(entry) = rooms.get_mut(room) {
+            f(&mut entry.room, now);
+            entry.deliver(now, &self.outside);
+        }
     }
 
     /// `conn`'s WebSocket is gone.

@@ -132,6 +132,14 @@ pub enum ClientMessage {
     MakeHost {
         participant: ParticipantId,
     },
+    /// Hosts only: let one guest waiting in the lobby, or all of them, into the meeting.
+    Admit {
+        participant: Target,
+    },
+    /// Hosts only: turn a guest waiting in the lobby away.
+    Deny {
+        participant: ParticipantId,
+    },
     Leave {},
     Ping {},
     /// In SFU mode: the offer for this participant's one connection to the node's relay
@@ -150,6 +158,13 @@ pub enum ClientMessage {
     MeshFailed {
         participant: ParticipantId,
     },
+}
+
+/// A guest waiting in the lobby, as hosts see them: the id they will have once admitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaitingView {
+    pub id: ParticipantId,
+    pub name: String,
 }
 
 /// What a host's `mute` turns off.
@@ -402,6 +417,27 @@ pub enum ServerMessage {
         chat: Vec<ServerMessage>,
         /// Whether the meeting is locked (only hosts get new seats).
         locked: bool,
+        /// Whether guests wait in the lobby until a host admits them.
+        lobby: bool,
+        /// For hosts: who waits in the lobby now (empty for guests).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        waiting: Vec<WaitingView>,
+    },
+    /// Instead of `welcome`: the meeting has a lobby and this guest waits in it until a host
+    /// admits them (then `welcome`) or turns them away (`denied`, and the connection closes
+    /// with 4005). Sent again whenever `host_present` changes. The guest gets nothing else
+    /// of the meeting meanwhile.
+    Lobby {
+        /// Whether a host is in the meeting to let people in.
+        host_present: bool,
+    },
+    /// For hosts: the guests waiting in the lobby, oldest first (after every change).
+    Waiting {
+        guests: Vec<WaitingView>,
+    },
+    /// A host (named) turned this guest away from the lobby.
+    Denied {
+        by: String,
     },
     Joined {
         participant: ParticipantView,
@@ -567,6 +603,9 @@ mod tests {
         assert_eq!(parse(r#"{"type":"lock","locked":true}"#).unwrap(), ClientMessage::Lock { locked: true });
         assert_eq!(parse(r#"{"type":"end"}"#).unwrap(), ClientMessage::End {});
         assert_eq!(parse(r#"{"type":"make-host","participant":"p2"}"#).unwrap(), ClientMessage::MakeHost { participant: ParticipantId(2) });
+        assert_eq!(parse(r#"{"type":"admit","participant":"all"}"#).unwrap(), ClientMessage::Admit { participant: Target::All });
+        assert_eq!(parse(r#"{"type":"admit","participant":"p5"}"#).unwrap(), ClientMessage::Admit { participant: Target::One(ParticipantId(5)) });
+        assert_eq!(parse(r#"{"type":"deny","participant":"p5"}"#).unwrap(), ClientMessage::Deny { participant: ParticipantId(5) });
         assert_eq!(parse(r#"{"type":"mute"}"#).unwrap_err().code, "bad_message");
         assert_eq!(parse(r#"{"type":"media","audio":false,"video":true}"#).unwrap(), ClientMessage::Media { audio: false, video: true, screen: false });
         assert_eq!(parse(r#"{"type":"remove","participant":"p3"}"#).unwrap(), ClientMessage::Remove { participant: ParticipantId(3) });

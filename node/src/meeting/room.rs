@@ -13,6 +13,7 @@ use super::budget::{Budget, CHAT_BURST, CHATS_PER_SECOND, JOIN_BURST, JOINS_PER_
 
 use super::protocol::{
     IceServer, LeftReason, MediaMode, MuteKind, PROTOCOL_VERSION, ParticipantId, ParticipantView, ProtocolError, ServerMessage, SignalPayload, Target,
+    WaitingView,
 };
 
 /// Monotonic milliseconds, from whatever origin the caller chose.
@@ -65,6 +66,7 @@ const MAX_HELD_MESSAGES: usize = 200;
 const MAX_HELD_BYTES: usize = 512 * 1024;
 
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant, reason = "effects live for one call, a few at a time; boxing every message would cost more")]
 pub enum Effect {
     Send {
         conn: ConnId,
@@ -98,6 +100,8 @@ pub enum CloseWhy {
     Ended,
     /// The same seat was resumed on a newer connection.
     Replaced,
+    /// A host turned this guest away from the lobby.
+    Denied,
 }
 
 /// What the joining participant asks for, already validated by the shell.
@@ -142,6 +146,10 @@ pub enum RoomError {
     TooManyChats,
     #[error("the meeting is locked: only a host can let more people in")]
     Locked,
+    #[error("you are waiting in the lobby: a host has not let you in yet")]
+    InLobby,
+    #[error("the lobby is full ({0} waiting)")]
+    LobbyFull(usize),
 }
 
 impl RoomError {
@@ -160,6 +168,8 @@ impl RoomError {
             RoomError::TooManyJoins => "join_rate_limited",
             RoomError::TooManyChats => "rate_limited",
             RoomError::Locked => "locked",
+            RoomError::InLobby => "in_lobby",
+            RoomError::LobbyFull(_) => "lobby_full",
         };
         let text = self.to_string();
         let mut chars = text.chars();
@@ -203,6 +213,15 @@ struct Participant {
     origin: IpAddr,
 }
 
+/// A guest held in the lobby: not a participant yet (nothing of the meeting reaches them),
+/// with the id they will have once a host admits them.
+#[derive(Debug)]
+struct Waiter {
+    conn: ConnId,
+    seat: Seat,
+    resume_secret: String,
+}
+
 #[derive(Debug)]
 pub struct Room {
     name: String,
@@ -225,6 +244,11 @@ pub struct Room {
     next_hand: u64,
     /// Only hosts get new seats.
     locked: bool,
+    /// Guests wait in the lobby until a host admits them (the meeting's setting).
+    lobby: bool,
+    waiting: BTreeMap<ParticipantId, Waiter>,
+    /// What the waiting guests were last told: whether a host is present.
+    told_host_present: Option<bool>,
     effects: Vec<Effect>,
 }
 
@@ -245,6 +269,9 @@ impl Room {
             next_chat_id: 1,
             next_hand: 1,
             locked: false,
+            lobby: false,
+            waiting: BTreeMap::new(),
+            told_host_present: None,
             effects: Vec::new(),
         }
     }
@@ -261,20 +288,114 @@ impl Room {
         self.participants.len()
     }
 
+    /// No participant and nobody waiting in the lobby.
     pub fn is_empty(&self) -> bool {
-        self.participants.is_empty()
+        self.participants.is_empty() && self.waiting.is_empty()
     }
 
-    /// The effects produced since the last call, in order.
+    /// The effects produced since the last call, in order. Guests in the lobby hear here
+    /// whether a host is present, whenever that changed.
     pub fn take_effects(&mut self) -> Vec<Effect> {
+        if !self.waiting.is_empty() {
+            let present = self.host_present();
+            if self.told_host_present != Some(present) {
+                self.told_host_present = Some(present);
+                for w in self.waiting.values() {
+                    self.effects.push(Effect::Send { conn: w.conn, message: ServerMessage::Lobby { host_present: present } });
+                }
+            }
+        }
         std::mem::take(&mut self.effects)
+    }
+
+    /// Whether `conn` holds a seat or waits in the lobby.
+    pub fn holds(&self, conn: ConnId) -> bool {
+        self.seat_of(conn).is_some() || self.waiter_of(conn).is_some()
+    }
+
+    /// Whether guests now wait in the lobby; turning it off lets everyone waiting in.
+    pub fn set_lobby(&mut self, on: bool, ice_servers: IceServersFor<'_>, now: Millis) {
+        self.lobby = on;
+        if !on {
+            let all: Vec<ParticipantId> = self.waiting.keys().copied().collect();
+            for id in all {
+                let _ = self.seat_waiter(id, ice_servers, now);
+            }
+        }
+    }
+
+    /// A host admits one guest waiting in the lobby, or all of them: each gets `welcome`
+    /// and everyone sees them join. Admitting beyond the room's capacity stops there.
+    pub fn admit(&mut self, conn: ConnId, target: Target, ice_servers: IceServersFor<'_>, now: Millis) -> Result<(), RoomError> {
+        self.host_of(conn)?;
+        let targets: Vec<ParticipantId> = match target {
+            Target::One(t) if !self.waiting.contains_key(&t) => return Err(RoomError::NoSuchParticipant(t)),
+            Target::One(t) => vec![t],
+            Target::All => self.waiting.keys().copied().collect(),
+        };
+        for t in targets {
+            self.seat_waiter(t, ice_servers, now)?;
+        }
+        Ok(())
+    }
+
+    /// A host turns a guest in the lobby away: they are told (`denied`) and disconnected.
+    pub fn deny(&mut self, conn: ConnId, target: ParticipantId) -> Result<(), RoomError> {
+        let (_, by) = self.host_of(conn)?;
+        let waiter = self.waiting.remove(&target).ok_or(RoomError::NoSuchParticipant(target))?;
+        self.effects.push(Effect::Send { conn: waiter.conn, message: ServerMessage::Denied { by } });
+        self.effects.push(Effect::Close { conn: waiter.conn, why: CloseWhy::Denied });
+        self.tell_hosts_who_waits();
+        Ok(())
+    }
+
+    fn waiter_of(&self, conn: ConnId) -> Option<ParticipantId> {
+        self.waiting.iter().find(|(_, w)| w.conn == conn).map(|(id, _)| *id)
+    }
+
+    /// The participant seated on `conn`, or why not (not joined, or still in the lobby).
+    fn seated(&self, conn: ConnId) -> Result<ParticipantId, RoomError> {
+        match self.seat_of(conn) {
+            Some(id) => Ok(id),
+            None if self.waiter_of(conn).is_some() => Err(RoomError::InLobby),
+            None => Err(RoomError::NotSeated),
+        }
+    }
+
+    fn host_present(&self) -> bool {
+        self.participants.values().any(|p| p.role == Role::Host)
+    }
+
+    fn waiting_view(&self) -> Vec<WaitingView> {
+        self.waiting.iter().map(|(id, w)| WaitingView { id: *id, name: w.seat.name.clone() }).collect()
+    }
+
+    /// Every host (connected or not: a resumed host's welcome carries the list anyway)
+    /// gets the lobby's list.
+    fn tell_hosts_who_waits(&mut self) {
+        let guests = self.waiting_view();
+        let hosts: Vec<ParticipantId> = self.participants.iter().filter(|(_, p)| p.role == Role::Host).map(|(id, _)| *id).collect();
+        for host in hosts {
+            self.send_to(host, ServerMessage::Waiting { guests: guests.clone() });
+        }
+    }
+
+    /// Moves a waiting guest into the meeting.
+    fn seat_waiter(&mut self, id: ParticipantId, ice_servers: IceServersFor<'_>, now: Millis) -> Result<(), RoomError> {
+        if self.participants.len() >= self.config.capacity {
+            return Err(RoomError::Full(self.config.capacity));
+        }
+        let waiter = self.waiting.remove(&id).ok_or(RoomError::NoSuchParticipant(id))?;
+        self.seat(id, waiter.conn, waiter.seat, waiter.resume_secret, ice_servers, now);
+        self.tell_hosts_who_waits();
+        Ok(())
     }
 
     /// Whether `conn`'s seat may hand the relay an `sfu-offer` now: only while the meeting
     /// uses the SFU, and no more often than [`SFU_OFFER_BURST`] / [`SFU_OFFERS_PER_SECOND`]
     /// (each offer costs milliseconds on a forwarding thread that other rooms share).
     pub fn sfu_offer(&mut self, conn: ConnId, now: Millis) -> Result<ParticipantId, RoomError> {
-        let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let id = self.seated(conn)?;
         if self.mode != MediaMode::Sfu {
             return Err(RoomError::NotSfu);
         }
@@ -311,11 +432,28 @@ impl Room {
     }
 
     /// Seats a new participant on `conn`.
+    /// A guest arriving while the meeting has a lobby waits in it instead (`lobby`), under
+    /// the id returned; hosts are told.
     pub fn join(&mut self, conn: ConnId, seat: Seat, resume_secret: String, ice_servers: IceServersFor<'_>, now: Millis) -> Result<ParticipantId, RoomError> {
-        if self.seat_of(conn).is_some() {
+        if self.holds(conn) {
             return Err(RoomError::AlreadySeated);
         }
         self.may_seat(&seat, now)?;
+        if self.lobby && seat.role != Role::Host {
+            if self.waiting.len() >= self.config.capacity {
+                return Err(RoomError::LobbyFull(self.waiting.len()));
+            }
+            let id = ParticipantId(self.next_id);
+            self.next_id += 1;
+            self.waiting.insert(id, Waiter { conn, seat, resume_secret });
+            self.effects.push(Effect::Send { conn, message: ServerMessage::Lobby { host_present: self.host_present() } });
+            if self.waiting.len() == 1 {
+                // The first to wait: what they were just told is what all waiting know.
+                self.told_host_present = Some(self.host_present());
+            }
+            self.tell_hosts_who_waits();
+            return Ok(id);
+        }
         if self.participants.len() >= self.config.capacity {
             // A seat whose connection dropped yields to someone who is here: otherwise
             // connections opened and dropped could keep the meeting full for good.
@@ -330,6 +468,12 @@ impl Room {
         }
         let id = ParticipantId(self.next_id);
         self.next_id += 1;
+        self.seat(id, conn, seat, resume_secret, ice_servers, now);
+        Ok(id)
+    }
+
+    /// Seats `id` on `conn`, welcomes them and tells the others.
+    fn seat(&mut self, id: ParticipantId, conn: ConnId, seat: Seat, resume_secret: String, ice_servers: IceServersFor<'_>, now: Millis) {
         let participant = Participant {
             name: seat.name,
             role: seat.role,
@@ -355,7 +499,6 @@ impl Room {
         self.welcome(id, false, ice_servers);
         let view = self.view(id);
         self.broadcast_except(id, ServerMessage::Joined { participant: view });
-        Ok(id)
     }
 
     /// Whether a fresh seat may go to `seat`: not one a host removed, and (for guests from
@@ -412,7 +555,7 @@ impl Room {
         if !matches {
             return self.join(conn, seat, fresh_secret, ice_servers, now);
         }
-        if self.seat_of(conn).is_some() {
+        if self.holds(conn) {
             return Err(RoomError::AlreadySeated);
         }
         let participant = self.participants.get_mut(&id).expect("checked above");
@@ -440,7 +583,13 @@ impl Room {
     }
 
     /// The connection `conn` is gone without a goodbye: keep its seat for the grace period.
+    /// A guest waiting in the lobby just leaves it.
     pub fn disconnected(&mut self, conn: ConnId, now: Millis) {
+        if let Some(waiter) = self.waiter_of(conn) {
+            self.waiting.remove(&waiter);
+            self.tell_hosts_who_waits();
+            return;
+        }
         let Some(id) = self.seat_of(conn) else { return };
         if self.config.reconnect_grace_ms == 0 {
             self.remove_participant(id, LeftReason::TimedOut, now);
@@ -453,14 +602,20 @@ impl Room {
     }
 
     pub fn leave(&mut self, conn: ConnId, now: Millis) -> Result<(), RoomError> {
-        let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        if let Some(waiter) = self.waiter_of(conn) {
+            self.waiting.remove(&waiter);
+            self.effects.push(Effect::Close { conn, why: CloseWhy::Left });
+            self.tell_hosts_who_waits();
+            return Ok(());
+        }
+        let id = self.seated(conn)?;
         self.effects.push(Effect::Close { conn, why: CloseWhy::Left });
         self.remove_participant(id, LeftReason::Left, now);
         Ok(())
     }
 
     pub fn set_media(&mut self, conn: ConnId, audio: bool, video: bool, screen: bool) -> Result<(), RoomError> {
-        let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let id = self.seated(conn)?;
         let p = self.participants.get_mut(&id).expect("seated");
         if (audio && p.held_audio) || (video && p.held_video) {
             // They turn it on again themselves: a host's mute (or stop) ends here.
@@ -480,7 +635,7 @@ impl Room {
     /// `protocol::chat_text`): to everyone, kept for late joiners; or privately to `to`, then
     /// only the two of them get it. `at` is the wall clock (Unix ms), for display.
     pub fn chat(&mut self, conn: ConnId, to: Option<ParticipantId>, text: String, at: u64, now: Millis) -> Result<(), RoomError> {
-        let from = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let from = self.seated(conn)?;
         if let Some(to) = to
             && (to == from || !self.participants.contains_key(&to))
         {
@@ -511,14 +666,14 @@ impl Room {
 
     /// Raises or lowers `conn`'s own hand; everyone (the participant too) gets the update.
     pub fn hand(&mut self, conn: ConnId, raised: bool) -> Result<(), RoomError> {
-        let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let id = self.seated(conn)?;
         self.set_hand(id, raised);
         Ok(())
     }
 
     /// Lowers a hand: one's own, or as a host anyone's, or (a host) everyone's.
     pub fn lower_hand(&mut self, conn: ConnId, target: Target) -> Result<(), RoomError> {
-        let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let id = self.seated(conn)?;
         let is_host = self.participants[&id].role == Role::Host;
         let targets: Vec<ParticipantId> = match target {
             Target::One(t) if !self.participants.contains_key(&t) => return Err(RoomError::NoSuchParticipant(t)),
@@ -549,7 +704,7 @@ impl Room {
 
     /// Relays a description or candidate to `to`. Held for `to` if its connection is down.
     pub fn signal(&mut self, conn: ConnId, to: ParticipantId, payload: SignalPayload) -> Result<(), RoomError> {
-        let from = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let from = self.seated(conn)?;
         if to == from || !self.participants.contains_key(&to) {
             return Err(RoomError::NoSuchParticipant(to));
         }
@@ -561,7 +716,7 @@ impl Room {
     /// timeout: the room moves to the SFU (at once, whatever its size) and stays there while
     /// both are present. Nobody else is told anything but the mode.
     pub fn mesh_failed(&mut self, conn: ConnId, other: ParticipantId, now: Millis) -> Result<(), RoomError> {
-        let from = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let from = self.seated(conn)?;
         if other == from || !self.participants.contains_key(&other) {
             return Err(RoomError::NoSuchParticipant(other));
         }
@@ -572,7 +727,7 @@ impl Room {
 
     /// A host removes `target`: it is told, disconnected, and the others see it leave.
     pub fn remove(&mut self, conn: ConnId, target: ParticipantId, now: Millis) -> Result<(), RoomError> {
-        let host = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let host = self.seated(conn)?;
         let host_p = &self.participants[&host];
         if host_p.role != Role::Host {
             return Err(RoomError::NotHost);
@@ -596,7 +751,7 @@ impl Room {
 
     /// The host seated on `conn` (with their name), or why not.
     fn host_of(&self, conn: ConnId) -> Result<(ParticipantId, String), RoomError> {
-        let id = self.seat_of(conn).ok_or(RoomError::NotSeated)?;
+        let id = self.seated(conn)?;
         let p = &self.participants[&id];
         if p.role != Role::Host {
             return Err(RoomError::NotHost);
@@ -654,6 +809,10 @@ impl Room {
             p.role = Role::Host;
             let view = self.view(target);
             self.broadcast(None, ServerMessage::Updated { participant: view });
+            if !self.waiting.is_empty() {
+                let guests = self.waiting_view();
+                self.send_to(target, ServerMessage::Waiting { guests });
+            }
         }
         Ok(())
     }
@@ -668,7 +827,8 @@ impl Room {
         for id in everyone {
             self.remove_participant(id, LeftReason::Ended, now);
         }
-        for (id, conn) in conns {
+        let waiting = std::mem::take(&mut self.waiting).into_iter().map(|(id, w)| (id, w.conn));
+        for (id, conn) in conns.into_iter().chain(waiting) {
             self.effects.push(Effect::Send { conn, message: ServerMessage::Left { participant: id, reason: LeftReason::Ended } });
             self.effects.push(Effect::Close { conn, why: CloseWhy::Ended });
         }
@@ -755,6 +915,8 @@ impl Room {
             ice_servers: servers,
             chat: self.chat.iter().cloned().collect(),
             locked: self.locked,
+            lobby: self.lobby,
+            waiting: if p.role == Role::Host { self.waiting_view() } else { Vec::new() },
         };
         self.effects.push(Effect::Send { conn, message });
     }

@@ -57,6 +57,9 @@ fn types(effects: &[Effect], conn: ConnId) -> Vec<&'static str> {
             ServerMessage::Chat { .. } => "chat",
             ServerMessage::Muted { .. } => "muted",
             ServerMessage::Locked { .. } => "locked",
+            ServerMessage::Lobby { .. } => "lobby",
+            ServerMessage::Waiting { .. } => "waiting",
+            ServerMessage::Denied { .. } => "denied",
         })
         .collect()
 }
@@ -791,4 +794,175 @@ fn a_host_makes_a_guest_a_host_who_can_then_use_the_host_tools() {
     }
     room.lock(2, true).unwrap();
     room.mute(2, Target::One(b), MuteKind::Audio).unwrap();
+}
+
+fn lobby_room() -> Room {
+    let mut room = Room::new("clinic", config(4));
+    room.set_lobby(true, &|_| vec![], 0);
+    room
+}
+
+/// What the hosts on `conn` were last told waits in the lobby.
+fn waiting(effects: &[Effect], conn: ConnId) -> Option<Vec<(ParticipantId, String)>> {
+    sent(effects).into_iter().rev().find_map(|(c, m)| match m {
+        ServerMessage::Waiting { guests } if c == conn => Some(guests.iter().map(|g| (g.id, g.name.clone())).collect()),
+        ServerMessage::Welcome { waiting, .. } if c == conn => Some(waiting.iter().map(|g| (g.id, g.name.clone())).collect()),
+        _ => None,
+    })
+}
+
+fn closes(effects: &[Effect]) -> Vec<(ConnId, CloseWhy)> {
+    effects.iter().filter_map(|e| if let Effect::Close { conn, why } = e { Some((*conn, *why)) } else { None }).collect()
+}
+
+#[test]
+fn with_no_host_present_guests_wait_in_the_lobby_told_so_and_receive_nothing_of_the_meeting() {
+    let mut room = lobby_room();
+    let a = join(&mut room, 1, "Ana", 0);
+    let b = join(&mut room, 2, "Bo", 10);
+    let effects = room.take_effects();
+    assert_eq!(types(&effects, 1), vec!["lobby"]);
+    assert_eq!(types(&effects, 2), vec!["lobby"]);
+    assert!(sent(&effects).iter().all(|(_, m)| matches!(m, ServerMessage::Lobby { host_present: false })), "{effects:?}");
+    assert_eq!((room.seat_of(1), room.seat_of(2), room.len()), (None, None, 0));
+    assert!(!room.is_empty() && room.holds(1) && room.holds(2));
+    // Nothing they send takes effect: they are in the lobby.
+    assert_eq!(room.chat(1, None, "hello?".into(), 0, 20), Err(RoomError::InLobby));
+    assert_eq!(room.signal(1, b, offer()), Err(RoomError::InLobby));
+    assert_eq!(room.hand(2, true), Err(RoomError::InLobby));
+    assert_eq!(room.sfu_offer(2, 20), Err(RoomError::InLobby));
+    assert_eq!(RoomError::InLobby.to_protocol().code, "in_lobby");
+    // A guest cannot let anyone in.
+    assert_eq!(room.admit(2, Target::One(a), &|_| vec![], 30), Err(RoomError::InLobby));
+    assert!(room.take_effects().is_empty());
+
+    // A host arrives: seated at once, told who waits; the waiting hear a host is here.
+    let h = host(&mut room, 3, "Hana", 40);
+    let effects = room.take_effects();
+    assert_eq!(room.seat_of(3), Some(h));
+    assert_eq!(waiting(&effects, 3), Some(vec![(a, "Ana".to_string()), (b, "Bo".to_string())]));
+    for conn in [1, 2] {
+        assert!(sent(&effects).iter().any(|(c, m)| *c == conn && matches!(m, ServerMessage::Lobby { host_present: true })), "{effects:?}");
+        assert!(!types(&effects, conn).contains(&"joined"), "a waiting guest hears nothing of who joins");
+    }
+}
+
+#[test]
+fn a_host_admits_one_guest_who_meets_everyone_and_turns_the_other_away() {
+    let mut room = lobby_room();
+    let h = host(&mut room, 1, "Hana", 0);
+    let a = join(&mut room, 2, "Ana", 10);
+    let b = join(&mut room, 3, "Bo", 20);
+    let effects = room.take_effects();
+    assert_eq!(types(&effects, 2), vec!["lobby"]);
+    assert!(sent(&effects).iter().any(|(c, m)| *c == 2 && matches!(m, ServerMessage::Lobby { host_present: true })));
+    assert_eq!(waiting(&effects, 1), Some(vec![(a, "Ana".to_string()), (b, "Bo".to_string())]));
+
+    room.admit(1, Target::One(a), &|_| vec![], 30).unwrap();
+    let effects = room.take_effects();
+    assert_eq!(types(&effects, 2), vec!["welcome"], "admitted: the welcome, under the id hosts saw");
+    assert_eq!(room.seat_of(2), Some(a));
+    assert!(types(&effects, 1).contains(&"joined"));
+    assert_eq!(waiting(&effects, 1), Some(vec![(b, "Bo".to_string())]));
+    assert!(types(&effects, 3).is_empty(), "Bo, still waiting, hears nothing");
+    let Some((_, ServerMessage::Welcome { participants, waiting: w, .. })) = sent(&effects).into_iter().find(|(c, _)| *c == 2) else { panic!() };
+    assert_eq!(participants.iter().map(|p| p.id).collect::<Vec<_>>(), vec![h]);
+    assert!(w.is_empty(), "a guest's welcome lists nobody waiting");
+
+    // Guests cannot admit or deny; hosts deny.
+    assert_eq!(room.deny(2, b), Err(RoomError::NotHost));
+    assert_eq!(room.admit(2, Target::All, &|_| vec![], 40), Err(RoomError::NotHost));
+    room.deny(1, b).unwrap();
+    let effects = room.take_effects();
+    assert_eq!(types(&effects, 3), vec!["denied"]);
+    assert_eq!(closes(&effects), vec![(3, CloseWhy::Denied)]);
+    assert_eq!(waiting(&effects, 1), Some(vec![]));
+    assert!(!room.holds(3));
+    assert_eq!(room.deny(1, b), Err(RoomError::NoSuchParticipant(b)));
+    assert_eq!(room.admit(1, Target::One(b), &|_| vec![], 50), Err(RoomError::NoSuchParticipant(b)));
+    assert_eq!(room.len(), 2);
+}
+
+#[test]
+fn admit_all_seats_everyone_waiting_and_hosts_skip_the_lobby() {
+    let mut room = lobby_room();
+    let guests: Vec<ParticipantId> = (1..=3).map(|i| join(&mut room, i, &format!("G{i}"), i * 10)).collect();
+    let h = host(&mut room, 9, "Hana", 100);
+    room.take_effects();
+    room.admit(9, Target::All, &|_| vec![], 110).unwrap();
+    let effects = room.take_effects();
+    for (i, id) in guests.iter().enumerate() {
+        assert_eq!(room.seat_of(i as ConnId + 1), Some(*id));
+    }
+    assert_eq!(room.len(), 4);
+    assert_eq!(waiting(&effects, 9), Some(vec![]));
+    // A host leaving and the lobby left empty: nothing is waiting to be told.
+    assert_eq!(room.seat_of(9), Some(h));
+}
+
+#[test]
+fn a_guest_who_leaves_or_drops_from_the_lobby_is_gone_and_hosts_see_it() {
+    let mut room = lobby_room();
+    host(&mut room, 1, "Hana", 0);
+    join(&mut room, 2, "Ana", 10);
+    let b = join(&mut room, 3, "Bo", 20);
+    room.take_effects();
+    room.leave(2, 30).unwrap();
+    let effects = room.take_effects();
+    assert_eq!(closes(&effects), vec![(2, CloseWhy::Left)]);
+    assert_eq!(waiting(&effects, 1), Some(vec![(b, "Bo".to_string())]));
+    room.disconnected(3, 40);
+    let effects = room.take_effects();
+    assert_eq!(waiting(&effects, 1), Some(vec![]));
+    assert_eq!((room.holds(2), room.holds(3), room.len()), (false, false, 1));
+}
+
+#[test]
+fn the_last_host_leaving_tells_the_lobby_and_a_new_host_sees_who_waits() {
+    let mut room = lobby_room();
+    host(&mut room, 1, "Hana", 0);
+    let a = join(&mut room, 2, "Ana", 10);
+    room.take_effects();
+    room.leave(1, 20).unwrap();
+    let effects = room.take_effects();
+    assert!(sent(&effects).iter().any(|(c, m)| *c == 2 && matches!(m, ServerMessage::Lobby { host_present: false })), "{effects:?}");
+    // A guest in the meeting (lobby turned on after they came) is made host: they see it.
+    let mut room = Room::new("clinic", config(4));
+    host(&mut room, 1, "Hana", 0);
+    let g = join(&mut room, 2, "Gus", 10);
+    room.set_lobby(true, &|_| vec![], 20);
+    let w = join(&mut room, 3, "Wes", 30);
+    room.take_effects();
+    room.make_host(1, g).unwrap();
+    let effects = room.take_effects();
+    assert_eq!(waiting(&effects, 2), Some(vec![(w, "Wes".to_string())]));
+    let _ = a;
+}
+
+#[test]
+fn turning_the_lobby_off_lets_everyone_waiting_in_and_a_locked_meeting_refuses_the_lobby_too() {
+    let mut room = lobby_room();
+    let a = join(&mut room, 1, "Ana", 0);
+    room.set_lobby(false, &|_| vec![], 10);
+    let effects = room.take_effects();
+    assert_eq!(room.seat_of(1), Some(a));
+    assert!(types(&effects, 1).contains(&"welcome"));
+
+    let mut room = lobby_room();
+    host(&mut room, 1, "Hana", 0);
+    room.lock(1, true).unwrap();
+    assert_eq!(room.join(2, seat("Ana", Role::Guest), "s".into(), &|_| vec![], 10), Err(RoomError::Locked));
+}
+
+#[test]
+fn ending_the_meeting_sends_the_lobby_home_too() {
+    let mut room = lobby_room();
+    host(&mut room, 1, "Hana", 0);
+    let a = join(&mut room, 2, "Ana", 10);
+    room.take_effects();
+    room.end(1, 20).unwrap();
+    let effects = room.take_effects();
+    assert!(sent(&effects).iter().any(|(c, m)| *c == 2 && matches!(m, ServerMessage::Left { participant, reason: LeftReason::Ended } if *participant == a)));
+    assert!(closes(&effects).contains(&(2, CloseWhy::Ended)));
+    assert!(room.is_empty());
 }

@@ -14,6 +14,15 @@ pub struct Meeting {
     pub created_at: UnixTime,
     /// The owner's account is disabled: its meetings admit nobody.
     pub owner_disabled: bool,
+    /// Guests wait in the lobby until a host admits them.
+    pub lobby: bool,
+}
+
+/// The columns [`meeting_row`] reads, in order.
+const MEETING_COLUMNS: &str = "m.room, m.owner_id, a.username, m.created_at, a.disabled_at IS NOT NULL, m.lobby";
+
+fn meeting_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Meeting> {
+    Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64, owner_disabled: r.get(4)?, lobby: r.get(5)? })
 }
 
 #[derive(Debug, Clone)]
@@ -50,25 +59,27 @@ impl Store {
 
     pub fn meeting(&self, room: &str) -> Result<Option<Meeting>, StoreError> {
         let conn = self.lock();
-        Ok(conn
-            .query_row(
-                "SELECT m.room, m.owner_id, a.username, m.created_at, a.disabled_at IS NOT NULL FROM meetings m JOIN accounts a ON a.id = m.owner_id WHERE m.room = ?1",
-                params![room],
-                |r| Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64, owner_disabled: r.get(4)? }),
-            )
-            .optional()?)
+        let sql = format!("SELECT {MEETING_COLUMNS} FROM meetings m JOIN accounts a ON a.id = m.owner_id WHERE m.room = ?1");
+        Ok(conn.query_row(&sql, params![room], meeting_row).optional()?)
     }
 
     pub fn meetings_of(&self, owner: AccountId) -> Result<Vec<Meeting>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT m.room, m.owner_id, a.username, m.created_at, a.disabled_at IS NOT NULL FROM meetings m JOIN accounts a ON a.id = m.owner_id
-             WHERE m.owner_id = ?1 ORDER BY m.created_at DESC, m.room",
-        )?;
-        let rows = stmt.query_map(params![owner], |r| {
-            Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64, owner_disabled: r.get(4)? })
-        })?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {MEETING_COLUMNS} FROM meetings m JOIN accounts a ON a.id = m.owner_id WHERE m.owner_id = ?1 ORDER BY m.created_at DESC, m.room"
+        ))?;
+        let rows = stmt.query_map(params![owner], meeting_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Changes the settings of `room` if `owner` owns it; `Ok(None)` when it does not (or
+    /// there is no such meeting).
+    pub fn set_meeting_lobby(&self, room: &str, owner: AccountId, lobby: bool) -> Result<Option<Meeting>, StoreError> {
+        let changed = self.lock().execute("UPDATE meetings SET lobby = ?1 WHERE room = ?2 AND owner_id = ?3", params![lobby, room, owner])?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.meeting(room)
     }
 
     /// Records a certificate the node signed, in the same statement that checks the account

@@ -36,8 +36,9 @@ export class Call {
   /// Handlers: onCount(n), onConnection(state), onEnd(reason), onPeople(me, others) whenever
   /// anyone's state changes, onChat(messages) for chat (a welcome's history, then each
   /// message), onRefused(error) when the node refused something we sent, onNotice(text) for
-  /// what a host did to us or the meeting.
-  constructor({ room, invite, name, local, levels, tiles, onCount, onConnection, onEnd, onPeople, onChat, onRefused, onNotice }) {
+  /// what a host did to us or the meeting, onLobby(hostPresent) while we wait in the lobby
+  /// (null once let in).
+  constructor({ room, invite, name, local, levels, tiles, onCount, onConnection, onEnd, onPeople, onChat, onRefused, onNotice, onLobby }) {
     this.local = local;
     this.levels = levels;
     this.tiles = tiles;
@@ -48,8 +49,15 @@ export class Call {
     this.onChat = onChat ?? (() => {});
     this.onRefused = onRefused ?? (() => {});
     this.onNotice = onNotice ?? (() => {});
+    this.onLobby = onLobby ?? (() => {});
     /** Whether the meeting is locked (only hosts get new seats). */
     this.locked = false;
+    /** Whether guests wait in the lobby until a host admits them. */
+    this.lobby = false;
+    /** @type {import("./protocol.js").WaitingView[]} for hosts: who waits in the lobby */
+    this.waiting = [];
+    /** @type {string | null} the host who turned us away from the lobby */
+    this.deniedBy = null;
     this.me = null;
     this.participants = new Map();
     this.peers = new Map();
@@ -87,8 +95,11 @@ export class Call {
   }
 
   welcome(m, resumed) {
+    this.onLobby(null);
     this.iceServers = m.ice_servers;
     this.locked = !!m.locked;
+    this.lobby = !!m.lobby;
+    this.waiting = m.waiting ?? [];
     this.mode = m.mode;
     if (!resumed) {
       // A new seat (first join, or a return after the grace period): start every pair afresh.
@@ -329,6 +340,23 @@ export class Call {
       case "removed":
         this.removedBy = m.by;
         break;
+      case "lobby":
+        this.onLobby(!!m.host_present);
+        break;
+      case "waiting": {
+        const before = new Set(this.waiting.map((g) => g.id));
+        const arrived = m.guests.filter((/** @type {{ id: string }} */ g) => !before.has(g.id));
+        this.waiting = m.guests;
+        if (arrived.length > 0) {
+          const names = arrived.map((/** @type {{ name: string }} */ g) => g.name).join(", ");
+          this.onNotice(`${names} ${arrived.length === 1 ? "is" : "are"} waiting in the lobby: admit or turn away in People.`);
+        }
+        this.people();
+        break;
+      }
+      case "denied":
+        this.deniedBy = m.by;
+        break;
       default:
         break;
     }
@@ -510,6 +538,16 @@ export class Call {
   }
 
   /// Hosts: make participant `id` a host for this meeting.
+  /// Hosts: lets a guest waiting in the lobby (or "all") in.
+  admit(id) {
+    return this.signaling.send(protocol.admit(id));
+  }
+
+  /// Hosts: turns a guest waiting in the lobby away.
+  deny(id) {
+    return this.signaling.send(protocol.deny(id));
+  }
+
   makeHost(id) {
     return this.signaling.send(protocol.makeHost(id));
   }
@@ -545,7 +583,8 @@ export class Call {
     this.sfu?.close();
     this.sfu = null;
     this.local.stop();
-    this.onEnd(this.removedBy ? `${this.removedBy} removed you from the meeting.` : reason);
+    const by = this.removedBy ? `${this.removedBy} removed you from the meeting.` : this.deniedBy ? `${this.deniedBy} turned you away: you were not let into the meeting.` : null;
+    this.onEnd(by ?? reason);
   }
 
   /// What a tile's popover shows: for another participant, the path their media takes to us

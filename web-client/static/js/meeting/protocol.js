@@ -15,6 +15,7 @@ export const CLOSE = Object.freeze({
   REPLACED: 4002,
   REFUSED: 4003,
   ENDED: 4004,
+  DENIED: 4005,
 });
 
 /// Longest chat message the node accepts, in characters.
@@ -26,6 +27,7 @@ export const MAX_CHAT_CHARS = 2000;
  * @typedef {{ type: "chat", id: number, from: string, name: string, text: string, at: number,
  *   to?: string }} ChatMessage
  * @typedef {{ urls: string[], username?: string, credential?: string }} IceServer
+ * @typedef {{ id: string, name: string }} WaitingView a guest waiting in the lobby
  * @typedef {{ participant: string, secret: string }} Resume
  * @typedef {{ type: "offer" | "answer", sdp: string }} Description
  */
@@ -111,6 +113,16 @@ export function lock(locked) {
 /** Hosts: make another participant a host for this meeting. @param {string} participant */
 export function makeHost(participant) {
   return { type: "make-host", participant };
+}
+
+/** Hosts: let a guest waiting in the lobby (an id) or all of them ("all") in. @param {string} participant */
+export function admit(participant) {
+  return { type: "admit", participant };
+}
+
+/** Hosts: turn a guest waiting in the lobby away. @param {string} participant */
+export function deny(participant) {
+  return { type: "deny", participant };
 }
 
 /** Hosts: end the meeting for everyone. */

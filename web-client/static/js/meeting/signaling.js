@@ -13,7 +13,13 @@ const MAX_BACKOFF_MS = 5_000;
 
 // Close codes after which reconnecting would not help (the node said why before closing).
 const { CLOSE } = protocol;
-const FINAL_CLOSES = new Set([CLOSE.LEFT, CLOSE.REMOVED, CLOSE.REPLACED, CLOSE.REFUSED, CLOSE.POLICY, CLOSE.ENDED]);
+const FINAL_CLOSES = new Set([CLOSE.LEFT, CLOSE.REMOVED, CLOSE.REPLACED, CLOSE.REFUSED, CLOSE.POLICY, CLOSE.ENDED, CLOSE.DENIED]);
+/** What the page says after a final close the node gave no message for. */
+const CLOSE_REASONS = new Map([
+  [CLOSE.REPLACED, "You joined this meeting from another tab or window."],
+  [CLOSE.ENDED, "A host ended the meeting for everyone."],
+  [CLOSE.DENIED, "A host turned you away: you were not let into the meeting."],
+]);
 
 export class Signaling {
   /// `join(resume)` builds the join message (`protocol.join`) with the seat to resume, if
@@ -84,7 +90,7 @@ export class Signaling {
   closed(code) {
     if (this.ended) return;
     if (FINAL_CLOSES.has(code) || (code !== CLOSE.TRY_AGAIN && !this.welcomed && this.lastError && this.resume === null)) {
-      const why = code === CLOSE.REPLACED ? "You joined this meeting from another tab or window." : code === CLOSE.ENDED ? "A host ended the meeting for everyone." : "The meeting connection closed.";
+      const why = CLOSE_REASONS.get(code) ?? "The meeting connection closed.";
       this.end(this.lastError?.message ?? why);
       return;
     }

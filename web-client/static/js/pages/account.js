@@ -46,9 +46,29 @@ async function loadMeetings() {
         el("span", { class: "hint" }, ` created ${when(m.created_at)}`),
         el("span", { class: "actions" },
           actionButton("Guest link", "guest-invite", out, () => makeInvite(m.room, "guest")),
-          actionButton("Host link", "host-invite", out, () => makeInvite(m.room, "host")))),
+          actionButton("Host link", "host-invite", out, () => makeInvite(m.room, "host"))),
+        lobbySetting(m)),
     );
   }
+}
+
+/// The meeting's lobby switch: saved at once; a meeting in progress follows.
+function lobbySetting(/** @type {{ room: string, lobby: boolean }} */ m) {
+  const box = el("input", { type: "checkbox", class: "lobby", checked: m.lobby });
+  box.addEventListener("change", async () => {
+    box.disabled = true;
+    say(out, "");
+    try {
+      const saved = await post(`/api/meetings/${encodeURIComponent(m.room)}/settings`, { lobby: box.checked });
+      box.checked = saved.lobby;
+    } catch (e) {
+      box.checked = !box.checked;
+      say(out, e.message);
+    } finally {
+      box.disabled = false;
+    }
+  });
+  return el("label", { class: "check setting" }, box, " Lobby: guests wait until a host lets them in");
 }
 
 async function loadInvites() {

@@ -8,7 +8,7 @@ import { Call } from "../meeting/call.js";
 import { Levels, LocalMedia } from "../meeting/media.js";
 import { bestPath, describe, selfTest } from "../meeting/selftest.js";
 import { Tiles } from "../meeting/tiles.js";
-import { Chat, People } from "../meeting/panel.js";
+import { Chat, People, initials } from "../meeting/panel.js";
 import { MAX_CHAT_CHARS } from "../meeting/protocol.js";
 
 const room = decodeLenient(location.pathname.split("/")[2] ?? "");
@@ -176,6 +176,7 @@ function startCall(name) {
     onEnd: (reason) => {
       document.body.classList.remove("in-call");
       $("#call").hidden = true;
+      $("#lobby").hidden = true;
       $("#ended-title").textContent = reason ? "You are no longer in the meeting" : "You left the meeting";
       $("#ended-reason").textContent = reason ?? "";
       $("#rejoin").href = location.href;
@@ -186,6 +187,7 @@ function startCall(name) {
       chat.addressees(others);
       $("#lower-all").hidden = me.role !== "host";
       $("#host-tools").hidden = me.role !== "host";
+      renderWaiting(me.role === "host" ? call.waiting : []);
       const lock = $("#toggle-lock");
       lock.textContent = call.locked ? "Unlock meeting" : "Lock meeting";
       lock.setAttribute("aria-pressed", String(call.locked));
@@ -205,11 +207,39 @@ function startCall(name) {
       say(connection, text, "info");
       setTimeout(() => say(connection, ""), 6000);
     },
+    onLobby: (hostPresent) => {
+      const waiting = hostPresent !== null;
+      $("#lobby").hidden = !waiting;
+      $("#call").hidden = waiting;
+      if (waiting) {
+        $("#lobby-status").textContent = hostPresent
+          ? "A host is in the meeting and has been told you are here. You will join as soon as they let you in."
+          : "No host is in the meeting yet. You will be let in when a host arrives and admits you.";
+      }
+    },
     onRefused: (error) => {
       if (error.code.startsWith("chat_") || error.code === "rate_limited" || error.code === "no_such_participant") say($("#chat-error"), error.message);
     },
   });
   call.tiles.onMore(() => openPanel("people"));
+  /** Hosts: who waits in the lobby, each with Admit and Turn away. */
+  const renderWaiting = (/** @type {{ id: string, name: string }[]} */ guests) => {
+    $("#lobby-guests").hidden = guests.length === 0;
+    $("#waiting-list").replaceChildren(
+      ...guests.map((g) =>
+        el(
+          "li",
+          { "data-waiting": g.id },
+          el("span", { class: "avatar small", "aria-hidden": "true" }, initials(g.name)),
+          el("span", { class: "name" }, g.name),
+          el("button", { type: "button", class: "link admit", onclick: () => call.admit(g.id) }, "Admit"),
+          el("button", { type: "button", class: "link deny danger", onclick: () => call.deny(g.id) }, "Turn away"),
+        ),
+      ),
+    );
+  };
+  $("#admit-all").addEventListener("click", () => call.admit("all"));
+  $("#lobby-leave").addEventListener("click", () => call.leave());
   const deviceChange = (kind) => async (event) => {
     say($("#devices-error"), "");
     try {
