@@ -11,6 +11,7 @@ mod cli_tokens_accounts_invites;
 mod config_precedence;
 mod connectivity;
 mod http_bad_input;
+mod i18n;
 mod impairment;
 mod loadtest;
 mod login_rate_limit;

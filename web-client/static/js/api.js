@@ -1,6 +1,9 @@
 // @ts-check
 // The node's JSON API. Every call goes through `api`, which turns an error answer into an
-// ApiError carrying the node's own sentence for a person.
+// ApiError carrying a sentence for a person: ours for the node's error code, in the page's
+// language, or else the node's own.
+
+import { errorText, t } from "./i18n.js";
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -21,7 +24,7 @@ export async function api(method, path, body) {
   try {
     res = await fetch(path, init);
   } catch {
-    throw new ApiError(0, "network", "The server cannot be reached. Check your connection and try again.");
+    throw new ApiError(0, "network", t("error.network"));
   }
   if (res.status === 204) return null;
   let data = null;
@@ -31,7 +34,8 @@ export async function api(method, path, body) {
     // Not JSON: fall through to a generic message.
   }
   if (!res.ok) {
-    throw new ApiError(res.status, data?.error ?? `http_${res.status}`, data?.message ?? `The server answered ${res.status}.`);
+    const code = data?.error ?? `http_${res.status}`;
+    throw new ApiError(res.status, code, errorText(code, data?.message ?? t("error.http", { status: res.status })));
   }
   return data;
 }

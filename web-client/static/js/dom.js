@@ -2,6 +2,8 @@
 // Building the page. Text from anyone (names, notes, messages) only ever becomes a text
 // node: `el` appends strings as text, and nothing here uses innerHTML.
 
+import { lang, t } from "./i18n.js";
+
 /// `decodeURIComponent`, except that a damaged escape (a lone `%`) gives the text back as it
 /// is rather than throwing: a mangled link is then refused with a reason, not a stuck page.
 export function decodeLenient(text) {
@@ -39,7 +41,7 @@ export function say(target, text, kind = "error") {
 /// A Unix time in the reader's own time zone, to the minute.
 export function when(unix) {
   if (unix == null) return "";
-  return new Date(unix * 1000).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  return new Date(unix * 1000).toLocaleString(lang, { dateStyle: "medium", timeStyle: "short" });
 }
 
 /// Runs an async form handler with the submit button disabled and errors shown in `out`.
@@ -79,9 +81,9 @@ export function actionButton(label, className, out, action) {
 export async function copyButton(button, text) {
   try {
     await navigator.clipboard.writeText(text);
-    button.textContent = "Copied";
+    button.textContent = t("common.copied");
   } catch {
-    button.textContent = "Select and copy";
+    button.textContent = t("common.select_and_copy");
   }
-  setTimeout(() => (button.textContent = "Copy"), 2000);
+  setTimeout(() => (button.textContent = t("common.copy")), 2000);
 }

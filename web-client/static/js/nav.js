@@ -3,6 +3,7 @@
 
 import { post } from "./api.js";
 import { $, el } from "./dom.js";
+import { t } from "./i18n.js";
 import { forgetKeys } from "./keystore.js";
 
 export function renderNav(me) {
@@ -10,18 +11,18 @@ export function renderNav(me) {
   if (!nav) return;
   nav.replaceChildren();
   if (!me) {
-    nav.append(el("a", { href: "/login" }, "Log in"));
+    nav.append(el("a", { href: "/login" }, t("nav.log_in")));
     return;
   }
-  nav.append(el("a", { href: "/account" }, "Meetings"));
-  if (me.is_ticketmaster) nav.append(el("a", { href: "/tokens" }, "Tokens"));
-  if (me.is_admin) nav.append(el("a", { href: "/admin" }, "Accounts"));
+  nav.append(el("a", { href: "/account" }, t("nav.meetings")));
+  if (me.is_ticketmaster) nav.append(el("a", { href: "/tokens" }, t("nav.tokens")));
+  if (me.is_admin) nav.append(el("a", { href: "/admin" }, t("nav.accounts")));
   nav.append(el("span", { class: "who" }, me.username));
   nav.append(
     el("button", { type: "button", id: "logout", class: "link", onclick: async () => {
       await post("/api/logout");
       await forgetKeys();
       location.assign("/");
-    } }, "Log out"),
+    } }, t("nav.log_out")),
   );
 }

@@ -12,6 +12,7 @@ import { SfuLink } from "./sfu.js";
 import { Signaling } from "./signaling.js";
 import { speakingDetector } from "./media.js";
 import { Meter, describePath, pathOf, quality, uplinkLoss } from "./stats.js";
+import { t, tn } from "../i18n.js";
 
 const number = (id) => Number(id.slice(1));
 
@@ -30,7 +31,8 @@ const VIEW_EVERY_MS = 500;
 const QUALITY_EVERY_MS = 2_000;
 
 /// The SFU's simulcast layers by the height they arrive in.
-const layerName = (/** @type {number} */ height) => (height === 0 ? null : height <= 200 ? `low (${height}p)` : height <= 400 ? `medium (${height}p)` : `high (${height}p)`);
+const layerName = (/** @type {number} */ height) =>
+  height === 0 ? null : t(height <= 200 ? "layer.low" : height <= 400 ? "layer.medium" : "layer.high", { height: String(height) });
 
 export class Call {
   /// Handlers: onCount(n), onConnection(state), onEnd(reason), onPeople(me, others) whenever
@@ -311,11 +313,11 @@ export class Call {
         (m.kind === "video" ? this.setVideo(false) : this.setAudio(false))
           .then(() => this.onLocalChange?.())
           .catch((e) => log("warn", "could not turn off what a host asked", e));
-        this.onNotice(m.kind === "video" ? `${m.by} stopped your camera. Start it again when you want.` : `${m.by} muted you. Unmute when you want to speak.`);
+        this.onNotice(t(m.kind === "video" ? "notice.camera_stopped" : "notice.muted", { by: m.by }));
         break;
       case "locked":
         this.locked = m.locked;
-        this.onNotice(m.locked ? `${m.by} locked the meeting: nobody new can join.` : `${m.by} unlocked the meeting.`);
+        this.onNotice(t(m.locked ? "notice.locked" : "notice.unlocked", { by: m.by }));
         this.people();
         break;
       case "signal":
@@ -349,7 +351,7 @@ export class Call {
         this.waiting = m.guests;
         if (arrived.length > 0) {
           const names = arrived.map((/** @type {{ name: string }} */ g) => g.name).join(", ");
-          this.onNotice(`${names} ${arrived.length === 1 ? "is" : "are"} waiting in the lobby: admit or turn away in People.`);
+          this.onNotice(tn("notice.waiting", arrived.length, { names }));
         }
         this.people();
         break;
@@ -370,7 +372,7 @@ export class Call {
   /// from that network only).
   confirmRemove(id) {
     const name = this.nameOf(id);
-    if (confirm(`Remove ${name} from the meeting? They cannot come back with the same link from the same network; others who were given that link still can.`)) this.remove(id);
+    if (confirm(t("host.remove_confirm", { name }))) this.remove(id);
   }
 
   arrive(view) {
@@ -472,7 +474,7 @@ export class Call {
 
   /// The name of participant `id` (or "someone" once they have left).
   nameOf(id) {
-    return this.participants.get(id)?.name ?? (id === this.me?.id ? this.me.name : "someone who left");
+    return this.participants.get(id)?.name ?? (id === this.me?.id ? this.me.name : t("call.someone_who_left"));
   }
 
   /// After the set of participants changed: the count, and what each connection may send.
@@ -583,7 +585,7 @@ export class Call {
     this.sfu?.close();
     this.sfu = null;
     this.local.stop();
-    const by = this.removedBy ? `${this.removedBy} removed you from the meeting.` : this.deniedBy ? `${this.deniedBy} turned you away: you were not let into the meeting.` : null;
+    const by = this.removedBy ? t("ended.removed", { by: this.removedBy }) : this.deniedBy ? t("ended.denied", { by: this.deniedBy }) : null;
     this.onEnd(by ?? reason);
   }
 
@@ -606,7 +608,7 @@ export class Call {
         loss = Math.max(loss ?? 0, uplinkLoss(report) ?? 0);
         rtt = Math.max(rtt ?? 0, pathOf(report)?.rtt ?? 0);
       }
-      const path = this.sfu ? describePath(pathOf(await read(this.sfu.pc)), true) : pcs.length ? `direct to ${pcs.length} participant${pcs.length === 1 ? "" : "s"}` : "nobody to send to yet";
+      const path = this.sfu ? describePath(pathOf(await read(this.sfu.pc)), true) : pcs.length ? tn("path.direct_to", pcs.length) : t("path.nobody_yet");
       return { self: true, path, layers, lossPercent: pcs.length ? loss : null, rtt: pcs.length ? rtt : null, quality: quality(loss, rtt) };
     }
     const via = this.shownVia.get(id) ?? "mesh";

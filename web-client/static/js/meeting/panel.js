@@ -4,6 +4,7 @@
 // become anchors whose href is checked to be http(s) and which open with no opener.
 
 import { el } from "../dom.js";
+import { lang, t } from "../i18n.js";
 
 /** @typedef {import("./protocol.js").ParticipantView} ParticipantView */
 /** @typedef {import("./protocol.js").ChatMessage} ChatMessage */
@@ -74,9 +75,9 @@ export class People {
         el(
           "li",
           { "data-participant": p.id },
-          el("span", { class: "name" }, p.id === me.id ? `${p.name} (you)` : p.name),
+          el("span", { class: "name" }, p.id === me.id ? t("people.you", { name: p.name }) : p.name),
           host || p.id === me.id
-            ? el("button", { type: "button", class: "link lower-hand", onclick: () => this.actions.lowerHand(p.id) }, "Lower")
+            ? el("button", { type: "button", class: "link lower-hand", onclick: () => this.actions.lowerHand(p.id) }, t("people.lower"))
             : null,
         ),
       ),
@@ -92,23 +93,23 @@ export class People {
    */
   row(p, self, host) {
     const states = [
-      p.role === "host" ? el("span", { class: "badge host" }, "Host") : null,
-      el("span", { class: `state mic ${p.audio ? "on" : "off"}` }, p.audio ? "Mic on" : "Muted"),
-      el("span", { class: `state camera ${p.video ? "on" : "off"}` }, p.video ? "Camera on" : "Camera off"),
-      p.hand != null ? el("span", { class: "state hand" }, "Hand raised") : null,
-      p.connected === false ? el("span", { class: "state away" }, "Reconnecting…") : null,
+      p.role === "host" ? el("span", { class: "badge host" }, t("role.host")) : null,
+      el("span", { class: `state mic ${p.audio ? "on" : "off"}` }, p.audio ? t("people.mic_on") : t("people.muted")),
+      el("span", { class: `state camera ${p.video ? "on" : "off"}` }, p.video ? t("people.camera_on") : t("people.camera_off")),
+      p.hand != null ? el("span", { class: "state hand" }, t("people.hand_raised")) : null,
+      p.connected === false ? el("span", { class: "state away" }, t("people.reconnecting")) : null,
     ];
     return el(
       "li",
       { "data-participant": p.id, "data-hand": p.hand != null ? String(p.hand) : null },
       el("span", { class: "avatar small", "aria-hidden": "true" }, initials(p.name)),
-      el("span", { class: "name" }, self ? `${p.name} (you)` : p.name),
+      el("span", { class: "name" }, self ? t("people.you", { name: p.name }) : p.name),
       ...states,
-      self ? null : el("button", { type: "button", class: "link", title: `Send ${p.name} a private message`, onclick: () => this.actions.privately(p.id) }, "Message"),
-      host && !self && p.audio ? el("button", { type: "button", class: "link mute", onclick: () => this.actions.mute(p.id) }, "Mute") : null,
-      host && !self && p.video ? el("button", { type: "button", class: "link stop-camera", onclick: () => this.actions.stopCamera(p.id) }, "Stop camera") : null,
-      host && !self && p.role !== "host" ? el("button", { type: "button", class: "link make-host", onclick: () => this.actions.makeHost(p.id) }, "Make host") : null,
-      host && !self ? el("button", { type: "button", class: "link remove", onclick: () => this.actions.remove(p.id) }, "Remove") : null,
+      self ? null : el("button", { type: "button", class: "link", title: t("people.message_title", { name: p.name }), onclick: () => this.actions.privately(p.id) }, t("people.message")),
+      host && !self && p.audio ? el("button", { type: "button", class: "link mute", onclick: () => this.actions.mute(p.id) }, t("call.mute")) : null,
+      host && !self && p.video ? el("button", { type: "button", class: "link stop-camera", onclick: () => this.actions.stopCamera(p.id) }, t("call.stop_camera")) : null,
+      host && !self && p.role !== "host" ? el("button", { type: "button", class: "link make-host", onclick: () => this.actions.makeHost(p.id) }, t("people.make_host")) : null,
+      host && !self ? el("button", { type: "button", class: "link remove", onclick: () => this.actions.remove(p.id) }, t("people.remove")) : null,
     );
   }
 }
@@ -139,13 +140,13 @@ export class Chat {
       this.seen.add(m.id);
       added += 1;
       const mine = m.from === me;
-      const time = new Date(m.at).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
-      const privately = m.to ? (mine ? `privately to ${nameOf(m.to)}` : "privately to you") : null;
+      const time = new Date(m.at).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
+      const privately = m.to ? (mine ? t("chat.privately_to", { name: nameOf(m.to) }) : t("chat.privately_to_you")) : null;
       this.log.append(
         el(
           "li",
           { class: `chat-message${mine ? " mine" : ""}${m.to ? " private" : ""}`, "data-from": m.from },
-          el("span", { class: "meta" }, el("strong", { class: "name" }, mine ? "You" : m.name), privately ? ` ${privately}` : "", " ", el("time", { datetime: new Date(m.at).toISOString() }, time)),
+          el("span", { class: "meta" }, el("strong", { class: "name" }, mine ? t("chat.you") : m.name), privately ? ` ${privately}` : "", " ", el("time", { datetime: new Date(m.at).toISOString() }, time)),
           el("p", { class: "text", dir: "auto" }, ...linkify(m.text)),
         ),
       );
@@ -161,7 +162,7 @@ export class Chat {
   addressees(others) {
     const current = this.to.value;
     this.to.replaceChildren(
-      el("option", { value: "" }, "Everyone"),
+      el("option", { value: "" }, t("chat.everyone")),
       ...others.map((p) => el("option", { value: p.id, selected: p.id === current }, p.name)),
     );
     if (!others.some((p) => p.id === current)) this.to.value = "";

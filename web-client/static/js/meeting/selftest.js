@@ -7,6 +7,8 @@
 //   tls: a relay allocated over TLS (turns:, possibly on port 443).
 // Nothing is sent to anyone but the node.
 
+import { t } from "../i18n.js";
+
 const LIMIT_MS = 8000;
 
 /// Resolves to { udp, tcp, tls } (booleans), or null when the node offers no TURN server.
@@ -40,10 +42,10 @@ export async function selfTest(iceServers, limitMs = LIMIT_MS) {
 /// A sentence for the person about to join.
 export function describe(found) {
   if (!found) return "";
-  if (found.udp) return "Network check: media can reach the meeting server directly (UDP).";
-  if (found.tcp) return "Network check: UDP is blocked here; your audio and video will go through the meeting server over TCP.";
-  if (found.tls) return "Network check: only encrypted TCP (TLS) gets through here; your audio and video will go through the meeting server over TLS.";
-  return "Network check: nothing gets through from this network to the meeting server's media (UDP, TCP and TLS are all blocked). You can join, but others may not see or hear you: try another network, or ask its administrator to allow UDP or TCP port 443.";
+  if (found.udp) return t("network.udp");
+  if (found.tcp) return t("network.tcp");
+  if (found.tls) return t("network.tls");
+  return t("network.none");
 }
 
 /// The one path the call will use first, for tests and the console: udp, tcp, tls or none.

@@ -6,6 +6,7 @@
 
 import { log } from "./log.js";
 import * as protocol from "./protocol.js";
+import { errorText, t } from "../i18n.js";
 
 const HEARTBEAT_MS = 10_000;
 const SILENCE_MS = 25_000;
@@ -16,9 +17,9 @@ const { CLOSE } = protocol;
 const FINAL_CLOSES = new Set([CLOSE.LEFT, CLOSE.REMOVED, CLOSE.REPLACED, CLOSE.REFUSED, CLOSE.POLICY, CLOSE.ENDED, CLOSE.DENIED]);
 /** What the page says after a final close the node gave no message for. */
 const CLOSE_REASONS = new Map([
-  [CLOSE.REPLACED, "You joined this meeting from another tab or window."],
-  [CLOSE.ENDED, "A host ended the meeting for everyone."],
-  [CLOSE.DENIED, "A host turned you away: you were not let into the meeting."],
+  [CLOSE.REPLACED, "ended.replaced"],
+  [CLOSE.ENDED, "ended.ended"],
+  [CLOSE.DENIED, "ended.turned_away"],
 ]);
 
 export class Signaling {
@@ -78,6 +79,8 @@ export class Signaling {
       this.handlers.onState("connected");
       this.handlers.onWelcome(message, resumed);
     } else if (message.type === "error") {
+      // Our sentence for the code, in the page's language (the node's is English).
+      message.message = errorText(message.code, message.message);
       this.lastError = message;
       if (!this.welcomed) return; // The close that follows ends things with this reason.
       log("warn", `the node refused a message: ${message.code}: ${message.message}`);
@@ -90,7 +93,7 @@ export class Signaling {
   closed(code) {
     if (this.ended) return;
     if (FINAL_CLOSES.has(code) || (code !== CLOSE.TRY_AGAIN && !this.welcomed && this.lastError && this.resume === null)) {
-      const why = CLOSE_REASONS.get(code) ?? "The meeting connection closed.";
+      const why = t(CLOSE_REASONS.get(code) ?? "ended.closed");
       this.end(this.lastError?.message ?? why);
       return;
     }

@@ -4,6 +4,8 @@
 // bitrate, loss, round trip and codec; for our own uplink, each simulcast layer. Rates need
 // two reports: a `Meter` keeps the previous counters per stream.
 
+import { t } from "../i18n.js";
+
 /**
  * @typedef {{ type?: string, address?: string, port?: number, protocol?: string, relayProtocol?: string }} Candidate
  * @typedef {{ local: Candidate | null, remote: Candidate | null, rtt: number | null }} Path
@@ -50,14 +52,14 @@ export function pathOf(report) {
  * @param {boolean} viaSfu
  */
 export function describePath(path, viaSfu) {
-  if (!path?.local) return "not connected yet";
+  if (!path?.local) return t("path.not_connected");
   const transport = (path.local.protocol ?? "udp").toUpperCase();
   if (path.local.type === "relay") {
-    const turn = `TURN over ${(path.local.relayProtocol ?? "udp").toUpperCase()}`;
-    return viaSfu ? `through the meeting server (SFU), relayed by ${turn}` : `relayed, ${turn}`;
+    const turn = (path.local.relayProtocol ?? "udp").toUpperCase();
+    return viaSfu ? t("path.sfu_relayed", { turn }) : t("path.relayed", { turn });
   }
-  if (viaSfu) return `through the meeting server (SFU) over ${transport}`;
-  return `direct over ${transport}`;
+  if (viaSfu) return t("path.sfu", { transport });
+  return t("path.direct", { transport });
 }
 
 /** Round trips and loss in words: "good", "fair" or "poor". */

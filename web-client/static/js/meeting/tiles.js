@@ -5,6 +5,7 @@
 
 import { el } from "../dom.js";
 import { initials } from "./panel.js";
+import { number, t, tn } from "../i18n.js";
 
 /** How long the popover waits between refreshes while open. */
 const DETAIL_EVERY_MS = 1_000;
@@ -94,8 +95,8 @@ export class Tiles {
     });
     const hiddenCount = order.length - fits;
     this.more.hidden = hiddenCount === 0;
-    this.more.textContent = `${hiddenCount} more`;
-    this.more.setAttribute("aria-label", `${hiddenCount} more participants: show the list`);
+    this.more.textContent = tn("tiles.more", hiddenCount);
+    this.more.setAttribute("aria-label", tn("tiles.more_label", hiddenCount));
     this.container.append(this.more);
   }
 
@@ -117,20 +118,27 @@ export class Tiles {
         { class: self ? "tile self" : "tile", "data-participant": view.id, "data-showing": "no" },
         video,
         el("div", { class: "avatar", "aria-hidden": "true" }),
-        el("figcaption", {}, el("span", { class: "name" }), el("span", { class: "mic-off" }, "Muted"), el("span", { class: "hand" }, "Hand raised"), el("span", { class: "away" }, "Reconnecting…")),
+        el(
+          "figcaption",
+          {},
+          el("span", { class: "name" }),
+          el("span", { class: "mic-off" }, t("people.muted")),
+          el("span", { class: "hand" }, t("people.hand_raised")),
+          el("span", { class: "away" }, t("people.reconnecting")),
+        ),
       );
       if (this.detail) {
-        const popover = el("div", { class: "popover", role: "dialog", "aria-label": "Connection details", hidden: true });
+        const popover = el("div", { class: "popover", role: "dialog", "aria-label": t("tiles.details"), hidden: true });
         const button = el(
           "button",
-          { type: "button", class: "info", "aria-expanded": "false", title: self ? "What you send" : "Connection details", onclick: () => this.toggleDetail(view.id) },
+          { type: "button", class: "info", "aria-expanded": "false", title: self ? t("tiles.what_you_send") : t("tiles.details"), onclick: () => this.toggleDetail(view.id) },
           el("span", { class: "quality-dot", "aria-hidden": "true" }),
-          el("span", { class: "sr-only" }, "Connection details"),
+          el("span", { class: "sr-only" }, t("tiles.details")),
         );
         node.append(button, popover);
       }
       if (onRemove) {
-        node.append(el("button", { type: "button", class: "remove", title: "Remove from the meeting", onclick: () => onRemove(view.id) }, "Remove"));
+        node.append(el("button", { type: "button", class: "remove", title: t("tiles.remove_title"), onclick: () => onRemove(view.id) }, t("people.remove")));
       }
       tile = { node, video };
       this.tiles.set(view.id, tile);
@@ -139,7 +147,7 @@ export class Tiles {
     }
     const node = tile.node;
     const part = (/** @type {string} */ css) => /** @type {HTMLElement} */ (node.querySelector(css));
-    const name = self ? `${view.name} (you)` : view.name;
+    const name = self ? t("people.you", { name: view.name }) : view.name;
     part(".name").textContent = name;
     part(".avatar").textContent = initials(view.name);
     if (view.hand != null) tile.node.dataset.hand = String(view.hand);
@@ -149,7 +157,8 @@ export class Tiles {
     tile.node.dataset.connected = view.connected === false ? "no" : "yes";
     part(".mic-off").hidden = view.audio;
     part(".away").hidden = view.connected !== false;
-    tile.node.setAttribute("aria-label", `${name}${view.audio ? "" : ", muted"}${view.video ? "" : ", camera off"}${view.hand != null ? ", hand raised" : ""}`);
+    const states = [view.audio ? null : t("tiles.state_muted"), view.video ? null : t("tiles.state_camera_off"), view.hand != null ? t("tiles.state_hand") : null];
+    tile.node.setAttribute("aria-label", [name, ...states.filter(Boolean)].join(", "));
     return tile;
   }
 
@@ -170,7 +179,7 @@ export class Tiles {
       this.screens.set(id, tile);
       this.container.prepend(node);
     }
-    const label = self ? "Your screen, as others see it" : `${name}'s screen`;
+    const label = self ? t("tiles.your_screen") : t("tiles.screen_of", { name });
     const caption = tile.node.querySelector(".name");
     if (caption) caption.textContent = label;
     tile.node.setAttribute("aria-label", label);
@@ -207,7 +216,7 @@ export class Tiles {
     if (level) tile.node.dataset.quality = level;
     else delete tile.node.dataset.quality;
     const button = tile.node.querySelector(".info");
-    if (button) button.setAttribute("aria-label", `Connection details${level ? `: ${level}` : ""}`);
+    if (button) button.setAttribute("aria-label", level ? t("tiles.details_level", { level: t(`quality.${level}`) }) : t("tiles.details"));
   }
 
   /// Opens (or closes) one tile's connection popover; it refreshes while open.
@@ -281,11 +290,11 @@ export class Tiles {
 }
 
 const fmt = {
-  ms: (/** @type {number | null | undefined} */ s) => (s == null ? "–" : `${Math.round(s * 1000)} ms`),
-  kbps: (/** @type {number | null | undefined} */ k) => (k == null ? "–" : k >= 1000 ? `${(k / 1000).toFixed(1)} Mbit/s` : `${k} kbit/s`),
-  fps: (/** @type {number | null | undefined} */ f) => (f == null ? "–" : `${Math.round(f)} fps`),
-  loss: (/** @type {number | null | undefined} */ l) => (l == null ? "–" : `${l} %`),
-  size: (/** @type {number} */ w, /** @type {number} */ h) => (h ? `${w}×${h}` : "no video"),
+  ms: (/** @type {number | null | undefined} */ s) => (s == null ? "–" : t("unit.ms", { n: Math.round(s * 1000) })),
+  kbps: (/** @type {number | null | undefined} */ k) => (k == null ? "–" : k >= 1000 ? t("unit.mbps", { n: number(Math.round(k / 100) / 10) }) : t("unit.kbps", { n: k })),
+  fps: (/** @type {number | null | undefined} */ f) => (f == null ? "–" : t("unit.fps", { n: Math.round(f) })),
+  loss: (/** @type {number | null | undefined} */ l) => (l == null ? "–" : t("unit.percent", { n: l })),
+  size: (/** @type {number} */ w, /** @type {number} */ h) => (h ? `${w}×${h}` : t("detail.no_video")),
 };
 
 /**
@@ -293,23 +302,28 @@ const fmt = {
  * @param {any} d
  */
 function detailRows(d) {
-  if (!d) return [el("p", {}, "No figures yet.")];
+  if (!d) return [el("p", {}, t("detail.none"))];
   /** @type {[string, string][]} */
-  const rows = [["Path", d.path], ["Round trip", fmt.ms(d.rtt)]];
+  const rows = [[t("detail.path"), d.path], [t("detail.rtt"), fmt.ms(d.rtt)]];
   if (d.self) {
-    rows.push(["Loss (as received)", fmt.loss(d.lossPercent)]);
+    rows.push([t("detail.loss_received"), fmt.loss(d.lossPercent)]);
     for (const l of d.layers) {
       const parts = [fmt.size(l.width, l.height), fmt.fps(l.fps), fmt.kbps(l.kbps)];
-      if (!l.active) parts.push("paused: nobody watches it");
-      if (l.limitedBy) parts.push(`limited by ${l.limitedBy}`);
-      rows.push([l.rid ? `Sending layer ${l.rid}` : "Sending", parts.join(", ")]);
+      if (!l.active) parts.push(t("detail.paused"));
+      if (l.limitedBy) parts.push(t("detail.limited_by", { reason: l.limitedBy }));
+      rows.push([l.rid ? t("detail.sending_layer", { rid: l.rid }) : t("detail.sending"), parts.join(", ")]);
     }
   } else {
-    rows.push(["Resolution", fmt.size(d.width, d.height)], ["Frame rate", fmt.fps(d.fps)], ["Bitrate", fmt.kbps(d.kbps)], ["Packet loss", fmt.loss(d.lossPercent)]);
-    if (d.jitterMs != null) rows.push(["Jitter", `${d.jitterMs} ms`]);
-    rows.push(["Codec", d.codec ?? "–"]);
-    if (d.layer) rows.push(["Layer received", d.layer]);
+    rows.push(
+      [t("detail.resolution"), fmt.size(d.width, d.height)],
+      [t("detail.fps"), fmt.fps(d.fps)],
+      [t("detail.bitrate"), fmt.kbps(d.kbps)],
+      [t("detail.loss"), fmt.loss(d.lossPercent)],
+    );
+    if (d.jitterMs != null) rows.push([t("detail.jitter"), fmt.ms(d.jitterMs / 1000)]);
+    rows.push([t("detail.codec"), d.codec ?? "–"]);
+    if (d.layer) rows.push([t("detail.layer"), d.layer]);
   }
-  rows.push(["Quality", d.quality]);
+  rows.push([t("detail.quality"), t(`quality.${d.quality}`)]);
   return [el("dl", {}, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))];
 }

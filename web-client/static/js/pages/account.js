@@ -4,6 +4,7 @@
 import { get, post, requireLogin } from "../api.js";
 import { signInvite } from "../capability.js";
 import { $, actionButton, copyButton, el, onSubmit, say, when } from "../dom.js";
+import { t } from "../i18n.js";
 import { signingIdentity, supported } from "../keystore.js";
 import { renderNav } from "../nav.js";
 
@@ -12,7 +13,7 @@ renderNav(me);
 const out = $("#out");
 
 async function makeInvite(room, role) {
-  if (!supported()) throw new Error("This browser cannot keep signing keys. Use a current Chromium, Firefox or Safari.");
+  if (!supported()) throw new Error(t("account.no_keys"));
   const identity = await signingIdentity(me);
   const days = Number($("#invite-expiry").value);
   const now = Math.floor(Date.now() / 1000);
@@ -25,7 +26,7 @@ async function makeInvite(room, role) {
     expires,
   });
   const registered = await post("/api/invites", { invite });
-  $("#invite-what").textContent = `${role === "host" ? "Host" : "Guest"} link for ${room}, valid until ${when(registered.expires_at)}.`;
+  $("#invite-what").textContent = t(role === "host" ? "account.host_link_for" : "account.guest_link_for", { room, until: when(registered.expires_at) });
   $("#invite-link").value = registered.link;
   $("#invite-result").hidden = false;
   $("#invite-link").select();
@@ -38,15 +39,15 @@ async function loadMeetings() {
   const meetings = await get("/api/meetings");
   const list = $("#meetings");
   list.replaceChildren();
-  if (meetings.length === 0) list.append(el("li", { class: "hint" }, "No meetings yet. Create one above."));
+  if (meetings.length === 0) list.append(el("li", { class: "hint" }, t("account.no_meetings")));
   for (const m of meetings) {
     list.append(
       el("li", { class: "meeting", "data-room": m.room },
         el("strong", {}, m.room),
-        el("span", { class: "hint" }, ` created ${when(m.created_at)}`),
+        el("span", { class: "hint" }, ` ${t("account.created", { when: when(m.created_at) })}`),
         el("span", { class: "actions" },
-          actionButton("Guest link", "guest-invite", out, () => makeInvite(m.room, "guest")),
-          actionButton("Host link", "host-invite", out, () => makeInvite(m.room, "host"))),
+          actionButton(t("account.guest_link"), "guest-invite", out, () => makeInvite(m.room, "guest")),
+          actionButton(t("account.host_link"), "host-invite", out, () => makeInvite(m.room, "host"))),
         lobbySetting(m)),
     );
   }
@@ -68,7 +69,7 @@ function lobbySetting(/** @type {{ room: string, lobby: boolean }} */ m) {
       box.disabled = false;
     }
   });
-  return el("label", { class: "check setting" }, box, " Lobby: guests wait until a host lets them in");
+  return el("label", { class: "check setting" }, box, ` ${t("account.lobby_setting")}`);
 }
 
 async function loadInvites() {
@@ -76,16 +77,16 @@ async function loadInvites() {
   const body = $("#invites tbody");
   body.replaceChildren();
   for (const i of invites) {
-    const revoke = actionButton("Revoke", "revoke", out, async () => {
+    const revoke = actionButton(t("common.revoke"), "revoke", out, async () => {
       await post(`/api/invites/${i.id}/revoke`);
       await loadInvites();
     });
     body.append(
       el("tr", { "data-id": i.id },
         el("td", {}, i.room),
-        el("td", {}, i.role),
+        el("td", {}, t(`role.${i.role}`)),
         el("td", {}, when(i.expires_at)),
-        el("td", { class: `status ${i.status}` }, i.status),
+        el("td", { class: `status ${i.status}` }, t(`status.${i.status}`)),
         el("td", {}, i.status === "active" ? revoke : "")),
     );
   }

@@ -3,6 +3,7 @@
 
 import { get, post, requireLogin } from "../api.js";
 import { $, actionButton, el, say, when } from "../dom.js";
+import { t } from "../i18n.js";
 import { renderNav } from "../nav.js";
 
 const me = await requireLogin();
@@ -20,19 +21,19 @@ async function load() {
   rows.replaceChildren();
   for (const a of accounts) {
     const name = encodeURIComponent(a.username);
-    const roles = [a.is_admin && "admin", a.is_ticketmaster && "ticketmaster"].filter(Boolean).join(", ");
+    const roles = [a.is_admin && t("admin.role_admin"), a.is_ticketmaster && t("admin.role_ticketmaster")].filter(Boolean).join(", ");
     const actions = el("td", { class: "actions" },
-      actionButton(a.is_ticketmaster ? "Remove ticketmaster" : "Make ticketmaster", "toggle-ticketmaster", out,
+      actionButton(a.is_ticketmaster ? t("admin.remove_ticketmaster") : t("admin.make_ticketmaster"), "toggle-ticketmaster", out,
         () => act(`/api/accounts/${name}/ticketmaster`, { grant: !a.is_ticketmaster })),
       a.username.toLowerCase() === me.username.toLowerCase()
         ? null
-        : actionButton(a.disabled ? "Enable" : "Disable", "toggle-disabled", out,
+        : actionButton(a.disabled ? t("admin.enable") : t("admin.disable"), "toggle-disabled", out,
           () => act(`/api/accounts/${name}/${a.disabled ? "enable" : "disable"}`)));
     rows.append(
       el("tr", { "data-username": a.username },
         el("td", {}, a.username),
         el("td", {}, roles),
-        el("td", { class: a.disabled ? "status revoked" : "status active" }, a.disabled ? "disabled" : "active"),
+        el("td", { class: a.disabled ? "status revoked" : "status active" }, a.disabled ? t("status.disabled") : t("status.active")),
         el("td", {}, when(a.created_at)),
         actions),
     );
@@ -46,5 +47,5 @@ if (me.is_admin) {
     say(out, e.message);
   }
 } else {
-  say(out, "Only admins can manage accounts.");
+  say(out, t("admin.only_admins"));
 }

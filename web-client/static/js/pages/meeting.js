@@ -10,6 +10,7 @@ import { bestPath, describe, selfTest } from "../meeting/selftest.js";
 import { Tiles } from "../meeting/tiles.js";
 import { Chat, People, initials } from "../meeting/panel.js";
 import { MAX_CHAT_CHARS } from "../meeting/protocol.js";
+import { t, tn } from "../i18n.js";
 
 const room = decodeLenient(location.pathname.split("/")[2] ?? "");
 const invite = decodeLenient(location.hash.slice(1));
@@ -23,14 +24,14 @@ function refuse(reason, help) {
   $("#refusal-reason").textContent = reason;
   $("#refusal-help").textContent = help ?? "";
   $("#refusal").hidden = false;
-  document.title = "Invite not valid · Confab";
+  document.title = t("refusal.title");
 }
 
 function describeError(e) {
   if (!e) return "";
-  if (e.name === "NotAllowedError") return "The browser was not allowed to use it: check the site's permissions.";
-  if (e.name === "NotFoundError" || e.name === "OverconstrainedError") return "None was found.";
-  if (e.name === "NotReadableError") return "It is in use by another program.";
+  if (e.name === "NotAllowedError") return t("device.not_allowed");
+  if (e.name === "NotFoundError" || e.name === "OverconstrainedError") return t("device.not_found");
+  if (e.name === "NotReadableError") return t("device.in_use");
   return `${e.name}.`;
 }
 
@@ -40,7 +41,7 @@ async function fillDeviceChoices() {
     const select = kind === "audio" ? $("#mic-select") : $("#camera-select");
     const current = local.track(kind)?.getSettings().deviceId ?? local.deviceIds[kind];
     select.replaceChildren(
-      ...devices[kind].map((d, i) => el("option", { value: d.deviceId, selected: d.deviceId === current }, d.label || `${kind === "audio" ? "Microphone" : "Camera"} ${i + 1}`)),
+      ...devices[kind].map((d, i) => el("option", { value: d.deviceId, selected: d.deviceId === current }, d.label || t(kind === "audio" ? "device.microphone_n" : "device.camera_n", { n: i + 1 }))),
     );
     select.disabled = devices[kind].length < 2;
   }
@@ -55,12 +56,12 @@ async function prejoin() {
     levels.watch("preview", local.stream, (level) => (meter.style.width = `${Math.round(level * 100)}%`));
     if (!local.audioOn) meter.style.width = "0";
     const problems = [];
-    if (local.wanted.video && !local.tracks.video) problems.push(`Camera unavailable: ${describeError(local.lastError)}`);
-    if (local.wanted.audio && !local.tracks.audio) problems.push(`Microphone unavailable: ${describeError(local.lastError)}`);
+    if (local.wanted.video && !local.tracks.video) problems.push(t("prejoin.camera_unavailable", { why: describeError(local.lastError) }));
+    if (local.wanted.audio && !local.tracks.audio) problems.push(t("prejoin.mic_unavailable", { why: describeError(local.lastError) }));
     status.textContent = problems.length
-      ? `${problems.join(" ")} You can still join and turn it on later.`
+      ? `${problems.join(" ")} ${t("prejoin.join_anyway")}`
       : !local.wanted.audio && !local.wanted.video
-        ? "You will join with camera and microphone off."
+        ? t("prejoin.join_off")
         : "";
   };
   $("#camera-on").addEventListener("change", async (e) => {
@@ -93,10 +94,11 @@ async function checkNetwork(iceServers) {
   try {
     found = await selfTest(iceServers);
   } catch (e) {
-    out.textContent = `The network check could not run: ${e.name}.`;
+    out.textContent = t("network.failed", { why: e.name });
+    out.dataset.failed = "yes";
   }
   if (found) out.textContent = describe(found);
-  else if (out.textContent.startsWith("Checking")) out.hidden = true;
+  else if (!out.dataset.failed) out.hidden = true;
   out.dataset.path = bestPath(found);
   // For the console and for tests.
   window.confabSelfTest = found;
@@ -115,7 +117,7 @@ function startCall(name) {
     const badge = $("#chat-unread");
     badge.textContent = String(unread);
     badge.hidden = unread === 0;
-    $("#toggle-chat").setAttribute("aria-label", unread ? `Chat, ${unread} unread` : "Chat");
+    $("#toggle-chat").setAttribute("aria-label", unread ? tn("call.chat_unread", unread) : t("call.chat"));
   };
   /** Shows one panel ("people", "chat" or "devices"); with `toggle`, hides the panel if that one is showing. */
   const openPanel = (which, toggle = false) => {
@@ -135,14 +137,14 @@ function startCall(name) {
   const fillCallDevices = async () => {
     const devices = await local.devices();
     const fill = (select, list, current, label) => {
-      select.replaceChildren(...list.map((d, i) => el("option", { value: d.deviceId, selected: d.deviceId === current }, d.label || `${label} ${i + 1}`)));
+      select.replaceChildren(...list.map((d, i) => el("option", { value: d.deviceId, selected: d.deviceId === current }, d.label || t(label, { n: i + 1 }))));
       select.disabled = list.length < 2;
     };
-    fill($("#call-camera"), devices.video, local.track("video")?.getSettings().deviceId ?? local.deviceIds.video, "Camera");
-    fill($("#call-mic"), devices.audio, local.track("audio")?.getSettings().deviceId ?? local.deviceIds.audio, "Microphone");
+    fill($("#call-camera"), devices.video, local.track("video")?.getSettings().deviceId ?? local.deviceIds.video, "device.camera_n");
+    fill($("#call-mic"), devices.audio, local.track("audio")?.getSettings().deviceId ?? local.deviceIds.audio, "device.microphone_n");
     const canChooseOutput = "setSinkId" in HTMLMediaElement.prototype;
     $("#call-speaker-label").hidden = !canChooseOutput || devices.output.length === 0;
-    if (canChooseOutput) fill($("#call-speaker"), devices.output, call.tiles.sinkId ?? "default", "Speaker");
+    if (canChooseOutput) fill($("#call-speaker"), devices.output, call.tiles.sinkId ?? "default", "device.speaker_n");
   };
   navigator.mediaDevices?.addEventListener?.("devicechange", () => {
     if (!$("#devices-panel").hidden) fillCallDevices();
@@ -168,16 +170,16 @@ function startCall(name) {
     local,
     levels,
     tiles: new Tiles($("#tiles"), { detail: (id) => call.detail(id) }),
-    onCount: (n) => ($("#participant-count").textContent = n === 1 ? "Only you so far" : `${n} in the meeting`),
+    onCount: (n) => ($("#participant-count").textContent = n === 1 ? t("call.only_you") : tn("call.count", n)),
     onConnection: (state) => {
-      if (state === "reconnecting") say(connection, "Reconnecting to the meeting server… your call continues meanwhile.", "info");
+      if (state === "reconnecting") say(connection, t("call.reconnecting"), "info");
       else say(connection, "");
     },
     onEnd: (reason) => {
       document.body.classList.remove("in-call");
       $("#call").hidden = true;
       $("#lobby").hidden = true;
-      $("#ended-title").textContent = reason ? "You are no longer in the meeting" : "You left the meeting";
+      $("#ended-title").textContent = reason ? t("ended.no_longer") : t("ended.left");
       $("#ended-reason").textContent = reason ?? "";
       $("#rejoin").href = location.href;
       $("#ended").hidden = false;
@@ -189,11 +191,11 @@ function startCall(name) {
       $("#host-tools").hidden = me.role !== "host";
       renderWaiting(me.role === "host" ? call.waiting : []);
       const lock = $("#toggle-lock");
-      lock.textContent = call.locked ? "Unlock meeting" : "Lock meeting";
+      lock.textContent = call.locked ? t("host.unlock") : t("host.lock");
       lock.setAttribute("aria-pressed", String(call.locked));
       const raised = me.hand != null;
       const handButton = $("#toggle-hand");
-      handButton.textContent = raised ? "Lower hand" : "Raise hand";
+      handButton.textContent = raised ? t("call.lower_hand") : t("call.raise_hand");
       handButton.setAttribute("aria-pressed", String(raised));
     },
     onChat: (messages) => {
@@ -213,8 +215,8 @@ function startCall(name) {
       $("#call").hidden = waiting;
       if (waiting) {
         $("#lobby-status").textContent = hostPresent
-          ? "A host is in the meeting and has been told you are here. You will join as soon as they let you in."
-          : "No host is in the meeting yet. You will be let in when a host arrives and admits you.";
+          ? t("lobby.host_present")
+          : t("lobby.no_host");
       }
     },
     onRefused: (error) => {
@@ -232,8 +234,8 @@ function startCall(name) {
           { "data-waiting": g.id },
           el("span", { class: "avatar small", "aria-hidden": "true" }, initials(g.name)),
           el("span", { class: "name" }, g.name),
-          el("button", { type: "button", class: "link admit", onclick: () => call.admit(g.id) }, "Admit"),
-          el("button", { type: "button", class: "link deny danger", onclick: () => call.deny(g.id) }, "Turn away"),
+          el("button", { type: "button", class: "link admit", onclick: () => call.admit(g.id) }, t("host.admit")),
+          el("button", { type: "button", class: "link deny danger", onclick: () => call.deny(g.id) }, t("host.deny")),
         ),
       ),
     );
@@ -246,7 +248,7 @@ function startCall(name) {
       if (kind === "output") await call.tiles.setSink(event.target.value);
       else await call.setDevice(kind, event.target.value);
     } catch (e) {
-      say($("#devices-error"), `That device could not be used: ${e.name ?? e}.`);
+      say($("#devices-error"), t("device.failed", { why: e.name ?? e }));
     }
     showButtons();
   };
@@ -260,12 +262,12 @@ function startCall(name) {
   const screenButton = $("#toggle-screen");
   const showScreenButton = () => {
     const on = !!local.screen;
-    screenButton.textContent = on ? "Stop sharing" : "Share screen";
+    screenButton.textContent = on ? t("call.stop_sharing") : t("call.share");
     screenButton.setAttribute("aria-pressed", String(on));
   };
   if (!navigator.mediaDevices?.getDisplayMedia) {
     screenButton.disabled = true;
-    screenButton.title = "This browser cannot share its screen.";
+    screenButton.title = t("call.cannot_share");
   }
   screenButton.addEventListener("click", async () => {
     screenButton.disabled = true;
@@ -284,7 +286,7 @@ function startCall(name) {
   $("#mute-all").addEventListener("click", () => call.mute("all"));
   $("#toggle-lock").addEventListener("click", () => call.setLocked(!call.locked));
   $("#end-all").addEventListener("click", () => {
-    if (confirm("End the meeting for everyone? Everybody's call ends now.")) call.endForAll();
+    if (confirm(t("host.end_confirm"))) call.endForAll();
   });
   const chatText = $("#chat-text");
   chatText.maxLength = MAX_CHAT_CHARS;
@@ -294,7 +296,7 @@ function startCall(name) {
     if (!text.trim()) return;
     say($("#chat-error"), "");
     if (call.sendChat(text, $("#chat-to").value || null)) chatText.value = "";
-    else say($("#chat-error"), "Not connected to the meeting server right now: your message is still here, send it again in a moment.");
+    else say($("#chat-error"), t("chat.not_connected"));
   });
   chatText.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
@@ -305,9 +307,9 @@ function startCall(name) {
   const micButton = $("#toggle-mic");
   const cameraButton = $("#toggle-camera");
   const showButtons = () => {
-    micButton.textContent = local.audioOn ? "Mute" : "Unmute";
+    micButton.textContent = local.audioOn ? t("call.mute") : t("call.unmute");
     micButton.setAttribute("aria-pressed", String(!local.audioOn));
-    cameraButton.textContent = local.videoOn ? "Stop camera" : "Start camera";
+    cameraButton.textContent = local.videoOn ? t("call.stop_camera") : t("call.start_camera");
     cameraButton.setAttribute("aria-pressed", String(!local.videoOn));
   };
   call.onLocalChange = showButtons;
@@ -327,7 +329,7 @@ function startCall(name) {
   speakerView.addEventListener("click", () => {
     const on = $("#tiles").classList.toggle("speaker-view");
     speakerView.setAttribute("aria-pressed", String(on));
-    speakerView.textContent = on ? "Grid view" : "Speaker view";
+    speakerView.textContent = on ? t("call.grid_view") : t("call.speaker_view");
   });
   $("#leave").addEventListener("click", () => call.leave());
   // Shortcuts: single keys, never while typing in a field or with a modifier held.
@@ -358,8 +360,8 @@ function startCall(name) {
 async function main() {
   if (!invite) {
     refuse(
-      "This link has no invite in it.",
-      "An invite link ends with # followed by a long code (cfi1.…). Ask the person who invited you for the full link.",
+      t("refusal.no_invite"),
+      t("refusal.no_invite_help"),
     );
     return;
   }
@@ -371,8 +373,8 @@ async function main() {
     return;
   }
   $("#checking").hidden = true;
-  $("#meeting-title").textContent = `Meeting ${granted.room}`;
-  $("#meeting-invited").textContent = `Invited by ${granted.issuer} as ${granted.role}.`;
+  $("#meeting-title").textContent = t("prejoin.meeting", { room: granted.room });
+  $("#meeting-invited").textContent = t(granted.role === "host" ? "prejoin.invited_host" : "prejoin.invited_guest", { issuer: granted.issuer });
   document.title = `${granted.room} · Confab`;
   const nameInput = $("#display-name");
   nameInput.value = localStorage.getItem(NAME_KEY) ?? "";
@@ -385,7 +387,7 @@ async function main() {
     event.preventDefault();
     const name = nameInput.value.trim();
     if (!name) {
-      say($("#join-error"), "Enter your name so that others know who you are.");
+      say($("#join-error"), t("prejoin.name_needed"));
       return;
     }
     localStorage.setItem(NAME_KEY, name);

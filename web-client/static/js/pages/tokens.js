@@ -3,31 +3,32 @@
 
 import { get, post, requireLogin } from "../api.js";
 import { $, actionButton, copyButton, el, onSubmit, say, when } from "../dom.js";
+import { t } from "../i18n.js";
 import { renderNav } from "../nav.js";
 
 const me = await requireLogin();
 renderNav(me);
 const out = $("#out");
-if (!me.is_ticketmaster) say(out, "Only ticketmasters can issue sign-up tokens. An admin can grant you the role.");
+if (!me.is_ticketmaster) say(out, t("tokens.only_ticketmasters"));
 
 async function load() {
   const tokens = await get("/api/tokens");
   const body = $("#tokens tbody");
   body.replaceChildren();
-  for (const t of tokens) {
-    const revoke = actionButton("Revoke", "revoke", out, async () => {
-      await post(`/api/tokens/${t.id}/revoke`);
+  for (const token of tokens) {
+    const revoke = actionButton(t("common.revoke"), "revoke", out, async () => {
+      await post(`/api/tokens/${token.id}/revoke`);
       await load();
     });
     body.append(
-      el("tr", { "data-id": t.id },
-        el("td", {}, `#${t.id}`),
-        el("td", { class: `status ${t.status}` }, t.status),
-        el("td", {}, t.note),
-        el("td", {}, t.used_by ?? ""),
-        el("td", {}, when(t.status_at ?? t.expires_at)),
-        el("td", {}, t.issued_by ?? "server"),
-        el("td", {}, t.status === "unused" ? revoke : "")),
+      el("tr", { "data-id": token.id },
+        el("td", {}, `#${token.id}`),
+        el("td", { class: `status ${token.status}` }, t(`status.${token.status}`)),
+        el("td", {}, token.note),
+        el("td", {}, token.used_by ?? ""),
+        el("td", {}, when(token.status_at ?? token.expires_at)),
+        el("td", {}, token.issued_by ?? t("tokens.server")),
+        el("td", {}, token.status === "unused" ? revoke : "")),
     );
   }
 }
