@@ -148,9 +148,7 @@ fn every_key_in_use_is_in_every_catalogue_and_every_catalogue_key_is_used() {
 
 /// What the page's translation recorded: its language, direction, and the keys it lacked.
 async fn language_state(b: &Browser) -> (String, String, Vec<String>) {
-    let state = b
-        .eval("const i = window.confabI18n; return i ? [document.documentElement.lang, document.documentElement.dir, [...i.missing]] : null")
-        .await;
+    let state = b.eval("const i = window.confabI18n; return i ? [document.documentElement.lang, document.documentElement.dir, [...i.missing]] : null").await;
     assert!(state.is_array(), "the page loaded no translations: {state}");
     let missing = state[2].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
     (state[0].as_str().unwrap().to_string(), state[1].as_str().unwrap().to_string(), missing)
@@ -181,7 +179,14 @@ async fn each_language_loads_every_page_with_no_missing_key_and_arabic_runs_righ
     b.wait_visible("#new-meeting").await;
     for lang in LANGUAGES {
         b.eval(&format!("localStorage.setItem('confab.language', '{lang}')")).await;
-        for (page, ready) in [("/", "main h1"), ("/create", "#signup"), ("/login", "#login"), ("/account", "#meetings li"), ("/tokens", "#issue"), ("/admin", "#accounts tbody tr")] {
+        for (page, ready) in [
+            ("/", "main h1"),
+            ("/create", "#signup"),
+            ("/login", "#login"),
+            ("/account", "#meetings li"),
+            ("/tokens", "#issue"),
+            ("/admin", "#accounts tbody tr"),
+        ] {
             b.goto(&format!("{base}{page}")).await;
             b.wait_visible(ready).await;
             check_page(&b, lang, page).await;
