@@ -34,7 +34,10 @@ fi
 # typecheck/package-lock.json.
 cargo fmt --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
-if ! typecheck/node_modules/.bin/tsc --version 2>/dev/null | grep -q "$(node -p 'require("./typecheck/package.json").devDependencies.typescript')"; then
+# typecheck/ also pins axe-core, which the accessibility test injects into the pages.
+pinned() { node -p "require('./typecheck/package.json').devDependencies['$1']"; }
+if ! typecheck/node_modules/.bin/tsc --version 2>/dev/null | grep -q "$(pinned typescript)" \
+  || [ "$(node -p "require('./typecheck/node_modules/axe-core/package.json').version" 2>/dev/null)" != "$(pinned axe-core)" ]; then
   npm ci --prefix typecheck --no-audit --no-fund --loglevel=error
 fi
 npm run --silent --prefix typecheck check

@@ -17,6 +17,7 @@ mod loadtest;
 mod login_rate_limit;
 mod meeting_mesh;
 mod meeting_sfu;
+mod phones_a11y;
 mod restart_persistence;
 mod security;
 mod sfu_interop;

@@ -589,3 +589,57 @@ async fn with_the_lobby_on_guests_wait_hear_nothing_of_the_meeting_and_only_a_ho
     turn_lobby(&node, &owner, false).await;
     assert_eq!(cy.expect("welcome").await["lobby"], false);
 }
+
+#[tokio::test]
+async fn the_owners_settings_restrict_sharing_to_hosts_and_mute_newcomers_past_a_size() {
+    let node = Node::start().await;
+    let owner = node.admin().await;
+    let key = AccountKey::from_seed([7; 32]);
+    let guest = make_invite(&owner, &node, &key, ROOM, 3600).await;
+    let host_invite = make_invite_as(&owner, &node, &key, ROOM, 3600, Role::Host).await;
+    let settings = |body: Value| {
+        let (owner, url) = (owner.clone(), node.api(&format!("/api/meetings/{ROOM}/settings")));
+        async move {
+            let res = owner.post(url).json(&body).send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    // Each setting alone; the others stay. Bad values are refused with their codes.
+    let (status, body) = settings(json!({"share": "hosts"})).await;
+    assert_eq!((status, &body["share"], &body["lobby"], &body["muted_above"]), (200, &json!("hosts"), &json!(false), &json!(0)), "{body}");
+    let (status, body) = settings(json!({"muted_above": 2})).await;
+    assert_eq!((status, &body["share"], &body["muted_above"]), (200, &json!("hosts"), &json!(2)), "{body}");
+    assert_eq!(settings(json!({"share": "some"})).await.0, 400);
+    let (status, body) = settings(json!({"muted_above": 10_001})).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("settings_invalid")), "{body}");
+    let listed: Value = owner.get(node.api("/api/meetings")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed[0]["share"], "hosts", "{listed}");
+
+    let (mut host, welcome) = Signaling::join(&node, ROOM, &host_invite, "Hana").await;
+    assert_eq!((welcome["share"].as_str(), welcome["muted_above"].as_u64()), (Some("hosts"), Some(2)));
+    let (mut ana, _) = Signaling::join(&node, ROOM, &guest, "Ana").await;
+    // A guest's share is refused; a host's goes through.
+    ana.send(json!({"type": "media", "audio": true, "video": true, "screen": true})).await;
+    assert_eq!(ana.wait_for("error").await["code"], "share_not_allowed");
+    host.send(json!({"type": "media", "audio": true, "video": true, "screen": true})).await;
+    loop {
+        let updated = ana.wait_for("updated").await;
+        if updated["participant"]["name"] == "Hana" && updated["participant"]["screen"] == true {
+            break;
+        }
+    }
+    // The third joins muted (more than two were there), is told, and is shown muted.
+    let (mut bo, welcome) = Signaling::join(&node, ROOM, &guest, "Bo").await;
+    assert_eq!(welcome["you"]["audio"], false, "{welcome}");
+    assert_eq!(bo.expect("joined-muted").await["above"], 2);
+    let joined = host.wait_for("joined").await;
+    let joined = if joined["participant"]["name"] == "Bo" { joined } else { host.wait_for("joined").await };
+    assert_eq!(joined["participant"]["audio"], false, "{joined}");
+    bo.send(json!({"type": "media", "audio": true, "video": true})).await;
+    loop {
+        let updated = host.wait_for("updated").await;
+        if updated["participant"]["name"] == "Bo" && updated["participant"]["audio"] == true {
+            break;
+        }
+    }
+}

@@ -125,11 +125,21 @@ impl Browser {
         Browser::chromium_inside(ns).await
     }
 
+    /// Chromium emulating a Pixel 7 (chromedriver's mobile emulation: its screen size and
+    /// pixel ratio, touch, a phone's user agent), with two fake cameras as a phone has.
+    pub async fn chromium_phone() -> Browser {
+        Browser::chromium_with(crate::netns::browsers(), Some(json!({ "deviceName": "Pixel 7" }))).await
+    }
+
     async fn chromium_inside(ns: &Namespace) -> Browser {
+        Browser::chromium_with(ns, None).await
+    }
+
+    async fn chromium_with(ns: &Namespace, mobile: Option<Value>) -> Browser {
         require(CHROMIUM);
         require(CHROMEDRIVER);
         let profile = tempfile::tempdir().unwrap();
-        let args = vec![
+        let mut args = vec![
             "--headless=new".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -146,9 +156,16 @@ impl Browser {
             "--window-size=1200,900".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        let mut options = json!({ "binary": CHROMIUM });
+        if let Some(device) = mobile {
+            args.retain(|a| !a.starts_with("--window-size") && a != "--use-fake-device-for-media-stream");
+            args.push("--use-fake-device-for-media-stream=device-count=2".into());
+            options["mobileEmulation"] = device;
+        }
+        options["args"] = json!(args);
         let mut caps = serde_json::Map::new();
         caps.insert("acceptInsecureCerts".into(), json!(true));
-        caps.insert("goog:chromeOptions".into(), json!({ "binary": CHROMIUM, "args": args }));
+        caps.insert("goog:chromeOptions".into(), options);
         let mut driver = ns.command(CHROMEDRIVER);
         driver.arg(format!("--allowed-ips={}", ns.host_ip));
         Browser::start(driver, ns.ns_ip, caps, profile).await
@@ -157,6 +174,11 @@ impl Browser {
     /// A fresh headless Firefox ESR (Debian's `firefox-esr`, driven by geckodriver) with fake
     /// camera and microphone and no permission prompts.
     pub async fn firefox() -> Browser {
+        Browser::firefox_sized(1200, 900).await
+    }
+
+    /// The same with a window of `width` × `height` CSS pixels (390 × 844: a phone's).
+    pub async fn firefox_sized(width: u32, height: u32) -> Browser {
         require(FIREFOX);
         let driver = geckodriver();
         require(&driver);
@@ -178,7 +200,11 @@ impl Browser {
         caps.insert("acceptInsecureCerts".into(), json!(true));
         caps.insert(
             "moz:firefoxOptions".into(),
-            json!({ "binary": FIREFOX, "args": ["-headless", "-width=1200", "-height=900", "-profile", profile.path()], "prefs": prefs }),
+            json!({
+                "binary": FIREFOX,
+                "args": ["-headless".to_string(), format!("-width={width}"), format!("-height={height}"), "-profile".to_string(), profile.path().display().to_string()],
+                "prefs": prefs,
+            }),
         );
         // In the browsers' namespace, its driver listening on the namespace's address.
         let ns = crate::netns::browsers();

@@ -66,21 +66,47 @@ struct MeetingView {
     created_at: u64,
     url: String,
     lobby: bool,
+    share: &'static str,
+    muted_above: u32,
 }
 
 fn meeting_view(state: &AppState, m: Meeting) -> MeetingView {
-    MeetingView { url: format!("{}/m/{}", state.public_url, m.room), room: m.room, owner: m.owner, created_at: m.created_at, lobby: m.lobby }
+    let s = m.settings;
+    MeetingView {
+        url: format!("{}/m/{}", state.public_url, m.room),
+        room: m.room,
+        owner: m.owner,
+        created_at: m.created_at,
+        lobby: s.lobby,
+        share: if s.share_hosts_only { "hosts" } else { "everyone" },
+        muted_above: s.muted_above,
+    }
 }
 
+/// Settings to change; those left out stay as they are.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
     /// Guests wait in the lobby until a host admits them.
-    lobby: bool,
+    lobby: Option<bool>,
+    /// Who may share a screen.
+    share: Option<Share>,
+    /// Newcomers join muted once the meeting has more than this many participants (0: never).
+    muted_above: Option<u32>,
 }
 
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Share {
+    Everyone,
+    Hosts,
+}
+
+/// The most participants `muted_above` may name (a meeting's capacity is at most this).
+const MAX_MUTED_ABOVE: u32 = 10_000;
+
 /// The owner changes a meeting's settings; a meeting in progress follows at once (turning
-/// the lobby off lets everyone waiting in).
+/// the lobby off lets everyone waiting in; hosts-only sharing ends guests' shares).
 async fn change_settings(
     state: web::Data<AppState>,
     LoggedIn(account): LoggedIn,
@@ -88,15 +114,26 @@ async fn change_settings(
     body: web::Json<Settings>,
 ) -> Result<HttpResponse, ApiError> {
     let room = RoomName::normalize(&path.into_inner()).map_err(|e| name_error("room_invalid", e))?;
-    let Settings { lobby } = body.into_inner();
+    let change = body.into_inner();
+    if change.muted_above.is_some_and(|n| n > MAX_MUTED_ABOVE) {
+        return Err(ApiError::bad_request("settings_invalid", format!("muted_above is at most {MAX_MUTED_ABOVE} (0: never).")));
+    }
     let r = room.to_string();
-    let Some(meeting) = state.db(move |s| s.set_meeting_lobby(&r, account.id, lobby)).await? else {
+    let owner = account.id;
+    let changed = state
+        .db(move |s| {
+            let Some(current) = s.meeting(&r)?.filter(|m| m.owner_id == owner) else { return Ok(None) };
+            let mut settings = current.settings;
+            settings.lobby = change.lobby.unwrap_or(settings.lobby);
+            settings.share_hosts_only = change.share.map_or(settings.share_hosts_only, |share| matches!(share, Share::Hosts));
+            settings.muted_above = change.muted_above.unwrap_or(settings.muted_above);
+            s.set_meeting_settings(&r, owner, settings)
+        })
+        .await?;
+    let Some(meeting) = changed else {
         return Err(ApiError::not_found("meeting_unknown", "You have no meeting with that name."));
     };
-    let st = state.clone();
-    let room_name = room.to_string();
-    let ice_servers = move |id: crate::meeting::protocol::ParticipantId| st.ice_servers_for(&room_name, id.0);
-    state.hub.existing(room.as_str(), |r, now| r.set_lobby(lobby, &ice_servers, now));
+    state.apply_settings(room.as_str(), meeting.settings);
     Ok(HttpResponse::Ok().json(meeting_view(&state, meeting)))
 }
 

@@ -80,6 +80,22 @@ impl AppState {
         servers
     }
 
+    /// A meeting's settings changed: the meeting in progress (if any) follows, and the relay
+    /// stops forwarding the shares that the change ended.
+    pub fn apply_settings(&self, room: &str, settings: crate::meeting::room::MeetingSettings) {
+        let ice_servers = |id: crate::meeting::protocol::ParticipantId| self.ice_servers_for(room, id.0);
+        let mut stopped = Vec::new();
+        self.hub.existing(room, |r, now| stopped = r.set_settings(settings, &ice_servers, now));
+        self.stop_shares(room, &stopped);
+    }
+
+    /// The relay forwards none of these participants' screens any more.
+    pub fn stop_shares(&self, room: &str, participants: &[crate::meeting::protocol::ParticipantId]) {
+        for id in participants {
+            self.relay.share(confab_relay::PeerKey { room: room.to_string(), participant: id.0 }, false);
+        }
+    }
+
     /// Runs a store call on the blocking pool.
     pub async fn db<T, E>(&self, f: impl FnOnce(&Store) -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
     where

@@ -217,15 +217,17 @@ impl Connection {
         let secret = secrets::hex(&secrets::random_bytes::<16>());
         let (state, room_name) = (self.state.clone(), self.room.to_string());
         let ice_servers = move |id: ParticipantId| state.ice_servers_for(&room_name, id.0);
+        let mut stopped = Vec::new();
         let result = self.state.hub.act(self.room.as_str(), conn, queue, |r, now| {
             // The meeting's settings as they are now (an owner may have changed them).
-            r.set_lobby(meeting.lobby, &ice_servers, now);
+            stopped = r.set_settings(meeting.settings, &ice_servers, now);
             let id = match resume {
                 Some(resume) => r.resume_or_join(conn, resume.participant, &resume.secret, seat, secret, &ice_servers, now),
                 None => r.join(conn, seat, secret, &ice_servers, now),
             }?;
             Ok::<_, RoomError>((id, r.seat_of(conn).is_some()))
         });
+        self.state.stop_shares(self.room.as_str(), &stopped);
         match result {
             Ok((id, seated)) => {
                 tracing::info!(room = %self.room, participant = %id, role = granted.role.as_str(), "{}", if seated { "seated" } else { "waiting in the lobby" });

@@ -419,6 +419,11 @@ pub enum ServerMessage {
         locked: bool,
         /// Whether guests wait in the lobby until a host admits them.
         lobby: bool,
+        /// Who may share a screen: `everyone` or `hosts`.
+        share: &'static str,
+        /// Newcomers join muted once the meeting has more than this many participants (0:
+        /// never).
+        muted_above: u32,
         /// For hosts: who waits in the lobby now (empty for guests).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         waiting: Vec<WaitingView>,
@@ -430,6 +435,11 @@ pub enum ServerMessage {
     Lobby {
         /// Whether a host is in the meeting to let people in.
         host_present: bool,
+    },
+    /// Right after `welcome`: the meeting has more than `above` participants, so this
+    /// newcomer's microphone starts off (the client turns it off; they may turn it on).
+    JoinedMuted {
+        above: u32,
     },
     /// For hosts: the guests waiting in the lobby, oldest first (after every change).
     Waiting {

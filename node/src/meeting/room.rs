@@ -51,6 +51,18 @@ impl Default for RoomConfig {
     }
 }
 
+/// What a meeting's owner decides on `/account` (stored with the meeting; the shell hands
+/// the room the current ones at every join and on every change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MeetingSettings {
+    /// Guests wait in the lobby until a host admits them.
+    pub lobby: bool,
+    /// Only hosts may share a screen.
+    pub share_hosts_only: bool,
+    /// Newcomers join muted once the meeting has more than this many participants (0: never).
+    pub muted_above: u32,
+}
+
 /// Public chat messages a room keeps for late joiners (in memory only, for the room's life).
 pub const CHAT_HISTORY: usize = 200;
 
@@ -150,6 +162,8 @@ pub enum RoomError {
     InLobby,
     #[error("the lobby is full ({0} waiting)")]
     LobbyFull(usize),
+    #[error("only hosts may share a screen in this meeting")]
+    ShareNotAllowed,
 }
 
 impl RoomError {
@@ -170,6 +184,7 @@ impl RoomError {
             RoomError::Locked => "locked",
             RoomError::InLobby => "in_lobby",
             RoomError::LobbyFull(_) => "lobby_full",
+            RoomError::ShareNotAllowed => "share_not_allowed",
         };
         let text = self.to_string();
         let mut chars = text.chars();
@@ -244,8 +259,8 @@ pub struct Room {
     next_hand: u64,
     /// Only hosts get new seats.
     locked: bool,
-    /// Guests wait in the lobby until a host admits them (the meeting's setting).
-    lobby: bool,
+    /// The owner's settings (the lobby, who shares, joining muted).
+    settings: MeetingSettings,
     waiting: BTreeMap<ParticipantId, Waiter>,
     /// What the waiting guests were last told: whether a host is present.
     told_host_present: Option<bool>,
@@ -269,7 +284,7 @@ impl Room {
             next_chat_id: 1,
             next_hand: 1,
             locked: false,
-            lobby: false,
+            settings: MeetingSettings::default(),
             waiting: BTreeMap::new(),
             told_host_present: None,
             effects: Vec::new(),
@@ -313,15 +328,28 @@ impl Room {
         self.seat_of(conn).is_some() || self.waiter_of(conn).is_some()
     }
 
-    /// Whether guests now wait in the lobby; turning it off lets everyone waiting in.
-    pub fn set_lobby(&mut self, on: bool, ice_servers: IceServersFor<'_>, now: Millis) {
-        self.lobby = on;
-        if !on {
+    /// The meeting's settings as the owner left them. Turning the lobby off lets everyone
+    /// waiting in; allowing only hosts to share ends guests' shares in progress (returned:
+    /// the relay stops forwarding them).
+    pub fn set_settings(&mut self, settings: MeetingSettings, ice_servers: IceServersFor<'_>, now: Millis) -> Vec<ParticipantId> {
+        self.settings = settings;
+        let mut stopped = Vec::new();
+        if settings.share_hosts_only {
+            stopped = self.participants.iter().filter(|(_, p)| p.screen && p.role != Role::Host).map(|(id, _)| *id).collect();
+            for &id in &stopped {
+                self.participants.get_mut(&id).expect("listed above").screen = false;
+                self.send_to(id, ServerMessage::error(&RoomError::ShareNotAllowed.to_protocol()));
+                let view = self.view(id);
+                self.broadcast(None, ServerMessage::Updated { participant: view });
+            }
+        }
+        if !settings.lobby {
             let all: Vec<ParticipantId> = self.waiting.keys().copied().collect();
             for id in all {
                 let _ = self.seat_waiter(id, ice_servers, now);
             }
         }
+        stopped
     }
 
     /// A host admits one guest waiting in the lobby, or all of them: each gets `welcome`
@@ -439,7 +467,7 @@ impl Room {
             return Err(RoomError::AlreadySeated);
         }
         self.may_seat(&seat, now)?;
-        if self.lobby && seat.role != Role::Host {
+        if self.settings.lobby && seat.role != Role::Host {
             if self.waiting.len() >= self.config.capacity {
                 return Err(RoomError::LobbyFull(self.waiting.len()));
             }
@@ -473,11 +501,15 @@ impl Room {
     }
 
     /// Seats `id` on `conn`, welcomes them and tells the others.
+    /// Past the owner's `muted_above`, a newcomer's microphone starts off (their welcome says
+    /// so; they may turn it on).
     fn seat(&mut self, id: ParticipantId, conn: ConnId, seat: Seat, resume_secret: String, ice_servers: IceServersFor<'_>, now: Millis) {
+        let muted_above = self.settings.muted_above as usize;
+        let join_muted = muted_above > 0 && self.participants.len() >= muted_above && seat.audio;
         let participant = Participant {
             name: seat.name,
             role: seat.role,
-            audio: seat.audio,
+            audio: seat.audio && !join_muted,
             video: seat.video,
             screen: false,
             resume_secret,
@@ -497,6 +529,9 @@ impl Room {
         // welcome already carries the mode it must use.
         self.update_mode_except(now, Some(id));
         self.welcome(id, false, ice_servers);
+        if join_muted {
+            self.send_to(id, ServerMessage::JoinedMuted { above: self.settings.muted_above });
+        }
         let view = self.view(id);
         self.broadcast_except(id, ServerMessage::Joined { participant: view });
     }
@@ -614,9 +649,13 @@ impl Room {
         Ok(())
     }
 
+    /// A guest's share is refused (and not shown) when only hosts may share.
     pub fn set_media(&mut self, conn: ConnId, audio: bool, video: bool, screen: bool) -> Result<(), RoomError> {
         let id = self.seated(conn)?;
         let p = self.participants.get_mut(&id).expect("seated");
+        if screen && !p.screen && self.settings.share_hosts_only && p.role != Role::Host {
+            return Err(RoomError::ShareNotAllowed);
+        }
         if (audio && p.held_audio) || (video && p.held_video) {
             // They turn it on again themselves: a host's mute (or stop) ends here.
             p.held_audio &= !audio;
@@ -915,7 +954,9 @@ impl Room {
             ice_servers: servers,
             chat: self.chat.iter().cloned().collect(),
             locked: self.locked,
-            lobby: self.lobby,
+            lobby: self.settings.lobby,
+            share: if self.settings.share_hosts_only { "hosts" } else { "everyone" },
+            muted_above: self.settings.muted_above,
             waiting: if p.role == Role::Host { self.waiting_view() } else { Vec::new() },
         };
         self.effects.push(Effect::Send { conn, message });

@@ -60,6 +60,7 @@ fn types(effects: &[Effect], conn: ConnId) -> Vec<&'static str> {
             ServerMessage::Lobby { .. } => "lobby",
             ServerMessage::Waiting { .. } => "waiting",
             ServerMessage::Denied { .. } => "denied",
+            ServerMessage::JoinedMuted { .. } => "joined-muted",
         })
         .collect()
 }
@@ -798,7 +799,7 @@ fn a_host_makes_a_guest_a_host_who_can_then_use_the_host_tools() {
 
 fn lobby_room() -> Room {
     let mut room = Room::new("clinic", config(4));
-    room.set_lobby(true, &|_| vec![], 0);
+    room.set_settings(MeetingSettings { lobby: true, ..Default::default() }, &|_| vec![], 0);
     room
 }
 
@@ -930,7 +931,7 @@ fn the_last_host_leaving_tells_the_lobby_and_a_new_host_sees_who_waits() {
     let mut room = Room::new("clinic", config(4));
     host(&mut room, 1, "Hana", 0);
     let g = join(&mut room, 2, "Gus", 10);
-    room.set_lobby(true, &|_| vec![], 20);
+    room.set_settings(MeetingSettings { lobby: true, ..Default::default() }, &|_| vec![], 20);
     let w = join(&mut room, 3, "Wes", 30);
     room.take_effects();
     room.make_host(1, g).unwrap();
@@ -943,7 +944,7 @@ fn the_last_host_leaving_tells_the_lobby_and_a_new_host_sees_who_waits() {
 fn turning_the_lobby_off_lets_everyone_waiting_in_and_a_locked_meeting_refuses_the_lobby_too() {
     let mut room = lobby_room();
     let a = join(&mut room, 1, "Ana", 0);
-    room.set_lobby(false, &|_| vec![], 10);
+    room.set_settings(MeetingSettings::default(), &|_| vec![], 10);
     let effects = room.take_effects();
     assert_eq!(room.seat_of(1), Some(a));
     assert!(types(&effects, 1).contains(&"welcome"));
@@ -965,4 +966,53 @@ fn ending_the_meeting_sends_the_lobby_home_too() {
     assert!(sent(&effects).iter().any(|(c, m)| *c == 2 && matches!(m, ServerMessage::Left { participant, reason: LeftReason::Ended } if *participant == a)));
     assert!(closes(&effects).contains(&(2, CloseWhy::Ended)));
     assert!(room.is_empty());
+}
+
+#[test]
+fn with_sharing_for_hosts_only_a_guests_share_is_refused_and_one_in_progress_ends() {
+    let mut room = Room::new("clinic", config(4));
+    let h = host(&mut room, 1, "Hana", 0);
+    let g = join(&mut room, 2, "Gus", 10);
+    room.set_media(2, true, true, true).unwrap();
+    assert!(room.sharing(g));
+    room.take_effects();
+    // The owner restricts sharing: Gus's share ends, he is told, everyone sees it stop.
+    let stopped = room.set_settings(MeetingSettings { share_hosts_only: true, ..Default::default() }, &|_| vec![], 20);
+    assert_eq!(stopped, vec![g]);
+    assert!(!room.sharing(g));
+    let effects = room.take_effects();
+    assert!(sent(&effects).iter().any(|(c, m)| *c == 2 && matches!(m, ServerMessage::Error { code: "share_not_allowed", .. })));
+    assert!(sent(&effects).iter().any(|(c, m)| *c == 1 && matches!(m, ServerMessage::Updated { participant } if participant.id == g && !participant.screen)));
+    // A guest may not start one; a host may; the guest's other changes still go through alone.
+    assert_eq!(room.set_media(2, true, true, true), Err(RoomError::ShareNotAllowed));
+    assert_eq!(RoomError::ShareNotAllowed.to_protocol().code, "share_not_allowed");
+    room.set_media(2, false, true, false).unwrap();
+    room.set_media(1, true, true, true).unwrap();
+    assert!(room.sharing(h));
+    // A welcome says who may share.
+    room.take_effects();
+    join(&mut room, 3, "Ivy", 30);
+    let effects = room.take_effects();
+    assert!(sent(&effects).iter().any(|(c, m)| *c == 3 && matches!(m, ServerMessage::Welcome { share: "hosts", .. })));
+}
+
+#[test]
+fn past_the_owners_number_newcomers_join_muted_and_may_unmute() {
+    let mut room = Room::new("clinic", config(10));
+    room.set_settings(MeetingSettings { muted_above: 2, ..Default::default() }, &|_| vec![], 0);
+    join(&mut room, 1, "Ana", 0);
+    join(&mut room, 2, "Bo", 10);
+    let effects = room.take_effects();
+    assert!(!types(&effects, 1).contains(&"joined-muted") && !types(&effects, 2).contains(&"joined-muted"), "two are not more than two");
+    let cy = join(&mut room, 3, "Cy", 20);
+    let effects = room.take_effects();
+    assert_eq!(types(&effects, 3), vec!["welcome", "joined-muted"]);
+    let Some((_, ServerMessage::Welcome { you, muted_above: 2, .. })) = sent(&effects).into_iter().find(|(c, _)| *c == 3) else { panic!("{effects:?}") };
+    assert!(!you.audio, "shown muted from the start");
+    assert!(sent(&effects).iter().any(|(c, m)| *c == 1 && matches!(m, ServerMessage::Joined { participant } if participant.id == cy && !participant.audio)));
+    // Nothing holds them: they unmute themselves.
+    room.set_media(3, true, true, false).unwrap();
+    let effects = room.take_effects();
+    assert!(sent(&effects).iter().any(|(c, m)| *c == 1 && matches!(m, ServerMessage::Updated { participant } if participant.id == cy && participant.audio)));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Held { .. })));
 }

@@ -5,6 +5,7 @@ use confab_keys::{CapabilityId, RevocationSet, UnixTime};
 use rusqlite::{OptionalExtension, params};
 
 use super::{AccountId, Store, StoreError};
+pub use crate::meeting::room::MeetingSettings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meeting {
@@ -14,15 +15,15 @@ pub struct Meeting {
     pub created_at: UnixTime,
     /// The owner's account is disabled: its meetings admit nobody.
     pub owner_disabled: bool,
-    /// Guests wait in the lobby until a host admits them.
-    pub lobby: bool,
+    pub settings: MeetingSettings,
 }
 
 /// The columns [`meeting_row`] reads, in order.
-const MEETING_COLUMNS: &str = "m.room, m.owner_id, a.username, m.created_at, a.disabled_at IS NOT NULL, m.lobby";
+const MEETING_COLUMNS: &str = "m.room, m.owner_id, a.username, m.created_at, a.disabled_at IS NOT NULL, m.lobby, m.share, m.muted_above";
 
 fn meeting_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Meeting> {
-    Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64, owner_disabled: r.get(4)?, lobby: r.get(5)? })
+    let settings = MeetingSettings { lobby: r.get(5)?, share_hosts_only: r.get::<_, String>(6)? == "hosts", muted_above: r.get::<_, i64>(7)?.clamp(0, u32::MAX as i64) as u32 };
+    Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64, owner_disabled: r.get(4)?, settings })
 }
 
 #[derive(Debug, Clone)]
@@ -74,8 +75,12 @@ impl Store {
 
     /// Changes the settings of `room` if `owner` owns it; `Ok(None)` when it does not (or
     /// there is no such meeting).
-    pub fn set_meeting_lobby(&self, room: &str, owner: AccountId, lobby: bool) -> Result<Option<Meeting>, StoreError> {
-        let changed = self.lock().execute("UPDATE meetings SET lobby = ?1 WHERE room = ?2 AND owner_id = ?3", params![lobby, room, owner])?;
+    pub fn set_meeting_settings(&self, room: &str, owner: AccountId, settings: MeetingSettings) -> Result<Option<Meeting>, StoreError> {
+        let share = if settings.share_hosts_only { "hosts" } else { "everyone" };
+        let changed = self.lock().execute(
+            "UPDATE meetings SET lobby = ?1, share = ?2, muted_above = ?3 WHERE room = ?4 AND owner_id = ?5",
+            params![settings.lobby, share, settings.muted_above, room, owner],
+        )?;
         if changed == 0 {
             return Ok(None);
         }

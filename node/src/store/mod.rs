@@ -30,7 +30,7 @@ pub enum StoreError {
     TooNew { path: String, found: i64, known: i64 },
 }
 
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_2.sql"), include_str!("schema_3.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_2.sql"), include_str!("schema_3.sql"), include_str!("schema_4.sql")];
 
 pub struct Store {
     conn: Mutex<Connection>,

@@ -102,6 +102,8 @@ export class Call {
     this.locked = !!m.locked;
     this.lobby = !!m.lobby;
     this.waiting = m.waiting ?? [];
+    /** Who may share a screen: "everyone" or "hosts". */
+    this.share = m.share ?? "everyone";
     this.mode = m.mode;
     if (!resumed) {
       // A new seat (first join, or a return after the grace period): start every pair afresh.
@@ -314,6 +316,13 @@ export class Call {
           .then(() => this.onLocalChange?.())
           .catch((e) => log("warn", "could not turn off what a host asked", e));
         this.onNotice(t(m.kind === "video" ? "notice.camera_stopped" : "notice.muted", { by: m.by }));
+        break;
+      case "joined-muted":
+        // The meeting is large: we start muted, and may unmute.
+        this.setAudio(false)
+          .then(() => this.onLocalChange?.())
+          .catch((e) => log("warn", "could not start muted", e));
+        this.onNotice(tn("notice.joined_muted", m.above));
         break;
       case "locked":
         this.locked = m.locked;

@@ -48,28 +48,52 @@ async function loadMeetings() {
         el("span", { class: "actions" },
           actionButton(t("account.guest_link"), "guest-invite", out, () => makeInvite(m.room, "guest")),
           actionButton(t("account.host_link"), "host-invite", out, () => makeInvite(m.room, "host"))),
-        lobbySetting(m)),
+        settings(m)),
     );
   }
 }
 
-/// The meeting's lobby switch: saved at once; a meeting in progress follows.
-function lobbySetting(/** @type {{ room: string, lobby: boolean }} */ m) {
-  const box = el("input", { type: "checkbox", class: "lobby", checked: m.lobby });
-  box.addEventListener("change", async () => {
-    box.disabled = true;
-    say(out, "");
-    try {
-      const saved = await post(`/api/meetings/${encodeURIComponent(m.room)}/settings`, { lobby: box.checked });
-      box.checked = saved.lobby;
-    } catch (e) {
-      box.checked = !box.checked;
-      say(out, e.message);
-    } finally {
-      box.disabled = false;
-    }
-  });
-  return el("label", { class: "check setting" }, box, ` ${t("account.lobby_setting")}`);
+/**
+ * A meeting's settings, each saved as soon as it changes (a meeting in progress follows).
+ * @param {{ room: string, lobby: boolean, share: string, muted_above: number }} m
+ */
+function settings(m) {
+  /** @param {HTMLInputElement | HTMLSelectElement} field @param {() => object} change @param {() => void} undo */
+  const saveOn = (field, change, undo) =>
+    field.addEventListener("change", async () => {
+      field.disabled = true;
+      say(out, "");
+      try {
+        await post(`/api/meetings/${encodeURIComponent(m.room)}/settings`, change());
+      } catch (e) {
+        undo();
+        say(out, e.message);
+      } finally {
+        field.disabled = false;
+      }
+    });
+  const lobby = /** @type {HTMLInputElement} */ (el("input", { type: "checkbox", class: "lobby", checked: m.lobby }));
+  saveOn(lobby, () => ({ lobby: lobby.checked }), () => (lobby.checked = !lobby.checked));
+  const share = /** @type {HTMLSelectElement} */ (
+    el(
+      "select",
+      { class: "share" },
+      el("option", { value: "everyone", selected: m.share !== "hosts" }, t("account.share_everyone")),
+      el("option", { value: "hosts", selected: m.share === "hosts" }, t("account.share_hosts")),
+    )
+  );
+  let shareWas = share.value;
+  saveOn(share, () => ({ share: (shareWas = share.value) }), () => (share.value = shareWas === "hosts" ? "everyone" : "hosts"));
+  const muted = /** @type {HTMLInputElement} */ (el("input", { type: "number", class: "muted-above", min: "0", max: "10000", value: String(m.muted_above ?? 0) }));
+  let mutedWas = muted.value;
+  saveOn(muted, () => ({ muted_above: Number((mutedWas = muted.value) || 0) }), () => (muted.value = "0"));
+  return el(
+    "div",
+    { class: "settings" },
+    el("label", { class: "check setting" }, lobby, ` ${t("account.lobby_setting")}`),
+    el("label", { class: "setting" }, `${t("account.share_setting")} `, share),
+    el("label", { class: "setting" }, `${t("account.muted_setting")} `, muted, el("span", { class: "hint" }, ` ${t("account.muted_hint")}`)),
+  );
 }
 
 async function loadInvites() {

@@ -104,6 +104,38 @@ async function checkNetwork(iceServers) {
   window.confabSelfTest = found;
 }
 
+/// Keeps the screen on during the call (Wake Lock API, where the browser has it): the lock
+/// goes when the page is hidden, so it is taken again each time the page shows, until the
+/// call ends. `window.confabWakeLock` says how it went, for the console and tests.
+function keepAwake(call) {
+  const state = /** @type {any} */ (window);
+  /** @type {any} */
+  let lock = null;
+  const take = async () => {
+    if (!("wakeLock" in navigator)) {
+      state.confabWakeLock = "unsupported";
+      return;
+    }
+    if (document.visibilityState !== "visible" || lock || call.signaling.ended) return;
+    try {
+      lock = await /** @type {any} */ (navigator).wakeLock.request("screen");
+      state.confabWakeLock = "held";
+      lock.addEventListener("release", () => {
+        lock = null;
+        state.confabWakeLock = "released";
+      });
+    } catch (e) {
+      state.confabWakeLock = `refused: ${e.name}`;
+    }
+  };
+  take();
+  document.addEventListener("visibilitychange", take);
+  return () => {
+    document.removeEventListener("visibilitychange", take);
+    lock?.release();
+  };
+}
+
 function startCall(name) {
   levels.unwatch("preview");
   $("#prejoin").hidden = true;
@@ -151,6 +183,7 @@ function startCall(name) {
   });
   /** @type {Call} */
   let call;
+  let releaseWakeLock = () => {};
   const people = new People($("#people"), $("#hand-queue"), {
     lowerHand: (id) => call.lowerHand(id),
     remove: (id) => call.confirmRemove(id),
@@ -176,6 +209,7 @@ function startCall(name) {
       else say(connection, "");
     },
     onEnd: (reason) => {
+      releaseWakeLock();
       document.body.classList.remove("in-call");
       $("#call").hidden = true;
       $("#lobby").hidden = true;
@@ -193,6 +227,10 @@ function startCall(name) {
       const lock = $("#toggle-lock");
       lock.textContent = call.locked ? t("host.unlock") : t("host.lock");
       lock.setAttribute("aria-pressed", String(call.locked));
+      // Sharing restricted to hosts: guests have no share button (a share in progress ends).
+      const mayShare = call.share !== "hosts" || me.role === "host";
+      screenButton.hidden = !mayShare;
+      if (!mayShare && local.screen) call.setScreen(false).catch(() => {});
       const raised = me.hand != null;
       const handButton = $("#toggle-hand");
       handButton.textContent = raised ? t("call.lower_hand") : t("call.raise_hand");
@@ -325,6 +363,21 @@ function startCall(name) {
   toggle(micButton, () => call.setAudio(!local.audioOn));
   toggle(cameraButton, () => call.setVideo(!local.videoOn));
   showButtons();
+  // A phone's front and back cameras (or any two): the flip moves to the next one.
+  const flipButton = $("#flip-camera");
+  const showFlip = async () => {
+    flipButton.hidden = (await local.devices()).video.length < 2;
+  };
+  showFlip();
+  navigator.mediaDevices?.addEventListener?.("devicechange", showFlip);
+  toggle(flipButton, async () => {
+    const cameras = (await local.devices()).video;
+    if (cameras.length < 2) return;
+    const current = local.track("video")?.getSettings().deviceId ?? local.deviceIds.video;
+    const next = cameras[(cameras.findIndex((d) => d.deviceId === current) + 1) % cameras.length];
+    await call.setDevice("video", next.deviceId);
+  });
+  releaseWakeLock = keepAwake(call);
   const speakerView = $("#speaker-view");
   speakerView.addEventListener("click", () => {
     const on = $("#tiles").classList.toggle("speaker-view");
