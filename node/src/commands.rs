@@ -355,6 +355,7 @@ pub fn invite(common: &Common, opts: InviteOptions) -> anyhow::Result<()> {
     let body = InviteBody { id: CapabilityId(random_bytes()), room: room.clone(), role: opts.role, not_before: now, expires: now + opts.expires.secs() };
     let invite = key.invite(&cert, body);
     store.record_invite(&InviteRecord {
+        text: Some(invite.to_text()),
         id: invite.body().id,
         room: room.to_string(),
         account_id: account.id,

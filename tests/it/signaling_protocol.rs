@@ -643,3 +643,54 @@ async fn the_owners_settings_restrict_sharing_to_hosts_and_mute_newcomers_past_a
         }
     }
 }
+
+#[tokio::test]
+async fn an_owner_copies_live_links_again_renames_a_meeting_and_deleting_it_ends_it_and_voids_its_links() {
+    let node = Node::start().await;
+    let owner = node.admin().await;
+    let key = AccountKey::from_seed([7; 32]);
+    let guest = make_invite(&owner, &node, &key, ROOM, 3600).await;
+    // The live invite's link can be copied again from the list.
+    let invites: Value = owner.get(node.api("/api/invites")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(invites[0]["status"], "active");
+    assert_eq!(invites[0]["link"], format!("{}/m/{ROOM}#{guest}", node.url), "{invites}");
+
+    // A title for people; links keep the room name. Bad titles are refused.
+    let rename = |title: &str| {
+        let (owner, url, body) = (owner.clone(), node.api(&format!("/api/meetings/{ROOM}/rename")), json!({"title": title}));
+        async move {
+            let res = owner.post(url).json(&body).send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = rename("  Tuesday   clinic ").await;
+    assert_eq!((status, body["title"].as_str(), body["room"].as_str()), (200, Some("Tuesday clinic"), Some(ROOM)), "{body}");
+    let checked: Value = client().post(node.api("/api/invites/check")).json(&json!({"room": ROOM, "invite": guest})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(checked["title"], "Tuesday clinic", "{checked}");
+    let (status, body) = rename(&"x".repeat(65)).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("title_invalid")), "{body}");
+    let (status, body) = rename("").await;
+    assert_eq!((status, body["title"].as_str()), (200, Some(ROOM)), "an empty title is the room name again: {body}");
+    let res = client().post(node.api(&format!("/api/meetings/{ROOM}/rename"))).json(&json!({"title": "mine"})).send().await.unwrap();
+    assert_eq!(res.status(), 401, "only its owner renames it");
+
+    // Deleting ends the meeting in progress and voids its links.
+    let (mut ana, _) = Signaling::join(&node, ROOM, &guest, "Ana").await;
+    let res = owner.post(node.api(&format!("/api/meetings/{ROOM}/delete"))).json(&json!({})).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    let code = loop {
+        match ana.next().await {
+            Heard::Message(m) if m["type"] == "left" => assert_eq!(m["reason"], "ended"),
+            Heard::Message(_) => {}
+            Heard::Closed(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(4004));
+    let res = client().post(node.api("/api/invites/check")).json(&json!({"room": ROOM, "invite": guest})).send().await.unwrap();
+    assert_eq!(res.status(), 404, "the meeting is gone");
+    let invites: Value = owner.get(node.api("/api/invites")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(invites[0]["status"], "revoked", "{invites}");
+    assert!(invites[0].get("link").is_none(), "no link to copy for a revoked invite: {invites}");
+    let res = owner.post(node.api(&format!("/api/meetings/{ROOM}/delete"))).json(&json!({})).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+}

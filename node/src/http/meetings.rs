@@ -23,6 +23,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/meetings", web::get().to(list_meetings))
         .route("/meetings", web::post().to(create_meeting))
         .route("/meetings/{room}/settings", web::post().to(change_settings))
+        .route("/meetings/{room}/rename", web::post().to(rename_meeting))
+        .route("/meetings/{room}/delete", web::post().to(delete_meeting))
         .route("/invites", web::get().to(list_invites))
         .route("/invites", web::post().to(register_invite))
         .route("/invites/check", web::post().to(check_invite))
@@ -68,10 +70,13 @@ struct MeetingView {
     lobby: bool,
     share: &'static str,
     muted_above: u32,
+    /// What people see; the room name when the owner gave no title.
+    title: String,
 }
 
 fn meeting_view(state: &AppState, m: Meeting) -> MeetingView {
     let s = m.settings;
+    let title = if m.title.is_empty() { m.room.clone() } else { m.title };
     MeetingView {
         url: format!("{}/m/{}", state.public_url, m.room),
         room: m.room,
@@ -80,7 +85,43 @@ fn meeting_view(state: &AppState, m: Meeting) -> MeetingView {
         lobby: s.lobby,
         share: if s.share_hosts_only { "hosts" } else { "everyone" },
         muted_above: s.muted_above,
+        title,
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    /// Empty: back to the room name.
+    title: String,
+}
+
+/// The owner gives a meeting a title for people; links keep the room name.
+async fn rename_meeting(state: web::Data<AppState>, LoggedIn(account): LoggedIn, path: web::Path<String>, body: web::Json<Rename>) -> Result<HttpResponse, ApiError> {
+    let room = RoomName::normalize(&path.into_inner()).map_err(|e| name_error("room_invalid", e))?;
+    let raw = body.into_inner().title;
+    let title = if raw.trim().is_empty() {
+        String::new()
+    } else {
+        crate::meeting::protocol::display_name(&raw).map_err(|_| ApiError::bad_request("title_invalid", "A title has 1 to 64 visible characters."))?
+    };
+    let r = room.to_string();
+    match state.db(move |s| s.set_meeting_title(&r, account.id, &title)).await? {
+        Some(meeting) => Ok(HttpResponse::Ok().json(meeting_view(&state, meeting))),
+        None => Err(ApiError::not_found("meeting_unknown", "You have no meeting with that name.")),
+    }
+}
+
+/// The owner deletes a meeting: every invite registered to it is revoked, and a meeting in
+/// progress ends for everyone.
+async fn delete_meeting(state: web::Data<AppState>, LoggedIn(account): LoggedIn, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let room = RoomName::normalize(&path.into_inner()).map_err(|e| name_error("room_invalid", e))?;
+    let (r, now) = (room.to_string(), clock::now());
+    if !state.db(move |s| s.delete_meeting(&r, account.id, now)).await? {
+        return Err(ApiError::not_found("meeting_unknown", "You have no meeting with that name."));
+    }
+    state.hub.existing(room.as_str(), |r, now| r.end_all(now));
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Settings to change; those left out stay as they are.
@@ -209,10 +250,24 @@ impl InviteView {
     }
 }
 
+/// An invite as listed: with its link while it is active and the node kept its text.
+#[derive(Serialize)]
+struct ListedInvite {
+    #[serde(flatten)]
+    invite: InviteView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+}
+
 async fn list_invites(state: web::Data<AppState>, LoggedIn(account): LoggedIn) -> Result<HttpResponse, ApiError> {
     let invites = state.db(move |s| s.invites_of(account.id)).await?;
     let now = clock::now();
-    Ok(HttpResponse::Ok().json(invites.iter().map(|r| InviteView::new(r, now)).collect::<Vec<_>>()))
+    let listed = invites.iter().map(|r| {
+        let invite = InviteView::new(r, now);
+        let link = r.text.as_ref().filter(|_| invite.status == "active").map(|text| format!("{}/m/{}#{text}", state.public_url, r.room));
+        ListedInvite { invite, link }
+    });
+    Ok(HttpResponse::Ok().json(listed.collect::<Vec<_>>()))
 }
 
 #[derive(Deserialize)]
@@ -249,6 +304,7 @@ async fn register_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn
         expires_at: granted.expires,
         created_at: now,
         revoked: false,
+        text: Some(text.trim().to_string()),
     };
     let rec = record.clone();
     if !state.db(move |s| s.record_invite(&rec)).await? {
@@ -267,6 +323,8 @@ struct CheckInvite {
 struct Checked {
     ice_servers: Vec<crate::meeting::protocol::IceServer>,
     room: String,
+    /// What people see: the owner's title, or the room name.
+    title: String,
     role: &'static str,
     issuer: String,
     expires_at: u64,
@@ -282,11 +340,12 @@ async fn check_invite(state: web::Data<AppState>, body: web::Json<CheckInvite>) 
     let now = clock::now();
     let node_key = state.node_key.public();
     let r = room.clone();
-    let (granted, _) = state.db(move |s| admit(s, node_key, &r, &invite, now)).await?;
+    let (granted, meeting) = state.db(move |s| admit(s, node_key, &r, &invite, now)).await?;
     let room = granted.room.to_string();
     // For the prejoin self-test: which of the node's paths (UDP, TCP, TLS) this network lets through.
     let ice_servers = state.ice_servers_for(&room, crate::turn::PROBE_PARTICIPANT);
-    Ok(HttpResponse::Ok().json(Checked { room, role: granted.role.as_str(), issuer: granted.issuer.to_string(), expires_at: granted.expires, ice_servers }))
+    let title = if meeting.title.is_empty() { room.clone() } else { meeting.title.clone() };
+    Ok(HttpResponse::Ok().json(Checked { room, title, role: granted.role.as_str(), issuer: granted.issuer.to_string(), expires_at: granted.expires, ice_servers }))
 }
 
 async fn revoke_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn, path: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -860,6 +860,12 @@ impl Room {
     /// everyone, themselves last, and every connection closes; the room is empty.
     pub fn end(&mut self, conn: ConnId, now: Millis) -> Result<(), RoomError> {
         self.host_of(conn)?;
+        self.end_all(now);
+        Ok(())
+    }
+
+    /// Ends the meeting for everyone (a host's `end`, or its owner deleting it): as `end`.
+    pub fn end_all(&mut self, now: Millis) {
         let everyone: Vec<ParticipantId> = self.participants.keys().copied().collect();
         let conns: Vec<(ParticipantId, ConnId)> =
             self.participants.iter().filter_map(|(id, p)| if let Link::Connected(c) = p.link { Some((*id, c)) } else { None }).collect();
@@ -872,7 +878,6 @@ impl Room {
             self.effects.push(Effect::Close { conn, why: CloseWhy::Ended });
         }
         self.locked = false;
-        Ok(())
     }
 
     /// Ends seats whose grace period is over and completes a pending return to mesh.

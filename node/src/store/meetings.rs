@@ -16,14 +16,16 @@ pub struct Meeting {
     /// The owner's account is disabled: its meetings admit nobody.
     pub owner_disabled: bool,
     pub settings: MeetingSettings,
+    /// What people see instead of the room name, if the owner gave one ("" if not).
+    pub title: String,
 }
 
 /// The columns [`meeting_row`] reads, in order.
-const MEETING_COLUMNS: &str = "m.room, m.owner_id, a.username, m.created_at, a.disabled_at IS NOT NULL, m.lobby, m.share, m.muted_above";
+const MEETING_COLUMNS: &str = "m.room, m.owner_id, a.username, m.created_at, a.disabled_at IS NOT NULL, m.lobby, m.share, m.muted_above, m.title";
 
 fn meeting_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Meeting> {
     let settings = MeetingSettings { lobby: r.get(5)?, share_hosts_only: r.get::<_, String>(6)? == "hosts", muted_above: r.get::<_, i64>(7)?.clamp(0, u32::MAX as i64) as u32 };
-    Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64, owner_disabled: r.get(4)?, settings })
+    Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64, owner_disabled: r.get(4)?, settings, title: r.get(8)? })
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +39,8 @@ pub struct InviteRecord {
     pub expires_at: UnixTime,
     pub created_at: UnixTime,
     pub revoked: bool,
+    /// The invite itself, when it was registered with it (the owner may copy it again).
+    pub text: Option<String>,
 }
 
 fn id_from_blob(blob: Vec<u8>) -> CapabilityId {
@@ -71,6 +75,30 @@ impl Store {
         ))?;
         let rows = stmt.query_map(params![owner], meeting_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Gives `room` a title for people, if `owner` owns it; `Ok(None)` when it does not.
+    pub fn set_meeting_title(&self, room: &str, owner: AccountId, title: &str) -> Result<Option<Meeting>, StoreError> {
+        let changed = self.lock().execute("UPDATE meetings SET title = ?1 WHERE room = ?2 AND owner_id = ?3", params![title, room, owner])?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.meeting(room)
+    }
+
+    /// Deletes `room` if `owner` owns it, revoking every invite registered to it in the same
+    /// transaction; `Ok(false)` when there is no such meeting of theirs.
+    pub fn delete_meeting(&self, room: &str, owner: AccountId, now: UnixTime) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO invite_revocations (certificate_id, invite_id, revoked_at)
+             SELECT certificate_id, id, ?1 FROM invites WHERE room = ?2 AND account_id = ?3",
+            params![now as i64, room, owner],
+        )?;
+        let deleted = tx.execute("DELETE FROM meetings WHERE room = ?1 AND owner_id = ?2", params![room, owner])?;
+        tx.commit()?;
+        Ok(deleted == 1)
     }
 
     /// Changes the settings of `room` if `owner` owns it; `Ok(None)` when it does not (or
@@ -127,8 +155,8 @@ impl Store {
     /// `Ok(false)` when that invite id was already registered.
     pub fn record_invite(&self, invite: &InviteRecord) -> Result<bool, StoreError> {
         let inserted = self.lock().execute(
-            "INSERT OR IGNORE INTO invites (id, room, account_id, certificate_id, role, not_before, expires_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT OR IGNORE INTO invites (id, room, account_id, certificate_id, role, not_before, expires_at, created_at, text)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 &invite.id.0[..],
                 invite.room,
@@ -137,7 +165,8 @@ impl Store {
                 invite.role,
                 invite.not_before as i64,
                 invite.expires_at as i64,
-                invite.created_at as i64
+                invite.created_at as i64,
+                invite.text
             ],
         )?;
         Ok(inserted == 1)
@@ -148,7 +177,8 @@ impl Store {
         let mut stmt = conn.prepare(
             "SELECT i.id, i.room, i.account_id, i.certificate_id, i.role, i.not_before, i.expires_at, i.created_at,
                     EXISTS(SELECT 1 FROM invite_revocations r WHERE r.certificate_id = i.certificate_id AND r.invite_id = i.id)
-                    OR EXISTS(SELECT 1 FROM revocations r WHERE r.id = i.certificate_id)
+                    OR EXISTS(SELECT 1 FROM revocations r WHERE r.id = i.certificate_id),
+                    i.text
              FROM invites i WHERE i.account_id = ?1 ORDER BY i.created_at DESC",
         )?;
         let rows = stmt.query_map(params![account], |r| {
@@ -162,6 +192,7 @@ impl Store {
                 expires_at: r.get::<_, i64>(6)? as u64,
                 created_at: r.get::<_, i64>(7)? as u64,
                 revoked: r.get(8)?,
+                text: r.get(9)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -3,3 +3,8 @@
 
 ALTER TABLE meetings ADD COLUMN share TEXT NOT NULL DEFAULT 'everyone';
 ALTER TABLE meetings ADD COLUMN muted_above INTEGER NOT NULL DEFAULT 0;
+
+-- A meeting's title for people (the room name in links never changes), and each registered
+-- invite's text, so that its owner can copy a live link again.
+ALTER TABLE meetings ADD COLUMN title TEXT NOT NULL DEFAULT '';
+ALTER TABLE invites ADD COLUMN text TEXT;

@@ -43,11 +43,23 @@ async function loadMeetings() {
   for (const m of meetings) {
     list.append(
       el("li", { class: "meeting", "data-room": m.room },
-        el("strong", {}, m.room),
+        el("strong", { class: "title" }, m.title),
+        m.title !== m.room ? el("span", { class: "hint" }, ` (${m.room})`) : null,
         el("span", { class: "hint" }, ` ${t("account.created", { when: when(m.created_at) })}`),
         el("span", { class: "actions" },
           actionButton(t("account.guest_link"), "guest-invite", out, () => makeInvite(m.room, "guest")),
-          actionButton(t("account.host_link"), "host-invite", out, () => makeInvite(m.room, "host"))),
+          actionButton(t("account.host_link"), "host-invite", out, () => makeInvite(m.room, "host")),
+          actionButton(t("account.rename"), "rename", out, async () => {
+            const title = prompt(t("account.rename_prompt"), m.title);
+            if (title === null) return;
+            await post(`/api/meetings/${encodeURIComponent(m.room)}/rename`, { title });
+            await loadMeetings();
+          }),
+          actionButton(t("account.delete"), "delete danger", out, async () => {
+            if (!confirm(t("account.delete_confirm", { title: m.title }))) return;
+            await post(`/api/meetings/${encodeURIComponent(m.room)}/delete`);
+            await Promise.all([loadMeetings(), loadInvites()]);
+          })),
         settings(m)),
     );
   }
@@ -111,7 +123,9 @@ async function loadInvites() {
         el("td", {}, t(`role.${i.role}`)),
         el("td", {}, when(i.expires_at)),
         el("td", { class: `status ${i.status}` }, t(`status.${i.status}`)),
-        el("td", {}, i.status === "active" ? revoke : "")),
+        el("td", { class: "actions" },
+          i.status === "active" && i.link ? el("button", { type: "button", class: "copy-link", onclick: (/** @type {Event} */ e) => copyButton(e.target, i.link) }, t("account.copy_link")) : null,
+          i.status === "active" ? revoke : null)),
     );
   }
 }

@@ -15,6 +15,8 @@ import { t, tn } from "../i18n.js";
 const room = decodeLenient(location.pathname.split("/")[2] ?? "");
 const invite = decodeLenient(location.hash.slice(1));
 const NAME_KEY = "confab.display-name";
+/** What people see of the meeting: its owner's title, or the room name. */
+let title = room;
 
 const local = new LocalMedia();
 const levels = new Levels();
@@ -141,7 +143,7 @@ function startCall(name) {
   $("#prejoin").hidden = true;
   $("#call").hidden = false;
   document.body.classList.add("in-call");
-  $("#call-title").textContent = room;
+  $("#call-title").textContent = title;
   const connection = $("#connection-status");
   const chat = new Chat($("#chat-log"), $("#chat-to"));
   let unread = 0;
@@ -426,9 +428,10 @@ async function main() {
     return;
   }
   $("#checking").hidden = true;
-  $("#meeting-title").textContent = t("prejoin.meeting", { room: granted.room });
+  title = granted.title ?? granted.room;
+  $("#meeting-title").textContent = t("prejoin.meeting", { room: title });
   $("#meeting-invited").textContent = t(granted.role === "host" ? "prejoin.invited_host" : "prejoin.invited_guest", { issuer: granted.issuer });
-  document.title = `${granted.room} · Confab`;
+  document.title = `${title} · Confab`;
   const nameInput = $("#display-name");
   nameInput.value = localStorage.getItem(NAME_KEY) ?? "";
   $("#prejoin").hidden = false;
