@@ -665,7 +665,8 @@ async fn an_owner_copies_live_links_again_renames_a_meeting_and_deleting_it_ends
     };
     let (status, body) = rename("  Tuesday   clinic ").await;
     assert_eq!((status, body["title"].as_str(), body["room"].as_str()), (200, Some("Tuesday clinic"), Some(ROOM)), "{body}");
-    let checked: Value = client().post(node.api("/api/invites/check")).json(&json!({"room": ROOM, "invite": guest})).send().await.unwrap().json().await.unwrap();
+    let checked: Value =
+        client().post(node.api("/api/invites/check")).json(&json!({"room": ROOM, "invite": guest})).send().await.unwrap().json().await.unwrap();
     assert_eq!(checked["title"], "Tuesday clinic", "{checked}");
     let (status, body) = rename(&"x".repeat(65)).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("title_invalid")), "{body}");

@@ -97,7 +97,12 @@ struct Rename {
 }
 
 /// The owner gives a meeting a title for people; links keep the room name.
-async fn rename_meeting(state: web::Data<AppState>, LoggedIn(account): LoggedIn, path: web::Path<String>, body: web::Json<Rename>) -> Result<HttpResponse, ApiError> {
+async fn rename_meeting(
+    state: web::Data<AppState>,
+    LoggedIn(account): LoggedIn,
+    path: web::Path<String>,
+    body: web::Json<Rename>,
+) -> Result<HttpResponse, ApiError> {
     let room = RoomName::normalize(&path.into_inner()).map_err(|e| name_error("room_invalid", e))?;
     let raw = body.into_inner().title;
     let title = if raw.trim().is_empty() {
@@ -345,7 +350,14 @@ async fn check_invite(state: web::Data<AppState>, body: web::Json<CheckInvite>) 
     // For the prejoin self-test: which of the node's paths (UDP, TCP, TLS) this network lets through.
     let ice_servers = state.ice_servers_for(&room, crate::turn::PROBE_PARTICIPANT);
     let title = if meeting.title.is_empty() { room.clone() } else { meeting.title.clone() };
-    Ok(HttpResponse::Ok().json(Checked { room, title, role: granted.role.as_str(), issuer: granted.issuer.to_string(), expires_at: granted.expires, ice_servers }))
+    Ok(HttpResponse::Ok().json(Checked {
+        room,
+        title,
+        role: granted.role.as_str(),
+        issuer: granted.issuer.to_string(),
+        expires_at: granted.expires,
+        ice_servers,
+    }))
 }
 
 async fn revoke_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn, path: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -24,8 +24,20 @@ pub struct Meeting {
 const MEETING_COLUMNS: &str = "m.room, m.owner_id, a.username, m.created_at, a.disabled_at IS NOT NULL, m.lobby, m.share, m.muted_above, m.title";
 
 fn meeting_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Meeting> {
-    let settings = MeetingSettings { lobby: r.get(5)?, share_hosts_only: r.get::<_, String>(6)? == "hosts", muted_above: r.get::<_, i64>(7)?.clamp(0, u32::MAX as i64) as u32 };
-    Ok(Meeting { room: r.get(0)?, owner_id: r.get(1)?, owner: r.get(2)?, created_at: r.get::<_, i64>(3)? as u64, owner_disabled: r.get(4)?, settings, title: r.get(8)? })
+    let settings = MeetingSettings {
+        lobby: r.get(5)?,
+        share_hosts_only: r.get::<_, String>(6)? == "hosts",
+        muted_above: r.get::<_, i64>(7)?.clamp(0, u32::MAX as i64) as u32,
+    };
+    Ok(Meeting {
+        room: r.get(0)?,
+        owner_id: r.get(1)?,
+        owner: r.get(2)?,
+        created_at: r.get::<_, i64>(3)? as u64,
+        owner_disabled: r.get(4)?,
+        settings,
+        title: r.get(8)?,
+    })
 }
 
 #[derive(Debug, Clone)]
