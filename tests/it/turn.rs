@@ -21,7 +21,7 @@ async fn turn_relays_only_for_issued_credentials_and_only_to_public_peers() {
     println!("TURN URLs: {urls:?}; username {user}");
     let udp = address(&urls, "turn:", "udp");
     let tcp = address(&urls, "turn:", "tcp");
-    let tls: SocketAddr = format!("127.0.0.1:{}", node.port()).parse().unwrap();
+    let tls: SocketAddr = node.listen().parse().unwrap();
     assert!(urls.iter().any(|u| u.starts_with("turns:") && u.contains(&format!(":{}?", node.port()))), "TURN/TLS on the HTTPS port is offered: {urls:?}");
 
     for (transport, mut c) in [("UDP", TurnClient::udp(udp).await), ("TCP", TurnClient::tcp(tcp).await), ("TLS on the HTTPS port", TurnClient::tls(tls).await)]
