@@ -183,7 +183,13 @@ impl Browser {
         let driver = geckodriver();
         require(&driver);
         let profile = tempfile::tempdir().unwrap();
+        // Firefox's own chrome keeps its windows at least 500 pixels wide: a user style
+        // sheet in the profile lifts that, so that the page gets a phone's width.
+        let chrome = profile.path().join("chrome");
+        std::fs::create_dir_all(&chrome).unwrap();
+        std::fs::write(chrome.join("userChrome.css"), "* { min-width: 0 !important; }\n").unwrap();
         let prefs = json!({
+            "toolkit.legacyUserProfileCustomizations.stylesheets": true,
             "media.navigator.streams.fake": true,
             "media.navigator.permission.disabled": true,
             "media.autoplay.default": 0,

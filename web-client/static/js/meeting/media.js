@@ -39,10 +39,12 @@ export class LocalMedia {
 
   /// Opens the device for `kind` (the chosen one, if any). Returns the new track or null,
   /// keeping the reason in `lastError`.
-  async open(kind) {
+  /// With `exact`, only the chosen device will do (a person picked it, or flipped to it);
+  /// otherwise the remembered one is preferred, and another taken if it is gone.
+  async open(kind, exact = false) {
     const id = this.deviceIds[kind];
     const base = kind === "video" ? VIDEO_CONSTRAINTS : { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
-    const constraints = { [kind]: id ? { ...base, deviceId: { ideal: id } } : base };
+    const constraints = { [kind]: id ? { ...base, deviceId: exact ? { exact: id } : { ideal: id } } : base };
     try {
       const stream = await navigator.mediaDevices.getUserMedia(constraints);
       const track = stream.getTracks()[0];
@@ -90,7 +92,9 @@ export class LocalMedia {
   async choose(kind, deviceId) {
     this.deviceIds[kind] = deviceId;
     localStorage.setItem(DEVICE_KEYS[kind], deviceId);
-    return this.wanted[kind] ? this.open(kind) : undefined;
+    if (!this.wanted[kind]) return undefined;
+    // A device's own formats may fit the ideal size worse than another's: ask for it exactly.
+    return (await this.open(kind, true)) ?? this.open(kind);
   }
 
   async devices() {
