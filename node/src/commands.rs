@@ -356,6 +356,7 @@ pub fn invite(common: &Common, opts: InviteOptions) -> anyhow::Result<()> {
     let invite = key.invite(&cert, body);
     store.record_invite(&InviteRecord {
         text: Some(invite.to_text()),
+        for_whom: None,
         id: invite.body().id,
         room: room.to_string(),
         account_id: account.id,

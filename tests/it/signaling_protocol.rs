@@ -1,6 +1,7 @@
 //! The signaling WebSocket without browsers: real node, real TLS, raw protocol messages.
 //! Seating, relaying, reconnection, removal, and what bad input gets.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use confab_keys::{AccountKey, Role};
@@ -694,4 +695,43 @@ async fn an_owner_copies_live_links_again_renames_a_meeting_and_deleting_it_ends
     assert!(invites[0].get("link").is_none(), "no link to copy for a revoked invite: {invites}");
     let res = owner.post(node.api(&format!("/api/meetings/{ROOM}/delete"))).json(&json!({})).send().await.unwrap();
     assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
+async fn a_host_removes_someone_and_revokes_their_personal_invite_in_one_step_but_never_a_shared_one() {
+    let node = Node::start().await;
+    let owner = node.admin().await;
+    let key = AccountKey::from_seed([7; 32]);
+    let shared = make_invite(&owner, &node, &key, ROOM, 3600).await;
+    let personal = confab_tests::node::make_personal_invite(&owner, &node, &key, ROOM, "Pia").await;
+    let host_invite = make_invite_as(&owner, &node, &key, ROOM, 3600, Role::Host).await;
+    let (mut host, _) = Signaling::join(&node, ROOM, &host_invite, "Hana").await;
+    let (_gus, welcome_g) = Signaling::join(&node, ROOM, &shared, "Gus").await;
+    let (mut pia, welcome_p) = Signaling::join(&node, ROOM, &personal, "Pia").await;
+    let mut seen = BTreeMap::new();
+    while seen.len() < 2 {
+        let joined = host.wait_for("joined").await;
+        seen.insert(joined["participant"]["name"].as_str().unwrap().to_string(), joined["participant"].get("personal").cloned());
+    }
+    assert_eq!(seen["Pia"], Some(json!(true)), "hosts see that Pia's invite is hers alone: {seen:?}");
+    assert_eq!(seen["Gus"], None, "{seen:?}");
+
+    // A shared link is never revoked from the meeting: refused, and Gus stays.
+    host.send(json!({"type": "remove", "participant": id(&welcome_g), "revoke": true})).await;
+    assert_eq!(host.wait_for("error").await["code"], "invite_shared");
+    assert_eq!(node.metric("confab_participants").await, 3);
+
+    // Pia: removed and her invite revoked, in one step.
+    host.send(json!({"type": "remove", "participant": id(&welcome_p), "revoke": true})).await;
+    assert_eq!(pia.wait_for("removed").await["by"], "Hana");
+    assert_eq!(pia.expect_close().await, Some(4001));
+    let invites: Value = owner.get(node.api("/api/invites")).send().await.unwrap().json().await.unwrap();
+    let hers = invites.as_array().unwrap().iter().find(|i| i["for"] == "Pia").expect("the personal invite is listed with whom it is for");
+    assert_eq!(hers["status"], "revoked", "{hers}");
+    // Her link no longer opens the meeting, from anywhere.
+    let mut again = Signaling::connect(&node, ROOM).await;
+    again.send(json!({"type": "join", "v": 1, "invite": personal, "name": "Pia", "audio": true, "video": true})).await;
+    assert_eq!(again.expect("error").await["code"], "capability_revoked");
+    let res = client().post(node.api("/api/invites/check")).json(&json!({"room": ROOM, "invite": personal})).send().await.unwrap();
+    assert_eq!(res.status(), 403);
 }

@@ -271,6 +271,31 @@ pub async fn register_invite(
     role: confab_keys::Role,
     id: confab_keys::CapabilityId,
 ) -> (String, reqwest::Response) {
+    register_invite_with(c, node, key, room, secs, role, id, json!({})).await
+}
+
+/// A guest invite registered as made for one person (`for`), which a host may revoke with
+/// a removal.
+pub async fn make_personal_invite(c: &reqwest::Client, node: &Node, key: &confab_keys::AccountKey, room: &str, for_whom: &str) -> String {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).unwrap();
+    let (text, res) = register_invite_with(c, node, key, room, 3600, confab_keys::Role::Guest, confab_keys::CapabilityId(id), json!({"for": for_whom})).await;
+    assert_eq!(res.status(), 201, "register a personal invite: {}", res.text().await.unwrap());
+    text
+}
+
+/// `register_invite` with more fields in the registration (`extra`).
+#[allow(clippy::too_many_arguments, reason = "register_invite's inputs and the extra fields")]
+async fn register_invite_with(
+    c: &reqwest::Client,
+    node: &Node,
+    key: &confab_keys::AccountKey,
+    room: &str,
+    secs: u64,
+    role: confab_keys::Role,
+    id: confab_keys::CapabilityId,
+    extra: Value,
+) -> (String, reqwest::Response) {
     use base64::Engine;
     let _ = c.post(node.api("/api/meetings")).json(&json!({"room": room})).send().await.unwrap();
     let public = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.public());
@@ -282,7 +307,11 @@ pub async fn register_invite(
     let invite =
         key.invite(&cert, confab_keys::InviteBody { id, room: confab_keys::RoomName::parse(room).unwrap(), role, not_before: now, expires: now + secs });
     let text = invite.to_text();
-    let res = c.post(node.api("/api/invites")).json(&json!({"invite": text})).send().await.unwrap();
+    let mut body = json!({"invite": text});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let res = c.post(node.api("/api/invites")).json(&body).send().await.unwrap();
     (text, res)
 }
 

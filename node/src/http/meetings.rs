@@ -232,6 +232,8 @@ struct InviteView {
     expires_at: u64,
     created_at: u64,
     status: &'static str,
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    for_whom: Option<String>,
 }
 
 impl InviteView {
@@ -251,6 +253,7 @@ impl InviteView {
             expires_at: r.expires_at,
             created_at: r.created_at,
             status,
+            for_whom: r.for_whom.clone(),
         }
     }
 }
@@ -276,8 +279,13 @@ async fn list_invites(state: web::Data<AppState>, LoggedIn(account): LoggedIn) -
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RegisterInvite {
     invite: String,
+    /// The one person this invite is for, if it is made for one: a host may then revoke
+    /// it along with removing them.
+    #[serde(default, rename = "for")]
+    for_whom: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -288,7 +296,11 @@ struct Registered {
 }
 
 async fn register_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn, body: web::Json<RegisterInvite>) -> Result<HttpResponse, ApiError> {
-    let text = body.into_inner().invite;
+    let RegisterInvite { invite: text, for_whom } = body.into_inner();
+    let for_whom = match for_whom.filter(|f| !f.trim().is_empty()) {
+        Some(name) => Some(crate::meeting::protocol::display_name(&name).map_err(|_| ApiError::bad_request("for_invalid", "Whom a link is for: a name of 1 to 64 visible characters."))?),
+        None => None,
+    };
     let invite = Invite::from_text(&text)?;
     let room = invite.body().room.clone();
     let now = clock::now();
@@ -310,6 +322,7 @@ async fn register_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn
         created_at: now,
         revoked: false,
         text: Some(text.trim().to_string()),
+        for_whom,
     };
     let rec = record.clone();
     if !state.db(move |s| s.record_invite(&rec)).await? {

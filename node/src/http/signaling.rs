@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
-use confab_keys::RoomName;
+use confab_keys::{CapabilityId, RoomName};
 
 use super::{ApiError, AppState};
 use crate::capabilities::admit;
@@ -174,6 +174,19 @@ impl Connection {
         });
     }
 
+    /// Revokes the invite `certificate/invite` (hex) a host removed someone with.
+    async fn revoke(&self, invite: &str) -> Result<(), ProtocolError> {
+        let ids = invite.split_once('/').and_then(|(c, i)| Some((CapabilityId::from_hex(c)?, CapabilityId::from_hex(i)?)));
+        let Some((certificate, invite)) = ids else {
+            tracing::error!(invite, "a seat's invite is not certificate/invite");
+            return Ok(());
+        };
+        let now = clock::now();
+        self.state.db(move |s| s.revoke_invite_under(certificate, invite, now)).await?;
+        tracing::info!(room = %self.room, %invite, "invite revoked with a removal");
+        Ok(())
+    }
+
     /// Waits for the `join`. Anything else, or nothing in time, ends the connection with a
     /// reason.
     async fn first_message(&mut self, stream: &mut actix_ws::AggregatedMessageStream) -> Option<ClientMessage> {
@@ -213,7 +226,9 @@ impl Connection {
         let admitted = self.state.db(move |s| admit(s, node_key, &room, &invite, clock::now())).await;
         let (granted, meeting) = admitted.map_err(|e| ProtocolError::new(e.code, e.message))?;
         let invite = format!("{}/{}", granted.certificate_id, granted.invite_id);
-        let seat = Seat { name, role: granted.role, audio, video, invite, origin: self.origin };
+        let (certificate, invite_id) = (granted.certificate_id, granted.invite_id);
+        let personal = self.state.db(move |s| s.invite_is_personal(certificate, invite_id)).await.map_err(ProtocolError::from)?;
+        let seat = Seat { name, role: granted.role, audio, video, invite, origin: self.origin, personal };
         let secret = secrets::hex(&secrets::random_bytes::<16>());
         let (state, room_name) = (self.state.clone(), self.room.to_string());
         let ice_servers = move |id: ParticipantId| state.ice_servers_for(&room_name, id.0);
@@ -257,7 +272,13 @@ impl Connection {
                 seat.map(|_| ())
             }
             ClientMessage::MeshFailed { participant } => hub.act(room, conn, queue, |r, now| r.mesh_failed(conn, participant, now)),
-            ClientMessage::Remove { participant } => hub.act(room, conn, queue, |r, now| r.remove(conn, participant, now)),
+            ClientMessage::Remove { participant, revoke } => {
+                let revoked = hub.act(room, conn, queue, |r, now| r.remove(conn, participant, revoke, now));
+                if let Ok(Some(invite)) = &revoked {
+                    self.revoke(invite).await?;
+                }
+                revoked.map(|_| ())
+            }
             ClientMessage::Mute { participant, kind } => hub.act(room, conn, queue, |r, _| r.mute(conn, participant, kind)),
             ClientMessage::Lock { locked } => hub.act(room, conn, queue, |r, _| r.lock(conn, locked)),
             ClientMessage::End {} => hub.act(room, conn, queue, |r, now| r.end(conn, now)),

@@ -109,9 +109,12 @@ pub enum ClientMessage {
     LowerHand {
         participant: Target,
     },
-    /// Hosts only: remove another participant from the meeting.
+    /// Hosts only: remove another participant from the meeting; with `revoke`, also revoke
+    /// the invite they came with (only a personal one).
     Remove {
         participant: ParticipantId,
+        #[serde(default)]
+        revoke: bool,
     },
     /// Hosts only: ask one participant, or everyone but the host, to mute (`kind` audio,
     /// the default) or to stop their camera (`video`). The node marks it off and (in SFU
@@ -556,6 +559,9 @@ pub struct ParticipantView {
     pub hand: Option<u64>,
     /// Whether they share their screen.
     pub screen: bool,
+    /// They came with an invite made for them alone (a host may revoke it with a removal).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub personal: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -618,7 +624,7 @@ mod tests {
         assert_eq!(parse(r#"{"type":"deny","participant":"p5"}"#).unwrap(), ClientMessage::Deny { participant: ParticipantId(5) });
         assert_eq!(parse(r#"{"type":"mute"}"#).unwrap_err().code, "bad_message");
         assert_eq!(parse(r#"{"type":"media","audio":false,"video":true}"#).unwrap(), ClientMessage::Media { audio: false, video: true, screen: false });
-        assert_eq!(parse(r#"{"type":"remove","participant":"p3"}"#).unwrap(), ClientMessage::Remove { participant: ParticipantId(3) });
+        assert_eq!(parse(r#"{"type":"remove","participant":"p3"}"#).unwrap(), ClientMessage::Remove { participant: ParticipantId(3), revoke: false });
         assert_eq!(parse(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave {});
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap(), ClientMessage::Ping {});
         assert_eq!(parse(r#"{"type":"chat","text":"hi"}"#).unwrap(), ClientMessage::Chat { text: "hi".into(), to: None });

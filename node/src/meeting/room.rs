@@ -128,6 +128,9 @@ pub struct Seat {
     /// The network the connection came from (`ratelimit::client_key`: an IPv4 address or an
     /// IPv6 /64).
     pub origin: IpAddr,
+    /// The invite was made for this one person (its owner named them): a host may revoke it
+    /// with a removal.
+    pub personal: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,6 +167,8 @@ pub enum RoomError {
     LobbyFull(usize),
     #[error("only hosts may share a screen in this meeting")]
     ShareNotAllowed,
+    #[error("that invite is shared by several people: revoke it from the account page if you mean to")]
+    InviteShared,
 }
 
 impl RoomError {
@@ -185,6 +190,7 @@ impl RoomError {
             RoomError::InLobby => "in_lobby",
             RoomError::LobbyFull(_) => "lobby_full",
             RoomError::ShareNotAllowed => "share_not_allowed",
+            RoomError::InviteShared => "invite_shared",
         };
         let text = self.to_string();
         let mut chars = text.chars();
@@ -226,6 +232,7 @@ struct Participant {
     turn_usernames: Vec<String>,
     invite: String,
     origin: IpAddr,
+    personal: bool,
 }
 
 /// A guest held in the lobby: not a participant yet (nothing of the meeting reaches them),
@@ -522,6 +529,7 @@ impl Room {
             turn_usernames: Vec::new(),
             invite: seat.invite,
             origin: seat.origin,
+            personal: seat.personal,
         };
         self.participants.insert(id, participant);
         // The mode first: those present switch before they hear of the newcomer (so nobody
@@ -764,8 +772,10 @@ impl Room {
         Ok(())
     }
 
-    /// A host removes `target`: it is told, disconnected, and the others see it leave.
-    pub fn remove(&mut self, conn: ConnId, target: ParticipantId, now: Millis) -> Result<(), RoomError> {
+    /// A host removes `target`: it is told, disconnected, and the others see it leave. With
+    /// `revoke`, also the invite they came with, which must be personal (invites are shared
+    /// by many): returned (certificate id/invite id) for the shell to revoke.
+    pub fn remove(&mut self, conn: ConnId, target: ParticipantId, revoke: bool, now: Millis) -> Result<Option<String>, RoomError> {
         let host = self.seated(conn)?;
         let host_p = &self.participants[&host];
         if host_p.role != Role::Host {
@@ -776,6 +786,10 @@ impl Room {
         }
         let by = host_p.name.clone();
         let target_p = self.participants.get(&target).ok_or(RoomError::NoSuchParticipant(target))?;
+        if revoke && !target_p.personal {
+            return Err(RoomError::InviteShared);
+        }
+        let revoked = revoke.then(|| target_p.invite.clone());
         if let Link::Connected(target_conn) = target_p.link {
             self.effects.push(Effect::Send { conn: target_conn, message: ServerMessage::Removed { by } });
             self.effects.push(Effect::Close { conn: target_conn, why: CloseWhy::Removed });
@@ -785,7 +799,7 @@ impl Room {
         }
         self.barred.push_back((target_p.invite.clone(), target_p.origin));
         self.remove_participant(target, LeftReason::Removed, now);
-        Ok(())
+        Ok(revoked)
     }
 
     /// The host seated on `conn` (with their name), or why not.
@@ -978,6 +992,7 @@ impl Room {
             connected: matches!(p.link, Link::Connected(_)),
             hand: p.hand,
             screen: p.screen,
+            personal: p.personal,
         }
     }
 

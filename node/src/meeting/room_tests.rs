@@ -8,7 +8,7 @@ fn seat(name: &str, role: Role) -> Seat {
 }
 
 fn seat_from(name: &str, role: Role, invite: &str, origin: IpAddr) -> Seat {
-    Seat { name: name.into(), role, audio: true, video: true, invite: invite.into(), origin }
+    Seat { name: name.into(), role, audio: true, video: true, invite: invite.into(), origin, personal: false }
 }
 
 const OFFICE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
@@ -209,7 +209,7 @@ fn a_resumed_seat_takes_the_role_of_the_invite_presented_now() {
     let effects = room.take_effects();
     let (2, ServerMessage::Updated { participant }) = sent(&effects)[1] else { panic!("{effects:?}") };
     assert_eq!((participant.id, participant.role), (a, "guest"));
-    assert_eq!(room.remove(3, b, 3_000), Err(RoomError::NotHost));
+    assert_eq!(room.remove(3, b, false, 3_000), Err(RoomError::NotHost));
 }
 
 #[test]
@@ -255,10 +255,10 @@ fn hosts_remove_guests_and_guests_remove_nobody() {
     let guest = join(&mut room, 2, "Guest", 0);
     join(&mut room, 3, "Other", 0);
     room.take_effects();
-    assert_eq!(room.remove(2, host, 1), Err(RoomError::NotHost));
-    assert_eq!(room.remove(1, host, 1), Err(RoomError::CannotRemoveSelf));
-    assert_eq!(room.remove(1, ParticipantId(77), 1), Err(RoomError::NoSuchParticipant(ParticipantId(77))));
-    room.remove(1, guest, 1).unwrap();
+    assert_eq!(room.remove(2, host, false, 1), Err(RoomError::NotHost));
+    assert_eq!(room.remove(1, host, false, 1), Err(RoomError::CannotRemoveSelf));
+    assert_eq!(room.remove(1, ParticipantId(77), false, 1), Err(RoomError::NoSuchParticipant(ParticipantId(77))));
+    room.remove(1, guest, false, 1).unwrap();
     let effects = room.take_effects();
     assert_eq!(effects[0], Effect::Send { conn: 2, message: ServerMessage::Removed { by: "Host".into() } });
     assert_eq!(effects[1], Effect::Close { conn: 2, why: CloseWhy::Removed });
@@ -479,7 +479,7 @@ fn a_removed_link_holder_gets_no_new_seat_from_the_same_network_and_others_with_
     let mut room = Room::new("r", config(4));
     let host = room.join(1, seat_from("Host", Role::Host, "host-link", OFFICE), "h".into(), &|_| vec![], 0).unwrap();
     let troll = room.join(2, seat_from("Troll", Role::Guest, "link", OFFICE), "t".into(), &|_| vec![], 0).unwrap();
-    room.remove(1, troll, 10).unwrap();
+    room.remove(1, troll, false, 10).unwrap();
     assert_eq!(room.join(3, seat_from("Troll", Role::Guest, "link", OFFICE), "t2".into(), &|_| vec![], 20), Err(RoomError::Barred));
     assert_eq!(
         room.resume_or_join(3, troll, "t", seat_from("Troll", Role::Guest, "link", OFFICE), "t3".into(), &|_| vec![], 30),
@@ -1015,4 +1015,32 @@ fn past_the_owners_number_newcomers_join_muted_and_may_unmute() {
     let effects = room.take_effects();
     assert!(sent(&effects).iter().any(|(c, m)| *c == 1 && matches!(m, ServerMessage::Updated { participant } if participant.id == cy && participant.audio)));
     assert!(!effects.iter().any(|e| matches!(e, Effect::Held { .. })));
+}
+
+#[test]
+fn a_host_revokes_an_invite_with_a_removal_only_when_it_was_made_for_that_one_person() {
+    let mut room = Room::new("clinic", config(4));
+    host(&mut room, 1, "Hana", 0);
+    let shared = join(&mut room, 2, "Gus", 10);
+    let mut personal_seat = seat_from("Pia", Role::Guest, "cert/pia", OFFICE);
+    personal_seat.personal = true;
+    let pia = room.join(3, personal_seat, "s".into(), &|_| vec![], 20).unwrap();
+    let effects = room.take_effects();
+    let joined: Vec<(String, bool)> = sent(&effects)
+        .into_iter()
+        .filter_map(|(c, m)| match m {
+            ServerMessage::Joined { participant } if c == 1 => Some((participant.name.clone(), participant.personal)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joined, vec![("Gus".to_string(), false), ("Pia".to_string(), true)], "hosts see whose invite is personal");
+    // A shared link is not revoked from the meeting: refused, and nobody is removed.
+    assert_eq!(room.remove(1, shared, true, 30), Err(RoomError::InviteShared));
+    assert_eq!(RoomError::InviteShared.to_protocol().code, "invite_shared");
+    assert_eq!(room.len(), 3);
+    // A guest cannot, a host can: the invite to revoke comes back.
+    assert_eq!(room.remove(2, pia, true, 30), Err(RoomError::NotHost));
+    assert_eq!(room.remove(1, pia, true, 40), Ok(Some("cert/pia".to_string())));
+    assert_eq!(room.len(), 2);
+    assert_eq!(room.remove(1, shared, false, 50), Ok(None));
 }

@@ -53,6 +53,8 @@ pub struct InviteRecord {
     pub revoked: bool,
     /// The invite itself, when it was registered with it (the owner may copy it again).
     pub text: Option<String>,
+    /// The one person it was made for, if its owner named them.
+    pub for_whom: Option<String>,
 }
 
 fn id_from_blob(blob: Vec<u8>) -> CapabilityId {
@@ -167,8 +169,8 @@ impl Store {
     /// `Ok(false)` when that invite id was already registered.
     pub fn record_invite(&self, invite: &InviteRecord) -> Result<bool, StoreError> {
         let inserted = self.lock().execute(
-            "INSERT OR IGNORE INTO invites (id, room, account_id, certificate_id, role, not_before, expires_at, created_at, text)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT OR IGNORE INTO invites (id, room, account_id, certificate_id, role, not_before, expires_at, created_at, text, for_whom)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 &invite.id.0[..],
                 invite.room,
@@ -178,7 +180,8 @@ impl Store {
                 invite.not_before as i64,
                 invite.expires_at as i64,
                 invite.created_at as i64,
-                invite.text
+                invite.text,
+                invite.for_whom
             ],
         )?;
         Ok(inserted == 1)
@@ -190,7 +193,7 @@ impl Store {
             "SELECT i.id, i.room, i.account_id, i.certificate_id, i.role, i.not_before, i.expires_at, i.created_at,
                     EXISTS(SELECT 1 FROM invite_revocations r WHERE r.certificate_id = i.certificate_id AND r.invite_id = i.id)
                     OR EXISTS(SELECT 1 FROM revocations r WHERE r.id = i.certificate_id),
-                    i.text
+                    i.text, i.for_whom
              FROM invites i WHERE i.account_id = ?1 ORDER BY i.created_at DESC",
         )?;
         let rows = stmt.query_map(params![account], |r| {
@@ -205,6 +208,7 @@ impl Store {
                 created_at: r.get::<_, i64>(7)? as u64,
                 revoked: r.get(8)?,
                 text: r.get(9)?,
+                for_whom: r.get(10)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -232,6 +236,29 @@ impl Store {
         }
         tx.commit()?;
         Ok(Some(inserted > 0))
+    }
+
+    /// Whether the invite (under that certificate) was registered as made for one person.
+    pub fn invite_is_personal(&self, certificate: CapabilityId, invite: CapabilityId) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT for_whom IS NOT NULL FROM invites WHERE certificate_id = ?1 AND id = ?2",
+                params![&certificate.0[..], &invite.0[..]],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    /// Revokes one invite under one certificate, on a host's word in the meeting (the room
+    /// checked it was personal).
+    pub fn revoke_invite_under(&self, certificate: CapabilityId, invite: CapabilityId, now: UnixTime) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT OR IGNORE INTO invite_revocations (certificate_id, invite_id, revoked_at) VALUES (?1, ?2, ?3)",
+            params![&certificate.0[..], &invite.0[..], now as i64],
+        )?;
+        Ok(())
     }
 
     /// What is revoked of one invite's chain (its certificate, and the invite under that

@@ -8,3 +8,6 @@ ALTER TABLE meetings ADD COLUMN muted_above INTEGER NOT NULL DEFAULT 0;
 -- invite's text, so that its owner can copy a live link again.
 ALTER TABLE meetings ADD COLUMN title TEXT NOT NULL DEFAULT '';
 ALTER TABLE invites ADD COLUMN text TEXT;
+-- Whom an invite was made for, when its owner named one person: a host may then revoke it
+-- along with removing them (other invites are shared by many).
+ALTER TABLE invites ADD COLUMN for_whom TEXT;
