@@ -735,3 +735,33 @@ async fn a_host_removes_someone_and_revokes_their_personal_invite_in_one_step_bu
     let res = client().post(node.api("/api/invites/check")).json(&json!({"room": ROOM, "invite": personal})).send().await.unwrap();
     assert_eq!(res.status(), 403);
 }
+
+#[tokio::test]
+async fn before_the_meeting_opens_guests_are_refused_with_the_time_and_hosts_may_come_in() {
+    let node = Node::start().await;
+    let owner = node.admin().await;
+    let key = AccountKey::from_seed([7; 32]);
+    let guest = make_invite(&owner, &node, &key, ROOM, 3600).await;
+    let host_invite = make_invite_as(&owner, &node, &key, ROOM, 3600, Role::Host).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let set = |opens_at: u64| {
+        let (owner, url) = (owner.clone(), node.api(&format!("/api/meetings/{ROOM}/settings")));
+        async move { owner.post(url).json(&json!({"opens_at": opens_at})).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(set(now + 3600).await, 200);
+    assert_eq!(set(now * 1000).await, 400, "milliseconds are a mistake, refused");
+    // The invite page learns when, and the node's time, to count down.
+    let checked: Value = client().post(node.api("/api/invites/check")).json(&json!({"room": ROOM, "invite": guest})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(checked["opens_at"], now + 3600, "{checked}");
+    assert!(checked["now"].as_u64().is_some_and(|t| t.abs_diff(now) < 60), "{checked}");
+    let mut early = Signaling::connect(&node, ROOM).await;
+    early.send(json!({"type": "join", "v": 1, "invite": guest, "name": "Early", "audio": true, "video": true})).await;
+    let refused = early.expect("error").await;
+    assert_eq!(refused["code"], "meeting_not_open", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("UTC"), "the time it opens: {refused}");
+    assert_eq!(early.expect_close().await, Some(4003));
+    let _host = Signaling::join(&node, ROOM, &host_invite, "Hana").await;
+    // Open now: the guest comes in.
+    assert_eq!(set(0).await, 200);
+    let _guest = Signaling::join(&node, ROOM, &guest, "Early").await;
+}

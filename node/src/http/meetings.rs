@@ -70,6 +70,8 @@ struct MeetingView {
     lobby: bool,
     share: &'static str,
     muted_above: u32,
+    /// When the meeting opens to guests (Unix seconds; 0: always).
+    opens_at: u64,
     /// What people see; the room name when the owner gave no title.
     title: String,
 }
@@ -85,6 +87,7 @@ fn meeting_view(state: &AppState, m: Meeting) -> MeetingView {
         lobby: s.lobby,
         share: if s.share_hosts_only { "hosts" } else { "everyone" },
         muted_above: s.muted_above,
+        opens_at: s.opens_at,
         title,
     }
 }
@@ -139,6 +142,8 @@ struct Settings {
     share: Option<Share>,
     /// Newcomers join muted once the meeting has more than this many participants (0: never).
     muted_above: Option<u32>,
+    /// When the meeting opens to guests (Unix seconds; 0: always).
+    opens_at: Option<u64>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -150,6 +155,8 @@ enum Share {
 
 /// The most participants `muted_above` may name (a meeting's capacity is at most this).
 const MAX_MUTED_ABOVE: u32 = 10_000;
+/// The latest opening time accepted (year 2286): larger values are mistakes (milliseconds).
+const MAX_OPENS_AT: u64 = 9_999_999_999;
 
 /// The owner changes a meeting's settings; a meeting in progress follows at once (turning
 /// the lobby off lets everyone waiting in; hosts-only sharing ends guests' shares).
@@ -161,6 +168,9 @@ async fn change_settings(
 ) -> Result<HttpResponse, ApiError> {
     let room = RoomName::normalize(&path.into_inner()).map_err(|e| name_error("room_invalid", e))?;
     let change = body.into_inner();
+    if change.opens_at.is_some_and(|t| t > MAX_OPENS_AT) {
+        return Err(ApiError::bad_request("settings_invalid", "opens_at is a time in Unix seconds (0: always open)."));
+    }
     if change.muted_above.is_some_and(|n| n > MAX_MUTED_ABOVE) {
         return Err(ApiError::bad_request("settings_invalid", format!("muted_above is at most {MAX_MUTED_ABOVE} (0: never).")));
     }
@@ -173,6 +183,7 @@ async fn change_settings(
             settings.lobby = change.lobby.unwrap_or(settings.lobby);
             settings.share_hosts_only = change.share.map_or(settings.share_hosts_only, |share| matches!(share, Share::Hosts));
             settings.muted_above = change.muted_above.unwrap_or(settings.muted_above);
+            settings.opens_at = change.opens_at.unwrap_or(settings.opens_at);
             s.set_meeting_settings(&r, owner, settings)
         })
         .await?;
@@ -343,6 +354,10 @@ struct Checked {
     room: String,
     /// What people see: the owner's title, or the room name.
     title: String,
+    /// When the meeting opens to guests (Unix seconds; 0: always), and the node's clock now,
+    /// for the invite page's countdown.
+    opens_at: u64,
+    now: u64,
     role: &'static str,
     issuer: String,
     expires_at: u64,
@@ -370,6 +385,8 @@ async fn check_invite(state: web::Data<AppState>, body: web::Json<CheckInvite>) 
         issuer: granted.issuer.to_string(),
         expires_at: granted.expires,
         ice_servers,
+        opens_at: meeting.settings.opens_at,
+        now,
     }))
 }
 

@@ -225,6 +225,10 @@ impl Connection {
         let node_key = self.state.node_key.public();
         let admitted = self.state.db(move |s| admit(s, node_key, &room, &invite, clock::now())).await;
         let (granted, meeting) = admitted.map_err(|e| ProtocolError::new(e.code, e.message))?;
+        let opens_at = meeting.settings.opens_at;
+        if granted.role != confab_keys::Role::Host && opens_at > clock::now() {
+            return Err(ProtocolError::new("meeting_not_open", format!("This meeting opens at {}; come back then.", clock::format_utc(opens_at))));
+        }
         let invite = format!("{}/{}", granted.certificate_id, granted.invite_id);
         let (certificate, invite_id) = (granted.certificate_id, granted.invite_id);
         let personal = self.state.db(move |s| s.invite_is_personal(certificate, invite_id)).await.map_err(ProtocolError::from)?;

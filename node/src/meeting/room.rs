@@ -61,6 +61,9 @@ pub struct MeetingSettings {
     pub share_hosts_only: bool,
     /// Newcomers join muted once the meeting has more than this many participants (0: never).
     pub muted_above: u32,
+    /// When the meeting opens to guests (Unix seconds; 0: always). The shell refuses guests'
+    /// joins before then (the room has no wall clock).
+    pub opens_at: u64,
 }
 
 /// Public chat messages a room keeps for late joiners (in memory only, for the room's life).

@@ -21,13 +21,14 @@ pub struct Meeting {
 }
 
 /// The columns [`meeting_row`] reads, in order.
-const MEETING_COLUMNS: &str = "m.room, m.owner_id, a.username, m.created_at, a.disabled_at IS NOT NULL, m.lobby, m.share, m.muted_above, m.title";
+const MEETING_COLUMNS: &str = "m.room, m.owner_id, a.username, m.created_at, a.disabled_at IS NOT NULL, m.lobby, m.share, m.muted_above, m.title, m.opens_at";
 
 fn meeting_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Meeting> {
     let settings = MeetingSettings {
         lobby: r.get(5)?,
         share_hosts_only: r.get::<_, String>(6)? == "hosts",
         muted_above: r.get::<_, i64>(7)?.clamp(0, u32::MAX as i64) as u32,
+        opens_at: r.get::<_, i64>(9)?.max(0) as u64,
     };
     Ok(Meeting {
         room: r.get(0)?,
@@ -120,8 +121,8 @@ impl Store {
     pub fn set_meeting_settings(&self, room: &str, owner: AccountId, settings: MeetingSettings) -> Result<Option<Meeting>, StoreError> {
         let share = if settings.share_hosts_only { "hosts" } else { "everyone" };
         let changed = self.lock().execute(
-            "UPDATE meetings SET lobby = ?1, share = ?2, muted_above = ?3 WHERE room = ?4 AND owner_id = ?5",
-            params![settings.lobby, share, settings.muted_above, room, owner],
+            "UPDATE meetings SET lobby = ?1, share = ?2, muted_above = ?3, opens_at = ?4 WHERE room = ?5 AND owner_id = ?6",
+            params![settings.lobby, share, settings.muted_above, settings.opens_at as i64, room, owner],
         )?;
         if changed == 0 {
             return Ok(None);

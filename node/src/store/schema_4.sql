@@ -11,3 +11,6 @@ ALTER TABLE invites ADD COLUMN text TEXT;
 -- Whom an invite was made for, when its owner named one person: a host may then revoke it
 -- along with removing them (other invites are shared by many).
 ALTER TABLE invites ADD COLUMN for_whom TEXT;
+-- When the meeting opens (Unix seconds; 0: always open): guests who come earlier wait on
+-- the invite page, which counts down; hosts may come in at any time.
+ALTER TABLE meetings ADD COLUMN opens_at INTEGER NOT NULL DEFAULT 0;
