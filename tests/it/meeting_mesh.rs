@@ -376,6 +376,11 @@ async fn a_host_admits_one_of_two_lobby_guests_turns_the_other_away_and_ends_the
     let ida = a.wait_seated().await;
     a.browser.wait_visible("#tiles").await;
     each_receives_the_others(&[&h, &a]).await;
+    // Screen readers hear who came in (a live region).
+    confab_tests::eventually("Hana's live region to announce Ana", Duration::from_secs(10), || async {
+        (h.browser.eval("return document.querySelector('#announcer').textContent").await == json!("Ana joined")).then_some(())
+    })
+    .await;
     assert_eq!(b.browser.eval("return document.querySelector('#lobby').hidden").await, json!(false), "Bo still waits");
 
     // Bo is turned away: his page says so, and he is gone from the list.
@@ -398,4 +403,28 @@ async fn a_host_admits_one_of_two_lobby_guests_turns_the_other_away_and_ends_the
     }
     confab_tests::eventually("the room to empty", Duration::from_secs(5), || async { (node.metric("confab_participants").await == 0).then_some(()) }).await;
     println!("{idh} admitted {ida}, turned Bo away and ended the meeting");
+}
+
+/// A meeting that opens in a few seconds: the invite page says when and keeps Join off, then
+/// lets the guest in at the time, without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn before_the_meeting_opens_the_invite_page_counts_down_and_join_works_at_the_time() {
+    let _browsers = confab_tests::browser::exclusive().await;
+    let opens_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 6;
+    let (node, link, _) = confab_tests::meeting::start_meeting_with(&[], ROOM, json!({"opens_at": opens_at})).await;
+    let b = confab_tests::browser::Browser::chromium().await;
+    b.goto(&link).await;
+    let said = b.wait_visible("#opens-at").await;
+    assert!(said.starts_with("This meeting opens at") && said.contains("in 1 minute"), "{said}");
+    assert_eq!(b.eval("return document.querySelector('#join').disabled").await, json!(true), "Join waits for the time");
+    confab_tests::eventually("Join to work at the opening time", Duration::from_secs(20), || async {
+        (b.eval("return !document.querySelector('#join').disabled && document.querySelector('#opens-at').hidden").await == json!(true)).then_some(())
+    })
+    .await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(now + 1 >= opens_at, "Join came on {}s before the time", opens_at.saturating_sub(now));
+    let mut p = Participant { browser: b, name: "Early".into(), id: None };
+    p.browser.fill("#display-name", "Early").await;
+    p.join().await;
+    assert_eq!(node.metric("confab_participants").await, 1);
 }

@@ -52,6 +52,8 @@ export class Call {
     this.onRefused = onRefused ?? (() => {});
     this.onNotice = onNotice ?? (() => {});
     this.onLobby = onLobby ?? (() => {});
+    /** @type {(text: string) => void} what screen readers should hear (joins, leaves, hands) */
+    this.onAnnounce = () => {};
     /** Whether the meeting is locked (only hosts get new seats). */
     this.locked = false;
     /** Whether guests wait in the lobby until a host admits them. */
@@ -286,6 +288,8 @@ export class Call {
         break;
       case "updated":
         if (this.participants.has(m.participant.id)) {
+          const before = this.participants.get(m.participant.id);
+          if (before.hand == null && m.participant.hand != null) this.onAnnounce(t("announce.hand", { name: m.participant.name }));
           this.participants.set(m.participant.id, m.participant);
           this.tiles.upsert(m.participant, this.tileOptions());
         } else if (m.participant.id === this.me?.id) {
@@ -307,6 +311,7 @@ export class Call {
       case "left":
         log("info", `${m.participant}: left (${m.reason})`);
         if (m.participant === this.me?.id) break; // The meeting ended: the close follows.
+        if (this.participants.has(m.participant)) this.onAnnounce(t("announce.left", { name: this.nameOf(m.participant) }));
         this.drop(m.participant);
         this.changed();
         break;
@@ -384,7 +389,14 @@ export class Call {
     if (confirm(t("host.remove_confirm", { name }))) this.remove(id);
   }
 
+  /// Hosts: removes `id` and revokes the link made for them alone, after asking.
+  confirmRemoveAndRevoke(id) {
+    const name = this.nameOf(id);
+    if (confirm(t("host.revoke_confirm", { name }))) this.signaling.send(protocol.remove(id, true));
+  }
+
   arrive(view) {
+    if (!this.participants.has(view.id) && this.me) this.onAnnounce(t("announce.joined", { name: view.name }));
     this.participants.set(view.id, view);
     this.tiles.upsert(view, this.tileOptions());
     if (this.mode === "mesh") this.connectMesh(view);

@@ -53,7 +53,7 @@ export class People {
   /**
    * @param {HTMLElement} list the <ul> of everyone
    * @param {HTMLElement} queue the <ol> of raised hands, in order
-   * @param {{ lowerHand: (id: string) => void, remove: (id: string) => void, mute: (id: string) => void, stopCamera: (id: string) => void, makeHost: (id: string) => void, privately: (id: string) => void }} actions
+   * @param {{ lowerHand: (id: string) => void, remove: (id: string) => void, removeAndRevoke: (id: string) => void, mute: (id: string) => void, stopCamera: (id: string) => void, makeHost: (id: string) => void, privately: (id: string) => void }} actions
    */
   constructor(list, queue, actions) {
     this.list = list;
@@ -110,6 +110,9 @@ export class People {
       host && !self && p.video ? el("button", { type: "button", class: "link stop-camera", onclick: () => this.actions.stopCamera(p.id) }, t("call.stop_camera")) : null,
       host && !self && p.role !== "host" ? el("button", { type: "button", class: "link make-host", onclick: () => this.actions.makeHost(p.id) }, t("people.make_host")) : null,
       host && !self ? el("button", { type: "button", class: "link remove", onclick: () => this.actions.remove(p.id) }, t("people.remove")) : null,
+      host && !self && p.personal
+        ? el("button", { type: "button", class: "link remove-revoke danger", onclick: () => this.actions.removeAndRevoke(p.id) }, t("people.remove_revoke"))
+        : null,
     );
   }
 }

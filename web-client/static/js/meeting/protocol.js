@@ -23,7 +23,7 @@ export const MAX_CHAT_CHARS = 2000;
 
 /**
  * @typedef {{ id: string, name: string, role: "host" | "guest", audio: boolean, video: boolean,
- *   connected: boolean, hand: number | null, screen?: boolean }} ParticipantView
+ *   connected: boolean, hand: number | null, screen?: boolean, personal?: boolean }} ParticipantView
  * @typedef {{ type: "chat", id: number, from: string, name: string, text: string, at: number,
  *   to?: string }} ChatMessage
  * @typedef {{ urls: string[], username?: string, credential?: string }} IceServer
@@ -73,9 +73,14 @@ export function lowerHand(participant) {
   return { type: "lower-hand", participant };
 }
 
-/** @param {string} participant */
-export function remove(participant) {
-  return { type: "remove", participant };
+/**
+ * Hosts: remove someone; with `revoke`, also revoke the invite they came with (only one
+ * made for them alone: `personal`).
+ * @param {string} participant
+ * @param {boolean} [revoke]
+ */
+export function remove(participant, revoke = false) {
+  return revoke ? { type: "remove", participant, revoke } : { type: "remove", participant };
 }
 
 export function leave() {

@@ -115,7 +115,7 @@ export class Tiles {
       video.muted = self; // Never play our own microphone back to us.
       const node = el(
         "figure",
-        { class: self ? "tile self" : "tile", "data-participant": view.id, "data-showing": "no" },
+        { class: self ? "tile self" : "tile", "data-participant": view.id, "data-showing": "no", tabindex: "0" },
         video,
         el("div", { class: "avatar", "aria-hidden": "true" }),
         el(

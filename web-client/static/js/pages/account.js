@@ -12,7 +12,13 @@ const me = await requireLogin();
 renderNav(me);
 const out = $("#out");
 
-async function makeInvite(room, role) {
+/**
+ * Signs an invite in this browser and registers it; `forWhom` names the one person it is for.
+ * @param {string} room
+ * @param {"guest" | "host"} role
+ * @param {string | null} [forWhom]
+ */
+async function makeInvite(room, role, forWhom = null) {
   if (!supported()) throw new Error(t("account.no_keys"));
   const identity = await signingIdentity(me);
   const days = Number($("#invite-expiry").value);
@@ -25,8 +31,10 @@ async function makeInvite(room, role) {
     notBefore: now,
     expires,
   });
-  const registered = await post("/api/invites", { invite });
-  $("#invite-what").textContent = t(role === "host" ? "account.host_link_for" : "account.guest_link_for", { room, until: when(registered.expires_at) });
+  const registered = await post("/api/invites", forWhom ? { invite, for: forWhom } : { invite });
+  $("#invite-what").textContent = forWhom
+    ? t("account.personal_link_for", { room, name: forWhom, until: when(registered.expires_at) })
+    : t(role === "host" ? "account.host_link_for" : "account.guest_link_for", { room, until: when(registered.expires_at) });
   $("#invite-link").value = registered.link;
   $("#invite-result").hidden = false;
   $("#invite-link").select();
@@ -49,6 +57,10 @@ async function loadMeetings() {
         el("span", { class: "actions" },
           actionButton(t("account.guest_link"), "guest-invite", out, () => makeInvite(m.room, "guest")),
           actionButton(t("account.host_link"), "host-invite", out, () => makeInvite(m.room, "host")),
+          actionButton(t("account.personal_link"), "personal-invite", out, async () => {
+            const forWhom = prompt(t("account.personal_prompt"));
+            if (forWhom?.trim()) await makeInvite(m.room, "guest", forWhom.trim());
+          }),
           actionButton(t("account.rename"), "rename", out, async () => {
             const title = prompt(t("account.rename_prompt"), m.title);
             if (title === null) return;
@@ -67,7 +79,7 @@ async function loadMeetings() {
 
 /**
  * A meeting's settings, each saved as soon as it changes (a meeting in progress follows).
- * @param {{ room: string, lobby: boolean, share: string, muted_above: number }} m
+ * @param {{ room: string, lobby: boolean, share: string, muted_above: number, opens_at: number }} m
  */
 function settings(m) {
   /** @param {HTMLInputElement | HTMLSelectElement} field @param {() => object} change @param {() => void} undo */
@@ -96,6 +108,13 @@ function settings(m) {
   );
   let shareWas = share.value;
   saveOn(share, () => ({ share: (shareWas = share.value) }), () => (share.value = shareWas === "hosts" ? "everyone" : "hosts"));
+  const opens = /** @type {HTMLInputElement} */ (el("input", { type: "datetime-local", class: "opens-at", value: m.opens_at ? localTime(m.opens_at) : "" }));
+  let opensWas = opens.value;
+  saveOn(
+    opens,
+    () => ({ opens_at: (opensWas = opens.value) ? Math.floor(new Date(opens.value).getTime() / 1000) : 0 }),
+    () => (opens.value = ""),
+  );
   const muted = /** @type {HTMLInputElement} */ (el("input", { type: "number", class: "muted-above", min: "0", max: "10000", value: String(m.muted_above ?? 0) }));
   let mutedWas = muted.value;
   saveOn(muted, () => ({ muted_above: Number((mutedWas = muted.value) || 0) }), () => (muted.value = "0"));
@@ -105,7 +124,14 @@ function settings(m) {
     el("label", { class: "check setting" }, lobby, ` ${t("account.lobby_setting")}`),
     el("label", { class: "setting" }, `${t("account.share_setting")} `, share),
     el("label", { class: "setting" }, `${t("account.muted_setting")} `, muted, el("span", { class: "hint" }, ` ${t("account.muted_hint")}`)),
+    el("label", { class: "setting" }, `${t("account.opens_setting")} `, opens, el("span", { class: "hint" }, ` ${t("account.opens_hint")}`)),
   );
+}
+
+/// A Unix time as a datetime-local input's value, in this browser's time zone.
+function localTime(/** @type {number} */ unix) {
+  const d = new Date(unix * 1000);
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 }
 
 async function loadInvites() {
@@ -120,7 +146,7 @@ async function loadInvites() {
     body.append(
       el("tr", { "data-id": i.id },
         el("td", {}, i.room),
-        el("td", {}, t(`role.${i.role}`)),
+        el("td", {}, i.for ? t("account.role_for", { role: t(`role.${i.role}`), name: i.for }) : t(`role.${i.role}`)),
         el("td", {}, when(i.expires_at)),
         el("td", { class: `status ${i.status}` }, t(`status.${i.status}`)),
         el("td", { class: "actions" },

@@ -10,7 +10,7 @@ import { bestPath, describe, selfTest } from "../meeting/selftest.js";
 import { Tiles } from "../meeting/tiles.js";
 import { Chat, People, initials } from "../meeting/panel.js";
 import { MAX_CHAT_CHARS } from "../meeting/protocol.js";
-import { t, tn } from "../i18n.js";
+import { lang, t, tn } from "../i18n.js";
 
 const room = decodeLenient(location.pathname.split("/")[2] ?? "");
 const invite = decodeLenient(location.hash.slice(1));
@@ -87,6 +87,33 @@ async function prejoin() {
   show();
   await fillDeviceChoices();
   navigator.mediaDevices?.addEventListener?.("devicechange", fillDeviceChoices);
+}
+
+/// Before the meeting opens (guests), the invite page says when, counts down, and enables
+/// Join at the time. `now` is the node's clock, so that a wrong clock here does not matter.
+function countDown(opensAt, now) {
+  if (!opensAt || opensAt <= now) return;
+  const skew = now * 1000 - Date.now();
+  const out = $("#opens-at");
+  const join = $("#join");
+  const at = new Date(opensAt * 1000 - skew).toLocaleString(lang, { dateStyle: "medium", timeStyle: "short" });
+  const tick = () => {
+    const left = Math.ceil((opensAt * 1000 - (Date.now() + skew)) / 1000);
+    if (left <= 0) {
+      clearInterval(timer);
+      out.hidden = true;
+      join.dataset.closed = "";
+      join.disabled = false;
+      return;
+    }
+    join.dataset.closed = "yes";
+    join.disabled = true;
+    const minutes = Math.ceil(left / 60);
+    out.textContent = minutes > 90 ? t("prejoin.opens_at", { at }) : tn("prejoin.opens_in", minutes, { at });
+    out.hidden = false;
+  };
+  const timer = setInterval(tick, 1000);
+  tick();
 }
 
 /// The prejoin self-test, shown under the device choices; joining does not wait for it.
@@ -189,6 +216,7 @@ function startCall(name) {
   const people = new People($("#people"), $("#hand-queue"), {
     lowerHand: (id) => call.lowerHand(id),
     remove: (id) => call.confirmRemove(id),
+    removeAndRevoke: (id) => call.confirmRemoveAndRevoke(id),
     mute: (id) => call.mute(id),
     stopCamera: (id) => call.mute(id, "video"),
     makeHost: (id) => call.makeHost(id),
@@ -264,6 +292,10 @@ function startCall(name) {
     },
   });
   call.tiles.onMore(() => openPanel("people"));
+  call.onAnnounce = (text) => {
+    // A fresh node each time, so that the same words twice are announced twice.
+    $("#announcer").replaceChildren(el("p", {}, text));
+  };
   /** Hosts: who waits in the lobby, each with Admit and Turn away. */
   const renderWaiting = (/** @type {{ id: string, name: string }[]} */ guests) => {
     $("#lobby-guests").hidden = guests.length === 0;
@@ -439,6 +471,7 @@ async function main() {
   // answer, but the form is usable meanwhile.
   const mediaReady = prejoin();
   checkNetwork(granted.ice_servers);
+  if (granted.role !== "host") countDown(granted.opens_at, granted.now);
   $("#join-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const name = nameInput.value.trim();
@@ -452,7 +485,7 @@ async function main() {
     await mediaReady;
     startCall(name);
   });
-  $("#join").disabled = false;
+  if ($("#join").dataset.closed !== "yes") $("#join").disabled = false;
 }
 
 // Pasting another invite into the address bar changes only the fragment, which does not
