@@ -427,6 +427,11 @@ async fn host_tools_mute_lock_make_host_and_end_are_refused_to_guests_and_work_f
         json!({"type": "lock", "locked": true}),
         json!({"type": "end"}),
         json!({"type": "make-host", "participant": "p3"}),
+        json!({"type": "remove", "participant": "p1"}),
+        json!({"type": "remove", "participant": "p1", "revoke": true}),
+        json!({"type": "lower-hand", "participant": "all"}),
+        json!({"type": "admit", "participant": "all"}),
+        json!({"type": "deny", "participant": "p1"}),
     ] {
         bo.send(message.clone()).await;
         assert_eq!(bo.expect("error").await["code"], "not_host", "{message}");
