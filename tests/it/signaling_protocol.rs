@@ -756,7 +756,8 @@ async fn before_the_meeting_opens_guests_are_refused_with_the_time_and_hosts_may
     assert_eq!(set(now + 3600).await, 200);
     assert_eq!(set(now * 1000).await, 400, "milliseconds are a mistake, refused");
     // The invite page learns when, and the node's time, to count down.
-    let checked: Value = client().post(node.api("/api/invites/check")).json(&json!({"room": ROOM, "invite": guest})).send().await.unwrap().json().await.unwrap();
+    let checked: Value =
+        client().post(node.api("/api/invites/check")).json(&json!({"room": ROOM, "invite": guest})).send().await.unwrap().json().await.unwrap();
     assert_eq!(checked["opens_at"], now + 3600, "{checked}");
     assert!(checked["now"].as_u64().is_some_and(|t| t.abs_diff(now) < 60), "{checked}");
     let mut early = Signaling::connect(&node, ROOM).await;

@@ -309,7 +309,10 @@ struct Registered {
 async fn register_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn, body: web::Json<RegisterInvite>) -> Result<HttpResponse, ApiError> {
     let RegisterInvite { invite: text, for_whom } = body.into_inner();
     let for_whom = match for_whom.filter(|f| !f.trim().is_empty()) {
-        Some(name) => Some(crate::meeting::protocol::display_name(&name).map_err(|_| ApiError::bad_request("for_invalid", "Whom a link is for: a name of 1 to 64 visible characters."))?),
+        Some(name) => Some(
+            crate::meeting::protocol::display_name(&name)
+                .map_err(|_| ApiError::bad_request("for_invalid", "Whom a link is for: a name of 1 to 64 visible characters."))?,
+        ),
         None => None,
     };
     let invite = Invite::from_text(&text)?;

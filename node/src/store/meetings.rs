@@ -243,11 +243,9 @@ impl Store {
     pub fn invite_is_personal(&self, certificate: CapabilityId, invite: CapabilityId) -> Result<bool, StoreError> {
         let conn = self.lock();
         Ok(conn
-            .query_row(
-                "SELECT for_whom IS NOT NULL FROM invites WHERE certificate_id = ?1 AND id = ?2",
-                params![&certificate.0[..], &invite.0[..]],
-                |r| r.get(0),
-            )
+            .query_row("SELECT for_whom IS NOT NULL FROM invites WHERE certificate_id = ?1 AND id = ?2", params![&certificate.0[..], &invite.0[..]], |r| {
+                r.get(0)
+            })
             .optional()?
             .unwrap_or(false))
     }
