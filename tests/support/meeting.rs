@@ -33,6 +33,13 @@ pub async fn start_meeting_with(options: &[&str], room: &str, settings: Value) -
     (node, guest, host)
 }
 
+/// `start_meeting`, with the owner's logged-in client (to change the meeting's settings).
+pub async fn start_meeting_owned(options: &[&str], room: &str) -> (Node, String, String, reqwest::Client) {
+    let (node, mut links, owner) = start_meetings_owned(options, &[room]).await;
+    let (guest, host) = links.remove(0);
+    (node, guest, host, owner)
+}
+
 async fn start_meetings_owned(options: &[&str], rooms: &[&str]) -> (Node, Vec<(String, String)>, reqwest::Client) {
     let node = Node::start_with(options).await;
     let admin = node.admin().await;
