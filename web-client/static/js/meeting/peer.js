@@ -108,10 +108,12 @@ export class Peer {
   }
 
   /// Sends our screen share (or stops sending it, with null tracks).
+  /// The screen's limits go first, so that its very first frames are already small and
+  /// rare (its first keyframe, at full size and bitrate, held the camera's packets back).
   async setScreen() {
+    await this.screenParameters();
     await this.transceivers.screen?.sender.replaceTrack(this.trackFor("screen"));
     await this.transceivers.screenAudio?.sender.replaceTrack(this.trackFor("screenAudio"));
-    await this.screenParameters();
   }
 
   /// A screen keeps its resolution: slides and code stay readable, the frame rate gives.
@@ -122,6 +124,9 @@ export class Peer {
     if (!params.encodings?.length) return;
     params.encodings[0].maxBitrate = 800_000;
     params.encodings[0].maxFramerate = SCREEN_FPS;
+    // When the uplink is short, the camera keeps its share and the screen gives.
+    params.encodings[0].priority = "low";
+    params.encodings[0].networkPriority = "low";
     params.degradationPreference = "maintain-resolution";
     try {
       await sender.setParameters(params);
@@ -209,9 +214,11 @@ export class Peer {
     const params = sender.getParameters();
     if (!params.encodings?.length) return; // Not negotiated yet: applied once it is.
     const encoding = params.encodings[0];
-    if (encoding.maxBitrate === this.limits.maxBitrate && encoding.scaleResolutionDownBy === this.limits.scale) return;
+    if (encoding.maxBitrate === this.limits.maxBitrate && encoding.scaleResolutionDownBy === this.limits.scale && encoding.priority === "high") return;
     encoding.maxBitrate = this.limits.maxBitrate;
     encoding.scaleResolutionDownBy = this.limits.scale;
+    encoding.priority = "high";
+    encoding.networkPriority = "high";
     try {
       await sender.setParameters(params);
     } catch (e) {
