@@ -291,9 +291,9 @@ async fn a_screen_share_reaches_everyone_in_the_mesh_as_its_own_tile_without_sto
     each_receives_the_others(&[&a, &b, &c]).await;
     // Ana starts and stops sharing three times; her camera keeps playing on the others'
     // screens. Its freezes are counted by their browsers' video pipelines (the pages' own
-    // timers run up to 2 s late with three browsers on two cores) and printed: issue 14 asks
-    // that none last over 0.5 s as a share starts or stops, which this machine, running all
-    // three browsers, does not always hold (docs/benchmarks.md, "Screen share"). Asserted:
+    // timers run late on a loaded machine) and printed: issue 14 asks that none last over
+    // 0.5 s as a share starts or stops, a timing figure kept in docs/benchmarks.md ("Screen
+    // share": met in every run on one machine, not on a saturated one). Asserted:
     // the camera's tile stays and it still plays after the three shares (the page's looks
     // at the counters can themselves stop on this machine, so the windows are only printed).
     b.watch_freezes(&ida).await;

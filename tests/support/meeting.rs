@@ -94,7 +94,7 @@ pub struct Gap {
     pub samples: usize,
 }
 
-/// The freezes of one direct connection's camera stream as the receiving browser's video
+/// The freezes of one participant's camera stream (over the direct connection, or through the SFU: its receive slot) as the receiving browser's video
 /// pipeline counted them (WebRTC stats `freezeCount`, `totalFreezesDuration`: a rendered
 /// frame later than max(3 × the mean frame interval, mean + 150 ms)), unaffected by how late
 /// the page's timers run on a loaded machine.
@@ -464,9 +464,11 @@ impl Participant {
     pub async fn watch_freezes(&self, from: &str) {
         let script = "const from = arguments[0]; window.__freezes = []; \
             window.__freezeTimer = setInterval(async () => { \
-              const peer = window.confabCall.peers.get(from); if (!peer) return; \
-              const camera = peer.transceivers.video?.mid; \
-              (await peer.pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.mid === camera) \
+              const call = window.confabCall; const peer = call.peers.get(from); \
+              const pc = peer ? peer.pc : call.sfu?.pc; if (!pc) return; \
+              const camera = peer ? peer.transceivers.video?.mid \
+                : call.sfu.slots.find((s) => s.participant === from && s.kind === 'video')?.mid; \
+              (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.mid === camera) \
                 window.__freezes.push([s.freezeCount ?? -1, s.totalFreezesDuration ?? -1, s.framesDecoded ?? 0, Date.now()]); }); \
             }, 250);";
         self.browser.client.execute(script, vec![json!(from)]).await.unwrap();
