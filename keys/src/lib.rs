@@ -16,6 +16,7 @@
 mod certificate;
 mod error;
 mod invite;
+mod membership;
 mod names;
 mod text;
 mod verify;
@@ -24,6 +25,7 @@ mod wire;
 pub use certificate::{AccountCertificate, CertificateBody};
 pub use error::{CapabilityError, DecodeError};
 pub use invite::{Invite, InviteBody};
+pub use membership::{MAX_ADDRESSES, MAX_MEMBERS, Member, Membership, MembershipBody, MembershipError, Roles};
 pub use names::{NameError, RoomName, Username};
 pub use verify::{CLOCK_SKEW_SECS, RevocationSet, Revocations, VerifiedInvite, Verifier};
 
@@ -140,6 +142,37 @@ impl std::fmt::Debug for NodeKey {
 impl std::fmt::Debug for AccountKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccountKey").field("public", &CapabilityId::hex_of(&self.public())).finish()
+    }
+}
+
+/// The cluster operator's key: it signs membership documents, and lives off the nodes (which
+/// know its public half).
+pub struct OperatorKey(SigningKey);
+
+impl OperatorKey {
+    pub fn from_seed(seed: [u8; 32]) -> OperatorKey {
+        OperatorKey(SigningKey::from_bytes(&seed))
+    }
+
+    pub fn seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    pub fn public(&self) -> [u8; 32] {
+        self.0.verifying_key().to_bytes()
+    }
+
+    /// Signs a membership document.
+    pub fn sign_membership(&self, body: MembershipBody) -> Membership {
+        let unsigned = membership::encode_unsigned(&self.public(), &body);
+        let signature = self.0.sign(&signing_input(membership::DOMAIN, &unsigned)).to_bytes();
+        Membership::from_parts(self.public(), body, signature)
+    }
+}
+
+impl std::fmt::Debug for OperatorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorKey").field("public", &CapabilityId::hex_of(&self.public())).finish()
     }
 }
 

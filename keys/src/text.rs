@@ -16,13 +16,18 @@ pub(crate) fn encode(prefix: &'static str, bytes: &[u8]) -> String {
 }
 
 pub(crate) fn decode(prefix: &'static str, text: &str) -> Result<Vec<u8>, DecodeError> {
+    decode_up_to(prefix, text, MAX_TEXT_LEN)
+}
+
+/// `decode` with another bound on the text's length (a membership lists many nodes).
+pub(crate) fn decode_up_to(prefix: &'static str, text: &str, max_len: usize) -> Result<Vec<u8>, DecodeError> {
     let text = text.trim();
     if text.is_empty() {
         return Err(DecodeError::Empty);
     }
     let body = text.strip_prefix(prefix).ok_or(DecodeError::WrongPrefix { expected: prefix })?;
-    if body.len() > MAX_TEXT_LEN {
-        return Err(DecodeError::TrailingBytes(body.len() - MAX_TEXT_LEN));
+    if body.len() > max_len {
+        return Err(DecodeError::TrailingBytes(body.len() - max_len));
     }
     URL_SAFE_NO_PAD.decode(body).map_err(|_| DecodeError::BadBase64)
 }
