@@ -63,6 +63,9 @@ pub enum Command {
     Invite(InviteOptions),
     /// Print this node's public key (the root that every capability chains to).
     NodeKey,
+    /// The cluster's membership, signed with the operator key (run these off the nodes).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Bots that join a meeting, send and receive media, and report loss, latency and the
     /// server's cost (see docs/benchmarks.md).
     Loadtest(crate::loadtest::LoadtestOptions),
@@ -152,6 +155,56 @@ pub struct ServeOptions {
     /// reconnection brings new ones). [default: 24h]
     #[arg(long, env = "CONFAB_TURN_CREDENTIAL_TTL", value_name = "DURATION")]
     pub turn_credential_ttl: Option<Span>,
+}
+
+/// Where the operator key and the membership document are.
+#[derive(Debug, Args)]
+pub struct ClusterFiles {
+    /// The operator key: made by `cluster init`, kept off the nodes (readable by its owner only).
+    #[arg(long, value_name = "FILE", default_value = "cluster-operator.key")]
+    pub operator_key: PathBuf,
+    /// The signed membership document (`cfm1.…`): every node gets a copy.
+    #[arg(long, value_name = "FILE", default_value = "membership.cfm")]
+    pub membership: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create the operator key and a new cluster's first membership document (no members).
+    Init {
+        #[command(flatten)]
+        files: ClusterFiles,
+    },
+    /// Add a node (or change its addresses, roles or expiry), as a new epoch.
+    Add {
+        #[command(flatten)]
+        files: ClusterFiles,
+        /// The node's public key, as `confab node-key` prints it on that node (64 hex digits).
+        #[arg(long, value_name = "HEX")]
+        node_key: String,
+        /// Where the other nodes reach it, `host:port` (repeat for several).
+        #[arg(long = "address", value_name = "HOST:PORT", required = true)]
+        addresses: Vec<String>,
+        /// What it does: `media`, `accounts` (the accounts database's single writer), or both
+        /// (`accounts,media`).
+        #[arg(long, default_value = "media", value_name = "ROLES")]
+        roles: String,
+        /// How long its membership lasts before the operator must renew it (s, m, h, d, w).
+        #[arg(long, default_value = "365d")]
+        expires: Span,
+    },
+    /// Remove a node, as a new epoch.
+    Remove {
+        #[command(flatten)]
+        files: ClusterFiles,
+        #[arg(long, value_name = "HEX")]
+        node_key: String,
+    },
+    /// Show the membership document's members (verified against the operator key file).
+    Show {
+        #[command(flatten)]
+        files: ClusterFiles,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,6 +18,7 @@ use crate::store::Store;
 
 const NODE_KEY_LABEL: &str = "confab-node-key-v1";
 const ACCOUNT_KEY_LABEL: &str = "confab-account-key-v1";
+const OPERATOR_KEY_LABEL: &str = "confab-operator-key-v1";
 
 pub struct DataDir {
     root: PathBuf,
@@ -84,6 +85,18 @@ pub fn tls_from_pem(cert_path: &Path, key_path: &Path) -> anyhow::Result<rustls:
 /// An account key kept in a file, for `confab invite`.
 pub fn load_or_create_account_key(path: &Path) -> anyhow::Result<AccountKey> {
     Ok(AccountKey::from_seed(load_or_create_seed(path, ACCOUNT_KEY_LABEL)?))
+}
+
+/// The cluster operator's key, created if the file does not exist.
+pub fn load_or_create_operator_key(path: &Path) -> anyhow::Result<confab_keys::OperatorKey> {
+    Ok(confab_keys::OperatorKey::from_seed(load_or_create_seed(path, OPERATOR_KEY_LABEL)?))
+}
+
+/// The cluster operator's key, which must exist.
+pub fn load_operator_key(path: &Path) -> anyhow::Result<confab_keys::OperatorKey> {
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read the operator key {} (made by `confab cluster init`)", path.display()))?;
+    let seed = parse_seed(&text, OPERATOR_KEY_LABEL).with_context(|| format!("{} is not a valid operator key file", path.display()))?;
+    Ok(confab_keys::OperatorKey::from_seed(seed))
 }
 
 fn load_or_create_seed(path: &Path, label: &str) -> anyhow::Result<[u8; 32]> {

@@ -34,6 +34,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Account(command) => commands::account(&common, command),
         Command::Invite(opts) => commands::invite(&common, opts),
         Command::NodeKey => commands::node_key(&common),
+        Command::Cluster(command) => confab_node::cluster::command(command),
         Command::Loadtest(opts) => loadtest::run(opts),
     }
 }
