@@ -82,7 +82,9 @@ fn open(files: &ClusterFiles, now: u64) -> anyhow::Result<(OperatorKey, Membersh
         .with_context(|| format!("cannot read the membership {} (made by `confab cluster init`)", files.membership.display()))?;
     let current = Membership::from_text(&text).with_context(|| format!("{} is not a membership document", files.membership.display()))?;
     let cluster = current.body().cluster;
-    current.verify(&operator.public(), &cluster, now).with_context(|| format!("{} does not verify with {}", files.membership.display(), files.operator_key.display()))?;
+    current
+        .verify(&operator.public(), &cluster, now)
+        .with_context(|| format!("{} does not verify with {}", files.membership.display(), files.operator_key.display()))?;
     Ok((operator, current))
 }
 

@@ -11,10 +11,12 @@ fn confab(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// A node's public key as `confab node-key` prints it (on standard output; its log goes to
+/// standard error).
 fn node_key(dir: &std::path::Path, name: &str) -> String {
-    let (ok, out) = confab(dir, &["node-key", "--data-dir", name]);
-    assert!(ok, "{out}");
-    out.trim().to_string()
+    let out = Command::new(confab_bin()).current_dir(dir).args(["node-key", "--data-dir", name]).env_remove("CONFAB_CONFIG").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 #[test]
