@@ -147,9 +147,15 @@ fn every_key_in_use_is_in_every_catalogue_and_every_catalogue_key_is_used() {
 }
 
 /// What the page's translation recorded: its language, direction, and the keys it lacked.
+/// (It waits for them: the translations module awaits its catalogue, which may finish a
+/// moment after the page's load event.)
 async fn language_state(b: &Browser) -> (String, String, Vec<String>) {
-    let state = b.eval("const i = window.confabI18n; return i ? [document.documentElement.lang, document.documentElement.dir, [...i.missing]] : null").await;
-    assert!(state.is_array(), "the page loaded no translations: {state}");
+    let script = "const i = window.confabI18n; return i ? [document.documentElement.lang, document.documentElement.dir, [...i.missing]] : null";
+    let state = confab_tests::eventually("the page's translations", Duration::from_secs(10), || async {
+        let state = b.eval(script).await;
+        state.is_array().then_some(state)
+    })
+    .await;
     let missing = state[2].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
     (state[0].as_str().unwrap().to_string(), state[1].as_str().unwrap().to_string(), missing)
 }
@@ -192,10 +198,14 @@ async fn each_language_loads_every_page_with_no_missing_key_and_arabic_runs_righ
             check_page(&b, lang, page).await;
         }
         // The picker shows the language in use.
+        b.wait_visible("#language").await;
         assert_eq!(b.value("#language").await, lang);
     }
     // The picker changes the language and remembers it.
     b.goto(&format!("{base}/")).await;
+    // The picker comes with the translations (a module awaiting its catalogue), which may
+    // finish a moment after the page's load event.
+    b.wait_visible("#language").await;
     b.eval("const s = document.querySelector('#language'); s.value = 'de'; s.dispatchEvent(new Event('change'))").await;
     confab_tests::eventually("the home page in German", Duration::from_secs(10), || async {
         (b.eval("return document.documentElement.lang").await == json!("de")).then_some(())
