@@ -181,9 +181,6 @@ impl Membership {
     }
 
     pub fn from_text(text: &str) -> Result<Membership, DecodeError> {
-        if text.trim().len() > MAX_TEXT_LEN {
-            return Err(DecodeError::TrailingBytes(text.trim().len() - MAX_TEXT_LEN));
-        }
         Membership::from_bytes(&text::decode_up_to(PREFIX, text, MAX_TEXT_LEN)?)
     }
 

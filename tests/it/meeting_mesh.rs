@@ -301,18 +301,10 @@ async fn a_screen_share_reaches_everyone_in_the_mesh_as_its_own_tile_without_sto
     let mut windows = Vec::new();
     for round in 1..=3 {
         for on in [true, false] {
-            let (clicked, started) = (confab_tests::meeting::unix_ms(), Instant::now());
-            a.browser.click("#toggle-screen").await;
-            for p in [&b, &c] {
-                if on {
-                    p.wait_screen(&ida).await;
-                } else {
-                    p.wait_screen_gone(&ida).await;
-                }
-            }
-            windows.push((clicked, confab_tests::meeting::unix_ms() + 2_000));
+            let (window, took) = confab_tests::meeting::toggle_share(&a, &[&b, &c], on).await;
+            windows.push(window);
             if on {
-                println!("round {round}: Ana's screen on Bo's and Cy's screens {:?} after the click", started.elapsed());
+                println!("round {round}: Ana's screen on Bo's and Cy's screens {took:?} after the click");
                 assert_eq!(a.browser.eval("return document.querySelector('#toggle-screen').textContent").await, "Stop sharing");
                 let own = format!("return !!document.querySelector('#tiles [data-screen=\"{ida}\"]')");
                 assert_eq!(a.browser.eval(&own).await, json!(true), "Ana sees her own share");

@@ -408,17 +408,9 @@ async fn starting_and_stopping_a_share_three_times_through_the_sfu_leaves_the_pr
     let mut windows = Vec::new();
     for round in 1..=3 {
         for on in [true, false] {
-            let (clicked, started) = (confab_tests::meeting::unix_ms(), Instant::now());
-            a.browser.click("#toggle-screen").await;
-            for p in [&b, &c] {
-                if on {
-                    p.wait_screen(&ida).await;
-                } else {
-                    p.wait_screen_gone(&ida).await;
-                }
-            }
-            windows.push((clicked, confab_tests::meeting::unix_ms() + 2_000));
-            println!("round {round}: Ana's share {} on Bo's and Cy's screens {:?} after the click", if on { "shown" } else { "gone" }, started.elapsed());
+            let (window, took) = confab_tests::meeting::toggle_share(&a, &[&b, &c], on).await;
+            windows.push(window);
+            println!("round {round}: Ana's share {} on Bo's and Cy's screens {took:?} after the click", if on { "shown" } else { "gone" });
         }
     }
     for p in [&b, &c] {

@@ -73,6 +73,22 @@ pub async fn each_receives_the_others<'a>(people: &[&'a Participant]) -> Vec<(&'
     all
 }
 
+/// The presenter clicks Share (or Stop sharing) and each watcher waits until the share's
+/// tile is there (or gone). Returns the window in which the switch may disturb playback
+/// (from the click to 2 s after the last watcher saw it, Unix ms) and how long it took.
+pub async fn toggle_share(presenter: &Participant, watchers: &[&Participant], on: bool) -> ((u64, u64), Duration) {
+    let (clicked, started) = (unix_ms(), Instant::now());
+    presenter.browser.click("#toggle-screen").await;
+    for p in watchers {
+        if on {
+            p.wait_screen(presenter.id()).await;
+        } else {
+            p.wait_screen_gone(presenter.id()).await;
+        }
+    }
+    ((clicked, unix_ms() + 2_000), started.elapsed())
+}
+
 /// Whether a candidate's address (empty when the browser hides it) is loopback or on the
 /// links the tests make (10.0.0.0/8, see [`crate::netns`]): media never goes to this
 /// machine's own addresses.

@@ -82,22 +82,32 @@ async function loadMeetings() {
  * @param {{ room: string, lobby: boolean, share: string, muted_above: number, opens_at: number }} m
  */
 function settings(m) {
-  /** @param {HTMLInputElement | HTMLSelectElement} field @param {() => object} change @param {() => void} undo */
-  const saveOn = (field, change, undo) =>
+  /**
+   * Saves `field` whenever it changes (`change` gives the settings to send); a refusal puts
+   * back the last value saved.
+   * @param {HTMLInputElement | HTMLSelectElement} field
+   * @param {() => object} change
+   */
+  const saveOn = (field, change) => {
+    const value = () => (field instanceof HTMLInputElement && field.type === "checkbox" ? field.checked : field.value);
+    let saved = value();
     field.addEventListener("change", async () => {
       field.disabled = true;
       say(out, "");
       try {
         await post(`/api/meetings/${encodeURIComponent(m.room)}/settings`, change());
+        saved = value();
       } catch (e) {
-        undo();
+        if (typeof saved === "boolean" && field instanceof HTMLInputElement) field.checked = saved;
+        else field.value = String(saved);
         say(out, e.message);
       } finally {
         field.disabled = false;
       }
     });
+  };
   const lobby = /** @type {HTMLInputElement} */ (el("input", { type: "checkbox", class: "lobby", checked: m.lobby }));
-  saveOn(lobby, () => ({ lobby: lobby.checked }), () => (lobby.checked = !lobby.checked));
+  saveOn(lobby, () => ({ lobby: lobby.checked }));
   const share = /** @type {HTMLSelectElement} */ (
     el(
       "select",
@@ -106,18 +116,11 @@ function settings(m) {
       el("option", { value: "hosts", selected: m.share === "hosts" }, t("account.share_hosts")),
     )
   );
-  let shareWas = share.value;
-  saveOn(share, () => ({ share: (shareWas = share.value) }), () => (share.value = shareWas === "hosts" ? "everyone" : "hosts"));
+  saveOn(share, () => ({ share: share.value }));
   const opens = /** @type {HTMLInputElement} */ (el("input", { type: "datetime-local", class: "opens-at", value: m.opens_at ? localTime(m.opens_at) : "" }));
-  let opensWas = opens.value;
-  saveOn(
-    opens,
-    () => ({ opens_at: (opensWas = opens.value) ? Math.floor(new Date(opens.value).getTime() / 1000) : 0 }),
-    () => (opens.value = ""),
-  );
+  saveOn(opens, () => ({ opens_at: opens.value ? Math.floor(new Date(opens.value).getTime() / 1000) : 0 }));
   const muted = /** @type {HTMLInputElement} */ (el("input", { type: "number", class: "muted-above", min: "0", max: "10000", value: String(m.muted_above ?? 0) }));
-  let mutedWas = muted.value;
-  saveOn(muted, () => ({ muted_above: Number((mutedWas = muted.value) || 0) }), () => (muted.value = "0"));
+  saveOn(muted, () => ({ muted_above: Number(muted.value || 0) }));
   return el(
     "div",
     { class: "settings" },
