@@ -10,7 +10,9 @@ use confab_tests::node::confab_bin;
 /// Starts `confab serve` with `args` and `env`, returns its banner line, stops it.
 fn banner(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(confab_bin());
-    cmd.current_dir(dir).arg("serve").args(args).args(["--listen", "127.0.0.1:0", "--log", "warn"]);
+    // The relay announced on loopback: without it the node would probe its default route and
+    // announce this machine's own address.
+    cmd.current_dir(dir).arg("serve").args(args).args(["--listen", "127.0.0.1:0", "--relay-ip", "127.0.0.1", "--log", "warn"]);
     cmd.env_remove("CONFAB_PUBLIC_URL").env_remove("CONFAB_CONFIG").env_remove("CONFAB_DATA_DIR");
     for (k, v) in env {
         cmd.env(k, v);
