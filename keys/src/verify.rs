@@ -66,18 +66,18 @@ pub struct VerifiedInvite {
     pub expires: UnixTime,
 }
 
-/// Everything verification depends on, passed in: the node key we trust, the time, and the
-/// revocation set.
+/// Everything verification depends on, passed in: the node keys we trust (this node's, or
+/// every member's of its cluster), the time, and the revocation set.
 pub struct Verifier<'a, R: Revocations + ?Sized> {
-    pub node_key: [u8; 32],
+    pub node_keys: &'a [[u8; 32]],
     pub now: UnixTime,
     pub revoked: &'a R,
 }
 
 impl<R: Revocations + ?Sized> Verifier<'_, R> {
-    /// Checks a certificate: signed by our node key, not revoked, inside its window.
+    /// Checks a certificate: signed by a node key we trust, not revoked, inside its window.
     pub fn verify_certificate(&self, cert: &AccountCertificate) -> Result<(), CapabilityError> {
-        if cert.node_key() != &self.node_key {
+        if !self.node_keys.contains(cert.node_key()) {
             return Err(CapabilityError::WrongNode);
         }
         if !cert.signature_valid() {

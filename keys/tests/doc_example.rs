@@ -49,6 +49,6 @@ fn document_shows_this_exact_invite() {
     assert!(flat.contains(&text), "docs/capabilities.md does not show the current example invite:\n{text}");
     assert!(flat.contains(&hex(&node.public())));
     assert!(flat.contains(&hex(&account.public())));
-    let verifier = Verifier { node_key: node.public(), now: 1_800_000_100, revoked: &confab_keys::RevocationSet::new() };
+    let verifier = Verifier { node_keys: &[node.public()], now: 1_800_000_100, revoked: &confab_keys::RevocationSet::new() };
     verifier.verify_invite(&invite, &RoomName::parse("book-club").unwrap()).unwrap();
 }

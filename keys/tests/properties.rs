@@ -58,7 +58,7 @@ proptest! {
         let text = invite.to_text();
         let decoded = Invite::from_text(&text).unwrap();
         prop_assert_eq!(&decoded, &invite);
-        let verifier = Verifier { node_key: node.public(), now, revoked: &RevocationSet::new() };
+        let verifier = Verifier { node_keys: &[node.public()], now, revoked: &RevocationSet::new() };
         let granted = verifier.verify_invite(&decoded, &invite.body().room).unwrap();
         prop_assert_eq!(granted.role, invite.body().role);
     }
@@ -73,7 +73,7 @@ proptest! {
         let i = position.index(bytes.len());
         bytes[i] ^= mask;
         if let Ok(tampered) = Invite::from_bytes(&bytes) {
-            let verifier = Verifier { node_key: node.public(), now, revoked: &RevocationSet::new() };
+            let verifier = Verifier { node_keys: &[node.public()], now, revoked: &RevocationSet::new() };
             prop_assert!(verifier.verify_invite(&tampered, &invite.body().room).is_err());
         }
     }

@@ -47,7 +47,7 @@ impl Fixture {
     }
 
     fn verify_at(&self, invite: &Invite, now: UnixTime, revoked: &RevocationSet) -> Result<VerifiedInvite, CapabilityError> {
-        let verifier = Verifier { node_key: self.node.public(), now, revoked };
+        let verifier = Verifier { node_keys: &[self.node.public()], now, revoked };
         verifier.verify_invite(invite, &room("weekly-sync"))
     }
 
@@ -139,7 +139,7 @@ fn expired_certificate() {
 #[test]
 fn wrong_room() {
     let f = fixture();
-    let verifier = Verifier { node_key: f.node.public(), now: NOW, revoked: &RevocationSet::new() };
+    let verifier = Verifier { node_keys: &[f.node.public()], now: NOW, revoked: &RevocationSet::new() };
     assert_eq!(
         verifier.verify_invite(&f.guest(), &room("other-room")),
         Err(CapabilityError::WrongRoom { invited: "weekly-sync".into(), requested: "other-room".into() })
@@ -168,11 +168,26 @@ fn an_invite_revoked_under_another_certificate_or_as_a_certificate_id_stays_vali
     assert!(f.verify_at(&invite, NOW, &revoked).is_ok());
 }
 
+/// In a cluster every member's node key is trusted: a certificate from any of them verifies,
+/// and one from a node outside the set does not.
+#[test]
+fn any_trusted_member_key_will_do() {
+    let f = fixture();
+    let other_member = NodeKey::from_seed([8; 32]);
+    let both = [other_member.public(), f.node.public()];
+    let verifier = Verifier { node_keys: &both, now: NOW, revoked: &RevocationSet::new() };
+    assert!(verifier.verify_invite(&f.guest(), &room("weekly-sync")).is_ok());
+    let removed = Verifier { node_keys: &both[..1], now: NOW, revoked: &RevocationSet::new() };
+    assert_eq!(removed.verify_invite(&f.guest(), &room("weekly-sync")), Err(CapabilityError::WrongNode));
+    let none = Verifier { node_keys: &[], now: NOW, revoked: &RevocationSet::new() };
+    assert_eq!(none.verify_invite(&f.guest(), &room("weekly-sync")), Err(CapabilityError::WrongNode));
+}
+
 #[test]
 fn chained_to_another_node_key() {
     let f = fixture();
     let stranger = NodeKey::from_seed([8; 32]);
-    let verifier = Verifier { node_key: stranger.public(), now: NOW, revoked: &RevocationSet::new() };
+    let verifier = Verifier { node_keys: &[stranger.public()], now: NOW, revoked: &RevocationSet::new() };
     assert_eq!(verifier.verify_invite(&f.guest(), &room("weekly-sync")), Err(CapabilityError::WrongNode));
 
     // A certificate signed by another node that merely names our node key is a forgery.
@@ -195,7 +210,7 @@ fn invite_signed_by_another_account_key() {
 #[test]
 fn guest_invite_claiming_host() {
     let f = fixture();
-    let verifier = Verifier { node_key: f.node.public(), now: NOW, revoked: &RevocationSet::new() };
+    let verifier = Verifier { node_keys: &[f.node.public()], now: NOW, revoked: &RevocationSet::new() };
     assert_eq!(
         verifier.verify_seat(&f.guest(), &room("weekly-sync"), Role::Host),
         Err(CapabilityError::RoleNotGranted { granted: Role::Guest, claimed: Role::Host })

@@ -44,7 +44,7 @@ pub enum AdmissionError {
     NotOwner { issuer: String, room: String },
     #[error("the meeting {0:?} belongs to a disabled account")]
     OwnerDisabled(String),
-    #[error("the invite's certificate is not one this node issued")]
+    #[error("the invite's certificate is not one this node (or its cluster) issued")]
     UnknownCertificate,
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -52,11 +52,11 @@ pub enum AdmissionError {
 
 /// Decodes and verifies `invite_text` for a seat in `room` at time `now`. Returns what the
 /// invite grants and the meeting it grants it in.
-pub fn admit(store: &Store, node_key: [u8; 32], room: &RoomName, invite_text: &str, now: UnixTime) -> Result<(VerifiedInvite, Meeting), AdmissionError> {
+pub fn admit(store: &Store, node_keys: &[[u8; 32]], room: &RoomName, invite_text: &str, now: UnixTime) -> Result<(VerifiedInvite, Meeting), AdmissionError> {
     let invite = Invite::from_text(invite_text)?;
     let meeting = store.meeting(room.as_str())?.ok_or_else(|| AdmissionError::UnknownRoom(room.to_string()))?;
     let revoked = store.revocations_for(invite.certificate().body().id, invite.body().id)?;
-    let granted = Verifier { node_key, now, revoked: &revoked }.verify_invite(&invite, room)?;
+    let granted = Verifier { node_keys, now, revoked: &revoked }.verify_invite(&invite, room)?;
     // Disabling revokes the owner's certificates; this holds even for one issued as the
     // account was being disabled.
     if meeting.owner_disabled {

@@ -155,6 +155,21 @@ pub struct ServeOptions {
     /// reconnection brings new ones). [default: 24h]
     #[arg(long, env = "CONFAB_TURN_CREDENTIAL_TTL", value_name = "DURATION")]
     pub turn_credential_ttl: Option<Span>,
+
+    /// Join a cluster: the public half of its operator key (64 hex digits, printed by
+    /// `confab cluster init`). Needs --membership. [default: no cluster]
+    #[arg(long, env = "CONFAB_CLUSTER_OPERATOR", value_name = "HEX", requires = "membership")]
+    pub cluster_operator: Option<String>,
+
+    /// The cluster's membership document (`membership.cfm`, from the operator). Read again
+    /// whenever it changes; the highest epoch seen is also kept in the data directory.
+    #[arg(long, env = "CONFAB_MEMBERSHIP", value_name = "FILE", requires = "cluster_operator")]
+    pub membership: Option<PathBuf>,
+
+    /// UDP address for the cluster's control plane (libp2p over QUIC). [default: 0.0.0.0
+    /// and the port of this node's first address in the membership]
+    #[arg(long, env = "CONFAB_CLUSTER_LISTEN", value_name = "ADDR:PORT")]
+    pub cluster_listen: Option<std::net::SocketAddr>,
 }
 
 /// Where the operator key and the membership document are.

@@ -26,6 +26,13 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     let data = DataDir::open(&common.data_dir)?;
     let store = Arc::new(data.store()?);
     let node_key = data.node_key()?;
+    let trusted = crate::cluster::Trusted::only(node_key.public());
+    let cluster = match &settings.cluster {
+        Some(c) => Some(join_cluster(c, &data, &node_key, store.clone(), trusted.clone())?),
+        None => None,
+    };
+    // In a cluster, accounts live on the accounts node only.
+    let holds_accounts = cluster.as_ref().is_none_or(|c| c.view().accounts_node(clock::now()) == Some(node_key.public()));
 
     let listener = TcpListener::bind(&settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
     let bound = listener.local_addr()?;
@@ -43,7 +50,7 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     let now = clock::now();
     let token = secrets::new_signup_token();
     let expires_at = now + settings.first_token_ttl.secs();
-    if store.replace_first_start_token(&secrets::digest(&token), now, expires_at)? {
+    if holds_accounts && store.replace_first_start_token(&secrets::digest(&token), now, expires_at)? {
         banner += &format!(
             "No account exists yet. Create the first (admin) account at {public_url}/create with this one-time sign-up token, valid until {}:\n",
             format_utc(expires_at)
@@ -71,7 +78,9 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     };
     let hub = Hub::new(settings.room.clone(), to_relay);
     let own_media = relay.addrs.clone();
-    let state = AppState::new(store, node_key, public_url.clone(), hub, settings.ice_servers.clone(), relay);
+    let mut state = AppState::new(store, node_key, public_url.clone(), hub, settings.ice_servers.clone(), relay);
+    state.trusted = trusted;
+    state.cluster = cluster.map(Arc::new);
     actix_web::rt::System::new().block_on(async move {
         let state = match start_turn(&settings, &public_url, bound, own_media, withdrawn, &tls, turn_on_https).await? {
             Some((issuer, service)) => state.with_turn(issuer, service),
@@ -83,6 +92,52 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     })?;
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Reads the membership (the operator's file and the data directory's copy: the higher
+/// epoch wins) and starts the control plane.
+fn join_cluster(
+    settings: &config::Cluster,
+    data: &DataDir,
+    node_key: &confab_keys::NodeKey,
+    store: Arc<Store>,
+    trusted: crate::cluster::Trusted,
+) -> anyhow::Result<crate::cluster::net::Cluster> {
+    use crate::cluster::{membership::View, net};
+    let persisted = data.membership_path();
+    let mut documents = Vec::new();
+    for path in [&settings.membership, &persisted] {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                documents.push(confab_keys::Membership::from_text(text.trim()).with_context(|| format!("{} is not a membership document", path.display()))?)
+            }
+            Err(e) if path == &persisted && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read the membership {}", path.display())),
+        }
+    }
+    let now = clock::now();
+    let view = View::from_documents(settings.operator, &documents, now).context("the membership does not verify with --cluster-operator")?;
+    let own = view.member(&node_key.public(), now).cloned();
+    let listen = match (settings.listen, &own) {
+        (Some(listen), _) => listen,
+        (None, Some(member)) => {
+            let port = member.addresses.first().and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| p.parse::<u16>().ok());
+            std::net::SocketAddr::from(([0, 0, 0, 0], port.context("this node's first address in the membership has no port: set --cluster-listen")?))
+        }
+        (None, None) => bail!(
+            "this node ({}) is not a member of cluster {} (epoch {}): ask the operator to run `confab cluster add --node-key {}`, or set --cluster-listen to wait for that",
+            hex_key(&node_key.public()),
+            secrets::hex(&view.cluster()),
+            view.epoch(),
+            hex_key(&node_key.public())
+        ),
+    };
+    if own.is_none() {
+        tracing::warn!(epoch = view.epoch(), "this node is not a member of the cluster: members will refuse it until the operator adds it");
+    }
+    let cluster = net::start(node_key, view, net::Settings { listen, membership_file: Some(settings.membership.clone()), persisted }, store, trusted)?;
+    tracing::info!(%listen, epoch = cluster.view().epoch(), "cluster control plane started");
+    Ok(cluster)
 }
 
 /// The SFU's first UDP port when `relay_listen` is not set: the HTTPS port number, unless

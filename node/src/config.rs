@@ -46,6 +46,9 @@ pub struct FileConfig {
     pub turn_on_https: Option<bool>,
     pub turn_allow_private: Option<bool>,
     pub turn_credential_ttl: Option<String>,
+    pub cluster_operator: Option<String>,
+    pub membership: Option<PathBuf>,
+    pub cluster_listen: Option<std::net::SocketAddr>,
 }
 
 impl FileConfig {
@@ -83,6 +86,17 @@ pub struct Serve {
     pub relay_ip: Option<std::net::IpAddr>,
     pub relay: confab_relay::RelayConfig,
     pub turn: Turn,
+    /// None: a node on its own.
+    pub cluster: Option<Cluster>,
+}
+
+/// Membership of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub operator: [u8; 32],
+    pub membership: PathBuf,
+    /// None: the port of this node's first address in the membership.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// The embedded TURN relay's settings.
@@ -142,7 +156,21 @@ pub fn serve(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<Serve> {
         relay_ip: flags.relay_ip.or(file.relay_ip),
         relay: relay_config(flags, file)?,
         turn: turn_config(flags, file)?,
+        cluster: cluster_config(flags, file)?,
     })
+}
+
+fn cluster_config(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<Option<Cluster>> {
+    let operator = flags.cluster_operator.clone().or_else(|| file.cluster_operator.clone());
+    let membership = flags.membership.clone().or_else(|| file.membership.clone());
+    let listen = flags.cluster_listen.or(file.cluster_listen);
+    match (operator, membership) {
+        (None, None) if listen.is_none() => Ok(None),
+        (Some(operator), Some(membership)) => {
+            Ok(Some(Cluster { operator: crate::cluster::parse_key(&operator, "cluster_operator (the operator key's public half)")?, membership, listen }))
+        }
+        _ => bail!("cluster_operator and membership go together (and cluster_listen needs them): give both to join a cluster, or neither"),
+    }
 }
 
 fn relay_config(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<confab_relay::RelayConfig> {

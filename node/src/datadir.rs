@@ -36,6 +36,11 @@ impl DataDir {
         Store::open(&path).with_context(|| format!("cannot open the database {}", path.display()))
     }
 
+    /// Where a cluster member keeps the highest membership epoch it has seen.
+    pub fn membership_path(&self) -> PathBuf {
+        self.root.join("membership.cfm")
+    }
+
     /// The node key, generated on first use.
     pub fn node_key(&self) -> anyhow::Result<NodeKey> {
         let seed = load_or_create_seed(&self.root.join("node.key"), NODE_KEY_LABEL)?;

@@ -134,6 +134,27 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
     out
 }
 
+/// The cluster's control plane, for a node that is a member of one.
+pub fn render_cluster(c: &crate::cluster::net::Counters) -> String {
+    let mut out = String::new();
+    for (name, help, kind, value) in [
+        ("confab_cluster_epoch", "The membership epoch this node follows.", "gauge", &c.epoch),
+        ("confab_cluster_peers", "Members this node is connected to (not counting itself).", "gauge", &c.peers),
+        ("confab_cluster_syncs_total", "Catch-up syncs applied (snapshots from the accounts node, revocations from any member).", "counter", &c.syncs),
+        ("confab_cluster_rows_applied_total", "Rows of replicated tables that syncs added, changed or removed.", "counter", &c.rows_applied),
+        (
+            "confab_cluster_refused_documents_total",
+            "Membership documents ignored: malformed, another operator or cluster, altered.",
+            "counter",
+            &c.refused_documents,
+        ),
+        ("confab_cluster_refused_connections_total", "Connections refused because the peer is not a member.", "counter", &c.refused_connections),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Ordering::Relaxed));
+    }
+    out
+}
+
 fn histogram(out: &mut String, name: &str, help: &str, h: &confab_relay::Histogram) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let (buckets, count) = h.cumulative();

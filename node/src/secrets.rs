@@ -20,6 +20,14 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The bytes of an even number of hex digits (either case); None for anything else.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
+}
+
 /// A fresh one-time sign-up token: `cft_` and 32 hex digits (128 random bits).
 pub fn new_signup_token() -> String {
     format!("cft_{}", hex(&random_bytes::<16>()))

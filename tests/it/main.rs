@@ -8,6 +8,7 @@
 
 mod browser_signup_invite;
 mod cli_tokens_accounts_invites;
+mod cluster;
 mod cluster_cli;
 mod config_precedence;
 mod connectivity;

@@ -2,6 +2,7 @@
 //! a temporary data directory, talk to it over real HTTPS, and drive real browsers.
 
 pub mod browser;
+pub mod cluster;
 pub mod impair;
 pub mod meeting;
 pub mod native;

@@ -334,25 +334,38 @@ impl Wan {
 /// exit).
 pub fn browsers() -> &'static Namespace {
     static SHARED: std::sync::OnceLock<Namespace> = std::sync::OnceLock::new();
-    static FORWARDING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     extern "C" fn remove_at_exit() {
         if let Some(ns) = SHARED.get() {
             let _ = run(&["ip", "netns", "del", &ns.name]);
             let _ = run(&["ip", "link", "del", &ns.host_if]);
         }
-        if let Some(before) = FORWARDING.get() {
-            let _ = std::fs::write(IP_FORWARD, before);
-        }
     }
     SHARED.get_or_init(|| {
+        forward_between_namespaces();
         let ns = Namespace::create();
-        let before = std::fs::read_to_string(IP_FORWARD).unwrap_or_else(|e| panic!("cannot read {IP_FORWARD}: {e}"));
-        let _ = FORWARDING.set(before.trim().to_string());
-        std::fs::write(IP_FORWARD, "1").unwrap_or_else(|e| panic!("cannot turn on forwarding ({IP_FORWARD}, needs root): {e}"));
         // SAFETY: registers a plain function with no arguments, run once at exit.
         unsafe { libc::atexit(remove_at_exit) };
         ns
     })
+}
+
+/// Turns on IPv4 forwarding in the test's own namespace, so that namespaces joined to it
+/// reach each other through it (browsers and nodes, or the nodes of a cluster); put back as
+/// it was when the process exits.
+pub fn forward_between_namespaces() {
+    static FORWARDING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    extern "C" fn restore_at_exit() {
+        if let Some(before) = FORWARDING.get() {
+            let _ = std::fs::write(IP_FORWARD, before);
+        }
+    }
+    FORWARDING.get_or_init(|| {
+        let before = std::fs::read_to_string(IP_FORWARD).unwrap_or_else(|e| panic!("cannot read {IP_FORWARD}: {e}"));
+        std::fs::write(IP_FORWARD, "1").unwrap_or_else(|e| panic!("cannot turn on forwarding ({IP_FORWARD}, needs root): {e}"));
+        // SAFETY: registers a plain function with no arguments, run once at exit.
+        unsafe { libc::atexit(restore_at_exit) };
+        before.trim().to_string()
+    });
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";

@@ -84,8 +84,29 @@ impl Node {
         tokio::task::spawn_blocking(move || Node::spawn(&bin, &dir, &options)).await.unwrap()
     }
 
+    /// Starts inside the network namespace `ns` (`ip netns exec`, which becomes the node:
+    /// its pid is the node's) on an existing (or new) data directory; `options` must say
+    /// where to listen (an address inside the namespace).
+    pub async fn start_in_namespace(ns: &crate::netns::Namespace, data_dir: &Path, options: &[&str]) -> Node {
+        let (bin, dir, ns) = (confab_bin(), data_dir.to_path_buf(), ns.name.clone());
+        let options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        tokio::task::spawn_blocking(move || Node::spawn_in(Some(&ns), &bin, &dir, &options)).await.unwrap()
+    }
+
     fn spawn(bin: &Path, data_dir: &Path, options: &[String]) -> Node {
-        let mut child = Command::new(bin)
+        Node::spawn_in(None, bin, data_dir, options)
+    }
+
+    fn spawn_in(ns: Option<&str>, bin: &Path, data_dir: &Path, options: &[String]) -> Node {
+        let mut command = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .arg("serve")
             // A free port on the browsers' link, unless the test says where to listen.
             .args(if options.iter().any(|o| o == "--listen") { Vec::new() } else { vec!["--listen".to_string(), format!("{}:0", listen_ip(options))] })

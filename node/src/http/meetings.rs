@@ -318,9 +318,9 @@ async fn register_invite(state: web::Data<AppState>, LoggedIn(account): LoggedIn
     let invite = Invite::from_text(&text)?;
     let room = invite.body().room.clone();
     let now = clock::now();
-    let node_key = state.node_key.public();
+    let node_keys = state.trusted.keys();
     let (r, t) = (room.clone(), text.clone());
-    let (granted, meeting) = state.db(move |s| admit(s, node_key, &r, &t, now)).await?;
+    let (granted, meeting) = state.db(move |s| admit(s, &node_keys, &r, &t, now)).await?;
     // `admit` established that the certificate belongs to the meeting's owner.
     if meeting.owner_id != account.id {
         return Err(ApiError::forbidden("invite_not_yours", "This invite was not signed with a key certified for your account."));
@@ -374,9 +374,9 @@ async fn check_invite(state: web::Data<AppState>, body: web::Json<CheckInvite>) 
         return Err(ApiError::bad_request("capability_missing", "This link has no invite in it. Ask the person who invited you for the full link."));
     }
     let now = clock::now();
-    let node_key = state.node_key.public();
+    let node_keys = state.trusted.keys();
     let r = room.clone();
-    let (granted, meeting) = state.db(move |s| admit(s, node_key, &r, &invite, now)).await?;
+    let (granted, meeting) = state.db(move |s| admit(s, &node_keys, &r, &invite, now)).await?;
     let room = granted.room.to_string();
     // For the prejoin self-test: which of the node's paths (UDP, TCP, TLS) this network lets through.
     let ice_servers = state.ice_servers_for(&room, crate::turn::PROBE_PARTICIPANT);

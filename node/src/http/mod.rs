@@ -47,6 +47,10 @@ pub struct AppState {
     pub relay: confab_relay::Relay,
     /// The embedded TURN relay, when on: credentials per seat, and its listeners.
     pub turn: Option<(crate::turn::Issuer, crate::turn::service::Turn)>,
+    /// The node keys whose certificates admit a seat here.
+    pub trusted: crate::cluster::Trusted,
+    /// The cluster's control plane, when this node is a member of one.
+    pub cluster: Option<Arc<crate::cluster::net::Cluster>>,
 }
 
 impl AppState {
@@ -54,14 +58,16 @@ impl AppState {
         let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         AppState {
             store,
-            node_key,
             public_url,
             limiter: Mutex::new(LoginLimiter::default()),
             password_work: Semaphore::new(parallel * 2),
             hub,
             ice_servers,
+            trusted: crate::cluster::Trusted::only(node_key.public()),
+            node_key,
             relay,
             turn: None,
+            cluster: None,
         }
     }
 
@@ -208,12 +214,16 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::metrics::render(
+    let mut text = crate::metrics::render(
         state.hub.counts(),
         &state.relay.counters,
         state.turn.as_ref().map(|(_, t)| &*t.counters),
         crate::metrics::ProcessFigures::read(),
-    ))
+    );
+    if let Some(cluster) = &state.cluster {
+        text += &crate::metrics::render_cluster(&cluster.counters);
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
 }
 
 async fn api_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -222,8 +222,8 @@ impl Connection {
         let ClientMessage::Join { invite, name, audio, video, resume, .. } = join else { unreachable!("first_message returns joins") };
         let name = protocol::display_name(&name)?;
         let room = self.room.clone();
-        let node_key = self.state.node_key.public();
-        let admitted = self.state.db(move |s| admit(s, node_key, &room, &invite, clock::now())).await;
+        let node_keys = self.state.trusted.keys();
+        let admitted = self.state.db(move |s| admit(s, &node_keys, &room, &invite, clock::now())).await;
         let (granted, meeting) = admitted.map_err(|e| ProtocolError::new(e.code, e.message))?;
         let opens_at = meeting.settings.opens_at;
         if granted.role != confab_keys::Role::Host && opens_at > clock::now() {

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod meetings;
+pub mod replica;
 mod sessions;
 mod tokens;
 
@@ -26,6 +27,9 @@ pub enum StoreError {
     /// The account was disabled (perhaps a moment ago, while this request was on its way).
     #[error("the account is disabled")]
     AccountDisabled,
+    /// A snapshot from another node that does not fit the tables.
+    #[error("a replica snapshot is malformed: {0}")]
+    BadReplica(&'static str),
     #[error("the database at {path} was written by a newer Confab (schema {found}, this build knows {known})")]
     TooNew { path: String, found: i64, known: i64 },
 }

@@ -104,19 +104,7 @@ fn write(path: &Path, membership: &Membership) -> anyhow::Result<()> {
 }
 
 fn parse_node_key(hex: &str) -> anyhow::Result<[u8; 32]> {
-    let hex = hex.trim();
-    let bad = || anyhow::anyhow!("a node key is 64 hexadecimal digits, as `confab node-key` prints it");
-    if hex.len() != 64 || !hex.is_ascii() {
-        return Err(bad());
-    }
-    let mut key = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        key[i] = u8::from_str_radix(std::str::from_utf8(pair).map_err(|_| bad())?, 16).map_err(|_| bad())?;
-    }
-    if !confab_keys::is_valid_public_key(&key) {
-        bail!("{hex} is not an ed25519 public key");
-    }
-    Ok(key)
+    super::parse_key(hex, "a node key (as `confab node-key` prints it)")
 }
 
 fn parse_roles(text: &str) -> anyhow::Result<Roles> {

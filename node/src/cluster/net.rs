@@ -1,0 +1,508 @@
+//! The control plane's shell: one libp2p swarm (QUIC, identify, ping, gossipsub,
+//! request-response) on its own thread and tokio runtime, never on an actix worker. The
+//! node key is the peer id, and an allow-list built from the membership admits members only;
+//! a newer epoch that drops a member disconnects it at once.
+//!
+//! What it carries: membership documents (gossip, and with every sync), "the accounts
+//! node's tables changed" notices (gossip), and catch-up syncs (request-response): on every
+//! new connection, whenever the accounts node says its tables changed or this node revoked
+//! something, and every [`RESYNC`] in any case, since gossip alone loses what a node missed
+//! while it was down or cut off.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use confab_keys::{Membership, NodeKey};
+use futures_util::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, gossipsub, identify, identity, ping};
+use serde::{Deserialize, Serialize};
+
+use super::Trusted;
+use super::membership::{Offer, View};
+use crate::clock;
+use crate::store::Store;
+use crate::store::replica::{Part, Snapshot};
+
+/// How often the loop looks at the membership file, dials missing members and compares the
+/// store's generation.
+const TICK: Duration = Duration::from_millis(250);
+/// A full catch-up with the accounts node at least this often.
+const RESYNC: Duration = Duration::from_secs(10);
+/// QUIC: a keep-alive every second, and a connection silent for three is dead (the
+/// cluster notices a dead node within 3 s).
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
+const IDLE_TIMEOUT_MS: u32 = 3_000;
+
+const TOPIC: &str = "confab/cluster/1";
+const SYNC_PROTOCOL: &str = "/confab/sync/1";
+
+/// What the control plane needs to start.
+pub struct Settings {
+    /// UDP address for the swarm's QUIC endpoint.
+    pub listen: SocketAddr,
+    /// The operator's copy of the membership, read again whenever it changes.
+    pub membership_file: Option<PathBuf>,
+    /// Where the highest epoch seen is kept (the data directory).
+    pub persisted: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Gossip {
+    /// A membership document (`cfm1.…`).
+    Membership(String),
+    /// The accounts node's replicated tables changed: fetch a snapshot.
+    Changed { generation: u64 },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    /// Here are my membership and revocations; send yours (and, from the accounts node, the
+    /// whole replicated state).
+    Sync { membership: String, revocations: Snapshot },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Response {
+    Sync { membership: String, snapshot: Snapshot },
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    allowed: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    gossipsub: gossipsub::Behaviour,
+    sync: request_response::json::Behaviour<Request, Response>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub epoch: AtomicU64,
+    pub peers: AtomicU64,
+    pub syncs: AtomicU64,
+    pub rows_applied: AtomicU64,
+    pub refused_documents: AtomicU64,
+    pub refused_connections: AtomicU64,
+}
+
+/// What the rest of the node may ask of the cluster.
+pub struct Cluster {
+    pub counters: Arc<Counters>,
+    live: Arc<RwLock<BTreeSet<[u8; 32]>>>,
+    view: Arc<RwLock<View>>,
+    own: [u8; 32],
+}
+
+impl Cluster {
+    /// The members this node is connected to, and itself.
+    pub fn live(&self) -> BTreeSet<[u8; 32]> {
+        let mut live = self.live.read().expect("never poisoned").clone();
+        live.insert(self.own);
+        live
+    }
+
+    pub fn view(&self) -> View {
+        self.view.read().expect("never poisoned").clone()
+    }
+
+    pub fn own_key(&self) -> [u8; 32] {
+        self.own
+    }
+}
+
+/// Starts the swarm on its own thread; returns once it listens (or why it cannot).
+pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Store>, trusted: Trusted) -> anyhow::Result<Cluster> {
+    let own = node_key.public();
+    let keypair = identity::Keypair::ed25519_from_bytes(node_key.seed()).context("the node key is not an ed25519 key")?;
+    let counters = Arc::new(Counters::default());
+    let live = Arc::new(RwLock::new(BTreeSet::new()));
+    let shared_view = Arc::new(RwLock::new(view.clone()));
+    let cluster = Cluster { counters: counters.clone(), live: live.clone(), view: shared_view.clone(), own };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new().name("cluster".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("cluster-rt").enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready_tx.send(Err(anyhow::anyhow!("cannot start the cluster's runtime: {e}")));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let swarm = match build_swarm(keypair, &settings) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            let mut plane = Plane::new(swarm, view, settings, store, trusted, counters, live, shared_view, own);
+            plane.run().await;
+        });
+    })?;
+    ready_rx.recv().context("the cluster's thread ended before it listened")??;
+    Ok(cluster)
+}
+
+fn build_swarm(keypair: identity::Keypair, settings: &Settings) -> anyhow::Result<Swarm<Behaviour>> {
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic_config(|mut c| {
+            c.max_idle_timeout = IDLE_TIMEOUT_MS;
+            c.keep_alive_interval = KEEP_ALIVE;
+            c
+        })
+        .with_behaviour(|key| {
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                // Sized for 2-10 nodes: every member in the mesh, none missing for want of
+                // outbound peers.
+                .mesh_n_low(1)
+                .mesh_n(8)
+                .mesh_n_high(12)
+                .mesh_outbound_min(0)
+                .heartbeat_interval(Duration::from_secs(1))
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .max_transmit_size(256 * 1024)
+                .build()
+                .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            let gossipsub =
+                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config).map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            Ok(Behaviour {
+                allowed: allow_block_list::Behaviour::default(),
+                identify: identify::Behaviour::new(identify::Config::new("/confab/1".into(), key.public())),
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(1)).with_timeout(Duration::from_secs(2))),
+                gossipsub,
+                sync: request_response::json::Behaviour::new(
+                    [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+                    request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+                ),
+            })
+        })?
+        // Members stay connected whatever the traffic: the connection is how liveness is seen.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(24 * 3600)))
+        .build();
+    swarm.behaviour_mut().gossipsub.subscribe(&gossipsub::IdentTopic::new(TOPIC))?;
+    let addr = Multiaddr::from(settings.listen.ip()).with(Protocol::Udp(settings.listen.port())).with(Protocol::QuicV1);
+    swarm.listen_on(addr).with_context(|| format!("cannot listen for the cluster on {} (UDP)", settings.listen))?;
+    Ok(swarm)
+}
+
+/// The peer id of a member's node key.
+pub fn peer_of(key: &[u8; 32]) -> Option<PeerId> {
+    let public = identity::ed25519::PublicKey::try_from_bytes(key).ok()?;
+    Some(identity::PublicKey::from(public).to_peer_id())
+}
+
+struct Plane {
+    swarm: Swarm<Behaviour>,
+    view: View,
+    settings: Settings,
+    store: Arc<Store>,
+    trusted: Trusted,
+    counters: Arc<Counters>,
+    live: Arc<RwLock<BTreeSet<[u8; 32]>>>,
+    shared_view: Arc<RwLock<View>>,
+    own: [u8; 32],
+    /// Member peer ids and their node keys, for the current epoch.
+    members: HashMap<PeerId, [u8; 32]>,
+    connections: HashMap<PeerId, usize>,
+    last_dial: HashMap<PeerId, Instant>,
+    file_stamp: Option<std::time::SystemTime>,
+    /// The store's generation when this node last told the others (or the accounts node).
+    told_generation: u64,
+    last_resync: Instant,
+}
+
+impl Plane {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        swarm: Swarm<Behaviour>,
+        view: View,
+        settings: Settings,
+        store: Arc<Store>,
+        trusted: Trusted,
+        counters: Arc<Counters>,
+        live: Arc<RwLock<BTreeSet<[u8; 32]>>>,
+        shared_view: Arc<RwLock<View>>,
+        own: [u8; 32],
+    ) -> Plane {
+        let told_generation = store.generation();
+        let mut plane = Plane {
+            swarm,
+            view,
+            settings,
+            store,
+            trusted,
+            counters,
+            live,
+            shared_view,
+            own,
+            members: HashMap::new(),
+            connections: HashMap::new(),
+            last_dial: HashMap::new(),
+            file_stamp: None,
+            told_generation,
+            last_resync: Instant::now(),
+        };
+        plane.follow_view();
+        plane
+    }
+
+    async fn run(&mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_event(event),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn is_accounts_node(&self) -> bool {
+        self.view.accounts_node(clock::now()) == Some(self.own)
+    }
+
+    fn accounts_peer(&self) -> Option<PeerId> {
+        self.view.accounts_node(clock::now()).filter(|k| *k != self.own).and_then(|k| peer_of(&k))
+    }
+
+    /// Makes the allow-list, the trusted keys and the shared view match the current epoch,
+    /// and persists it.
+    fn follow_view(&mut self) {
+        let now = clock::now();
+        let members: HashMap<PeerId, [u8; 32]> =
+            self.view.members(now).filter(|m| m.node_key != self.own).filter_map(|m| Some((peer_of(&m.node_key)?, m.node_key))).collect();
+        let old: HashSet<PeerId> = self.members.keys().copied().collect();
+        for gone in old.iter().filter(|p| !members.contains_key(p)) {
+            // Closes its connections at once.
+            self.swarm.behaviour_mut().allowed.disallow_peer(*gone);
+            self.swarm.behaviour_mut().gossipsub.remove_explicit_peer(gone);
+            tracing::info!(peer = %gone, "no longer a member: disconnected");
+        }
+        for peer in members.keys() {
+            self.swarm.behaviour_mut().allowed.allow_peer(*peer);
+        }
+        self.members = members;
+        let mut keys = self.view.node_keys(now);
+        if !keys.contains(&self.own) {
+            keys.push(self.own);
+        }
+        self.trusted.set(keys);
+        self.counters.epoch.store(self.view.epoch(), Ordering::Relaxed);
+        *self.shared_view.write().expect("never poisoned") = self.view.clone();
+        let text = format!("{}\n", self.view.document().to_text());
+        let tmp = self.settings.persisted.with_extension("cfm.new");
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &self.settings.persisted)) {
+            tracing::warn!(error = %e, path = %self.settings.persisted.display(), "cannot keep the membership in the data directory");
+        }
+        self.publish_live();
+    }
+
+    fn publish_live(&self) {
+        let live: BTreeSet<[u8; 32]> = self.connections.iter().filter(|(_, n)| **n > 0).filter_map(|(p, _)| self.members.get(p).copied()).collect();
+        self.counters.peers.store(live.len() as u64, Ordering::Relaxed);
+        *self.live.write().expect("never poisoned") = live;
+    }
+
+    /// A document from anywhere: followed if newer and valid. Returns whether it was.
+    fn offer(&mut self, doc: &Membership, from: &str) -> bool {
+        match self.view.offer(doc, clock::now()) {
+            Offer::Adopted { epoch } => {
+                tracing::info!(epoch, from, "following a new membership epoch");
+                self.follow_view();
+                self.gossip(Gossip::Membership(self.view.document().to_text()));
+                true
+            }
+            Offer::NotNewer => false,
+            Offer::Refused(e) => {
+                self.counters.refused_documents.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, from, "ignored a membership document");
+                false
+            }
+        }
+    }
+
+    fn offer_text(&mut self, text: &str, from: &str) {
+        match Membership::from_text(text.trim()) {
+            Ok(doc) => {
+                self.offer(&doc, from);
+            }
+            Err(e) => {
+                self.counters.refused_documents.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, from, "ignored a malformed membership document");
+            }
+        }
+    }
+
+    fn gossip(&mut self, message: Gossip) {
+        let bytes = serde_json::to_vec(&message).expect("gossip serialises");
+        // With no member connected there is no one to tell: the next sync catches them up.
+        let _ = self.swarm.behaviour_mut().gossipsub.publish(gossipsub::IdentTopic::new(TOPIC), bytes);
+    }
+
+    fn on_tick(&mut self) {
+        self.read_membership_file();
+        self.dial_missing();
+        let generation = self.store.generation();
+        if generation != self.told_generation {
+            self.told_generation = generation;
+            if self.is_accounts_node() {
+                self.gossip(Gossip::Changed { generation });
+            } else if let Some(peer) = self.accounts_peer() {
+                // Something was revoked here: the accounts node takes it and tells everyone.
+                self.sync_with(peer);
+            }
+        }
+        if self.last_resync.elapsed() >= RESYNC {
+            self.last_resync = Instant::now();
+            if let Some(peer) = self.accounts_peer() {
+                self.sync_with(peer);
+            }
+        }
+    }
+
+    fn read_membership_file(&mut self) {
+        let Some(path) = self.settings.membership_file.clone() else { return };
+        let stamp = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if stamp.is_none() || stamp == self.file_stamp {
+            return;
+        }
+        self.file_stamp = stamp;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => self.offer_text(&text, "the membership file"),
+            Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot read the membership file"),
+        }
+    }
+
+    fn dial_missing(&mut self) {
+        let now = clock::now();
+        let wanted: Vec<(PeerId, Vec<String>)> = self
+            .view
+            .members(now)
+            .filter(|m| m.node_key != self.own)
+            .filter_map(|m| Some((peer_of(&m.node_key)?, m.addresses.clone())))
+            .filter(|(peer, _)| !self.swarm.is_connected(peer))
+            .collect();
+        for (peer, addresses) in wanted {
+            if self.last_dial.get(&peer).is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                continue;
+            }
+            self.last_dial.insert(peer, Instant::now());
+            let addrs: Vec<Multiaddr> = addresses.iter().flat_map(|a| resolve(a)).collect();
+            if addrs.is_empty() {
+                continue;
+            }
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(addrs).build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "dial");
+            }
+        }
+    }
+
+    fn sync_with(&mut self, peer: PeerId) {
+        let revocations = match self.store.snapshot(Part::Revocations) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the revocations to sync");
+                return;
+            }
+        };
+        let request = Request::Sync { membership: self.view.document().to_text(), revocations };
+        self.swarm.behaviour_mut().sync.send_request(&peer, request);
+    }
+
+    fn apply(&mut self, snapshot: Snapshot, from: PeerId) {
+        let authoritative = self.members.get(&from).is_some_and(|k| Some(*k) == self.view.accounts_node(clock::now()));
+        let store = self.store.clone();
+        match store.apply_snapshot(&snapshot, authoritative) {
+            Ok(changed) => {
+                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                self.counters.rows_applied.fetch_add(changed as u64, Ordering::Relaxed);
+                if changed > 0 {
+                    tracing::debug!(changed, %from, authoritative, "applied a snapshot");
+                }
+                if !self.is_accounts_node() {
+                    // What arrived from the accounts node need not go back to it.
+                    self.told_generation = self.store.generation();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, %from, "refused a snapshot"),
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "cluster listening"),
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                *self.connections.entry(peer_id).or_default() += 1;
+                self.swarm.behaviour_mut().gossipsub.add_explicit_peer(&peer_id);
+                tracing::info!(peer = %peer_id, "member connected");
+                self.publish_live();
+                self.sync_with(peer_id);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
+                self.connections.insert(peer_id, num_established as usize);
+                if num_established == 0 {
+                    tracing::info!(peer = %peer_id, "member disconnected");
+                }
+                self.publish_live();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
+                let Some(source) = message.source.filter(|s| self.members.contains_key(s)) else { return };
+                match serde_json::from_slice::<Gossip>(&message.data) {
+                    Ok(Gossip::Membership(text)) => self.offer_text(&text, "gossip"),
+                    Ok(Gossip::Changed { .. }) => {
+                        if self.accounts_peer() == Some(source) {
+                            self.sync_with(source);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, %source, "ignored a malformed gossip message"),
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. })) => match message {
+                request_response::Message::Request { request: Request::Sync { membership, revocations }, channel, .. } => {
+                    self.offer_text(&membership, "a sync request");
+                    self.apply(revocations, peer);
+                    let part = if self.is_accounts_node() { Part::All } else { Part::Revocations };
+                    match self.store.snapshot(part) {
+                        Ok(snapshot) => {
+                            let response = Response::Sync { membership: self.view.document().to_text(), snapshot };
+                            let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read the store to answer a sync"),
+                    }
+                }
+                request_response::Message::Response { response: Response::Sync { membership, snapshot }, .. } => {
+                    self.offer_text(&membership, "a sync response");
+                    self.apply(snapshot, peer);
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::OutboundFailure { peer, error, .. })) => {
+                tracing::debug!(%peer, %error, "sync request failed");
+            }
+            SwarmEvent::IncomingConnectionError { error: libp2p::swarm::ListenError::Denied { cause }, send_back_addr, .. } => {
+                self.counters.refused_connections.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%send_back_addr, %cause, "refused a connection from a node outside the membership");
+            }
+            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+                tracing::debug!(%send_back_addr, %error, "an incoming cluster connection failed");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `host:port` as QUIC multiaddrs (a name is resolved here, each time it is dialled).
+fn resolve(address: &str) -> Vec<Multiaddr> {
+    let Ok(addrs) = address.to_socket_addrs() else { return Vec::new() };
+    addrs.map(|a| Multiaddr::from(a.ip()).with(Protocol::Udp(a.port())).with(Protocol::QuicV1)).collect()
+}

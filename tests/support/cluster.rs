@@ -1,0 +1,136 @@
+//! A cluster on one machine: each node in its own network namespace (joined to the test's
+//! namespace, which forwards between them), one operator directory with the operator key and
+//! the membership, and per node a copy of the membership it reads (the operator "copies the
+//! file to the node" by writing that copy).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::netns::Namespace;
+use crate::node::{Node, confab_bin};
+
+/// The UDP port each node's control plane listens on (inside its own namespace).
+pub const CLUSTER_PORT: u16 = 7000;
+
+pub struct Member {
+    pub ns: Namespace,
+    pub data_dir: PathBuf,
+    /// The node's public key, hex.
+    pub key: String,
+    /// The membership copy this node reads (`--membership`).
+    pub membership: PathBuf,
+    pub node: Option<Node>,
+}
+
+impl Member {
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("this member is running")
+    }
+
+    /// `ip:port` of its control plane, as the membership lists it.
+    pub fn address(&self) -> String {
+        format!("{}:{CLUSTER_PORT}", self.ns.ns_ip)
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    /// The operator key's public half.
+    pub operator: String,
+    pub members: Vec<Member>,
+}
+
+fn confab(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(confab_bin()).current_dir(dir).args(args).env_remove("CONFAB_CONFIG").output().unwrap();
+    assert!(out.status.success(), "confab {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+impl Cluster {
+    /// `n` nodes prepared (namespaces, keys, data directories) and `members` of them added to
+    /// the membership, the first with the accounts role; none started.
+    pub fn prepare(n: usize, members: usize) -> Cluster {
+        crate::netns::forward_between_namespaces();
+        let dir = tempfile::tempdir().unwrap();
+        let out = confab(dir.path(), &["cluster", "init"]);
+        let operator = out.split("(public ").nth(1).and_then(|r| r.split(')').next()).expect("init prints the operator key's public half").to_string();
+        let mut cluster = Cluster { dir, operator, members: Vec::new() };
+        for i in 0..n {
+            let data_dir = cluster.dir.path().join(format!("node{}", i + 1));
+            let key = confab(cluster.dir.path(), &["node-key", "--data-dir", data_dir.to_str().unwrap()]).trim().to_string();
+            let membership = cluster.dir.path().join(format!("node{}.cfm", i + 1));
+            cluster.members.push(Member { ns: Namespace::create(), data_dir, key, membership, node: None });
+        }
+        for i in 0..members {
+            cluster.add(i);
+        }
+        for m in &cluster.members {
+            std::fs::copy(cluster.dir.path().join("membership.cfm"), &m.membership).unwrap();
+        }
+        cluster
+    }
+
+    /// The operator adds member `i` (a new epoch in the operator's file only).
+    pub fn add(&self, i: usize) {
+        let m = &self.members[i];
+        let roles = if i == 0 { "accounts,media" } else { "media" };
+        confab(self.dir.path(), &["cluster", "add", "--node-key", &m.key, "--address", &m.address(), "--roles", roles]);
+    }
+
+    /// The operator removes member `i` (a new epoch in the operator's file only).
+    pub fn remove(&self, i: usize) {
+        confab(self.dir.path(), &["cluster", "remove", "--node-key", &self.members[i].key]);
+    }
+
+    /// The operator copies the current membership to node `i`.
+    pub fn publish_to(&self, i: usize) {
+        let m = &self.members[i];
+        let tmp = m.membership.with_extension("new");
+        std::fs::copy(self.dir.path().join("membership.cfm"), &tmp).unwrap();
+        std::fs::rename(&tmp, &m.membership).unwrap();
+    }
+
+    /// Starts node `i` in its namespace, HTTPS on port 8443 of its address.
+    pub async fn start(&mut self, i: usize, extra: &[&str]) {
+        let m = &self.members[i];
+        let ip = m.ns.ns_ip.to_string();
+        let listen = format!("{ip}:8443");
+        let cluster_listen = m.address();
+        let mut options = vec![
+            "--listen",
+            &listen,
+            "--relay-ip",
+            &ip,
+            "--cluster-operator",
+            &self.operator,
+            "--membership",
+            m.membership.to_str().unwrap(),
+            "--cluster-listen",
+            &cluster_listen,
+        ];
+        options.extend_from_slice(extra);
+        let node = Node::start_in_namespace(&m.ns, &m.data_dir, &options).await;
+        self.members[i].node = Some(node);
+    }
+
+    pub async fn start_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.start(i, &[]).await;
+        }
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        self.members[i].node()
+    }
+
+    /// Waits until node `i` counts `peers` connected members.
+    pub async fn wait_peers(&self, i: usize, peers: u64, within: Duration) {
+        let node = self.node(i);
+        crate::eventually_or(&format!("node {} to have {peers} peers", i + 1), within, || async move {
+            let now = node.metric("confab_cluster_peers").await;
+            if now == peers { Ok(()) } else { Err(format!("{now} peers")) }
+        })
+        .await
+    }
+}
