@@ -7,7 +7,22 @@ use std::time::{Duration, Instant};
 
 use confab_tests::cluster::Cluster;
 use confab_tests::eventually_or;
-use confab_tests::node::{check_invite, make_invite};
+use confab_tests::node::{Node, check_invite, make_invite};
+use confab_tests::signaling::{Heard, Signaling};
+use serde_json::{Value, json};
+
+fn id(welcome: &Value) -> String {
+    welcome["you"]["id"].as_str().unwrap().to_string()
+}
+
+/// Waits until `node` admits `invite` to `room` (the accounts node's tables reached it).
+async fn wait_admitted(node: &Node, room: &str, invite: &str) {
+    eventually_or("the invite to be admitted", Duration::from_secs(15), || async move {
+        let (status, code) = check_invite(node, room, invite).await;
+        if status == 200 { Ok(()) } else { Err(format!("{status} {code}")) }
+    })
+    .await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_connect_an_outsider_cannot_and_a_removed_node_is_cut_off() {
@@ -118,4 +133,68 @@ async fn an_invite_made_on_the_accounts_node_admits_everywhere_and_its_revocatio
     cluster.start(2, &[]).await;
     assert_eq!(check_invite(cluster.node(2), "spanning", &invite).await.1, "capability_revoked");
     assert_eq!(check_invite(cluster.node(2), "spanning", &second).await.0, 200);
+}
+
+/// One link, three nodes: whichever node a participant opens it on, they are in the same
+/// meeting, run by its home node; the others relay their signaling there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_link_opened_on_any_node_joins_the_same_meeting() {
+    let mut cluster = Cluster::prepare(3, 3);
+    cluster.start_all().await;
+    for i in 0..3 {
+        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
+    }
+    let admin = cluster.node(0).admin().await;
+    let key = confab_keys::AccountKey::from_seed([3; 32]);
+    let invite = make_invite(&admin, cluster.node(0), &key, "spanning", 3600).await;
+    for i in 0..3 {
+        wait_admitted(cluster.node(i), "spanning", &invite).await;
+    }
+
+    let (mut ana, welcome_a) = Signaling::join(cluster.node(0), "spanning", &invite, "Ana").await;
+    let (mut bo, welcome_b) = Signaling::join(cluster.node(1), "spanning", &invite, "Bo").await;
+    let (mut cy, welcome_c) = Signaling::join(cluster.node(2), "spanning", &invite, "Cy").await;
+    let names = |w: &Value| w["participants"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&welcome_a), Vec::<String>::new());
+    assert_eq!(names(&welcome_b), vec!["Ana"]);
+    let mut seen_by_cy = names(&welcome_c);
+    seen_by_cy.sort();
+    assert_eq!(seen_by_cy, vec!["Ana", "Bo"]);
+    assert_eq!(ana.wait_for("joined").await["participant"]["name"], "Bo");
+    assert_eq!(ana.wait_for("joined").await["participant"]["name"], "Cy");
+    assert_eq!(bo.wait_for("joined").await["participant"]["name"], "Cy");
+
+    // Signaling between participants on different nodes, in order.
+    for n in 0..5 {
+        cy.send(
+            json!({"type": "signal", "to": id(&welcome_a), "candidate": {"candidate": format!("candidate:{n} 1 udp 1 10.0.0.1 {n} typ host"), "sdpMid": "0"}}),
+        )
+        .await;
+    }
+    for n in 0..5 {
+        let relayed = ana.wait_for("signal").await;
+        assert_eq!(relayed["from"], id(&welcome_c).as_str());
+        assert!(relayed["candidate"]["candidate"].as_str().unwrap().starts_with(&format!("candidate:{n} ")), "out of order: {relayed}");
+    }
+    bo.send(json!({"type": "chat", "text": "hello from node 2"})).await;
+    for s in [&mut ana, &mut cy] {
+        assert_eq!(s.wait_for("chat").await["text"], "hello from node 2");
+    }
+    // A direct reply comes back through the relaying node too.
+    cy.send(json!({"type": "ping"})).await;
+    cy.wait_for("pong").await;
+
+    // Leaving from a relaying node is heard everywhere, and the socket closes normally.
+    cy.send(json!({"type": "leave"})).await;
+    loop {
+        match cy.next().await {
+            Heard::Closed(code) => {
+                assert_eq!(code, Some(1000));
+                break;
+            }
+            Heard::Message(_) => continue,
+        }
+    }
+    assert_eq!(ana.wait_for("left").await["participant"], id(&welcome_c).as_str());
+    assert_eq!(bo.wait_for("left").await["participant"], id(&welcome_c).as_str());
 }

@@ -13,14 +13,15 @@ use crate::node::{Node, confab_bin};
 /// The UDP port each node's control plane listens on (inside its own namespace).
 pub const CLUSTER_PORT: u16 = 7000;
 
+/// Fields drop in order: the node stops before its namespace goes.
 pub struct Member {
+    pub node: Option<Node>,
     pub ns: Namespace,
     pub data_dir: PathBuf,
     /// The node's public key, hex.
     pub key: String,
     /// The membership copy this node reads (`--membership`).
     pub membership: PathBuf,
-    pub node: Option<Node>,
 }
 
 impl Member {
@@ -60,7 +61,7 @@ impl Cluster {
             let data_dir = cluster.dir.path().join(format!("node{}", i + 1));
             let key = confab(cluster.dir.path(), &["node-key", "--data-dir", data_dir.to_str().unwrap()]).trim().to_string();
             let membership = cluster.dir.path().join(format!("node{}.cfm", i + 1));
-            cluster.members.push(Member { ns: Namespace::create(), data_dir, key, membership, node: None });
+            cluster.members.push(Member { node: None, ns: Namespace::create(), data_dir, key, membership });
         }
         for i in 0..members {
             cluster.add(i);

@@ -10,7 +10,7 @@
 //! while it was down or cut off.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -24,9 +24,11 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, gossipsub, identify, identity, ping};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use super::Trusted;
 use super::membership::{Offer, View};
+use super::placement::{Candidate, home};
 use crate::clock;
 use crate::store::Store;
 use crate::store::replica::{Part, Snapshot};
@@ -67,12 +69,109 @@ enum Request {
     /// Here are my membership and revocations; send yours (and, from the accounts node, the
     /// whole replicated state).
     Sync { membership: String, revocations: Snapshot },
+    /// Edge to home: a participant's messages, in order (the first batch starts with their
+    /// join). `conn` is the edge's number for the participant's socket.
+    Up { conn: u64, room: String, origin: IpAddr, frames: Vec<Up> },
+    /// Home to edge: what the room sends that participant, in order.
+    Down { conn: u64, frames: Vec<Down> },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Response {
-    Sync { membership: String, snapshot: Snapshot },
+    Sync {
+        membership: String,
+        snapshot: Snapshot,
+    },
+    /// Taken, in order: send the next batch.
+    Taken,
+    /// The receiver knows no such participant (it restarted, or they are gone).
+    Unknown,
 }
+
+/// What an edge node passes on from a participant's socket to the meeting's home node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Up {
+    /// The `join` message, as the participant sent it.
+    Join(String),
+    Text(String),
+    /// The socket closed.
+    Closed,
+}
+
+/// What the home node sends back for the participant's socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Down {
+    Text(String),
+    /// Close the socket with this code and reason.
+    Close {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// The close code an edge uses when it loses the meeting's home node: "service restart"
+/// (RFC 6455), after which the browser reconnects and resumes, and the room has a new home.
+pub const CLOSE_HOME_LOST: u16 = 1012;
+
+/// A participant's seat whose socket is on another node (on the home node's side).
+pub struct RemoteSeat {
+    pub room: String,
+    pub origin: IpAddr,
+    /// The participant's messages, starting with their join.
+    pub frames: mpsc::UnboundedReceiver<Up>,
+    pub back: Back,
+}
+
+/// The way back to a remote participant's socket (their edge node).
+pub struct Back {
+    edge: PeerId,
+    conn: u64,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Back {
+    pub fn send(&self, down: Down) {
+        let _ = self.commands.send(Command::Down { edge: self.edge, conn: self.conn, frame: down });
+    }
+}
+
+/// An edge's link to the meeting's home node for one participant's socket.
+pub struct Link {
+    conn: u64,
+    home: PeerId,
+    room: String,
+    origin: IpAddr,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Link {
+    pub fn send(&self, up: Up) {
+        let _ = self.commands.send(Command::Up { home: self.home, conn: self.conn, room: self.room.clone(), origin: self.origin, frame: up });
+    }
+}
+
+/// What the rest of the node asks of the swarm's loop.
+enum Command {
+    Open { conn: u64, home: PeerId, down: mpsc::UnboundedSender<Down> },
+    Up { home: PeerId, conn: u64, room: String, origin: IpAddr, frame: Up },
+    Down { edge: PeerId, conn: u64, frame: Down },
+}
+
+/// Messages waiting for one participant in one direction: sent one batch at a time, the next
+/// when the other side has taken the last, so they arrive in order.
+#[derive(Default)]
+struct Outgoing {
+    frames: Vec<Frame>,
+    in_flight: bool,
+}
+
+enum Frame {
+    Up(Up),
+    Down(Down),
+}
+
+/// (peer, conn, upwards)
+type Stream = (PeerId, u64, bool);
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -100,6 +199,10 @@ pub struct Cluster {
     live: Arc<RwLock<BTreeSet<[u8; 32]>>>,
     view: Arc<RwLock<View>>,
     own: [u8; 32],
+    commands: mpsc::UnboundedSender<Command>,
+    next_conn: AtomicU64,
+    /// Seats whose sockets are on other nodes, for the HTTP side to serve (taken once).
+    seats: std::sync::Mutex<Option<mpsc::UnboundedReceiver<RemoteSeat>>>,
 }
 
 impl Cluster {
@@ -117,6 +220,31 @@ impl Cluster {
     pub fn own_key(&self) -> [u8; 32] {
         self.own
     }
+
+    /// The meeting's home: among the live media members, by the rendezvous hash. This node
+    /// when it sees no other.
+    pub fn home_of(&self, room: &str) -> [u8; 32] {
+        let view = self.view.read().expect("never poisoned");
+        let live = self.live();
+        let now = clock::now();
+        let candidates: Vec<Candidate> = view.media_nodes(now).into_iter().filter(|k| live.contains(k)).map(|node| Candidate { node, weight: 1.0 }).collect();
+        home(room, &candidates).unwrap_or(self.own)
+    }
+
+    /// Opens the way to `home` for one participant's socket on this node: what to send it,
+    /// and what it sends back (which ends with a close, also when the home node is lost).
+    pub fn open_link(&self, home: [u8; 32], room: &str, origin: IpAddr) -> (Link, mpsc::UnboundedReceiver<Down>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let home = peer_of(&home).expect("members' keys are ed25519 keys");
+        let _ = self.commands.send(Command::Open { conn, home, down: tx });
+        (Link { conn, home, room: room.to_string(), origin, commands: self.commands.clone() }, rx)
+    }
+
+    /// The seats other nodes relay here, once.
+    pub fn take_seats(&self) -> Option<mpsc::UnboundedReceiver<RemoteSeat>> {
+        self.seats.lock().expect("never poisoned").take()
+    }
 }
 
 /// Starts the swarm on its own thread; returns once it listens (or why it cannot).
@@ -126,7 +254,18 @@ pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Stor
     let counters = Arc::new(Counters::default());
     let live = Arc::new(RwLock::new(BTreeSet::new()));
     let shared_view = Arc::new(RwLock::new(view.clone()));
-    let cluster = Cluster { counters: counters.clone(), live: live.clone(), view: shared_view.clone(), own };
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (seats_tx, seats_rx) = mpsc::unbounded_channel();
+    let cluster = Cluster {
+        counters: counters.clone(),
+        live: live.clone(),
+        view: shared_view.clone(),
+        own,
+        commands: commands.clone(),
+        next_conn: AtomicU64::new(1),
+        seats: std::sync::Mutex::new(Some(seats_rx)),
+    };
+    let wiring = Wiring { commands, command_rx, seats: seats_tx };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("cluster".into()).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("cluster-rt").enable_all().build() {
@@ -145,7 +284,7 @@ pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Stor
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            let mut plane = Plane::new(swarm, view, settings, store, trusted, counters, live, shared_view, own);
+            let mut plane = Plane::new(swarm, view, settings, store, trusted, counters, live, shared_view, own, wiring);
             plane.run().await;
         });
     })?;
@@ -202,8 +341,22 @@ pub fn peer_of(key: &[u8; 32]) -> Option<PeerId> {
     Some(identity::PublicKey::from(public).to_peer_id())
 }
 
+/// The channels between the swarm's loop and the rest of the node.
+struct Wiring {
+    commands: mpsc::UnboundedSender<Command>,
+    command_rx: mpsc::UnboundedReceiver<Command>,
+    seats: mpsc::UnboundedSender<RemoteSeat>,
+}
+
 struct Plane {
     swarm: Swarm<Behaviour>,
+    wiring: Wiring,
+    /// Sockets on this node whose seats are on another: where their home's messages go.
+    edge_conns: HashMap<u64, (PeerId, mpsc::UnboundedSender<Down>)>,
+    /// Seats here whose sockets are on another node: where their messages go.
+    remote_seats: HashMap<(PeerId, u64), mpsc::UnboundedSender<Up>>,
+    outgoing: HashMap<Stream, Outgoing>,
+    in_flight: HashMap<request_response::OutboundRequestId, (Stream, String, IpAddr)>,
     view: View,
     settings: Settings,
     store: Arc<Store>,
@@ -234,10 +387,16 @@ impl Plane {
         live: Arc<RwLock<BTreeSet<[u8; 32]>>>,
         shared_view: Arc<RwLock<View>>,
         own: [u8; 32],
+        wiring: Wiring,
     ) -> Plane {
         let told_generation = store.generation();
         let mut plane = Plane {
             swarm,
+            wiring,
+            edge_conns: HashMap::new(),
+            remote_seats: HashMap::new(),
+            outgoing: HashMap::new(),
+            in_flight: HashMap::new(),
             view,
             settings,
             store,
@@ -262,6 +421,7 @@ impl Plane {
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
+                Some(command) = self.wiring.command_rx.recv() => self.on_command(command),
                 _ = tick.tick() => self.on_tick(),
             }
         }
@@ -439,6 +599,166 @@ impl Plane {
         }
     }
 
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Open { conn, home, down } => {
+                if !self.swarm.is_connected(&home) {
+                    let _ = down.send(Down::Close { code: CLOSE_HOME_LOST, reason: "home_unreachable".into() });
+                    return;
+                }
+                self.edge_conns.insert(conn, (home, down));
+            }
+            Command::Up { home, conn, room, origin, frame } => {
+                if !self.edge_conns.contains_key(&conn) {
+                    return;
+                }
+                if matches!(frame, Up::Closed) {
+                    self.edge_conns.remove(&conn);
+                }
+                self.queue((home, conn, true), Frame::Up(frame), room, origin);
+            }
+            Command::Down { edge, conn, frame } => {
+                if !self.remote_seats.contains_key(&(edge, conn)) {
+                    return;
+                }
+                if matches!(frame, Down::Close { .. }) {
+                    self.remote_seats.remove(&(edge, conn));
+                }
+                self.queue((edge, conn, false), Frame::Down(frame), String::new(), IpAddr::from([0, 0, 0, 0]));
+            }
+        }
+    }
+
+    fn queue(&mut self, stream: Stream, frame: Frame, room: String, origin: IpAddr) {
+        self.outgoing.entry(stream).or_default().frames.push(frame);
+        self.flush(stream, room, origin);
+    }
+
+    /// Sends what waits on `stream` as one request, unless a request of it is on its way.
+    fn flush(&mut self, stream: Stream, room: String, origin: IpAddr) {
+        let Some(out) = self.outgoing.get_mut(&stream) else { return };
+        if out.in_flight || out.frames.is_empty() {
+            return;
+        }
+        out.in_flight = true;
+        let frames = std::mem::take(&mut out.frames);
+        let (peer, conn, upwards) = stream;
+        let request = if upwards {
+            Request::Up {
+                conn,
+                room: room.clone(),
+                origin,
+                frames: frames.into_iter().filter_map(|f| if let Frame::Up(u) = f { Some(u) } else { None }).collect(),
+            }
+        } else {
+            Request::Down { conn, frames: frames.into_iter().filter_map(|f| if let Frame::Down(d) = f { Some(d) } else { None }).collect() }
+        };
+        let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+        self.in_flight.insert(id, (stream, room, origin));
+    }
+
+    /// A batch was taken (or failed): the next one may go; a stream whose last frame went is
+    /// forgotten.
+    fn delivered(&mut self, id: request_response::OutboundRequestId, unknown: bool) {
+        let Some((stream, room, origin)) = self.in_flight.remove(&id) else { return };
+        let (peer, conn, upwards) = stream;
+        if unknown {
+            // The other side forgot the participant: end it here too.
+            self.outgoing.remove(&stream);
+            if upwards {
+                if let Some((_, down)) = self.edge_conns.remove(&conn) {
+                    let _ = down.send(Down::Close { code: CLOSE_HOME_LOST, reason: "home_lost".into() });
+                }
+            } else if let Some(frames) = self.remote_seats.remove(&(peer, conn)) {
+                let _ = frames.send(Up::Closed);
+            }
+            return;
+        }
+        if let Some(out) = self.outgoing.get_mut(&stream) {
+            out.in_flight = false;
+            let finished = out.frames.is_empty() && if upwards { !self.edge_conns.contains_key(&conn) } else { !self.remote_seats.contains_key(&(peer, conn)) };
+            if finished {
+                self.outgoing.remove(&stream);
+            } else {
+                self.flush(stream, room, origin);
+            }
+        }
+    }
+
+    /// The connection to `peer` is gone: sockets here whose home it was are closed (their
+    /// browsers come back and find the meeting's new home), and seats here whose sockets were
+    /// there are disconnected (their grace period starts).
+    fn lose_peer(&mut self, peer: PeerId) {
+        let lost: Vec<u64> = self.edge_conns.iter().filter(|(_, (home, _))| *home == peer).map(|(c, _)| *c).collect();
+        for conn in lost {
+            if let Some((_, down)) = self.edge_conns.remove(&conn) {
+                let _ = down.send(Down::Close { code: CLOSE_HOME_LOST, reason: "home_lost".into() });
+            }
+        }
+        let seats: Vec<(PeerId, u64)> = self.remote_seats.keys().filter(|(edge, _)| *edge == peer).copied().collect();
+        for key in seats {
+            if let Some(frames) = self.remote_seats.remove(&key) {
+                let _ = frames.send(Up::Closed);
+            }
+        }
+        self.outgoing.retain(|(p, _, _), _| *p != peer);
+    }
+
+    fn on_request(&mut self, peer: PeerId, request: Request, channel: request_response::ResponseChannel<Response>) {
+        let response = match request {
+            Request::Sync { membership, revocations } => {
+                self.offer_text(&membership, "a sync request");
+                self.apply(revocations, peer);
+                let part = if self.is_accounts_node() { Part::All } else { Part::Revocations };
+                match self.store.snapshot(part) {
+                    Ok(snapshot) => Response::Sync { membership: self.view.document().to_text(), snapshot },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the store to answer a sync");
+                        return;
+                    }
+                }
+            }
+            Request::Up { conn, room, origin, frames } => {
+                let key = (peer, conn);
+                if !self.remote_seats.contains_key(&key) {
+                    if !matches!(frames.first(), Some(Up::Join(_))) {
+                        let _ = self.swarm.behaviour_mut().sync.send_response(channel, Response::Unknown);
+                        return;
+                    }
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let back = Back { edge: peer, conn, commands: self.wiring.commands.clone() };
+                    if self.wiring.seats.send(RemoteSeat { room, origin, frames: rx, back }).is_err() {
+                        let _ = self.swarm.behaviour_mut().sync.send_response(channel, Response::Unknown);
+                        return;
+                    }
+                    self.remote_seats.insert(key, tx);
+                }
+                let seat = self.remote_seats.get(&key).expect("inserted above").clone();
+                for frame in frames {
+                    if matches!(frame, Up::Closed) {
+                        self.remote_seats.remove(&key);
+                    }
+                    let _ = seat.send(frame);
+                }
+                Response::Taken
+            }
+            Request::Down { conn, frames } => match self.edge_conns.get(&conn) {
+                Some((home, down)) if *home == peer => {
+                    let down = down.clone();
+                    for frame in frames {
+                        if matches!(frame, Down::Close { .. }) {
+                            self.edge_conns.remove(&conn);
+                        }
+                        let _ = down.send(frame);
+                    }
+                    Response::Taken
+                }
+                _ => Response::Unknown,
+            },
+        };
+        let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+    }
+
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "cluster listening"),
@@ -453,6 +773,7 @@ impl Plane {
                 self.connections.insert(peer_id, num_established as usize);
                 if num_established == 0 {
                     tracing::info!(peer = %peer_id, "member disconnected");
+                    self.lose_peer(peer_id);
                 }
                 self.publish_live();
             }
@@ -469,25 +790,19 @@ impl Plane {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. })) => match message {
-                request_response::Message::Request { request: Request::Sync { membership, revocations }, channel, .. } => {
-                    self.offer_text(&membership, "a sync request");
-                    self.apply(revocations, peer);
-                    let part = if self.is_accounts_node() { Part::All } else { Part::Revocations };
-                    match self.store.snapshot(part) {
-                        Ok(snapshot) => {
-                            let response = Response::Sync { membership: self.view.document().to_text(), snapshot };
-                            let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot read the store to answer a sync"),
+                request_response::Message::Request { request, channel, .. } => self.on_request(peer, request, channel),
+                request_response::Message::Response { request_id, response } => match response {
+                    Response::Sync { membership, snapshot } => {
+                        self.offer_text(&membership, "a sync response");
+                        self.apply(snapshot, peer);
                     }
-                }
-                request_response::Message::Response { response: Response::Sync { membership, snapshot }, .. } => {
-                    self.offer_text(&membership, "a sync response");
-                    self.apply(snapshot, peer);
-                }
+                    Response::Taken => self.delivered(request_id, false),
+                    Response::Unknown => self.delivered(request_id, true),
+                },
             },
-            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::OutboundFailure { peer, error, .. })) => {
-                tracing::debug!(%peer, %error, "sync request failed");
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::OutboundFailure { peer, request_id, error, .. })) => {
+                tracing::debug!(%peer, %error, "a request to a member failed");
+                self.delivered(request_id, true);
             }
             SwarmEvent::IncomingConnectionError { error: libp2p::swarm::ListenError::Denied { cause }, send_back_addr, .. } => {
                 self.counters.refused_connections.fetch_add(1, Ordering::Relaxed);

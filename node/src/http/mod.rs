@@ -259,6 +259,15 @@ pub async fn run(
             signaling::relay_notice(&relaying, notice);
         }
     });
+    // Seats of meetings homed here whose participants' sockets are on other nodes.
+    if let Some(mut seats) = state.cluster.as_ref().and_then(|c| c.take_seats()) {
+        let serving = state.clone().into_inner();
+        actix_web::rt::spawn(async move {
+            while let Some(seat) = seats.recv().await {
+                actix_web::rt::spawn(signaling::serve_remote_seat(serving.clone(), seat));
+            }
+        });
+    }
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())

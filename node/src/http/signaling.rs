@@ -14,8 +14,9 @@ use confab_keys::{CapabilityId, RoomName};
 use super::{ApiError, AppState};
 use crate::capabilities::admit;
 use crate::clock;
+use crate::cluster::net::{Down, RemoteSeat, Up};
 use crate::meeting::budget::Budget;
-use crate::meeting::hub::{Outbound, Queue};
+use crate::meeting::hub::{Dropped, Outbound, Outbox, Queue};
 use crate::meeting::protocol::{self, ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, ServerMessage, SlotView};
 use crate::meeting::room::{CloseWhy, ConnId, RoomError, Seat};
 use crate::secrets;
@@ -64,64 +65,134 @@ struct Connection {
     session: Session,
 }
 
+/// What the socket's loop hears from the participant's seat, wherever it is.
+enum Next {
+    Text(String),
+    Close(CloseReason),
+    /// The seat's queue overflowed (here, or at the home node): it waits for a resume.
+    Stalled,
+    /// The seat is gone without a word.
+    Gone,
+}
+
+/// Where a connection's seat is: in a room on this node, or on the meeting's home node,
+/// reached through the cluster (this node is then only the participant's edge).
+enum Backend {
+    Local { signaler: Signaler, outbox: Outbox, dropped: Dropped },
+    Remote { link: crate::cluster::net::Link, down: tokio::sync::mpsc::UnboundedReceiver<Down> },
+}
+
+impl Backend {
+    async fn next(&mut self) -> Next {
+        match self {
+            Backend::Local { outbox, dropped, .. } => tokio::select! {
+                biased;
+                () = dropped.wait() => Next::Stalled,
+                out = outbox.recv() => match out {
+                    Some(Outbound::Text(text)) => Next::Text(text),
+                    Some(Outbound::Close(why)) => Next::Close(close_for(why)),
+                    None => Next::Gone,
+                },
+            },
+            Backend::Remote { down, .. } => match down.recv().await {
+                Some(Down::Text(text)) => Next::Text(text),
+                Some(Down::Close { code: 1011, reason }) => {
+                    tracing::debug!(reason, "the home node gave up on a stalled seat");
+                    Next::Stalled
+                }
+                Some(Down::Close { code, reason }) => Next::Close(close(code, &reason)),
+                None => Next::Gone,
+            },
+        }
+    }
+
+    /// One message after the join: handled here, or passed on to the home node (whose
+    /// replies and errors come back through [`Backend::next`]).
+    async fn take(&mut self, text: &str) -> Result<Option<ServerMessage>, ProtocolError> {
+        match self {
+            Backend::Local { signaler, .. } => signaler.handle(text).await,
+            Backend::Remote { link, .. } => {
+                link.send(Up::Text(text.to_string()));
+                Ok(None)
+            }
+        }
+    }
+
+    /// The participant's socket is gone (not by the seat's doing).
+    fn disconnected(&self) {
+        match self {
+            Backend::Local { signaler, .. } => signaler.state.hub.disconnected(signaler.room.as_str(), signaler.conn),
+            Backend::Remote { link, .. } => link.send(Up::Closed),
+        }
+    }
+}
+
 impl Connection {
     async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) {
-        let Some(join) = self.first_message(&mut stream).await else { return };
-        let (conn, queue, mut outbox) = self.state.hub.connection();
-        let seated = match self.seat(conn, &queue, join).await {
-            Ok(()) => true,
-            Err(e) => {
-                let _ = self.send(&ServerMessage::error(&e)).await;
-                let code = if e.code == "join_rate_limited" { CLOSE_TRY_AGAIN } else { CLOSE_REFUSED };
-                let _ = self.session.clone().close(Some(close(code, e.code))).await;
-                false
+        let Some((join_text, join)) = self.first_message(&mut stream).await else { return };
+        let home = self.state.cluster.as_ref().map(|c| (c.clone(), c.home_of(self.room.as_str()))).filter(|(c, home)| *home != c.own_key());
+        let mut backend = match home {
+            Some((cluster, home)) => {
+                tracing::debug!(room = %self.room, home = %secrets::hex(&home), "signaling relayed to the meeting's home node");
+                let (link, down) = cluster.open_link(home, self.room.as_str(), self.origin);
+                link.send(Up::Join(join_text));
+                Backend::Remote { link, down }
+            }
+            None => {
+                let (conn, queue, outbox) = self.state.hub.connection();
+                let signaler = Signaler { state: self.state.clone(), room: self.room.clone(), origin: self.origin, conn, queue };
+                if let Err(e) = signaler.seat(join).await {
+                    let _ = self.send(&ServerMessage::error(&e)).await;
+                    let _ = self.session.clone().close(Some(refusal(&e))).await;
+                    return;
+                }
+                let dropped = outbox.dropped_signal();
+                Backend::Local { signaler, outbox, dropped }
             }
         };
-        if !seated {
-            return;
-        }
-        let room = self.room.to_string();
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         let mut heard = Instant::now();
         let mut budget = Budget::new(self.state.hub.now());
-        let dropped = outbox.dropped_signal();
         let ended_by_node = loop {
             tokio::select! {
                 biased;
-                // The hub gave up on this connection (its queue overflowed): the seat is
-                // already away, waiting for a resume.
-                () = dropped.wait() => {
-                    self.close_stalled().await;
-                    break true;
-                }
-                out = outbox.recv() => match out {
-                    Some(Outbound::Text(text)) => match tokio::time::timeout(WRITE_LIMIT, self.session.text(text)).await {
+                next = backend.next() => match next {
+                    // The hub gave up on this connection (its queue overflowed): the seat is
+                    // already away, waiting for a resume.
+                    Next::Stalled => {
+                        self.close_stalled().await;
+                        break true;
+                    }
+                    Next::Text(text) => match tokio::time::timeout(WRITE_LIMIT, self.session.text(text)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break false,
                         Err(_) => {
-                            tracing::warn!(conn, "signaling connection stopped reading; closed");
+                            tracing::warn!(room = %self.room, "signaling connection stopped reading; closed");
                             self.close_stalled().await;
                             break false;
                         }
                     },
-                    Some(Outbound::Close(why)) => {
-                        let _ = tokio::time::timeout(WRITE_LIMIT, self.session.clone().close(Some(close_for(why)))).await;
+                    Next::Close(reason) => {
+                        let _ = tokio::time::timeout(WRITE_LIMIT, self.session.clone().close(Some(reason))).await;
                         break true;
                     }
-                    None => break true,
+                    Next::Gone => break true,
                 },
                 frame = stream.recv() => {
                     heard = Instant::now();
                     match frame {
                         Some(Ok(AggregatedMessage::Text(text))) => {
                             let handled = if budget.take(self.state.hub.now()) {
-                                self.handle(conn, &queue, &text).await
+                                backend.take(&text).await
                             } else {
                                 Err(ProtocolError::new("rate_limited", "Too many messages: this one was dropped. Slow down."))
                             };
-                            if let Err(e) = handled
-                                && self.send(&ServerMessage::error(&e)).await.is_err()
-                            {
+                            let reply = match handled {
+                                Ok(Some(reply)) => reply,
+                                Ok(None) => continue,
+                                Err(e) => ServerMessage::error(&e),
+                            };
+                            if self.send(&reply).await.is_err() {
                                 break false;
                             }
                         }
@@ -135,7 +206,7 @@ impl Connection {
                         Some(Ok(AggregatedMessage::Pong(_))) => {}
                         Some(Ok(AggregatedMessage::Close(_))) | None => break false,
                         Some(Err(e)) => {
-                            tracing::debug!(conn, error = %e, "signaling protocol error");
+                            tracing::debug!(room = %self.room, error = %e, "signaling protocol error");
                             let e = protocol_failure(e);
                             let _ = self.send(&ServerMessage::error(&e)).await;
                             let _ = self.session.clone().close(Some(close(1009, e.code))).await;
@@ -160,7 +231,7 @@ impl Connection {
             }
         };
         if !ended_by_node {
-            self.state.hub.disconnected(&room, conn);
+            backend.disconnected();
         }
     }
 
@@ -174,22 +245,9 @@ impl Connection {
         });
     }
 
-    /// Revokes the invite `certificate/invite` (hex) a host removed someone with.
-    async fn revoke(&self, invite: &str) -> Result<(), ProtocolError> {
-        let ids = invite.split_once('/').and_then(|(c, i)| Some((CapabilityId::from_hex(c)?, CapabilityId::from_hex(i)?)));
-        let Some((certificate, invite)) = ids else {
-            tracing::error!(invite, "a seat's invite is not certificate/invite");
-            return Ok(());
-        };
-        let now = clock::now();
-        self.state.db(move |s| s.revoke_invite_under(certificate, invite, now)).await?;
-        tracing::info!(room = %self.room, %invite, "invite revoked with a removal");
-        Ok(())
-    }
-
-    /// Waits for the `join`. Anything else, or nothing in time, ends the connection with a
-    /// reason.
-    async fn first_message(&mut self, stream: &mut actix_ws::AggregatedMessageStream) -> Option<ClientMessage> {
+    /// Waits for the `join` (returned as sent, and parsed). Anything else, or nothing in
+    /// time, ends the connection with a reason.
+    async fn first_message(&mut self, stream: &mut actix_ws::AggregatedMessageStream) -> Option<(String, ClientMessage)> {
         let refusal = loop {
             let frame = match tokio::time::timeout(JOIN_TIMEOUT, stream.recv()).await {
                 Err(_) => break ProtocolError::new("join_timeout", "No join message arrived in time."),
@@ -197,7 +255,7 @@ impl Connection {
             };
             match frame {
                 Some(Ok(AggregatedMessage::Text(text))) => match protocol::parse(&text) {
-                    Ok(join @ ClientMessage::Join { .. }) => return Some(join),
+                    Ok(join @ ClientMessage::Join { .. }) => return Some((text.to_string(), join)),
                     Ok(_) => break ProtocolError::new("not_joined", "The first message must be a join."),
                     Err(e) => break e,
                 },
@@ -217,8 +275,49 @@ impl Connection {
         None
     }
 
+    /// A reply of the node's own; a browser that has not taken it within [`WRITE_LIMIT`]
+    /// counts as gone.
+    async fn send(&mut self, message: &ServerMessage) -> Result<(), actix_ws::Closed> {
+        let text = serde_json::to_string(message).expect("server messages always serialize");
+        tokio::time::timeout(WRITE_LIMIT, self.session.text(text)).await.unwrap_or(Err(actix_ws::Closed))
+    }
+}
+
+/// How a refused join closes: "try again later" for the join rate, refused otherwise.
+fn refusal(e: &ProtocolError) -> CloseReason {
+    close(if e.code == "join_rate_limited" { CLOSE_TRY_AGAIN } else { CLOSE_REFUSED }, e.code)
+}
+
+/// One participant's seat as the meeting's home node runs it: the join's checks, then each
+/// message into the room. Where the participant's socket is (on this node, or on an edge
+/// node of the cluster) is not its concern: what the room sends goes through the hub's
+/// queue, and a direct reply (a pong, the SFU's answer) is returned.
+pub struct Signaler {
+    state: Arc<AppState>,
+    room: RoomName,
+    /// The client's network (an IPv4 address or an IPv6 /64).
+    origin: IpAddr,
+    conn: ConnId,
+    queue: Queue,
+}
+
+impl Signaler {
+    /// Revokes the invite `certificate/invite` (hex) a host removed someone with.
+    async fn revoke(&self, invite: &str) -> Result<(), ProtocolError> {
+        let ids = invite.split_once('/').and_then(|(c, i)| Some((CapabilityId::from_hex(c)?, CapabilityId::from_hex(i)?)));
+        let Some((certificate, invite)) = ids else {
+            tracing::error!(invite, "a seat's invite is not certificate/invite");
+            return Ok(());
+        };
+        let now = clock::now();
+        self.state.db(move |s| s.revoke_invite_under(certificate, invite, now)).await?;
+        tracing::info!(room = %self.room, %invite, "invite revoked with a removal");
+        Ok(())
+    }
+
     /// Checks the invite and the name, then takes (or takes back) a seat.
-    async fn seat(&self, conn: ConnId, queue: &Queue, join: ClientMessage) -> Result<(), ProtocolError> {
+    async fn seat(&self, join: ClientMessage) -> Result<(), ProtocolError> {
+        let (conn, queue) = (self.conn, &self.queue);
         let ClientMessage::Join { invite, name, audio, video, resume, .. } = join else { unreachable!("first_message returns joins") };
         let name = protocol::display_name(&name)?;
         let room = self.room.clone();
@@ -257,7 +356,8 @@ impl Connection {
     }
 
     /// One message after the join.
-    async fn handle(&mut self, conn: ConnId, queue: &Queue, text: &str) -> Result<(), ProtocolError> {
+    async fn handle(&self, text: &str) -> Result<Option<ServerMessage>, ProtocolError> {
+        let (conn, queue) = (self.conn, &self.queue);
         let message = protocol::parse(text)?;
         let hub = &self.state.hub;
         let room = self.room.as_str();
@@ -300,10 +400,7 @@ impl Connection {
             ClientMessage::Hand { raised } => hub.act(room, conn, queue, |r, _| r.hand(conn, raised)),
             ClientMessage::LowerHand { participant } => hub.act(room, conn, queue, |r, _| r.lower_hand(conn, participant)),
             ClientMessage::Leave {} => hub.act(room, conn, queue, |r, now| r.leave(conn, now)),
-            ClientMessage::Ping {} => {
-                let _ = self.send(&ServerMessage::Pong {}).await;
-                Ok(())
-            }
+            ClientMessage::Ping {} => return Ok(Some(ServerMessage::Pong {})),
             ClientMessage::SfuOffer { sdp } => {
                 let (participant, sharing, (held_audio, held_video)) =
                     hub.act(room, conn, queue, |r, now| r.sfu_offer(conn, now).map(|id| (id, r.sharing(id), r.held(id)))).map_err(|e| e.to_protocol())?;
@@ -321,8 +418,7 @@ impl Connection {
                 if held_audio || held_video {
                     self.state.relay.hold(peer, Held { audio: held_audio, video: held_video });
                 }
-                let _ = self.send(&ServerMessage::SfuAnswer { sdp: answer }).await;
-                Ok(())
+                return Ok(Some(ServerMessage::SfuAnswer { sdp: answer }));
             }
             ClientMessage::SfuView { tiles } => {
                 let Some(participant) = hub.act(room, conn, queue, |r, _| r.seat_of(conn)) else {
@@ -335,14 +431,69 @@ impl Connection {
                 Ok(())
             }
         };
-        result.map_err(|e| e.to_protocol())
+        result.map(|()| None).map_err(|e| e.to_protocol())
     }
+}
 
-    /// A reply of the node's own; a browser that has not taken it within [`WRITE_LIMIT`]
-    /// counts as gone.
-    async fn send(&mut self, message: &ServerMessage) -> Result<(), actix_ws::Closed> {
-        let text = serde_json::to_string(message).expect("server messages always serialize");
-        tokio::time::timeout(WRITE_LIMIT, self.session.text(text)).await.unwrap_or(Err(actix_ws::Closed))
+/// A seat whose participant's socket is on another node of the cluster (their edge): the
+/// same checks and the same room as a local connection's, with the socket's side carried by
+/// the control plane. Runs on the meeting's home node.
+pub async fn serve_remote_seat(state: Arc<AppState>, seat: RemoteSeat) {
+    let RemoteSeat { room, origin, mut frames, back } = seat;
+    let refuse = |e: ProtocolError| {
+        back.send(Down::Text(serde_json::to_string(&ServerMessage::error(&e)).expect("server messages always serialize")));
+        let reason = refusal(&e);
+        back.send(Down::Close { code: reason.code.into(), reason: reason.description.unwrap_or_default() });
+    };
+    let room = match RoomName::normalize(&room) {
+        Ok(room) => room,
+        Err(e) => return refuse(ProtocolError::new("room_invalid", format!("{}.", e.0))),
+    };
+    // The edge relays only a join that parsed.
+    let join = match frames.recv().await {
+        Some(Up::Join(text)) => match protocol::parse(&text) {
+            Ok(join @ ClientMessage::Join { .. }) => join,
+            Ok(_) => return refuse(ProtocolError::new("not_joined", "The first message must be a join.")),
+            Err(e) => return refuse(e),
+        },
+        _ => return,
+    };
+    let (conn, queue, mut outbox) = state.hub.connection();
+    let signaler = Signaler { state: state.clone(), room, origin, conn, queue };
+    if let Err(e) = signaler.seat(join).await {
+        return refuse(e);
+    }
+    let dropped = outbox.dropped_signal();
+    let as_text = |m: &ServerMessage| Down::Text(serde_json::to_string(m).expect("server messages always serialize"));
+    loop {
+        tokio::select! {
+            biased;
+            () = dropped.wait() => {
+                back.send(Down::Close { code: 1011, reason: "stalled".into() });
+                break;
+            }
+            out = outbox.recv() => match out {
+                Some(Outbound::Text(text)) => back.send(Down::Text(text)),
+                Some(Outbound::Close(why)) => {
+                    let reason = close_for(why);
+                    back.send(Down::Close { code: reason.code.into(), reason: reason.description.unwrap_or_default() });
+                    break;
+                }
+                None => break,
+            },
+            frame = frames.recv() => match frame {
+                Some(Up::Text(text)) => match signaler.handle(&text).await {
+                    Ok(Some(reply)) => back.send(as_text(&reply)),
+                    Ok(None) => {}
+                    Err(e) => back.send(as_text(&ServerMessage::error(&e))),
+                },
+                Some(Up::Join(_)) => back.send(as_text(&ServerMessage::error(&RoomError::AlreadySeated.to_protocol()))),
+                Some(Up::Closed) | None => {
+                    state.hub.disconnected(signaler.room.as_str(), conn);
+                    break;
+                }
+            },
+        }
     }
 }
 
