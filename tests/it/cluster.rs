@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use confab_tests::cluster::Cluster;
 use confab_tests::eventually_or;
+use confab_tests::meeting::{Participant, each_receives_the_others};
 use confab_tests::node::{Node, check_invite, make_invite};
 use confab_tests::signaling::{Heard, Signaling};
 use serde_json::{Value, json};
@@ -197,4 +198,66 @@ async fn the_same_link_opened_on_any_node_joins_the_same_meeting() {
     }
     assert_eq!(ana.wait_for("left").await["participant"], id(&welcome_c).as_str());
     assert_eq!(bo.wait_for("left").await["participant"], id(&welcome_c).as_str());
+}
+
+/// A room name (`prefix-N`) whose home, as node 1 says, is `home` (a node key, hex).
+async fn room_homed_at(cluster: &Cluster, admin: &reqwest::Client, prefix: &str, home: &str) -> String {
+    for n in 0..64 {
+        let room = format!("{prefix}-{n}");
+        let res = admin.get(cluster.node(0).api(&format!("/api/cluster?room={room}"))).send().await.unwrap();
+        let status: Value = res.json().await.unwrap();
+        if status["home"] == home {
+            return room;
+        }
+    }
+    panic!("no room of 64 has its home at {home}");
+}
+
+/// kill -9 of a meeting's home node: its two participants, each on another node, are back
+/// in the meeting and receive each other's audio and video within 10 s, with no action
+/// from them (their nodes close their sockets as "moved", the pages reconnect, the meeting
+/// has a new home).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_meetings_home_dies_its_participants_elsewhere_are_back_within_10_s() {
+    let _browsers = confab_tests::browser::exclusive().await;
+    let mut cluster = Cluster::prepare(3, 3);
+    cluster.start_all().await;
+    for i in 0..3 {
+        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
+    }
+    let admin = cluster.node(0).admin().await;
+    let status: Value = admin.get(cluster.node(0).api("/api/cluster")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["epoch"], 4);
+    assert_eq!(status["members"].as_array().unwrap().iter().filter(|m| m["connected"] == true).count(), 3, "{status}");
+    let room = room_homed_at(&cluster, &admin, "failover", &cluster.members[2].key).await;
+    let key = confab_keys::AccountKey::from_seed([3; 32]);
+    let invite = make_invite(&admin, cluster.node(0), &key, &room, 3600).await;
+    for i in 0..2 {
+        wait_admitted(cluster.node(i), &room, &invite).await;
+    }
+    let (link_a, link_b) = (format!("{}/m/{room}#{invite}", cluster.node(0).url), format!("{}/m/{room}#{invite}", cluster.node(1).url));
+    let (a, b) = tokio::join!(Participant::chromium(&link_a, "Ana"), Participant::chromium(&link_b, "Bo"));
+    let (mut a, mut b) = (a, b);
+    a.join().await;
+    b.join().await;
+    each_receives_the_others(&[&a, &b]).await;
+    assert_eq!(cluster.node(2).metric("confab_participants").await, 2, "node 3 runs the meeting");
+    assert_eq!(cluster.node(0).metric("confab_participants").await, 0, "node 1 only relays Ana's signaling");
+
+    let killed = Instant::now();
+    cluster.members[2].node.as_mut().unwrap().kill();
+    for p in [&mut a, &mut b] {
+        let page = &p.browser;
+        confab_tests::eventually("the page to be seated again", Duration::from_secs(20), || async move {
+            (page.eval("return window.confabCall.signaling.welcomes").await.as_u64() >= Some(2)).then_some(())
+        })
+        .await;
+        p.wait_seated().await;
+    }
+    each_receives_the_others(&[&a, &b]).await;
+    let back = killed.elapsed();
+    println!("after kill -9 of the meeting's home, both participants received media again {} ms later", back.as_millis());
+    let seated: u64 = cluster.node(0).metric("confab_participants").await + cluster.node(1).metric("confab_participants").await;
+    assert_eq!(seated, 2, "one new home holds both seats");
+    assert!(back <= Duration::from_secs(10), "participants must be back within 10 s of their meeting's home dying, took {back:?}");
 }

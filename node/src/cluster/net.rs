@@ -62,7 +62,14 @@ enum Gossip {
     Membership(String),
     /// The accounts node's replicated tables changed: fetch a snapshot.
     Changed { generation: u64 },
+    /// The members the sender is connected to (itself included), every [`LIVE_EVERY`] and
+    /// when it changes.
+    Live { members: Vec<[u8; 32]> },
 }
+
+/// How often each node says whom it is connected to, and how long that stays believed.
+const LIVE_EVERY: Duration = Duration::from_secs(1);
+const LIVE_BELIEVED: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
@@ -197,6 +204,7 @@ pub struct Counters {
 pub struct Cluster {
     pub counters: Arc<Counters>,
     live: Arc<RwLock<BTreeSet<[u8; 32]>>>,
+    reports: Reports,
     view: Arc<RwLock<View>>,
     own: [u8; 32],
     commands: mpsc::UnboundedSender<Command>,
@@ -221,13 +229,23 @@ impl Cluster {
         self.own
     }
 
-    /// The meeting's home: among the live media members, by the rendezvous hash. This node
-    /// when it sees no other.
+    /// The meeting's home: by the rendezvous hash among the media members that this node and
+    /// every member it has heard from lately can reach (so that while a link between two
+    /// members is cut, every node still picks a home all of them reach, and after it heals
+    /// every node picks the same one). This node when it finds none.
     pub fn home_of(&self, room: &str) -> [u8; 32] {
         let view = self.view.read().expect("never poisoned");
         let live = self.live();
+        let reports = self.reports.read().expect("never poisoned");
+        let believed: Vec<&BTreeSet<[u8; 32]>> =
+            reports.iter().filter(|(k, (at, _))| **k != self.own && at.elapsed() < LIVE_BELIEVED).map(|(_, (_, members))| members).collect();
         let now = clock::now();
-        let candidates: Vec<Candidate> = view.media_nodes(now).into_iter().filter(|k| live.contains(k)).map(|node| Candidate { node, weight: 1.0 }).collect();
+        let candidates: Vec<Candidate> = view
+            .media_nodes(now)
+            .into_iter()
+            .filter(|k| live.contains(k) && believed.iter().all(|seen| seen.contains(k)))
+            .map(|node| Candidate { node, weight: 1.0 })
+            .collect();
         home(room, &candidates).unwrap_or(self.own)
     }
 
@@ -256,16 +274,18 @@ pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Stor
     let shared_view = Arc::new(RwLock::new(view.clone()));
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (seats_tx, seats_rx) = mpsc::unbounded_channel();
+    let reports: Reports = Arc::default();
     let cluster = Cluster {
         counters: counters.clone(),
         live: live.clone(),
+        reports: reports.clone(),
         view: shared_view.clone(),
         own,
         commands: commands.clone(),
         next_conn: AtomicU64::new(1),
         seats: std::sync::Mutex::new(Some(seats_rx)),
     };
-    let wiring = Wiring { commands, command_rx, seats: seats_tx };
+    let wiring = Wiring { commands, command_rx, seats: seats_tx, reports };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("cluster".into()).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("cluster-rt").enable_all().build() {
@@ -341,11 +361,15 @@ pub fn peer_of(key: &[u8; 32]) -> Option<PeerId> {
     Some(identity::PublicKey::from(public).to_peer_id())
 }
 
+/// What each member last said it is connected to, and when.
+type Reports = Arc<RwLock<HashMap<[u8; 32], (Instant, BTreeSet<[u8; 32]>)>>>;
+
 /// The channels between the swarm's loop and the rest of the node.
 struct Wiring {
     commands: mpsc::UnboundedSender<Command>,
     command_rx: mpsc::UnboundedReceiver<Command>,
     seats: mpsc::UnboundedSender<RemoteSeat>,
+    reports: Reports,
 }
 
 struct Plane {
@@ -373,6 +397,7 @@ struct Plane {
     /// The store's generation when this node last told the others (or the accounts node).
     told_generation: u64,
     last_resync: Instant,
+    last_live: Instant,
 }
 
 impl Plane {
@@ -411,6 +436,7 @@ impl Plane {
             file_stamp: None,
             told_generation,
             last_resync: Instant::now(),
+            last_live: Instant::now(),
         };
         plane.follow_view();
         plane
@@ -467,9 +493,18 @@ impl Plane {
         self.publish_live();
     }
 
-    fn publish_live(&self) {
+    /// Shares whom this node is connected to: with the rest of the node and, when it changed
+    /// or [`LIVE_EVERY`] passed, with the other members.
+    fn publish_live(&mut self) {
         let live: BTreeSet<[u8; 32]> = self.connections.iter().filter(|(_, n)| **n > 0).filter_map(|(p, _)| self.members.get(p).copied()).collect();
         self.counters.peers.store(live.len() as u64, Ordering::Relaxed);
+        let changed = *self.live.read().expect("never poisoned") != live;
+        if changed || self.last_live.elapsed() >= LIVE_EVERY {
+            self.last_live = Instant::now();
+            let mut members: Vec<[u8; 32]> = live.iter().copied().collect();
+            members.push(self.own);
+            self.gossip(Gossip::Live { members });
+        }
         *self.live.write().expect("never poisoned") = live;
     }
 
@@ -511,6 +546,7 @@ impl Plane {
 
     fn on_tick(&mut self) {
         self.read_membership_file();
+        self.publish_live();
         self.dial_missing();
         let generation = self.store.generation();
         if generation != self.told_generation {
@@ -781,6 +817,11 @@ impl Plane {
                 let Some(source) = message.source.filter(|s| self.members.contains_key(s)) else { return };
                 match serde_json::from_slice::<Gossip>(&message.data) {
                     Ok(Gossip::Membership(text)) => self.offer_text(&text, "gossip"),
+                    Ok(Gossip::Live { members }) => {
+                        if let Some(key) = self.members.get(&source) {
+                            self.wiring.reports.write().expect("never poisoned").insert(*key, (Instant::now(), members.into_iter().collect()));
+                        }
+                    }
                     Ok(Gossip::Changed { .. }) => {
                         if self.accounts_peer() == Some(source) {
                             self.sync_with(source);

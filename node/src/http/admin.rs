@@ -12,7 +12,44 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/accounts", web::get().to(list))
         .route("/accounts/{username}/ticketmaster", web::post().to(set_ticketmaster))
         .route("/accounts/{username}/disable", web::post().to(disable))
-        .route("/accounts/{username}/enable", web::post().to(enable));
+        .route("/accounts/{username}/enable", web::post().to(enable))
+        .route("/cluster", web::get().to(cluster));
+}
+
+#[derive(Deserialize)]
+struct ClusterQuery {
+    room: Option<String>,
+}
+
+/// The cluster as this node sees it: the epoch it follows, each member and whether it is
+/// connected, and (`?room=NAME`) which node is that meeting's home. `{"cluster": null}` for a
+/// node on its own.
+async fn cluster(state: web::Data<AppState>, who: LoggedIn, query: web::Query<ClusterQuery>) -> Result<HttpResponse, ApiError> {
+    who.require_admin()?;
+    let Some(cluster) = &state.cluster else { return Ok(HttpResponse::Ok().json(serde_json::json!({ "cluster": null }))) };
+    let (view, live, now) = (cluster.view(), cluster.live(), clock::now());
+    let hex = |k: &[u8]| crate::secrets::hex(k);
+    let members: Vec<serde_json::Value> = view
+        .members(now)
+        .map(|m| {
+            serde_json::json!({
+                "node_key": hex(&m.node_key),
+                "roles": m.roles.names(),
+                "addresses": m.addresses,
+                "expires": m.expires,
+                "connected": live.contains(&m.node_key),
+                "this_node": m.node_key == cluster.own_key(),
+            })
+        })
+        .collect();
+    let home = query.room.as_deref().and_then(|room| confab_keys::RoomName::normalize(room).ok()).map(|room| hex(&cluster.home_of(room.as_str())));
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "cluster": hex(&view.cluster()),
+        "epoch": view.epoch(),
+        "this_node": hex(&cluster.own_key()),
+        "members": members,
+        "home": home,
+    })))
 }
 
 async fn list(state: web::Data<AppState>, who: LoggedIn) -> Result<HttpResponse, ApiError> {

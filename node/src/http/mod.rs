@@ -259,6 +259,26 @@ pub async fn run(
             signaling::relay_notice(&relaying, notice);
         }
     });
+    // A meeting whose home is now another node (one came back, or a partition healed) moves
+    // there: once this node has seen it so twice in a row, its participants are sent to find
+    // the new home.
+    if let Some(cluster) = state.cluster.clone() {
+        let moving = state.clone();
+        actix_web::rt::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
+            let mut elsewhere: std::collections::HashSet<String> = Default::default();
+            loop {
+                every.tick().await;
+                let now_elsewhere: std::collections::HashSet<String> =
+                    moving.hub.rooms().into_iter().filter(|room| cluster.home_of(room) != cluster.own_key()).collect();
+                for room in now_elsewhere.intersection(&elsewhere) {
+                    tracing::info!(room, home = %crate::secrets::hex(&cluster.home_of(room)), "the meeting moves to its home node");
+                    moving.hub.move_away(room);
+                }
+                elsewhere = now_elsewhere;
+            }
+        });
+    }
     // Seats of meetings homed here whose participants' sockets are on other nodes.
     if let Some(mut seats) = state.cluster.as_ref().and_then(|c| c.take_seats()) {
         let serving = state.clone().into_inner();

@@ -528,6 +528,7 @@ fn close_for(why: CloseWhy) -> CloseReason {
         CloseWhy::Replaced => close(CLOSE_REPLACED, "replaced"),
         CloseWhy::Ended => close(CLOSE_ENDED, "ended"),
         CloseWhy::Denied => close(CLOSE_DENIED, "turned_away"),
+        CloseWhy::Moved => close(crate::cluster::net::CLOSE_HOME_LOST, "moved"),
     }
 }
 

@@ -199,6 +199,23 @@ impl Hub {
         }
     }
 
+    /// The meetings in progress here.
+    pub fn rooms(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// The meeting `room` moved to another node: see [`Room::move_away`].
+    pub fn move_away(&self, room: &str) {
+        let now = self.now();
+        let mut rooms = self.lock();
+        let Some(entry) = rooms.get_mut(room) else { return };
+        entry.room.move_away(now);
+        entry.deliver(now, &self.outside);
+        if entry.room.is_empty() {
+            rooms.remove(room);
+        }
+    }
+
     /// `conn`'s WebSocket is gone.
     pub fn disconnected(&self, room: &str, conn: ConnId) {
         let now = self.now();

@@ -117,6 +117,8 @@ pub enum CloseWhy {
     Replaced,
     /// A host turned this guest away from the lobby.
     Denied,
+    /// The meeting moved to another node of the cluster: come back (the same link finds it).
+    Moved,
 }
 
 /// What the joining participant asks for, already validated by the shell.
@@ -895,6 +897,26 @@ impl Room {
             self.effects.push(Effect::Close { conn, why: CloseWhy::Ended });
         }
         self.locked = false;
+    }
+
+    /// The meeting's home is now another node of the cluster: every connection is closed
+    /// with [`CloseWhy::Moved`] (browsers come back and find the new home) and every seat is
+    /// let go, without telling anyone that the others left.
+    pub fn move_away(&mut self, now: Millis) {
+        let conns: Vec<ConnId> = self
+            .participants
+            .values()
+            .filter_map(|p| if let Link::Connected(c) = p.link { Some(c) } else { None })
+            .chain(self.waiting.values().map(|w| w.conn))
+            .collect();
+        for conn in conns {
+            self.effects.push(Effect::Close { conn, why: CloseWhy::Moved });
+        }
+        self.waiting.clear();
+        let everyone: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        for id in everyone {
+            self.remove_participant(id, LeftReason::Ended, now);
+        }
     }
 
     /// Ends seats whose grace period is over and completes a pending return to mesh.

@@ -1044,3 +1044,23 @@ fn a_host_revokes_an_invite_with_a_removal_only_when_it_was_made_for_that_one_pe
     assert_eq!(room.len(), 2);
     assert_eq!(room.remove(1, shared, false, 50), Ok(None));
 }
+
+/// A meeting whose home moved to another node closes every connection (they come back to
+/// the new home) before it lets the seats go, so nobody is told that the others left.
+#[test]
+fn moving_away_closes_every_connection_first_and_empties_the_room() {
+    let mut room = Room::new("r", config(4));
+    let a = join(&mut room, 1, "A", 0);
+    let b = join(&mut room, 2, "B", 0);
+    room.take_effects();
+    room.move_away(5);
+    let effects = room.take_effects();
+    let closes: Vec<&Effect> = effects.iter().filter(|e| matches!(e, Effect::Close { .. })).collect();
+    assert_eq!(closes, vec![&Effect::Close { conn: 1, why: CloseWhy::Moved }, &Effect::Close { conn: 2, why: CloseWhy::Moved }]);
+    let first_other = effects.iter().position(|e| !matches!(e, Effect::Close { .. })).unwrap();
+    assert_eq!(first_other, 2, "the closes come before anything else: {effects:?}");
+    for id in [a, b] {
+        assert!(effects.iter().any(|e| matches!(e, Effect::Departed { participant, .. } if *participant == id)), "{id} lets go of the relay");
+    }
+    assert!(room.is_empty());
+}
