@@ -261,3 +261,102 @@ async fn when_a_meetings_home_dies_its_participants_elsewhere_are_back_within_10
     assert_eq!(seated, 2, "one new home holds both seats");
     assert!(back <= Duration::from_secs(10), "participants must be back within 10 s of their meeting's home dying, took {back:?}");
 }
+
+/// A protocol client that does what a browser does when its node closes the socket as
+/// "moved" (1012): it comes back, to the same node, with the same link.
+fn rejoining(base: String, room: String, invite: String, name: &'static str) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let mut s = Signaling::connect_to(&base, &room).await;
+            s.send(json!({"type": "join", "v": 1, "invite": invite, "name": name, "audio": true, "video": true})).await;
+            let code = loop {
+                match s.receive().await {
+                    Heard::Message(_) => continue,
+                    Heard::Closed(code) => break code,
+                }
+            };
+            assert_eq!(code, Some(1012), "{name}'s socket closed for another reason than a move");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
+/// Seats per node (`confab_participants`).
+async fn seats(cluster: &Cluster) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in 0..cluster.members.len() {
+        out.push(cluster.node(i).metric("confab_participants").await);
+    }
+    out
+}
+
+/// Cut node 1 off from node 2 (node 3 still reaches both) and heal: during the cut the
+/// meeting lives where both participants' nodes reach (node 3), after healing it has one
+/// home again within 5 s; an invite revoked on the accounts node during the cut is refused
+/// by node 2 after healing, and after node 2 restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_heals_into_one_home_per_meeting_and_keeps_what_was_revoked() {
+    let mut cluster = Cluster::prepare(3, 3);
+    cluster.start_all().await;
+    for i in 0..3 {
+        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
+    }
+    let admin = cluster.node(0).admin().await;
+    let room = room_homed_at(&cluster, &admin, "partition", &cluster.members[0].key).await;
+    let key = confab_keys::AccountKey::from_seed([3; 32]);
+    let invite = make_invite(&admin, cluster.node(0), &key, &room, 3600).await;
+    let doomed = make_invite(&admin, cluster.node(0), &key, &room, 3600).await;
+    for i in 0..3 {
+        wait_admitted(cluster.node(i), &room, &doomed).await;
+    }
+    let ana = rejoining(cluster.node(0).url.clone(), room.clone(), invite.clone(), "Ana");
+    let bo = rejoining(cluster.node(1).url.clone(), room.clone(), invite.clone(), "Bo");
+    eventually_or("both seated at node 1", Duration::from_secs(10), || async {
+        let s = seats(&cluster).await;
+        if s == [2, 0, 0] { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+
+    cluster.members[0].ns.cut_off_from(&cluster.members[1].ns, true);
+    for i in 0..2 {
+        cluster.wait_peers(i, 1, Duration::from_secs(10)).await;
+    }
+    // The only node both sides reach runs the meeting.
+    eventually_or("the meeting to move to node 3", Duration::from_secs(15), || async {
+        let s = seats(&cluster).await;
+        if s == [0, 0, 2] { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    let id = confab_keys::Invite::from_text(&doomed).unwrap().body().id.to_hex();
+    let res = admin.post(cluster.node(0).api(&format!("/api/invites/{id}/revoke"))).json(&json!({})).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(check_invite(cluster.node(1), &room, &doomed).await.0, 200, "node 2 cannot have heard yet");
+
+    let healed = Instant::now();
+    cluster.members[0].ns.cut_off_from(&cluster.members[1].ns, false);
+    eventually_or("one home again, node 1", Duration::from_secs(15), || async {
+        let s = seats(&cluster).await;
+        if s == [2, 0, 0] { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    let one_home = healed.elapsed();
+    println!("after healing, the meeting had one home again in {} ms", one_home.as_millis());
+    assert!(one_home <= Duration::from_secs(5), "one home per meeting within 5 s of healing, took {one_home:?}");
+    let node2 = cluster.node(1);
+    let doomed_text = doomed.clone();
+    let room_name = room.clone();
+    eventually_or("node 2 to refuse the invite revoked during the cut", Duration::from_secs(15), || {
+        let (doomed, room) = (doomed_text.clone(), room_name.clone());
+        async move {
+            let (status, code) = check_invite(node2, &room, &doomed).await;
+            if code == "capability_revoked" { Ok(()) } else { Err(format!("{status} {code}")) }
+        }
+    })
+    .await;
+    ana.abort();
+    bo.abort();
+    cluster.members[1].node.as_mut().unwrap().kill();
+    cluster.members[1].node = None;
+    cluster.start(1, &[]).await;
+    assert_eq!(check_invite(cluster.node(1), &room, &doomed).await.1, "capability_revoked", "after a restart too");
+}

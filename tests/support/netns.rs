@@ -185,6 +185,21 @@ impl Namespace {
         self.must(&["nft", "add", "rule", "inet", "confab_loss", "input", "meta", "l4proto", "udp", "numgen", "random", "mod", "100", "<", &percent, "drop"]);
     }
 
+    /// Drops every packet between this namespace and `other` (a partition between two nodes
+    /// of a cluster; both keep reaching everyone else); `false` heals it.
+    pub fn cut_off_from(&self, other: &Namespace, cut: bool) {
+        let _ = run(&["ip", "netns", "exec", &self.name, "nft", "delete", "table", "inet", "confab_cut"]);
+        if !cut {
+            return;
+        }
+        let peer = other.ns_ip.to_string();
+        self.must(&["nft", "add", "table", "inet", "confab_cut"]);
+        self.must(&["nft", "add", "chain", "inet", "confab_cut", "input", "{ type filter hook input priority 0 ; }"]);
+        self.must(&["nft", "add", "chain", "inet", "confab_cut", "output", "{ type filter hook output priority 0 ; }"]);
+        self.must(&["nft", "add", "rule", "inet", "confab_cut", "input", "ip", "saddr", &peer, "drop"]);
+        self.must(&["nft", "add", "rule", "inet", "confab_cut", "output", "ip", "daddr", &peer, "drop"]);
+    }
+
     /// Removes any cap or firewall.
     pub fn unlimit(&self) {
         let _ = run(&["tc", "qdisc", "del", "dev", &self.host_if, "root"]);
