@@ -78,6 +78,9 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     };
     let hub = Hub::new(settings.room.clone(), to_relay);
     let own_media = relay.addrs.clone();
+    if let Some(cluster) = &cluster {
+        cluster.set_public_url(&public_url);
+    }
     let mut state = AppState::new(store, node_key, public_url.clone(), hub, settings.ice_servers.clone(), relay);
     state.trusted = trusted;
     state.cluster = cluster.map(Arc::new);

@@ -64,7 +64,7 @@ enum Gossip {
     Changed { generation: u64 },
     /// The members the sender is connected to (itself included), every [`LIVE_EVERY`] and
     /// when it changes.
-    Live { members: Vec<[u8; 32]> },
+    Live { members: Vec<[u8; 32]>, url: Option<String> },
 }
 
 /// How often each node says whom it is connected to, and how long that stays believed.
@@ -159,6 +159,7 @@ impl Link {
 
 /// What the rest of the node asks of the swarm's loop.
 enum Command {
+    SetUrl(String),
     Open { conn: u64, home: PeerId, down: mpsc::UnboundedSender<Down> },
     Up { home: PeerId, conn: u64, room: String, origin: IpAddr, frame: Up },
     Down { edge: PeerId, conn: u64, frame: Down },
@@ -238,7 +239,7 @@ impl Cluster {
         let live = self.live();
         let reports = self.reports.read().expect("never poisoned");
         let believed: Vec<&BTreeSet<[u8; 32]>> =
-            reports.iter().filter(|(k, (at, _))| **k != self.own && at.elapsed() < LIVE_BELIEVED).map(|(_, (_, members))| members).collect();
+            reports.iter().filter(|(k, r)| **k != self.own && r.at.elapsed() < LIVE_BELIEVED).map(|(_, r)| &r.reaches).collect();
         let now = clock::now();
         let candidates: Vec<Candidate> = view
             .media_nodes(now)
@@ -247,6 +248,22 @@ impl Cluster {
             .map(|node| Candidate { node, weight: 1.0 })
             .collect();
         home(room, &candidates).unwrap_or(self.own)
+    }
+
+    /// Where browsers reach the other members this node is connected to (`https://…`), as
+    /// they said themselves.
+    pub fn node_urls(&self) -> Vec<String> {
+        let live = self.live();
+        let reports = self.reports.read().expect("never poisoned");
+        let mut urls: Vec<String> =
+            reports.iter().filter(|(k, r)| **k != self.own && live.contains(*k) && r.at.elapsed() < LIVE_BELIEVED).filter_map(|(_, r)| r.url.clone()).collect();
+        urls.sort();
+        urls
+    }
+
+    /// Where browsers reach this node, for the other members to tell theirs.
+    pub fn set_public_url(&self, url: &str) {
+        let _ = self.commands.send(Command::SetUrl(url.to_string()));
     }
 
     /// Opens the way to `home` for one participant's socket on this node: what to send it,
@@ -362,7 +379,16 @@ pub fn peer_of(key: &[u8; 32]) -> Option<PeerId> {
 }
 
 /// What each member last said it is connected to, and when.
-type Reports = Arc<RwLock<HashMap<[u8; 32], (Instant, BTreeSet<[u8; 32]>)>>>;
+type Reports = Arc<RwLock<HashMap<[u8; 32], Report>>>;
+
+/// What a member last said of itself.
+#[derive(Debug, Clone)]
+struct Report {
+    at: Instant,
+    reaches: BTreeSet<[u8; 32]>,
+    /// Where browsers reach it (`https://host[:port]`), if it said.
+    url: Option<String>,
+}
 
 /// The channels between the swarm's loop and the rest of the node.
 struct Wiring {
@@ -398,6 +424,8 @@ struct Plane {
     told_generation: u64,
     last_resync: Instant,
     last_live: Instant,
+    /// This node's public URL, once the HTTP side knows it.
+    url: Option<String>,
 }
 
 impl Plane {
@@ -437,6 +465,7 @@ impl Plane {
             told_generation,
             last_resync: Instant::now(),
             last_live: Instant::now(),
+            url: None,
         };
         plane.follow_view();
         plane
@@ -503,7 +532,7 @@ impl Plane {
             self.last_live = Instant::now();
             let mut members: Vec<[u8; 32]> = live.iter().copied().collect();
             members.push(self.own);
-            self.gossip(Gossip::Live { members });
+            self.gossip(Gossip::Live { members, url: self.url.clone() });
         }
         *self.live.write().expect("never poisoned") = live;
     }
@@ -637,6 +666,7 @@ impl Plane {
 
     fn on_command(&mut self, command: Command) {
         match command {
+            Command::SetUrl(url) => self.url = Some(url),
             Command::Open { conn, home, down } => {
                 if !self.swarm.is_connected(&home) {
                     let _ = down.send(Down::Close { code: CLOSE_HOME_LOST, reason: "home_unreachable".into() });
@@ -817,9 +847,14 @@ impl Plane {
                 let Some(source) = message.source.filter(|s| self.members.contains_key(s)) else { return };
                 match serde_json::from_slice::<Gossip>(&message.data) {
                     Ok(Gossip::Membership(text)) => self.offer_text(&text, "gossip"),
-                    Ok(Gossip::Live { members }) => {
+                    Ok(Gossip::Live { members, url }) => {
                         if let Some(key) = self.members.get(&source) {
-                            self.wiring.reports.write().expect("never poisoned").insert(*key, (Instant::now(), members.into_iter().collect()));
+                            let url = url.filter(|u| is_public_url(u));
+                            self.wiring
+                                .reports
+                                .write()
+                                .expect("never poisoned")
+                                .insert(*key, Report { at: Instant::now(), reaches: members.into_iter().collect(), url });
                         }
                     }
                     Ok(Gossip::Changed { .. }) => {
@@ -855,6 +890,11 @@ impl Plane {
             _ => {}
         }
     }
+}
+
+/// `https://host[:port]` and nothing that could break out of a header or a CSP source list.
+fn is_public_url(url: &str) -> bool {
+    crate::config::normalize_public_url(url).is_ok_and(|u| u == url) && url.len() <= 256 && !url.contains([';', ',', '\'', '"', '\\']) && url.is_ascii()
 }
 
 /// `host:port` as QUIC multiaddrs (a name is resolved here, each time it is dialled).

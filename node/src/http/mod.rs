@@ -132,9 +132,17 @@ pub fn peer_ip(req: &HttpRequest) -> IpAddr {
     }
 }
 
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-     media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-     form-action 'self'; frame-ancestors 'none'";
+/// The pages' Content-Security-Policy: everything from this node only. In a cluster a
+/// meeting page may also open its signaling socket on the other nodes (to carry on when
+/// this one stops answering), so their `wss://` origins join `connect-src`.
+fn content_security_policy(cluster: Option<&crate::cluster::net::Cluster>) -> String {
+    let others: String = cluster.map(|c| c.node_urls()).unwrap_or_default().iter().map(|u| format!(" {}", u.replacen("https://", "wss://", 1))).collect();
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+         media-src 'self' blob: mediastream:; connect-src 'self'{others}; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'"
+    )
+}
 
 /// Routes and middleware, shared by the server and by tests that run the app in-process.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -289,12 +297,23 @@ pub async fn run(
         });
     }
     let server = HttpServer::new(move || {
+        let cluster = state.cluster.clone();
         App::new()
             .app_data(state.clone())
             .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(log_server_errors))
+            .wrap_fn(move |req, srv| {
+                let fut = srv.call(req);
+                let policy = content_security_policy(cluster.as_deref());
+                async move {
+                    let mut res = fut.await?;
+                    if let Ok(value) = header::HeaderValue::from_str(&policy) {
+                        res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
+                    }
+                    Ok(res)
+                }
+            })
             .wrap(
                 DefaultHeaders::new()
-                    .add((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
                     .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                     .add((header::REFERRER_POLICY, "no-referrer"))
                     .add((header::X_FRAME_OPTIONS, "DENY"))

@@ -150,6 +150,9 @@ impl Connection {
                 Backend::Local { signaler, outbox, dropped }
             }
         };
+        // In a cluster, right after the seat's first message (its welcome): where to come back
+        // if this node stops answering.
+        let mut nodes_told = self.state.cluster.is_none();
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         let mut heard = Instant::now();
         let mut budget = Budget::new(self.state.hub.now());
@@ -164,6 +167,13 @@ impl Connection {
                         break true;
                     }
                     Next::Text(text) => match tokio::time::timeout(WRITE_LIMIT, self.session.text(text)).await {
+                        Ok(Ok(())) if !nodes_told => {
+                            nodes_told = true;
+                            let urls = self.state.cluster.as_ref().map(|c| c.node_urls()).unwrap_or_default();
+                            if self.send(&ServerMessage::Nodes { urls }).await.is_err() {
+                                break false;
+                            }
+                        }
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break false,
                         Err(_) => {

@@ -492,6 +492,11 @@ pub enum ServerMessage {
         message: String,
     },
     Pong {},
+    /// In a cluster, right after the seat: the other nodes the page may reconnect through if
+    /// this one stops answering.
+    Nodes {
+        urls: Vec<String>,
+    },
     /// The relay's answer to `sfu-offer`.
     SfuAnswer {
         sdp: String,

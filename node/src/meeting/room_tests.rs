@@ -50,6 +50,7 @@ fn types(effects: &[Effect], conn: ConnId) -> Vec<&'static str> {
             ServerMessage::Removed { .. } => "removed",
             ServerMessage::Error { .. } => "error",
             ServerMessage::Pong {} => "pong",
+            ServerMessage::Nodes { .. } => "nodes",
             ServerMessage::SfuAnswer { .. } => "sfu-answer",
             ServerMessage::SfuSlots { .. } => "sfu-slots",
             ServerMessage::Speaker { .. } => "speaker",

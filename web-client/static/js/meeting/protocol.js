@@ -10,6 +10,8 @@ export const CLOSE = Object.freeze({
   LEFT: 1000,
   POLICY: 1008,
   STALLED: 1011,
+  /// In a cluster: the meeting moved, or this node lost the node that runs it; reconnect.
+  MOVED: 1012,
   TRY_AGAIN: 1013,
   REMOVED: 4001,
   REPLACED: 4002,

@@ -2,7 +2,8 @@
 // The signaling connection (docs/signaling.md): a WebSocket to /ws/ROOM that joins with the
 // invite and, when it drops, reconnects with the same invite and the seat's resume secret so
 // that the node keeps our seat. Media between browsers does not pass through here, so a drop
-// does not interrupt the call.
+// does not interrupt the call. In a cluster the node names the other nodes (`nodes`): when
+// ours cannot be reached, the next reconnection goes through another.
 
 import { log } from "./log.js";
 import * as protocol from "./protocol.js";
@@ -27,13 +28,20 @@ export class Signaling {
   /// any. `handlers`: onWelcome(msg, resumed),
   /// onMessage(msg), onState("connected" | "reconnecting"), onEnd(reason).
   constructor(room, join, handlers) {
-    this.url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/${encodeURIComponent(room)}`;
+    this.path = `/ws/${encodeURIComponent(room)}`;
+    /// The page's own node first, then the others the node named.
+    /** @type {string[]} */
+    this.origins = [`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`];
+    this.originIndex = 0;
+    this.url = this.origins[0] + this.path;
     this.join = join;
     this.handlers = handlers;
     this.resume = null;
     this.socket = null;
     this.ended = false;
     this.welcomed = false;
+    /// Whether the current socket ever opened (one that never did means its node is down).
+    this.opened = false;
     this.backoff = 250;
     this.lastHeard = 0;
     this.lastError = null;
@@ -44,10 +52,13 @@ export class Signaling {
   }
 
   open() {
+    this.url = this.origins[this.originIndex] + this.path;
     const socket = new WebSocket(this.url);
     this.socket = socket;
     this.welcomed = false;
+    this.opened = false;
     socket.onopen = () => {
+      this.opened = true;
       this.lastHeard = Date.now();
       socket.send(JSON.stringify(this.join(this.resume)));
     };
@@ -85,13 +96,31 @@ export class Signaling {
       if (!this.welcomed) return; // The close that follows ends things with this reason.
       log("warn", `the node refused a message: ${message.code}: ${message.message}`);
       this.handlers.onMessage(message);
+    } else if (message.type === "nodes") {
+      this.learnNodes(message.urls);
     } else if (message.type !== "pong") {
       this.handlers.onMessage(message);
     }
   }
 
+  /// Adds the other nodes' `wss://` origins to those the page knows (none is ever dropped:
+  /// a node that is down is skipped when a connection to it fails).
+  learnNodes(urls) {
+    if (!Array.isArray(urls)) return;
+    for (const url of urls) {
+      if (typeof url !== "string" || !/^https:\/\/[^/?#\s]+$/.test(url)) continue;
+      const origin = "wss://" + url.slice("https://".length);
+      if (!this.origins.includes(origin)) this.origins.push(origin);
+    }
+  }
+
   closed(code) {
     if (this.ended) return;
+    // A node that could not be reached at all: the next attempt goes through another one.
+    if (!this.opened && this.origins.length > 1) {
+      this.originIndex = (this.originIndex + 1) % this.origins.length;
+      log("info", `signaling: trying ${this.origins[this.originIndex]}`);
+    }
     if (FINAL_CLOSES.has(code) || (code !== CLOSE.TRY_AGAIN && !this.welcomed && this.lastError && this.resume === null)) {
       const why = t(CLOSE_REASONS.get(code) ?? "ended.closed");
       this.end(this.lastError?.message ?? why);
