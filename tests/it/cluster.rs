@@ -98,6 +98,26 @@ async fn an_invite_made_on_the_accounts_node_admits_everywhere_and_its_revocatio
         assert_eq!(seen, "ok");
     }
 
+    // Account pages and calls on another node are sent to the accounts node (307 keeps a
+    // POST a POST); meeting links and the invite check are answered where they are asked.
+    let no_redirects = reqwest::Client::builder().danger_accept_invalid_certs(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let node2 = cluster.node(1);
+    let location = |res: &reqwest::Response| res.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let res = no_redirects.get(node2.api("/create?token=x")).send().await.unwrap();
+    assert_eq!((res.status().as_u16(), location(&res)), (307, first.api("/create?token=x")));
+    let res = no_redirects.post(node2.api("/api/login")).json(&serde_json::json!({"username": "admin", "password": "admin password"})).send().await.unwrap();
+    assert_eq!((res.status().as_u16(), location(&res)), (307, first.api("/api/login")));
+    let res = no_redirects.get(node2.api("/m/spanning")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "a meeting link is served by every node");
+    // Followed, the redirect logs in on the accounts node.
+    let res = confab_tests::client()
+        .post(node2.api("/api/login"))
+        .json(&serde_json::json!({"username": "admin", "password": "admin password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+
     // The owner revokes it on the accounts node: every member refuses it.
     let id = confab_keys::Invite::from_text(&invite).unwrap().body().id.to_hex();
     let res = admin.post(first.api(&format!("/api/invites/{id}/revoke"))).json(&serde_json::json!({})).send().await.unwrap();

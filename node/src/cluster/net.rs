@@ -261,6 +261,19 @@ impl Cluster {
         urls
     }
 
+    /// Whether this node holds the accounts database (always, on its own; in a cluster, the
+    /// member with the accounts role).
+    pub fn holds_accounts(&self) -> bool {
+        self.view().accounts_node(clock::now()) == Some(self.own)
+    }
+
+    /// Where browsers reach the accounts node, if it said (and is reachable from here).
+    pub fn accounts_url(&self) -> Option<String> {
+        let accounts = self.view().accounts_node(clock::now())?;
+        let reports = self.reports.read().expect("never poisoned");
+        reports.get(&accounts).filter(|r| r.at.elapsed() < LIVE_BELIEVED).and_then(|r| r.url.clone())
+    }
+
     /// Where browsers reach this node, for the other members to tell theirs.
     pub fn set_public_url(&self, url: &str) {
         let _ = self.commands.send(Command::SetUrl(url.to_string()));

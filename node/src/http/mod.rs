@@ -132,6 +132,38 @@ pub fn peer_ip(req: &HttpRequest) -> IpAddr {
     }
 }
 
+/// Pages and API routes that work on the accounts database (sign-up, login, sessions,
+/// tokens, accounts, meetings, certificates, invites): in a cluster only the accounts node
+/// serves them. Meeting links, the invite check, signaling, health and metrics work on every
+/// node.
+fn is_accounts_route(path: &str) -> bool {
+    const PAGES: &[&str] = &["/", "/create", "/login", "/account", "/tokens", "/admin"];
+    const API: &[&str] =
+        &["/api/signup", "/api/login", "/api/logout", "/api/me", "/api/certificate", "/api/meetings", "/api/invites", "/api/tokens", "/api/accounts"];
+    if PAGES.contains(&path) {
+        return true;
+    }
+    path != "/api/invites/check" && API.iter().any(|prefix| path == *prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
+}
+
+/// A 307 to the same path and query on the accounts node (307 keeps a POST a POST), or 503
+/// while that node is out of reach.
+fn accounts_redirect(cluster: &crate::cluster::net::Cluster, req: &actix_web::dev::ServiceRequest) -> ServiceResponse {
+    let (http, _) = req.parts();
+    let response = match cluster.accounts_url() {
+        Some(url) => {
+            let target = format!("{url}{}", req.uri().path_and_query().map_or("/", |p| p.as_str()));
+            HttpResponse::TemporaryRedirect().insert_header((header::LOCATION, target)).insert_header((header::CACHE_CONTROL, "no-store")).finish()
+        }
+        None => actix_web::ResponseError::error_response(&ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "accounts_unavailable",
+            "Accounts are kept on one node of this cluster, and it cannot be reached right now. Meetings go on; try again in a while.",
+        )),
+    };
+    ServiceResponse::new(http.clone(), response)
+}
+
 /// The pages' Content-Security-Policy: everything from this node only. In a cluster a
 /// meeting page may also open its signaling socket on the other nodes (to carry on when
 /// this one stops answering), so their `wss://` origins join `connect-src`.
@@ -298,9 +330,22 @@ pub async fn run(
     }
     let server = HttpServer::new(move || {
         let cluster = state.cluster.clone();
+        let accounts_elsewhere = state.cluster.clone().filter(|c| !c.holds_accounts());
         App::new()
             .app_data(state.clone())
             .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(log_server_errors))
+            // In a cluster, accounts live on one node: their pages and API calls are sent there.
+            .wrap_fn(move |req, srv| {
+                let redirect = accounts_elsewhere.as_ref().filter(|_| is_accounts_route(req.path())).map(|c| accounts_redirect(c, &req));
+                let fut = redirect.is_none().then(|| srv.call(req));
+                async move {
+                    match (fut, redirect) {
+                        (Some(fut), _) => fut.await.map(|res| res.map_into_left_body()),
+                        (None, Some(res)) => Ok(res.map_into_right_body()),
+                        (None, None) => unreachable!("one of the two is set"),
+                    }
+                }
+            })
             .wrap_fn(move |req, srv| {
                 let fut = srv.call(req);
                 let policy = content_security_policy(cluster.as_deref());
