@@ -215,10 +215,10 @@ async fn each_language_loads_every_page_with_no_missing_key_and_arabic_runs_righ
     b.close().await;
     drop(b);
 
-    // Prejoin and the call, each language in a fresh browser.
+    // Prejoin and the call in each language, one after the other in one browser.
+    let mut browser = Browser::chromium().await;
+    browser.goto(&format!("{base}/")).await;
     for lang in LANGUAGES {
-        let browser = Browser::chromium().await;
-        browser.goto(&format!("{base}/")).await;
         browser.eval(&format!("localStorage.setItem('confab.language', '{lang}')")).await;
         let mut p = Participant::open(browser, &link, &format!("Lang {lang}")).await;
         check_page(&p.browser, lang, "prejoin").await;
@@ -236,5 +236,6 @@ async fn each_language_loads_every_page_with_no_missing_key_and_arabic_runs_righ
             p.screenshot("call-in-arabic").await;
         }
         p.leave().await;
+        browser = p.into_browser();
     }
 }

@@ -234,6 +234,11 @@ impl Participant {
         id
     }
 
+    /// The participant's browser, to open another page in it.
+    pub fn into_browser(self) -> Browser {
+        self.browser
+    }
+
     pub fn id(&self) -> &str {
         self.id.as_deref().expect("joined")
     }
