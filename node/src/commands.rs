@@ -138,7 +138,9 @@ fn join_cluster(
     if own.is_none() {
         tracing::warn!(epoch = view.epoch(), "this node is not a member of the cluster: members will refuse it until the operator adds it");
     }
-    let cluster = net::start(node_key, view, net::Settings { listen, membership_file: Some(settings.membership.clone()), persisted }, store, trusted)?;
+    let cascade_listen = std::net::SocketAddr::new(listen.ip(), crate::cluster::cascade::port_for(listen.port()));
+    let cluster =
+        net::start(node_key, view, net::Settings { listen, membership_file: Some(settings.membership.clone()), persisted, cascade_listen }, store, trusted)?;
     tracing::info!(%listen, epoch = cluster.view().epoch(), "cluster control plane started");
     Ok(cluster)
 }

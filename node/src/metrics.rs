@@ -134,8 +134,9 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
     out
 }
 
-/// The cluster's control plane, for a node that is a member of one.
-pub fn render_cluster(c: &crate::cluster::net::Counters) -> String {
+/// The cluster's control plane and cascade links, for a node that is a member of one.
+pub fn render_cluster(cluster: &crate::cluster::net::Cluster) -> String {
+    let c = &cluster.counters;
     let mut out = String::new();
     for (name, help, kind, value) in [
         ("confab_cluster_epoch", "The membership epoch this node follows.", "gauge", &c.epoch),
@@ -151,6 +152,39 @@ pub fn render_cluster(c: &crate::cluster::net::Counters) -> String {
         ("confab_cluster_refused_connections_total", "Connections refused because the peer is not a member.", "counter", &c.refused_connections),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Ordering::Relaxed));
+    }
+    let links = cluster.cascade.figures();
+    let _ = writeln!(
+        out,
+        "# HELP confab_cascade_links Media cascade links up (QUIC, one per other member).\n# TYPE confab_cascade_links gauge\nconfab_cascade_links {}",
+        links.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP confab_cascade_refused_total Cascade connections refused: not a member, another protocol version, a failed handshake.\n# TYPE confab_cascade_refused_total counter\nconfab_cascade_refused_total {}",
+        cluster.cascade.refused.load(Ordering::Relaxed)
+    );
+    type Figure = fn(&crate::cluster::cascade::LinkFigures) -> String;
+    let per_peer: [(&str, &str, &str, Figure); 6] = [
+        ("confab_cascade_rtt_seconds", "Round-trip time of the cascade link to each member (QUIC's estimate).", "gauge", |f| {
+            format!("{:.6}", f.rtt.as_secs_f64())
+        }),
+        ("confab_cascade_sent_bytes_total", "UDP bytes sent on the cascade link to each member.", "counter", |f| f.sent_bytes.to_string()),
+        ("confab_cascade_received_bytes_total", "UDP bytes received on the cascade link from each member.", "counter", |f| f.received_bytes.to_string()),
+        ("confab_cascade_sent_packets_total", "UDP datagrams sent on the cascade link to each member.", "counter", |f| f.sent_datagrams.to_string()),
+        ("confab_cascade_received_packets_total", "UDP datagrams received on the cascade link from each member.", "counter", |f| {
+            f.received_datagrams.to_string()
+        }),
+        ("confab_cascade_lost_packets_total", "QUIC packets the cascade link to each member declared lost.", "counter", |f| f.lost_packets.to_string()),
+    ];
+    for (name, help, kind, value) in per_peer {
+        if links.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (key, figures) in &links {
+            let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", crate::secrets::hex(&key[..8]), value(figures));
+        }
     }
     out
 }

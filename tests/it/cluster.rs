@@ -45,6 +45,17 @@ async fn members_connect_an_outsider_cannot_and_a_removed_node_is_cut_off() {
     }
     assert_eq!(cluster.node(3).metric("confab_cluster_peers").await, 0, "the outsider is connected to nobody");
     assert_eq!(cluster.node(0).metric("confab_cluster_epoch").await, 4);
+    // The media cascade's links (QUIC on the next port): one to each other member, none to
+    // or from the outsider, which every member refuses there too.
+    for i in 0..3 {
+        let node = cluster.node(i);
+        eventually_or(&format!("node {}'s cascade links", i + 1), Duration::from_secs(20), || async move {
+            let (links, refused) = (node.metric("confab_cascade_links").await, node.metric("confab_cascade_refused_total").await);
+            if links == 2 && refused > 0 { Ok(()) } else { Err(format!("{links} links, {refused} refused")) }
+        })
+        .await;
+    }
+    assert_eq!(cluster.node(3).metric("confab_cascade_links").await, 0, "the outsider has no cascade link");
 
     // The operator removes node 3 and gives the new epoch to node 1 only: gossip carries it
     // to node 2, and both cut node 3 off.
@@ -55,8 +66,19 @@ async fn members_connect_an_outsider_cannot_and_a_removed_node_is_cut_off() {
     let cut_off = start.elapsed();
     cluster.wait_peers(0, 1, Duration::from_secs(5)).await;
     cluster.wait_peers(1, 1, Duration::from_secs(5)).await;
+    let node3 = cluster.node(2);
+    eventually_or("node 3's cascade links to drop", Duration::from_secs(2) - start.elapsed().min(Duration::from_secs(2)), || async move {
+        let links = node3.metric("confab_cascade_links").await;
+        if links == 0 { Ok(()) } else { Err(format!("{links} links")) }
+    })
+    .await;
+    let cascade_cut_off = start.elapsed();
     assert_eq!(cluster.node(1).metric("confab_cluster_epoch").await, 5, "node 2 follows the epoch gossip brought");
-    println!("a node removed in a new epoch was disconnected {} ms after the operator's file changed", cut_off.as_millis());
+    println!(
+        "a node removed in a new epoch was disconnected {} ms (control plane) and {} ms (cascade) after the operator's file changed",
+        cut_off.as_millis(),
+        cascade_cut_off.as_millis()
+    );
     assert!(cut_off <= Duration::from_secs(2), "a removed node must be cut off within 2 s, took {cut_off:?}");
     // The removed node stays out: after its next dials it is still connected to nobody.
     let refused_before = cluster.node(0).metric("confab_cluster_refused_connections_total").await;

@@ -3,6 +3,7 @@
 //! epoch to follow, which node is a meeting's home); `net` is the libp2p control plane that
 //! connects the members and replicates what admission needs (`store::replica`).
 
+pub mod cascade;
 pub mod membership;
 pub mod net;
 mod operator;

@@ -54,6 +54,8 @@ pub struct Settings {
     pub membership_file: Option<PathBuf>,
     /// Where the highest epoch seen is kept (the data directory).
     pub persisted: PathBuf,
+    /// UDP address for the media cascade's QUIC endpoint.
+    pub cascade_listen: SocketAddr,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -204,6 +206,8 @@ pub struct Counters {
 /// What the rest of the node may ask of the cluster.
 pub struct Cluster {
     pub counters: Arc<Counters>,
+    /// The media cascade's links to the other members.
+    pub cascade: Arc<super::cascade::Links>,
     live: Arc<RwLock<BTreeSet<[u8; 32]>>>,
     reports: Reports,
     view: Arc<RwLock<View>>,
@@ -305,7 +309,10 @@ pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Stor
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (seats_tx, seats_rx) = mpsc::unbounded_channel();
     let reports: Reports = Arc::default();
+    let cascade_links = Arc::new(super::cascade::Links::default());
+    let (cascade_members, cascade_members_rx) = tokio::sync::watch::channel(super::cascade::Members::new());
     let cluster = Cluster {
+        cascade: cascade_links.clone(),
         counters: counters.clone(),
         live: live.clone(),
         reports: reports.clone(),
@@ -315,7 +322,7 @@ pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Stor
         next_conn: AtomicU64::new(1),
         seats: std::sync::Mutex::new(Some(seats_rx)),
     };
-    let wiring = Wiring { commands, command_rx, seats: seats_tx, reports };
+    let wiring = Wiring { commands, command_rx, seats: seats_tx, reports, cascade_members };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("cluster".into()).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("cluster-rt").enable_all().build() {
@@ -326,6 +333,10 @@ pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Stor
             }
         };
         runtime.block_on(async move {
+            if let Err(e) = super::cascade::start(&keypair, settings.cascade_listen, cascade_members_rx, cascade_links) {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
             let swarm = match build_swarm(keypair, &settings) {
                 Ok(s) => s,
                 Err(e) => {
@@ -409,6 +420,8 @@ struct Wiring {
     command_rx: mpsc::UnboundedReceiver<Command>,
     seats: mpsc::UnboundedSender<RemoteSeat>,
     reports: Reports,
+    /// The members, for the cascade's endpoint.
+    cascade_members: tokio::sync::watch::Sender<super::cascade::Members>,
 }
 
 struct Plane {
@@ -520,6 +533,21 @@ impl Plane {
             self.swarm.behaviour_mut().allowed.allow_peer(*peer);
         }
         self.members = members;
+        // The cascade follows the same members, at the port after each one's control plane.
+        let cascade: super::cascade::Members = self
+            .view
+            .members(now)
+            .filter_map(|m| {
+                let addresses: Vec<SocketAddr> = m
+                    .addresses
+                    .iter()
+                    .flat_map(|a| a.to_socket_addrs().into_iter().flatten())
+                    .map(|a| SocketAddr::new(a.ip(), super::cascade::port_for(a.port())))
+                    .collect();
+                Some((peer_of(&m.node_key)?, (m.node_key, addresses)))
+            })
+            .collect();
+        self.wiring.cascade_members.send_replace(cascade);
         let mut keys = self.view.node_keys(now);
         if !keys.contains(&self.own) {
             keys.push(self.own);

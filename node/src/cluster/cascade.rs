@@ -1,0 +1,281 @@
+//! The media cascade's links: a quinn endpoint of its own (libp2p's QUIC turns datagrams
+//! off), one QUIC connection per pair of members, TLS 1.3 both ways with certificates bound
+//! to the node keys (libp2p-tls's certificates, so the peer id *is* the node key), ALPN
+//! `confab-cascade/1` (a peer offering anything else is refused in the handshake), and
+//! members of the current epoch only: a connection from anyone else is closed as soon as its
+//! key is known, and a member dropped from the membership is disconnected.
+//!
+//! The links are up and measured (RTT, bytes, datagrams and loss per peer in `/metrics`);
+//! media does not travel on them yet (docs/cluster.md, "Not built yet").
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use libp2p::{PeerId, identity};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use tokio::sync::watch;
+
+/// The cascade's protocol, version 1.
+pub const ALPN: &[u8] = b"confab-cascade/1";
+/// The cascade listens on the port after the control plane's.
+pub fn port_for(control_port: u16) -> u16 {
+    control_port.wrapping_add(1)
+}
+
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Datagrams queued beyond this are dropped (quinn drops the oldest): late media is worse
+/// than lost media (1 MiB by default, 400 ms at 20 Mbit/s).
+const DATAGRAM_SEND_BUFFER: usize = 128 * 1024;
+const CLOSE_NOT_A_MEMBER: u32 = 1;
+const CLOSE_REMOVED: u32 = 2;
+
+/// Who the members are, as the control plane sees them: peer id, node key and the
+/// cascade's address.
+pub type Members = HashMap<PeerId, ([u8; 32], Vec<SocketAddr>)>;
+
+/// One link's figures, for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct LinkFigures {
+    pub rtt: Duration,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    pub sent_datagrams: u64,
+    pub received_datagrams: u64,
+    pub lost_packets: u64,
+}
+
+/// The links, shared with the HTTP side for `/metrics`.
+#[derive(Default)]
+pub struct Links {
+    connections: Mutex<HashMap<[u8; 32], quinn::Connection>>,
+    pub refused: AtomicU64,
+}
+
+impl Links {
+    /// Each connected member's node key and figures.
+    pub fn figures(&self) -> Vec<([u8; 32], LinkFigures)> {
+        let connections = self.connections.lock().expect("never poisoned");
+        let mut out: Vec<([u8; 32], LinkFigures)> = connections
+            .iter()
+            .map(|(key, c)| {
+                let s = c.stats();
+                (
+                    *key,
+                    LinkFigures {
+                        rtt: c.rtt(),
+                        sent_bytes: s.udp_tx.bytes,
+                        received_bytes: s.udp_rx.bytes,
+                        sent_datagrams: s.udp_tx.datagrams,
+                        received_datagrams: s.udp_rx.datagrams,
+                        lost_packets: s.path.lost_packets,
+                    },
+                )
+            })
+            .collect();
+        out.sort_by_key(|(k, _)| *k);
+        out
+    }
+
+    pub fn count(&self) -> usize {
+        self.connections.lock().expect("never poisoned").len()
+    }
+}
+
+/// Starts the endpoint on the current tokio runtime; `members` follows the membership, and
+/// `links` is where the connections are kept. Returns the address it listens on.
+pub fn start(keypair: &identity::Keypair, listen: SocketAddr, members: watch::Receiver<Members>, links: Arc<Links>) -> anyhow::Result<SocketAddr> {
+    let own = keypair.public().to_peer_id();
+    let mut server_tls = libp2p::tls::make_server_config(keypair).context("the cascade's TLS configuration")?;
+    server_tls.alpn_protocols = vec![ALPN.to_vec()];
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
+    server.transport_config(transport());
+    let endpoint = quinn::Endpoint::server(server, listen).with_context(|| format!("cannot listen for the cascade on {listen} (UDP)"))?;
+    let bound = endpoint.local_addr()?;
+    tokio::spawn(accept(endpoint.clone(), members.clone(), links.clone()));
+    tokio::spawn(dial(endpoint, keypair.clone(), own, members, links));
+    Ok(bound)
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("3 s is a valid idle timeout")));
+    t.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
+    Arc::new(t)
+}
+
+/// The peer id in the certificate the other side presented (verified by libp2p-tls's
+/// verifier during the handshake).
+fn peer_of(connection: &quinn::Connection) -> Option<PeerId> {
+    let certificates = connection.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    let first = certificates.first()?;
+    Some(libp2p::tls::certificate::parse(first).ok()?.peer_id())
+}
+
+async fn accept(endpoint: quinn::Endpoint, members: watch::Receiver<Members>, links: Arc<Links>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let (members, links) = (members.clone(), links.clone());
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    links.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "a cascade handshake failed");
+                    return;
+                }
+            };
+            let key = peer_of(&connection).and_then(|peer| members.borrow().get(&peer).map(|(key, _)| *key));
+            match key {
+                Some(key) => keep(connection, key, members, links).await,
+                None => {
+                    links.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(remote = %connection.remote_address(), "refused a cascade connection from a node outside the membership");
+                    connection.close(CLOSE_NOT_A_MEMBER.into(), b"not a member");
+                }
+            }
+        });
+    }
+}
+
+/// Keeps `connection` as the link to member `key` until it closes or `key` leaves the
+/// membership.
+async fn keep(connection: quinn::Connection, key: [u8; 32], mut members: watch::Receiver<Members>, links: Arc<Links>) {
+    if let Some(old) = links.connections.lock().expect("never poisoned").insert(key, connection.clone()) {
+        old.close(0u32.into(), b"replaced");
+    }
+    tracing::info!(remote = %connection.remote_address(), "cascade link up");
+    loop {
+        tokio::select! {
+            _ = connection.closed() => break,
+            changed = members.changed() => {
+                let still = changed.is_ok() && members.borrow().values().any(|(k, _)| *k == key);
+                if !still {
+                    connection.close(CLOSE_REMOVED.into(), b"no longer a member");
+                    break;
+                }
+            }
+            // Whatever a member sends on the link now is counted and dropped.
+            datagram = connection.read_datagram() => if datagram.is_err() { break },
+        }
+    }
+    let mut connections = links.connections.lock().expect("never poisoned");
+    if connections.get(&key).is_some_and(|c| c.stable_id() == connection.stable_id()) {
+        connections.remove(&key);
+    }
+    tracing::info!(remote = %connection.remote_address(), "cascade link down");
+}
+
+/// Connects to the members this node should dial: each pair has one link, dialled by the
+/// lower peer id (a node outside the membership dials them all, and is refused).
+async fn dial(endpoint: quinn::Endpoint, keypair: identity::Keypair, own: PeerId, members: watch::Receiver<Members>, links: Arc<Links>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut dialling: HashMap<PeerId, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        every.tick().await;
+        dialling.retain(|_, task| !task.is_finished());
+        let snapshot = members.borrow().clone();
+        let member = snapshot.contains_key(&own);
+        let connected: Vec<[u8; 32]> = links.connections.lock().expect("never poisoned").keys().copied().collect();
+        for (peer, (key, addresses)) in snapshot {
+            if peer == own || (member && own > peer) || connected.contains(&key) || dialling.contains_key(&peer) {
+                continue;
+            }
+            let Some(address) = addresses.first().copied() else { continue };
+            let client = match client_config(&keypair, peer) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the cascade's TLS configuration");
+                    continue;
+                }
+            };
+            let (endpoint, members, links) = (endpoint.clone(), members.clone(), links.clone());
+            dialling.insert(
+                peer,
+                tokio::spawn(async move {
+                    match endpoint.connect_with(client, address, "confab-cascade") {
+                        Ok(connecting) => match connecting.await {
+                            Ok(connection) => keep(connection, key, members, links).await,
+                            Err(e) => tracing::debug!(%address, error = %e, "a cascade connection failed"),
+                        },
+                        Err(e) => tracing::debug!(%address, error = %e, "cannot dial the cascade"),
+                    }
+                }),
+            );
+        }
+    }
+}
+
+fn client_config(keypair: &identity::Keypair, peer: PeerId) -> anyhow::Result<quinn::ClientConfig> {
+    let mut tls = libp2p::tls::make_client_config(keypair, Some(peer))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    config.transport_config(transport());
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keypair(seed: u8) -> identity::Keypair {
+        identity::Keypair::ed25519_from_bytes([seed; 32]).unwrap()
+    }
+
+    fn key_of(k: &identity::Keypair) -> [u8; 32] {
+        k.public().try_into_ed25519().unwrap().to_bytes()
+    }
+
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// Two members link up; a third node, not a member, is refused by both; a client speaking
+    /// another version of the protocol is refused in the handshake; a member dropped from the
+    /// membership is disconnected.
+    #[tokio::test]
+    async fn members_link_up_and_nobody_else_does() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let (a, b, c) = (keypair(1), keypair(2), keypair(3));
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (to_a, members_a) = watch::channel(Members::new());
+        let (to_b, members_b) = watch::channel(Members::new());
+        let (_to_c, members_c) = watch::channel(Members::new());
+        let (links_a, links_b, links_c) = (Arc::new(Links::default()), Arc::new(Links::default()), Arc::new(Links::default()));
+        let addr_a = start(&a, any, members_a, links_a.clone()).unwrap();
+        let addr_b = start(&b, any, members_b, links_b.clone()).unwrap();
+        let both: Members = [(a.public().to_peer_id(), (key_of(&a), vec![addr_a])), (b.public().to_peer_id(), (key_of(&b), vec![addr_b]))].into();
+        to_a.send_replace(both.clone());
+        to_b.send_replace(both.clone());
+        until("a and b to link up", || links_a.count() == 1 && links_b.count() == 1).await;
+
+        // c has the membership but is not in it: it dials both, and both refuse it.
+        start(&c, any, members_c, links_c.clone()).unwrap();
+        _to_c.send_replace(both.clone());
+        until("a and b to refuse c", || links_a.refused.load(Ordering::Relaxed) > 0 && links_b.refused.load(Ordering::Relaxed) > 0).await;
+        assert_eq!((links_a.count(), links_b.count()), (1, 1));
+
+        // A member speaking another version is refused during the handshake.
+        let mut tls = libp2p::tls::make_client_config(&b, Some(a.public().to_peer_id())).unwrap();
+        tls.alpn_protocols = vec![b"confab-cascade/2".to_vec()];
+        let endpoint = quinn::Endpoint::client(any).unwrap();
+        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+        let refused = endpoint.connect_with(config, addr_a, "confab-cascade").unwrap().await;
+        assert!(refused.is_err(), "another protocol version must be refused");
+
+        // b leaves the membership: a drops the link.
+        let only_a: Members = both.into_iter().filter(|(p, _)| *p == a.public().to_peer_id()).collect();
+        to_a.send_replace(only_a);
+        until("b to be cut off", || links_a.count() == 0 && links_b.count() == 0).await;
+    }
+}
