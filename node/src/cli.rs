@@ -66,6 +66,13 @@ pub enum Command {
     /// The cluster's membership, signed with the operator key (run these off the nodes).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Before maintenance: move this node's meetings and participants to the other nodes of
+    /// its cluster (run on the node; `--undo` takes it back into service).
+    Drain {
+        /// Take the node back into service.
+        #[arg(long)]
+        undo: bool,
+    },
     /// Bots that join a meeting, send and receive media, and report loss, latency and the
     /// server's cost (see docs/benchmarks.md).
     Loadtest(crate::loadtest::LoadtestOptions),
@@ -155,6 +162,12 @@ pub struct ServeOptions {
     /// reconnection brings new ones). [default: 24h]
     #[arg(long, env = "CONFAB_TURN_CREDENTIAL_TTL", value_name = "DURATION")]
     pub turn_credential_ttl: Option<Span>,
+
+    /// At most this many participants' signaling sockets on this node; past it a newcomer is
+    /// told `node_full` and, in a cluster, goes to another node. 0 means no limit. In a
+    /// cluster it also weighs which node is a meeting's home. [default: 0]
+    #[arg(long, env = "CONFAB_MAX_PARTICIPANTS", value_name = "N")]
+    pub max_participants: Option<usize>,
 
     /// Join a cluster: the public half of its operator key (64 hex digits, printed by
     /// `confab cluster init`). Needs --membership. [default: no cluster]

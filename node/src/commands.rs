@@ -28,7 +28,7 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     let node_key = data.node_key()?;
     let trusted = crate::cluster::Trusted::only(node_key.public());
     let cluster = match &settings.cluster {
-        Some(c) => Some(join_cluster(c, &data, &node_key, store.clone(), trusted.clone())?),
+        Some(c) => Some(join_cluster(c, settings.max_participants, &data, &node_key, store.clone(), trusted.clone())?),
         None => None,
     };
     // In a cluster, accounts live on the accounts node only.
@@ -83,6 +83,7 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     }
     let mut state = AppState::new(store, node_key, public_url.clone(), hub, settings.ice_servers.clone(), relay);
     state.trusted = trusted;
+    state.max_participants = settings.max_participants;
     state.cluster = cluster.map(Arc::new);
     actix_web::rt::System::new().block_on(async move {
         let state = match start_turn(&settings, &public_url, bound, own_media, withdrawn, &tls, turn_on_https).await? {
@@ -97,10 +98,32 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `confab drain`: marks the data directory so that the running node hands its meetings
+/// and participants to the other members (or, with `undo`, takes them again).
+pub fn drain(common: &Common, undo: bool) -> anyhow::Result<()> {
+    let data = DataDir::open(&common.data_dir)?;
+    let path = data.draining_path();
+    if undo {
+        match std::fs::remove_file(&path) {
+            Ok(()) => println!("Back in service: the node takes meetings and participants again."),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => println!("The node was not being drained."),
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
+        return Ok(());
+    }
+    std::fs::write(&path, format!("{}\n", clock::now())).with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "Draining: within a few seconds the node's meetings move to other nodes, its participants reconnect through them, and it refuses newcomers (its /healthz answers 503)."
+    );
+    println!("Watch confab_participants reach 0 in its /metrics; then stop it. `confab drain --undo` takes it back into service.");
+    Ok(())
+}
+
 /// Reads the membership (the operator's file and the data directory's copy: the higher
 /// epoch wins) and starts the control plane.
 fn join_cluster(
     settings: &config::Cluster,
+    capacity: usize,
     data: &DataDir,
     node_key: &confab_keys::NodeKey,
     store: Arc<Store>,
@@ -139,8 +162,9 @@ fn join_cluster(
         tracing::warn!(epoch = view.epoch(), "this node is not a member of the cluster: members will refuse it until the operator adds it");
     }
     let cascade_listen = std::net::SocketAddr::new(listen.ip(), crate::cluster::cascade::port_for(listen.port()));
-    let cluster =
-        net::start(node_key, view, net::Settings { listen, membership_file: Some(settings.membership.clone()), persisted, cascade_listen }, store, trusted)?;
+    let settings =
+        net::Settings { listen, membership_file: Some(settings.membership.clone()), persisted, cascade_listen, drain_file: data.draining_path(), capacity };
+    let cluster = net::start(node_key, view, settings, store, trusted)?;
     tracing::info!(%listen, epoch = cluster.view().epoch(), "cluster control plane started");
     Ok(cluster)
 }

@@ -46,6 +46,7 @@ pub struct FileConfig {
     pub turn_on_https: Option<bool>,
     pub turn_allow_private: Option<bool>,
     pub turn_credential_ttl: Option<String>,
+    pub max_participants: Option<usize>,
     pub cluster_operator: Option<String>,
     pub membership: Option<PathBuf>,
     pub cluster_listen: Option<std::net::SocketAddr>,
@@ -86,6 +87,8 @@ pub struct Serve {
     pub relay_ip: Option<std::net::IpAddr>,
     pub relay: confab_relay::RelayConfig,
     pub turn: Turn,
+    /// Signaling sockets this node takes at most (0: no limit).
+    pub max_participants: usize,
     /// None: a node on its own.
     pub cluster: Option<Cluster>,
 }
@@ -156,6 +159,7 @@ pub fn serve(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<Serve> {
         relay_ip: flags.relay_ip.or(file.relay_ip),
         relay: relay_config(flags, file)?,
         turn: turn_config(flags, file)?,
+        max_participants: flags.max_participants.or(file.max_participants).unwrap_or(0),
         cluster: cluster_config(flags, file)?,
     })
 }

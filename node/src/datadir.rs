@@ -41,6 +41,11 @@ impl DataDir {
         self.root.join("membership.cfm")
     }
 
+    /// Present while the node is being drained (`confab drain`).
+    pub fn draining_path(&self) -> PathBuf {
+        self.root.join("draining")
+    }
+
     /// The node key, generated on first use.
     pub fn node_key(&self) -> anyhow::Result<NodeKey> {
         let seed = load_or_create_seed(&self.root.join("node.key"), NODE_KEY_LABEL)?;

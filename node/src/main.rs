@@ -35,6 +35,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Invite(opts) => commands::invite(&common, opts),
         Command::NodeKey => commands::node_key(&common),
         Command::Cluster(command) => confab_node::cluster::command(command),
+        Command::Drain { undo } => commands::drain(&common, undo),
         Command::Loadtest(opts) => loadtest::run(opts),
     }
 }

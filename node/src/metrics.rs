@@ -153,6 +153,11 @@ pub fn render_cluster(cluster: &crate::cluster::net::Cluster) -> String {
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Ordering::Relaxed));
     }
+    let _ = writeln!(
+        out,
+        "# HELP confab_cluster_draining 1 while this node is being drained (confab drain).\n# TYPE confab_cluster_draining gauge\nconfab_cluster_draining {}",
+        u8::from(cluster.draining())
+    );
     let links = cluster.cascade.figures();
     let _ = writeln!(
         out,

@@ -341,23 +341,38 @@ async fn participants_are_back_within_10_s_when_their_node_or_their_meetings_hom
     assert!(back <= Duration::from_secs(10), "participants must be back within 10 s of their meeting's home dying, took {back:?}");
 }
 
-/// A protocol client that does what a browser does when its node closes the socket as
-/// "moved" (1012): it comes back, to the same node, with the same link.
-fn rejoining(base: String, room: String, invite: String, name: &'static str) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+/// A protocol client that does what the web client does: when its node closes the socket as
+/// "moved" (1012) it comes back to the same node; when a node refuses it (full, or being
+/// drained: 1013) or cannot be reached, it tries the next of `bases`. Each socket's node goes
+/// to `on`.
+fn rejoining(bases: Vec<String>, room: String, invite: String, name: &'static str) -> (tokio::task::JoinHandle<()>, tokio::sync::watch::Receiver<String>) {
+    let (on_tx, on) = tokio::sync::watch::channel(String::new());
+    let task = tokio::spawn(async move {
+        let mut at = 0;
         loop {
-            let mut s = Signaling::connect_to(&base, &room).await;
+            let base = bases[at % bases.len()].clone();
+            let Ok(mut s) = Signaling::try_connect_to(&base, &room).await else {
+                at += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            };
             s.send(json!({"type": "join", "v": 1, "invite": invite, "name": name, "audio": true, "video": true})).await;
             let code = loop {
                 match s.receive().await {
+                    Heard::Message(m) if m["type"] == "welcome" => on_tx.send_replace(base.clone()),
                     Heard::Message(_) => continue,
                     Heard::Closed(code) => break code,
-                }
+                };
             };
-            assert_eq!(code, Some(1012), "{name}'s socket closed for another reason than a move");
+            match code {
+                Some(1012) => {}
+                Some(1013) => at += 1,
+                other => panic!("{name}'s socket closed for another reason than a move or a refusal: {other:?}"),
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-    })
+    });
+    (task, on)
 }
 
 /// Seats per node (`confab_participants`).
@@ -388,8 +403,8 @@ async fn a_partition_heals_into_one_home_per_meeting_and_keeps_what_was_revoked(
     for i in 0..3 {
         wait_admitted(cluster.node(i), &room, &doomed).await;
     }
-    let ana = rejoining(cluster.node(0).url.clone(), room.clone(), invite.clone(), "Ana");
-    let bo = rejoining(cluster.node(1).url.clone(), room.clone(), invite.clone(), "Bo");
+    let (ana, _) = rejoining(vec![cluster.node(0).url.clone()], room.clone(), invite.clone(), "Ana");
+    let (bo, _) = rejoining(vec![cluster.node(1).url.clone()], room.clone(), invite.clone(), "Bo");
     eventually_or("both seated at node 1", Duration::from_secs(10), || async {
         let s = seats(&cluster).await;
         if s == [2, 0, 0] { Ok(()) } else { Err(format!("{s:?}")) }
@@ -438,4 +453,140 @@ async fn a_partition_heals_into_one_home_per_meeting_and_keeps_what_was_revoked(
     cluster.members[1].node = None;
     cluster.start(1, &[]).await;
     assert_eq!(check_invite(cluster.node(1), &room, &doomed).await.1, "capability_revoked", "after a restart too");
+}
+
+/// `confab drain` on the node that runs a meeting and holds a participant's socket: the
+/// meeting moves to another home, the participant goes through another node, newcomers are
+/// sent elsewhere and its /healthz says 503; `--undo` takes it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_node_hands_its_meetings_and_participants_to_the_others() {
+    let mut cluster = Cluster::prepare(3, 3);
+    cluster.start_all().await;
+    for i in 0..3 {
+        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
+    }
+    let admin = cluster.node(0).admin().await;
+    let room = room_homed_at(&cluster, &admin, "drain", &cluster.members[2].key).await;
+    let key = confab_keys::AccountKey::from_seed([3; 32]);
+    let invite = make_invite(&admin, cluster.node(0), &key, &room, 3600).await;
+    for i in 0..3 {
+        wait_admitted(cluster.node(i), &room, &invite).await;
+    }
+    let urls: Vec<String> = (0..3).map(|i| cluster.node(i).url.clone()).collect();
+    let (ana, ana_on) = rejoining(vec![urls[2].clone(), urls[0].clone(), urls[1].clone()], room.clone(), invite.clone(), "Ana");
+    let (bo, _) = rejoining(vec![urls[0].clone()], room.clone(), invite.clone(), "Bo");
+    eventually_or("both seated at node 3", Duration::from_secs(10), || async {
+        let s = seats(&cluster).await;
+        if s == [0, 0, 2] { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    assert_eq!(*ana_on.borrow(), urls[2], "Ana's socket is on node 3");
+
+    let drained = Instant::now();
+    let out = cluster.node(2).cli(&["drain"]);
+    assert!(out.contains("Draining"), "{out}");
+    eventually_or("the meeting to leave node 3", Duration::from_secs(10), || async {
+        let s = seats(&cluster).await;
+        if s[2] == 0 && s[0] + s[1] == 2 { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    println!("a drained node's meeting moved in {} ms", drained.elapsed().as_millis());
+    let ana_now = ana_on.clone();
+    eventually_or("Ana to go through another node", Duration::from_secs(10), || {
+        let on = ana_now.borrow().clone();
+        let node3 = urls[2].clone();
+        async move { if !on.is_empty() && on != node3 { Ok(()) } else { Err(on) } }
+    })
+    .await;
+    let health = confab_tests::client().get(cluster.node(2).api("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    assert_eq!(health.json::<Value>().await.unwrap()["status"], "draining");
+    assert_eq!(cluster.node(2).metric("confab_cluster_draining").await, 1);
+    let mut newcomer = Signaling::connect(cluster.node(2), &room).await;
+    newcomer.send(json!({"type": "join", "v": 1, "invite": invite, "name": "Cy", "audio": true, "video": true})).await;
+    assert_eq!(newcomer.expect("error").await["code"], "node_draining");
+    assert_eq!(newcomer.expect_close().await, Some(1013));
+
+    // Back in service: the meeting's home is node 3 again, and the meeting goes back there.
+    cluster.node(2).cli(&["drain", "--undo"]);
+    eventually_or("the meeting back on node 3", Duration::from_secs(10), || async {
+        let s = seats(&cluster).await;
+        if s == [0, 0, 2] { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    assert_eq!(confab_tests::client().get(cluster.node(2).api("/healthz")).send().await.unwrap().status(), 200);
+    ana.abort();
+    bo.abort();
+}
+
+/// Spill: node 1 takes four participants; the fifth who opens the link there is sent to
+/// another node (the invite check names them), and all five are in one meeting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_a_nodes_cap_the_next_participant_is_served_by_another_and_everyone_meets() {
+    let mut cluster = Cluster::prepare(3, 3);
+    cluster.start(0, &["--max-participants", "4"]).await;
+    cluster.start(1, &[]).await;
+    cluster.start(2, &[]).await;
+    for i in 0..3 {
+        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
+    }
+    let admin = cluster.node(0).admin().await;
+    let key = confab_keys::AccountKey::from_seed([3; 32]);
+    let invite = make_invite(&admin, cluster.node(0), &key, "spill", 3600).await;
+    for i in 0..3 {
+        wait_admitted(cluster.node(i), "spill", &invite).await;
+    }
+    let mut expected = vec![cluster.node(1).url.clone(), cluster.node(2).url.clone()];
+    expected.sort();
+    let node1 = cluster.node(0);
+    let others: Vec<String> = eventually_or("the invite check to name the other nodes", Duration::from_secs(10), || {
+        let (invite, expected) = (invite.clone(), expected.clone());
+        async move {
+            let res = confab_tests::client().post(node1.api("/api/invites/check")).json(&json!({"room": "spill", "invite": invite})).send().await.unwrap();
+            let checked: Value = res.json().await.unwrap();
+            let mut named: Vec<String> = checked["nodes"].as_array().into_iter().flatten().filter_map(|u| u.as_str().map(str::to_string)).collect();
+            named.sort();
+            if named == expected { Ok(named) } else { Err(format!("{checked}")) }
+        }
+    })
+    .await;
+
+    let mut four = Vec::new();
+    for name in ["Ana", "Bo", "Cy", "Di"] {
+        four.push(Signaling::join(cluster.node(0), "spill", &invite, name).await.0);
+    }
+    let mut fifth = Signaling::connect(cluster.node(0), "spill").await;
+    fifth.send(json!({"type": "join", "v": 1, "invite": invite, "name": "Ed", "audio": true, "video": true})).await;
+    assert_eq!(fifth.expect("error").await["code"], "node_full");
+    assert_eq!(fifth.expect_close().await, Some(1013));
+    let mut ed = Signaling::connect_to(&others[0], "spill").await;
+    ed.send(json!({"type": "join", "v": 1, "invite": invite, "name": "Ed", "audio": true, "video": true})).await;
+    let welcome = ed.expect("welcome").await;
+    let mut seen: Vec<String> = welcome["participants"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
+    seen.sort();
+    assert_eq!(seen, vec!["Ana", "Bo", "Cy", "Di"], "Ed, on another node, sees the four");
+    for s in &mut four {
+        loop {
+            let joined = s.wait_for("joined").await;
+            if joined["participant"]["name"] == "Ed" {
+                break;
+            }
+        }
+    }
+
+    // The web client does the same by itself: Fay opens node 1's link, is told node_full,
+    // and takes her seat through another node.
+    let _browsers = confab_tests::browser::exclusive().await;
+    let mut fay = Participant::chromium(&format!("{}/m/spill#{invite}", cluster.node(0).url), "Fay").await;
+    fay.join().await;
+    let through = fay.browser.eval("return window.confabCall.signaling.url").await;
+    let through = through.as_str().unwrap();
+    assert!(others.iter().any(|o| through.starts_with(&o.replacen("https://", "wss://", 1))), "Fay's socket went to another node: {through}");
+    let page = &fay.browser;
+    eventually_or("Fay's page to show the five others", Duration::from_secs(10), || async move {
+        let n = page.eval("return window.confabCall.participants.size").await;
+        if n == json!(5) { Ok(()) } else { Err(format!("{n}")) }
+    })
+    .await;
+    println!("Fay was refused by node 1 (full) and is seated through {through} with the five others");
 }

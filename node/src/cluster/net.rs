@@ -56,6 +56,10 @@ pub struct Settings {
     pub persisted: PathBuf,
     /// UDP address for the media cascade's QUIC endpoint.
     pub cascade_listen: SocketAddr,
+    /// Present while the node is drained (`confab drain`).
+    pub drain_file: PathBuf,
+    /// Participants this node takes at most (0: no limit): its weight in placement.
+    pub capacity: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -66,7 +70,23 @@ enum Gossip {
     Changed { generation: u64 },
     /// The members the sender is connected to (itself included), every [`LIVE_EVERY`] and
     /// when it changes.
-    Live { members: Vec<[u8; 32]>, url: Option<String> },
+    Live {
+        members: Vec<[u8; 32]>,
+        url: Option<String>,
+        /// Being drained: no meeting's home any more.
+        #[serde(default)]
+        draining: bool,
+        /// Participants it takes at most (0: no limit).
+        #[serde(default)]
+        capacity: usize,
+    },
+}
+
+/// A node's weight in placement: its participant cap, or this for a node without one.
+const UNCAPPED_WEIGHT: f64 = 100.0;
+
+fn weight(capacity: usize) -> f64 {
+    if capacity == 0 { UNCAPPED_WEIGHT } else { capacity as f64 }
 }
 
 /// How often each node says whom it is connected to, and how long that stays believed.
@@ -203,9 +223,19 @@ pub struct Counters {
     pub refused_connections: AtomicU64,
 }
 
+impl Cluster {
+    /// Other members' URLs, for pages that have not joined yet (the invite check), to try
+    /// when this node refuses them (full, or being drained).
+    pub fn elsewhere(&self) -> Vec<String> {
+        self.node_urls()
+    }
+}
+
 /// What the rest of the node may ask of the cluster.
 pub struct Cluster {
     pub counters: Arc<Counters>,
+    draining: tokio::sync::watch::Receiver<bool>,
+    capacity: usize,
     /// The media cascade's links to the other members.
     pub cascade: Arc<super::cascade::Links>,
     live: Arc<RwLock<BTreeSet<[u8; 32]>>>,
@@ -245,13 +275,28 @@ impl Cluster {
         let believed: Vec<&BTreeSet<[u8; 32]>> =
             reports.iter().filter(|(k, r)| **k != self.own && r.at.elapsed() < LIVE_BELIEVED).map(|(_, r)| &r.reaches).collect();
         let now = clock::now();
+        let fresh = |k: &[u8; 32]| reports.get(k).filter(|r| r.at.elapsed() < LIVE_BELIEVED);
         let candidates: Vec<Candidate> = view
             .media_nodes(now)
             .into_iter()
             .filter(|k| live.contains(k) && believed.iter().all(|seen| seen.contains(k)))
-            .map(|node| Candidate { node, weight: 1.0 })
+            .filter(|k| if *k == self.own { !self.draining() } else { !fresh(k).is_some_and(|r| r.draining) })
+            .map(|node| {
+                let capacity = if node == self.own { self.capacity } else { fresh(&node).map_or(0, |r| r.capacity) };
+                Candidate { node, weight: weight(capacity) }
+            })
             .collect();
         home(room, &candidates).unwrap_or(self.own)
+    }
+
+    /// Whether this node is being drained (`confab drain`).
+    pub fn draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Told when draining starts or stops.
+    pub fn draining_changes(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.draining.clone()
     }
 
     /// Where browsers reach the other members this node is connected to (`https://…`), as
@@ -310,8 +355,11 @@ pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Stor
     let (seats_tx, seats_rx) = mpsc::unbounded_channel();
     let reports: Reports = Arc::default();
     let cascade_links = Arc::new(super::cascade::Links::default());
+    let (draining_tx, draining) = tokio::sync::watch::channel(settings.drain_file.exists());
     let (cascade_members, cascade_members_rx) = tokio::sync::watch::channel(super::cascade::Members::new());
     let cluster = Cluster {
+        draining,
+        capacity: settings.capacity,
         cascade: cascade_links.clone(),
         counters: counters.clone(),
         live: live.clone(),
@@ -322,7 +370,7 @@ pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Stor
         next_conn: AtomicU64::new(1),
         seats: std::sync::Mutex::new(Some(seats_rx)),
     };
-    let wiring = Wiring { commands, command_rx, seats: seats_tx, reports, cascade_members };
+    let wiring = Wiring { commands, command_rx, seats: seats_tx, reports, cascade_members, draining: draining_tx };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("cluster".into()).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("cluster-rt").enable_all().build() {
@@ -412,6 +460,8 @@ struct Report {
     reaches: BTreeSet<[u8; 32]>,
     /// Where browsers reach it (`https://host[:port]`), if it said.
     url: Option<String>,
+    draining: bool,
+    capacity: usize,
 }
 
 /// The channels between the swarm's loop and the rest of the node.
@@ -422,6 +472,7 @@ struct Wiring {
     reports: Reports,
     /// The members, for the cascade's endpoint.
     cascade_members: tokio::sync::watch::Sender<super::cascade::Members>,
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 struct Plane {
@@ -573,7 +624,8 @@ impl Plane {
             self.last_live = Instant::now();
             let mut members: Vec<[u8; 32]> = live.iter().copied().collect();
             members.push(self.own);
-            self.gossip(Gossip::Live { members, url: self.url.clone() });
+            let (draining, capacity) = (*self.wiring.draining.borrow(), self.settings.capacity);
+            self.gossip(Gossip::Live { members, url: self.url.clone(), draining, capacity });
         }
         *self.live.write().expect("never poisoned") = live;
     }
@@ -616,6 +668,13 @@ impl Plane {
 
     fn on_tick(&mut self) {
         self.read_membership_file();
+        let draining = self.settings.drain_file.exists();
+        if *self.wiring.draining.borrow() != draining {
+            tracing::info!(draining, "{}", if draining { "draining: handing meetings and participants to the other nodes" } else { "back in service" });
+            self.wiring.draining.send_replace(draining);
+            // Say so at once.
+            self.last_live = Instant::now() - LIVE_EVERY;
+        }
         self.publish_live();
         self.dial_missing();
         let generation = self.store.generation();
@@ -888,14 +947,11 @@ impl Plane {
                 let Some(source) = message.source.filter(|s| self.members.contains_key(s)) else { return };
                 match serde_json::from_slice::<Gossip>(&message.data) {
                     Ok(Gossip::Membership(text)) => self.offer_text(&text, "gossip"),
-                    Ok(Gossip::Live { members, url }) => {
+                    Ok(Gossip::Live { members, url, draining, capacity }) => {
                         if let Some(key) = self.members.get(&source) {
                             let url = url.filter(|u| is_public_url(u));
-                            self.wiring
-                                .reports
-                                .write()
-                                .expect("never poisoned")
-                                .insert(*key, Report { at: Instant::now(), reaches: members.into_iter().collect(), url });
+                            let report = Report { at: Instant::now(), reaches: members.into_iter().collect(), url, draining, capacity };
+                            self.wiring.reports.write().expect("never poisoned").insert(*key, report);
                         }
                     }
                     Ok(Gossip::Changed { .. }) => {

@@ -364,6 +364,10 @@ struct Checked {
     role: &'static str,
     issuer: String,
     expires_at: u64,
+    /// In a cluster, the other nodes (`https://…`) the page may connect through when this
+    /// one is full or being drained.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    nodes: Vec<String>,
 }
 
 /// Public: what the meeting page asks before showing the prejoin screen.
@@ -390,6 +394,7 @@ async fn check_invite(state: web::Data<AppState>, body: web::Json<CheckInvite>) 
         ice_servers,
         opens_at: meeting.settings.opens_at,
         now,
+        nodes: state.cluster.as_ref().map(|c| c.elsewhere()).unwrap_or_default(),
     }))
 }
 

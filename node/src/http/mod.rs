@@ -51,6 +51,9 @@ pub struct AppState {
     pub trusted: crate::cluster::Trusted,
     /// The cluster's control plane, when this node is a member of one.
     pub cluster: Option<Arc<crate::cluster::net::Cluster>>,
+    /// Signaling sockets this node takes at most (0: no limit), and how many it has.
+    pub max_participants: usize,
+    pub sockets: std::sync::atomic::AtomicUsize,
 }
 
 impl AppState {
@@ -68,6 +71,8 @@ impl AppState {
             relay,
             turn: None,
             cluster: None,
+            max_participants: 0,
+            sockets: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -240,9 +245,12 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         Err(e) => e.to_string(),
     };
     let stalled = state.relay.counters.stalled_shards(STALL_LIMIT);
-    let healthy = database == "ok" && stalled == 0;
+    // A node being drained answers 503 too, so that load balancers send nobody new.
+    let draining = state.cluster.as_ref().is_some_and(|c| c.draining());
+    let healthy = database == "ok" && stalled == 0 && !draining;
     let body = serde_json::json!({
-        "status": if healthy { "ok" } else { "unhealthy" },
+        "status": if draining { "draining" } else if healthy { "ok" } else { "unhealthy" },
+        "draining": draining,
         "version": env!("CARGO_PKG_VERSION"),
         "database": database,
         "relay_shards": state.relay.counters.heartbeats.len(),
@@ -405,7 +413,11 @@ pub async fn run(
 }
 
 fn log_server_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    if res.status().is_server_error() {
+    // A 503 from /healthz is its answer (unhealthy, or draining), not a failure of ours; a
+    // 503 naming accounts out of reach is the cluster's state, logged where it changes.
+    let expected =
+        res.status() == actix_web::http::StatusCode::SERVICE_UNAVAILABLE && (res.request().path() == "/healthz" || res.request().path().starts_with("/api/"));
+    if res.status().is_server_error() && !expected {
         tracing::error!(path = %res.request().path(), status = res.status().as_u16(), "server error");
     }
     Ok(ErrorHandlerResponse::Response(res.map_into_left_body()))

@@ -127,9 +127,41 @@ impl Backend {
     }
 }
 
+/// Counts a socket against the node's cap for as long as it lives.
+struct Counted(Arc<AppState>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.sockets.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 impl Connection {
+    /// Whether this node takes no newcomer now: it is being drained, or it holds as many
+    /// sockets as it may (`--max-participants`). A page told so goes to another node.
+    fn refusal_here(&self) -> Option<ProtocolError> {
+        if self.state.cluster.as_ref().is_some_and(|c| c.draining()) {
+            return Some(ProtocolError::new(
+                "node_draining",
+                "This server is handing its meetings to the others before maintenance: connect through another one.",
+            ));
+        }
+        let cap = self.state.max_participants;
+        (cap > 0 && self.state.sockets.load(std::sync::atomic::Ordering::Acquire) > cap).then(|| {
+            ProtocolError::new("node_full", format!("This server has all the participants it takes ({cap}). Try another server of this meeting, or later."))
+        })
+    }
+
     async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) {
+        self.state.sockets.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let _counted = Counted(self.state.clone());
         let Some((join_text, join)) = self.first_message(&mut stream).await else { return };
+        if let Some(e) = self.refusal_here() {
+            let _ = self.send(&ServerMessage::error(&e)).await;
+            let _ = self.session.clone().close(Some(close(CLOSE_TRY_AGAIN, e.code))).await;
+            return;
+        }
+        let mut draining = self.state.cluster.as_ref().map(|c| c.draining_changes());
         let home = self.state.cluster.as_ref().map(|c| (c.clone(), c.home_of(self.room.as_str()))).filter(|(c, home)| *home != c.own_key());
         let mut backend = match home {
             Some((cluster, home)) => {
@@ -222,6 +254,13 @@ impl Connection {
                             let _ = self.session.clone().close(Some(close(1009, e.code))).await;
                             break false;
                         }
+                    }
+                }
+                // Drained: the page reconnects, is refused here, and goes to another node.
+                Ok(()) = async { match draining.as_mut() { Some(d) => d.changed().await, None => std::future::pending().await } } => {
+                    if draining.as_ref().is_some_and(|d| *d.borrow()) {
+                        let _ = tokio::time::timeout(WRITE_LIMIT, self.session.clone().close(Some(close(crate::cluster::net::CLOSE_HOME_LOST, "draining")))).await;
+                        break false;
                     }
                 }
                 _ = heartbeat.tick() => {

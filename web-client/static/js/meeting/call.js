@@ -40,7 +40,7 @@ export class Call {
   /// message), onRefused(error) when the node refused something we sent, onNotice(text) for
   /// what a host did to us or the meeting, onLobby(hostPresent) while we wait in the lobby
   /// (null once let in).
-  constructor({ room, invite, name, local, levels, tiles, onCount, onConnection, onEnd, onPeople, onChat, onRefused, onNotice, onLobby }) {
+  constructor({ room, invite, name, nodes, local, levels, tiles, onCount, onConnection, onEnd, onPeople, onChat, onRefused, onNotice, onLobby }) {
     this.local = local;
     this.levels = levels;
     this.tiles = tiles;
@@ -95,6 +95,7 @@ export class Call {
         onState: (s) => this.onConnection(s),
         onEnd: (reason) => this.ended(reason),
       },
+      nodes ?? [],
     );
   }
 

@@ -16,6 +16,8 @@ const MAX_BACKOFF_MS = 5_000;
 // Close codes after which reconnecting would not help (the node said why before closing).
 const { CLOSE } = protocol;
 const FINAL_CLOSES = new Set([CLOSE.LEFT, CLOSE.REMOVED, CLOSE.REPLACED, CLOSE.REFUSED, CLOSE.POLICY, CLOSE.ENDED, CLOSE.DENIED]);
+/** Refusals after which another node of the cluster may take us. */
+const ELSEWHERE = new Set(["node_full", "node_draining"]);
 /** What the page says after a final close the node gave no message for. */
 const CLOSE_REASONS = new Map([
   [CLOSE.REPLACED, "ended.replaced"],
@@ -26,8 +28,9 @@ const CLOSE_REASONS = new Map([
 export class Signaling {
   /// `join(resume)` builds the join message (`protocol.join`) with the seat to resume, if
   /// any. `handlers`: onWelcome(msg, resumed),
-  /// onMessage(msg), onState("connected" | "reconnecting"), onEnd(reason).
-  constructor(room, join, handlers) {
+  /// onMessage(msg), onState("connected" | "reconnecting"), onEnd(reason). `nodes`: in a
+  /// cluster, the other nodes' URLs the invite check named (more come with `nodes`).
+  constructor(room, join, handlers, nodes = []) {
     this.path = `/ws/${encodeURIComponent(room)}`;
     /// The page's own node first, then the others the node named.
     /** @type {string[]} */
@@ -48,6 +51,7 @@ export class Signaling {
     /// How many times a seat was granted on this page: 1, plus one per reconnection.
     this.welcomes = 0;
     this.timer = setInterval(() => this.heartbeat(), HEARTBEAT_MS);
+    this.learnNodes(nodes);
     this.open();
   }
 
@@ -57,6 +61,7 @@ export class Signaling {
     this.socket = socket;
     this.welcomed = false;
     this.opened = false;
+    this.lastError = null;
     socket.onopen = () => {
       this.opened = true;
       this.lastHeard = Date.now();
@@ -116,8 +121,10 @@ export class Signaling {
 
   closed(code) {
     if (this.ended) return;
-    // A node that could not be reached at all: the next attempt goes through another one.
-    if (!this.opened && this.origins.length > 1) {
+    // A node that could not be reached at all, or that takes nobody now (full, or being
+    // drained): the next attempt goes through another one.
+    const elsewhere = code === CLOSE.TRY_AGAIN && !this.welcomed && ELSEWHERE.has(this.lastError?.code ?? "");
+    if ((!this.opened || elsewhere) && this.origins.length > 1) {
       this.originIndex = (this.originIndex + 1) % this.origins.length;
       log("info", `signaling: trying ${this.origins[this.originIndex]}`);
     }

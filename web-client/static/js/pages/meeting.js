@@ -17,6 +17,8 @@ const invite = decodeLenient(location.hash.slice(1));
 const NAME_KEY = "confab.display-name";
 /** What people see of the meeting: its owner's title, or the room name. */
 let title = room;
+/** @type {string[]} in a cluster, the other nodes to connect through if this one refuses us */
+let otherNodes = [];
 
 const local = new LocalMedia();
 const levels = new Levels();
@@ -230,6 +232,7 @@ function startCall(name) {
     room,
     invite,
     name,
+    nodes: otherNodes,
     local,
     levels,
     tiles: new Tiles($("#tiles"), { detail: (id) => call.detail(id) }),
@@ -461,6 +464,7 @@ async function main() {
   }
   $("#checking").hidden = true;
   title = granted.title ?? granted.room;
+  otherNodes = Array.isArray(granted.nodes) ? granted.nodes : [];
   $("#meeting-title").textContent = t("prejoin.meeting", { room: title });
   $("#meeting-invited").textContent = t(granted.role === "host" ? "prejoin.invited_host" : "prejoin.invited_guest", { issuer: granted.issuer });
   document.title = `${title} · Confab`;
