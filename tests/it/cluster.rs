@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use confab_tests::cluster::Cluster;
 use confab_tests::eventually_or;
 use confab_tests::meeting::{Participant, each_receives_the_others};
+use confab_tests::native::NativeParticipant;
 use confab_tests::node::{Node, check_invite, make_invite};
 use confab_tests::signaling::{Heard, Signaling};
 use serde_json::{Value, json};
@@ -589,4 +590,41 @@ async fn past_a_nodes_cap_the_next_participant_is_served_by_another_and_everyone
     })
     .await;
     println!("Fay was refused by node 1 (full) and is seated through {through} with the five others");
+}
+
+/// SFU mode across nodes: a Chromium whose socket is on node 1 and a webrtc-rs participant
+/// whose socket is on node 3, in a meeting homed on node 2: their SFU offers, answers, slots
+/// and layers travel through their nodes to the home, whose relay carries their media (the
+/// cascade between edges is not built yet), and each receives the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_sfu_mode_participants_on_two_other_nodes_meet_at_the_homes_relay() {
+    let _browsers = confab_tests::browser::exclusive().await;
+    let mut cluster = Cluster::prepare(3, 3);
+    for i in 0..3 {
+        cluster.start(i, &["--mesh-threshold", "0"]).await;
+    }
+    for i in 0..3 {
+        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
+    }
+    let admin = cluster.node(0).admin().await;
+    let room = room_homed_at(&cluster, &admin, "sfu", &cluster.members[1].key).await;
+    let key = confab_keys::AccountKey::from_seed([3; 32]);
+    let invite = make_invite(&admin, cluster.node(0), &key, &room, 3600).await;
+    for i in [0, 2] {
+        wait_admitted(cluster.node(i), &room, &invite).await;
+    }
+    let mut ana = Participant::chromium(&format!("{}/m/{room}#{invite}", cluster.node(0).url), "Ana").await;
+    let id_ana = ana.join().await;
+    // webrtc-rs sends from the test's end of node 3's link, which the home reaches.
+    let udp = format!("{}:0", cluster.members[2].ns.host_ip);
+    let rusty = NativeParticipant::join_from(&format!("{}/m/{room}#{invite}", cluster.node(2).url), "Rusty", &udp).await;
+    for (from, rate) in rusty.wait_receiving(&[&id_ana]).await {
+        println!("Rusty (webrtc-rs, through node 3) ← {from} in one second: {rate:?}");
+    }
+    let stats = ana.wait_receiving(&[&rusty.id]).await;
+    let s = &stats[&rusty.id];
+    println!("Ana (Chromium, through node 1) ← Rusty via {}: {} frames ({}p), {} samples", s.via, s.frames_decoded, s.frame_height, s.samples_received);
+    assert_eq!(s.via, "sfu");
+    assert_eq!(cluster.node(1).metric("confab_participants").await, 2, "node 2 runs the meeting");
+    assert_eq!(cluster.node(1).metric("confab_rooms{mode=\"sfu\"}").await, 1, "in SFU mode");
 }

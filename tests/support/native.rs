@@ -134,6 +134,12 @@ impl NativeParticipant {
     /// Joins the meeting behind `link` (`https://HOST/m/ROOM#INVITE`) as `name`. The room must
     /// be in SFU mode: this client speaks only to the relay.
     pub async fn join(link: &str, name: &str) -> NativeParticipant {
+        NativeParticipant::join_from(link, name, "127.0.0.1:0").await
+    }
+
+    /// `join`, with its media socket on `udp` (an address on a link the test made, for a
+    /// relay in another network namespace, which cannot reach this one's loopback).
+    pub async fn join_from(link: &str, name: &str, udp: &str) -> NativeParticipant {
         let (base, rest) = link.split_once("/m/").expect("a meeting link");
         let (room, invite) = rest.split_once('#').expect("a meeting link with an invite");
         let mut signaling = Signaling::connect_to(base, room).await;
@@ -155,7 +161,7 @@ impl NativeParticipant {
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_handler(handler)
-            .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+            .with_udp_addrs(vec![udp.to_string()])
             .build()
             .await
             .expect("a webrtc-rs peer connection");
