@@ -134,9 +134,29 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
     out
 }
 
+/// A cluster member's figures: its control plane's counters, whether it is being drained,
+/// and its cascade links (each member's node key and figures) and refusals.
+pub struct ClusterFigures<'a> {
+    pub counters: &'a crate::cluster::net::Counters,
+    pub draining: bool,
+    pub links: Vec<([u8; 32], crate::cluster::cascade::LinkFigures)>,
+    pub cascade_refused: u64,
+}
+
+impl ClusterFigures<'_> {
+    pub fn of(cluster: &crate::cluster::net::Cluster) -> ClusterFigures<'_> {
+        ClusterFigures {
+            counters: &cluster.counters,
+            draining: cluster.draining(),
+            links: cluster.cascade.figures(),
+            cascade_refused: cluster.cascade.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The cluster's control plane and cascade links, for a node that is a member of one.
-pub fn render_cluster(cluster: &crate::cluster::net::Cluster) -> String {
-    let c = &cluster.counters;
+pub fn render_cluster(figures: &ClusterFigures<'_>) -> String {
+    let c = figures.counters;
     let mut out = String::new();
     for (name, help, kind, value) in [
         ("confab_cluster_epoch", "The membership epoch this node follows.", "gauge", &c.epoch),
@@ -156,9 +176,9 @@ pub fn render_cluster(cluster: &crate::cluster::net::Cluster) -> String {
     let _ = writeln!(
         out,
         "# HELP confab_cluster_draining 1 while this node is being drained (confab drain).\n# TYPE confab_cluster_draining gauge\nconfab_cluster_draining {}",
-        u8::from(cluster.draining())
+        u8::from(figures.draining)
     );
-    let links = cluster.cascade.figures();
+    let links = &figures.links;
     let _ = writeln!(
         out,
         "# HELP confab_cascade_links Media cascade links up (QUIC, one per other member).\n# TYPE confab_cascade_links gauge\nconfab_cascade_links {}",
@@ -167,7 +187,7 @@ pub fn render_cluster(cluster: &crate::cluster::net::Cluster) -> String {
     let _ = writeln!(
         out,
         "# HELP confab_cascade_refused_total Cascade connections refused: not a member, another protocol version, a failed handshake.\n# TYPE confab_cascade_refused_total counter\nconfab_cascade_refused_total {}",
-        cluster.cascade.refused.load(Ordering::Relaxed)
+        figures.cascade_refused
     );
     type Figure = fn(&crate::cluster::cascade::LinkFigures) -> String;
     let per_peer: [(&str, &str, &str, Figure); 6] = [
@@ -183,11 +203,8 @@ pub fn render_cluster(cluster: &crate::cluster::net::Cluster) -> String {
         ("confab_cascade_lost_packets_total", "QUIC packets the cascade link to each member declared lost.", "counter", |f| f.lost_packets.to_string()),
     ];
     for (name, help, kind, value) in per_peer {
-        if links.is_empty() {
-            continue;
-        }
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (key, figures) in &links {
+        for (key, figures) in links {
             let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", crate::secrets::hex(&key[..8]), value(figures));
         }
     }
@@ -244,7 +261,10 @@ mod tests {
     #[test]
     fn the_grafana_dashboard_uses_only_metrics_the_node_renders() {
         let process = ProcessFigures { cpu_seconds: Some(1.0), resident_kib: Some(1), load: Some([0.0; 3]) };
-        let text = render(HubCounts::default(), &Counters::new(2), Some(&Default::default()), process);
+        let mut text = render(HubCounts::default(), &Counters::new(2), Some(&Default::default()), process);
+        let counters = crate::cluster::net::Counters::default();
+        let figures = ClusterFigures { counters: &counters, draining: false, links: vec![([1; 32], Default::default())], cascade_refused: 0 };
+        text += &render_cluster(&figures);
         let dashboard: serde_json::Value = serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).unwrap();
         let mut names = Vec::new();
         for panel in dashboard["panels"].as_array().unwrap() {

@@ -269,7 +269,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         crate::metrics::ProcessFigures::read(),
     );
     if let Some(cluster) = &state.cluster {
-        text += &crate::metrics::render_cluster(cluster);
+        text += &crate::metrics::render_cluster(&crate::metrics::ClusterFigures::of(cluster));
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
 }
