@@ -524,6 +524,9 @@ async fn draining_a_node_hands_its_meetings_and_participants_to_the_others() {
 /// another node (the invite check names them), and all five are in one meeting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_a_nodes_cap_the_next_participant_is_served_by_another_and_everyone_meets() {
+    // Taken first: the protocol clients below answer no pings while the browser waits its
+    // turn, and the node drops a socket silent for 30 s.
+    let _browsers = confab_tests::browser::exclusive().await;
     let mut cluster = Cluster::prepare(3, 3);
     cluster.start(0, &["--max-participants", "4"]).await;
     cluster.start(1, &[]).await;
@@ -577,7 +580,6 @@ async fn past_a_nodes_cap_the_next_participant_is_served_by_another_and_everyone
 
     // The web client does the same by itself: Fay opens node 1's link, is told node_full,
     // and takes her seat through another node.
-    let _browsers = confab_tests::browser::exclusive().await;
     let mut fay = Participant::chromium(&format!("{}/m/spill#{invite}", cluster.node(0).url), "Fay").await;
     fay.join().await;
     let through = fay.browser.eval("return window.confabCall.signaling.url").await;

@@ -138,6 +138,11 @@ pub enum Down {
     },
 }
 
+/// Relayed messages that may wait for one participant, each way (on the edge for the
+/// socket, on either node for the other to take them): past it the participant counts as
+/// stalled, as a local socket whose queue overflows does (`meeting::hub::OUTBOUND_QUEUE`).
+const RELAYED_QUEUE: usize = crate::meeting::hub::OUTBOUND_QUEUE;
+
 /// The close code an edge uses when it loses the meeting's home node: "service restart"
 /// (RFC 6455), after which the browser reconnects and resumes, and the room has a new home.
 pub const CLOSE_HOME_LOST: u16 = 1012;
@@ -182,7 +187,7 @@ impl Link {
 /// What the rest of the node asks of the swarm's loop.
 enum Command {
     SetUrl(String),
-    Open { conn: u64, home: PeerId, down: mpsc::UnboundedSender<Down> },
+    Open { conn: u64, home: PeerId, down: mpsc::Sender<Down> },
     Up { home: PeerId, conn: u64, room: String, origin: IpAddr, frame: Up },
     Down { edge: PeerId, conn: u64, frame: Down },
 }
@@ -330,8 +335,8 @@ impl Cluster {
 
     /// Opens the way to `home` for one participant's socket on this node: what to send it,
     /// and what it sends back (which ends with a close, also when the home node is lost).
-    pub fn open_link(&self, home: [u8; 32], room: &str, origin: IpAddr) -> (Link, mpsc::UnboundedReceiver<Down>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn open_link(&self, home: [u8; 32], room: &str, origin: IpAddr) -> (Link, mpsc::Receiver<Down>) {
+        let (tx, rx) = mpsc::channel(RELAYED_QUEUE);
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let home = peer_of(&home).expect("members' keys are ed25519 keys");
         let _ = self.commands.send(Command::Open { conn, home, down: tx });
@@ -479,7 +484,7 @@ struct Plane {
     swarm: Swarm<Behaviour>,
     wiring: Wiring,
     /// Sockets on this node whose seats are on another: where their home's messages go.
-    edge_conns: HashMap<u64, (PeerId, mpsc::UnboundedSender<Down>)>,
+    edge_conns: HashMap<u64, (PeerId, mpsc::Sender<Down>)>,
     /// Seats here whose sockets are on another node: where their messages go.
     remote_seats: HashMap<(PeerId, u64), mpsc::UnboundedSender<Up>>,
     outgoing: HashMap<Stream, Outgoing>,
@@ -769,7 +774,7 @@ impl Plane {
             Command::SetUrl(url) => self.url = Some(url),
             Command::Open { conn, home, down } => {
                 if !self.swarm.is_connected(&home) {
-                    let _ = down.send(Down::Close { code: CLOSE_HOME_LOST, reason: "home_unreachable".into() });
+                    let _ = down.try_send(Down::Close { code: CLOSE_HOME_LOST, reason: "home_unreachable".into() });
                     return;
                 }
                 self.edge_conns.insert(conn, (home, down));
@@ -796,7 +801,23 @@ impl Plane {
     }
 
     fn queue(&mut self, stream: Stream, frame: Frame, room: String, origin: IpAddr) {
-        self.outgoing.entry(stream).or_default().frames.push(frame);
+        let waiting = self.outgoing.entry(stream).or_default();
+        if waiting.frames.len() >= RELAYED_QUEUE {
+            // The other node does not keep up with this participant: let them go as stalled
+            // (the page reconnects and resumes, as after a local socket's overflow).
+            tracing::warn!(conn = stream.1, "relayed signaling stalled; treating the participant as dropped");
+            self.outgoing.remove(&stream);
+            let (peer, conn, upwards) = stream;
+            if upwards {
+                if let Some((_, down)) = self.edge_conns.remove(&conn) {
+                    let _ = down.try_send(Down::Close { code: 1011, reason: "stalled".into() });
+                }
+            } else if let Some(frames) = self.remote_seats.remove(&(peer, conn)) {
+                let _ = frames.send(Up::Closed);
+            }
+            return;
+        }
+        waiting.frames.push(frame);
         self.flush(stream, room, origin);
     }
 
@@ -833,7 +854,7 @@ impl Plane {
             self.outgoing.remove(&stream);
             if upwards {
                 if let Some((_, down)) = self.edge_conns.remove(&conn) {
-                    let _ = down.send(Down::Close { code: CLOSE_HOME_LOST, reason: "home_lost".into() });
+                    let _ = down.try_send(Down::Close { code: CLOSE_HOME_LOST, reason: "home_lost".into() });
                 }
             } else if let Some(frames) = self.remote_seats.remove(&(peer, conn)) {
                 let _ = frames.send(Up::Closed);
@@ -858,7 +879,7 @@ impl Plane {
         let lost: Vec<u64> = self.edge_conns.iter().filter(|(_, (home, _))| *home == peer).map(|(c, _)| *c).collect();
         for conn in lost {
             if let Some((_, down)) = self.edge_conns.remove(&conn) {
-                let _ = down.send(Down::Close { code: CLOSE_HOME_LOST, reason: "home_lost".into() });
+                let _ = down.try_send(Down::Close { code: CLOSE_HOME_LOST, reason: "home_lost".into() });
             }
         }
         let seats: Vec<(PeerId, u64)> = self.remote_seats.keys().filter(|(edge, _)| *edge == peer).copied().collect();
@@ -911,13 +932,21 @@ impl Plane {
             Request::Down { conn, frames } => match self.edge_conns.get(&conn) {
                 Some((home, down)) if *home == peer => {
                     let down = down.clone();
+                    let mut response = Response::Taken;
                     for frame in frames {
                         if matches!(frame, Down::Close { .. }) {
                             self.edge_conns.remove(&conn);
                         }
-                        let _ = down.send(frame);
+                        if down.try_send(frame).is_err() {
+                            // The socket does not take what it is sent: it goes (closed as
+                            // stalled once its channel empties), and the home lets the seat wait.
+                            tracing::warn!(conn, "a relayed participant's socket stalled; treating it as dropped");
+                            self.edge_conns.remove(&conn);
+                            response = Response::Unknown;
+                            break;
+                        }
                     }
-                    Response::Taken
+                    response
                 }
                 _ => Response::Unknown,
             },

@@ -79,7 +79,7 @@ enum Next {
 /// reached through the cluster (this node is then only the participant's edge).
 enum Backend {
     Local { signaler: Signaler, outbox: Outbox, dropped: Dropped },
-    Remote { link: crate::cluster::net::Link, down: tokio::sync::mpsc::UnboundedReceiver<Down> },
+    Remote { link: crate::cluster::net::Link, down: tokio::sync::mpsc::Receiver<Down> },
 }
 
 impl Backend {
@@ -101,7 +101,8 @@ impl Backend {
                     Next::Stalled
                 }
                 Some(Down::Close { code, reason }) => Next::Close(close(code, &reason)),
-                None => Next::Gone,
+                // Dropped without a close: the socket fell behind what the home sent.
+                None => Next::Stalled,
             },
         }
     }
