@@ -630,3 +630,63 @@ async fn in_sfu_mode_participants_on_two_other_nodes_meet_at_the_homes_relay() {
     assert_eq!(cluster.node(1).metric("confab_participants").await, 2, "node 2 runs the meeting");
     assert_eq!(cluster.node(1).metric("confab_rooms{mode=\"sfu\"}").await, 1, "in SFU mode");
 }
+
+/// The accounts node dies; the operator gives node 2 the accounts role in a new epoch: the
+/// admin logs in there with the password they always had, a token issued before signs
+/// someone up, node 3 sends account pages there, and the invite made before the loss still
+/// admits on every node left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_takes_over_the_accounts_when_the_accounts_node_is_lost() {
+    let mut cluster = Cluster::prepare(3, 3);
+    cluster.start_all().await;
+    for i in 0..3 {
+        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
+    }
+    let admin = cluster.node(0).admin().await;
+    let key = confab_keys::AccountKey::from_seed([3; 32]);
+    let invite = make_invite(&admin, cluster.node(0), &key, "takeover", 3600).await;
+    let spare_token = cluster.node(0).issue_token(&admin).await;
+    for i in 1..3 {
+        wait_admitted(cluster.node(i), "takeover", &invite).await;
+    }
+    cluster.members[0].node.as_mut().unwrap().kill();
+    cluster.wait_peers(1, 1, Duration::from_secs(10)).await;
+    let res =
+        confab_tests::client().post(cluster.node(1).api("/api/login")).json(&json!({"username": "admin", "password": "admin password"})).send().await.unwrap();
+    assert_eq!(res.status(), 503, "no accounts node: {}", res.text().await.unwrap());
+
+    // The runbook: node 2 gets the accounts role and node 1 keeps only media (removing it
+    // would void the certificates it signed, and every invite made with them); the epoch
+    // goes to node 3.
+    cluster.add_as(1, "accounts,media");
+    cluster.add_as(0, "media");
+    cluster.publish_to(2);
+    let node2 = cluster.node(1);
+    let promoted = eventually_or("the admin to log in on node 2", Duration::from_secs(10), || async move {
+        let c = confab_tests::client();
+        let res = c.post(node2.api("/api/login")).json(&json!({"username": "admin", "password": "admin password"})).send().await.unwrap();
+        if res.status() == 200 { Ok(c) } else { Err(format!("{} {}", res.status(), res.text().await.unwrap())) }
+    })
+    .await;
+    let me: Value = promoted.get(node2.api("/api/me")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["username"], "admin");
+    // A token issued before the loss signs someone up on the new accounts node.
+    let res = confab_tests::node::signup(&confab_tests::client(), node2, "newcomer", "a long password", &spare_token).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    // Node 3 sends account pages to node 2 now, and the old invite still admits everywhere.
+    let no_redirects = reqwest::Client::builder().danger_accept_invalid_certs(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let node3 = cluster.node(2);
+    let location = eventually_or("node 3 to send logins to node 2", Duration::from_secs(10), || {
+        let c = no_redirects.clone();
+        async move {
+            let res = c.get(node3.api("/login")).send().await.unwrap();
+            let at = res.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            if at.starts_with(&node2.url) { Ok(at) } else { Err(format!("{} {at}", res.status())) }
+        }
+    })
+    .await;
+    assert_eq!(location, node2.api("/login"));
+    for i in 1..3 {
+        assert_eq!(check_invite(cluster.node(i), "takeover", &invite).await.0, 200);
+    }
+}

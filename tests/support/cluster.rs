@@ -72,10 +72,15 @@ impl Cluster {
         cluster
     }
 
-    /// The operator adds member `i` (a new epoch in the operator's file only).
+    /// The operator adds member `i` (a new epoch in the operator's file only): the first
+    /// holds the accounts.
     pub fn add(&self, i: usize) {
+        self.add_as(i, if i == 0 { "accounts,media" } else { "media" });
+    }
+
+    /// The operator adds member `i`, or changes its roles (`accounts,media`, `media`).
+    pub fn add_as(&self, i: usize, roles: &str) {
         let m = &self.members[i];
-        let roles = if i == 0 { "accounts,media" } else { "media" };
         confab(self.dir.path(), &["cluster", "add", "--node-key", &m.key, "--address", &m.address(), "--roles", roles]);
     }
 

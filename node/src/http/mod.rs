@@ -338,13 +338,14 @@ pub async fn run(
     }
     let server = HttpServer::new(move || {
         let cluster = state.cluster.clone();
-        let accounts_elsewhere = state.cluster.clone().filter(|c| !c.holds_accounts());
+        let accounts_elsewhere = state.cluster.clone();
         App::new()
             .app_data(state.clone())
             .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(log_server_errors))
             // In a cluster, accounts live on one node: their pages and API calls are sent there.
             .wrap_fn(move |req, srv| {
-                let redirect = accounts_elsewhere.as_ref().filter(|_| is_accounts_route(req.path())).map(|c| accounts_redirect(c, &req));
+                // Asked each time: a new epoch may give the accounts to another node.
+                let redirect = accounts_elsewhere.as_ref().filter(|c| is_accounts_route(req.path()) && !c.holds_accounts()).map(|c| accounts_redirect(c, &req));
                 let fut = redirect.is_none().then(|| srv.call(req));
                 async move {
                     match (fut, redirect) {

@@ -1,9 +1,11 @@
 //! What a cluster replicates of the store: everything a node needs to admit a seat and run a
-//! meeting (accounts without their passwords, certificates, meetings and their settings,
-//! registered invites, both revocation lists). The accounts node is these tables' single
-//! writer and every other member mirrors its [`Snapshot`]; revocations alone may start
-//! anywhere (a host's "remove and revoke" on a meeting's home node) and are merged as a
-//! union in both directions, so a revocation made anywhere holds everywhere.
+//! meeting (accounts, certificates, meetings and their settings, registered invites, both
+//! revocation lists), and what another node needs to take over as the accounts node
+//! (password hashes, sign-up tokens' digests). Sessions are not replicated: after a
+//! takeover people log in again. The accounts node is these tables' single writer and every
+//! other member mirrors its [`Snapshot`]; revocations alone may start anywhere (a host's
+//! "remove and revoke" on a meeting's home node) and are merged as a union in both
+//! directions, so a revocation made anywhere holds everywhere.
 
 use std::collections::BTreeMap;
 
@@ -60,8 +62,6 @@ struct Table {
     key: &'static [&'static str],
     columns: &'static [&'static str],
     mode: Mode,
-    /// Columns a replica fills with a constant (a password hash that matches nothing).
-    fill: &'static [(&'static str, &'static str)],
 }
 
 /// In dependency order (foreign keys point backwards).
@@ -69,33 +69,30 @@ const TABLES: &[Table] = &[
     Table {
         name: "accounts",
         key: &["id"],
-        columns: &["id", "username", "username_key", "is_admin", "is_ticketmaster", "disabled_at", "created_at"],
+        columns: &["id", "username", "username_key", "password_hash", "is_admin", "is_ticketmaster", "disabled_at", "created_at"],
         mode: Mode::Upsert,
-        fill: &[("password_hash", "''")],
     },
-    Table { name: "certificates", key: &["id"], columns: &["id", "account_id", "public_key", "issued_at", "expires_at"], mode: Mode::Upsert, fill: &[] },
+    Table {
+        name: "signup_tokens",
+        key: &["id"],
+        columns: &["id", "digest", "note", "issued_by", "issued_at", "expires_at", "grants_admin", "used_at", "used_by", "revoked_at"],
+        mode: Mode::Mirror,
+    },
+    Table { name: "certificates", key: &["id"], columns: &["id", "account_id", "public_key", "issued_at", "expires_at"], mode: Mode::Upsert },
     Table {
         name: "meetings",
         key: &["id"],
         columns: &["id", "room", "owner_id", "created_at", "lobby", "share", "muted_above", "title", "opens_at"],
         mode: Mode::Mirror,
-        fill: &[],
     },
     Table {
         name: "invites",
         key: &["certificate_id", "id"],
         columns: &["id", "room", "account_id", "certificate_id", "role", "not_before", "expires_at", "created_at", "text", "for_whom"],
         mode: Mode::Upsert,
-        fill: &[],
     },
-    Table { name: "revocations", key: &["id"], columns: &["id", "kind", "revoked_at"], mode: Mode::Union, fill: &[] },
-    Table {
-        name: "invite_revocations",
-        key: &["certificate_id", "invite_id"],
-        columns: &["certificate_id", "invite_id", "revoked_at"],
-        mode: Mode::Union,
-        fill: &[],
-    },
+    Table { name: "revocations", key: &["id"], columns: &["id", "kind", "revoked_at"], mode: Mode::Union },
+    Table { name: "invite_revocations", key: &["certificate_id", "invite_id"], columns: &["certificate_id", "invite_id", "revoked_at"], mode: Mode::Union },
 ];
 
 /// Rows of replicated tables, by table name.
@@ -163,12 +160,8 @@ impl Store {
                 }
             }
             let rows: Vec<Vec<Value>> = rows.iter().map(|r| r.iter().map(Cell::to_sql).collect()).collect::<Result<_, _>>()?;
-            let mut columns: Vec<&str> = table.columns.to_vec();
-            let mut values: Vec<String> = (1..=table.columns.len()).map(|i| format!("?{i}")).collect();
-            for (column, constant) in table.fill {
-                columns.push(column);
-                values.push(constant.to_string());
-            }
+            let columns: Vec<&str> = table.columns.to_vec();
+            let values: Vec<String> = (1..=table.columns.len()).map(|i| format!("?{i}")).collect();
             let on_conflict = match table.mode {
                 Mode::Union => "DO NOTHING".to_string(),
                 Mode::Mirror | Mode::Upsert => {
@@ -233,8 +226,10 @@ mod tests {
         assert_eq!(replica.apply_snapshot(&first, true).unwrap(), 0, "applying the same snapshot again changes nothing");
         assert_eq!(replica.meeting("weekly").unwrap().unwrap().owner, "vera");
         assert_eq!(replica.certificate_owner(CapabilityId([1; 16])).unwrap(), Some(vera.id));
-        // The password never leaves the accounts node.
-        assert_eq!(replica.account_for_login("vera").unwrap().unwrap().1, "");
+        // A replica could take over as the accounts node: it has the password hashes and
+        // the sign-up tokens (as digests), used or not.
+        assert_eq!(replica.account_for_login("vera").unwrap().unwrap().1, "$argon2id$secret");
+        assert!(replica.check_token(&crate::secrets::digest("token-vera"), 3).unwrap().is_err(), "a used token stays used");
 
         assert!(accounts.delete_meeting("gone", vera.id, 7).unwrap());
         accounts.disable_account("vera", 8).unwrap();
