@@ -187,9 +187,28 @@ impl Link {
 /// What the rest of the node asks of the swarm's loop.
 enum Command {
     SetUrl(String),
-    Open { conn: u64, home: PeerId, down: mpsc::Sender<Down> },
-    Up { home: PeerId, conn: u64, room: String, origin: IpAddr, frame: Up },
-    Down { edge: PeerId, conn: u64, frame: Down },
+    /// A member's name was resolved (off the loop).
+    Resolved {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
+    Open {
+        conn: u64,
+        home: PeerId,
+        down: mpsc::Sender<Down>,
+    },
+    Up {
+        home: PeerId,
+        conn: u64,
+        room: String,
+        origin: IpAddr,
+        frame: Up,
+    },
+    Down {
+        edge: PeerId,
+        conn: u64,
+        frame: Down,
+    },
 }
 
 /// Messages waiting for one participant in one direction: sent one batch at a time, the next
@@ -501,6 +520,9 @@ struct Plane {
     members: HashMap<PeerId, [u8; 32]>,
     connections: HashMap<PeerId, usize>,
     last_dial: HashMap<PeerId, Instant>,
+    /// Members' names, resolved (when, to what), and those being resolved now.
+    resolved: HashMap<PeerId, (Instant, Vec<Multiaddr>)>,
+    resolving: HashSet<PeerId>,
     file_stamp: Option<std::time::SystemTime>,
     /// The store's generation when this node last told the others (or the accounts node).
     told_generation: u64,
@@ -543,6 +565,8 @@ impl Plane {
             members: HashMap::new(),
             connections: HashMap::new(),
             last_dial: HashMap::new(),
+            resolved: HashMap::new(),
+            resolving: HashSet::new(),
             file_stamp: None,
             told_generation,
             last_resync: Instant::now(),
@@ -727,15 +751,34 @@ impl Plane {
                 continue;
             }
             self.last_dial.insert(peer, Instant::now());
-            let addrs: Vec<Multiaddr> = addresses.iter().flat_map(|a| resolve(a)).collect();
-            if addrs.is_empty() {
-                continue;
-            }
+            let addrs = match self.addresses_of(peer, &addresses) {
+                Some(addrs) if !addrs.is_empty() => addrs,
+                _ => continue,
+            };
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(addrs).build();
             if let Err(e) = self.swarm.dial(opts) {
                 tracing::debug!(%peer, error = %e, "dial");
             }
         }
+    }
+
+    /// A member's addresses as multiaddrs. Addresses with IPs are read at once; names are
+    /// resolved off the loop (a slow resolver must not hold up the control plane) and kept for
+    /// [`RESOLVED_FOR`]; until the first answer there is nothing to dial.
+    fn addresses_of(&mut self, peer: PeerId, addresses: &[String]) -> Option<Vec<Multiaddr>> {
+        let literal: Option<Vec<SocketAddr>> = addresses.iter().map(|a| a.parse::<SocketAddr>().ok()).collect();
+        if let Some(literal) = literal {
+            return Some(literal.into_iter().map(quic_multiaddr).collect());
+        }
+        let cached = self.resolved.get(&peer).cloned();
+        if cached.as_ref().is_none_or(|(at, _)| at.elapsed() >= RESOLVED_FOR) && self.resolving.insert(peer) {
+            let (commands, addresses) = (self.wiring.commands.clone(), addresses.to_vec());
+            tokio::task::spawn_blocking(move || {
+                let addrs: Vec<Multiaddr> = addresses.iter().flat_map(|a| a.to_socket_addrs().into_iter().flatten()).map(quic_multiaddr).collect();
+                let _ = commands.send(Command::Resolved { peer, addrs });
+            });
+        }
+        cached.map(|(_, addrs)| addrs)
     }
 
     fn sync_with(&mut self, peer: PeerId) {
@@ -772,6 +815,13 @@ impl Plane {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::SetUrl(url) => self.url = Some(url),
+            Command::Resolved { peer, addrs } => {
+                self.resolving.remove(&peer);
+                if addrs.is_empty() {
+                    tracing::warn!(%peer, "a member's address did not resolve");
+                }
+                self.resolved.insert(peer, (Instant::now(), addrs));
+            }
             Command::Open { conn, home, down } => {
                 if !self.swarm.is_connected(&home) {
                     let _ = down.try_send(Down::Close { code: CLOSE_HOME_LOST, reason: "home_unreachable".into() });
@@ -1023,8 +1073,10 @@ fn is_public_url(url: &str) -> bool {
     crate::config::normalize_public_url(url).is_ok_and(|u| u == url) && url.len() <= 256 && !url.contains([';', ',', '\'', '"', '\\']) && url.is_ascii()
 }
 
-/// `host:port` as QUIC multiaddrs (a name is resolved here, each time it is dialled).
-fn resolve(address: &str) -> Vec<Multiaddr> {
-    let Ok(addrs) = address.to_socket_addrs() else { return Vec::new() };
-    addrs.map(|a| Multiaddr::from(a.ip()).with(Protocol::Udp(a.port())).with(Protocol::QuicV1)).collect()
+/// The QUIC multiaddr of a UDP address.
+fn quic_multiaddr(a: SocketAddr) -> Multiaddr {
+    Multiaddr::from(a.ip()).with(Protocol::Udp(a.port())).with(Protocol::QuicV1)
 }
+
+/// How long a member's resolved name is used before it is resolved again.
+const RESOLVED_FOR: Duration = Duration::from_secs(30);
