@@ -116,6 +116,7 @@ pub fn drain(common: &Common, undo: bool) -> anyhow::Result<()> {
         "Draining: within a few seconds the node's meetings move to other nodes, its participants reconnect through them, and it refuses newcomers (its /healthz answers 503)."
     );
     println!("Watch confab_participants reach 0 in its /metrics; then stop it. `confab drain --undo` takes it back into service.");
+    println!("(A node on its own, not in a cluster, has nowhere to hand anything: it ignores this.)");
     Ok(())
 }
 
