@@ -690,3 +690,22 @@ async fn another_node_takes_over_the_accounts_when_the_accounts_node_is_lost() {
         assert_eq!(check_invite(cluster.node(i), "takeover", &invite).await.0, 200);
     }
 }
+
+/// A membership that runs out ends like a removal: the member is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_membership_runs_out_is_cut_off() {
+    let mut cluster = Cluster::prepare(2, 1);
+    cluster.add_with(1, &["--expires", "8s"]);
+    cluster.publish_to(0);
+    cluster.publish_to(1);
+    cluster.start_all().await;
+    cluster.wait_peers(0, 1, Duration::from_secs(6)).await;
+    cluster.wait_peers(0, 0, Duration::from_secs(15)).await;
+    cluster.wait_peers(1, 0, Duration::from_secs(5)).await;
+    let refused = cluster.node(0);
+    eventually_or("node 1 to refuse node 2 from then on", Duration::from_secs(10), || async move {
+        let n = refused.metric("confab_cluster_refused_connections_total").await;
+        if n > 0 { Ok(()) } else { Err(format!("{n}")) }
+    })
+    .await;
+}

@@ -80,8 +80,16 @@ impl Cluster {
 
     /// The operator adds member `i`, or changes its roles (`accounts,media`, `media`).
     pub fn add_as(&self, i: usize, roles: &str) {
+        self.add_with(i, &["--roles", roles]);
+    }
+
+    /// The operator adds member `i` with more options of `cluster add` (`--expires 10s`).
+    pub fn add_with(&self, i: usize, options: &[&str]) {
         let m = &self.members[i];
-        confab(self.dir.path(), &["cluster", "add", "--node-key", &m.key, "--address", &m.address(), "--roles", roles]);
+        let address = m.address();
+        let mut args = vec!["cluster", "add", "--node-key", m.key.as_str(), "--address", address.as_str()];
+        args.extend_from_slice(options);
+        confab(self.dir.path(), &args);
     }
 
     /// The operator removes member `i` (a new epoch in the operator's file only).

@@ -697,6 +697,13 @@ impl Plane {
 
     fn on_tick(&mut self) {
         self.read_membership_file();
+        // A membership that ran out (its `expires` passed) ends as a removal does.
+        let now = clock::now();
+        let current = self.view.members(now).filter(|m| m.node_key != self.own).count();
+        if current != self.members.len() {
+            tracing::info!("a membership ran out");
+            self.follow_view();
+        }
         let draining = self.settings.drain_file.exists();
         if *self.wiring.draining.borrow() != draining {
             tracing::info!(draining, "{}", if draining { "draining: handing meetings and participants to the other nodes" } else { "back in service" });
