@@ -207,6 +207,18 @@ async fn the_same_link_opened_on_any_node_joins_the_same_meeting() {
     assert_eq!(ana.wait_for("joined").await["participant"]["name"], "Bo");
     assert_eq!(ana.wait_for("joined").await["participant"]["name"], "Cy");
     assert_eq!(bo.wait_for("joined").await["participant"]["name"], "Cy");
+    // Each node says what it carries: three seats on the home, one socket on each node.
+    let (node1, admin_ref) = (cluster.node(0), &admin);
+    eventually_or("/api/cluster to show the load", Duration::from_secs(10), || async move {
+        let status: Value = admin_ref.get(node1.api("/api/cluster")).send().await.unwrap().json().await.unwrap();
+        let members = status["members"].as_array().cloned().unwrap_or_default();
+        let seats: Vec<u64> = members.iter().map(|m| m["seats"].as_u64().unwrap_or(99)).collect();
+        let sockets: Vec<u64> = members.iter().map(|m| m["sockets"].as_u64().unwrap_or(99)).collect();
+        let mut sorted = seats.clone();
+        sorted.sort();
+        if sorted == [0, 0, 3] && sockets == [1, 1, 1] { Ok(()) } else { Err(format!("seats {seats:?}, sockets {sockets:?}")) }
+    })
+    .await;
 
     // Signaling between participants on different nodes, in order.
     for n in 0..5 {

@@ -79,6 +79,11 @@ enum Gossip {
         /// Participants it takes at most (0: no limit).
         #[serde(default)]
         capacity: usize,
+        /// Its load: seats in the meetings it runs, and participants' sockets on it.
+        #[serde(default)]
+        seats: usize,
+        #[serde(default)]
+        sockets: usize,
     },
 }
 
@@ -236,6 +241,22 @@ struct Behaviour {
     sync: request_response::json::Behaviour<Request, Response>,
 }
 
+/// This node's load, as the HTTP side last reported it.
+#[derive(Debug, Default)]
+struct Load {
+    seats: std::sync::atomic::AtomicUsize,
+    sockets: std::sync::atomic::AtomicUsize,
+}
+
+/// What a member last said of its load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberLoad {
+    pub seats: usize,
+    pub sockets: usize,
+    pub capacity: usize,
+    pub draining: bool,
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -258,6 +279,7 @@ impl Cluster {
 /// What the rest of the node may ask of the cluster.
 pub struct Cluster {
     pub counters: Arc<Counters>,
+    load: Arc<Load>,
     draining: tokio::sync::watch::Receiver<bool>,
     capacity: usize,
     /// The media cascade's links to the other members.
@@ -311,6 +333,22 @@ impl Cluster {
             })
             .collect();
         home(room, &candidates).unwrap_or(self.own)
+    }
+
+    /// The HTTP side's figures, passed on to the other members with the next report.
+    pub fn report_load(&self, seats: usize, sockets: usize) {
+        self.load.seats.store(seats, Ordering::Relaxed);
+        self.load.sockets.store(sockets, Ordering::Relaxed);
+    }
+
+    /// What each other member said of its load lately.
+    pub fn loads(&self) -> HashMap<[u8; 32], MemberLoad> {
+        let reports = self.reports.read().expect("never poisoned");
+        reports
+            .iter()
+            .filter(|(_, r)| r.at.elapsed() < LIVE_BELIEVED)
+            .map(|(k, r)| (*k, MemberLoad { seats: r.seats, sockets: r.sockets, capacity: r.capacity, draining: r.draining }))
+            .collect()
     }
 
     /// Whether this node is being drained (`confab drain`).
@@ -381,7 +419,9 @@ pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Stor
     let cascade_links = Arc::new(super::cascade::Links::default());
     let (draining_tx, draining) = tokio::sync::watch::channel(settings.drain_file.exists());
     let (cascade_members, cascade_members_rx) = tokio::sync::watch::channel(super::cascade::Members::new());
+    let load = Arc::new(Load::default());
     let cluster = Cluster {
+        load: load.clone(),
         draining,
         capacity: settings.capacity,
         cascade: cascade_links.clone(),
@@ -394,7 +434,7 @@ pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Stor
         next_conn: AtomicU64::new(1),
         seats: std::sync::Mutex::new(Some(seats_rx)),
     };
-    let wiring = Wiring { commands, command_rx, seats: seats_tx, reports, cascade_members, draining: draining_tx };
+    let wiring = Wiring { commands, command_rx, seats: seats_tx, reports, cascade_members, draining: draining_tx, load };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("cluster".into()).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("cluster-rt").enable_all().build() {
@@ -486,6 +526,8 @@ struct Report {
     url: Option<String>,
     draining: bool,
     capacity: usize,
+    seats: usize,
+    sockets: usize,
 }
 
 /// The channels between the swarm's loop and the rest of the node.
@@ -497,6 +539,7 @@ struct Wiring {
     /// The members, for the cascade's endpoint.
     cascade_members: tokio::sync::watch::Sender<super::cascade::Members>,
     draining: tokio::sync::watch::Sender<bool>,
+    load: Arc<Load>,
 }
 
 struct Plane {
@@ -654,7 +697,8 @@ impl Plane {
             let mut members: Vec<[u8; 32]> = live.iter().copied().collect();
             members.push(self.own);
             let (draining, capacity) = (*self.wiring.draining.borrow(), self.settings.capacity);
-            self.gossip(Gossip::Live { members, url: self.url.clone(), draining, capacity });
+            let (seats, sockets) = (self.wiring.load.seats.load(Ordering::Relaxed), self.wiring.load.sockets.load(Ordering::Relaxed));
+            self.gossip(Gossip::Live { members, url: self.url.clone(), draining, capacity, seats, sockets });
         }
         *self.live.write().expect("never poisoned") = live;
     }
@@ -1033,10 +1077,10 @@ impl Plane {
                 let Some(source) = message.source.filter(|s| self.members.contains_key(s)) else { return };
                 match serde_json::from_slice::<Gossip>(&message.data) {
                     Ok(Gossip::Membership(text)) => self.offer_text(&text, "gossip"),
-                    Ok(Gossip::Live { members, url, draining, capacity }) => {
+                    Ok(Gossip::Live { members, url, draining, capacity, seats, sockets }) => {
                         if let Some(key) = self.members.get(&source) {
                             let url = url.filter(|u| is_public_url(u));
-                            let report = Report { at: Instant::now(), reaches: members.into_iter().collect(), url, draining, capacity };
+                            let report = Report { at: Instant::now(), reaches: members.into_iter().collect(), url, draining, capacity, seats, sockets };
                             self.wiring.reports.write().expect("never poisoned").insert(*key, report);
                         }
                     }

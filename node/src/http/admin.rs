@@ -27,13 +27,19 @@ struct ClusterQuery {
 async fn cluster(state: web::Data<AppState>, who: LoggedIn, query: web::Query<ClusterQuery>) -> Result<HttpResponse, ApiError> {
     who.require_admin()?;
     let Some(cluster) = &state.cluster else { return Ok(HttpResponse::Ok().json(serde_json::json!({ "cluster": null }))) };
-    let (view, live, now) = (cluster.view(), cluster.live(), clock::now());
+    let (view, live, now, loads) = (cluster.view(), cluster.live(), clock::now(), cluster.loads());
     let hex = |k: &[u8]| crate::secrets::hex(k);
     let members: Vec<serde_json::Value> = view
         .members(now)
         .map(|m| {
+            let own = m.node_key == cluster.own_key();
+            let load = loads.get(&m.node_key);
             serde_json::json!({
                 "node_key": hex(&m.node_key),
+                // What it said of itself lately (this node's own: its figures now).
+                "seats": if own { Some(state.hub.counts().participants) } else { load.map(|l| l.seats) },
+                "sockets": if own { Some(state.sockets.load(std::sync::atomic::Ordering::Relaxed)) } else { load.map(|l| l.sockets) },
+                "draining": if own { Some(cluster.draining()) } else { load.map(|l| l.draining) },
                 "roles": m.roles.names(),
                 "addresses": m.addresses,
                 "expires": m.expires,

@@ -317,6 +317,7 @@ pub async fn run(
             let mut elsewhere: std::collections::HashSet<String> = Default::default();
             loop {
                 every.tick().await;
+                cluster.report_load(moving.hub.counts().participants, moving.sockets.load(std::sync::atomic::Ordering::Relaxed));
                 let now_elsewhere: std::collections::HashSet<String> =
                     moving.hub.rooms().into_iter().filter(|room| cluster.home_of(room) != cluster.own_key()).collect();
                 for room in now_elsewhere.intersection(&elsewhere) {
