@@ -146,7 +146,7 @@ pub struct ClusterFigures<'a> {
 impl ClusterFigures<'_> {
     pub fn of(cluster: &crate::cluster::net::Cluster) -> ClusterFigures<'_> {
         ClusterFigures {
-            counters: &cluster.counters,
+            counters: cluster.counters(),
             draining: cluster.draining(),
             links: cluster.cascade.figures(),
             cascade_refused: cluster.cascade.refused.load(Ordering::Relaxed),

@@ -60,7 +60,7 @@ async fn main() {
         _janus = Some(server);
     } else {
         let (node, link, _) = start_meeting(&["--mesh-threshold", "0", "--relay-listen", LOOPBACK_RELAY], "bench").await;
-        loadtest.args(["--link", &link, "--insecure", "--server-pid", &node.pid().to_string()]);
+        loadtest.args(["--link", &link, "--insecure", "--server-pid", &node.pid().to_string(), "--bind-ip", &node.ip()]);
         _node = Some(node);
     }
     let status = loadtest.args(&args).status().expect("confab loadtest runs");
@@ -79,7 +79,7 @@ async fn next_door_flood(bots: u32, args: &[String]) {
         let json = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bench-confab-{bots}-{name}.json"));
         let mut loadtest = Command::new(confab_bin());
         loadtest.args(["loadtest", "--bots", &bots.to_string(), "--json"]).arg(&json);
-        loadtest.args(["--link", link, "--insecure", "--server-pid", &node.pid().to_string()]);
+        loadtest.args(["--link", link, "--insecure", "--server-pid", &node.pid().to_string(), "--bind-ip", &node.ip()]);
         if let Some(next_door) = flood {
             loadtest.args(["--flood-link", next_door]);
         }

@@ -17,6 +17,17 @@ fn id(welcome: &Value) -> String {
     welcome["you"]["id"].as_str().unwrap().to_string()
 }
 
+/// The accounts node (node 1) makes a guest invite to `room`, and every node of `on`
+/// admits it (the accounts node's tables reached them).
+async fn invite_on(cluster: &Cluster, admin: &reqwest::Client, room: &str, on: &[usize]) -> String {
+    let key = confab_keys::AccountKey::from_seed([3; 32]);
+    let invite = make_invite(admin, cluster.node(0), &key, room, 3600).await;
+    for &i in on {
+        wait_admitted(cluster.node(i), room, &invite).await;
+    }
+    invite
+}
+
 /// Waits until `node` admits `invite` to `room` (the accounts node's tables reached it).
 async fn wait_admitted(node: &Node, room: &str, invite: &str) {
     eventually_or("the invite to be admitted", Duration::from_secs(15), || async move {
@@ -31,9 +42,7 @@ async fn members_connect_an_outsider_cannot_and_a_removed_node_is_cut_off() {
     // Nodes 1-3 are members; node 4 has the membership and dials them, but is not in it.
     let mut cluster = Cluster::prepare(4, 3);
     cluster.start_all().await;
-    for i in 0..3 {
-        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
-    }
+    cluster.wait_formed(3).await;
     // The outsider dialled every member and each refused it.
     for i in 0..3 {
         let node = cluster.node(i);
@@ -96,9 +105,7 @@ async fn members_connect_an_outsider_cannot_and_a_removed_node_is_cut_off() {
 async fn an_invite_made_on_the_accounts_node_admits_everywhere_and_its_revocation_holds_everywhere() {
     let mut cluster = Cluster::prepare(3, 3);
     cluster.start_all().await;
-    for i in 0..3 {
-        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
-    }
+    cluster.wait_formed(3).await;
     let first = cluster.node(0);
     assert!(first.first_token.is_some(), "the accounts node prints the first-start token");
     assert!(cluster.node(1).first_token.is_none() && cluster.node(2).first_token.is_none(), "media nodes hold no accounts of their own");
@@ -185,15 +192,9 @@ async fn an_invite_made_on_the_accounts_node_admits_everywhere_and_its_revocatio
 async fn the_same_link_opened_on_any_node_joins_the_same_meeting() {
     let mut cluster = Cluster::prepare(3, 3);
     cluster.start_all().await;
-    for i in 0..3 {
-        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
-    }
+    cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
-    let key = confab_keys::AccountKey::from_seed([3; 32]);
-    let invite = make_invite(&admin, cluster.node(0), &key, "spanning", 3600).await;
-    for i in 0..3 {
-        wait_admitted(cluster.node(i), "spanning", &invite).await;
-    }
+    let invite = invite_on(&cluster, &admin, "spanning", &[0, 1, 2]).await;
 
     let (mut ana, welcome_a) = Signaling::join(cluster.node(0), "spanning", &invite, "Ana").await;
     let (mut bo, welcome_b) = Signaling::join(cluster.node(1), "spanning", &invite, "Bo").await;
@@ -294,19 +295,13 @@ async fn participants_are_back_within_10_s_when_their_node_or_their_meetings_hom
     let _browsers = confab_tests::browser::exclusive().await;
     let mut cluster = Cluster::prepare(3, 3);
     cluster.start_all().await;
-    for i in 0..3 {
-        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
-    }
+    cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
     let status: Value = admin.get(cluster.node(0).api("/api/cluster")).send().await.unwrap().json().await.unwrap();
     assert_eq!(status["epoch"], 4);
     assert_eq!(status["members"].as_array().unwrap().iter().filter(|m| m["connected"] == true).count(), 3, "{status}");
     let room = room_homed_at(&cluster, &admin, "failover", &cluster.members[2].key).await;
-    let key = confab_keys::AccountKey::from_seed([3; 32]);
-    let invite = make_invite(&admin, cluster.node(0), &key, &room, 3600).await;
-    for i in 0..2 {
-        wait_admitted(cluster.node(i), &room, &invite).await;
-    }
+    let invite = invite_on(&cluster, &admin, &room, &[0, 1]).await;
     // The meeting page lets its socket go to the other nodes too (`connect-src`).
     let page_url = cluster.node(0).api(&format!("/m/{room}"));
     let others: Vec<String> = (1..3).map(|i| cluster.node(i).url.replacen("https://", "wss://", 1)).collect();
@@ -388,15 +383,6 @@ fn rejoining(bases: Vec<String>, room: String, invite: String, name: &'static st
     (task, on)
 }
 
-/// Seats per node (`confab_participants`).
-async fn seats(cluster: &Cluster) -> Vec<u64> {
-    let mut out = Vec::new();
-    for i in 0..cluster.members.len() {
-        out.push(cluster.node(i).metric("confab_participants").await);
-    }
-    out
-}
-
 /// Cut node 1 off from node 2 (node 3 still reaches both) and heal: during the cut the
 /// meeting lives where both participants' nodes reach (node 3), after healing it has one
 /// home again within 5 s; an invite revoked on the accounts node during the cut is refused
@@ -405,35 +391,21 @@ async fn seats(cluster: &Cluster) -> Vec<u64> {
 async fn a_partition_heals_into_one_home_per_meeting_and_keeps_what_was_revoked() {
     let mut cluster = Cluster::prepare(3, 3);
     cluster.start_all().await;
-    for i in 0..3 {
-        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
-    }
+    cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
     let room = room_homed_at(&cluster, &admin, "partition", &cluster.members[0].key).await;
-    let key = confab_keys::AccountKey::from_seed([3; 32]);
-    let invite = make_invite(&admin, cluster.node(0), &key, &room, 3600).await;
-    let doomed = make_invite(&admin, cluster.node(0), &key, &room, 3600).await;
-    for i in 0..3 {
-        wait_admitted(cluster.node(i), &room, &doomed).await;
-    }
+    let invite = invite_on(&cluster, &admin, &room, &[0, 1]).await;
+    let doomed = invite_on(&cluster, &admin, &room, &[0, 1, 2]).await;
     let (ana, _) = rejoining(vec![cluster.node(0).url.clone()], room.clone(), invite.clone(), "Ana");
     let (bo, _) = rejoining(vec![cluster.node(1).url.clone()], room.clone(), invite.clone(), "Bo");
-    eventually_or("both seated at node 1", Duration::from_secs(10), || async {
-        let s = seats(&cluster).await;
-        if s == [2, 0, 0] { Ok(()) } else { Err(format!("{s:?}")) }
-    })
-    .await;
+    cluster.wait_seats(&[2, 0, 0], "both seated at node 1", Duration::from_secs(10)).await;
 
     cluster.members[0].ns.cut_off_from(&cluster.members[1].ns, true);
     for i in 0..2 {
         cluster.wait_peers(i, 1, Duration::from_secs(10)).await;
     }
     // The only node both sides reach runs the meeting.
-    eventually_or("the meeting to move to node 3", Duration::from_secs(15), || async {
-        let s = seats(&cluster).await;
-        if s == [0, 0, 2] { Ok(()) } else { Err(format!("{s:?}")) }
-    })
-    .await;
+    cluster.wait_seats(&[0, 0, 2], "the meeting to move to node 3", Duration::from_secs(15)).await;
     let id = confab_keys::Invite::from_text(&doomed).unwrap().body().id.to_hex();
     let res = admin.post(cluster.node(0).api(&format!("/api/invites/{id}/revoke"))).json(&json!({})).send().await.unwrap();
     assert_eq!(res.status(), 204);
@@ -441,11 +413,7 @@ async fn a_partition_heals_into_one_home_per_meeting_and_keeps_what_was_revoked(
 
     let healed = Instant::now();
     cluster.members[0].ns.cut_off_from(&cluster.members[1].ns, false);
-    eventually_or("one home again, node 1", Duration::from_secs(15), || async {
-        let s = seats(&cluster).await;
-        if s == [2, 0, 0] { Ok(()) } else { Err(format!("{s:?}")) }
-    })
-    .await;
+    cluster.wait_seats(&[2, 0, 0], "one home again, node 1", Duration::from_secs(15)).await;
     let one_home = healed.elapsed();
     println!("after healing, the meeting had one home again in {} ms", one_home.as_millis());
     assert!(one_home <= Duration::from_secs(5), "one home per meeting within 5 s of healing, took {one_home:?}");
@@ -475,31 +443,21 @@ async fn a_partition_heals_into_one_home_per_meeting_and_keeps_what_was_revoked(
 async fn draining_a_node_hands_its_meetings_and_participants_to_the_others() {
     let mut cluster = Cluster::prepare(3, 3);
     cluster.start_all().await;
-    for i in 0..3 {
-        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
-    }
+    cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
     let room = room_homed_at(&cluster, &admin, "drain", &cluster.members[2].key).await;
-    let key = confab_keys::AccountKey::from_seed([3; 32]);
-    let invite = make_invite(&admin, cluster.node(0), &key, &room, 3600).await;
-    for i in 0..3 {
-        wait_admitted(cluster.node(i), &room, &invite).await;
-    }
+    let invite = invite_on(&cluster, &admin, &room, &[0, 1, 2]).await;
     let urls: Vec<String> = (0..3).map(|i| cluster.node(i).url.clone()).collect();
     let (ana, ana_on) = rejoining(vec![urls[2].clone(), urls[0].clone(), urls[1].clone()], room.clone(), invite.clone(), "Ana");
     let (bo, _) = rejoining(vec![urls[0].clone()], room.clone(), invite.clone(), "Bo");
-    eventually_or("both seated at node 3", Duration::from_secs(10), || async {
-        let s = seats(&cluster).await;
-        if s == [0, 0, 2] { Ok(()) } else { Err(format!("{s:?}")) }
-    })
-    .await;
+    cluster.wait_seats(&[0, 0, 2], "both seated at node 3", Duration::from_secs(10)).await;
     assert_eq!(*ana_on.borrow(), urls[2], "Ana's socket is on node 3");
 
     let drained = Instant::now();
     let out = cluster.node(2).cli(&["drain"]);
     assert!(out.contains("Draining"), "{out}");
     eventually_or("the meeting to leave node 3", Duration::from_secs(10), || async {
-        let s = seats(&cluster).await;
+        let s = cluster.seats().await;
         if s[2] == 0 && s[0] + s[1] == 2 { Ok(()) } else { Err(format!("{s:?}")) }
     })
     .await;
@@ -522,11 +480,7 @@ async fn draining_a_node_hands_its_meetings_and_participants_to_the_others() {
 
     // Back in service: the meeting's home is node 3 again, and the meeting goes back there.
     cluster.node(2).cli(&["drain", "--undo"]);
-    eventually_or("the meeting back on node 3", Duration::from_secs(10), || async {
-        let s = seats(&cluster).await;
-        if s == [0, 0, 2] { Ok(()) } else { Err(format!("{s:?}")) }
-    })
-    .await;
+    cluster.wait_seats(&[0, 0, 2], "the meeting back on node 3", Duration::from_secs(10)).await;
     assert_eq!(confab_tests::client().get(cluster.node(2).api("/healthz")).send().await.unwrap().status(), 200);
     ana.abort();
     bo.abort();
@@ -543,15 +497,9 @@ async fn past_a_nodes_cap_the_next_participant_is_served_by_another_and_everyone
     cluster.start(0, &["--max-participants", "4"]).await;
     cluster.start(1, &[]).await;
     cluster.start(2, &[]).await;
-    for i in 0..3 {
-        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
-    }
+    cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
-    let key = confab_keys::AccountKey::from_seed([3; 32]);
-    let invite = make_invite(&admin, cluster.node(0), &key, "spill", 3600).await;
-    for i in 0..3 {
-        wait_admitted(cluster.node(i), "spill", &invite).await;
-    }
+    let invite = invite_on(&cluster, &admin, "spill", &[0, 1, 2]).await;
     let mut expected = vec![cluster.node(1).url.clone(), cluster.node(2).url.clone()];
     expected.sort();
     let node1 = cluster.node(0);
@@ -617,16 +565,10 @@ async fn in_sfu_mode_participants_on_two_other_nodes_meet_at_the_homes_relay() {
     for i in 0..3 {
         cluster.start(i, &["--mesh-threshold", "0"]).await;
     }
-    for i in 0..3 {
-        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
-    }
+    cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
     let room = room_homed_at(&cluster, &admin, "sfu", &cluster.members[1].key).await;
-    let key = confab_keys::AccountKey::from_seed([3; 32]);
-    let invite = make_invite(&admin, cluster.node(0), &key, &room, 3600).await;
-    for i in [0, 2] {
-        wait_admitted(cluster.node(i), &room, &invite).await;
-    }
+    let invite = invite_on(&cluster, &admin, &room, &[0, 2]).await;
     let mut ana = Participant::chromium(&format!("{}/m/{room}#{invite}", cluster.node(0).url), "Ana").await;
     let id_ana = ana.join().await;
     // webrtc-rs sends from the test's end of node 3's link, which the home reaches.
@@ -651,16 +593,11 @@ async fn in_sfu_mode_participants_on_two_other_nodes_meet_at_the_homes_relay() {
 async fn another_node_takes_over_the_accounts_when_the_accounts_node_is_lost() {
     let mut cluster = Cluster::prepare(3, 3);
     cluster.start_all().await;
-    for i in 0..3 {
-        cluster.wait_peers(i, 2, Duration::from_secs(20)).await;
-    }
+    cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
-    let key = confab_keys::AccountKey::from_seed([3; 32]);
-    let invite = make_invite(&admin, cluster.node(0), &key, "takeover", 3600).await;
     let spare_token = cluster.node(0).issue_token(&admin).await;
-    for i in 1..3 {
-        wait_admitted(cluster.node(i), "takeover", &invite).await;
-    }
+    // Admitted on nodes 2 and 3: a snapshot taken after the token reached them.
+    let invite = invite_on(&cluster, &admin, "takeover", &[1, 2]).await;
     cluster.members[0].node.as_mut().unwrap().kill();
     cluster.wait_peers(1, 1, Duration::from_secs(10)).await;
     let res =

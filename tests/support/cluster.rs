@@ -138,6 +138,31 @@ impl Cluster {
         self.members[i].node()
     }
 
+    /// Waits until each of the first `members` nodes is connected to the others.
+    pub async fn wait_formed(&self, members: usize) {
+        for i in 0..members {
+            self.wait_peers(i, members as u64 - 1, Duration::from_secs(20)).await;
+        }
+    }
+
+    /// Seats each running node holds (`confab_participants`: the meetings it runs).
+    pub async fn seats(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for m in self.members.iter().filter(|m| m.node.is_some()) {
+            out.push(m.node().metric("confab_participants").await);
+        }
+        out
+    }
+
+    /// Waits until the nodes' seats are `expected`, naming `what` if they never are.
+    pub async fn wait_seats(&self, expected: &[u64], what: &str, within: Duration) {
+        crate::eventually_or(what, within, || async {
+            let seats = self.seats().await;
+            if seats == expected { Ok(()) } else { Err(format!("seats {seats:?}")) }
+        })
+        .await
+    }
+
     /// Waits until node `i` counts `peers` connected members.
     pub async fn wait_peers(&self, i: usize, peers: u64, within: Duration) {
         let node = self.node(i);

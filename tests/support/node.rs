@@ -167,6 +167,12 @@ impl Node {
     }
 
     /// The HTTPS port (also the first relay shard's UDP port, by default).
+    /// The IP it listens on (HTTPS), for clients on this machine to bind to: a link the
+    /// tests made, never one of this machine's own addresses.
+    pub fn ip(&self) -> String {
+        self.listen().rsplit_once(':').map(|(ip, _)| ip.trim_matches(['[', ']']).to_string()).expect("IP:PORT")
+    }
+
     pub fn port(&self) -> u16 {
         self.url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).expect("the node's URL ends with its port")
     }

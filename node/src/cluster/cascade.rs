@@ -250,7 +250,7 @@ mod tests {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let (to_a, members_a) = watch::channel(Members::new());
         let (to_b, members_b) = watch::channel(Members::new());
-        let (_to_c, members_c) = watch::channel(Members::new());
+        let (to_c, members_c) = watch::channel(Members::new());
         let (links_a, links_b, links_c) = (Arc::new(Links::default()), Arc::new(Links::default()), Arc::new(Links::default()));
         let addr_a = start(&a, any, members_a, links_a.clone()).unwrap();
         let addr_b = start(&b, any, members_b, links_b.clone()).unwrap();
@@ -261,7 +261,7 @@ mod tests {
 
         // c has the membership but is not in it: it dials both, and both refuse it.
         start(&c, any, members_c, links_c.clone()).unwrap();
-        _to_c.send_replace(both.clone());
+        to_c.send_replace(both.clone());
         until("a and b to refuse c", || links_a.refused.load(Ordering::Relaxed) > 0 && links_b.refused.load(Ordering::Relaxed) > 0).await;
         assert_eq!((links_a.count(), links_b.count()), (1, 1));
 

@@ -268,46 +268,52 @@ pub struct Counters {
     pub refused_connections: AtomicU64,
 }
 
-impl Cluster {
-    /// Other members' URLs, for pages that have not joined yet (the invite check), to try
-    /// when this node refuses them (full, or being drained).
-    pub fn elsewhere(&self) -> Vec<String> {
-        self.node_urls()
-    }
-}
-
 /// What the rest of the node may ask of the cluster.
 pub struct Cluster {
-    pub counters: Arc<Counters>,
-    load: Arc<Load>,
-    draining: tokio::sync::watch::Receiver<bool>,
-    capacity: usize,
+    shared: Arc<Shared>,
     /// The media cascade's links to the other members.
     pub cascade: Arc<super::cascade::Links>,
-    live: Arc<RwLock<BTreeSet<[u8; 32]>>>,
-    reports: Reports,
-    view: Arc<RwLock<View>>,
-    own: [u8; 32],
     commands: mpsc::UnboundedSender<Command>,
     next_conn: AtomicU64,
     /// Seats whose sockets are on other nodes, for the HTTP side to serve (taken once).
     seats: std::sync::Mutex<Option<mpsc::UnboundedReceiver<RemoteSeat>>>,
 }
 
+/// What the swarm's loop keeps up to date and the rest of the node reads.
+struct Shared {
+    own: [u8; 32],
+    /// Participants this node takes at most (0: no limit).
+    capacity: usize,
+    counters: Counters,
+    view: RwLock<View>,
+    /// The members this node is connected to.
+    live: RwLock<BTreeSet<[u8; 32]>>,
+    /// What each member last said of itself.
+    reports: RwLock<HashMap<[u8; 32], Report>>,
+    /// This node's load, as the HTTP side last reported it.
+    load: Load,
+    draining: tokio::sync::watch::Sender<bool>,
+}
+
 impl Cluster {
+    /// The control plane's counters, for `/metrics`.
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
     /// The members this node is connected to, and itself.
     pub fn live(&self) -> BTreeSet<[u8; 32]> {
-        let mut live = self.live.read().expect("never poisoned").clone();
-        live.insert(self.own);
+        let mut live = self.shared.live.read().expect("never poisoned").clone();
+        live.insert(self.shared.own);
         live
     }
 
     pub fn view(&self) -> View {
-        self.view.read().expect("never poisoned").clone()
+        self.shared.view.read().expect("never poisoned").clone()
     }
 
     pub fn own_key(&self) -> [u8; 32] {
-        self.own
+        self.shared.own
     }
 
     /// The meeting's home: by the rendezvous hash among the media members that this node and
@@ -315,35 +321,35 @@ impl Cluster {
     /// members is cut, every node still picks a home all of them reach, and after it heals
     /// every node picks the same one). This node when it finds none.
     pub fn home_of(&self, room: &str) -> [u8; 32] {
-        let view = self.view.read().expect("never poisoned");
+        let view = self.shared.view.read().expect("never poisoned");
         let live = self.live();
-        let reports = self.reports.read().expect("never poisoned");
+        let reports = self.shared.reports.read().expect("never poisoned");
         let believed: Vec<&BTreeSet<[u8; 32]>> =
-            reports.iter().filter(|(k, r)| **k != self.own && r.at.elapsed() < LIVE_BELIEVED).map(|(_, r)| &r.reaches).collect();
+            reports.iter().filter(|(k, r)| **k != self.shared.own && r.at.elapsed() < LIVE_BELIEVED).map(|(_, r)| &r.reaches).collect();
         let now = clock::now();
         let fresh = |k: &[u8; 32]| reports.get(k).filter(|r| r.at.elapsed() < LIVE_BELIEVED);
         let candidates: Vec<Candidate> = view
             .media_nodes(now)
             .into_iter()
             .filter(|k| live.contains(k) && believed.iter().all(|seen| seen.contains(k)))
-            .filter(|k| if *k == self.own { !self.draining() } else { !fresh(k).is_some_and(|r| r.draining) })
+            .filter(|k| if *k == self.shared.own { !self.draining() } else { !fresh(k).is_some_and(|r| r.draining) })
             .map(|node| {
-                let capacity = if node == self.own { self.capacity } else { fresh(&node).map_or(0, |r| r.capacity) };
+                let capacity = if node == self.shared.own { self.shared.capacity } else { fresh(&node).map_or(0, |r| r.capacity) };
                 Candidate { node, weight: weight(capacity) }
             })
             .collect();
-        home(room, &candidates).unwrap_or(self.own)
+        home(room, &candidates).unwrap_or(self.shared.own)
     }
 
     /// The HTTP side's figures, passed on to the other members with the next report.
     pub fn report_load(&self, seats: usize, sockets: usize) {
-        self.load.seats.store(seats, Ordering::Relaxed);
-        self.load.sockets.store(sockets, Ordering::Relaxed);
+        self.shared.load.seats.store(seats, Ordering::Relaxed);
+        self.shared.load.sockets.store(sockets, Ordering::Relaxed);
     }
 
     /// What each other member said of its load lately.
     pub fn loads(&self) -> HashMap<[u8; 32], MemberLoad> {
-        let reports = self.reports.read().expect("never poisoned");
+        let reports = self.shared.reports.read().expect("never poisoned");
         reports
             .iter()
             .filter(|(_, r)| r.at.elapsed() < LIVE_BELIEVED)
@@ -353,21 +359,24 @@ impl Cluster {
 
     /// Whether this node is being drained (`confab drain`).
     pub fn draining(&self) -> bool {
-        *self.draining.borrow()
+        *self.shared.draining.borrow()
     }
 
     /// Told when draining starts or stops.
     pub fn draining_changes(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.draining.clone()
+        self.shared.draining.subscribe()
     }
 
     /// Where browsers reach the other members this node is connected to (`https://…`), as
     /// they said themselves.
     pub fn node_urls(&self) -> Vec<String> {
         let live = self.live();
-        let reports = self.reports.read().expect("never poisoned");
-        let mut urls: Vec<String> =
-            reports.iter().filter(|(k, r)| **k != self.own && live.contains(*k) && r.at.elapsed() < LIVE_BELIEVED).filter_map(|(_, r)| r.url.clone()).collect();
+        let reports = self.shared.reports.read().expect("never poisoned");
+        let mut urls: Vec<String> = reports
+            .iter()
+            .filter(|(k, r)| **k != self.shared.own && live.contains(*k) && r.at.elapsed() < LIVE_BELIEVED)
+            .filter_map(|(_, r)| r.url.clone())
+            .collect();
         urls.sort();
         urls
     }
@@ -375,13 +384,13 @@ impl Cluster {
     /// Whether this node holds the accounts database (always, on its own; in a cluster, the
     /// member with the accounts role).
     pub fn holds_accounts(&self) -> bool {
-        self.view().accounts_node(clock::now()) == Some(self.own)
+        self.view().accounts_node(clock::now()) == Some(self.shared.own)
     }
 
     /// Where browsers reach the accounts node, if it said (and is reachable from here).
     pub fn accounts_url(&self) -> Option<String> {
         let accounts = self.view().accounts_node(clock::now())?;
-        let reports = self.reports.read().expect("never poisoned");
+        let reports = self.shared.reports.read().expect("never poisoned");
         reports.get(&accounts).filter(|r| r.at.elapsed() < LIVE_BELIEVED).and_then(|r| r.url.clone())
     }
 
@@ -410,31 +419,28 @@ impl Cluster {
 pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Store>, trusted: Trusted) -> anyhow::Result<Cluster> {
     let own = node_key.public();
     let keypair = identity::Keypair::ed25519_from_bytes(node_key.seed()).context("the node key is not an ed25519 key")?;
-    let counters = Arc::new(Counters::default());
-    let live = Arc::new(RwLock::new(BTreeSet::new()));
-    let shared_view = Arc::new(RwLock::new(view.clone()));
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (seats_tx, seats_rx) = mpsc::unbounded_channel();
-    let reports: Reports = Arc::default();
     let cascade_links = Arc::new(super::cascade::Links::default());
-    let (draining_tx, draining) = tokio::sync::watch::channel(settings.drain_file.exists());
     let (cascade_members, cascade_members_rx) = tokio::sync::watch::channel(super::cascade::Members::new());
-    let load = Arc::new(Load::default());
-    let cluster = Cluster {
-        load: load.clone(),
-        draining,
-        capacity: settings.capacity,
-        cascade: cascade_links.clone(),
-        counters: counters.clone(),
-        live: live.clone(),
-        reports: reports.clone(),
-        view: shared_view.clone(),
+    let shared = Arc::new(Shared {
         own,
+        capacity: settings.capacity,
+        counters: Counters::default(),
+        view: RwLock::new(view.clone()),
+        live: RwLock::default(),
+        reports: RwLock::default(),
+        load: Load::default(),
+        draining: tokio::sync::watch::Sender::new(settings.drain_file.exists()),
+    });
+    let cluster = Cluster {
+        shared: shared.clone(),
+        cascade: cascade_links.clone(),
         commands: commands.clone(),
         next_conn: AtomicU64::new(1),
         seats: std::sync::Mutex::new(Some(seats_rx)),
     };
-    let wiring = Wiring { commands, command_rx, seats: seats_tx, reports, cascade_members, draining: draining_tx, load };
+    let wiring = Wiring { commands, command_rx, seats: seats_tx, cascade_members };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("cluster".into()).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("cluster-rt").enable_all().build() {
@@ -457,7 +463,7 @@ pub fn start(node_key: &NodeKey, view: View, settings: Settings, store: Arc<Stor
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            let mut plane = Plane::new(swarm, view, settings, store, trusted, counters, live, shared_view, own, wiring);
+            let mut plane = Plane::new(swarm, view, settings, store, trusted, shared, wiring);
             plane.run().await;
         });
     })?;
@@ -514,9 +520,6 @@ pub fn peer_of(key: &[u8; 32]) -> Option<PeerId> {
     Some(identity::PublicKey::from(public).to_peer_id())
 }
 
-/// What each member last said it is connected to, and when.
-type Reports = Arc<RwLock<HashMap<[u8; 32], Report>>>;
-
 /// What a member last said of itself.
 #[derive(Debug, Clone)]
 struct Report {
@@ -535,11 +538,8 @@ struct Wiring {
     commands: mpsc::UnboundedSender<Command>,
     command_rx: mpsc::UnboundedReceiver<Command>,
     seats: mpsc::UnboundedSender<RemoteSeat>,
-    reports: Reports,
     /// The members, for the cascade's endpoint.
     cascade_members: tokio::sync::watch::Sender<super::cascade::Members>,
-    draining: tokio::sync::watch::Sender<bool>,
-    load: Arc<Load>,
 }
 
 struct Plane {
@@ -555,9 +555,7 @@ struct Plane {
     settings: Settings,
     store: Arc<Store>,
     trusted: Trusted,
-    counters: Arc<Counters>,
-    live: Arc<RwLock<BTreeSet<[u8; 32]>>>,
-    shared_view: Arc<RwLock<View>>,
+    shared: Arc<Shared>,
     own: [u8; 32],
     /// Member peer ids and their node keys, for the current epoch.
     members: HashMap<PeerId, [u8; 32]>,
@@ -576,19 +574,7 @@ struct Plane {
 }
 
 impl Plane {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        swarm: Swarm<Behaviour>,
-        view: View,
-        settings: Settings,
-        store: Arc<Store>,
-        trusted: Trusted,
-        counters: Arc<Counters>,
-        live: Arc<RwLock<BTreeSet<[u8; 32]>>>,
-        shared_view: Arc<RwLock<View>>,
-        own: [u8; 32],
-        wiring: Wiring,
-    ) -> Plane {
+    fn new(swarm: Swarm<Behaviour>, view: View, settings: Settings, store: Arc<Store>, trusted: Trusted, shared: Arc<Shared>, wiring: Wiring) -> Plane {
         let told_generation = store.generation();
         let mut plane = Plane {
             swarm,
@@ -601,10 +587,8 @@ impl Plane {
             settings,
             store,
             trusted,
-            counters,
-            live,
-            shared_view,
-            own,
+            own: shared.own,
+            shared,
             members: HashMap::new(),
             connections: HashMap::new(),
             last_dial: HashMap::new(),
@@ -676,8 +660,8 @@ impl Plane {
             keys.push(self.own);
         }
         self.trusted.set(keys);
-        self.counters.epoch.store(self.view.epoch(), Ordering::Relaxed);
-        *self.shared_view.write().expect("never poisoned") = self.view.clone();
+        self.shared.counters.epoch.store(self.view.epoch(), Ordering::Relaxed);
+        *self.shared.view.write().expect("never poisoned") = self.view.clone();
         let text = format!("{}\n", self.view.document().to_text());
         let tmp = self.settings.persisted.with_extension("cfm.new");
         if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &self.settings.persisted)) {
@@ -690,17 +674,17 @@ impl Plane {
     /// or [`LIVE_EVERY`] passed, with the other members.
     fn publish_live(&mut self) {
         let live: BTreeSet<[u8; 32]> = self.connections.iter().filter(|(_, n)| **n > 0).filter_map(|(p, _)| self.members.get(p).copied()).collect();
-        self.counters.peers.store(live.len() as u64, Ordering::Relaxed);
-        let changed = *self.live.read().expect("never poisoned") != live;
+        self.shared.counters.peers.store(live.len() as u64, Ordering::Relaxed);
+        let changed = *self.shared.live.read().expect("never poisoned") != live;
         if changed || self.last_live.elapsed() >= LIVE_EVERY {
             self.last_live = Instant::now();
             let mut members: Vec<[u8; 32]> = live.iter().copied().collect();
             members.push(self.own);
-            let (draining, capacity) = (*self.wiring.draining.borrow(), self.settings.capacity);
-            let (seats, sockets) = (self.wiring.load.seats.load(Ordering::Relaxed), self.wiring.load.sockets.load(Ordering::Relaxed));
+            let (draining, capacity) = (*self.shared.draining.borrow(), self.settings.capacity);
+            let (seats, sockets) = (self.shared.load.seats.load(Ordering::Relaxed), self.shared.load.sockets.load(Ordering::Relaxed));
             self.gossip(Gossip::Live { members, url: self.url.clone(), draining, capacity, seats, sockets });
         }
-        *self.live.write().expect("never poisoned") = live;
+        *self.shared.live.write().expect("never poisoned") = live;
     }
 
     /// A document from anywhere: followed if newer and valid. Returns whether it was.
@@ -714,7 +698,7 @@ impl Plane {
             }
             Offer::NotNewer => false,
             Offer::Refused(e) => {
-                self.counters.refused_documents.fetch_add(1, Ordering::Relaxed);
+                self.shared.counters.refused_documents.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, from, "ignored a membership document");
                 false
             }
@@ -727,7 +711,7 @@ impl Plane {
                 self.offer(&doc, from);
             }
             Err(e) => {
-                self.counters.refused_documents.fetch_add(1, Ordering::Relaxed);
+                self.shared.counters.refused_documents.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, from, "ignored a malformed membership document");
             }
         }
@@ -749,9 +733,9 @@ impl Plane {
             self.follow_view();
         }
         let draining = self.settings.drain_file.exists();
-        if *self.wiring.draining.borrow() != draining {
+        if *self.shared.draining.borrow() != draining {
             tracing::info!(draining, "{}", if draining { "draining: handing meetings and participants to the other nodes" } else { "back in service" });
-            self.wiring.draining.send_replace(draining);
+            self.shared.draining.send_replace(draining);
             // Say so at once.
             self.last_live = Instant::now() - LIVE_EVERY;
         }
@@ -849,8 +833,8 @@ impl Plane {
         let store = self.store.clone();
         match store.apply_snapshot(&snapshot, authoritative) {
             Ok(changed) => {
-                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
-                self.counters.rows_applied.fetch_add(changed as u64, Ordering::Relaxed);
+                self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                self.shared.counters.rows_applied.fetch_add(changed as u64, Ordering::Relaxed);
                 if changed > 0 {
                     tracing::debug!(changed, %from, authoritative, "applied a snapshot");
                 }
@@ -1081,7 +1065,7 @@ impl Plane {
                         if let Some(key) = self.members.get(&source) {
                             let url = url.filter(|u| is_public_url(u));
                             let report = Report { at: Instant::now(), reaches: members.into_iter().collect(), url, draining, capacity, seats, sockets };
-                            self.wiring.reports.write().expect("never poisoned").insert(*key, report);
+                            self.shared.reports.write().expect("never poisoned").insert(*key, report);
                         }
                     }
                     Ok(Gossip::Changed { .. }) => {
@@ -1108,7 +1092,7 @@ impl Plane {
                 self.delivered(request_id, true);
             }
             SwarmEvent::IncomingConnectionError { error: libp2p::swarm::ListenError::Denied { cause }, send_back_addr, .. } => {
-                self.counters.refused_connections.fetch_add(1, Ordering::Relaxed);
+                self.shared.counters.refused_connections.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%send_back_addr, %cause, "refused a connection from a node outside the membership");
             }
             SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {

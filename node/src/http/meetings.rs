@@ -394,7 +394,7 @@ async fn check_invite(state: web::Data<AppState>, body: web::Json<CheckInvite>) 
         ice_servers,
         opens_at: meeting.settings.opens_at,
         now,
-        nodes: state.cluster.as_ref().map(|c| c.elsewhere()).unwrap_or_default(),
+        nodes: state.cluster.as_ref().map(|c| c.node_urls()).unwrap_or_default(),
     }))
 }
 
