@@ -59,6 +59,9 @@ async fn head_hsts_and_a_host_only_session_cookie() {
         let res = c.head(node.api(path)).send().await.unwrap();
         assert_eq!(res.status(), 200, "HEAD {path}");
         assert_eq!(res.headers()["strict-transport-security"], "max-age=31536000", "HEAD {path}");
+        // A node on its own lets its pages connect to itself only.
+        let csp = res.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("connect-src 'self';") && csp.contains("script-src 'self';") && csp.contains("frame-ancestors 'none'"), "HEAD {path}: {csp}");
         assert!(res.bytes().await.unwrap().is_empty(), "HEAD {path} has a body");
     }
     let token = node.first_token.clone().unwrap();

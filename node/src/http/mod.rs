@@ -337,8 +337,9 @@ pub async fn run(
             }
         });
     }
+    let fixed_policy = header::HeaderValue::from_str(&content_security_policy(None)).expect("the policy is a valid header");
     let server = HttpServer::new(move || {
-        let cluster = state.cluster.clone();
+        let (cluster, fixed_policy) = (state.cluster.clone(), fixed_policy.clone());
         let accounts_elsewhere = state.cluster.clone();
         App::new()
             .app_data(state.clone())
@@ -358,10 +359,15 @@ pub async fn run(
             })
             .wrap_fn(move |req, srv| {
                 let fut = srv.call(req);
-                let policy = content_security_policy(cluster.as_deref());
+                // The same for every response on a node on its own; in a cluster it follows
+                // the members this node reaches.
+                let policy = match &cluster {
+                    None => Some(fixed_policy.clone()),
+                    Some(c) => header::HeaderValue::from_str(&content_security_policy(Some(c))).ok(),
+                };
                 async move {
                     let mut res = fut.await?;
-                    if let Ok(value) = header::HeaderValue::from_str(&policy) {
+                    if let Some(value) = policy {
                         res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
                     }
                     Ok(res)
