@@ -187,7 +187,7 @@ fn relay_config(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<confa
     if !(1..=64).contains(&last_n) {
         bail!("last_n must be between 1 and 64, not {last_n}");
     }
-    Ok(confab_relay::RelayConfig { last_n, shards })
+    Ok(confab_relay::RelayConfig { last_n, shards, ..Default::default() })
 }
 
 fn turn_config(flags: &ServeOptions, file: &FileConfig) -> anyhow::Result<Turn> {

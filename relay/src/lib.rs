@@ -22,6 +22,7 @@
 mod h264;
 pub mod layers;
 pub mod plan;
+pub mod remote;
 pub mod router;
 pub mod shard;
 pub mod slots;
@@ -35,6 +36,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use remote::Frame;
 use router::RoomId;
 use shard::{Mailbox, Shard, ShardMessage};
 
@@ -213,20 +215,159 @@ pub struct RelayConfig {
     pub last_n: usize,
     /// Shard threads (each with its own UDP socket on consecutive ports from the bound one).
     pub shards: usize,
+    /// This node, in a cluster (0 on its own).
+    pub node: NodeId,
+    /// Where frames for other nodes go (in a cluster).
+    pub cascade: Option<Cascade>,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        RelayConfig { last_n: 9, shards: 1 }
+        RelayConfig { last_n: 9, shards: 1, node: NodeId::default(), cascade: None }
     }
 }
 
-/// Where each room lives: its id, its home shard, and where each participant is.
+/// A node of the cluster, as the relay names it: the first eight bytes of its node key (0
+/// on a node on its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct NodeId(pub u64);
+
+impl NodeId {
+    pub fn of_key(key: &[u8; 32]) -> NodeId {
+        NodeId(u64::from_be_bytes(key[..8].try_into().expect("eight bytes")))
+    }
+}
+
+/// A shard anywhere in the cluster: its node, and its index there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct ShardId {
+    pub node: NodeId,
+    pub index: usize,
+}
+
+/// Where frames for another node go: the cluster's cascade (`remote.rs` says what they hold).
+#[derive(Clone)]
+pub struct Cascade(pub Arc<dyn Fn(NodeId, Frame) + Send + Sync>);
+
+impl std::fmt::Debug for Cascade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cascade")
+    }
+}
+
+/// One room as this node's relay knows it.
+#[derive(Debug)]
+struct RoomEntry {
+    id: RoomId,
+    /// The shard whose planner decides for the room: here, or on the meeting's home node.
+    home: ShardId,
+    /// Participants whose media ends here, and their shards.
+    local: HashMap<u64, usize>,
+    /// On the home node: participants whose media ends on another node.
+    remote: std::collections::HashSet<u64>,
+}
+
+/// Where each room lives: its id here, its home shard, where each participant is. Sans-IO:
+/// it also decides which shards a frame from another node goes to.
 #[derive(Debug, Default)]
-struct Directory {
-    next_room: u64,
-    rooms: HashMap<String, (RoomId, usize, usize)>,
-    placed: HashMap<PeerKey, usize>,
+pub(crate) struct Directory {
+    pub(crate) node: NodeId,
+    pub(crate) next_room: u64,
+    rooms: HashMap<String, RoomEntry>,
+}
+
+impl Directory {
+    fn entry(&mut self, room: &str, home: ShardId) -> &mut RoomEntry {
+        let next = &mut self.next_room;
+        self.rooms.entry(room.to_string()).or_insert_with(|| {
+            *next += 1;
+            RoomEntry { id: RoomId(*next - 1), home, local: HashMap::new(), remote: Default::default() }
+        })
+    }
+
+    /// Places `peer` (on the shard it has, or on `least_loaded`) in a room whose home is
+    /// `home_node`; returns the room's id, its home shard and the peer's shard.
+    pub(crate) fn place(&mut self, peer: &PeerKey, least_loaded: usize, home_node: NodeId) -> (RoomId, ShardId, usize) {
+        let node = self.node;
+        let default_home = if home_node == node { ShardId { node, index: least_loaded } } else { ShardId { node: home_node, index: 0 } };
+        let entry = self.entry(&peer.room, default_home);
+        let shard = entry.local.get(&peer.participant).copied().unwrap_or(least_loaded);
+        entry.local.insert(peer.participant, shard);
+        if entry.home.node != home_node {
+            // The meeting moved (its home node died, or came back).
+            entry.home = if home_node == node { ShardId { node, index: shard } } else { ShardId { node: home_node, index: 0 } };
+        }
+        (entry.id, entry.home, shard)
+    }
+
+    pub(crate) fn find(&self, peer: &PeerKey) -> Option<(usize, RoomId)> {
+        let entry = self.rooms.get(&peer.room)?;
+        Some((*entry.local.get(&peer.participant)?, entry.id))
+    }
+
+    pub(crate) fn remove(&mut self, peer: &PeerKey) -> Option<(usize, RoomId)> {
+        let entry = self.rooms.get_mut(&peer.room)?;
+        let shard = entry.local.remove(&peer.participant)?;
+        let id = entry.id;
+        self.forget_if_empty(&peer.room);
+        Some((shard, id))
+    }
+
+    fn forget_if_empty(&mut self, room: &str) {
+        if self.rooms.get(room).is_some_and(|e| e.local.is_empty() && e.remote.is_empty()) {
+            self.rooms.remove(room);
+        }
+    }
+
+    /// Each local shard with participants in `room`, once.
+    fn shards_of(entry: &RoomEntry) -> Vec<usize> {
+        let mut shards: Vec<usize> = entry.local.values().copied().collect();
+        shards.sort_unstable();
+        shards.dedup();
+        shards
+    }
+
+    /// Where a control message from another node goes here, and what it says.
+    pub(crate) fn control(&mut self, control: remote::Control, least_loaded: usize, now: std::time::Instant) -> Vec<(usize, router::Handoff)> {
+        let node = self.node;
+        let room = control.room().to_string();
+        let targets = if control.to_home() {
+            // Whoever sends it counts this node as the meeting's home (the placement says so).
+            let entry = self.entry(&room, ShardId { node, index: least_loaded });
+            if entry.home.node != node {
+                entry.home = ShardId { node, index: entry.local.values().next().copied().unwrap_or(least_loaded) };
+            }
+            match &control {
+                remote::Control::Joined { participant, .. } => {
+                    entry.remote.insert(*participant);
+                }
+                remote::Control::Left { participant, .. } => {
+                    entry.remote.remove(participant);
+                }
+                _ => {}
+            }
+            vec![entry.home.index]
+        } else {
+            let Some(entry) = self.rooms.get(&room) else { return Vec::new() };
+            match &control {
+                remote::Control::KeyframeRequest { publisher, .. } => entry.local.get(publisher).copied().into_iter().collect(),
+                _ => Self::shards_of(entry),
+            }
+        };
+        let Some(id) = self.rooms.get(&room).map(|e| e.id) else { return Vec::new() };
+        let handoff = remote::handoff(control, id, now);
+        let out = targets.into_iter().map(|t| (t, handoff.clone())).collect();
+        self.forget_if_empty(&room);
+        out
+    }
+
+    /// Where a media packet from another node goes here: every shard with participants in
+    /// its room (each serves its own subscribers).
+    pub(crate) fn media(&self, bytes: &[u8], now: std::time::Instant) -> Option<(Vec<usize>, Arc<router::MediaPacket>)> {
+        let entry = self.rooms.get(remote::media_room(bytes)?)?;
+        let packet = remote::decode_media(bytes, entry.id, now)?;
+        Some((Self::shards_of(entry), Arc::new(packet)))
+    }
 }
 
 /// Handle to the relay's shards. Cheap to clone.
@@ -275,50 +416,74 @@ impl Relay {
             let shard = Shard::new(n, socket, addrs[n], ice_tcp[n], config.clone(), mailboxes.clone(), notices.clone(), counters.clone())?;
             std::thread::Builder::new().name(format!("confab-relay-{n}")).spawn(move || shard.run())?;
         }
-        Ok(Relay { mailboxes, directory: Arc::default(), addr: addrs[0], addrs, counters })
+        let directory = Directory { node: config.node, ..Directory::default() };
+        Ok(Relay { mailboxes, directory: Arc::new(Mutex::new(directory)), addr: addrs[0], addrs, counters })
+    }
+
+    fn least_loaded(&self) -> usize {
+        (0..self.mailboxes.len()).min_by_key(|s| (self.counters.shard_participants[*s].load(Ordering::Relaxed), *s)).unwrap_or(0)
+    }
+
+    fn directory(&self) -> std::sync::MutexGuard<'_, Directory> {
+        self.directory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Accepts `peer`'s SDP offer; returns the answer. A participant goes to the shard with
     /// the fewest participants (and stays there if they publish again).
     pub async fn publish(&self, peer: PeerKey, offer: String) -> Result<String, RelayError> {
-        let (room, home, shard) = {
-            let mut directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
-            let shard = match directory.placed.get(&peer) {
-                Some(shard) => *shard,
-                None => (0..self.mailboxes.len()).min_by_key(|s| (self.counters.shard_participants[*s].load(Ordering::Relaxed), *s)).unwrap_or(0),
-            };
-            let next = directory.next_room;
-            let entry = directory.rooms.entry(peer.room.clone()).or_insert((RoomId(next), shard, 0));
-            let (room, home) = (entry.0, entry.1);
-            if !directory.placed.contains_key(&peer) {
-                if let Some(entry) = directory.rooms.get_mut(&peer.room) {
-                    entry.2 += 1;
-                }
-                directory.placed.insert(peer.clone(), shard);
-            }
-            if room.0 == next {
-                directory.next_room += 1;
-            }
-            (room, home, shard)
-        };
+        let own = self.directory().node;
+        self.publish_homed(peer, offer, own).await
+    }
+
+    /// The same, in a meeting whose home (whose planner decides for the room) is the node
+    /// `home`: this node is the participant's edge, and exchanges the room's media with the
+    /// others over the cascade.
+    pub async fn publish_homed(&self, peer: PeerKey, offer: String, home: NodeId) -> Result<String, RelayError> {
+        let least_loaded = self.least_loaded();
+        let (room, home, shard) = self.directory().place(&peer, least_loaded, home);
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.mailboxes[shard].post(ShardMessage::Publish { peer, room, home, offer, reply }).map_err(|_| RelayError::Stopped)?;
         answer.await.map_err(|_| RelayError::Stopped)?
     }
 
     pub fn remove(&self, peer: PeerKey) {
-        let placed = {
-            let mut directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(shard) = directory.placed.remove(&peer) else { return };
-            let Some(entry) = directory.rooms.get_mut(&peer.room) else { return };
-            let room = entry.0;
-            entry.2 -= 1;
-            if entry.2 == 0 {
-                directory.rooms.remove(&peer.room);
+        let placed = self.directory().remove(&peer);
+        if let Some((shard, room)) = placed {
+            let _ = self.mailboxes[shard].post(ShardMessage::Remove { peer, room });
+        }
+    }
+
+    /// Whether `peer`'s media ends at this relay.
+    pub fn has(&self, peer: &PeerKey) -> bool {
+        self.directory().find(peer).is_some()
+    }
+
+    /// A frame from another node's relay (`remote.rs`), for the shards concerned here.
+    /// Malformed frames, and frames for rooms this node has no part in, are dropped.
+    pub fn deliver(&self, frame: Frame) {
+        let now = std::time::Instant::now();
+        match frame {
+            Frame::Media(bytes) => {
+                let Some((shards, packet)) = self.directory().media(&bytes, now) else { return };
+                for shard in shards {
+                    let _ = self.mailboxes[shard].post(ShardMessage::Handoff(router::Handoff::Media(packet.clone())));
+                }
             }
-            (shard, room)
-        };
-        let _ = self.mailboxes[placed.0].post(ShardMessage::Remove { peer, room: placed.1 });
+            Frame::Control(bytes) => {
+                let control = match remote::decode_control(&bytes) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a malformed control frame from another node's relay");
+                        return;
+                    }
+                };
+                let least_loaded = self.least_loaded();
+                let targets = self.directory().control(control, least_loaded, now);
+                for (shard, handoff) in targets {
+                    let _ = self.mailboxes[shard].post(ShardMessage::Handoff(handoff));
+                }
+            }
+        }
     }
 
     /// Tells the relay how tall `peer` shows each participant's video (device pixels).
@@ -340,12 +505,7 @@ impl Relay {
 
     /// Posts a message about `peer` to its shard, if the relay has them.
     fn post_to(&self, peer: PeerKey, message: impl FnOnce(PeerKey, RoomId) -> ShardMessage) {
-        let placed = {
-            let directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(shard) = directory.placed.get(&peer).copied() else { return };
-            let Some(room) = directory.rooms.get(&peer.room).map(|r| r.0) else { return };
-            (shard, room)
-        };
-        let _ = self.mailboxes[placed.0].post(message(peer, placed.1));
+        let Some((shard, room)) = self.directory().find(&peer) else { return };
+        let _ = self.mailboxes[shard].post(message(peer, room));
     }
 }

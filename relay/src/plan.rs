@@ -15,11 +15,12 @@ use str0m::media::{MediaKind, Mid, Rid};
 use crate::layers::Layer;
 use crate::slots::{Assignment, Source, assign};
 use crate::speakers::Speakers;
+use crate::{NodeId, ShardId};
 
 /// One participant as the home shard knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    pub shard: usize,
+    pub shard: ShardId,
     /// What they publish: their send m-lines.
     pub tracks: Vec<(Mid, MediaKind)>,
     /// The simulcast layers each video track offers, in the order of its SDP.
@@ -39,8 +40,8 @@ pub struct Member {
 /// What the home shard tells every shard of the room.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    /// Participants in join order, with their shards.
-    pub members: Vec<(u64, usize)>,
+    /// Participants in join order, with their shards (on any node of the cluster).
+    pub members: Vec<(u64, ShardId)>,
     pub dominant: Option<u64>,
     /// Subscriber → its slots' sources.
     pub assignments: HashMap<u64, Vec<(Mid, MediaKind, Source)>>,
@@ -48,23 +49,30 @@ pub struct Plan {
     pub layers: HashMap<(u64, Mid), Arc<[Layer]>>,
     /// The tracks of every screen being shared.
     pub screens: HashSet<(u64, Mid)>,
+    /// Per node, the feeds (publisher, track, layer) its shards forward or wait for: a
+    /// publisher's shard sends another node only those, once each.
+    pub wanted: HashMap<NodeId, HashSet<(u64, Mid, Option<Rid>)>>,
 }
 
 impl Plan {
-    pub fn shard_of(&self, participant: u64) -> Option<usize> {
+    pub fn shard_of(&self, participant: u64) -> Option<ShardId> {
         self.members.iter().find(|(p, _)| *p == participant).map(|(_, s)| *s)
     }
 
-    /// The shards with participants in the room, each once.
-    pub fn shards(&self) -> impl Iterator<Item = usize> + '_ {
-        let mut seen = 0u64;
-        self.members.iter().filter_map(move |(_, s)| {
-            let bit = 1u64 << (*s % 64);
-            (seen & bit == 0).then(|| {
-                seen |= bit;
-                *s
-            })
-        })
+    /// The shards with participants in the room, each once, in order of first member.
+    pub fn shards(&self) -> Vec<ShardId> {
+        let mut shards: Vec<ShardId> = Vec::new();
+        for (_, s) in &self.members {
+            if !shards.contains(s) {
+                shards.push(*s);
+            }
+        }
+        shards
+    }
+
+    /// Whether `node` forwards (or waits for) this feed.
+    pub fn wanted_by(&self, node: NodeId, publisher: u64, mid: Mid, layer: Option<Rid>) -> bool {
+        self.wanted.get(&node).is_some_and(|w| w.contains(&(publisher, mid, layer)))
     }
 }
 
@@ -78,7 +86,7 @@ pub struct Planner {
     speakers: Speakers,
     layers: HashMap<(u64, Mid), Arc<[Layer]>>,
     assigned: HashMap<u64, [Assignment; 2]>,
-    demand: BTreeMap<usize, Demand>,
+    demand: BTreeMap<ShardId, Demand>,
 }
 
 fn kind_index(kind: MediaKind) -> usize {
@@ -153,7 +161,7 @@ impl Planner {
     }
 
     /// What `shard` forwards now (replacing what it said before).
-    pub fn demand(&mut self, shard: usize, demand: Demand) {
+    pub fn demand(&mut self, shard: ShardId, demand: Demand) {
         self.demand.insert(shard, demand);
     }
 
@@ -227,12 +235,20 @@ impl Planner {
             assignments.insert(*subscriber, slots_of_subscriber);
             self.assigned.insert(*subscriber, next);
         }
+        let mut wanted: HashMap<NodeId, HashSet<(u64, Mid, Option<Rid>)>> = HashMap::new();
+        for (shard, demand) in &self.demand {
+            let feeds = wanted.entry(shard.node).or_default();
+            for ((publisher, mid), layers) in demand {
+                feeds.extend(layers.iter().map(|layer| (*publisher, *mid, *layer)));
+            }
+        }
         Plan {
             members: self.members.iter().map(|(p, m)| (*p, m.shard)).collect(),
             dominant: self.speakers.dominant(),
             assignments,
             layers: self.layers.clone(),
             screens: shared.iter().flatten().map(|s| (s.participant, s.mid)).collect(),
+            wanted,
         }
     }
 }
@@ -243,14 +259,18 @@ mod tests {
 
     use super::*;
 
-    fn member(shard: usize) -> Member {
+    fn shard(index: usize) -> ShardId {
+        ShardId { node: NodeId::default(), index }
+    }
+
+    fn member(index: usize) -> Member {
         let mut slots = Vec::new();
         for i in 0..2 {
             slots.push((Mid::from(format!("a{i}").as_str()), MediaKind::Audio));
             slots.push((Mid::from(format!("v{i}").as_str()), MediaKind::Video));
         }
         Member {
-            shard,
+            shard: shard(index),
             tracks: vec![(Mid::from("0"), MediaKind::Audio), (Mid::from("1"), MediaKind::Video)],
             rids: vec![],
             slots,
@@ -273,8 +293,8 @@ mod tests {
             planner.join(p, member(p as usize % 2));
         }
         let plan = planner.plan();
-        assert_eq!(plan.members, vec![(1, 1), (2, 0), (3, 1)]);
-        assert_eq!(plan.shards().collect::<Vec<_>>(), vec![1, 0]);
+        assert_eq!(plan.members, vec![(1, shard(1)), (2, shard(0)), (3, shard(1))]);
+        assert_eq!(plan.shards(), vec![shard(1), shard(0)]);
         assert_eq!(sources(&plan, 1, MediaKind::Audio), vec![2, 3]);
         assert_eq!(sources(&plan, 1, MediaKind::Video), vec![2], "last-N of one");
         assert_eq!(sources(&plan, 2, MediaKind::Video), vec![1]);
@@ -365,7 +385,7 @@ mod tests {
         planner.speech(2, -20, t0);
         planner.leave(2);
         let plan = planner.plan();
-        assert_eq!(plan.members, vec![(1, 0)]);
+        assert_eq!(plan.members, vec![(1, shard(0))]);
         assert!(plan.assignments[&1].is_empty());
         assert!(plan.layers.is_empty());
         planner.layers(2, Mid::from("1"), vec![]);
@@ -382,9 +402,12 @@ mod tests {
         planner.join(2, member(1));
         planner.layers(2, mid, vec![Layer { rid: l, height: 180, bitrate: 150_000 }, Layer { rid: h, height: 720, bitrate: 1_500_000 }]);
         assert!(planner.wanted_layers(2, mid, 1).is_empty(), "nobody forwards anything of 2's");
-        planner.demand(0, HashMap::from([((2, mid), vec![l])]));
-        planner.demand(1, HashMap::from([((2, mid), vec![l])]));
+        planner.demand(shard(0), HashMap::from([((2, mid), vec![l])]));
+        planner.demand(ShardId { node: NodeId(7), index: 1 }, HashMap::from([((2, mid), vec![l])]));
         assert_eq!(planner.wanted_layers(2, mid, 1), vec![l]);
+        let plan = planner.plan();
+        assert!(plan.wanted_by(NodeId(7), 2, mid, l), "node 7 forwards 2's l");
+        assert!(!plan.wanted_by(NodeId(7), 2, mid, h), "and nothing else");
         for i in 0..10u64 {
             planner.speech(2, -20, t0 + Duration::from_millis(20 * i));
         }

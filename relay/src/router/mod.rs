@@ -35,11 +35,12 @@ use str0m::{Candidate, Event, IceConnectionState, Input, PacerReason, Reason, Rt
 
 use crate::layers::{Layer, SlotDemand, allocate, choose};
 use crate::plan::{Demand, Member, Plan, Planner};
+use crate::remote::{self, Frame};
 use crate::slots::Source;
 use crate::speakers::SPEECH_LEVEL;
 use crate::splice::{Feed, Incoming, Rewritten, Verdict};
 use crate::vp8::{self, Vp8Info};
-use crate::{Counters, Held, Notice, PeerKey, RelayError, Tile};
+use crate::{Counters, Held, NodeId, Notice, PeerKey, RelayError, ShardId, Tile};
 use peer::{LayerBook, Peer, Slot, Track};
 
 /// How often speakers, plans, layers and bandwidth targets are reviewed.
@@ -114,11 +115,26 @@ pub enum Handoff {
     /// To the home shard: the layers a publisher's video track sends now.
     Layers { room: RoomId, participant: u64, mid: Mid, layers: Vec<Layer> },
     /// To the home shard: the layers the sending shard forwards (or waits for).
-    Demand { room: RoomId, shard: usize, demand: Demand },
+    Demand { room: RoomId, shard: ShardId, demand: Demand },
     /// From the home shard to every shard of the room.
-    Plan { room: RoomId, name: Arc<str>, home: usize, plan: Arc<Plan> },
+    Plan { room: RoomId, name: Arc<str>, home: ShardId, plan: Arc<Plan> },
     /// To the publisher's shard: a subscriber needs a keyframe of `feed`.
     KeyframeRequest { room: RoomId, feed: Feed },
+}
+
+impl Handoff {
+    pub fn room(&self) -> RoomId {
+        match self {
+            Handoff::Media(packet) => packet.room,
+            Handoff::Joined { room, .. }
+            | Handoff::Left { room, .. }
+            | Handoff::Speech { room, .. }
+            | Handoff::Layers { room, .. }
+            | Handoff::Demand { room, .. }
+            | Handoff::Plan { room, .. }
+            | Handoff::KeyframeRequest { room, .. } => *room,
+        }
+    }
 }
 
 /// What the router asks its shell to do.
@@ -128,9 +144,15 @@ pub enum Output {
         destination: SocketAddr,
         contents: Vec<u8>,
     },
+    /// To another shard of this node.
     Handoff {
         shard: usize,
         message: Handoff,
+    },
+    /// To another node of the cluster, through the cascade.
+    Remote {
+        node: NodeId,
+        frame: Frame,
     },
     Notice(Notice),
     /// Nothing more until this time (or new input).
@@ -140,7 +162,7 @@ pub enum Output {
 /// Where the router's shard listens, and how it forwards.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    pub shard: usize,
+    pub shard: ShardId,
     pub last_n: usize,
     /// Our address as datagrams reach it (str0m checks their destination against it).
     pub local: SocketAddr,
@@ -160,14 +182,16 @@ struct SlotRef {
 /// What this shard keeps of a room.
 struct Room {
     name: Arc<str>,
-    home: usize,
+    home: ShardId,
     /// On the home shard only.
     planner: Option<Planner>,
     plan: Arc<Plan>,
     /// Local peers in the room.
     local: Vec<usize>,
-    /// The other shards with participants in the room.
+    /// The other shards of this node with participants in the room.
     remote_shards: Vec<usize>,
+    /// The other nodes with participants in the room.
+    remote_nodes: Vec<NodeId>,
     /// (publisher, track) → the local slots fed (or about to be fed) by it.
     routes: HashMap<(u64, Mid), Vec<SlotRef>>,
     /// On the home shard: the layers each publisher was last told to send.
@@ -177,7 +201,7 @@ struct Room {
 }
 
 impl Room {
-    fn new(name: Arc<str>, home: usize, shard: usize, last_n: usize) -> Room {
+    fn new(name: Arc<str>, home: ShardId, shard: ShardId, last_n: usize) -> Room {
         Room {
             name,
             home,
@@ -185,6 +209,7 @@ impl Room {
             plan: Arc::default(),
             local: Vec::new(),
             remote_shards: Vec::new(),
+            remote_nodes: Vec::new(),
             routes: HashMap::new(),
             active: HashMap::new(),
             demand: Demand::new(),
@@ -243,8 +268,9 @@ impl Router {
 
     // ---- inputs -------------------------------------------------------------------
 
-    /// Accepts `key`'s SDP offer for `room` (homed on shard `home`); returns the answer.
-    pub fn publish(&mut self, now: Instant, key: PeerKey, room: RoomId, home: usize, offer: &str) -> Result<String, RelayError> {
+    /// Accepts `key`'s SDP offer for `room` (homed on shard `home`, of this node or
+    /// another); returns the answer.
+    pub fn publish(&mut self, now: Instant, key: PeerKey, room: RoomId, home: ShardId, offer: &str) -> Result<String, RelayError> {
         self.advance(now);
         let m_lines = offer.lines().filter(|l| l.starts_with("m=")).count();
         if m_lines > MAX_M_LINES {
@@ -273,6 +299,11 @@ impl Router {
             .map_err(|e| RelayError::Refused(e.to_string()))?;
         self.remove(now, &key, room);
         let room_state = self.rooms.entry(room).or_insert_with(|| Room::new(key.room.as_str().into(), home, self.config.shard, self.config.last_n));
+        if room_state.home != home {
+            // The meeting has a new home (its old one died, or came back).
+            room_state.home = home;
+            room_state.planner = (home == self.config.shard).then(|| Planner::new(self.config.last_n));
+        }
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -363,10 +394,10 @@ impl Router {
                 let shard = self.config.shard;
                 let last_n = self.config.last_n;
                 let state = self.rooms.entry(room).or_insert_with(|| Room::new(name, shard, shard, last_n));
-                if let Some(planner) = state.planner.as_mut() {
-                    planner.join(participant, member);
-                    self.publish_plan(room);
-                }
+                // Joins come to the home: if this shard did not know it was, it is now.
+                state.home = shard;
+                state.planner.get_or_insert_with(|| Planner::new(last_n)).join(participant, member);
+                self.publish_plan(room);
             }
             Handoff::Left { room, participant } => {
                 if let Some(planner) = self.rooms.get_mut(&room).and_then(|r| r.planner.as_mut()) {
@@ -458,11 +489,21 @@ impl Router {
         }
     }
 
-    fn send(&mut self, shard: usize, message: Handoff) {
-        if shard == self.config.shard {
+    fn send(&mut self, shard: ShardId, message: Handoff) {
+        let own = self.config.shard;
+        if shard == own {
             self.inbox.push_back(message);
+        } else if shard.node == own.node {
+            self.outputs.push_back(Output::Handoff { shard: shard.index, message });
         } else {
-            self.outputs.push_back(Output::Handoff { shard, message });
+            // Rooms cross by name: the other node numbers its own.
+            let name = match &message {
+                Handoff::Joined { name, .. } | Handoff::Plan { name, .. } => Some(name.clone()),
+                other => self.rooms.get(&other.room()).map(|r| r.name.clone()),
+            };
+            if let Some(bytes) = name.and_then(|name| remote::encode_control(&name, &message, self.now, shard.node)) {
+                self.outputs.push_back(Output::Remote { node: shard.node, frame: Frame::Control(bytes) });
+            }
         }
     }
 
@@ -716,11 +757,22 @@ impl Router {
         }
     }
 
+    /// Hands each packet from a local publisher to the room's other shards here, once to
+    /// each other node whose subscribers need it (that feed, that layer), and to the local
+    /// subscribers.
     fn forward_arrived(&mut self) {
         while let Some(packet) = self.arrived.pop() {
-            if let Some(state) = self.rooms.get(&packet.room) {
-                for shard in state.remote_shards.clone() {
-                    self.outputs.push_back(Output::Handoff { shard, message: Handoff::Media(packet.clone()) });
+            let Router { rooms, outputs, now, .. } = self;
+            if let Some(state) = rooms.get(&packet.room) {
+                for &shard in &state.remote_shards {
+                    outputs.push_back(Output::Handoff { shard, message: Handoff::Media(packet.clone()) });
+                }
+                let mut encoded: Option<Vec<u8>> = None;
+                for &node in &state.remote_nodes {
+                    if state.plan.wanted_by(node, packet.feed.publisher, packet.feed.mid, packet.feed.layer) {
+                        let bytes = encoded.get_or_insert_with(|| remote::encode_media(&state.name, &packet, *now)).clone();
+                        outputs.push_back(Output::Remote { node, frame: Frame::Media(bytes) });
+                    }
                 }
             }
             self.fan_out(&packet);
@@ -836,9 +888,13 @@ impl Router {
         let Some(planner) = state.planner.as_mut() else { return };
         let plan = Arc::new(planner.plan());
         let name = state.name.clone();
-        let mut shards: Vec<usize> = plan.shards().collect();
-        if !shards.contains(&shard) {
-            shards.push(shard);
+        // Every shard of this node in the room, and one of each other node's (the node hands
+        // it to its own).
+        let mut shards: Vec<ShardId> = vec![shard];
+        for to in plan.shards() {
+            if !shards.iter().any(|s| *s == to || (s.node == to.node && to.node != shard.node)) {
+                shards.push(to);
+            }
         }
         for to in shards {
             self.send(to, Handoff::Plan { room, name: name.clone(), home: shard, plan: plan.clone() });
@@ -846,13 +902,26 @@ impl Router {
     }
 
     /// Follows a plan from the room's home: slot sources, routes, the other shards.
-    fn apply_plan(&mut self, room: RoomId, name: Arc<str>, home: usize, plan: Arc<Plan>) {
+    fn apply_plan(&mut self, room: RoomId, name: Arc<str>, home: ShardId, plan: Arc<Plan>) {
         let shard = self.config.shard;
         let last_n = self.config.last_n;
         let now = self.now;
         let state = self.rooms.entry(room).or_insert_with(|| Room::new(name, home, shard, last_n));
         state.plan = plan.clone();
-        state.remote_shards = plan.shards().filter(|s| *s != shard).collect();
+        if state.home != home {
+            state.home = home;
+            if home != shard {
+                state.planner = None;
+            }
+        }
+        let shards = plan.shards();
+        state.remote_shards = shards.iter().filter(|s| s.node == shard.node && **s != shard).map(|s| s.index).collect();
+        state.remote_nodes.clear();
+        for s in shards {
+            if s.node != shard.node && !state.remote_nodes.contains(&s.node) {
+                state.remote_nodes.push(s.node);
+            }
+        }
         let mut notices = Vec::new();
         for &index in &state.local {
             let Some(peer) = self.peers[index].as_mut() else { continue };

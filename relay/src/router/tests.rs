@@ -106,10 +106,16 @@ fn vp8_payload(picture: u16, start: bool, keyframe: bool, height: u16, size: usi
     p
 }
 
-/// Routers (one per shard) and clients on an in-memory network.
+/// Routers (one per shard, on one node or several) and clients on an in-memory network.
 struct Net {
     now: Instant,
     routers: Vec<Router>,
+    /// Each router's node: an index into `directories`.
+    nodes: Vec<usize>,
+    /// Each node's directory: it routes what comes from other nodes, as `Relay` does.
+    directories: Vec<crate::Directory>,
+    /// Media frames and bytes sent from one node to another: (from, to) → (frames, bytes).
+    media_crossed: HashMap<(usize, usize), (u64, u64)>,
     clients: Vec<Client>,
     notices: Vec<Notice>,
     /// One-way delay of every datagram, and those on their way.
@@ -129,17 +135,31 @@ fn router_addr(shard: usize) -> SocketAddr {
 
 impl Net {
     fn new(shards: usize, last_n: usize) -> Net {
+        Net::cluster(&[shards], last_n)
+    }
+
+    /// Nodes with these many shards each; the meeting's home is the first node.
+    fn cluster(shards_per_node: &[usize], last_n: usize) -> Net {
         let now = Instant::now();
-        let counters = Arc::new(Counters::new(shards));
-        let routers = (0..shards)
-            .map(|shard| {
-                let addr = router_addr(shard);
-                Router::new(RouterConfig { shard, last_n, local: addr, advertise: addr, ice_tcp: None }, counters.clone(), now)
-            })
-            .collect();
+        let counters = Arc::new(Counters::new(shards_per_node.iter().sum()));
+        let mut routers = Vec::new();
+        let mut nodes = Vec::new();
+        for (node, shards) in shards_per_node.iter().enumerate() {
+            for index in 0..*shards {
+                let addr = router_addr(routers.len());
+                let shard = ShardId { node: NodeId(node as u64), index };
+                routers.push(Router::new(RouterConfig { shard, last_n, local: addr, advertise: addr, ice_tcp: None }, counters.clone(), now));
+                nodes.push(node);
+            }
+        }
+        // Rooms are numbered from 1 on every node, so that ROOM names the test's everywhere.
+        let directories = (0..shards_per_node.len()).map(|n| crate::Directory { node: NodeId(n as u64), next_room: 1, ..Default::default() }).collect();
         Net {
             now,
             routers,
+            nodes,
+            directories,
+            media_crossed: HashMap::new(),
             clients: Vec::new(),
             notices: Vec::new(),
             latency: Duration::from_millis(5),
@@ -171,7 +191,11 @@ impl Net {
         }
         let (offer, pending) = api.apply().unwrap();
         let key = PeerKey { room: "room".into(), participant };
-        let answer = self.routers[shard].publish(self.now, key, ROOM, 0, &offer.to_sdp_string()).expect("the router accepts the offer");
+        let node = self.nodes[shard];
+        let index = shard - self.base(node);
+        let (room, home, placed) = self.directories[node].place(&key, index, NodeId(0));
+        assert_eq!((room, placed), (ROOM, index));
+        let answer = self.routers[shard].publish(self.now, key, ROOM, home, &offer.to_sdp_string()).expect("the router accepts the offer");
         rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
         self.clients.push(Client {
             participant,
@@ -185,6 +209,36 @@ impl Net {
             next_seq: HashMap::new(),
         });
         self.clients.len() - 1
+    }
+
+    /// The first router of `node`.
+    fn base(&self, node: usize) -> usize {
+        self.nodes.iter().position(|n| *n == node).expect("a node with shards")
+    }
+
+    /// What a router sent another node, delivered as `Relay::deliver` does.
+    fn cross(&mut self, from: usize, to: NodeId, frame: crate::Frame) {
+        let now = self.now;
+        let node = to.0 as usize;
+        let base = self.base(node);
+        let deliveries: Vec<(usize, Handoff)> = match frame {
+            crate::Frame::Media(bytes) => {
+                let counted = self.media_crossed.entry((self.nodes[from], node)).or_default();
+                counted.0 += 1;
+                counted.1 += bytes.len() as u64;
+                self.directories[node]
+                    .media(&bytes, now)
+                    .map(|(shards, p)| shards.into_iter().map(|s| (s, Handoff::Media(p.clone()))).collect())
+                    .unwrap_or_default()
+            }
+            crate::Frame::Control(bytes) => {
+                let control = remote::decode_control(&bytes).expect("control frames decode");
+                self.directories[node].control(control, 0, now)
+            }
+        };
+        for (shard, message) in deliveries {
+            self.routers[base + shard].handle_handoff(now, message);
+        }
     }
 
     fn client(&mut self, participant: u64) -> &mut Client {
@@ -231,7 +285,12 @@ impl Net {
                         }
                         Output::Handoff { shard: to, message } => {
                             moved = true;
-                            self.routers[to].handle_handoff(now, message);
+                            let base = self.base(self.nodes[shard]);
+                            self.routers[base + to].handle_handoff(now, message);
+                        }
+                        Output::Remote { node, frame } => {
+                            moved = true;
+                            self.cross(shard, node, frame);
                         }
                         Output::Notice(n) => self.notices.push(n),
                     }
@@ -576,4 +635,45 @@ fn video_that_waited_too_long_is_dropped_and_the_slot_restarts_on_a_keyframe() {
     assert_eq!(got.len(), before + 2);
     assert_eq!(crate::vp8::inspect(&got[before].2).map(|v| v.keyframe), Some(true));
     assert_contiguous(got);
+}
+
+/// Two nodes and the meeting's home on a third with nobody on it: the home decides, each
+/// edge serves its own, and a publisher's node sends the other one copy of each feed its
+/// subscribers need, however many they are; the home, with no subscriber, gets no media.
+#[test]
+fn a_meeting_spans_nodes_one_copy_to_each_node_whatever_its_subscribers() {
+    // Node 0 is the home (nobody on it); the publisher is on node 1, subscribers on node 2.
+    let crossed = |subscribers: u64| {
+        let mut net = Net::cluster(&[1, 1, 2], 9);
+        net.join(1, 1, &["l", "h"], 9);
+        for s in 0..subscribers {
+            net.join(10 + s, 2 + (s as usize % 2), &[], 9);
+        }
+        net.connect();
+        for i in 0..30u16 {
+            let now = net.now;
+            // A publisher answers keyframe requests, as a browser does.
+            let asked = std::mem::take(&mut net.client(1).keyframe_requests);
+            let (l, h) = (Some(Rid::from("l")), Some(Rid::from("h")));
+            net.client(1).frame("l", 100 + i, i == 0 || asked.contains(&l), 1, 300, now);
+            net.client(1).frame("h", 500 + i, i == 0 || asked.contains(&h), 3, 900, now);
+            net.client(1).audio(u32::from(i), -40, now);
+            net.run(Duration::from_millis(33));
+        }
+        for s in 0..subscribers {
+            let audio = slot_of(&net, 10 + s, 1, "audio").unwrap_or_else(|| panic!("{} hears 1", 10 + s));
+            assert!(net.client(10 + s).on(audio).len() >= 20, "{} hears 1 across nodes", 10 + s);
+            let video = slot_of(&net, 10 + s, 1, "video").unwrap_or_else(|| panic!("{} sees 1", 10 + s));
+            let got = net.client(10 + s).on(video);
+            assert!(got.len() >= 20, "{} sees 1 across nodes: {} packets", 10 + s, got.len());
+            assert_contiguous(got);
+        }
+        assert_eq!(net.routers[0].participants(), 0, "nobody's media ends at the home");
+        assert_eq!(net.media_crossed.keys().filter(|(_, to)| *to == 0).count(), 0, "the home receives no media");
+        net.media_crossed.get(&(1, 2)).copied().unwrap_or_default()
+    };
+    let (one, eight) = (crossed(1), crossed(8));
+    assert!(one.0 > 0, "media crossed");
+    let ratio = eight.1 as f64 / one.1 as f64;
+    assert!((0.9..=1.1).contains(&ratio), "bytes to the subscribers' node: {} for one, {} for eight (×{ratio:.2})", one.1, eight.1);
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::router::{Handoff, Output, RoomId, Router, RouterConfig};
-use crate::{Counters, Held, Notice, PeerKey, RelayConfig, RelayError, Tile};
+use crate::{Cascade, Counters, Held, Notice, PeerKey, RelayConfig, RelayError, ShardId, Tile};
 
 use udp::{BATCH, Batch};
 
@@ -32,7 +32,7 @@ const SOCKET_BUFFER: usize = 4 << 20;
 
 /// What a shard's mailbox carries.
 pub(crate) enum ShardMessage {
-    Publish { peer: PeerKey, room: RoomId, home: usize, offer: String, reply: tokio::sync::oneshot::Sender<Result<String, RelayError>> },
+    Publish { peer: PeerKey, room: RoomId, home: ShardId, offer: String, reply: tokio::sync::oneshot::Sender<Result<String, RelayError>> },
     Remove { peer: PeerKey, room: RoomId },
     View { peer: PeerKey, room: RoomId, tiles: Vec<Tile> },
     Share { peer: PeerKey, room: RoomId, on: bool },
@@ -102,6 +102,7 @@ pub(crate) struct Shard {
     held: Option<ShardMessage>,
     peers: Peers,
     notices: tokio::sync::mpsc::UnboundedSender<Notice>,
+    cascade: Option<Cascade>,
     counters: Arc<Counters>,
 }
 
@@ -129,12 +130,12 @@ impl Shard {
                 "the kernel gave the relay's socket a smaller receive buffer than asked: bursts may be dropped under load; raise net.core.rmem_max (see docs/operating.md)"
             );
         }
-        let router =
-            Router::new(RouterConfig { shard: index, last_n: config.last_n, local, advertise, ice_tcp: Some(ice_tcp) }, counters.clone(), Instant::now());
+        let shard = ShardId { node: config.node, index };
+        let router = Router::new(RouterConfig { shard, last_n: config.last_n, local, advertise, ice_tcp: Some(ice_tcp) }, counters.clone(), Instant::now());
         let inbox = mailboxes[index].receiver.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| io::Error::other("shard started twice"))?;
         let senders = mailboxes.iter().map(|m| m.sender.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
         let peers = Peers { senders, mailboxes: mailboxes.clone() };
-        Ok(Shard { index, socket, router, mailboxes, inbox, held: None, peers, notices, counters })
+        Ok(Shard { index, socket, router, mailboxes, inbox, held: None, peers, notices, cascade: config.cascade, counters })
     }
 
     pub(crate) fn run(mut self) {
@@ -223,6 +224,11 @@ impl Shard {
                     }
                 }
                 Output::Handoff { shard, message } => self.peers.post(shard, ShardMessage::Handoff(message)),
+                Output::Remote { node, frame } => {
+                    if let Some(cascade) = &self.cascade {
+                        (cascade.0)(node, frame);
+                    }
+                }
                 Output::Notice(notice) => {
                     let _ = self.notices.send(notice);
                 }
