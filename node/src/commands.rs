@@ -60,18 +60,26 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     banner += &format!("Confab {} is serving {public_url} (listening on {bound})\n", env!("CARGO_PKG_VERSION"));
 
     let turn_on_https = settings.turn.on_https.unwrap_or(bound.port() == 443);
+    let mut settings = settings;
+    if let Some(cluster) = &cluster {
+        // The relay exchanges meetings' media with the other members over the cascade.
+        settings.relay.node = confab_relay::NodeId::of_key(&node_key.public());
+        let links = cluster.cascade.clone();
+        settings.relay.cascade = Some(confab_relay::Cascade(Arc::new(move |node, frame| links.send_relay(node, frame))));
+    }
     let (relay, notices) = start_relay(&settings, bound, turn_on_https)?;
     tracing::info!(%public_url, %bound, relay = %relay.addr, node_key = %hex_key(&node_key.public()), "node started");
     let withdrawn = crate::turn::Withdrawn::default();
+    let edges = Arc::new(crate::cluster::edges::Edges::new(relay.clone(), cluster.as_ref().map(|c| c.cascade.clone())));
     let to_relay = {
-        let (relay, withdrawn) = (relay.clone(), withdrawn.clone());
+        let (edges, withdrawn) = (edges.clone(), withdrawn.clone());
         Box::new(move |room: &str, effect: &Effect| match effect {
             Effect::Departed { participant, turn_usernames } => {
-                relay.remove(PeerKey { room: room.to_string(), participant: participant.0 });
+                edges.remove(PeerKey { room: room.to_string(), participant: participant.0 });
                 withdrawn.withdraw(turn_usernames, clock::now());
             }
             Effect::Held { participant, audio, video } => {
-                relay.hold(PeerKey { room: room.to_string(), participant: participant.0 }, Held { audio: *audio, video: *video })
+                edges.hold(PeerKey { room: room.to_string(), participant: participant.0 }, Held { audio: *audio, video: *video })
             }
             _ => {}
         })
@@ -83,6 +91,7 @@ pub fn serve(common: Common, settings: config::Serve) -> anyhow::Result<()> {
     }
     let mut state = AppState::new(store, node_key, public_url.clone(), hub, settings.ice_servers.clone(), relay);
     state.trusted = trusted;
+    state.edges = edges;
     state.max_participants = settings.max_participants;
     state.cluster = cluster.map(Arc::new);
     actix_web::rt::System::new().block_on(async move {

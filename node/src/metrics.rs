@@ -190,7 +190,7 @@ pub fn render_cluster(figures: &ClusterFigures<'_>) -> String {
         figures.cascade_refused
     );
     type Figure = fn(&crate::cluster::cascade::LinkFigures) -> String;
-    let per_peer: [(&str, &str, &str, Figure); 6] = [
+    let per_peer: [(&str, &str, &str, Figure); 10] = [
         ("confab_cascade_rtt_seconds", "Round-trip time of the cascade link to each member (QUIC's estimate).", "gauge", |f| {
             format!("{:.6}", f.rtt.as_secs_f64())
         }),
@@ -201,6 +201,14 @@ pub fn render_cluster(figures: &ClusterFigures<'_>) -> String {
             f.received_datagrams.to_string()
         }),
         ("confab_cascade_lost_packets_total", "QUIC packets the cascade link to each member declared lost.", "counter", |f| f.lost_packets.to_string()),
+        ("confab_cascade_media_sent_packets_total", "Media packets this node's relay sent each member (one per feed its subscribers need).", "counter", |f| {
+            f.media_sent.to_string()
+        }),
+        ("confab_cascade_media_sent_bytes_total", "Bytes of those media packets (RTP payload and the cascade's header).", "counter", |f| {
+            f.media_sent_bytes.to_string()
+        }),
+        ("confab_cascade_media_received_packets_total", "Media packets received from each member's relay.", "counter", |f| f.media_received.to_string()),
+        ("confab_cascade_media_received_bytes_total", "Bytes of those media packets.", "counter", |f| f.media_received_bytes.to_string()),
     ];
     for (name, help, kind, value) in per_peer {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -554,12 +554,20 @@ async fn past_a_nodes_cap_the_next_participant_is_served_by_another_and_everyone
     println!("Fay was refused by node 1 (full) and is seated through {through} with the five others");
 }
 
-/// SFU mode across nodes: a Chromium whose socket is on node 1 and a webrtc-rs participant
-/// whose socket is on node 3, in a meeting homed on node 2: their SFU offers, answers, slots
-/// and layers travel through their nodes to the home, whose relay carries their media (the
-/// cascade between edges is not built yet), and each receives the other.
+/// The sum of a metric's lines in `node`'s /metrics whose name and labels start with
+/// `prefix` (all shards, all peers).
+async fn metric_sum(node: &Node, prefix: &str) -> u64 {
+    let text = confab_tests::client().get(node.api("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+}
+
+/// SFU mode across nodes: a webrtc-rs bot whose socket is on node 1 and a Chromium whose
+/// socket is on node 3, in a meeting homed on node 2. Node 2 runs the room (it approves
+/// their offers and decides their slots) but carries none of their media: each publishes at
+/// the relay of the node they connected to, and the two relays exchange the media over the
+/// cascade. Each receives the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_sfu_mode_participants_on_two_other_nodes_meet_at_the_homes_relay() {
+async fn in_sfu_mode_participants_on_two_nodes_meet_through_the_cascade() {
     let _browsers = confab_tests::browser::exclusive().await;
     let mut cluster = Cluster::prepare(3, 3);
     for i in 0..3 {
@@ -569,20 +577,31 @@ async fn in_sfu_mode_participants_on_two_other_nodes_meet_at_the_homes_relay() {
     let admin = cluster.node(0).admin().await;
     let room = room_homed_at(&cluster, &admin, "sfu", &cluster.members[1].key).await;
     let invite = invite_on(&cluster, &admin, &room, &[0, 2]).await;
-    let mut ana = Participant::chromium(&format!("{}/m/{room}#{invite}", cluster.node(0).url), "Ana").await;
+    // webrtc-rs sends from the test's end of node 1's link.
+    let udp = format!("{}:0", cluster.members[0].ns.host_ip);
+    let bot = NativeParticipant::join_from(&format!("{}/m/{room}#{invite}", cluster.node(0).url), "Bot", &udp).await;
+    let mut ana = Participant::chromium(&format!("{}/m/{room}#{invite}", cluster.node(2).url), "Ana").await;
     let id_ana = ana.join().await;
-    // webrtc-rs sends from the test's end of node 3's link, which the home reaches.
-    let udp = format!("{}:0", cluster.members[2].ns.host_ip);
-    let rusty = NativeParticipant::join_from(&format!("{}/m/{room}#{invite}", cluster.node(2).url), "Rusty", &udp).await;
-    for (from, rate) in rusty.wait_receiving(&[&id_ana]).await {
-        println!("Rusty (webrtc-rs, through node 3) ← {from} in one second: {rate:?}");
+    for (from, rate) in bot.wait_receiving(&[&id_ana]).await {
+        println!("Bot (webrtc-rs, through node 1) ← {from} in one second: {rate:?}");
     }
-    let stats = ana.wait_receiving(&[&rusty.id]).await;
-    let s = &stats[&rusty.id];
-    println!("Ana (Chromium, through node 1) ← Rusty via {}: {} frames ({}p), {} samples", s.via, s.frames_decoded, s.frame_height, s.samples_received);
+    let stats = ana.wait_receiving(&[&bot.id]).await;
+    let s = &stats[&bot.id];
+    println!("Ana (Chromium, through node 3) ← Bot via {}: {} frames ({}p), {} samples", s.via, s.frames_decoded, s.frame_height, s.samples_received);
     assert_eq!(s.via, "sfu");
-    assert_eq!(cluster.node(1).metric("confab_participants").await, 2, "node 2 runs the meeting");
-    assert_eq!(cluster.node(1).metric("confab_rooms{mode=\"sfu\"}").await, 1, "in SFU mode");
+    assert!(s.samples_received > 0 && s.frames_decoded > 0, "Ana hears and sees the bot");
+    let home = cluster.node(1);
+    assert_eq!(home.metric("confab_participants").await, 2, "node 2 runs the meeting");
+    assert_eq!(home.metric("confab_rooms{mode=\"sfu\"}").await, 1, "in SFU mode");
+    let relayed: Vec<u64> = futures::future::join_all((0..3).map(|i| metric_sum(cluster.node(i), "confab_relay_shard_participants"))).await;
+    assert_eq!(relayed, vec![1, 0, 1], "each participant's media ends at the node they connected to, none at the home");
+    let peer = |i: usize| cluster.members[i].key[..16].to_string();
+    let sent_1_3 = metric_sum(cluster.node(0), &format!("confab_cascade_media_sent_bytes_total{{peer=\"{}\"}}", peer(2))).await;
+    let sent_3_1 = metric_sum(cluster.node(2), &format!("confab_cascade_media_sent_bytes_total{{peer=\"{}\"}}", peer(0))).await;
+    let to_home = metric_sum(home, "confab_cascade_media_received_bytes_total").await;
+    println!("cascade media: node 1 → node 3 {sent_1_3} bytes, node 3 → node 1 {sent_3_1} bytes, to the home {to_home} bytes");
+    assert!(sent_1_3 > 0 && sent_3_1 > 0, "the edges exchange media");
+    assert_eq!(to_home, 0, "the home receives no media");
 }
 
 /// The accounts node dies; the operator gives node 2 the accounts role in a new epoch: the

@@ -138,10 +138,18 @@ impl Cluster {
         self.members[i].node()
     }
 
-    /// Waits until each of the first `members` nodes is connected to the others.
+    /// Waits until each of the first `members` nodes is connected to the others, on the
+    /// control plane and by the media cascade.
     pub async fn wait_formed(&self, members: usize) {
         for i in 0..members {
             self.wait_peers(i, members as u64 - 1, Duration::from_secs(20)).await;
+            let node = self.node(i);
+            let links = members as u64 - 1;
+            crate::eventually_or(&format!("node {} to have {links} cascade links", i + 1), Duration::from_secs(20), || async move {
+                let now = node.metric("confab_cascade_links").await;
+                if now == links { Ok(()) } else { Err(format!("{now} links")) }
+            })
+            .await;
         }
     }
 

@@ -5,19 +5,23 @@
 //! members of the current epoch only: a connection from anyone else is closed as soon as its
 //! key is known, and a member dropped from the membership is disconnected.
 //!
-//! The links are up and measured (RTT, bytes, datagrams and loss per peer in `/metrics`);
-//! media does not travel on them yet (docs/cluster.md, "Not built yet").
+//! What travels: the relays' frames (`confab_relay::remote`): media in QUIC datagrams (one
+//! packet each, never retransmitted or queued for long: late media is worse than lost), the
+//! relays' control messages and the nodes' own ([`super::edges`]) on one ordered
+//! unidirectional stream each way, length-prefixed. Figures per peer (RTT, bytes, datagrams,
+//! loss, media frames and bytes) go to `/metrics`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use confab_relay::{Frame, NodeId};
 use libp2p::{PeerId, identity};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// The cascade's protocol, version 1.
 pub const ALPN: &[u8] = b"confab-cascade/1";
@@ -33,6 +37,25 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const DATAGRAM_SEND_BUFFER: usize = 128 * 1024;
 const CLOSE_NOT_A_MEMBER: u32 = 1;
 const CLOSE_REMOVED: u32 = 2;
+const CLOSE_BAD_FRAME: u32 = 3;
+/// A frame on the stream larger than this is a broken peer (plans and joins are kilobytes).
+const MAX_FRAME: usize = 1 << 20;
+/// What a datagram or a stream frame carries (its first byte).
+const KIND_MEDIA: u8 = 0;
+const KIND_RELAY_CONTROL: u8 = 1;
+const KIND_NODE: u8 = 2;
+
+/// What arrived from a member.
+#[derive(Debug)]
+pub enum Received {
+    /// For this node's relay.
+    Relay(Frame),
+    /// For the node itself (`super::edges`).
+    Node(Vec<u8>),
+}
+
+/// Who takes what arrives: the member's node key, and the frame.
+pub type Inbound = Box<dyn Fn([u8; 32], Received) + Send + Sync>;
 
 /// Who the members are, as the control plane sees them: peer id, node key and the
 /// cascade's address.
@@ -47,22 +70,110 @@ pub struct LinkFigures {
     pub sent_datagrams: u64,
     pub received_datagrams: u64,
     pub lost_packets: u64,
+    /// Media packets (and their bytes) this node's relay sent the peer, and received.
+    pub media_sent: u64,
+    pub media_sent_bytes: u64,
+    pub media_received: u64,
+    pub media_received_bytes: u64,
 }
 
-/// The links, shared with the HTTP side for `/metrics`.
+/// Media counted on one link.
+#[derive(Default)]
+struct MediaCounts {
+    sent: AtomicU64,
+    sent_bytes: AtomicU64,
+    received: AtomicU64,
+    received_bytes: AtomicU64,
+}
+
+/// One member's link: the connection, the queue to its ordered stream, and its counts.
+#[derive(Clone)]
+struct Link {
+    connection: quinn::Connection,
+    stream: mpsc::UnboundedSender<(u8, Vec<u8>)>,
+    media: Arc<MediaCounts>,
+}
+
+/// The links, shared with the relay (frames to send), the node (messages) and `/metrics`.
 #[derive(Default)]
 pub struct Links {
-    connections: Mutex<HashMap<[u8; 32], quinn::Connection>>,
+    connections: Mutex<HashMap<[u8; 32], Link>>,
     pub refused: AtomicU64,
+    inbound: OnceLock<Inbound>,
 }
 
 impl Links {
+    /// Who takes what members send (set once, when the node is ready for it; until then
+    /// it is dropped).
+    pub fn set_inbound(&self, inbound: Inbound) {
+        let _ = self.inbound.set(inbound);
+    }
+
+    fn link_to_node(&self, node: NodeId) -> Option<Link> {
+        let connections = self.connections.lock().expect("never poisoned");
+        connections.iter().find(|(key, _)| NodeId::of_key(key) == node).map(|(_, link)| link.clone())
+    }
+
+    /// Sends a relay's frame to the member `node`, if linked (media is dropped otherwise:
+    /// the plan moves on without that node).
+    pub fn send_relay(&self, node: NodeId, frame: Frame) {
+        let Some(link) = self.link_to_node(node) else { return };
+        match frame {
+            Frame::Media(bytes) => {
+                link.media.sent.fetch_add(1, Ordering::Relaxed);
+                link.media.sent_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                let mut datagram = Vec::with_capacity(bytes.len() + 1);
+                datagram.push(KIND_MEDIA);
+                datagram.extend_from_slice(&bytes);
+                let fits = link.connection.max_datagram_size().is_some_and(|max| datagram.len() <= max);
+                if fits {
+                    let _ = link.connection.send_datagram(datagram.into());
+                } else {
+                    // Larger than the path takes in one datagram: in order on the stream.
+                    let _ = link.stream.send((KIND_MEDIA, bytes));
+                }
+            }
+            Frame::Control(bytes) => {
+                let _ = link.stream.send((KIND_RELAY_CONTROL, bytes));
+            }
+        }
+    }
+
+    /// Sends the node's own message to member `key`; false if there is no link to it.
+    pub fn send_node(&self, key: &[u8; 32], bytes: Vec<u8>) -> bool {
+        let link = self.connections.lock().expect("never poisoned").get(key).cloned();
+        link.is_some_and(|l| l.stream.send((KIND_NODE, bytes)).is_ok())
+    }
+
+    /// Whether there is a link to member `key`.
+    pub fn linked(&self, key: &[u8; 32]) -> bool {
+        self.connections.lock().expect("never poisoned").contains_key(key)
+    }
+
+    fn receive(&self, key: [u8; 32], kind: u8, bytes: Vec<u8>, counts: &MediaCounts) -> Result<(), ()> {
+        let received = match kind {
+            KIND_MEDIA => {
+                counts.received.fetch_add(1, Ordering::Relaxed);
+                counts.received_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Received::Relay(Frame::Media(bytes))
+            }
+            KIND_RELAY_CONTROL => Received::Relay(Frame::Control(bytes)),
+            KIND_NODE => Received::Node(bytes),
+            _ => return Err(()),
+        };
+        if let Some(inbound) = self.inbound.get() {
+            inbound(key, received);
+        }
+        Ok(())
+    }
+
     /// Each connected member's node key and figures.
     pub fn figures(&self) -> Vec<([u8; 32], LinkFigures)> {
         let connections = self.connections.lock().expect("never poisoned");
         let mut out: Vec<([u8; 32], LinkFigures)> = connections
             .iter()
-            .map(|(key, c)| {
+            .map(|(key, link)| {
+                let c = &link.connection;
                 let s = c.stats();
                 (
                     *key,
@@ -73,6 +184,10 @@ impl Links {
                         sent_datagrams: s.udp_tx.datagrams,
                         received_datagrams: s.udp_rx.datagrams,
                         lost_packets: s.path.lost_packets,
+                        media_sent: link.media.sent.load(Ordering::Relaxed),
+                        media_sent_bytes: link.media.sent_bytes.load(Ordering::Relaxed),
+                        media_received: link.media.received.load(Ordering::Relaxed),
+                        media_received_bytes: link.media.received_bytes.load(Ordering::Relaxed),
                     },
                 )
             })
@@ -145,10 +260,14 @@ async fn accept(endpoint: quinn::Endpoint, members: watch::Receiver<Members>, li
 /// Keeps `connection` as the link to member `key` until it closes or `key` leaves the
 /// membership.
 async fn keep(connection: quinn::Connection, key: [u8; 32], mut members: watch::Receiver<Members>, links: Arc<Links>) {
-    if let Some(old) = links.connections.lock().expect("never poisoned").insert(key, connection.clone()) {
-        old.close(0u32.into(), b"replaced");
+    let (stream, queued) = mpsc::unbounded_channel();
+    let media = Arc::new(MediaCounts::default());
+    let link = Link { connection: connection.clone(), stream, media: media.clone() };
+    if let Some(old) = links.connections.lock().expect("never poisoned").insert(key, link) {
+        old.connection.close(0u32.into(), b"replaced");
     }
     tracing::info!(remote = %connection.remote_address(), "cascade link up");
+    let writer = tokio::spawn(write_stream(connection.clone(), queued));
     loop {
         tokio::select! {
             _ = connection.closed() => break,
@@ -159,15 +278,66 @@ async fn keep(connection: quinn::Connection, key: [u8; 32], mut members: watch::
                     break;
                 }
             }
-            // Whatever a member sends on the link now is counted and dropped.
-            datagram = connection.read_datagram() => if datagram.is_err() { break },
+            datagram = connection.read_datagram() => match datagram {
+                Ok(d) if d.first() == Some(&KIND_MEDIA) => {
+                    let _ = links.receive(key, KIND_MEDIA, d[1..].to_vec(), &media);
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            },
+            stream = connection.accept_uni() => match stream {
+                Ok(stream) => {
+                    tokio::spawn(read_stream(stream, connection.clone(), key, links.clone(), media.clone()));
+                }
+                Err(_) => break,
+            },
         }
     }
+    writer.abort();
     let mut connections = links.connections.lock().expect("never poisoned");
-    if connections.get(&key).is_some_and(|c| c.stable_id() == connection.stable_id()) {
+    if connections.get(&key).is_some_and(|l| l.connection.stable_id() == connection.stable_id()) {
         connections.remove(&key);
     }
     tracing::info!(remote = %connection.remote_address(), "cascade link down");
+}
+
+/// Writes what is queued for the peer on this node's ordered stream: length, kind, bytes.
+async fn write_stream(connection: quinn::Connection, mut queued: mpsc::UnboundedReceiver<(u8, Vec<u8>)>) {
+    let Ok(mut stream) = connection.open_uni().await else { return };
+    while let Some((kind, bytes)) = queued.recv().await {
+        let mut frame = Vec::with_capacity(bytes.len() + 5);
+        frame.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        frame.push(kind);
+        frame.extend_from_slice(&bytes);
+        if stream.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads the peer's ordered stream, frame by frame; a malformed one closes the link.
+async fn read_stream(mut stream: quinn::RecvStream, connection: quinn::Connection, key: [u8; 32], links: Arc<Links>, media: Arc<MediaCounts>) {
+    loop {
+        let mut head = [0u8; 5];
+        if stream.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes(head[..4].try_into().expect("four bytes")) as usize;
+        if len > MAX_FRAME {
+            tracing::warn!(remote = %connection.remote_address(), len, "a cascade frame too large; link closed");
+            connection.close(CLOSE_BAD_FRAME.into(), b"frame too large");
+            return;
+        }
+        let mut bytes = vec![0; len];
+        if stream.read_exact(&mut bytes).await.is_err() {
+            return;
+        }
+        if links.receive(key, head[4], bytes, &media).is_err() {
+            tracing::warn!(remote = %connection.remote_address(), kind = head[4], "a cascade frame of unknown kind; link closed");
+            connection.close(CLOSE_BAD_FRAME.into(), b"unknown frame");
+            return;
+        }
+    }
 }
 
 /// Connects to the members this node should dial: each pair has one link, dialled by the

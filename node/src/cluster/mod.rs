@@ -4,6 +4,7 @@
 //! connects the members and replicates what admission needs (`store::replica`).
 
 pub mod cascade;
+pub mod edges;
 pub mod membership;
 pub mod net;
 mod operator;

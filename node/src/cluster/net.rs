@@ -141,6 +141,15 @@ pub enum Down {
         code: u16,
         reason: String,
     },
+    /// The home approved the participant's `sfu-offer`: the edge publishes it at its own
+    /// relay and answers (with what the room holds of them: a share, a host's hold).
+    Publish {
+        participant: u64,
+        sdp: String,
+        sharing: bool,
+        held_audio: bool,
+        held_video: bool,
+    },
 }
 
 /// Relayed messages that may wait for one participant, each way (on the edge for the
@@ -162,8 +171,11 @@ pub struct RemoteSeat {
 }
 
 /// The way back to a remote participant's socket (their edge node).
+#[derive(Clone)]
 pub struct Back {
     edge: PeerId,
+    /// The edge's node key.
+    pub edge_key: [u8; 32],
     conn: u64,
     commands: mpsc::UnboundedSender<Command>,
 }
@@ -518,6 +530,12 @@ fn build_swarm(keypair: identity::Keypair, settings: &Settings) -> anyhow::Resul
 pub fn peer_of(key: &[u8; 32]) -> Option<PeerId> {
     let public = identity::ed25519::PublicKey::try_from_bytes(key).ok()?;
     Some(identity::PublicKey::from(public).to_peer_id())
+}
+
+/// The node key a peer id stands for (members' peer ids are their ed25519 keys, inlined).
+pub fn key_of(peer: &PeerId) -> Option<[u8; 32]> {
+    let public = identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
+    Some(public.try_into_ed25519().ok()?.to_bytes())
 }
 
 /// What a member last said of itself.
@@ -998,7 +1016,8 @@ impl Plane {
                         return;
                     }
                     let (tx, rx) = mpsc::unbounded_channel();
-                    let back = Back { edge: peer, conn, commands: self.wiring.commands.clone() };
+                    let Some(edge_key) = key_of(&peer) else { return };
+                    let back = Back { edge: peer, edge_key, conn, commands: self.wiring.commands.clone() };
                     if self.wiring.seats.send(RemoteSeat { room, origin, frames: rx, back }).is_err() {
                         let _ = self.swarm.behaviour_mut().sync.send_response(channel, Response::Unknown);
                         return;
@@ -1115,3 +1134,14 @@ fn quic_multiaddr(a: SocketAddr) -> Multiaddr {
 
 /// How long a member's resolved name is used before it is resolved again.
 const RESOLVED_FOR: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_members_peer_id_gives_back_its_node_key() {
+        let key = confab_keys::NodeKey::from_seed([9; 32]).public();
+        let peer = super::peer_of(&key).expect("an ed25519 key");
+        assert_eq!(super::key_of(&peer), Some(key));
+        assert_eq!(super::key_of(&libp2p::PeerId::random()), None, "a random peer id holds no key");
+    }
+}

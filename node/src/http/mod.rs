@@ -45,6 +45,9 @@ pub struct AppState {
     pub ice_servers: Vec<IceServer>,
     /// The SFU: where participants' connections go once their room passes the threshold.
     pub relay: confab_relay::Relay,
+    /// Where each participant's media ends (here, or at their edge node): what the room
+    /// decides about someone's media goes through it.
+    pub edges: Arc<crate::cluster::edges::Edges>,
     /// The embedded TURN relay, when on: credentials per seat, and its listeners.
     pub turn: Option<(crate::turn::Issuer, crate::turn::service::Turn)>,
     /// The node keys whose certificates admit a seat here.
@@ -68,6 +71,7 @@ impl AppState {
             ice_servers,
             trusted: crate::cluster::Trusted::only(node_key.public()),
             node_key,
+            edges: Arc::new(crate::cluster::edges::Edges::new(relay.clone(), None)),
             relay,
             turn: None,
             cluster: None,
@@ -103,7 +107,7 @@ impl AppState {
     /// The relay forwards none of these participants' screens any more.
     pub fn stop_shares(&self, room: &str, participants: &[crate::meeting::protocol::ParticipantId]) {
         for id in participants {
-            self.relay.share(confab_relay::PeerKey { room: room.to_string(), participant: id.0 }, false);
+            self.edges.share(confab_relay::PeerKey { room: room.to_string(), participant: id.0 }, false);
         }
     }
 
@@ -300,6 +304,18 @@ pub async fn run(
             ticking.hub.tick();
         }
     });
+    // What other members send: frames for the relay, and calls about participants' media.
+    if let Some(cluster) = state.cluster.clone() {
+        let receiving = state.clone();
+        cluster.cascade.set_inbound(Box::new(move |from, received| match received {
+            crate::cluster::cascade::Received::Relay(frame) => receiving.relay.deliver(frame),
+            crate::cluster::cascade::Received::Node(bytes) => {
+                if let Some(notice) = receiving.edges.handle(&from, &bytes) {
+                    signaling::relay_notice(&receiving, notice);
+                }
+            }
+        }));
+    }
     // What the relay says about a participant goes to that participant.
     let relaying = state.clone();
     actix_web::rt::spawn(async move {

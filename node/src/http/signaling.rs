@@ -14,13 +14,13 @@ use confab_keys::{CapabilityId, RoomName};
 use super::{ApiError, AppState};
 use crate::capabilities::admit;
 use crate::clock;
-use crate::cluster::net::{Down, RemoteSeat, Up};
+use crate::cluster::net::{Back, Down, RemoteSeat, Up};
 use crate::meeting::budget::Budget;
 use crate::meeting::hub::{Dropped, Outbound, Outbox, Queue};
 use crate::meeting::protocol::{self, ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, ServerMessage, SlotView};
 use crate::meeting::room::{CloseWhy, ConnId, RoomError, Seat};
 use crate::secrets;
-use confab_relay::{Held, Notice, PeerKey, Tile};
+use confab_relay::{Held, NodeId, Notice, PeerKey, Tile};
 
 /// How long a new connection has to send its `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,13 +73,20 @@ enum Next {
     Stalled,
     /// The seat is gone without a word.
     Gone,
+    /// The home approved the participant's `sfu-offer`: publish it at this node's relay.
+    Publish {
+        participant: u64,
+        sdp: String,
+        sharing: bool,
+        held: Held,
+    },
 }
 
 /// Where a connection's seat is: in a room on this node, or on the meeting's home node,
 /// reached through the cluster (this node is then only the participant's edge).
 enum Backend {
     Local { signaler: Signaler, outbox: Outbox, dropped: Dropped },
-    Remote { link: crate::cluster::net::Link, down: tokio::sync::mpsc::Receiver<Down> },
+    Remote { link: crate::cluster::net::Link, down: tokio::sync::mpsc::Receiver<Down>, home: [u8; 32] },
 }
 
 impl Backend {
@@ -101,6 +108,9 @@ impl Backend {
                     Next::Stalled
                 }
                 Some(Down::Close { code, reason }) => Next::Close(close(code, &reason)),
+                Some(Down::Publish { participant, sdp, sharing, held_audio, held_video }) => {
+                    Next::Publish { participant, sdp, sharing, held: Held { audio: held_audio, video: held_video } }
+                }
                 // Dropped without a close: the socket fell behind what the home sent.
                 None => Next::Stalled,
             },
@@ -169,11 +179,11 @@ impl Connection {
                 tracing::debug!(room = %self.room, home = %secrets::hex(&home), "signaling relayed to the meeting's home node");
                 let (link, down) = cluster.open_link(home, self.room.as_str(), self.origin);
                 link.send(Up::Join(join_text));
-                Backend::Remote { link, down }
+                Backend::Remote { link, down, home }
             }
             None => {
                 let (conn, queue, outbox) = self.state.hub.connection();
-                let signaler = Signaler { state: self.state.clone(), room: self.room.clone(), origin: self.origin, conn, queue };
+                let signaler = Signaler { state: self.state.clone(), room: self.room.clone(), origin: self.origin, conn, queue, edge: None };
                 if let Err(e) = signaler.seat(join).await {
                     let _ = self.send(&ServerMessage::error(&e)).await;
                     let _ = self.session.clone().close(Some(refusal(&e))).await;
@@ -220,6 +230,13 @@ impl Connection {
                         break true;
                     }
                     Next::Gone => break true,
+                    Next::Publish { participant, sdp, sharing, held } => {
+                        let home = match &backend { Backend::Remote { home, .. } => *home, Backend::Local { .. } => self.state.node_key.public() };
+                        let reply = self.publish_here(home, participant, sdp, sharing, held).await;
+                        if self.send(&reply).await.is_err() {
+                            break false;
+                        }
+                    }
                 },
                 frame = stream.recv() => {
                     heard = Instant::now();
@@ -325,6 +342,24 @@ impl Connection {
         None
     }
 
+    /// Publishes the participant's offer (approved by the meeting's home node) at this
+    /// node's relay, their edge; returns the answer for them, or why there is none.
+    async fn publish_here(&self, home: [u8; 32], participant: u64, sdp: String, sharing: bool, held: Held) -> ServerMessage {
+        let peer = PeerKey { room: self.room.to_string(), participant };
+        match self.state.relay.publish_homed(peer.clone(), sdp, NodeId::of_key(&home)).await {
+            Ok(answer) => {
+                if sharing {
+                    self.state.relay.share(peer.clone(), true);
+                }
+                if held.audio || held.video {
+                    self.state.relay.hold(peer, held);
+                }
+                ServerMessage::SfuAnswer { sdp: answer }
+            }
+            Err(e) => ServerMessage::error(&ProtocolError::new("sfu_refused", format!("The SFU refused the connection: {e}."))),
+        }
+    }
+
     /// A reply of the node's own; a browser that has not taken it within [`WRITE_LIMIT`]
     /// counts as gone.
     async fn send(&mut self, message: &ServerMessage) -> Result<(), actix_ws::Closed> {
@@ -349,6 +384,9 @@ pub struct Signaler {
     origin: IpAddr,
     conn: ConnId,
     queue: Queue,
+    /// The participant's edge node, when their socket is on another node: their media ends
+    /// there (if the cascade links us), and the way back to them.
+    edge: Option<Back>,
 }
 
 impl Signaler {
@@ -421,7 +459,7 @@ impl Signaler {
                 let seat = hub.act(room, conn, queue, |r, _| r.set_media(conn, audio, video, screen).map(|()| r.seat_of(conn)));
                 if let Ok(Some(participant)) = seat {
                     // In SFU mode the relay forwards a share to everyone (and none when it stops).
-                    self.state.relay.share(PeerKey { room: room.to_string(), participant: participant.0 }, screen);
+                    self.state.edges.share(PeerKey { room: room.to_string(), participant: participant.0 }, screen);
                 }
                 seat.map(|_| ())
             }
@@ -455,6 +493,13 @@ impl Signaler {
                 let (participant, sharing, (held_audio, held_video)) =
                     hub.act(room, conn, queue, |r, now| r.sfu_offer(conn, now).map(|id| (id, r.sharing(id), r.held(id)))).map_err(|e| e.to_protocol())?;
                 let peer = PeerKey { room: room.to_string(), participant: participant.0 };
+                // Their media ends at their edge, if they have one the cascade reaches.
+                if let Some(back) = self.edge.as_ref().filter(|b| self.state.edges.reaches(&b.edge_key)) {
+                    self.state.edges.publishes_at(&peer, Some(back.edge_key));
+                    back.send(Down::Publish { participant: participant.0, sdp, sharing, held_audio, held_video });
+                    return Ok(None);
+                }
+                self.state.edges.publishes_at(&peer, None);
                 let answer = self
                     .state
                     .relay
@@ -476,7 +521,7 @@ impl Signaler {
                 };
                 let peer = PeerKey { room: room.to_string(), participant: participant.0 };
                 self.state
-                    .relay
+                    .edges
                     .view(peer, tiles.into_iter().map(|t| Tile { participant: t.participant.0, screen: t.screen, height: t.height.min(8192) }).collect());
                 Ok(())
             }
@@ -509,7 +554,7 @@ pub async fn serve_remote_seat(state: Arc<AppState>, seat: RemoteSeat) {
         _ => return,
     };
     let (conn, queue, mut outbox) = state.hub.connection();
-    let signaler = Signaler { state: state.clone(), room, origin, conn, queue };
+    let signaler = Signaler { state: state.clone(), room, origin, conn, queue, edge: Some(back.clone()) };
     if let Err(e) = signaler.seat(join).await {
         return refuse(e);
     }
@@ -551,6 +596,14 @@ pub async fn serve_remote_seat(state: Arc<AppState>, seat: RemoteSeat) {
 pub fn relay_notice(state: &AppState, notice: Notice) {
     match notice {
         Notice::Slots { peer, slots } => {
+            // A participant of a meeting homed elsewhere: their room is there.
+            if let Some(cluster) = &state.cluster {
+                let home = cluster.home_of(&peer.room);
+                if home != cluster.own_key() {
+                    state.edges.slots_to_home(&home, peer, slots);
+                    return;
+                }
+            }
             let slots = slots.into_iter().map(|(mid, participant, kind)| SlotView { mid, participant: ParticipantId(participant), kind }).collect();
             state.hub.notify(&peer.room, ParticipantId(peer.participant), ServerMessage::SfuSlots { slots });
         }
