@@ -256,19 +256,6 @@ async fn the_same_link_opened_on_any_node_joins_the_same_meeting() {
     assert_eq!(bo.wait_for("left").await["participant"], id(&welcome_c).as_str());
 }
 
-/// A room name (`prefix-N`) whose home, as node 1 says, is `home` (a node key, hex).
-async fn room_homed_at(cluster: &Cluster, admin: &reqwest::Client, prefix: &str, home: &str) -> String {
-    for n in 0..64 {
-        let room = format!("{prefix}-{n}");
-        let res = admin.get(cluster.node(0).api(&format!("/api/cluster?room={room}"))).send().await.unwrap();
-        let status: Value = res.json().await.unwrap();
-        if status["home"] == home {
-            return room;
-        }
-    }
-    panic!("no room of 64 has its home at {home}");
-}
-
 /// Waits until the page has been seated `times` times (a reconnection that took a seat),
 /// then takes its participant id again.
 async fn seated_again(p: &mut Participant, times: u64) -> String {
@@ -300,7 +287,7 @@ async fn participants_are_back_within_10_s_when_their_node_or_their_meetings_hom
     let status: Value = admin.get(cluster.node(0).api("/api/cluster")).send().await.unwrap().json().await.unwrap();
     assert_eq!(status["epoch"], 4);
     assert_eq!(status["members"].as_array().unwrap().iter().filter(|m| m["connected"] == true).count(), 3, "{status}");
-    let room = room_homed_at(&cluster, &admin, "failover", &cluster.members[2].key).await;
+    let room = cluster.room_homed_at(&admin, "failover", &cluster.members[2].key).await;
     let invite = invite_on(&cluster, &admin, &room, &[0, 1]).await;
     // The meeting page lets its socket go to the other nodes too (`connect-src`).
     let page_url = cluster.node(0).api(&format!("/m/{room}"));
@@ -393,7 +380,7 @@ async fn a_partition_heals_into_one_home_per_meeting_and_keeps_what_was_revoked(
     cluster.start_all().await;
     cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
-    let room = room_homed_at(&cluster, &admin, "partition", &cluster.members[0].key).await;
+    let room = cluster.room_homed_at(&admin, "partition", &cluster.members[0].key).await;
     let invite = invite_on(&cluster, &admin, &room, &[0, 1]).await;
     let doomed = invite_on(&cluster, &admin, &room, &[0, 1, 2]).await;
     let (ana, _) = rejoining(vec![cluster.node(0).url.clone()], room.clone(), invite.clone(), "Ana");
@@ -445,7 +432,7 @@ async fn draining_a_node_hands_its_meetings_and_participants_to_the_others() {
     cluster.start_all().await;
     cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
-    let room = room_homed_at(&cluster, &admin, "drain", &cluster.members[2].key).await;
+    let room = cluster.room_homed_at(&admin, "drain", &cluster.members[2].key).await;
     let invite = invite_on(&cluster, &admin, &room, &[0, 1, 2]).await;
     let urls: Vec<String> = (0..3).map(|i| cluster.node(i).url.clone()).collect();
     let (ana, ana_on) = rejoining(vec![urls[2].clone(), urls[0].clone(), urls[1].clone()], room.clone(), invite.clone(), "Ana");
@@ -575,7 +562,7 @@ async fn in_sfu_mode_participants_on_two_nodes_meet_through_the_cascade() {
     }
     cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
-    let room = room_homed_at(&cluster, &admin, "sfu", &cluster.members[1].key).await;
+    let room = cluster.room_homed_at(&admin, "sfu", &cluster.members[1].key).await;
     let invite = invite_on(&cluster, &admin, &room, &[0, 2]).await;
     // webrtc-rs sends from the test's end of node 1's link.
     let udp = format!("{}:0", cluster.members[0].ns.host_ip);
@@ -602,6 +589,69 @@ async fn in_sfu_mode_participants_on_two_nodes_meet_through_the_cascade() {
     println!("cascade media: node 1 → node 3 {sent_1_3} bytes, node 3 → node 1 {sent_3_1} bytes, to the home {to_home} bytes");
     assert!(sent_1_3 > 0 && sent_3_1 > 0, "the edges exchange media");
     assert_eq!(to_home, 0, "the home receives no media");
+}
+
+/// Bytes per second of media node `from` sends member `to` over the cascade (its /metrics),
+/// and that reach `to`'s namespace from `from`'s (nftables), over `window`.
+async fn cascade_rates(cluster: &Cluster, from: usize, to: usize, window: Duration) -> (f64, f64) {
+    let peer = format!("confab_cascade_media_sent_bytes_total{{peer=\"{}\"}}", &cluster.members[to].key[..16]);
+    let node = cluster.node(from);
+    let (metric_before, counted_before, at) = (metric_sum(node, &peer).await, cluster.members[to].ns.udp_bytes_counted(), Instant::now());
+    tokio::time::sleep(window).await;
+    let (metric_after, counted_after) = (metric_sum(node, &peer).await, cluster.members[to].ns.udp_bytes_counted());
+    let secs = at.elapsed().as_secs_f64();
+    ((metric_after - metric_before) as f64 / secs, (counted_after - counted_before) as f64 / secs)
+}
+
+/// One copy per edge: a publisher on node 1, and on node 2 first one subscriber, then eight.
+/// Node 1 sends node 2 the same bytes per second either way (within 10 %), counted by its
+/// /metrics and, independently, by nftables in node 2's namespace. Node 3 runs the meeting
+/// and has no subscriber: it receives none of the media (its /metrics), and from node 1 only
+/// a trickle of control (nftables).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_receives_one_copy_of_a_source_however_many_watch_it_there() {
+    let mut cluster = Cluster::prepare(3, 3);
+    for i in 0..3 {
+        cluster.start(i, &["--mesh-threshold", "0"]).await;
+    }
+    cluster.wait_formed(3).await;
+    let admin = cluster.node(0).admin().await;
+    let room = cluster.room_homed_at(&admin, "copies", &cluster.members[2].key).await;
+    let invite = invite_on(&cluster, &admin, &room, &[0, 1]).await;
+    let link = |i: usize| format!("{}/m/{room}#{invite}", cluster.node(i).url);
+    let from = |i: usize| format!("{}:0", cluster.members[i].ns.host_ip);
+    let publisher = NativeParticipant::join_from(&link(0), "Publisher", &from(0)).await;
+    // Subscribers who send nothing: all that crosses from node 1 to node 2 is the
+    // publisher's media (and QUIC's own acknowledgements and keep-alives).
+    let mut subscribers = vec![NativeParticipant::watch_from(&link(1), "Sub 1", &from(1)).await];
+    subscribers[0].wait_receiving(&[&publisher.id]).await;
+    // The cascade's packets from node 1 (its endpoint, at the port after the control plane's).
+    let cascade_port = confab_tests::cluster::CLUSTER_PORT + 1;
+    cluster.members[1].ns.count_udp_from(&cluster.members[0].ns, cascade_port);
+    cluster.members[2].ns.count_udp_from(&cluster.members[0].ns, cascade_port);
+    let window = Duration::from_secs(6);
+    let one = cascade_rates(&cluster, 0, 1, window).await;
+    for n in 2..=8 {
+        subscribers.push(NativeParticipant::watch_from(&link(1), &format!("Sub {n}"), &from(1)).await);
+    }
+    for s in &subscribers {
+        s.wait_receiving(&[&publisher.id]).await;
+    }
+    let to_home_before = cluster.members[2].ns.udp_bytes_counted();
+    let eight = cascade_rates(&cluster, 0, 1, window).await;
+    let to_home = (cluster.members[2].ns.udp_bytes_counted() - to_home_before) as f64 / window.as_secs_f64();
+    println!(
+        "node 1 → node 2, bytes/s with 1 subscriber there: {:.0} (/metrics), {:.0} (nftables); with 8: {:.0}, {:.0}; node 1 → node 3 (the home, no subscriber): {to_home:.0} (nftables)",
+        one.0, one.1, eight.0, eight.1
+    );
+    for (what, a, b) in [("/metrics", one.0, eight.0), ("nftables", one.1, eight.1)] {
+        assert!(a > 10_000.0, "the publisher's media crosses to node 2 ({what}: {a:.0} B/s)");
+        let ratio = b / a;
+        assert!((0.9..=1.1).contains(&ratio), "{what}: {b:.0} B/s with 8 subscribers against {a:.0} with 1 (×{ratio:.2})");
+    }
+    assert_eq!(metric_sum(cluster.node(2), "confab_cascade_media_received_bytes_total").await, 0, "the home receives no media");
+    assert!(to_home < one.1 / 10.0, "node 1's cascade sends the home only control: {to_home:.0} B/s against {:.0} to node 2", one.1);
+    assert_eq!(cluster.node(2).metric("confab_participants").await, 9, "node 3 runs the meeting");
 }
 
 /// The accounts node dies; the operator gives node 2 the accounts role in a new epoch: the

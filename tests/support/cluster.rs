@@ -171,6 +171,20 @@ impl Cluster {
         .await
     }
 
+    /// A room name (`prefix-N`) whose home, as node 1 tells its admin, is `home` (a node
+    /// key, hex).
+    pub async fn room_homed_at(&self, admin: &reqwest::Client, prefix: &str, home: &str) -> String {
+        for n in 0..64 {
+            let room = format!("{prefix}-{n}");
+            let res = admin.get(self.node(0).api(&format!("/api/cluster?room={room}"))).send().await.unwrap();
+            let status: serde_json::Value = res.json().await.unwrap();
+            if status["home"] == home {
+                return room;
+            }
+        }
+        panic!("no room of 64 has its home at {home}");
+    }
+
     /// Waits until node `i` counts `peers` connected members.
     pub async fn wait_peers(&self, i: usize, peers: u64, within: Duration) {
         let node = self.node(i);

@@ -140,6 +140,16 @@ impl NativeParticipant {
     /// `join`, with its media socket on `udp` (an address on a link the test made, for a
     /// relay in another network namespace, which cannot reach this one's loopback).
     pub async fn join_from(link: &str, name: &str, udp: &str) -> NativeParticipant {
+        NativeParticipant::join_with(link, name, udp, true).await
+    }
+
+    /// `join_from`, but sending nothing: a participant who only watches (their camera and
+    /// microphone offered, no media on them).
+    pub async fn watch_from(link: &str, name: &str, udp: &str) -> NativeParticipant {
+        NativeParticipant::join_with(link, name, udp, false).await
+    }
+
+    async fn join_with(link: &str, name: &str, udp: &str, publish: bool) -> NativeParticipant {
         let (base, rest) = link.split_once("/m/").expect("a meeting link");
         let (room, invite) = rest.split_once('#').expect("a meeting link with an invite");
         let mut signaling = Signaling::connect_to(base, room).await;
@@ -261,7 +271,7 @@ impl NativeParticipant {
         let frames = synthetic_video_frames();
         let mut state = connection.clone();
         tasks.push(tokio::spawn(async move {
-            if state.wait_for(|s| *s == RTCPeerConnectionState::Connected).await.is_err() {
+            if !publish || state.wait_for(|s| *s == RTCPeerConnectionState::Connected).await.is_err() {
                 return;
             }
             let payload_type = |sender: &Arc<dyn webrtc::rtp_transceiver::RtpTransceiver>| {

@@ -200,6 +200,27 @@ impl Namespace {
         self.must(&["nft", "add", "rule", "inet", "confab_cut", "output", "ip", "daddr", &peer, "drop"]);
     }
 
+    /// Counts (nftables) the UDP bytes that reach this namespace from port `port` of
+    /// `other`, from now on.
+    pub fn count_udp_from(&self, other: &Namespace, port: u16) {
+        let _ = run(&["ip", "netns", "exec", &self.name, "nft", "delete", "table", "inet", "confab_count"]);
+        let (peer, port) = (other.ns_ip.to_string(), port.to_string());
+        self.must(&["nft", "add", "table", "inet", "confab_count"]);
+        self.must(&["nft", "add", "chain", "inet", "confab_count", "input", "{ type filter hook input priority -10 ; }"]);
+        self.must(&["nft", "add", "rule", "inet", "confab_count", "input", "ip", "saddr", &peer, "udp", "sport", &port, "counter"]);
+    }
+
+    /// The bytes counted since [`Namespace::count_udp_from`] (IP packets, headers included).
+    pub fn udp_bytes_counted(&self) -> u64 {
+        let out = Command::new("ip").args(["netns", "exec", &self.name, "nft", "list", "chain", "inet", "confab_count", "input"]).output().expect("nft runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "bytes")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no counter in the namespace's nftables: {text}"))
+    }
+
     /// Removes any cap or firewall.
     pub fn unlimit(&self) {
         let _ = run(&["tc", "qdisc", "del", "dev", &self.host_if, "root"]);

@@ -38,6 +38,12 @@ pub struct LoadtestOptions {
     #[arg(long, value_name = "LINK")]
     pub link: Option<String>,
 
+    /// The same meeting's link on another node of a cluster (repeatable): the bots join
+    /// through `--link` and these in turn (bot 0 through `--link`, bot 1 through the first of
+    /// these, ...), so that what each receives from the others crosses the media cascade.
+    #[arg(long, value_name = "LINK", requires = "link")]
+    pub also_link: Vec<String>,
+
     /// Drive a Janus server's VideoRoom instead, through its WebSocket API (e.g.
     /// ws://10.213.0.2:8188; libnice offers no loopback candidates, so run Janus where the
     /// bots reach it on another address, e.g. in a network namespace, as `cargo bench
@@ -300,16 +306,25 @@ pub struct Report {
 /// Who the bots meet.
 #[derive(Clone)]
 enum Target {
-    Confab { link: confab::Link, tls: Arc<rustls::ClientConfig> },
-    Janus { url: String, room: u64 },
+    /// The meeting's link, then the same meeting's links on other nodes (`--also-link`).
+    Confab {
+        link: confab::Link,
+        others: Vec<confab::Link>,
+        tls: Arc<rustls::ClientConfig>,
+    },
+    Janus {
+        url: String,
+        room: u64,
+    },
 }
 
 pub fn run(options: LoadtestOptions) -> anyhow::Result<()> {
     let (target, host) = match (&options.link, &options.janus) {
         (Some(link), _) => {
             let link = confab::Link::parse(link)?;
+            let others = options.also_link.iter().map(|l| confab::Link::parse(l).context("--also-link")).collect::<anyhow::Result<_>>()?;
             let host = link.base.trim_start_matches("https://").split('/').next().unwrap_or_default().to_string();
-            (Target::Confab { link, tls: Arc::new(tls_config(options.insecure)) }, host)
+            (Target::Confab { link, others, tls: Arc::new(tls_config(options.insecure)) }, host)
         }
         (None, Some(url)) => {
             let host = url.split("://").nth(1).unwrap_or_default().split('/').next().unwrap_or_default().to_string();
@@ -363,7 +378,7 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
     }
     // A Confab node's own figures, from its /metrics.
     let metrics = match &target {
-        Target::Confab { link, tls } => Some((link.base.clone(), tls.clone())),
+        Target::Confab { link, tls, .. } => Some((link.base.clone(), tls.clone())),
         Target::Janus { .. } => None,
     };
     let scrape = || async {
@@ -387,7 +402,14 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until((start + join_every * index as u32).into()).await;
             match target {
-                Target::Confab { link, tls } => confab::Bot { index, name, link, tls, ip, publish }.run(shared, timeline).await,
+                Target::Confab { link, others, tls } => {
+                    // Through --link and each --also-link in turn.
+                    let link = match index % (others.len() + 1) {
+                        0 => link,
+                        k => others[k - 1].clone(),
+                    };
+                    confab::Bot { index, name, link, tls, ip, publish }.run(shared, timeline).await
+                }
                 Target::Janus { url, room } => janus::Bot { index, bots, name, url, room, ip, publish }.run(shared, timeline).await,
             }
         }));
@@ -395,7 +417,7 @@ async fn drive(options: &LoadtestOptions, target: Target, ip: std::net::IpAddr, 
 
     // Visitors, if asked for: one more every `--churn-every`, each staying `--churn-stay`.
     let visitors = match (&target, options.churn_every.map(|e| Duration::from_secs(e.secs()))) {
-        (Target::Confab { link, tls }, Some(every)) if !every.is_zero() => {
+        (Target::Confab { link, tls, .. }, Some(every)) if !every.is_zero() => {
             let (link, tls, publish, timeline) = (link.clone(), tls.clone(), publish.clone(), timeline.clone());
             let stay = Duration::from_secs(options.churn_stay.secs());
             let seen = Arc::new(Shared::default());
