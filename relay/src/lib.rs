@@ -319,6 +319,19 @@ impl Directory {
         }
     }
 
+    /// `peer`, whose media ended at another node, left a meeting homed here: where its
+    /// planner is, if it knew them.
+    pub(crate) fn left_elsewhere(&mut self, peer: &PeerKey) -> Option<(usize, RoomId)> {
+        let node = self.node;
+        let entry = self.rooms.get_mut(&peer.room)?;
+        if !entry.remote.remove(&peer.participant) || entry.home.node != node {
+            return None;
+        }
+        let found = (entry.home.index, entry.id);
+        self.forget_if_empty(&peer.room);
+        Some(found)
+    }
+
     /// Each local shard with participants in `room`, once.
     fn shards_of(entry: &RoomEntry) -> Vec<usize> {
         let mut shards: Vec<usize> = entry.local.values().copied().collect();
@@ -453,9 +466,13 @@ impl Relay {
         }
     }
 
-    /// Whether `peer`'s media ends at this relay.
-    pub fn has(&self, peer: &PeerKey) -> bool {
-        self.directory().find(peer).is_some()
+    /// `peer`, whose media ended at another node (their edge), has left the meeting homed
+    /// here for good: the room's planner forgets them (their edge, if it died, cannot say).
+    pub fn left_elsewhere(&self, peer: &PeerKey) {
+        let found = self.directory().left_elsewhere(peer);
+        if let Some((shard, room)) = found {
+            let _ = self.mailboxes[shard].post(ShardMessage::Handoff(router::Handoff::Left { room, participant: peer.participant }));
+        }
     }
 
     /// A frame from another node's relay (`remote.rs`), for the shards concerned here.
@@ -507,5 +524,73 @@ impl Relay {
     fn post_to(&self, peer: PeerKey, message: impl FnOnce(PeerKey, RoomId) -> ShardMessage) {
         let Some((shard, room)) = self.directory().find(&peer) else { return };
         let _ = self.mailboxes[shard].post(message(peer, room));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(participant: u64) -> PeerKey {
+        PeerKey { room: "r".into(), participant }
+    }
+
+    /// Joins from another node make this node the room's home; media and plans from other
+    /// nodes go to the shards with participants of the room; a participant whose edge died
+    /// is forgotten by their planner; malformed frames and unknown rooms route nowhere.
+    #[test]
+    fn the_directory_routes_what_other_nodes_send() {
+        let now = std::time::Instant::now();
+        let here = NodeId(1);
+        let mut d = Directory { node: here, ..Directory::default() };
+        let (room, home, shard) = d.place(&peer(1), 1, NodeId(1));
+        assert_eq!((home, shard), (ShardId { node: here, index: 1 }, 1));
+        d.place(&peer(2), 0, NodeId(1));
+        let left = remote::Control::Left { room: "r".into(), participant: 9 };
+        assert_eq!(d.control(left, 0, now).iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1], "to the planner's shard");
+        let keyframe = remote::decode_control(
+            &remote::encode_control(
+                "r",
+                &router::Handoff::KeyframeRequest { room, feed: splice::Feed { publisher: 2, mid: str0m::media::Mid::from("0"), layer: None } },
+                now,
+                here,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(d.control(keyframe, 0, now).iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![0], "a keyframe request to the publisher's shard");
+        assert!(d.media(b"\x01\x00\x01x", now).is_none(), "a truncated packet");
+        assert!(d.media(b"", now).is_none());
+
+        // A remote participant joins; their edge dies; the home forgets them.
+        let mut d = Directory { node: here, ..Directory::default() };
+        let member = remote::decode_control(
+            &remote::encode_control(
+                "r",
+                &router::Handoff::Joined {
+                    room,
+                    name: "r".into(),
+                    participant: 7,
+                    member: plan::Member {
+                        shard: ShardId { node: NodeId(2), index: 0 },
+                        tracks: vec![],
+                        rids: vec![],
+                        slots: vec![],
+                        screen: vec![],
+                        sharing: false,
+                        held: Held::default(),
+                    },
+                },
+                now,
+                here,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(d.control(member, 3, now).len(), 1);
+        assert_eq!(d.rooms["r"].home, ShardId { node: here, index: 3 }, "the joiner's node counts this one as home");
+        assert!(d.left_elsewhere(&peer(7)).is_some());
+        assert!(d.rooms.is_empty(), "nobody left: the room is forgotten");
+        assert!(d.left_elsewhere(&peer(7)).is_none());
     }
 }

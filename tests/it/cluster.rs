@@ -552,7 +552,8 @@ async fn metric_sum(node: &Node, prefix: &str) -> u64 {
 /// socket is on node 3, in a meeting homed on node 2. Node 2 runs the room (it approves
 /// their offers and decides their slots) but carries none of their media: each publishes at
 /// the relay of the node they connected to, and the two relays exchange the media over the
-/// cascade. Each receives the other.
+/// cascade. Each receives the other; when Ana's node is killed, her page publishes through
+/// another and they receive each other again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_sfu_mode_participants_on_two_nodes_meet_through_the_cascade() {
     let _browsers = confab_tests::browser::exclusive().await;
@@ -589,6 +590,20 @@ async fn in_sfu_mode_participants_on_two_nodes_meet_through_the_cascade() {
     println!("cascade media: node 1 → node 3 {sent_1_3} bytes, node 3 → node 1 {sent_3_1} bytes, to the home {to_home} bytes");
     assert!(sent_1_3 > 0 && sent_3_1 > 0, "the edges exchange media");
     assert_eq!(to_home, 0, "the home receives no media");
+
+    // Ana's node dies with her media on it: her page resumes its seat through another node
+    // and publishes there, and the two receive each other again.
+    let killed = Instant::now();
+    cluster.members[2].node.as_mut().unwrap().kill();
+    let (page, bot_id) = (&ana, &bot.id);
+    eventually_or("Ana to decode the bot again through another node", Duration::from_secs(10), || async move {
+        let decoding = page.videos_decoding().await;
+        if decoding.iter().any(|(p, _)| p == bot_id) { Ok(()) } else { Err(format!("decoding {decoding:?}")) }
+    })
+    .await;
+    let back = killed.elapsed();
+    bot.wait_receiving(&[&id_ana]).await;
+    println!("Ana's node killed: she decodes the bot again after {back:?}, and the bot receives her");
 }
 
 /// Bytes per second of media node `from` sends member `to` over the cascade (its /metrics),

@@ -121,7 +121,11 @@ impl Edges {
     pub fn remove(&self, peer: PeerKey) {
         let edge = self.at().remove(&peer);
         match edge {
-            Some(edge) => self.call(&edge, MediaCall::Remove { room: peer.room, participant: peer.participant }),
+            Some(edge) => {
+                // The room's planner (here) forgets them even if their edge is gone.
+                self.relay.left_elsewhere(&peer);
+                self.call(&edge, MediaCall::Remove { room: peer.room, participant: peer.participant });
+            }
             None => self.relay.remove(peer),
         }
     }

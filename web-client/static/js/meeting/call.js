@@ -68,6 +68,8 @@ export class Call {
     this.iceServers = [];
     this.mode = "mesh";
     this.sfu = null;
+    /** The signaling URL the SFU link was made through (its node, in a cluster). */
+    this.sfuVia = "";
     /// Per participant: "mesh" or "sfu", the path their tile shows.
     this.shownVia = new Map();
     this.sfuShown = new Map();
@@ -128,7 +130,10 @@ export class Call {
     }
     // What we send may have changed while the node could not hear us.
     this.signaling.send(protocol.media(this.local.audioOn, this.local.videoOn, !!this.local.screen));
-    if (!resumed && this.sfu) {
+    // A new seat publishes afresh; so does a seat resumed through another node of a cluster
+    // (our media ends at the node our socket is on, and the old one may be gone).
+    if (this.sfu && (!resumed || this.sfuVia !== this.signaling.url)) {
+      if (resumed) log("info", "sfu: our node changed: publishing through the new one");
       this.sfu.close();
       this.sfu = null;
     }
@@ -141,13 +146,23 @@ export class Call {
   applyMode() {
     if (this.mode === "sfu" && !this.sfu) {
       log("info", "switching to the SFU");
-      this.sfu = new SfuLink({
+      const link = new SfuLink({
         local: this.local,
         iceServers: this.iceServers,
         send: (m) => this.signaling.send(m),
         onStreams: (streams) => this.sfuStreams(streams),
         onScreens: (screens) => this.sfuScreensChanged(screens),
+        // The relay is lost (its node died, or the network changed): publish again.
+        onFailed: () => {
+          if (this.sfu !== link || this.mode !== "sfu") return;
+          log("warn", "sfu: connection failed: publishing again");
+          this.sfu.close();
+          this.sfu = null;
+          this.applyMode();
+        },
       });
+      this.sfu = link;
+      this.sfuVia = this.signaling.url;
       this.sfu.start().catch((e) => log("warn", "SFU offer failed", e));
       this.lastView = "";
       this.viewTimer ??= setInterval(() => this.reportView(), VIEW_EVERY_MS);

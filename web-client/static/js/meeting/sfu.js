@@ -40,7 +40,8 @@ export const SCREEN_SIMULCAST = [
 export class SfuLink {
   /// `onStreams(map)` gets, per participant, their camera's and microphone's tracks;
   /// `onScreens(map)` the tracks of each screen being shared with us.
-  constructor({ local, iceServers, send, onStreams, onScreens }) {
+  /// `onFailed()` is called once if the connection to the relay fails.
+  constructor({ local, iceServers, send, onStreams, onScreens, onFailed }) {
     this.local = local;
     this.send = send;
     this.onStreams = onStreams;
@@ -53,7 +54,10 @@ export class SfuLink {
       track.onunmute = () => this.publish();
       this.publish();
     };
-    this.pc.onconnectionstatechange = () => log("info", `sfu: connection ${this.pc.connectionState}`);
+    this.pc.onconnectionstatechange = () => {
+      log("info", `sfu: connection ${this.pc.connectionState}`);
+      if (this.pc.connectionState === "failed") onFailed?.();
+    };
     this.layers = Promise.resolve(); // the last layer change, applied in order
     // What we send, in this m-line order (the relay knows the screen's by it: after the
     // first send m-line of each kind, the next carries the screen): microphone, camera,
