@@ -272,16 +272,30 @@ async fn seated_again(p: &mut Participant, times: u64) -> String {
     p.wait_seated().await
 }
 
+/// Waits until `p`'s SFU connection decodes `other`'s video (its current connection: a page
+/// that publishes again after a move starts its counts afresh).
+async fn decoding_through_the_sfu(p: &Participant, other: &str) {
+    eventually_or(&format!("{} to decode {other}'s video through the SFU", p.name), Duration::from_secs(20), || async move {
+        let decoding = p.videos_decoding().await;
+        if decoding.iter().any(|(id, _)| id == other) { Ok(()) } else { Err(format!("decoding {decoding:?}")) }
+    })
+    .await
+}
+
 /// kill -9 of a participant's node (their edge), then of the meeting's home: each time the
 /// participants are back in the meeting and receive each other's audio and video within
-/// 10 s, with no action from them. A page whose node is gone reconnects through another node
-/// the `nodes` message named and resumes its seat at the home; when the home goes, the nodes
-/// close their sockets (1012), the pages reconnect, and the meeting has a new home.
+/// 10 s, with no action from them. The meeting is in SFU mode: each one's media ends at
+/// their edge and crosses the cascade. A page whose node is gone reconnects through another
+/// node the `nodes` message named, resumes its seat at the home and publishes at its new
+/// edge; when the home goes, the nodes close their sockets (1012), the pages reconnect, and
+/// the meeting has a new home.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participants_are_back_within_10_s_when_their_node_or_their_meetings_home_dies() {
     let _browsers = confab_tests::browser::exclusive().await;
     let mut cluster = Cluster::prepare(3, 3);
-    cluster.start_all().await;
+    for i in 0..3 {
+        cluster.start(i, &["--mesh-threshold", "0"]).await;
+    }
     cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
     let status: Value = admin.get(cluster.node(0).api("/api/cluster")).send().await.unwrap().json().await.unwrap();
@@ -310,12 +324,14 @@ async fn participants_are_back_within_10_s_when_their_node_or_their_meetings_hom
     each_receives_the_others(&[&a, &b]).await;
     assert_eq!(cluster.node(2).metric("confab_participants").await, 2, "node 3 runs the meeting");
     assert_eq!(cluster.node(0).metric("confab_participants").await, 0, "node 1 only relays Ana's signaling");
+    let relayed: Vec<u64> = futures::future::join_all((0..3).map(|i| metric_sum(cluster.node(i), "confab_relay_shard_participants"))).await;
+    assert_eq!(relayed, vec![1, 1, 0], "each one's media ends at their edge");
 
     // Ana's node dies: her page comes back through another node, to the same seat.
     let killed = Instant::now();
     cluster.members[0].node.as_mut().unwrap().kill();
     assert_eq!(seated_again(&mut a, 2).await, ana, "Ana resumed her seat");
-    each_receives_the_others(&[&a, &b]).await;
+    tokio::join!(decoding_through_the_sfu(&a, b.id()), decoding_through_the_sfu(&b, a.id()));
     let back = killed.elapsed();
     println!("after kill -9 of Ana's node, she was back in her seat, receiving media, {} ms later", back.as_millis());
     assert!(back <= Duration::from_secs(10), "participants must be back within 10 s of their node dying, took {back:?}");
@@ -329,7 +345,7 @@ async fn participants_are_back_within_10_s_when_their_node_or_their_meetings_hom
     let (wa, wb) = (a.browser.eval(script).await.as_u64().unwrap(), b.browser.eval(script).await.as_u64().unwrap());
     seated_again(&mut a, wa + 1).await;
     seated_again(&mut b, wb + 1).await;
-    each_receives_the_others(&[&a, &b]).await;
+    tokio::join!(decoding_through_the_sfu(&a, b.id()), decoding_through_the_sfu(&b, a.id()));
     let back = killed.elapsed();
     println!("after kill -9 of the meeting's home, both participants received media again {} ms later", back.as_millis());
     assert_eq!(cluster.node(1).metric("confab_participants").await, 2, "node 2 holds both seats");
@@ -595,12 +611,7 @@ async fn in_sfu_mode_participants_on_two_nodes_meet_through_the_cascade() {
     // and publishes there, and the two receive each other again.
     let killed = Instant::now();
     cluster.members[2].node.as_mut().unwrap().kill();
-    let (page, bot_id) = (&ana, &bot.id);
-    eventually_or("Ana to decode the bot again through another node", Duration::from_secs(10), || async move {
-        let decoding = page.videos_decoding().await;
-        if decoding.iter().any(|(p, _)| p == bot_id) { Ok(()) } else { Err(format!("decoding {decoding:?}")) }
-    })
-    .await;
+    decoding_through_the_sfu(&ana, &bot.id).await;
     let back = killed.elapsed();
     bot.wait_receiving(&[&id_ana]).await;
     println!("Ana's node killed: she decodes the bot again after {back:?}, and the bot receives her");
