@@ -16,6 +16,9 @@ export const SFU_SLOTS = 9;
 /// Receive slots per kind for screen shares, beyond those: the relay forwards every share
 /// ahead of the cameras, so two presenters at once cost nobody a camera.
 export const SCREEN_SLOTS = 2;
+/// How long the connection to the relay may stay "disconnected" before the link publishes
+/// again (a short network blip recovers by itself within it).
+const SFU_LOST_MS = 3000;
 
 /// Our camera as three VP8 encodings; the SFU forwards each subscriber the one that fits the
 /// tile it is shown in and its bandwidth. (Browsers drop the upper layers by themselves
@@ -40,7 +43,8 @@ export const SCREEN_SIMULCAST = [
 export class SfuLink {
   /// `onStreams(map)` gets, per participant, their camera's and microphone's tracks;
   /// `onScreens(map)` the tracks of each screen being shared with us.
-  /// `onFailed()` is called once if the connection to the relay fails.
+  /// `onFailed()` is called when the connection to the relay fails, or stays disconnected
+  /// for `SFU_LOST_MS`.
   constructor({ local, iceServers, send, onStreams, onScreens, onFailed }) {
     this.local = local;
     this.send = send;
@@ -54,9 +58,15 @@ export class SfuLink {
       track.onunmute = () => this.publish();
       this.publish();
     };
+    // A relay that stops answering (its node died, the network changed) shows as
+    // "disconnected" within seconds and "failed" much later: give it a moment to come back.
+    let lost = null;
     this.pc.onconnectionstatechange = () => {
-      log("info", `sfu: connection ${this.pc.connectionState}`);
-      if (this.pc.connectionState === "failed") onFailed?.();
+      const state = this.pc.connectionState;
+      log("info", `sfu: connection ${state}`);
+      clearTimeout(lost);
+      if (state === "failed") onFailed?.();
+      else if (state === "disconnected") lost = setTimeout(() => onFailed?.(), SFU_LOST_MS);
     };
     this.layers = Promise.resolve(); // the last layer change, applied in order
     // What we send, in this m-line order (the relay knows the screen's by it: after the
