@@ -272,14 +272,23 @@ async fn seated_again(p: &mut Participant, times: u64) -> String {
     p.wait_seated().await
 }
 
-/// Waits until `p`'s SFU connection decodes `other`'s video (its current connection: a page
-/// that publishes again after a move starts its counts afresh).
+/// Waits until `p`'s SFU connection decodes `other`'s video: the current connection's count
+/// of their decoded frames rises between two looks 100 ms apart (a page that publishes again
+/// after a move has a new connection, whose counts start afresh).
 async fn decoding_through_the_sfu(p: &Participant, other: &str) {
-    eventually_or(&format!("{} to decode {other}'s video through the SFU", p.name), Duration::from_secs(20), || async move {
-        let decoding = p.videos_decoding().await;
-        if decoding.iter().any(|(id, _)| id == other) { Ok(()) } else { Err(format!("decoding {decoding:?}")) }
-    })
-    .await
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut before = p.sfu_frames_decoded().await.get(other).copied();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = p.sfu_frames_decoded().await.get(other).copied();
+        if let (Some(b), Some(n)) = (before, now)
+            && n > b
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} does not decode {other}'s video through the SFU (frames: {now:?}):\n{}", p.name, p.log().await);
+        before = now;
+    }
 }
 
 /// kill -9 of a participant's node (their edge), then of the meeting's home: each time the

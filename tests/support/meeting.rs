@@ -354,6 +354,13 @@ impl Participant {
         serde_json::from_value(self.browser.eval(script).await).unwrap()
     }
 
+    /// Video frames the current SFU link has decoded so far, per participant (cameras only;
+    /// a new link starts from nothing).
+    pub async fn sfu_frames_decoded(&self) -> HashMap<String, u64> {
+        let script = "return (async () => { const sfu = window.confabCall?.sfu; if (!sfu) return {}; const who = new Map(sfu.slots.filter((s) => s.kind === 'video').map((s) => [s.mid, s.participant])); const out = {}; (await sfu.pc.getStats()).forEach((s) => { const p = s.type === 'inbound-rtp' && s.kind === 'video' && who.get(s.mid); if (p) out[p] = (out[p] ?? 0) + (s.framesDecoded ?? 0); }); return out; })();";
+        serde_json::from_value(self.browser.eval(script).await).unwrap_or_default()
+    }
+
     /// The connection popover of `id`'s tile (ours, for our own id), as its text once it
     /// shows figures: opens it if it is closed.
     pub async fn connection_details(&self, id: &str) -> String {
