@@ -272,9 +272,9 @@ async fn seated_again(p: &mut Participant, times: u64) -> String {
     p.wait_seated().await
 }
 
-/// Waits until `p`'s SFU connection decodes `other`'s video: the current connection's count
-/// of their decoded frames rises between two looks 100 ms apart (a page that publishes again
-/// after a move has a new connection, whose counts start afresh).
+/// Waits until `p`'s SFU connection decodes `other`'s video: a connection made since
+/// [`Participant::mark_sfu_link_old`] (a page publishes again after a move), whose count of
+/// their decoded frames rises between two looks 100 ms apart.
 async fn decoding_through_the_sfu(p: &Participant, other: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut before = p.sfu_frames_decoded().await.get(other).copied();
@@ -336,7 +336,9 @@ async fn participants_are_back_within_10_s_when_their_node_or_their_meetings_hom
     let relayed: Vec<u64> = futures::future::join_all((0..3).map(|i| metric_sum(cluster.node(i), "confab_relay_shard_participants"))).await;
     assert_eq!(relayed, vec![1, 1, 0], "each one's media ends at their edge");
 
-    // Ana's node dies: her page comes back through another node, to the same seat.
+    // Ana's node dies: her page comes back through another node, to the same seat, and
+    // publishes there (a new SFU link); Bo's link stays and carries her again.
+    a.mark_sfu_link_old().await;
     let killed = Instant::now();
     cluster.members[0].node.as_mut().unwrap().kill();
     assert_eq!(seated_again(&mut a, 2).await, ana, "Ana resumed her seat");
@@ -348,6 +350,8 @@ async fn participants_are_back_within_10_s_when_their_node_or_their_meetings_hom
     assert_eq!(cluster.node(2).metric("confab_participants").await, 2, "no ghost seat: Ana's is the one she had");
 
     // The meeting's home dies: both come back, and node 2, the last one, runs the meeting.
+    a.mark_sfu_link_old().await;
+    b.mark_sfu_link_old().await;
     let killed = Instant::now();
     cluster.members[2].node.as_mut().unwrap().kill();
     let script = "return window.confabCall.signaling.welcomes";
@@ -618,6 +622,7 @@ async fn in_sfu_mode_participants_on_two_nodes_meet_through_the_cascade() {
 
     // Ana's node dies with her media on it: her page resumes its seat through another node
     // and publishes there, and the two receive each other again.
+    ana.mark_sfu_link_old().await;
     let killed = Instant::now();
     cluster.members[2].node.as_mut().unwrap().kill();
     decoding_through_the_sfu(&ana, &bot.id).await;

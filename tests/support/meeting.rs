@@ -354,10 +354,16 @@ impl Participant {
         serde_json::from_value(self.browser.eval(script).await).unwrap()
     }
 
-    /// Video frames the current SFU link has decoded so far, per participant (cameras only;
-    /// a new link starts from nothing).
+    /// Marks the page's current SFU link as old: [`Participant::sfu_frames_decoded`] counts
+    /// only a link made after this.
+    pub async fn mark_sfu_link_old(&self) {
+        self.browser.eval("if (window.confabCall?.sfu) window.confabCall.sfu.markedOld = true; return null;").await;
+    }
+
+    /// Video frames the page's current SFU link has decoded so far, per participant (cameras
+    /// only; nothing for a link marked old, or while the page swaps links).
     pub async fn sfu_frames_decoded(&self) -> HashMap<String, u64> {
-        let script = "return (async () => { const sfu = window.confabCall?.sfu; if (!sfu) return {}; const who = new Map(sfu.slots.filter((s) => s.kind === 'video').map((s) => [s.mid, s.participant])); const out = {}; (await sfu.pc.getStats()).forEach((s) => { const p = s.type === 'inbound-rtp' && s.kind === 'video' && who.get(s.mid); if (p) out[p] = (out[p] ?? 0) + (s.framesDecoded ?? 0); }); return out; })();";
+        let script = "return (async () => { try { const sfu = window.confabCall?.sfu; if (!sfu || sfu.markedOld) return {}; const who = new Map(sfu.slots.filter((s) => s.kind === 'video').map((s) => [s.mid, s.participant])); const out = {}; (await sfu.pc.getStats()).forEach((s) => { const p = s.type === 'inbound-rtp' && s.kind === 'video' && who.get(s.mid); if (p) out[p] = (out[p] ?? 0) + (s.framesDecoded ?? 0); }); return out; } catch (e) { return {}; } })();";
         serde_json::from_value(self.browser.eval(script).await).unwrap_or_default()
     }
 
