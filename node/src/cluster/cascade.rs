@@ -44,6 +44,9 @@ const MAX_FRAME: usize = 1 << 20;
 const KIND_MEDIA: u8 = 0;
 const KIND_RELAY_CONTROL: u8 = 1;
 const KIND_NODE: u8 = 2;
+/// The node's own messages kept for a member while there is no link to it (sent in order when
+/// it comes back); past this the oldest go.
+const PENDING_PER_MEMBER: usize = 1024;
 
 /// What arrived from a member.
 #[derive(Debug)]
@@ -98,6 +101,8 @@ struct Link {
 #[derive(Default)]
 pub struct Links {
     connections: Mutex<HashMap<[u8; 32], Link>>,
+    /// The node's messages for members not linked now (always locked after `connections`).
+    pending: Mutex<HashMap<[u8; 32], std::collections::VecDeque<Vec<u8>>>>,
     pub refused: AtomicU64,
     inbound: OnceLock<Inbound>,
 }
@@ -139,10 +144,26 @@ impl Links {
         }
     }
 
-    /// Sends the node's own message to member `key`; false if there is no link to it.
-    pub fn send_node(&self, key: &[u8; 32], bytes: Vec<u8>) -> bool {
-        let link = self.connections.lock().expect("never poisoned").get(key).cloned();
-        link.is_some_and(|l| l.stream.send((KIND_NODE, bytes)).is_ok())
+    /// Sends the node's own message to member `key`, in order after those before: now, or as
+    /// soon as a link to it is up again (the last [`PENDING_PER_MEMBER`] are kept meanwhile).
+    pub fn send_node(&self, key: &[u8; 32], bytes: Vec<u8>) {
+        let connections = self.connections.lock().expect("never poisoned");
+        if let Some(link) = connections.get(key)
+            && link.stream.send((KIND_NODE, bytes.clone())).is_ok()
+        {
+            return;
+        }
+        let mut pending = self.pending.lock().expect("never poisoned");
+        let queue = pending.entry(*key).or_default();
+        if queue.len() == PENDING_PER_MEMBER {
+            queue.pop_front();
+        }
+        queue.push_back(bytes);
+    }
+
+    /// Messages kept for member `key`.
+    pub fn pending(&self, key: &[u8; 32]) -> usize {
+        self.pending.lock().expect("never poisoned").get(key).map_or(0, |q| q.len())
     }
 
     /// Whether there is a link to member `key`.
@@ -262,9 +283,16 @@ async fn accept(endpoint: quinn::Endpoint, members: watch::Receiver<Members>, li
 async fn keep(connection: quinn::Connection, key: [u8; 32], mut members: watch::Receiver<Members>, links: Arc<Links>) {
     let (stream, queued) = mpsc::unbounded_channel();
     let media = Arc::new(MediaCounts::default());
-    let link = Link { connection: connection.clone(), stream, media: media.clone() };
-    if let Some(old) = links.connections.lock().expect("never poisoned").insert(key, link) {
-        old.connection.close(0u32.into(), b"replaced");
+    let link = Link { connection: connection.clone(), stream: stream.clone(), media: media.clone() };
+    {
+        let mut connections = links.connections.lock().expect("never poisoned");
+        if let Some(old) = connections.insert(key, link) {
+            old.connection.close(0u32.into(), b"replaced");
+        }
+        // What the node said to this member while there was no link goes first.
+        for bytes in links.pending.lock().expect("never poisoned").remove(&key).into_iter().flatten() {
+            let _ = stream.send((KIND_NODE, bytes));
+        }
     }
     tracing::info!(remote = %connection.remote_address(), "cascade link up");
     let writer = tokio::spawn(write_stream(connection.clone(), queued));
@@ -408,6 +436,39 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("timed out waiting for {what}");
+    }
+
+    /// What a node says to a member it has no link to waits, and arrives in order once the
+    /// link is up; after that it goes at once.
+    #[tokio::test]
+    async fn messages_for_a_member_wait_for_its_link() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let (a, b) = (keypair(11), keypair(12));
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (to_a, members_a) = watch::channel(Members::new());
+        let (to_b, members_b) = watch::channel(Members::new());
+        let (links_a, links_b) = (Arc::new(Links::default()), Arc::new(Links::default()));
+        let heard: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let into = heard.clone();
+        links_b.set_inbound(Box::new(move |from, received| {
+            assert_eq!(from, key_of(&keypair(11)));
+            if let Received::Node(bytes) = received {
+                into.lock().unwrap().push(bytes);
+            }
+        }));
+        let addr_a = start(&a, any, members_a, links_a.clone()).unwrap();
+        let addr_b = start(&b, any, members_b, links_b.clone()).unwrap();
+        links_a.send_node(&key_of(&b), b"first".to_vec());
+        links_a.send_node(&key_of(&b), b"second".to_vec());
+        assert_eq!(links_a.pending(&key_of(&b)), 2);
+        let both: Members = [(a.public().to_peer_id(), (key_of(&a), vec![addr_a])), (b.public().to_peer_id(), (key_of(&b), vec![addr_b]))].into();
+        to_a.send_replace(both.clone());
+        to_b.send_replace(both);
+        until("b to hear what a said before they linked", || heard.lock().unwrap().len() == 2).await;
+        assert_eq!(links_a.pending(&key_of(&b)), 0);
+        links_a.send_node(&key_of(&b), b"third".to_vec());
+        until("b to hear the third", || heard.lock().unwrap().len() == 3).await;
+        assert_eq!(*heard.lock().unwrap(), vec![b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]);
     }
 
     /// Two members link up; a third node, not a member, is refused by both; a client speaking

@@ -86,10 +86,10 @@ impl Edges {
         self.at().get(peer).copied()
     }
 
+    /// Sends `call` to the edge, now or when the cascade links us again.
     fn call(&self, edge: &[u8; 32], call: MediaCall) {
-        let sent = self.cascade.as_ref().is_some_and(|c| c.send_node(edge, serde_json::to_vec(&call).expect("calls always serialize")));
-        if !sent {
-            tracing::debug!(?call, "no cascade link to the participant's edge: its relay drops them when their connection ends");
+        if let Some(cascade) = &self.cascade {
+            cascade.send_node(edge, serde_json::to_vec(&call).expect("calls always serialize"));
         }
     }
 
