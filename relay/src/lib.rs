@@ -475,6 +475,21 @@ impl Relay {
         }
     }
 
+    /// Media packets from another node's relay that arrived together: each goes to the
+    /// shards concerned here, all posted in one go (a shard woken once for them).
+    pub fn deliver_media(&self, packets: Vec<Vec<u8>>) {
+        let now = std::time::Instant::now();
+        let routed: Vec<(Vec<usize>, Arc<router::MediaPacket>)> = {
+            let directory = self.directory();
+            packets.iter().filter_map(|bytes| directory.media(bytes, now)).collect()
+        };
+        for (shards, packet) in routed {
+            for shard in shards {
+                let _ = self.mailboxes[shard].post(ShardMessage::Handoff(router::Handoff::Media(packet.clone())));
+            }
+        }
+    }
+
     /// A frame from another node's relay (`remote.rs`), for the shards concerned here.
     /// Malformed frames, and frames for rooms this node has no part in, are dropped.
     pub fn deliver(&self, frame: Frame) {

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use confab_relay::{Frame, NodeId};
+use futures_util::FutureExt;
 use libp2p::{PeerId, identity};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::sync::{mpsc, watch};
@@ -48,11 +49,17 @@ const KIND_NODE: u8 = 2;
 /// it comes back); past this the oldest go.
 const PENDING_PER_MEMBER: usize = 1024;
 
+/// Media datagrams read in one go, at most.
+const MEDIA_BATCH: usize = 64;
+
 /// What arrived from a member.
 #[derive(Debug)]
 pub enum Received {
     /// For this node's relay.
     Relay(Frame),
+    /// For this node's relay: media packets that arrived together (a video frame's packets,
+    /// usually), handed over in one go.
+    Media(Vec<Vec<u8>>),
     /// For the node itself (`super::edges`).
     Node(Vec<u8>),
 }
@@ -169,6 +176,17 @@ impl Links {
     /// Whether there is a link to member `key`.
     pub fn linked(&self, key: &[u8; 32]) -> bool {
         self.connections.lock().expect("never poisoned").contains_key(key)
+    }
+
+    fn receive_media(&self, key: [u8; 32], packets: Vec<Vec<u8>>, counts: &MediaCounts) {
+        if packets.is_empty() {
+            return;
+        }
+        counts.received.fetch_add(packets.len() as u64, Ordering::Relaxed);
+        counts.received_bytes.fetch_add(packets.iter().map(|p| p.len() as u64).sum(), Ordering::Relaxed);
+        if let Some(inbound) = self.inbound.get() {
+            inbound(key, Received::Media(packets));
+        }
     }
 
     fn receive(&self, key: [u8; 32], kind: u8, bytes: Vec<u8>, counts: &MediaCounts) -> Result<(), ()> {
@@ -307,10 +325,19 @@ async fn keep(connection: quinn::Connection, key: [u8; 32], mut members: watch::
                 }
             }
             datagram = connection.read_datagram() => match datagram {
-                Ok(d) if d.first() == Some(&KIND_MEDIA) => {
-                    let _ = links.receive(key, KIND_MEDIA, d[1..].to_vec(), &media);
+                Ok(first) => {
+                    // And whatever else has arrived: one hand-over (and one wake of each
+                    // shard concerned) for a burst.
+                    let mut batch = vec![first];
+                    while batch.len() < MEDIA_BATCH {
+                        match connection.read_datagram().now_or_never() {
+                            Some(Ok(d)) => batch.push(d),
+                            _ => break,
+                        }
+                    }
+                    let packets: Vec<Vec<u8>> = batch.iter().filter(|d| d.first() == Some(&KIND_MEDIA)).map(|d| d[1..].to_vec()).collect();
+                    links.receive_media(key, packets, &media);
                 }
-                Ok(_) => {}
                 Err(_) => break,
             },
             stream = connection.accept_uni() => match stream {

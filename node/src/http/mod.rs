@@ -309,6 +309,7 @@ pub async fn run(
         let receiving = state.clone();
         cluster.cascade.set_inbound(Box::new(move |from, received| match received {
             crate::cluster::cascade::Received::Relay(frame) => receiving.relay.deliver(frame),
+            crate::cluster::cascade::Received::Media(packets) => receiving.relay.deliver_media(packets),
             crate::cluster::cascade::Received::Node(bytes) => {
                 if let Some(notice) = receiving.edges.handle(&from, &bytes) {
                     signaling::relay_notice(&receiving, notice);
