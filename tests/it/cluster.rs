@@ -650,6 +650,8 @@ async fn cascade_rates(cluster: &Cluster, from: usize, to: usize, window: Durati
 /// a trickle of control (nftables).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_receives_one_copy_of_a_source_however_many_watch_it_there() {
+    // Nine WebRTC peers with live media: heavy enough to disturb the browser tests' timings.
+    let _heavy = confab_tests::browser::exclusive().await;
     let mut cluster = Cluster::prepare(3, 3);
     for i in 0..3 {
         cluster.start(i, &["--mesh-threshold", "0"]).await;
