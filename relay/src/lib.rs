@@ -289,13 +289,14 @@ impl Directory {
     /// `home_node`; returns the room's id, its home shard and the peer's shard.
     pub(crate) fn place(&mut self, peer: &PeerKey, least_loaded: usize, home_node: NodeId) -> (RoomId, ShardId, usize) {
         let node = self.node;
-        let default_home = if home_node == node { ShardId { node, index: least_loaded } } else { ShardId { node: home_node, index: 0 } };
-        let entry = self.entry(&peer.room, default_home);
+        // Here, the planner's shard; elsewhere, that node picks its own (index unused).
+        let home_at = |index| ShardId { node: home_node, index: if home_node == node { index } else { 0 } };
+        let entry = self.entry(&peer.room, home_at(least_loaded));
         let shard = entry.local.get(&peer.participant).copied().unwrap_or(least_loaded);
         entry.local.insert(peer.participant, shard);
         if entry.home.node != home_node {
             // The meeting moved (its home node died, or came back).
-            entry.home = if home_node == node { ShardId { node, index: shard } } else { ShardId { node: home_node, index: 0 } };
+            entry.home = home_at(shard);
         }
         (entry.id, entry.home, shard)
     }
@@ -475,8 +476,9 @@ impl Relay {
         }
     }
 
-    /// Media packets from another node's relay that arrived together: each goes to the
-    /// shards concerned here, all posted in one go (a shard woken once for them).
+    /// Media packets from another node's relay (`Frame::Media`) that arrived together: each
+    /// goes to the shards concerned here, all posted in one go (a shard woken once for them).
+    /// Malformed packets, and packets for rooms this node has no part in, are dropped.
     pub fn deliver_media(&self, packets: Vec<Vec<u8>>) {
         let now = std::time::Instant::now();
         let routed: Vec<(Vec<usize>, Arc<router::MediaPacket>)> = {
@@ -490,31 +492,21 @@ impl Relay {
         }
     }
 
-    /// A frame from another node's relay (`remote.rs`), for the shards concerned here.
-    /// Malformed frames, and frames for rooms this node has no part in, are dropped.
-    pub fn deliver(&self, frame: Frame) {
-        let now = std::time::Instant::now();
-        match frame {
-            Frame::Media(bytes) => {
-                let Some((shards, packet)) = self.directory().media(&bytes, now) else { return };
-                for shard in shards {
-                    let _ = self.mailboxes[shard].post(ShardMessage::Handoff(router::Handoff::Media(packet.clone())));
-                }
+    /// A control frame from another node's relay (`Frame::Control`), for the shards
+    /// concerned here. A malformed frame, or one for a room this node has no part in, is
+    /// dropped. (Media frames go through [`Relay::deliver_media`].)
+    pub fn deliver_control(&self, bytes: &[u8]) {
+        let control = match remote::decode_control(bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "a malformed control frame from another node's relay");
+                return;
             }
-            Frame::Control(bytes) => {
-                let control = match remote::decode_control(&bytes) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "a malformed control frame from another node's relay");
-                        return;
-                    }
-                };
-                let least_loaded = self.least_loaded();
-                let targets = self.directory().control(control, least_loaded, now);
-                for (shard, handoff) in targets {
-                    let _ = self.mailboxes[shard].post(ShardMessage::Handoff(handoff));
-                }
-            }
+        };
+        let least_loaded = self.least_loaded();
+        let targets = self.directory().control(control, least_loaded, std::time::Instant::now());
+        for (shard, handoff) in targets {
+            let _ = self.mailboxes[shard].post(ShardMessage::Handoff(handoff));
         }
     }
 

@@ -121,12 +121,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-/// The sum of a metric's lines (all labels) in `node`'s /metrics.
-async fn metric_sum(node: &confab_tests::node::Node, name: &str) -> f64 {
-    let text = confab_tests::client().get(node.api("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
-}
-
 /// The bots on one node, then on two: what the cascade adds to their audio latency, what a
 /// forwarded packet costs the three nodes, and what crosses between nodes per source.
 async fn across_nodes(bots: u32, args: &[String]) {
@@ -159,8 +153,8 @@ async fn across_nodes(bots: u32, args: &[String]) {
         let mut sent_before = 0.0;
         let mut cascade_before = 0.0;
         for i in 0..3 {
-            sent_before += metric_sum(cluster.node(i), "confab_media_forwarded_packets_total").await;
-            cascade_before += metric_sum(cluster.node(i), "confab_cascade_media_sent_bytes_total").await;
+            sent_before += cluster.node(i).metric_sum("confab_media_forwarded_packets_total").await as f64;
+            cascade_before += cluster.node(i).metric_sum("confab_cascade_media_sent_bytes_total").await as f64;
         }
         let started = std::time::Instant::now();
         let status = loadtest.args(args).status().expect("confab loadtest runs");
@@ -169,8 +163,8 @@ async fn across_nodes(bots: u32, args: &[String]) {
         let cpu = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu_before;
         let (mut sent, mut cascade) = (-sent_before, -cascade_before);
         for i in 0..3 {
-            sent += metric_sum(cluster.node(i), "confab_media_forwarded_packets_total").await;
-            cascade += metric_sum(cluster.node(i), "confab_cascade_media_sent_bytes_total").await;
+            sent += cluster.node(i).metric_sum("confab_media_forwarded_packets_total").await as f64;
+            cascade += cluster.node(i).metric_sum("confab_cascade_media_sent_bytes_total").await as f64;
         }
         let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("the report")).expect("the report is JSON");
         let p95 = report["audio_latency_ms_p95"].as_f64().expect("audio latency measured");

@@ -333,7 +333,7 @@ async fn participants_are_back_within_10_s_when_their_node_or_their_meetings_hom
     each_receives_the_others(&[&a, &b]).await;
     assert_eq!(cluster.node(2).metric("confab_participants").await, 2, "node 3 runs the meeting");
     assert_eq!(cluster.node(0).metric("confab_participants").await, 0, "node 1 only relays Ana's signaling");
-    let relayed: Vec<u64> = futures::future::join_all((0..3).map(|i| metric_sum(cluster.node(i), "confab_relay_shard_participants"))).await;
+    let relayed: Vec<u64> = futures::future::join_all((0..3).map(|i| cluster.node(i).metric_sum("confab_relay_shard_participants"))).await;
     assert_eq!(relayed, vec![1, 1, 0], "each one's media ends at their edge");
 
     // Ana's node dies: her page comes back through another node, to the same seat, and
@@ -570,13 +570,6 @@ async fn past_a_nodes_cap_the_next_participant_is_served_by_another_and_everyone
     println!("Fay was refused by node 1 (full) and is seated through {through} with the five others");
 }
 
-/// The sum of a metric's lines in `node`'s /metrics whose name and labels start with
-/// `prefix` (all shards, all peers).
-async fn metric_sum(node: &Node, prefix: &str) -> u64 {
-    let text = confab_tests::client().get(node.api("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
-}
-
 /// SFU mode across nodes: a webrtc-rs bot whose socket is on node 1 and a Chromium whose
 /// socket is on node 3, in a meeting homed on node 2. Node 2 runs the room (it approves
 /// their offers and decides their slots) but carries none of their media: each publishes at
@@ -610,12 +603,12 @@ async fn in_sfu_mode_participants_on_two_nodes_meet_through_the_cascade() {
     let home = cluster.node(1);
     assert_eq!(home.metric("confab_participants").await, 2, "node 2 runs the meeting");
     assert_eq!(home.metric("confab_rooms{mode=\"sfu\"}").await, 1, "in SFU mode");
-    let relayed: Vec<u64> = futures::future::join_all((0..3).map(|i| metric_sum(cluster.node(i), "confab_relay_shard_participants"))).await;
+    let relayed: Vec<u64> = futures::future::join_all((0..3).map(|i| cluster.node(i).metric_sum("confab_relay_shard_participants"))).await;
     assert_eq!(relayed, vec![1, 0, 1], "each participant's media ends at the node they connected to, none at the home");
     let peer = |i: usize| cluster.members[i].key[..16].to_string();
-    let sent_1_3 = metric_sum(cluster.node(0), &format!("confab_cascade_media_sent_bytes_total{{peer=\"{}\"}}", peer(2))).await;
-    let sent_3_1 = metric_sum(cluster.node(2), &format!("confab_cascade_media_sent_bytes_total{{peer=\"{}\"}}", peer(0))).await;
-    let to_home = metric_sum(home, "confab_cascade_media_received_bytes_total").await;
+    let sent_1_3 = cluster.node(0).metric_sum(&format!("confab_cascade_media_sent_bytes_total{{peer=\"{}\"}}", peer(2))).await;
+    let sent_3_1 = cluster.node(2).metric_sum(&format!("confab_cascade_media_sent_bytes_total{{peer=\"{}\"}}", peer(0))).await;
+    let to_home = home.metric_sum("confab_cascade_media_received_bytes_total").await;
     println!("cascade media: node 1 → node 3 {sent_1_3} bytes, node 3 → node 1 {sent_3_1} bytes, to the home {to_home} bytes");
     assert!(sent_1_3 > 0 && sent_3_1 > 0, "the edges exchange media");
     assert_eq!(to_home, 0, "the home receives no media");
@@ -636,9 +629,9 @@ async fn in_sfu_mode_participants_on_two_nodes_meet_through_the_cascade() {
 async fn cascade_rates(cluster: &Cluster, from: usize, to: usize, window: Duration) -> (f64, f64) {
     let peer = format!("confab_cascade_media_sent_bytes_total{{peer=\"{}\"}}", &cluster.members[to].key[..16]);
     let node = cluster.node(from);
-    let (metric_before, counted_before, at) = (metric_sum(node, &peer).await, cluster.members[to].ns.udp_bytes_counted(), Instant::now());
+    let (metric_before, counted_before, at) = (node.metric_sum(&peer).await, cluster.members[to].ns.udp_bytes_counted(), Instant::now());
     tokio::time::sleep(window).await;
-    let (metric_after, counted_after) = (metric_sum(node, &peer).await, cluster.members[to].ns.udp_bytes_counted());
+    let (metric_after, counted_after) = (node.metric_sum(&peer).await, cluster.members[to].ns.udp_bytes_counted());
     let secs = at.elapsed().as_secs_f64();
     ((metric_after - metric_before) as f64 / secs, (counted_after - counted_before) as f64 / secs)
 }
@@ -691,7 +684,7 @@ async fn an_edge_receives_one_copy_of_a_source_however_many_watch_it_there() {
         let ratio = b / a;
         assert!((0.9..=1.1).contains(&ratio), "{what}: {b:.0} B/s with 8 subscribers against {a:.0} with 1 (×{ratio:.2})");
     }
-    assert_eq!(metric_sum(cluster.node(2), "confab_cascade_media_received_bytes_total").await, 0, "the home receives no media");
+    assert_eq!(cluster.node(2).metric_sum("confab_cascade_media_received_bytes_total").await, 0, "the home receives no media");
     assert!(to_home < one.1 / 10.0, "node 1's cascade sends the home only control: {to_home:.0} B/s against {:.0} to node 2", one.1);
     assert_eq!(cluster.node(2).metric("confab_participants").await, 9, "node 3 runs the meeting");
 }

@@ -53,6 +53,20 @@ impl Node {
             .unwrap()
     }
 
+    /// The sum of a metric's lines in /metrics whose name and labels start with `prefix`
+    /// (all shards, all peers). There must be at least one: a misspelt name fails rather
+    /// than reading as 0.
+    pub async fn metric_sum(&self, prefix: &str) -> u64 {
+        let text = client().get(self.api("/metrics")).send().await.unwrap().text().await.unwrap();
+        let values: Vec<u64> = text
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("not a count: {l}")))
+            .collect();
+        assert!(!values.is_empty(), "no {prefix} in /metrics:\n{text}");
+        values.into_iter().sum()
+    }
+
     pub async fn start() -> Node {
         Node::start_with(&[]).await
     }

@@ -55,8 +55,8 @@ const MEDIA_BATCH: usize = 64;
 /// What arrived from a member.
 #[derive(Debug)]
 pub enum Received {
-    /// For this node's relay.
-    Relay(Frame),
+    /// For this node's relay: a control message (`Frame::Control`'s bytes).
+    Control(Vec<u8>),
     /// For this node's relay: media packets that arrived together (a video frame's packets,
     /// usually), handed over in one go.
     Media(Vec<Vec<u8>>),
@@ -192,11 +192,10 @@ impl Links {
     fn receive(&self, key: [u8; 32], kind: u8, bytes: Vec<u8>, counts: &MediaCounts) -> Result<(), ()> {
         let received = match kind {
             KIND_MEDIA => {
-                counts.received.fetch_add(1, Ordering::Relaxed);
-                counts.received_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                Received::Relay(Frame::Media(bytes))
+                self.receive_media(key, vec![bytes], counts);
+                return Ok(());
             }
-            KIND_RELAY_CONTROL => Received::Relay(Frame::Control(bytes)),
+            KIND_RELAY_CONTROL => Received::Control(bytes),
             KIND_NODE => Received::Node(bytes),
             _ => return Err(()),
         };

@@ -308,7 +308,7 @@ pub async fn run(
     if let Some(cluster) = state.cluster.clone() {
         let receiving = state.clone();
         cluster.cascade.set_inbound(Box::new(move |from, received| match received {
-            crate::cluster::cascade::Received::Relay(frame) => receiving.relay.deliver(frame),
+            crate::cluster::cascade::Received::Control(bytes) => receiving.relay.deliver_control(&bytes),
             crate::cluster::cascade::Received::Media(packets) => receiving.relay.deliver_media(packets),
             crate::cluster::cascade::Received::Node(bytes) => {
                 if let Some(notice) = receiving.edges.handle(&from, &bytes) {

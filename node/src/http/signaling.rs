@@ -75,6 +75,7 @@ enum Next {
     Gone,
     /// The home approved the participant's `sfu-offer`: publish it at this node's relay.
     Publish {
+        home: [u8; 32],
         participant: u64,
         sdp: String,
         sharing: bool,
@@ -101,7 +102,7 @@ impl Backend {
                     None => Next::Gone,
                 },
             },
-            Backend::Remote { down, .. } => match down.recv().await {
+            Backend::Remote { down, home, .. } => match down.recv().await {
                 Some(Down::Text(text)) => Next::Text(text),
                 Some(Down::Close { code: 1011, reason }) => {
                     tracing::debug!(reason, "the home node gave up on a stalled seat");
@@ -109,7 +110,7 @@ impl Backend {
                 }
                 Some(Down::Close { code, reason }) => Next::Close(close(code, &reason)),
                 Some(Down::Publish { participant, sdp, sharing, held_audio, held_video }) => {
-                    Next::Publish { participant, sdp, sharing, held: Held { audio: held_audio, video: held_video } }
+                    Next::Publish { home: *home, participant, sdp, sharing, held: Held { audio: held_audio, video: held_video } }
                 }
                 // Dropped without a close: the socket fell behind what the home sent.
                 None => Next::Stalled,
@@ -230,8 +231,7 @@ impl Connection {
                         break true;
                     }
                     Next::Gone => break true,
-                    Next::Publish { participant, sdp, sharing, held } => {
-                        let home = match &backend { Backend::Remote { home, .. } => *home, Backend::Local { .. } => self.state.node_key.public() };
+                    Next::Publish { home, participant, sdp, sharing, held } => {
                         let reply = self.publish_here(home, participant, sdp, sharing, held).await;
                         if self.send(&reply).await.is_err() {
                             break false;
