@@ -155,6 +155,14 @@ fn is_accounts_route(path: &str) -> bool {
     path != "/api/invites/check" && API.iter().any(|prefix| path == *prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
 }
 
+/// The path as the router matches it: percent-encoded characters decoded, except `%`, `/`
+/// and `+` (actix-router's requoting), so `/api/%6Cogin` is `/api/login` here exactly as it
+/// is to the route table. A decision about which handler runs must be taken on this, never
+/// on the raw `req.path()`, or another spelling of the same route slips past it.
+fn routed_path(req: &actix_web::dev::ServiceRequest) -> &str {
+    req.match_info().as_str()
+}
+
 /// A 307 to the same path and query on the accounts node (307 keeps a POST a POST), or 503
 /// while that node is out of reach.
 fn accounts_redirect(cluster: &crate::cluster::net::Cluster, req: &actix_web::dev::ServiceRequest) -> ServiceResponse {
@@ -363,8 +371,10 @@ pub async fn run(
             .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(log_server_errors))
             // In a cluster, accounts live on one node: their pages and API calls are sent there.
             .wrap_fn(move |req, srv| {
-                // Asked each time: a new epoch may give the accounts to another node.
-                let redirect = accounts_elsewhere.as_ref().filter(|c| is_accounts_route(req.path()) && !c.holds_accounts()).map(|c| accounts_redirect(c, &req));
+                // Asked each time: a new epoch may give the accounts to another node. Decided
+                // on the path the router matches (percent-decoded), never on its spelling.
+                let redirect =
+                    accounts_elsewhere.as_ref().filter(|c| is_accounts_route(routed_path(&req)) && !c.holds_accounts()).map(|c| accounts_redirect(c, &req));
                 let fut = redirect.is_none().then(|| srv.call(req));
                 async move {
                     match (fut, redirect) {
@@ -446,4 +456,90 @@ fn log_server_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandl
         tracing::error!(path = %res.request().path(), status = res.status().as_u16(), "server error");
     }
     Ok(ErrorHandlerResponse::Response(res.map_into_left_body()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every account page and API route, as a client may send it: plain, each letter
+    /// percent-encoded (upper- and lower-case hex), and one letter encoded.
+    const ACCOUNT_ROUTES: &[&str] = &[
+        "/",
+        "/create",
+        "/login",
+        "/account",
+        "/tokens",
+        "/admin",
+        "/api/signup",
+        "/api/login",
+        "/api/logout",
+        "/api/me",
+        "/api/certificate",
+        "/api/meetings",
+        "/api/meetings/standup/settings",
+        "/api/meetings/standup/rename",
+        "/api/meetings/standup/delete",
+        "/api/invites",
+        "/api/invites/00ff/revoke",
+        "/api/tokens",
+        "/api/tokens/7/revoke",
+        "/api/accounts",
+        "/api/accounts/ana/ticketmaster",
+        "/api/accounts/ana/disable",
+        "/api/accounts/ana/enable",
+    ];
+
+    fn spellings(path: &str) -> Vec<String> {
+        let encode_all = |upper: bool| {
+            path.bytes()
+                .map(|b| match b {
+                    b'/' => "/".to_string(),
+                    b if upper => format!("%{b:02X}"),
+                    b => format!("%{b:02x}"),
+                })
+                .collect::<String>()
+        };
+        let mut out = vec![path.to_string(), encode_all(true), encode_all(false)];
+        if let Some(i) = path.rfind(|c: char| c.is_ascii_alphabetic()) {
+            out.push(format!("{}%{:02X}{}", &path[..i], path.as_bytes()[i], &path[i + 1..]));
+        }
+        out
+    }
+
+    fn routed(uri: &str) -> String {
+        let req = actix_web::test::TestRequest::with_uri(uri).to_srv_request();
+        routed_path(&req).to_string()
+    }
+
+    #[test]
+    fn every_spelling_of_an_account_route_is_an_account_route() {
+        for route in ACCOUNT_ROUTES {
+            for spelled in spellings(route) {
+                assert_eq!(routed(&spelled), *route, "{spelled} reaches the route table as {route}");
+                assert!(is_accounts_route(routed(&spelled).as_str()), "{spelled} is an account route");
+                let with_query = format!("{spelled}?token=x");
+                assert!(is_accounts_route(routed(&with_query).as_str()), "{with_query} is an account route");
+            }
+        }
+    }
+
+    #[test]
+    fn meeting_links_and_the_invite_check_stay_on_every_node_however_spelled() {
+        for route in ["/api/invites/check", "/m/standup", "/healthz", "/metrics", "/static/js/protocol.js"] {
+            for spelled in spellings(route) {
+                assert!(!is_accounts_route(routed(&spelled).as_str()), "{spelled} is served on every node");
+            }
+        }
+    }
+
+    #[test]
+    fn an_encoded_slash_or_percent_is_not_decoded_into_another_route() {
+        // The router keeps %2F and %25 as they are, so these match no account route here nor
+        // in the route table (404), rather than reaching one under another name.
+        for uri in ["/api%2Flogin", "/api/%256Cogin", "/%2Fapi/signup"] {
+            let routed = routed(uri);
+            assert!(!is_accounts_route(&routed), "{uri} is {routed}");
+        }
+    }
 }
