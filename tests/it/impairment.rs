@@ -26,17 +26,6 @@ impl Window {
     }
 }
 
-/// Frames Ana has sent: through the SFU, her busiest simulcast layer (every layer runs at
-/// the camera's rate); in the mesh, what she sent Bo.
-async fn frames_sent(a: &Participant, idb: &str, sfu: bool) -> u64 {
-    if sfu {
-        let sent = a.browser.eval("return window.confabCall.sfu.sent()").await;
-        sent.as_object().map(|layers| layers.values().filter_map(|l| l["framesSent"].as_u64()).max().unwrap_or(0)).unwrap_or(0)
-    } else {
-        a.stats().await.get(idb).map_or(0, |s| s.frames_sent)
-    }
-}
-
 /// Ana, Bo (inside `ns`) and their ids, in the mode the meeting uses.
 struct Pair<'a> {
     a: &'a Participant,
@@ -44,19 +33,18 @@ struct Pair<'a> {
     ns: &'a Namespace,
     ida: &'a str,
     idb: &'a str,
-    sfu: bool,
 }
 
 async fn measure(pair: &Pair<'_>, loss: u32, seconds: u64) -> Window {
-    let Pair { a, b, ns, ida, idb, sfu } = *pair;
+    let Pair { a, b, ns, ida, idb } = *pair;
     ns.lose_udp(loss);
     // Let the loss take effect and the receivers settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
     b.start_sampling(&[ida]).await;
     let counters0 = b.inbound_video_counters().await;
-    let (sent0, decoded0) = (frames_sent(a, idb, sfu).await, b.stats().await[ida].frames_decoded);
+    let (sent0, decoded0) = (a.frames_sent_to(idb).await, b.stats().await[ida].frames_decoded);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (sent1, decoded1) = (frames_sent(a, idb, sfu).await, b.stats().await[ida].frames_decoded);
+    let (sent1, decoded1) = (a.frames_sent_to(idb).await, b.stats().await[ida].frames_decoded);
     let counters1 = b.inbound_video_counters().await;
     let gap = b.stop_sampling(&[ida]).await.remove(0);
     ns.lose_udp(0);
@@ -87,8 +75,8 @@ async fn lossy_meeting(sfu: bool) -> Vec<Window> {
     .await;
     let started = Instant::now();
     let mut windows = Vec::new();
-    for loss in [0, 2, 5, 10] {
-        let pair = Pair { a: &a, b: &b, ns: &ns, ida: &ida, idb: &idb, sfu };
+    for loss in [0, 2, 5, 10, 20] {
+        let pair = Pair { a: &a, b: &b, ns: &ns, ida: &ida, idb: &idb };
         let w = measure(&pair, loss, 12).await;
         println!(
             "{via}, {loss:>2} % loss on Bo's link: {} of {} frames decoded ({:.1} %), longest gap {:?}",
@@ -110,10 +98,15 @@ async fn lossy_meeting(sfu: bool) -> Vec<Window> {
     windows
 }
 
+/// Loose bounds (the benchmark has the figures): at 5 % nearly every frame and no freeze
+/// over 1 s; at 20 % (where a cap on retransmissions once left the SFU's subscriber frozen
+/// two thirds of the time) still most frames.
 fn check(windows: &[Window], via: &str) {
     let five = windows.iter().find(|w| w.loss == 5).expect("measured at 5 %");
     assert!(five.share() >= 0.95, "{via} at 5 % loss: {} of {} frames decoded", five.decoded, five.sent);
     assert!(five.longest_gap <= Duration::from_secs(1), "{via} at 5 % loss: a freeze of {:?}", five.longest_gap);
+    let twenty = windows.iter().find(|w| w.loss == 20).expect("measured at 20 %");
+    assert!(twenty.share() >= 0.85, "{via} at 20 % loss: {} of {} frames decoded", twenty.decoded, twenty.sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -138,10 +131,10 @@ async fn far_window(node: &Node, a: &Participant, b: &Participant, ida: &str, se
     };
     let before = relay().await;
     b.start_sampling(&[ida]).await;
-    let (sent0, decoded0) = (frames_sent(a, "", true).await, b.stats().await[ida].frames_decoded);
+    let (sent0, decoded0) = (a.frames_sent_to("").await, b.stats().await[ida].frames_decoded);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let stats = b.stats().await;
-    let (sent1, decoded1) = (frames_sent(a, "", true).await, stats[ida].frames_decoded);
+    let (sent1, decoded1) = (a.frames_sent_to("").await, stats[ida].frames_decoded);
     let gap = b.stop_sampling(&[ida]).await.remove(0);
     let rtt = stats[ida].path["rtt"].as_f64().unwrap_or(0.0);
     let after = relay().await;

@@ -179,6 +179,15 @@ impl Browser {
 
     /// The same with a window of `width` × `height` CSS pixels (390 × 844: a phone's).
     pub async fn firefox_sized(width: u32, height: u32) -> Browser {
+        Browser::firefox_inside(crate::netns::browsers(), width, height).await
+    }
+
+    /// Firefox ESR inside the network namespace `ns` (its driver too).
+    pub async fn firefox_in(ns: &Namespace) -> Browser {
+        Browser::firefox_inside(ns, 1200, 900).await
+    }
+
+    async fn firefox_inside(ns: &Namespace, width: u32, height: u32) -> Browser {
         require(FIREFOX);
         let driver = geckodriver();
         require(&driver);
@@ -212,8 +221,7 @@ impl Browser {
                 "prefs": prefs,
             }),
         );
-        // In the browsers' namespace, its driver listening on the namespace's address.
-        let ns = crate::netns::browsers();
+        // Its driver listens on the namespace's address.
         let mut driver = ns.command(&driver);
         driver.args(["--log", "error", "--host", &ns.ns_ip.to_string()]);
         Browser::start(driver, ns.ns_ip, caps, profile).await

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod conditions;
 pub mod impair;
 pub mod meeting;
 pub mod native;

@@ -24,10 +24,19 @@ use super::RoomId;
 const RTX_HISTORY: Duration = Duration::from_millis(500);
 const RTX_PACKETS: usize = 1024;
 
+/// The largest share of a slot's bytes over the last second that may be retransmissions;
+/// past it str0m drops the NACKs queued. On a link that loses a share `p` of packets at
+/// random, answering every NACK makes that share about `p`, so a cap of `c` leaves every
+/// loss above `c` unrepaired: with str0m's default (0.15) a subscriber at 20 % loss lost
+/// whole frames until the next keyframe (39 % of frames decoded, docs/benchmarks.md "On
+/// real networks"). Half is libwebrtc's own bound (retransmissions may not exceed the
+/// media), and still stops a storm of NACKs from doubling a slot's rate.
+const RTX_SHARE_CAP: f32 = 0.5;
+
 /// Starts a video slot's retransmission history afresh (it holds only shared payloads and
 /// their headers).
 pub(crate) fn reset_history(stream: &mut str0m::rtp::StreamTx) {
-    stream.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(0.15));
+    stream.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(RTX_SHARE_CAP));
 }
 
 /// One simulcast layer (or the only stream) of a published video track, as received.

@@ -1,0 +1,143 @@
+//! The network-conditions benchmark behind docs/benchmarks.md ("On real networks"): two
+//! people in a meeting, Ana in Chromium on this machine and Bo (Chromium, or Firefox ESR
+//! with `--firefox`) in a network namespace this benchmark creates and removes, whose link is
+//! impaired cell by cell; Bo's own browser stats say what he got of Ana's camera and
+//! microphone in each window.
+//!
+//!     cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20]
+//!         [--delay 0,50,150] [--down 0,1000,400,150] [--seconds 15] [--firefox]
+//!
+//! - `--mode`: `sfu` (the meeting runs through the node, `--mesh-threshold 0`) and/or `mesh`
+//!   (a direct connection between the two browsers), one meeting each.
+//! - `--loss`: % of the UDP datagrams reaching Bo dropped at random (nftables).
+//! - `--delay`: ms added each way to Bo's media, ± a third of it as jitter (the userspace
+//!   relay in `support/impair.rs`; through the SFU only: in the mesh the browsers' direct
+//!   path does not pass it, and such cells are skipped with a line saying so).
+//! - `--down`: a cap on UDP towards Bo in kbit/s (`tc`; 0: none).
+//!
+//! Each cell: the impairment set, 3 s for the receivers to settle, then a window of
+//! `--seconds`. Printed per cell: frames decoded of those sent, freezes (`freezeCount`,
+//! `totalFreezesDuration`), audio concealed (`concealedSamples` of `totalSamplesReceived`),
+//! the height decoded at the end, Bo's NACKs, PLIs and retransmissions received, and the
+//! round trip. Traffic stays on loopback and in the namespace.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use confab_tests::conditions::{Window, window};
+use confab_tests::impair::{Impairment, UdpImpairer};
+use confab_tests::meeting::{Participant, start_meeting};
+use confab_tests::netns::Namespace;
+
+const USAGE: &str = "usage: cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20] [--delay 0,50,150] [--down 0,1000,400,150] [--seconds 15] [--firefox]";
+
+struct Plan {
+    modes: Vec<String>,
+    losses: Vec<u32>,
+    delays: Vec<u64>,
+    downs: Vec<u32>,
+    seconds: u64,
+    firefox: bool,
+}
+
+fn list<T: std::str::FromStr>(value: Option<String>) -> Vec<T> {
+    let value = value.unwrap_or_else(|| panic!("{USAGE}"));
+    value.split(',').map(|v| v.trim().parse().unwrap_or_else(|_| panic!("`{v}` is not a number; {USAGE}"))).collect()
+}
+
+fn plan() -> Plan {
+    let mut plan =
+        Plan { modes: vec!["sfu".into(), "mesh".into()], losses: vec![0, 2, 5, 10, 20], delays: vec![0], downs: vec![0], seconds: 15, firefox: false };
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--mode" => plan.modes = args.next().expect(USAGE).split(',').map(str::to_string).collect(),
+            "--loss" => plan.losses = list(args.next()),
+            "--delay" => plan.delays = list(args.next()),
+            "--down" => plan.downs = list(args.next()),
+            "--seconds" => plan.seconds = args.next().and_then(|s| s.parse().ok()).expect(USAGE),
+            "--firefox" => plan.firefox = true,
+            other => panic!("unknown argument `{other}`; {USAGE}"),
+        }
+    }
+    assert!(plan.modes.iter().all(|m| m == "sfu" || m == "mesh"), "{USAGE}");
+    plan
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
+    let plan = plan();
+    println!("| mode | loss | delay | down | frames decoded | freezes | frozen | audio concealed | height | NACKs | PLIs | RTX | RTT |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for mode in &plan.modes {
+        run_mode(&plan, mode == "sfu").await;
+    }
+}
+
+async fn run_mode(plan: &Plan, sfu: bool) {
+    let ns = Namespace::create();
+    let host = ns.host_ip;
+    // Through the SFU, Bo's media passes the impairment relay: the node's relay listens on
+    // loopback and advertises the namespace link's address, where the impairer listens.
+    let impairer = UdpImpairer::start(SocketAddr::new(host.into(), 0), SocketAddr::from(([127, 0, 0, 1], 0)), ns.ns_ip.into()).await;
+    let port = impairer.listen.port();
+    let (listen, relay_listen, relay_ip) = (format!("{host}:0"), format!("127.0.0.1:{port}"), host.to_string());
+    let mut options = vec!["--listen", &listen, "--relay-ip", &relay_ip, "--turn-allow-private", "true"];
+    if sfu {
+        options.extend(["--relay-listen", &relay_listen, "--relay-shards", "1", "--turn-listen", "off", "--mesh-threshold", "0"]);
+    }
+    let (_node, link, _) = start_meeting(&options, if sfu { "conditions-sfu" } else { "conditions-mesh" }).await;
+    let bo_browser = if plan.firefox { confab_tests::browser::Browser::firefox_in(&ns).await } else { confab_tests::browser::Browser::chromium_in(&ns).await };
+    let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::open(bo_browser, &link, "Bo"));
+    let (mut a, mut b) = (a, b);
+    let ida = a.join().await;
+    let idb = b.join().await;
+    let via = if sfu { "sfu" } else { "mesh" };
+    confab_tests::eventually("Bo to decode Ana's video", Duration::from_secs(30), || async {
+        b.reception(&ida).await.filter(|r| r.path == via && r.frames_decoded > 30).map(|_| ())
+    })
+    .await;
+    for &delay in &plan.delays {
+        if delay > 0 && !sfu {
+            println!("| {via} | | {delay} ms | | skipped: in the mesh the direct path does not pass the delay relay | | | | | | | | |");
+            continue;
+        }
+        impairer.set((delay > 0).then(|| Impairment { delay: Duration::from_millis(delay), jitter: Duration::from_millis(delay / 3) }));
+        for &down in &plan.downs {
+            if down > 0 {
+                ns.limit_udp_downlink(down);
+            } else {
+                ns.unlimit();
+            }
+            for &loss in &plan.losses {
+                ns.lose_udp(loss);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let w = window(&a, &b, &ida, &idb, Duration::from_secs(plan.seconds)).await;
+                print_row(via, loss, delay, down, &w);
+            }
+            ns.lose_udp(0);
+        }
+    }
+    ns.unlimit();
+    impairer.set(None);
+}
+
+fn print_row(via: &str, loss: u32, delay: u64, down: u32, w: &Window) {
+    let delay = if delay > 0 { format!("{delay} ± {} ms", delay / 3) } else { "0".into() };
+    let down = if down > 0 { format!("{down} kbit/s") } else { "none".into() };
+    let path = if w.path == via { String::new() } else { format!(" (on {})", w.path) };
+    println!(
+        "| {via}{path} | {loss} % | {delay} | {down} | {:.1} % ({} of {}) | {} | {:.2} s | {:.2} % | {}p | {} | {} | {} | {:.0} ms |",
+        100.0 * w.decoded_share(),
+        w.decoded,
+        w.sent,
+        w.freeze_count,
+        w.frozen.as_secs_f64(),
+        100.0 * w.concealed_share(),
+        w.frame_height,
+        w.nacks,
+        w.plis,
+        w.retransmitted,
+        w.rtt * 1000.0
+    );
+}
