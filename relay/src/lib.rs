@@ -22,6 +22,7 @@
 mod h264;
 pub mod layers;
 pub mod plan;
+mod red;
 pub mod remote;
 pub mod router;
 pub mod shard;

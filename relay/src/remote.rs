@@ -247,6 +247,7 @@ fn codec_byte(codec: Codec) -> u8 {
         Codec::Opus => 0,
         Codec::Vp8 => 1,
         Codec::H264 => 2,
+        Codec::Red => 3,
         _ => 255,
     }
 }
@@ -335,6 +336,7 @@ pub(crate) fn decode_media(bytes: &[u8], room: RoomId, now: Instant) -> Option<M
         0 => Codec::Opus,
         1 => Codec::Vp8,
         2 => Codec::H264,
+        3 => Codec::Red,
         _ => return None,
     };
     let seq = u64::from_be_bytes(r.take(8)?.try_into().ok()?);

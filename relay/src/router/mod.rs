@@ -281,7 +281,8 @@ impl Router {
             .set_rtp_mode(true)
             // What the relay can splice (keyframes it can find): Opus, VP8, H.264.
             .clear_codecs()
-            .enable_opus(true, false)
+            // Opus with RED (RFC 2198), which browsers send when it is offered first.
+            .enable_opus(true, true)
             .enable_vp8(true)
             .enable_h264(true)
             .enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
@@ -1194,7 +1195,15 @@ enum Written {
 /// Writes one renumbered packet on subscriber `sub`'s slot and, if it can, sends it now.
 fn write(sub: &mut Peer, slot: usize, packet: &MediaPacket, out: Rewritten, now: Instant) -> Written {
     let Some(ssrc) = sub.slots[slot].ssrc else { return Written::Unsendable };
-    let Some(pt) = sub.pt(packet.codec) else { return Written::Unsendable };
+    // RED as it came to a subscriber that takes it; the primary Opus frame alone to others.
+    let (pt, payload) = match (packet.codec, sub.pt(packet.codec)) {
+        (_, Some(pt)) => (pt, packet.payload.clone()),
+        (Codec::Red, None) => {
+            let (Some(pt), Some(primary)) = (sub.pt(Codec::Opus), crate::red::primary(&packet.payload)) else { return Written::Unsendable };
+            (pt, Arc::from(primary))
+        }
+        (_, None) => return Written::Unsendable,
+    };
     let video = packet.kind == MediaKind::Video;
     if video && out.switched {
         // A new feed starts on a keyframe: nothing before it is worth resending, and a fresh
@@ -1206,7 +1215,7 @@ fn write(sub: &mut Peer, slot: usize, packet: &MediaPacket, out: Rewritten, now:
     }
     let ext = ExtensionValues { audio_level: packet.audio_level, voice_activity: packet.voice_activity, ..Default::default() };
     let marker = packet.marker || (!video && out.switched);
-    let mut rtp = RtpWrite::new(pt, SeqNo::from(out.seq), out.timestamp, packet.arrival, packet.payload.clone()).marker(marker).nackable(video).ext_vals(ext);
+    let mut rtp = RtpWrite::new(pt, SeqNo::from(out.seq), out.timestamp, packet.arrival, payload).marker(marker).nackable(video).ext_vals(ext);
     if let (Some(descriptor), Some(vp8)) = (packet.vp8_descriptor, packet.vp8) {
         let renumbered = out.picture_id != vp8.picture_id.map(|p| p.value) || out.tl0_pic_idx != vp8.tl0_pic_idx;
         if renumbered {

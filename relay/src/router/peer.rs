@@ -192,9 +192,13 @@ impl Peer {
         self.pt_for.clear();
         for params in self.rtc.codec_config().params() {
             let codec = params.spec().codec;
-            self.codec_of.push((params.pt(), codec));
-            if !self.pt_for.iter().any(|(c, _)| *c == codec) {
-                self.pt_for.push((codec, params.pt()));
+            // RED is folded onto the codec it carries (Opus): its payload type is its own.
+            let red = params.red().map(|pt| (pt, Codec::Red));
+            for (pt, codec) in std::iter::once((params.pt(), codec)).chain(red) {
+                self.codec_of.push((pt, codec));
+                if !self.pt_for.iter().any(|(c, _)| *c == codec) {
+                    self.pt_for.push((codec, pt));
+                }
             }
         }
     }

@@ -13,6 +13,7 @@
 // rollback (docs/signaling.md). Later offers (ICE restarts) may still collide, and the pattern
 // handles them. Signals are handled one at a time, in order.
 
+import { audioWithRedFirst, prefer } from "./codecs.js";
 import { log } from "./log.js";
 import { SCREEN_FPS } from "./media.js";
 
@@ -79,6 +80,7 @@ export class Peer {
     if (!polite) {
       for (const [role, kind] of ROLES) {
         this.transceivers[role] = pc.addTransceiver(this.trackFor(role) ?? kind, { direction: "sendrecv", streams: [local.stream] });
+        if (kind === "audio") prefer(this.transceivers[role], audioWithRedFirst());
       }
     }
   }
@@ -95,6 +97,8 @@ export class Peer {
       const [role] = free;
       this.transceivers[role] = t;
       t.direction = "sendrecv";
+      // Our answer lists RED first too, so that the other side sends it as well.
+      if (kind === "audio") prefer(t, audioWithRedFirst());
       await t.sender.replaceTrack(this.trackFor(role));
       if (role === "screen") await this.screenParameters();
     }

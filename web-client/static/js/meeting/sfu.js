@@ -6,6 +6,7 @@
 // (`sfu-slots`), and which of our simulcast layers anyone receives (`sfu-layers`): we pause
 // the others, so neither our encoder nor our uplink spends anything on them.
 
+import { audioWithRedFirst, prefer } from "./codecs.js";
 import { log } from "./log.js";
 import { SCREEN_FPS } from "./media.js";
 import * as protocol from "./protocol.js";
@@ -232,18 +233,18 @@ export class SfuLink {
 function preferRelayCodecs(/** @type {RTCRtpTransceiver} */ transceiver) {
   const kind = transceiver.receiver.track.kind;
   const codecs = RTCRtpReceiver.getCapabilities?.(kind)?.codecs ?? [];
+  if (kind === "audio") {
+    // Opus, with RED ahead of it where the browser has it (the relay forwards either).
+    const audio = (audioWithRedFirst() ?? codecs).filter(({ mimeType }) => ["audio/red", "audio/opus"].includes(mimeType.toLowerCase()));
+    prefer(transceiver, audio);
+    return;
+  }
   const wanted = codecs.filter(({ mimeType, sdpFmtpLine }) => {
     const type = mimeType.toLowerCase();
-    if (kind === "audio") return type === "audio/opus";
     if (type === "video/h264") return /packetization-mode=1/.test(sdpFmtpLine ?? "") && /profile-level-id=42e01f/.test(sdpFmtpLine ?? "");
     return type === "video/vp8" || type === "video/rtx";
   });
-  if (!wanted.length || !transceiver.setCodecPreferences) return;
-  try {
-    transceiver.setCodecPreferences(wanted);
-  } catch (e) {
-    log("warn", "could not narrow the SFU offer's codecs", e);
-  }
+  prefer(transceiver, wanted);
 }
 
 function describe(c) {
