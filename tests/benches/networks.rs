@@ -93,8 +93,11 @@ async fn run_mode(plan: &Plan, sfu: bool) {
     let ida = a.join().await;
     let idb = b.join().await;
     let via = if sfu { "sfu" } else { "mesh" };
-    confab_tests::eventually("Bo to decode Ana's video", Duration::from_secs(30), || async {
-        b.reception(&ida).await.filter(|r| r.path == via && r.frames_decoded > 30).map(|_| ())
+    confab_tests::eventually_or("Bo to decode Ana's video", Duration::from_secs(30), || async {
+        match b.reception(&ida).await {
+            Some(r) if r.path == via && r.frames_decoded > 30 => Ok(()),
+            seen => Err(format!("{seen:?}; the page's log: {}", b.log().await)),
+        }
     })
     .await;
     for &delay in &plan.delays {

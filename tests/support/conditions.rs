@@ -38,14 +38,16 @@ const RECEPTION: &str = "const from = arguments[0]; return (async () => { \
     const video = peer ? peer.transceivers.video?.mid : slot('video'); \
     const audio = peer ? peer.transceivers.audio?.mid : slot('audio'); \
     const out = { path: peer ? 'mesh' : 'sfu' }; \
+    const trackOf = (mid) => pc.getTransceivers().find((t) => t.mid === mid)?.receiver.track.id; \
+    const [videoTrack, audioTrack] = [trackOf(video), trackOf(audio)]; \
     const all = await pc.getStats(); \
     all.forEach((s) => { \
       if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') out.rtt = s.currentRoundTripTime ?? 0; \
       if (s.type !== 'inbound-rtp') return; \
-      if (s.mid === video) Object.assign(out, { framesDecoded: s.framesDecoded ?? 0, freezeCount: s.freezeCount ?? 0, \
+      if ((s.mid ?? '') !== '' ? s.mid === video : s.trackIdentifier === videoTrack) Object.assign(out, { framesDecoded: s.framesDecoded ?? 0, freezeCount: s.freezeCount ?? 0, \
         freezes: s.totalFreezesDuration ?? 0, frameHeight: s.frameHeight ?? 0, videoPackets: s.packetsReceived ?? 0, \
         videoLost: s.packetsLost ?? 0, nacks: s.nackCount ?? 0, plis: s.pliCount ?? 0, retransmitted: s.retransmittedPacketsReceived ?? 0 }); \
-      if (s.mid === audio) Object.assign(out, { samples: s.totalSamplesReceived ?? 0, concealed: s.concealedSamples ?? 0, \
+      if ((s.mid ?? '') !== '' ? s.mid === audio : s.trackIdentifier === audioTrack) Object.assign(out, { samples: s.totalSamplesReceived ?? 0, concealed: s.concealedSamples ?? 0, \
         audioPackets: s.packetsReceived ?? 0, audioLost: s.packetsLost ?? 0 }); \
     }); \
     return out; })();";
