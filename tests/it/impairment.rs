@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use confab_tests::Node;
+use confab_tests::conditions::window;
 use confab_tests::impair::{Impairment, UdpImpairer};
 use confab_tests::meeting::{Participant, start_meeting};
 use confab_tests::netns::Namespace;
@@ -44,19 +45,14 @@ async fn measure(pair: &Pair<'_>, loss: u32, seconds: u64) -> Window {
     tokio::time::sleep(Duration::from_secs(2)).await;
     b.start_sampling(&[ida]).await;
     let counters0 = b.inbound_video_counters().await;
-    let audio0 = b.reception(ida).await.unwrap_or_default();
-    let (sent0, decoded0) = (a.frames_sent_to(idb).await, b.stats().await[ida].frames_decoded);
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (sent1, decoded1) = (a.frames_sent_to(idb).await, b.stats().await[ida].frames_decoded);
+    let got = window(a, b, ida, idb, Duration::from_secs(seconds)).await;
     let counters1 = b.inbound_video_counters().await;
-    let audio1 = b.reception(ida).await.unwrap_or_default();
     let gap = b.stop_sampling(&[ida]).await.remove(0);
     ns.lose_udp(0);
     let delta: Vec<String> =
         counters1.as_object().into_iter().flatten().map(|(k, v)| format!("{k} {}", v.as_f64().unwrap_or(0.0) - counters0[k].as_f64().unwrap_or(0.0))).collect();
     println!("  Bo's receiver at {loss} %: {}", delta.join(", "));
-    let concealed = audio1.concealed.saturating_sub(audio0.concealed) as f64 / audio1.samples.saturating_sub(audio0.samples).max(1) as f64;
-    Window { loss, decoded: decoded1 - decoded0, sent: sent1 - sent0, longest_gap: gap.longest, concealed }
+    Window { loss, decoded: got.decoded, sent: got.sent, longest_gap: gap.longest, concealed: got.concealed_share() }
 }
 
 async fn lossy_meeting(sfu: bool) -> Vec<Window> {
@@ -138,10 +134,8 @@ async fn far_window(node: &Node, a: &Participant, b: &Participant, ida: &str, se
     };
     let before = relay().await;
     b.start_sampling(&[ida]).await;
-    let (sent0, decoded0) = (a.frames_sent_to("").await, b.stats().await[ida].frames_decoded);
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let got = window(a, b, ida, "", Duration::from_secs(seconds)).await;
     let stats = b.stats().await;
-    let (sent1, decoded1) = (a.frames_sent_to("").await, stats[ida].frames_decoded);
     let gap = b.stop_sampling(&[ida]).await.remove(0);
     let rtt = stats[ida].path["rtt"].as_f64().unwrap_or(0.0);
     let after = relay().await;
@@ -152,7 +146,7 @@ async fn far_window(node: &Node, a: &Participant, b: &Participant, ida: &str, se
         after[2] - before[2],
         stats[ida].frame_height
     );
-    (Window { loss: 0, decoded: decoded1 - decoded0, sent: sent1 - sent0, longest_gap: gap.longest, concealed: 0.0 }, rtt)
+    (Window { loss: 0, decoded: got.decoded, sent: got.sent, longest_gap: gap.longest, concealed: got.concealed_share() }, rtt)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -18,15 +18,11 @@ pub struct Reception {
     pub freeze_count: u64,
     pub freezes: Duration,
     pub frame_height: u64,
-    pub video_packets: u64,
-    pub video_lost: i64,
     pub nacks: u64,
     pub plis: u64,
     pub retransmitted: u64,
     pub samples: u64,
     pub concealed: u64,
-    pub audio_packets: u64,
-    pub audio_lost: i64,
     /// The round trip of the connection's selected candidate pair, in seconds.
     pub rtt: f64,
 }
@@ -45,10 +41,9 @@ const RECEPTION: &str = "const from = arguments[0]; return (async () => { \
       if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') out.rtt = s.currentRoundTripTime ?? 0; \
       if (s.type !== 'inbound-rtp') return; \
       if ((s.mid ?? '') !== '' ? s.mid === video : s.trackIdentifier === videoTrack) Object.assign(out, { framesDecoded: s.framesDecoded ?? 0, freezeCount: s.freezeCount ?? 0, \
-        freezes: s.totalFreezesDuration ?? 0, frameHeight: s.frameHeight ?? 0, videoPackets: s.packetsReceived ?? 0, \
-        videoLost: s.packetsLost ?? 0, nacks: s.nackCount ?? 0, plis: s.pliCount ?? 0, retransmitted: s.retransmittedPacketsReceived ?? 0 }); \
-      if ((s.mid ?? '') !== '' ? s.mid === audio : s.trackIdentifier === audioTrack) Object.assign(out, { samples: s.totalSamplesReceived ?? 0, concealed: s.concealedSamples ?? 0, \
-        audioPackets: s.packetsReceived ?? 0, audioLost: s.packetsLost ?? 0 }); \
+        freezes: s.totalFreezesDuration ?? 0, frameHeight: s.frameHeight ?? 0, \
+        nacks: s.nackCount ?? 0, plis: s.pliCount ?? 0, retransmitted: s.retransmittedPacketsReceived ?? 0 }); \
+      if ((s.mid ?? '') !== '' ? s.mid === audio : s.trackIdentifier === audioTrack) Object.assign(out, { samples: s.totalSamplesReceived ?? 0, concealed: s.concealedSamples ?? 0 }); \
     }); \
     return out; })();";
 
@@ -67,15 +62,11 @@ impl Participant {
             freeze_count: n("freezeCount") as u64,
             freezes: Duration::from_secs_f64(n("freezes").max(0.0)),
             frame_height: n("frameHeight") as u64,
-            video_packets: n("videoPackets") as u64,
-            video_lost: n("videoLost") as i64,
             nacks: n("nacks") as u64,
             plis: n("plis") as u64,
             retransmitted: n("retransmitted") as u64,
             samples: n("samples") as u64,
             concealed: n("concealed") as u64,
-            audio_packets: n("audioPackets") as u64,
-            audio_lost: n("audioLost") as i64,
             rtt: n("rtt"),
         })
     }
@@ -101,8 +92,6 @@ pub struct Window {
     pub frozen: Duration,
     pub samples: u64,
     pub concealed: u64,
-    pub video_packets: u64,
-    pub video_lost: i64,
     pub nacks: u64,
     pub plis: u64,
     pub retransmitted: u64,
@@ -142,8 +131,6 @@ pub async fn window(sender: &Participant, receiver: &Participant, from: &str, to
         frozen: r1.freezes.saturating_sub(r0.freezes),
         samples: r1.samples.saturating_sub(r0.samples),
         concealed: r1.concealed.saturating_sub(r0.concealed),
-        video_packets: r1.video_packets.saturating_sub(r0.video_packets),
-        video_lost: r1.video_lost - r0.video_lost,
         nacks: r1.nacks.saturating_sub(r0.nacks),
         plis: r1.plis.saturating_sub(r0.plis),
         retransmitted: r1.retransmitted.saturating_sub(r0.retransmitted),

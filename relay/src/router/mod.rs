@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, PacerReason, Reason, Rtc};
@@ -790,6 +790,7 @@ impl Router {
         let incoming =
             Incoming { feed: packet.feed, seq: packet.seq, timestamp: packet.timestamp, start: packet.start, arrival: packet.arrival, vp8: packet.vp8 };
         let stale = packet.kind == MediaKind::Video && now.saturating_duration_since(packet.arrival) > STALE_INGRESS;
+        let payloads = Payloads::new(packet);
         let mut keyframes: Vec<Feed> = Vec::new();
         for route in routes {
             let Some(sub) = peers[route.peer].as_mut() else { continue };
@@ -821,7 +822,7 @@ impl Router {
             if packet.kind == MediaKind::Audio {
                 counters.audio_forwarded.fetch_add(1, Ordering::Relaxed);
             }
-            match write(sub, route.slot, packet, out, *now) {
+            match write(sub, route.slot, &payloads, out, *now) {
                 Written::Sent(t) => {
                     counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
                     counters.bytes_forwarded.fetch_add(t.contents.len() as u64, Ordering::Relaxed);
@@ -1192,18 +1193,39 @@ enum Written {
     Unsendable,
 }
 
-/// Writes one renumbered packet on subscriber `sub`'s slot and, if it can, sends it now.
-fn write(sub: &mut Peer, slot: usize, packet: &MediaPacket, out: Rewritten, now: Instant) -> Written {
-    let Some(ssrc) = sub.slots[slot].ssrc else { return Written::Unsendable };
-    // RED as it came to a subscriber that takes it; the primary Opus frame alone to others.
-    let (pt, payload) = match (packet.codec, sub.pt(packet.codec)) {
-        (_, Some(pt)) => (pt, packet.payload.clone()),
-        (Codec::Red, None) => {
-            let (Some(pt), Some(primary)) = (sub.pt(Codec::Opus), crate::red::primary(&packet.payload)) else { return Written::Unsendable };
-            (pt, Arc::from(primary))
+/// What one packet goes out with, per subscriber: its payload as it came, shared by every
+/// copy; or, for a RED packet and a subscriber that did not negotiate RED, its primary Opus
+/// frame, cut once for all such subscribers.
+struct Payloads<'a> {
+    packet: &'a MediaPacket,
+    primary: std::cell::OnceCell<Option<Arc<[u8]>>>,
+}
+
+impl<'a> Payloads<'a> {
+    fn new(packet: &'a MediaPacket) -> Payloads<'a> {
+        Payloads { packet, primary: std::cell::OnceCell::new() }
+    }
+
+    /// The payload type and payload for `sub`, or `None` if it negotiated neither.
+    fn for_subscriber(&self, sub: &Peer) -> Option<(Pt, Arc<[u8]>)> {
+        let packet = self.packet;
+        match sub.pt(packet.codec) {
+            Some(pt) => Some((pt, packet.payload.clone())),
+            None if packet.codec == Codec::Red => {
+                let pt = sub.pt(Codec::Opus)?;
+                let primary = self.primary.get_or_init(|| crate::red::primary(&packet.payload).map(Arc::from)).clone()?;
+                Some((pt, primary))
+            }
+            None => None,
         }
-        (_, None) => return Written::Unsendable,
-    };
+    }
+}
+
+/// Writes one renumbered packet on subscriber `sub`'s slot and, if it can, sends it now.
+fn write(sub: &mut Peer, slot: usize, payloads: &Payloads, out: Rewritten, now: Instant) -> Written {
+    let packet = payloads.packet;
+    let Some(ssrc) = sub.slots[slot].ssrc else { return Written::Unsendable };
+    let Some((pt, payload)) = payloads.for_subscriber(sub) else { return Written::Unsendable };
     let video = packet.kind == MediaKind::Video;
     if video && out.switched {
         // A new feed starts on a keyframe: nothing before it is worth resending, and a fresh

@@ -28,7 +28,7 @@ const RTX_PACKETS: usize = 1024;
 /// past it str0m drops the NACKs queued. On a link that loses a share `p` of packets at
 /// random, answering every NACK makes that share about `p`, so a cap of `c` leaves every
 /// loss above `c` unrepaired: with str0m's default (0.15) a subscriber at 20 % loss lost
-/// whole frames until the next keyframe (39 % of frames decoded, docs/benchmarks.md "On
+/// whole frames until the next keyframe (39-49 % of frames decoded, docs/benchmarks.md "On
 /// real networks"). Half is libwebrtc's own bound (retransmissions may not exceed the
 /// media), and still stops a storm of NACKs from doubling a slot's rate.
 const RTX_SHARE_CAP: f32 = 0.5;

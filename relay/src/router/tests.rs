@@ -46,7 +46,12 @@ struct Client {
 
 impl Client {
     fn pt(&self, codec: Codec) -> str0m::media::Pt {
-        self.rtc.codec_config().params().iter().find(|p| p.spec().codec == codec).expect("negotiated").pt()
+        let params = self.rtc.codec_config().params();
+        match codec {
+            // RED is folded onto Opus: its payload type is the Opus parameters' `red`.
+            Codec::Red => params.iter().find_map(|p| p.red()).expect("RED negotiated"),
+            _ => params.iter().find(|p| p.spec().codec == codec).expect("negotiated").pt(),
+        }
     }
 
     /// Writes one RTP packet on `mid`/`rid`.
@@ -172,8 +177,13 @@ impl Net {
     /// A participant joins on `shard`, publishing audio and `layers` of video (none: not
     /// publishing), with `slots` receive slots of each kind.
     fn join(&mut self, participant: u64, shard: usize, layers: &[&str], slots: usize) -> usize {
+        self.join_with(participant, shard, layers, slots, false)
+    }
+
+    /// As [`Net::join`], offering Opus with RED (RFC 2198) if `red`, as browsers do.
+    fn join_with(&mut self, participant: u64, shard: usize, layers: &[&str], slots: usize, red: bool) -> usize {
         let addr = SocketAddr::from(([10, 0, 1, participant as u8], 6000));
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        let mut rtc = Rtc::builder().set_rtp_mode(true).enable_opus(true, red).build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut api = rtc.sdp_api();
         let (mut audio, mut video) = (None, None);
@@ -410,6 +420,37 @@ fn media_from_a_publisher_reaches_a_subscriber_renumbered_as_one_stream() {
     assert_contiguous(sub.on(video));
     // The payload is the publisher's, PictureID and all (the first source needs no renumbering).
     assert_eq!(&sub.on(video)[0].2[..4], &vp8_payload(100, true, true, 180, 300)[..4]);
+}
+
+/// A RED payload: one redundant block (the previous frame, 960 samples back), then `primary`.
+fn red_payload(previous: &[u8], primary: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x80 | 111, (960u16 >> 6) as u8, 0, previous.len() as u8, 111];
+    out.extend_from_slice(previous);
+    out.extend_from_slice(primary);
+    out
+}
+
+#[test]
+fn red_audio_reaches_a_red_subscriber_whole_and_the_others_as_its_primary_opus_frame() {
+    let mut net = Net::new(1, 9);
+    net.join_with(1, 0, &["l"], 0, true);
+    net.join_with(2, 0, &[], 9, true);
+    net.join_with(3, 0, &[], 9, false);
+    net.connect();
+    let frame = |i: u32| vec![i as u8; 40];
+    for i in 1..=10 {
+        let now = net.now;
+        let packet = Packet { mid: net.client(1).audio.expect("publishes audio"), rid: None, codec: Codec::Red, timestamp: i * 960, marker: false };
+        net.client(1).send(packet, red_payload(&frame(i - 1), &frame(i)), Some(-30), now);
+        net.run(Duration::from_millis(20));
+    }
+    let with_red = slot_of(&net, 2, 1, "audio").expect("an audio slot for 1 at 2");
+    let without = slot_of(&net, 3, 1, "audio").expect("an audio slot for 1 at 3");
+    let red: Vec<Vec<u8>> = net.client(2).on(with_red).iter().map(|r| r.2.to_vec()).collect();
+    let plain: Vec<Vec<u8>> = net.client(3).on(without).iter().map(|r| r.2.to_vec()).collect();
+    assert_eq!(red, (1..=10).map(|i| red_payload(&frame(i - 1), &frame(i))).collect::<Vec<_>>(), "RED as it was sent");
+    assert_eq!(plain, (1..=10).map(frame).collect::<Vec<_>>(), "the primary frames alone");
+    assert_contiguous(net.client(3).on(without));
 }
 
 #[test]
