@@ -33,23 +33,48 @@ pub fn choose(layers: &[Layer], wanted_height: u32, budget: Option<u64>) -> Opti
     Some(by_height[affordable])
 }
 
-/// One video slot of a subscriber, for [`allocate`]: the layers its source publishes now
-/// and the height of the tile it is shown in.
+/// One video slot of a subscriber, for [`allocate`]: the layers its source publishes now,
+/// the height of the tile it is shown in, and whether [`allocate`] paused it last time.
 #[derive(Debug, Clone)]
 pub struct SlotDemand {
     pub layers: Vec<Layer>,
     pub wanted_height: u32,
+    pub paused: bool,
 }
 
-/// Shares one subscriber's downlink `budget` (bit/s) among its video slots: every slot
-/// first gets its smallest layer, then the tallest tiles are raised first, each as far as
-/// [`choose`] would go with no budget while the total still fits. So a Speaker view keeps
-/// the speaker sharp and the thumbnails small rather than everyone equally blurred.
-/// Returns, per slot, the bit rate it may use (for [`choose`]): halfway between its layer's
-/// rate and the next layer's (twice its own for the top one), so that the small swings of a
-/// layer's measured rate between reviews do not change the choice. `None` for a slot with
-/// no layers.
-pub fn allocate(slots: &[SlotDemand], budget: u64) -> Vec<Option<u64>> {
+/// What [`allocate`] gives one video slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// Forward a layer of at most this many bit/s (for [`choose`]).
+    Rate(u64),
+    /// Forward nothing: not even the smallest layer fits in what the slots before it left.
+    Paused,
+    /// The source publishes no layer yet.
+    Unknown,
+}
+
+impl Share {
+    /// The budget to pass to [`choose`].
+    pub fn budget(self) -> Option<u64> {
+        match self {
+            Share::Rate(rate) => Some(rate),
+            Share::Paused | Share::Unknown => None,
+        }
+    }
+}
+
+/// Shares one subscriber's downlink `budget` (bit/s) among its video slots. The tallest
+/// tiles come first: each gets its smallest layer while the total fits, and a slot for which
+/// even that does not fit is paused (so a thin downlink is left to audio rather than to
+/// video that could not play anyway); a paused slot resumes only once its smallest layer
+/// fits with [`RESUME_HEADROOM`] to spare, so that it does not flap. Then the tallest tiles
+/// are raised first, each as far as [`choose`] would go with no budget while the total still
+/// fits. So a Speaker view keeps the speaker sharp and the thumbnails small rather than
+/// everyone equally blurred.
+/// A slot's [`Share::Rate`] lies halfway between its layer's rate and the next layer's
+/// (twice its own for the top one), so that the small swings of a layer's measured rate
+/// between reviews do not change the choice.
+pub fn allocate(slots: &[SlotDemand], budget: u64) -> Vec<Share> {
     let ordered: Vec<Vec<usize>> = slots
         .iter()
         .map(|s| {
@@ -58,13 +83,23 @@ pub fn allocate(slots: &[SlotDemand], budget: u64) -> Vec<Option<u64>> {
             by_height
         })
         .collect();
-    // Each slot's position in its own height order: 0 (smallest) to start with.
-    let mut at: Vec<usize> = vec![0; slots.len()];
     let rate = |slot: usize, pos: usize| slots[slot].layers[ordered[slot][pos]].bitrate;
-    let mut total: u64 = (0..slots.len()).filter(|&i| !ordered[i].is_empty()).map(|i| rate(i, 0)).sum();
     let mut priority: Vec<usize> = (0..slots.len()).filter(|&i| !ordered[i].is_empty()).collect();
     priority.sort_by_key(|&i| std::cmp::Reverse(slots[i].wanted_height));
-    for slot in priority {
+    // The smallest layers, tallest tiles first, while they fit.
+    let mut total: u64 = 0;
+    let mut shown = vec![false; slots.len()];
+    for &slot in &priority {
+        let need = rate(slot, 0);
+        let room = if slots[slot].paused { need * RESUME_HEADROOM.0 / RESUME_HEADROOM.1 } else { need };
+        if total + room <= budget {
+            total += need;
+            shown[slot] = true;
+        }
+    }
+    // Each shown slot's position in its own height order: 0 (smallest) to start with.
+    let mut at: Vec<usize> = vec![0; slots.len()];
+    for &slot in priority.iter().filter(|&&s| shown[s]) {
         let Some(ideal) = choose(&slots[slot].layers, slots[slot].wanted_height, None) else { continue };
         let ideal = ordered[slot].iter().position(|&i| i == ideal).unwrap_or(0);
         for pos in (at[slot] + 1..=ideal).rev() {
@@ -79,10 +114,21 @@ pub fn allocate(slots: &[SlotDemand], budget: u64) -> Vec<Option<u64>> {
     (0..slots.len())
         .map(|i| {
             let n = ordered[i].len();
-            (n > 0).then(|| if at[i] + 1 < n { (rate(i, at[i]) + rate(i, at[i] + 1)) / 2 } else { rate(i, at[i]) * 2 })
+            if n == 0 {
+                Share::Unknown
+            } else if !shown[i] {
+                Share::Paused
+            } else if at[i] + 1 < n {
+                Share::Rate((rate(i, at[i]) + rate(i, at[i] + 1)) / 2)
+            } else {
+                Share::Rate(rate(i, at[i]) * 2)
+            }
         })
         .collect()
 }
+
+/// How much more than its smallest layer's rate a paused slot needs before it resumes: 5/4.
+pub const RESUME_HEADROOM: (u64, u64) = (5, 4);
 
 /// How much a tile may enlarge a layer before the next one up is worth its bits: 5/4, so
 /// a 180-line layer serves tiles up to 225 lines.
@@ -133,11 +179,11 @@ mod tests {
     #[test]
     fn the_budget_goes_to_the_tallest_tile_first() {
         let camera = || vec![layer("l", 180, 150), layer("m", 360, 500), layer("h", 720, 1500)];
-        let speaker = SlotDemand { layers: camera(), wanted_height: 720 };
-        let thumbnail = SlotDemand { layers: camera(), wanted_height: 180 };
+        let speaker = SlotDemand { layers: camera(), wanted_height: 720, paused: false };
+        let thumbnail = SlotDemand { layers: camera(), wanted_height: 180, paused: false };
         let mut slots = vec![thumbnail.clone(); 8];
         slots.insert(3, speaker);
-        let layer_of = |allotted: &[Option<u64>], i: usize| choose(&slots[i].layers, slots[i].wanted_height, allotted[i]).unwrap();
+        let layer_of = |shares: &[Share], i: usize| choose(&slots[i].layers, slots[i].wanted_height, shares[i].budget()).unwrap();
         // 8 × 150 k + 1500 k = 2.7 Mbit/s: everyone gets what their tile needs.
         let plenty = allocate(&slots, 3_000_000);
         assert_eq!(layer_of(&plenty, 3), 2);
@@ -149,14 +195,31 @@ mod tests {
         assert!((0..9).all(|i| i == 3 || layer_of(&tight, i) == 0));
         // The allowance sits between two layers' rates, so a layer whose measured rate
         // wobbles by a few percent keeps being chosen.
-        assert_eq!(tight[3], Some(1_000_000));
+        assert_eq!(tight[3], Share::Rate(1_000_000));
         let mut wobbly = camera();
         wobbly[1].bitrate = 560_000;
-        assert_eq!(choose(&wobbly, 720, tight[3]), Some(1));
-        // Below the sum of the smallest layers, everyone still gets the smallest.
-        let starved = allocate(&slots, 100_000);
-        assert!((0..9).all(|i| layer_of(&starved, i) == 0));
+        assert_eq!(choose(&wobbly, 720, tight[3].budget()), Some(1));
         // A slot whose source publishes nothing yet gets nothing.
-        assert_eq!(allocate(&[SlotDemand { layers: vec![], wanted_height: 720 }], 1_000_000), vec![None]);
+        assert_eq!(allocate(&[SlotDemand { layers: vec![], wanted_height: 720, paused: false }], 1_000_000), vec![Share::Unknown]);
+    }
+
+    #[test]
+    fn below_the_smallest_layers_the_smallest_tiles_pause_first_and_resume_with_room_to_spare() {
+        let camera = || vec![layer("l", 180, 150), layer("m", 360, 500), layer("h", 720, 1500)];
+        let mut slots = vec![SlotDemand { layers: camera(), wanted_height: 180, paused: false }; 4];
+        slots[2].wanted_height = 720;
+        // 400 kbit/s: the speaker and one thumbnail keep their smallest layer, the two others
+        // pause rather than everyone getting a layer that does not fit.
+        let shares = allocate(&slots, 400_000);
+        assert_eq!(shares.iter().filter(|s| **s == Share::Paused).count(), 2);
+        assert_ne!(shares[2], Share::Paused, "the speaker is the last to pause");
+        // 100 kbit/s: nothing fits; every slot pauses, audio keeps what there is.
+        assert!(allocate(&slots, 100_000).iter().all(|s| *s == Share::Paused));
+        // A paused slot comes back only with a quarter to spare: at 160 kbit/s a playing
+        // slot keeps playing, a paused one stays paused until 187.5 kbit/s.
+        let alone = |paused| vec![SlotDemand { layers: camera(), wanted_height: 720, paused }];
+        assert_eq!(allocate(&alone(false), 160_000), vec![Share::Rate(325_000)]);
+        assert_eq!(allocate(&alone(true), 160_000), vec![Share::Paused]);
+        assert_eq!(allocate(&alone(true), 187_500), vec![Share::Rate(325_000)]);
     }
 }

@@ -207,6 +207,10 @@ pub enum Notice {
     /// `peer` should send only these simulcast layers (rids) of its track `mid`: nobody
     /// receives the others.
     Layers { peer: PeerKey, mid: String, active: Vec<String> },
+    /// Which of `peer`'s video slots forward nothing although they have a source, and why
+    /// (`bandwidth`: their downlink does not fit even the smallest layer; `hidden`: they
+    /// show no video for it). Sent whenever that set changes; empty when none is paused.
+    Paused { peer: PeerKey, slots: Vec<(String, &'static str)> },
 }
 
 /// How the relay forwards.

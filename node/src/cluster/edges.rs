@@ -45,6 +45,13 @@ pub enum MediaCall {
         participant: u64,
         slots: Vec<(String, u64, String)>,
     },
+    /// Edge → home: which of the participant's video slots are paused, and why (mid,
+    /// reason).
+    Paused {
+        room: String,
+        participant: u64,
+        slots: Vec<(String, String)>,
+    },
 }
 
 /// The home's record of whose media ends at which edge, and the calls that follow it.
@@ -137,6 +144,13 @@ impl Edges {
         self.call(home, MediaCall::Slots { room: peer.room, participant: peer.participant, slots });
     }
 
+    /// On an edge: tells the meeting's home which of one participant's slots this node's
+    /// relay paused.
+    pub fn paused_to_home(&self, home: &[u8; 32], peer: PeerKey, slots: Vec<(String, &'static str)>) {
+        let slots = slots.into_iter().map(|(mid, reason)| (mid, reason.to_string())).collect();
+        self.call(home, MediaCall::Paused { room: peer.room, participant: peer.participant, slots });
+    }
+
     /// A call from another member: carried out at this node's relay, or (a notice for a
     /// participant of a meeting homed here) returned for the room.
     pub fn handle(&self, from: &[u8; 32], bytes: &[u8]) -> Option<Notice> {
@@ -165,6 +179,14 @@ impl Edges {
                 let slots = slots.into_iter().filter_map(|(mid, p, kind)| Some((mid, p, slot_kind(&kind)?))).collect();
                 return Some(Notice::Slots { peer, slots });
             }
+            MediaCall::Paused { room, participant, slots } => {
+                let peer = key(room, participant);
+                if self.edge_of(&peer) != Some(*from) {
+                    return None;
+                }
+                let slots = slots.into_iter().filter_map(|(mid, reason)| Some((mid, pause_reason(&reason)?))).collect();
+                return Some(Notice::Paused { peer, slots });
+            }
         }
         None
     }
@@ -173,6 +195,11 @@ impl Edges {
 /// A slot's kind as `sfu-slots` names it (the relay's own names, nothing else).
 fn slot_kind(kind: &str) -> Option<&'static str> {
     ["audio", "video", "screen", "screen-audio"].into_iter().find(|k| *k == kind)
+}
+
+/// A pause's reason as `sfu-paused` names it (the relay's own names, nothing else).
+fn pause_reason(reason: &str) -> Option<&'static str> {
+    ["bandwidth", "hidden"].into_iter().find(|r| *r == reason)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::clock;
 use crate::cluster::net::{Back, Down, RemoteSeat, Up};
 use crate::meeting::budget::Budget;
 use crate::meeting::hub::{Dropped, Outbound, Outbox, Queue};
-use crate::meeting::protocol::{self, ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, ServerMessage, SlotView};
+use crate::meeting::protocol::{self, ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, PausedSlot, ProtocolError, ServerMessage, SlotView};
 use crate::meeting::room::{CloseWhy, ConnId, RoomError, Seat};
 use crate::secrets;
 use confab_relay::{Held, NodeId, Notice, PeerKey, Tile};
@@ -610,6 +610,17 @@ pub fn relay_notice(state: &AppState, notice: Notice) {
         Notice::Speaker { room, participant } => state.hub.notify_all(&room, ServerMessage::Speaker { participant: ParticipantId(participant) }),
         Notice::Gone { peer } => tracing::info!(room = %peer.room, participant = peer.participant, "the relay lost a participant's connection"),
         Notice::Layers { peer, mid, active } => state.hub.notify(&peer.room, ParticipantId(peer.participant), ServerMessage::SfuLayers { mid, active }),
+        Notice::Paused { peer, slots } => {
+            if let Some(cluster) = &state.cluster {
+                let home = cluster.home_of(&peer.room);
+                if home != cluster.own_key() {
+                    state.edges.paused_to_home(&home, peer, slots);
+                    return;
+                }
+            }
+            let slots = slots.into_iter().map(|(mid, reason)| PausedSlot { mid, reason }).collect();
+            state.hub.notify(&peer.room, ParticipantId(peer.participant), ServerMessage::SfuPaused { slots });
+        }
     }
 }
 

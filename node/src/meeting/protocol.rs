@@ -528,6 +528,19 @@ pub enum ServerMessage {
         mid: String,
         active: Vec<String>,
     },
+    /// SFU mode: the receive slots (video m-lines `mid`) that carry nothing although
+    /// `sfu-slots` gives them a source, and why: `bandwidth` (the downlink does not fit even
+    /// the smallest layer beside audio) or `hidden` (the tile reported height 0). Sent
+    /// whenever the set changes; empty when nothing is paused.
+    SfuPaused {
+        slots: Vec<PausedSlot>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PausedSlot {
+    pub mid: String,
+    pub reason: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

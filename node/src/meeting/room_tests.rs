@@ -55,6 +55,7 @@ fn types(effects: &[Effect], conn: ConnId) -> Vec<&'static str> {
             ServerMessage::SfuSlots { .. } => "sfu-slots",
             ServerMessage::Speaker { .. } => "speaker",
             ServerMessage::SfuLayers { .. } => "sfu-layers",
+            ServerMessage::SfuPaused { .. } => "sfu-paused",
             ServerMessage::Chat { .. } => "chat",
             ServerMessage::Muted { .. } => "muted",
             ServerMessage::Locked { .. } => "locked",

@@ -33,7 +33,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, PacerReason, Reason, Rtc};
 
-use crate::layers::{Layer, SlotDemand, allocate, choose};
+use crate::layers::{Layer, RESUME_HEADROOM, Share, SlotDemand, allocate, choose};
 use crate::plan::{Demand, Member, Plan, Planner};
 use crate::remote::{self, Frame};
 use crate::slots::Source;
@@ -41,7 +41,7 @@ use crate::speakers::SPEECH_LEVEL;
 use crate::splice::{Feed, Incoming, Rewritten, Verdict};
 use crate::vp8::{self, Vp8Info};
 use crate::{Counters, Held, NodeId, Notice, PeerKey, RelayError, ShardId, Tile};
-use peer::{LayerBook, Peer, Slot, Track};
+use peer::{LayerBook, Pause, Peer, Slot, Track};
 
 /// How often speakers, plans, layers and bandwidth targets are reviewed.
 pub const REVIEW_EVERY: Duration = Duration::from_millis(200);
@@ -943,9 +943,10 @@ impl Router {
                 let layers = plan.layers.get(&(source.participant, source.mid));
                 let targeted = slot.splicer.targeted().filter(|f| f.publisher == source.participant && f.mid == source.mid);
                 let settled = targeted.is_some_and(|f| slot.kind == MediaKind::Audio || layers.is_some_and(|l| l.iter().any(|l| l.rid == f.layer)));
-                if !settled {
+                // A paused slot stays paused until the next review decides for its new source.
+                if !settled && slot.paused.is_none() {
                     let wanted = peer.wanted.get(&(source.participant, plan.screens.contains(&(source.participant, source.mid)))).copied();
-                    let layer = if slot.kind == MediaKind::Audio { None } else { pick_layer(&plan, source, wanted, slot.allotted) };
+                    let layer = if slot.kind == MediaKind::Audio { None } else { pick_layer(&plan, source, wanted, slot.share.budget()) };
                     let feed = Feed { publisher: source.participant, mid: source.mid, layer };
                     if targeted != Some(feed) {
                         slot.splicer.target(feed);
@@ -1035,12 +1036,14 @@ impl Router {
         self.sample_queues();
     }
 
-    /// For each local subscriber in `room`: share its downlink among its video slots and
-    /// move each slot to the layer that fits; ask BWE to probe for what the tiles want.
+    /// For each local subscriber in `room`: share its downlink among its video slots, move
+    /// each slot to the layer that fits or pause it when none does (or its tile is hidden),
+    /// and ask BWE to probe for what the tiles want.
     fn choose_layers(&mut self, room: RoomId) {
         let now = self.now;
         let Some(state) = self.rooms.get(&room) else { return };
         let plan = state.plan.clone();
+        let mut notices = Vec::new();
         for &index in &state.local {
             let Some(peer) = self.peers[index].as_mut() else { continue };
             let audio = peer.slots.iter().filter(|s| s.kind == MediaKind::Audio && s.source.is_some()).count() as u64 * AUDIO_RATE;
@@ -1048,24 +1051,59 @@ impl Router {
             let demands: Vec<SlotDemand> = video
                 .iter()
                 .map(|&i| {
-                    let source = peer.slots[i].source.expect("filtered");
+                    let slot = &peer.slots[i];
+                    let source = slot.source.expect("filtered");
                     let layers = plan.layers.get(&(source.participant, source.mid)).map(|l| l.to_vec()).unwrap_or_default();
                     let screen = plan.screens.contains(&(source.participant, source.mid));
                     let default = if screen { DEFAULT_SCREEN_HEIGHT } else { DEFAULT_TILE_HEIGHT };
-                    SlotDemand { layers, wanted_height: peer.wanted.get(&(source.participant, screen)).copied().unwrap_or(default) }
+                    let wanted_height = peer.wanted.get(&(source.participant, screen)).copied().unwrap_or(default);
+                    SlotDemand { layers, wanted_height, paused: slot.paused == Some(Pause::Bandwidth) }
                 })
                 .collect();
-            let desired: u64 = demands.iter().map(|d| choose(&d.layers, d.wanted_height, None).map_or(0, |i| d.layers[i].bitrate)).sum::<u64>() + audio;
+            // Hidden tiles take no part; a paused slot asks BWE only for room for its
+            // smallest layer.
+            let shown: Vec<usize> = (0..video.len()).filter(|&k| demands[k].wanted_height > 0).collect();
+            let desired: u64 = shown
+                .iter()
+                .map(|&k| {
+                    let d = &demands[k];
+                    let smallest = d.layers.iter().map(|l| l.bitrate).min().unwrap_or(0);
+                    if d.paused {
+                        smallest * RESUME_HEADROOM.0 / RESUME_HEADROOM.1
+                    } else {
+                        choose(&d.layers, d.wanted_height, None).map_or(0, |i| d.layers[i].bitrate)
+                    }
+                })
+                .sum::<u64>()
+                + audio;
             if let Some(estimate) = peer.estimate {
                 let budget = (estimate * 85 / 100).saturating_sub(audio);
-                for (&i, allotted) in video.iter().zip(allocate(&demands, budget)) {
-                    peer.slots[i].allotted = allotted;
+                let competing: Vec<SlotDemand> = shown.iter().map(|&k| demands[k].clone()).collect();
+                for (&k, share) in shown.iter().zip(allocate(&competing, budget)) {
+                    peer.slots[video[k]].share = share;
                 }
             }
+            let mut paused_changed = false;
             for (&i, demand) in video.iter().zip(&demands) {
                 let slot = &mut peer.slots[i];
                 let source = slot.source.expect("filtered");
-                let Some(best) = choose(&demand.layers, demand.wanted_height, slot.allotted).map(|b| demand.layers[b].rid) else { continue };
+                let pause = if demand.wanted_height == 0 {
+                    Some(Pause::Hidden)
+                } else if slot.share == Share::Paused {
+                    Some(Pause::Bandwidth)
+                } else {
+                    None
+                };
+                if pause != slot.paused {
+                    tracing::debug!(subscriber = peer.key.participant, slot = %slot.mid, from = source.participant, ?pause, "slot paused or resumed");
+                    slot.paused = pause;
+                    paused_changed = true;
+                }
+                if pause.is_some() {
+                    slot.splicer.clear();
+                    continue;
+                }
+                let Some(best) = choose(&demand.layers, demand.wanted_height, slot.share.budget()).map(|b| demand.layers[b].rid) else { continue };
                 let targeted = slot.splicer.targeted().map(|f| f.layer);
                 if targeted == Some(best) {
                     continue;
@@ -1081,6 +1119,15 @@ impl Router {
                 }
                 slot.chosen_for = Some(demand.wanted_height);
             }
+            // A slot that lost its source is no longer paused either.
+            for slot in peer.slots.iter_mut().filter(|s| s.source.is_none() && s.paused.is_some()) {
+                slot.paused = None;
+                paused_changed = true;
+            }
+            if paused_changed {
+                let slots = peer.slots.iter().filter_map(|s| Some((s.mid.to_string(), s.paused?.reason()))).collect();
+                notices.push(Notice::Paused { peer: peer.key.clone(), slots });
+            }
             if desired > 0 {
                 let _ = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().set_bitrate(Bitrate::bps(desired / 2), Bitrate::bps(desired))));
                 if !peer.dirty {
@@ -1089,6 +1136,7 @@ impl Router {
                 }
             }
         }
+        self.outputs.extend(notices.into_iter().map(Output::Notice));
     }
 
     /// Tells the home which layers this shard's slots forward or wait for, when it changed.

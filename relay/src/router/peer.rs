@@ -10,7 +10,7 @@ use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
 
 use crate::PeerKey;
-use crate::layers::Layer;
+use crate::layers::{Layer, Share};
 use crate::slots::Source;
 use crate::splice::Splicer;
 
@@ -113,14 +113,34 @@ pub(crate) struct Slot {
     pub layer_since: Instant,
     /// The tile height the layer was chosen for.
     pub chosen_for: Option<u32>,
-    /// This slot's share of the downlink estimate (`layers::allocate`), bit/s.
-    pub allotted: Option<u64>,
+    /// This slot's share of the downlink estimate (`layers::allocate`).
+    pub share: Share,
+    /// Why this video slot forwards nothing although it has a source, if it does not.
+    pub paused: Option<Pause>,
+}
+
+/// Why a video slot with a source forwards nothing (`Notice::Paused` tells the subscriber).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pause {
+    /// The subscriber's downlink does not fit even the smallest layer beside audio.
+    Bandwidth,
+    /// The subscriber shows no video for this source (its tile reports height 0).
+    Hidden,
+}
+
+impl Pause {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Pause::Bandwidth => "bandwidth",
+            Pause::Hidden => "hidden",
+        }
+    }
 }
 
 impl Slot {
     pub fn new(mid: Mid, kind: MediaKind, now: Instant) -> Slot {
         let clock_rate = if kind == MediaKind::Audio { 48_000 } else { 90_000 };
-        Slot { mid, kind, ssrc: None, source: None, splicer: Splicer::new(clock_rate), layer_since: now, chosen_for: None, allotted: None }
+        Slot { mid, kind, ssrc: None, source: None, splicer: Splicer::new(clock_rate), layer_since: now, chosen_for: None, share: Share::Unknown, paused: None }
     }
 }
 

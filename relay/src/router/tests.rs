@@ -648,6 +648,45 @@ fn layers_nobody_watches_are_paused_at_the_source_and_resumed_when_wanted() {
 }
 
 #[test]
+fn a_tile_reported_without_height_gets_no_video_until_it_has_one_again() {
+    let mut net = two_layers_in_a_small_tile();
+    let video = slot_of(&net, 2, 1, "video").unwrap();
+    let audio = slot_of(&net, 2, 1, "audio").unwrap();
+    let paused = |net: &Net| {
+        net.notices.iter().rev().find_map(|n| match n {
+            Notice::Paused { peer, slots } if peer.participant == 2 => Some(slots.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(paused(&net), None, "nothing was paused so far");
+    // Low-bandwidth mode: the tile shows no video.
+    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![Tile { participant: 1, screen: false, height: 0 }]);
+    both_layers(&mut net, 40..50);
+    assert_eq!(paused(&net), Some(vec![(video.to_string(), "hidden")]));
+    let before = net.client(2).on(video).len();
+    both_layers(&mut net, 50..80);
+    assert_eq!(net.client(2).on(video).len(), before, "no video while hidden");
+    let heard = net.client(2).on(audio).len();
+    for i in 0..10 {
+        let now = net.now;
+        net.client(1).audio(i, -30, now);
+        net.run(Duration::from_millis(20));
+    }
+    assert_eq!(net.client(2).on(audio).len(), heard + 10, "audio goes on");
+    // Shown again: the slot resumes on the next keyframe, numbered on from where it stopped.
+    net.routers[0].view(&PeerKey { room: "room".into(), participant: 2 }, ROOM, vec![Tile { participant: 1, screen: false, height: 180 }]);
+    net.client(1).keyframe_requests.clear();
+    both_layers(&mut net, 80..90);
+    assert_eq!(paused(&net), Some(vec![]));
+    assert!(net.client(1).keyframe_requests.contains(&Some(Rid::from("l"))), "the relay asked for a keyframe: {:?}", net.client(1).keyframe_requests);
+    let now = net.now;
+    net.client(1).frame("l", 1090, true, 1, 150, now);
+    both_layers(&mut net, 91..100);
+    assert!(net.client(2).on(video).len() > before, "video is back");
+    assert_contiguous(net.client(2).on(video));
+}
+
+#[test]
 fn video_that_waited_too_long_is_dropped_and_the_slot_restarts_on_a_keyframe() {
     let mut net = Net::new(1, 9);
     net.join(1, 0, &["h"], 0);
