@@ -55,16 +55,23 @@ async fn measure(pair: &Pair<'_>, loss: u32, seconds: u64) -> Window {
     Window { loss, decoded: got.decoded, sent: got.sent, longest_gap: gap.longest, concealed: got.concealed_share() }
 }
 
-async fn lossy_meeting(sfu: bool) -> Vec<Window> {
-    let _browsers = confab_tests::browser::exclusive().await;
-    let ns = Namespace::create();
+/// A node on the host end of `ns`'s link (HTTPS, relay and TURN), with meeting `room` in the
+/// mesh or (`sfu`) through the SFU from the first participant on; returns its link.
+async fn meeting_beside(ns: &Namespace, sfu: bool, room: &str) -> (Node, String) {
     let host = ns.host_ip.to_string();
     let listen = format!("{host}:0");
     let mut options = vec!["--listen", &listen, "--relay-ip", &host, "--turn-allow-private", "true"];
     if sfu {
         options.extend(["--mesh-threshold", "0"]);
     }
-    let (node, link, _): (Node, String, String) = start_meeting(&options, if sfu { "lossy-sfu" } else { "lossy-mesh" }).await;
+    let (node, link, _): (Node, String, String) = start_meeting(&options, room).await;
+    (node, link)
+}
+
+async fn lossy_meeting(sfu: bool) -> Vec<Window> {
+    let _browsers = confab_tests::browser::exclusive().await;
+    let ns = Namespace::create();
+    let (node, link) = meeting_beside(&ns, sfu, if sfu { "lossy-sfu" } else { "lossy-mesh" }).await;
     let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&ns, &link, "Bo"));
     let (mut a, mut b) = (a, b);
     let ida = a.join().await;
@@ -203,4 +210,75 @@ async fn a_subscriber_100_ms_away_with_30_ms_of_jitter_decodes_smoothly_through_
     assert!(impairer.counts.reordered.load(std::sync::atomic::Ordering::Relaxed) > 0, "the jitter reorders datagrams");
     assert!(far.share() >= 0.95, "100 ms ± 30 ms away: {} of {} frames decoded", far.decoded, far.sent);
     assert!(far.longest_gap <= Duration::from_secs(1), "100 ms ± 30 ms away: a freeze of {:?}", far.longest_gap);
+}
+
+/// Whether `from`'s frames keep rising on `p`'s screen over one second (`true`) or stand
+/// still (`false`), by the stats of the path their tile shows.
+async fn decoding(p: &Participant, from: &str) -> bool {
+    let frames = |stats: std::collections::HashMap<String, confab_tests::meeting::PeerStats>| stats.get(from).map_or(0, |s| s.frames_decoded);
+    let before = frames(p.stats().await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    frames(p.stats().await) > before
+}
+
+/// Ana speaks, Bo's and Cy's microphones are off, Bo (in a namespace of his own) turns low-bandwidth
+/// mode on: Cy's video stops reaching him and his tile says why, Ana's (the speaker's) plays
+/// on; off again, Cy's comes back. Then Bo's uplink loses 30 % of its datagrams: his own
+/// tile tells him the others may not see or hear him well, until it recovers. Every tile
+/// has a quality indicator meanwhile.
+async fn low_bandwidth_mode_and_the_poor_uplink_notice(sfu: bool) {
+    let _browsers = confab_tests::browser::exclusive().await;
+    let ns = Namespace::create();
+    let (_node, link) = meeting_beside(&ns, sfu, if sfu { "thin-sfu" } else { "thin-mesh" }).await;
+    let (a, b, c) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&ns, &link, "Bo"), Participant::chromium(&link, "Cy"));
+    let (mut a, mut b, mut c) = (a, b, c);
+    b.microphone_off_before_joining().await;
+    c.microphone_off_before_joining().await;
+    let ida = a.join().await;
+    let idb = b.join().await;
+    let idc = c.join().await;
+    let via = if sfu { "sfu" } else { "mesh" };
+    confab_tests::eventually("Bo to decode Ana and Cy", Duration::from_secs(30), || async {
+        let stats = b.stats().await;
+        [&ida, &idc].iter().all(|id| stats.get(*id).is_some_and(|s| s.via == via && s.frames_decoded > 30)).then_some(())
+    })
+    .await;
+    // Ana's beep makes her the speaker on Bo's screen (the relay's word, or the mesh's
+    // latest speaker heard).
+    confab_tests::eventually("Ana to be the speaker on Bo's screen", Duration::from_secs(20), || async {
+        (b.browser.eval("return document.querySelector('#tiles').dataset.dominant ?? null").await == serde_json::json!(ida)).then_some(())
+    })
+    .await;
+    for id in [&ida, &idb, &idc] {
+        let level = confab_tests::eventually("a quality indicator", Duration::from_secs(10), || async { b.tile_quality(id).await }).await;
+        println!("{via}: Bo's quality indicator for {id}: {level}");
+    }
+
+    b.browser.click("#low-bandwidth").await;
+    assert_eq!(b.browser.eval("return document.querySelector('#low-bandwidth').getAttribute('aria-pressed')").await, "true");
+    let note = b.wait_note(&idc, "says low-bandwidth mode", |n| n.is_some_and(|n| n.contains("low-bandwidth"))).await;
+    println!("{via}: Bo's tile for Cy in low-bandwidth mode: {note:?}");
+    confab_tests::eventually("Cy's video to stop reaching Bo", Duration::from_secs(15), || async { (!decoding(&b, &idc).await).then_some(()) }).await;
+    assert!(decoding(&b, &ida).await, "{via}: the speaker's video stopped too");
+    assert_eq!(b.tile_note(&ida).await, None);
+
+    b.browser.click("#low-bandwidth").await;
+    b.wait_note(&idc, "is gone", |n| n.is_none()).await;
+    confab_tests::eventually("Cy's video to reach Bo again", Duration::from_secs(15), || async { decoding(&b, &idc).await.then_some(()) }).await;
+
+    ns.lose_udp_out(30);
+    let note = b.wait_note(&idb, "on his own tile says his connection is poor", |n| n.is_some_and(|n| n.contains("poor"))).await;
+    println!("{via}: Bo's own tile with 30 % uplink loss: {note:?}");
+    ns.lose_udp_out(0);
+    b.wait_note(&idb, "is gone once the loss stops", |n| n.is_none()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn low_bandwidth_mode_keeps_the_speaker_and_the_poor_uplink_notice_shows_through_the_sfu() {
+    low_bandwidth_mode_and_the_poor_uplink_notice(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn low_bandwidth_mode_keeps_the_speaker_and_the_poor_uplink_notice_shows_in_the_mesh() {
+    low_bandwidth_mode_and_the_poor_uplink_notice(false).await;
 }

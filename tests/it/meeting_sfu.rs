@@ -1,9 +1,10 @@
 //! Meetings through the node's SFU, in real browsers.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use confab_tests::Node;
-use confab_tests::meeting::{Gap, Participant, each_receives_the_others, start_meeting};
+use confab_tests::meeting::{Gap, Participant, PeerStats, each_receives_the_others, start_meeting};
 
 const ROOM: &str = "plenary";
 
@@ -331,7 +332,7 @@ async fn meeting_with_bo_in(ns: &confab_tests::netns::Namespace, options: &[&str
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_subscriber_whose_downlink_is_capped_gets_a_lower_layer() {
+async fn a_subscriber_whose_downlink_is_capped_gets_a_lower_layer_then_audio_only_with_the_reason_shown() {
     let _browsers = confab_tests::browser::exclusive().await;
     // Bo's browser runs in a network namespace of its own, behind a link we can throttle.
     // The node listens on the host end of that link, and so does its relay.
@@ -354,10 +355,26 @@ async fn a_subscriber_whose_downlink_is_capped_gets_a_lower_layer() {
     let height = wait_height(&b, &ida, "with 400 kbit/s", |h| h > 0 && h <= 360).await;
     println!("stepped down to {height}p {:?} after the cap", capped.elapsed());
     b.wait_receiving(&[&ida]).await;
+    assert_eq!(b.tile_note(&ida).await, None, "a lower layer is no pause");
 
-    // The cap lifted: back up once BWE finds the room again.
+    // 150 kbit/s: not even the low layer (up to 150 kbit/s) fits beside her sound. The relay
+    // pauses her video rather than send what cannot arrive; Bo's tile says why, his page
+    // suggests low-bandwidth mode, and her sound goes on.
+    ns.limit_udp_downlink(150);
+    let thinned = Instant::now();
+    let note = b.wait_note(&ida, "says her video is paused for Bo's connection", |n| n.is_some_and(|n| n.contains("too slow"))).await;
+    println!("Bo's tile for Ana {:?} after the 150 kbit/s cap: {note:?}", thinned.elapsed());
+    b.browser.wait_visible("#bandwidth-hint").await;
+    let heard = |stats: HashMap<String, PeerStats>| stats.get(&ida).map_or(0, |s| s.samples_received);
+    let before = heard(b.stats().await);
+    confab_tests::eventually("Bo to go on hearing Ana", Duration::from_secs(10), || async { (heard(b.stats().await) > before + 48_000).then_some(()) }).await;
+
+    // The cap lifted: her video comes back, the note goes, and the layer climbs once BWE
+    // finds the room again.
     ns.unlimit();
     let lifted = Instant::now();
+    b.wait_note(&ida, "is gone", |n| n.is_none()).await;
+    println!("Ana's video resumed on Bo's screen {:?} after the cap was lifted", lifted.elapsed());
     wait_height(&b, &ida, "with the link open again", |h| h >= 720).await;
     println!("back to the high layer {:?} after the cap was lifted", lifted.elapsed());
 }

@@ -325,6 +325,29 @@ impl Participant {
         crate::eventually(&format!("{}: tile {id} {what}", self.name), Duration::from_secs(20), || async { self.tile(id).await.filter(|t| check(t)) }).await
     }
 
+    /// The line a tile shows over its picture (why its video is paused, or on our own that
+    /// our uplink is poor), if one is shown.
+    pub async fn tile_note(&self, id: &str) -> Option<String> {
+        let script =
+            format!("const n = document.querySelector('#tiles .tile[data-participant=\"{id}\"] .note'); return n && !n.hidden ? n.textContent : null;");
+        self.browser.eval(&script).await.as_str().map(String::from)
+    }
+
+    /// Waits until the tile of `id` shows a note that satisfies `check` (`None`: no note).
+    pub async fn wait_note(&self, id: &str, what: &str, check: impl Fn(Option<&str>) -> bool) -> Option<String> {
+        crate::eventually_or(&format!("{}: the note on tile {id} {what}", self.name), Duration::from_secs(30), || async {
+            let note = self.tile_note(id).await;
+            if check(note.as_deref()) { Ok(note) } else { Err(format!("the note is {note:?}")) }
+        })
+        .await
+    }
+
+    /// The tile's quality indicator ("good", "fair", "poor", "lost"), once it has one.
+    pub async fn tile_quality(&self, id: &str) -> Option<String> {
+        let script = format!("return document.querySelector('#tiles .tile[data-participant=\"{id}\"]')?.dataset.quality ?? null;");
+        self.browser.eval(&script).await.as_str().map(String::from)
+    }
+
     /// Waits until the tile of `id` is gone and returns how long that took.
     pub async fn wait_tile_gone(&self, id: &str, within: Duration) -> Duration {
         let started = Instant::now();

@@ -175,14 +175,23 @@ impl Namespace {
     /// (nftables `numgen random`: this kernel has no netem). TCP (HTTPS, WebSocket,
     /// WebDriver) is left alone. 0 removes the loss.
     pub fn lose_udp(&self, percent: u32) {
-        let _ = run(&["ip", "netns", "exec", &self.name, "nft", "delete", "table", "inet", "confab_loss"]);
+        self.lose("confab_loss", "input", percent);
+    }
+
+    /// The same for the UDP datagrams that leave the namespace (its uplink).
+    pub fn lose_udp_out(&self, percent: u32) {
+        self.lose("confab_loss_out", "output", percent);
+    }
+
+    fn lose(&self, table: &str, hook: &str, percent: u32) {
+        let _ = run(&["ip", "netns", "exec", &self.name, "nft", "delete", "table", "inet", table]);
         if percent == 0 {
             return;
         }
-        let percent = percent.to_string();
-        self.must(&["nft", "add", "table", "inet", "confab_loss"]);
-        self.must(&["nft", "add", "chain", "inet", "confab_loss", "input", "{ type filter hook input priority 0 ; }"]);
-        self.must(&["nft", "add", "rule", "inet", "confab_loss", "input", "meta", "l4proto", "udp", "numgen", "random", "mod", "100", "<", &percent, "drop"]);
+        let (percent, chain) = (percent.to_string(), format!("{{ type filter hook {hook} priority 0 ; }}"));
+        self.must(&["nft", "add", "table", "inet", table]);
+        self.must(&["nft", "add", "chain", "inet", table, hook, &chain]);
+        self.must(&["nft", "add", "rule", "inet", table, hook, "meta", "l4proto", "udp", "numgen", "random", "mod", "100", "<", &percent, "drop"]);
     }
 
     /// Drops every packet between this namespace and `other` (a partition between two nodes

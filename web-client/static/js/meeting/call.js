@@ -87,6 +87,17 @@ export class Call {
     this.screens = new Map();
     /** @type {Map<string, MediaStream>} the same through the SFU */
     this.sfuScreens = new Map();
+    /** Low-bandwidth mode: we receive audio, and video from the dominant speaker only. */
+    this.lowBandwidth = false;
+    /** @type {string | null} the latest dominant speaker other than us: whose video low-bandwidth mode keeps */
+    this.speaker = null;
+    /** @type {(() => void) | null} told (once per call) when our downlink looks too thin for everyone's video */
+    this.onThinDownlink = null;
+    /** Quality rounds in a row in which most of what reaches us was poor or lost. */
+    this.thinRounds = 0;
+    this.thinTold = false;
+    /** @type {Map<string, string>} SFU receive slots (mid) that carry nothing for now, and why */
+    this.sfuPaused = new Map();
     this.qualityTimer = setInterval(() => this.updateQuality(), QUALITY_EVERY_MS);
     this.signaling = new Signaling(
       room,
@@ -211,9 +222,12 @@ export class Call {
       return;
     }
     const px = (/** @type {number} */ css) => Math.round(css * devicePixelRatio);
-    const cameras = [...this.participants.keys()].map((id) => ({ participant: id, height: px(this.tiles.height(id)) }));
-    const screens = this.tiles.screenIds().filter((id) => id !== this.me?.id).map((id) => ({ participant: id, screen: true, height: px(this.tiles.screenHeight(id)) }));
-    const tiles = [...cameras, ...screens].filter((t) => t.height > 0);
+    // In low-bandwidth mode every camera but the speaker's is reported as not shown
+    // (height 0): the relay sends none of them.
+    const hidden = (/** @type {string} */ id) => this.lowBandwidth && id !== this.speaker;
+    const cameras = [...this.participants.keys()].map((id) => ({ participant: id, height: hidden(id) ? 0 : px(this.tiles.height(id)), off: hidden(id) }));
+    const screens = this.tiles.screenIds().filter((id) => id !== this.me?.id).map((id) => ({ participant: id, screen: true, height: px(this.tiles.screenHeight(id)), off: false }));
+    const tiles = [...cameras, ...screens].filter((t) => t.height > 0 || t.off).map(({ off, ...tile }) => tile);
     const text = JSON.stringify(tiles);
     if (text === this.lastView) return;
     this.lastView = text;
@@ -249,7 +263,10 @@ export class Call {
     const stats = want === "sfu" ? await (this.sfu?.stats() ?? []) : await Promise.all([...this.peers.values()].map((p) => p.stats()));
     for (const view of pending) {
       const s = stats.find((x) => x.id === view.id);
-      const decoding = s && (view.video ? s.framesDecoded > 0 : view.audio ? s.totalSamplesReceived > 0 : s.connectionState === "connected");
+      // Video that will not come on the new path (paused by the relay, or low-bandwidth
+      // mode) is not waited for.
+      const video = view.video && !(this.lowBandwidth && view.id !== this.speaker) && !(want === "sfu" && this.slotPause(view.id));
+      const decoding = s && (video ? s.framesDecoded > 0 : view.audio ? s.totalSamplesReceived > 0 : s.connectionState === "connected");
       if (!decoding || this.mode !== want) continue;
       if (want === "sfu") {
         const tracks = this.sfuAvailable?.get(view.id);
@@ -277,7 +294,10 @@ export class Call {
     this.levels.watch(id, stream, speakingDetector((on) => {
       this.tiles.speaking(id, on);
       // In the mesh nobody else hears everyone: the latest speaker we hear is the dominant one.
-      if (on && this.mode === "mesh") this.tiles.dominant(id);
+      if (on && this.mode === "mesh" && this.tiles.dominantId() !== id) {
+        this.tiles.dominant(id);
+        this.speakerChanged(id);
+      }
     }));
     log("info", `${id}: shown via ${via}`);
   }
@@ -329,6 +349,7 @@ export class Call {
         if (m.participant === this.me?.id) break; // The meeting ended: the close follows.
         if (this.participants.has(m.participant)) this.onAnnounce(t("announce.left", { name: this.nameOf(m.participant) }));
         this.drop(m.participant);
+        if (m.participant === this.speaker) this.speaker = null;
         this.changed();
         break;
       case "muted":
@@ -363,11 +384,18 @@ export class Call {
       case "sfu-slots":
         this.sfu?.setSlots(m.slots);
         break;
+      case "sfu-paused": {
+        this.sfuPaused = new Map(m.slots.map((/** @type {{ mid: string, reason: string }} */ s) => [s.mid, s.reason]));
+        if (m.slots.some((/** @type {{ reason: string }} */ s) => s.reason === "bandwidth")) this.thinDownlink();
+        this.showNotes();
+        break;
+      }
       case "sfu-layers":
         this.sfu?.setLayers(m.mid, m.active).catch((e) => log("warn", "could not pause or resume simulcast layers", e));
         break;
       case "speaker":
         this.tiles.dominant(m.participant);
+        this.speakerChanged(m.participant);
         break;
       case "removed":
         this.removedBy = m.by;
@@ -440,6 +468,7 @@ export class Call {
       onState: () => {},
     });
     this.peers.set(view.id, peer);
+    if (this.lowBandwidth) peer.receiveCamera(view.id === this.speaker);
     setTimeout(() => {
       if (this.mode === "mesh" && this.peers.get(view.id) === peer && peer.pc.connectionState !== "connected") {
         log("warn", `${view.id}: no direct connection after ${MESH_CONNECT_TIMEOUT_MS / 1000} s; asking for the SFU`);
@@ -641,8 +670,11 @@ export class Call {
       let rtt = null;
       for (const pc of pcs) {
         const report = await read(pc);
-        layers.push(...this.meter.outgoing(report));
-        loss = Math.max(loss ?? 0, uplinkLoss(report) ?? 0);
+        const sent = this.meter.outgoing(report);
+        layers.push(...sent);
+        // Loss as the other end reports it, or as the retransmissions it asked for show it.
+        const resent = Math.max(0, ...sent.filter((l) => l.active).map((l) => l.resentPercent ?? 0));
+        loss = Math.max(loss ?? 0, uplinkLoss(report) ?? 0, resent);
         rtt = Math.max(rtt ?? 0, pathOf(report)?.rtt ?? 0);
       }
       const path = this.sfu ? describePath(pathOf(await read(this.sfu.pc)), true) : pcs.length ? tn("path.direct_to", pcs.length) : t("path.nobody_yet");
@@ -661,21 +693,89 @@ export class Call {
       rtt: path?.rtt ?? null,
       layer: via === "sfu" ? layerName(incoming.height) : null,
       ...incoming,
-      quality: quality(incoming.lossPercent, path?.rtt ?? null),
+      // Nothing arriving counts as lost only when something should: a microphone or a
+      // camera on that is not paused on purpose.
+      quality: quality(incoming.lossPercent, path?.rtt ?? null, {
+        silent: incoming.silent && !!(this.participants.get(id)?.audio || (this.participants.get(id)?.video && !this.pausedBecause(id))),
+        froze: incoming.froze,
+      }),
     };
   }
 
-  /// Every tile's quality indicator, from one read of each connection's stats.
+  /// Every tile's quality indicator, from one read of each connection's stats; the notice
+  /// on our own tile when what we send arrives poorly; and, when most of what reaches us
+  /// has been poor or lost for three rounds, the suggestion of low-bandwidth mode.
   async updateQuality() {
     if (!this.me) return;
     const reports = new Map();
+    let others = 0;
+    let bad = 0;
     for (const id of [this.me.id, ...this.participants.keys()]) {
       try {
         const d = await this.detail(id, reports);
         this.tiles.quality(id, d?.quality ?? null);
+        if (id === this.me.id) this.tiles.note(id, d?.quality === "poor" ? t("tiles.uplink_poor") : null);
+        else if (d) {
+          others += 1;
+          if (d.quality === "poor" || d.quality === "lost") bad += 1;
+        }
       } catch (e) {
         log("warn", `stats for ${id} failed`, e);
       }
+    }
+    this.thinRounds = others > 0 && bad * 2 > others ? this.thinRounds + 1 : 0;
+    if (this.thinRounds >= 3) this.thinDownlink();
+    this.showNotes();
+  }
+
+  /// Suggests low-bandwidth mode, once per call, unless it is on already.
+  thinDownlink() {
+    if (this.lowBandwidth || this.thinTold) return;
+    this.thinTold = true;
+    this.onThinDownlink?.();
+  }
+
+  /// Turns low-bandwidth mode on or off: video from the dominant speaker only (the SFU
+  /// stops the rest; in the mesh each pair stops sending us its camera).
+  setLowBandwidth(on) {
+    this.lowBandwidth = on;
+    this.applyLowBandwidth();
+  }
+
+  /// A new dominant speaker: low-bandwidth mode follows them (not us: while we speak, the
+  /// one before us stays).
+  speakerChanged(id) {
+    if (id === this.me?.id || id === this.speaker) return;
+    this.speaker = id;
+    if (this.lowBandwidth) this.applyLowBandwidth();
+  }
+
+  applyLowBandwidth() {
+    for (const [id, peer] of this.peers) peer.receiveCamera(!this.lowBandwidth || id === this.speaker);
+    if (this.sfu) this.reportView();
+    this.showNotes();
+  }
+
+  /// Why a participant's camera does not reach us although it is on, if it does not:
+  /// "bandwidth" (the SFU paused it for our downlink) or "hidden" (low-bandwidth mode).
+  pausedBecause(id) {
+    if (!this.participants.get(id)?.video) return null;
+    const paused = this.shownVia.get(id) === "sfu" ? this.slotPause(id) : null;
+    if (paused) return paused;
+    return this.lowBandwidth && id !== this.speaker ? "hidden" : null;
+  }
+
+  /// Why the relay sends nothing on the slot that carries `id`'s camera, if it does not.
+  slotPause(id) {
+    const slot = this.sfu?.slots.find((s) => s.participant === id && s.kind === "video");
+    return (slot && this.sfuPaused.get(slot.mid)) ?? null;
+  }
+
+  /// The line on each tile whose video is paused, saying why.
+  showNotes() {
+    for (const id of this.participants.keys()) {
+      const reason = this.pausedBecause(id);
+      this.tiles.note(id, reason === "bandwidth" ? t("tiles.paused_bandwidth") : reason ? t("tiles.paused_low_bandwidth") : null);
     }
   }
 

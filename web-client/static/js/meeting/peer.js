@@ -51,6 +51,8 @@ export class Peer {
     this.collisions = 0;
     this.describing = 0;
     this.heldCandidates = [];
+    /** Whether we receive their camera (low-bandwidth mode turns it off but for the speaker). */
+    this.cameraWanted = true;
 
     const pc = this.pc;
     pc.ontrack = ({ track, transceiver }) => {
@@ -96,12 +98,21 @@ export class Peer {
       if (!free) continue;
       const [role] = free;
       this.transceivers[role] = t;
-      t.direction = "sendrecv";
+      t.direction = role === "video" && !this.cameraWanted ? "sendonly" : "sendrecv";
       // Our answer lists RED first too, so that the other side sends it as well.
       if (kind === "audio") prefer(t, audioWithRedFirst());
       await t.sender.replaceTrack(this.trackFor(role));
       if (role === "screen") await this.screenParameters();
     }
+  }
+
+  /// Receives their camera or not (we keep sending ours): the change renegotiates, and the
+  /// other side's answer stops or resumes its sending.
+  receiveCamera(on) {
+    this.cameraWanted = on;
+    const t = this.transceivers.video;
+    const direction = on ? "sendrecv" : "sendonly";
+    if (t && t.direction !== direction) t.direction = direction;
   }
 
   /// What we send on transceiver `role`: our microphone, camera, or screen share.

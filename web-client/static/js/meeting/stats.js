@@ -10,9 +10,10 @@ import { t } from "../i18n.js";
  * @typedef {{ type?: string, address?: string, port?: number, protocol?: string, relayProtocol?: string }} Candidate
  * @typedef {{ local: Candidate | null, remote: Candidate | null, rtt: number | null }} Path
  * @typedef {{ width: number, height: number, fps: number | null, kbps: number | null,
- *   lossPercent: number | null, jitterMs: number | null, codec: string | null }} Incoming
+ *   lossPercent: number | null, jitterMs: number | null, codec: string | null,
+ *   silent: boolean, froze: boolean }} Incoming
  * @typedef {{ rid: string, width: number, height: number, fps: number | null, kbps: number | null,
- *   active: boolean, limitedBy: string | null }} OutgoingLayer
+ *   active: boolean, limitedBy: string | null, resentPercent: number | null }} OutgoingLayer
  */
 
 /**
@@ -62,11 +63,19 @@ export function describePath(path, viaSfu) {
   return t("path.direct", { transport });
 }
 
-/** Round trips and loss in words: "good", "fair" or "poor". */
-export function quality(/** @type {number | null} */ lossPercent, /** @type {number | null} */ rttSeconds) {
+/**
+ * A connection's quality, for the dot on each tile: "lost" when nothing arrived since the
+ * last look although something should have, "poor" with heavy loss, a long round trip or
+ * a freeze since the last look, "fair" with some loss or a longer round trip, else "good".
+ * @param {number | null} lossPercent
+ * @param {number | null} rttSeconds
+ * @param {{ silent?: boolean, froze?: boolean }} [seen]
+ */
+export function quality(lossPercent, rttSeconds, { silent = false, froze = false } = {}) {
+  if (silent) return "lost";
   const loss = lossPercent ?? 0;
   const rtt = rttSeconds ?? 0;
-  if (loss >= 8 || rtt >= 0.5) return "poor";
+  if (froze || loss >= 8 || rtt >= 0.5) return "poor";
   if (loss >= 2 || rtt >= 0.25) return "fair";
   return "good";
 }
@@ -74,7 +83,7 @@ export function quality(/** @type {number | null} */ lossPercent, /** @type {num
 /** Remembers counters between reports to turn them into rates. */
 export class Meter {
   constructor() {
-    /** @type {Map<string, { at: number, bytes: number, frames: number, received: number, lost: number }>} */
+    /** @type {Map<string, { at: number, bytes: number, frames: number, received: number, lost: number, freezes: number, resent: number }>} */
     this.last = new Map();
   }
 
@@ -88,9 +97,11 @@ export class Meter {
     const frames = s.framesDecoded ?? s.framesEncoded ?? 0;
     const received = s.packetsReceived ?? s.packetsSent ?? 0;
     const lost = s.packetsLost ?? 0;
+    const freezes = s.freezeCount ?? 0;
+    const resent = s.retransmittedPacketsSent ?? 0;
     const before = this.last.get(s.id);
-    this.last.set(s.id, { at: now, bytes, frames, received, lost });
-    if (!before || now <= before.at) return { kbps: null, fps: s.framesPerSecond ?? null, lossPercent: null };
+    this.last.set(s.id, { at: now, bytes, frames, received, lost, freezes, resent });
+    if (!before || now <= before.at) return { kbps: null, fps: s.framesPerSecond ?? null, lossPercent: null, packets: null, froze: false, resentPercent: null };
     const secs = (now - before.at) / 1000;
     const got = received - before.received;
     const missed = Math.max(0, lost - before.lost);
@@ -98,12 +109,18 @@ export class Meter {
       kbps: Math.round(((bytes - before.bytes) * 8) / 1000 / secs),
       fps: s.framesPerSecond ?? Math.round((frames - before.frames) / secs),
       lossPercent: got + missed > 0 ? Math.round((1000 * missed) / (got + missed)) / 10 : 0,
+      packets: got,
+      froze: freezes > before.freezes,
+      // What we sent again because the other end asked for it: our uplink's loss as seen
+      // before repair (a relay's receiver reports count repaired packets as received).
+      resentPercent: got > 0 ? Math.round((1000 * Math.max(0, resent - before.resent)) / got) / 10 : 0,
     };
   }
 
   /**
    * What arrives on the inbound video stream `mid` (or the only one), with the audio
-   * stream's loss when there is no video.
+   * stream's loss when there is no video; `silent` when neither brought a packet since the
+   * last call although one of them had before, `froze` when the video froze since then.
    * @param {RTCStatsReport} report
    * @param {(mid: string | undefined, kind: string) => boolean} [wanted] which inbound streams are this participant's
    * @returns {Incoming}
@@ -117,8 +134,10 @@ export class Meter {
       if (s.kind === "audio") audio = s;
     }
     const main = video ?? audio;
-    if (!main) return { width: 0, height: 0, fps: null, kbps: null, lossPercent: null, jitterMs: null, codec: null };
+    if (!main) return { width: 0, height: 0, fps: null, kbps: null, lossPercent: null, jitterMs: null, codec: null, silent: false, froze: false };
     const rates = this.rates(main);
+    const other = video && audio ? this.rates(audio) : null;
+    const packets = [rates.packets, other?.packets].filter((p) => p != null);
     const codec = main.codecId ? report.get(main.codecId)?.mimeType?.replace(/^(video|audio)\//, "") ?? null : null;
     return {
       width: video?.frameWidth ?? 0,
@@ -128,6 +147,8 @@ export class Meter {
       lossPercent: rates.lossPercent,
       jitterMs: main.jitter != null ? Math.round(main.jitter * 1000) : null,
       codec,
+      silent: packets.length > 0 && packets.every((p) => p === 0) && (main.packetsReceived ?? 0) + (other ? audio.packetsReceived ?? 0 : 0) > 0,
+      froze: rates.froze,
     };
   }
 
@@ -150,6 +171,7 @@ export class Meter {
         kbps: rates.kbps,
         active: s.active !== false,
         limitedBy: s.qualityLimitationReason && s.qualityLimitationReason !== "none" ? s.qualityLimitationReason : null,
+        resentPercent: rates.resentPercent,
       });
     }
     return layers.sort((a, b) => a.height - b.height);
@@ -157,17 +179,15 @@ export class Meter {
 }
 
 /**
- * Our uplink's loss, from what the other end reports back (remote-inbound-rtp), in %.
+ * Our uplink's loss, from what the other end reports back (remote-inbound-rtp), in %: the
+ * worst of our streams (an average would let paused simulcast layers, which lose nothing,
+ * hide the loss of those that flow).
  * @param {RTCStatsReport} report
  */
 export function uplinkLoss(report) {
-  let lost = 0;
-  let total = 0;
+  let worst = null;
   for (const s of report.values()) {
-    if (s.type === "remote-inbound-rtp" && s.fractionLost != null) {
-      lost += s.fractionLost;
-      total += 1;
-    }
+    if (s.type === "remote-inbound-rtp" && s.fractionLost != null) worst = Math.max(worst ?? 0, s.fractionLost);
   }
-  return total ? Math.round((1000 * lost) / total) / 10 : null;
+  return worst == null ? null : Math.round(1000 * worst) / 10;
 }

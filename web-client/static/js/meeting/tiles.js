@@ -118,6 +118,7 @@ export class Tiles {
         { class: self ? "tile self" : "tile", "data-participant": view.id, "data-showing": "no", tabindex: "0" },
         video,
         el("div", { class: "avatar", "aria-hidden": "true" }),
+        el("p", { class: "note", hidden: true }),
         el(
           "figcaption",
           {},
@@ -209,7 +210,7 @@ export class Tiles {
     return [...this.screens.keys()];
   }
 
-  /// The quality indicator: "good", "fair", "poor", or null when nothing is known yet.
+  /// The quality indicator: "good", "fair", "poor", "lost", or null when nothing is known yet.
   quality(id, level) {
     const tile = this.tiles.get(id);
     if (!tile) return;
@@ -217,6 +218,16 @@ export class Tiles {
     else delete tile.node.dataset.quality;
     const button = tile.node.querySelector(".info");
     if (button) button.setAttribute("aria-label", level ? t("tiles.details_level", { level: t(`quality.${level}`) }) : t("tiles.details"));
+  }
+
+  /// A line on the tile saying why its video does not play, or that what we send arrives
+  /// poorly (on our own); `null` removes it.
+  note(id, text) {
+    const note = this.tiles.get(id)?.node.querySelector(".note");
+    if (!(note instanceof HTMLElement)) return;
+    if ((note.textContent || null) === text) return;
+    note.textContent = text ?? "";
+    note.hidden = !text;
   }
 
   /// Opens (or closes) one tile's connection popover; it refreshes while open.
@@ -262,6 +273,11 @@ export class Tiles {
   /// The tile's height on screen in CSS pixels (0 if hidden).
   height(id) {
     return this.tiles.get(id)?.video.clientHeight ?? 0;
+  }
+
+  /// The dominant speaker's id, or null before anyone spoke.
+  dominantId() {
+    return this.container.dataset.dominant ?? null;
   }
 
   /// Marks the dominant speaker (from the SFU): the large tile in speaker view.

@@ -421,6 +421,24 @@ function startCall(name) {
     speakerView.setAttribute("aria-pressed", String(on));
     speakerView.textContent = on ? t("call.grid_view") : t("call.speaker_view");
   });
+  // Low-bandwidth mode: sound, and video from whoever speaks only. The call suggests it by
+  // itself when our downlink looks too thin (the relay paused video for it, or most of what
+  // reaches us has been poor for a while).
+  const lowBandwidth = $("#low-bandwidth");
+  const hint = $("#bandwidth-hint");
+  const setLowBandwidth = (on) => {
+    call.setLowBandwidth(on);
+    lowBandwidth.setAttribute("aria-pressed", String(on));
+    hint.hidden = true;
+  };
+  lowBandwidth.addEventListener("click", () => setLowBandwidth(!call.lowBandwidth));
+  $("#bandwidth-hint-on").addEventListener("click", () => setLowBandwidth(true));
+  $("#bandwidth-hint-close").addEventListener("click", () => {
+    hint.hidden = true;
+  });
+  call.onThinDownlink = () => {
+    hint.hidden = false;
+  };
   $("#leave").addEventListener("click", () => call.leave());
   // Shortcuts: single keys, never while typing in a field or with a modifier held.
   const shortcuts = { m: "#toggle-mic", v: "#toggle-camera", s: "#toggle-screen", h: "#toggle-hand", c: "#toggle-chat", p: "#toggle-people" };
