@@ -64,8 +64,8 @@ impl Share {
 }
 
 /// Shares one subscriber's downlink `budget` (bit/s) among its video slots. The tallest
-/// tiles come first: each gets its smallest layer while the total fits, and a slot for which
-/// even that does not fit is paused (so a thin downlink is left to audio rather than to
+/// tiles come first: each gets its smallest layer while the total fits (to within
+/// [`PAUSE_SHORTFALL`]), and a slot for which even that does not fit is paused (so a thin downlink is left to audio rather than to
 /// video that could not play anyway); a paused slot resumes only once its smallest layer
 /// fits with [`RESUME_HEADROOM`] to spare, so that it does not flap. Then the tallest tiles
 /// are raised first, each as far as [`choose`] would go with no budget while the total still
@@ -91,8 +91,8 @@ pub fn allocate(slots: &[SlotDemand], budget: u64) -> Vec<Share> {
     let mut shown = vec![false; slots.len()];
     for &slot in &priority {
         let need = rate(slot, 0);
-        let room = if slots[slot].paused { need * RESUME_HEADROOM.0 / RESUME_HEADROOM.1 } else { need };
-        if total + room <= budget {
+        let (num, den) = if slots[slot].paused { RESUME_HEADROOM } else { PAUSE_SHORTFALL };
+        if total + need * num / den <= budget {
             total += need;
             shown[slot] = true;
         }
@@ -129,6 +129,12 @@ pub fn allocate(slots: &[SlotDemand], budget: u64) -> Vec<Share> {
 
 /// How much more than its smallest layer's rate a paused slot needs before it resumes: 5/4.
 pub const RESUME_HEADROOM: (u64, u64) = (5, 4);
+
+/// How far below its smallest layer's rate a playing slot's room may fall before it pauses:
+/// to 3/4. A layer's measured rate is its peak's neighbour (keyframes), and an estimate
+/// wobbles; a slot that pauses and resumes with every wobble freezes more than one that
+/// overshoots a little.
+pub const PAUSE_SHORTFALL: (u64, u64) = (3, 4);
 
 /// How much a tile may enlarge a layer before the next one up is worth its bits: 5/4, so
 /// a 180-line layer serves tiles up to 225 lines.
@@ -215,11 +221,12 @@ mod tests {
         assert_ne!(shares[2], Share::Paused, "the speaker is the last to pause");
         // 100 kbit/s: nothing fits; every slot pauses, audio keeps what there is.
         assert!(allocate(&slots, 100_000).iter().all(|s| *s == Share::Paused));
-        // A paused slot comes back only with a quarter to spare: at 160 kbit/s a playing
-        // slot keeps playing, a paused one stays paused until 187.5 kbit/s.
+        // Between 112.5 and 187.5 kbit/s a slot stays as it was: a playing one plays on
+        // (a wobbling estimate does not stop it), a paused one waits for a quarter to spare.
         let alone = |paused| vec![SlotDemand { layers: camera(), wanted_height: 720, paused }];
-        assert_eq!(allocate(&alone(false), 160_000), vec![Share::Rate(325_000)]);
-        assert_eq!(allocate(&alone(true), 160_000), vec![Share::Paused]);
+        assert_eq!(allocate(&alone(false), 112_500), vec![Share::Rate(325_000)]);
+        assert_eq!(allocate(&alone(false), 112_000), vec![Share::Paused]);
+        assert_eq!(allocate(&alone(true), 187_000), vec![Share::Paused]);
         assert_eq!(allocate(&alone(true), 187_500), vec![Share::Rate(325_000)]);
     }
 }

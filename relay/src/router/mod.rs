@@ -1129,7 +1129,11 @@ impl Router {
                 notices.push(Notice::Paused { peer: peer.key.clone(), slots });
             }
             if desired > 0 {
-                let _ = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().set_bitrate(Bitrate::bps(desired / 2), Bitrate::bps(desired))));
+                // No padding to sustain while video is paused for bandwidth: the link is
+                // full already, and padding would cost the audio. Probes still look for room.
+                let starved = peer.slots.iter().any(|s| s.paused == Some(Pause::Bandwidth));
+                let minimum = if starved { 0 } else { desired / 2 };
+                let _ = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired))));
                 if !peer.dirty {
                     peer.dirty = true;
                     self.dirty.push(index);
