@@ -54,11 +54,13 @@ pub enum Share {
 }
 
 impl Share {
-    /// The budget to pass to [`choose`].
+    /// The budget to pass to [`choose`] (none: the smallest layer, for a slot that has not
+    /// paused yet).
     pub fn budget(self) -> Option<u64> {
         match self {
             Share::Rate(rate) => Some(rate),
-            Share::Paused | Share::Unknown => None,
+            Share::Paused => Some(0),
+            Share::Unknown => None,
         }
     }
 }

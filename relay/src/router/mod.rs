@@ -60,6 +60,9 @@ const LAYER_STALE: Duration = Duration::from_secs(1);
 const STALE_INGRESS: Duration = Duration::from_millis(300);
 /// How often str0m reports each stream's NACK, PLI and loss figures (for `/metrics`).
 const STATS_EVERY: Duration = Duration::from_secs(5);
+/// How long a subscriber's downlink must stay short of a slot's smallest layer before the
+/// slot pauses.
+const PAUSE_AFTER: Duration = Duration::from_secs(2);
 /// What one forwarded audio stream is reckoned to need, bit/s.
 const AUDIO_RATE: u64 = 40_000;
 /// What BWE starts from for each subscriber.
@@ -1077,9 +1080,15 @@ impl Router {
                 .sum::<u64>()
                 + audio;
             if let Some(estimate) = peer.estimate {
-                let budget = (estimate * 85 / 100).saturating_sub(audio);
+                let budget = |estimate: u64| (estimate * 85 / 100).saturating_sub(audio);
                 let competing: Vec<SlotDemand> = shown.iter().map(|&k| demands[k].clone()).collect();
-                for (&k, share) in shown.iter().zip(allocate(&competing, budget)) {
+                // Layers follow the whole estimate; a pause needs the delay-based part to
+                // agree (random loss lowers the loss-based part, and video that arrives,
+                // however lossy, must not stop for it: the smallest layer plays on).
+                let delay = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().delay_estimate())).ok().flatten().map_or(estimate, |d| d.as_u64());
+                let pausable = allocate(&competing, budget(delay.max(estimate)));
+                for ((&k, share), pausable) in shown.iter().zip(allocate(&competing, budget(estimate))).zip(pausable) {
+                    let share = if share == Share::Paused && pausable != Share::Paused { Share::Rate(0) } else { share };
                     peer.slots[video[k]].share = share;
                 }
             }
@@ -1087,9 +1096,19 @@ impl Router {
             for (&i, demand) in video.iter().zip(&demands) {
                 let slot = &mut peer.slots[i];
                 let source = slot.source.expect("filtered");
+                // A playing slot pauses for bandwidth only once the shortfall has lasted
+                // [`PAUSE_AFTER`]: an estimate that dips (random loss lowers it for a moment)
+                // must not stop video that arrives.
+                let short = slot.share == Share::Paused;
+                if !short {
+                    slot.short_since = None;
+                } else if slot.paused.is_none() && slot.short_since.is_none() {
+                    slot.short_since = Some(now);
+                }
+                let lasting = slot.paused == Some(Pause::Bandwidth) || slot.short_since.is_some_and(|t| now.saturating_duration_since(t) >= PAUSE_AFTER);
                 let pause = if demand.wanted_height == 0 {
                     Some(Pause::Hidden)
-                } else if slot.share == Share::Paused {
+                } else if short && lasting {
                     Some(Pause::Bandwidth)
                 } else {
                     None

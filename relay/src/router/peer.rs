@@ -117,6 +117,8 @@ pub(crate) struct Slot {
     pub share: Share,
     /// Why this video slot forwards nothing although it has a source, if it does not.
     pub paused: Option<Pause>,
+    /// Since when `layers::allocate` has wanted this playing slot paused for bandwidth.
+    pub short_since: Option<Instant>,
 }
 
 /// Why a video slot with a source forwards nothing (`Notice::Paused` tells the subscriber).
@@ -140,7 +142,18 @@ impl Pause {
 impl Slot {
     pub fn new(mid: Mid, kind: MediaKind, now: Instant) -> Slot {
         let clock_rate = if kind == MediaKind::Audio { 48_000 } else { 90_000 };
-        Slot { mid, kind, ssrc: None, source: None, splicer: Splicer::new(clock_rate), layer_since: now, chosen_for: None, share: Share::Unknown, paused: None }
+        Slot {
+            mid,
+            kind,
+            ssrc: None,
+            source: None,
+            splicer: Splicer::new(clock_rate),
+            layer_since: now,
+            chosen_for: None,
+            share: Share::Unknown,
+            paused: None,
+            short_since: None,
+        }
     }
 }
 

@@ -1420,6 +1420,10 @@ impl Session {
         }
     }
 
+    pub fn bwe_delay_estimate(&self) -> Option<Bitrate> {
+        self.bwe.as_ref()?.delay_estimate()
+    }
+
     pub fn reset_bwe(&mut self, init_bitrate: Bitrate) {
         if let Some(bwe) = self.bwe.as_mut() {
             bwe.reset(init_bitrate);

@@ -91,6 +91,15 @@ impl<'a> Bwe<'a> {
         m.no_events();
     }
 
+    /// The delay-based part of the estimate alone (confab's patch): what the growth of
+    /// queueing delay allows, unlowered by random loss (the loss-based controller's share).
+    pub fn delay_estimate(&mut self) -> Option<Bitrate> {
+        let mut m = self.0.mutate();
+        let estimate = m.session.bwe_delay_estimate();
+        m.no_events();
+        estimate
+    }
+
     /// Reset the BWE with a new init_bitrate
     ///
     /// This discards the current estimator state and starts estimation again

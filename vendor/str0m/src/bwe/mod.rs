@@ -113,6 +113,11 @@ impl Bwe {
         self.bwe.last_estimate()
     }
 
+    /// The delay-based estimate alone: what queueing says, whatever random loss says.
+    pub fn delay_estimate(&self) -> Option<Bitrate> {
+        self.bwe.delay_controller.last_estimate()
+    }
+
     pub fn on_media_sent(&mut self, payload_size: DataSize, is_padding: bool, now: Instant) {
         if !is_padding {
             // Update ALR detector with media bytes sent
