@@ -74,7 +74,7 @@ async fn main() {
         loadtest.args(["--janus", &server.url, "--server-pid", &server.child.id().to_string(), "--bind-ip", &server.ns.host_ip.to_string()]);
         _janus = Some(server);
     } else {
-        let (node, link, _) = start_meeting(&["--mesh-threshold", "0", "--relay-listen", LOOPBACK_RELAY], "bench").await;
+        let (node, link, _) = start_meeting(&["--mesh-threshold", "0", "--relay-listen", LOOPBACK_RELAY, "--seats-per-address", "0"], "bench").await;
         loadtest.args(["--link", &link, "--insecure", "--server-pid", &node.pid().to_string(), "--bind-ip", &node.ip()]);
         _node = Some(node);
     }
@@ -86,8 +86,11 @@ async fn main() {
 /// The bots' audio latency alone, then beside a flood of `sfu-offer`s from another meeting
 /// on the same (only) relay shard.
 async fn next_door_flood(bots: u32, args: &[String]) {
-    let (node, links) =
-        start_meetings(&["--mesh-threshold", "0", "--relay-shards", "1", "--relay-listen", LOOPBACK_RELAY], &["quiet", "flooded", "next-door"]).await;
+    let (node, links) = start_meetings(
+        &["--mesh-threshold", "0", "--relay-shards", "1", "--relay-listen", LOOPBACK_RELAY, "--seats-per-address", "0"],
+        &["quiet", "flooded", "next-door"],
+    )
+    .await;
     let [(quiet, _), (flooded, _), (next_door, _)] = &links[..] else { unreachable!("three meetings") };
     let mut p95 = Vec::new();
     for (name, link, flood) in [("alone", &quiet, None), ("flood", &flooded, Some(&next_door))] {

@@ -51,6 +51,28 @@ pub async fn connect(link: &Link, tls: Arc<rustls::ClientConfig>) -> anyhow::Res
     Ok(socket)
 }
 
+/// Connects and joins as `name`, with the welcome. A node that says to come back later
+/// (`join_rate_limited`: fresh joins from one address come 20 at once, then one a second)
+/// is asked again a second later, as the web client does.
+async fn join(link: &Link, tls: Arc<rustls::ClientConfig>, name: &str) -> anyhow::Result<(Socket, Value)> {
+    for _ in 0..JOIN_TRIES {
+        let mut socket = connect(link, tls.clone()).await?;
+        send(&mut socket, json!({"type": "join", "v": 1, "invite": link.invite, "name": name, "audio": true, "video": true})).await?;
+        let welcome = next(&mut socket).await?;
+        if welcome["type"] == "welcome" {
+            return Ok((socket, welcome));
+        }
+        if welcome["code"] != "join_rate_limited" {
+            bail!("the node refused the join: {welcome}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    bail!("the node kept refusing the join as too many at once ({JOIN_TRIES} tries)")
+}
+
+/// How often a bot asks again to join after `join_rate_limited`.
+const JOIN_TRIES: usize = 300;
+
 async fn send(socket: &mut Socket, message: Value) -> anyhow::Result<()> {
     socket.send(Message::text(message.to_string())).await.context("the signaling connection dropped")
 }
@@ -88,12 +110,7 @@ impl Bot {
     }
 
     async fn session(&self, shared: &Shared, timeline: &Timeline, started: Instant, outcome: &mut BotOutcome) -> anyhow::Result<()> {
-        let mut socket = connect(&self.link, self.tls.clone()).await?;
-        send(&mut socket, json!({"type": "join", "v": 1, "invite": self.link.invite, "name": self.name, "audio": true, "video": true})).await?;
-        let welcome = next(&mut socket).await?;
-        if welcome["type"] != "welcome" {
-            bail!("the node refused the join: {welcome}");
-        }
+        let (mut socket, welcome) = join(&self.link, self.tls.clone(), &self.name).await?;
         outcome.joined_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         shared.joined.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let me = welcome["you"]["id"].as_str().unwrap_or_default().to_string();
@@ -271,12 +288,7 @@ impl Flooder {
     }
 
     async fn session(&self, end: Instant, outcome: &mut FloodOutcome) -> anyhow::Result<()> {
-        let mut socket = connect(&self.link, self.tls.clone()).await?;
-        send(&mut socket, json!({"type": "join", "v": 1, "invite": self.link.invite, "name": self.name, "audio": true, "video": true})).await?;
-        let welcome = next(&mut socket).await?;
-        if welcome["type"] != "welcome" {
-            bail!("the node refused the join: {welcome}");
-        }
+        let (mut socket, welcome) = join(&self.link, self.tls.clone(), &self.name).await?;
         let mut mode = welcome["mode"].as_str().unwrap_or_default().to_string();
         while mode != "sfu" {
             let m = next(&mut socket).await?;
