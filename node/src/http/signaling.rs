@@ -597,12 +597,9 @@ pub fn relay_notice(state: &AppState, notice: Notice) {
     match notice {
         Notice::Slots { peer, slots } => {
             // A participant of a meeting homed elsewhere: their room is there.
-            if let Some(cluster) = &state.cluster {
-                let home = cluster.home_of(&peer.room);
-                if home != cluster.own_key() {
-                    state.edges.slots_to_home(&home, peer, slots);
-                    return;
-                }
+            if let Some(home) = home_elsewhere(state, &peer.room) {
+                state.edges.slots_to_home(&home, peer, slots);
+                return;
             }
             let slots = slots.into_iter().map(|(mid, participant, kind)| SlotView { mid, participant: ParticipantId(participant), kind }).collect();
             state.hub.notify(&peer.room, ParticipantId(peer.participant), ServerMessage::SfuSlots { slots });
@@ -611,17 +608,21 @@ pub fn relay_notice(state: &AppState, notice: Notice) {
         Notice::Gone { peer } => tracing::info!(room = %peer.room, participant = peer.participant, "the relay lost a participant's connection"),
         Notice::Layers { peer, mid, active } => state.hub.notify(&peer.room, ParticipantId(peer.participant), ServerMessage::SfuLayers { mid, active }),
         Notice::Paused { peer, slots } => {
-            if let Some(cluster) = &state.cluster {
-                let home = cluster.home_of(&peer.room);
-                if home != cluster.own_key() {
-                    state.edges.paused_to_home(&home, peer, slots);
-                    return;
-                }
+            if let Some(home) = home_elsewhere(state, &peer.room) {
+                state.edges.paused_to_home(&home, peer, slots);
+                return;
             }
             let slots = slots.into_iter().map(|(mid, reason)| PausedSlot { mid, reason }).collect();
             state.hub.notify(&peer.room, ParticipantId(peer.participant), ServerMessage::SfuPaused { slots });
         }
     }
+}
+
+/// In a cluster, the node `room` is homed at when that is another one.
+fn home_elsewhere(state: &AppState, room: &str) -> Option<[u8; 32]> {
+    let cluster = state.cluster.as_ref()?;
+    let home = cluster.home_of(room);
+    (home != cluster.own_key()).then_some(home)
 }
 
 fn protocol_failure(e: actix_ws::ProtocolError) -> ProtocolError {

@@ -1138,10 +1138,10 @@ impl Router {
                 }
                 slot.chosen_for = Some(demand.wanted_height);
             }
-            // A slot that lost its source is no longer paused either.
-            for slot in peer.slots.iter_mut().filter(|s| s.source.is_none() && s.paused.is_some()) {
-                slot.paused = None;
-                paused_changed = true;
+            // A slot that lost its source is no longer paused, nor on its way to.
+            for slot in peer.slots.iter_mut().filter(|s| s.source.is_none()) {
+                slot.short_since = None;
+                paused_changed |= slot.paused.take().is_some();
             }
             if paused_changed {
                 let slots = peer.slots.iter().filter_map(|s| Some((s.mid.to_string(), s.paused?.reason()))).collect();

@@ -224,10 +224,11 @@ export class Call {
     const px = (/** @type {number} */ css) => Math.round(css * devicePixelRatio);
     // In low-bandwidth mode every camera but the speaker's is reported as not shown
     // (height 0): the relay sends none of them.
-    const hidden = (/** @type {string} */ id) => this.lowBandwidth && id !== this.speaker;
-    const cameras = [...this.participants.keys()].map((id) => ({ participant: id, height: hidden(id) ? 0 : px(this.tiles.height(id)), off: hidden(id) }));
-    const screens = this.tiles.screenIds().filter((id) => id !== this.me?.id).map((id) => ({ participant: id, screen: true, height: px(this.tiles.screenHeight(id)), off: false }));
-    const tiles = [...cameras, ...screens].filter((t) => t.height > 0 || t.off).map(({ off, ...tile }) => tile);
+    const cameras = [...this.participants.keys()]
+      .map((id) => ({ participant: id, height: this.speakerOnly(id) ? 0 : px(this.tiles.height(id)) }))
+      .filter((t) => t.height > 0 || this.speakerOnly(t.participant));
+    const screens = this.tiles.screenIds().filter((id) => id !== this.me?.id).map((id) => ({ participant: id, screen: true, height: px(this.tiles.screenHeight(id)) }));
+    const tiles = [...cameras, ...screens.filter((t) => t.height > 0)];
     const text = JSON.stringify(tiles);
     if (text === this.lastView) return;
     this.lastView = text;
@@ -265,7 +266,7 @@ export class Call {
       const s = stats.find((x) => x.id === view.id);
       // Video that will not come on the new path (paused by the relay, or low-bandwidth
       // mode) is not waited for.
-      const video = view.video && !(this.lowBandwidth && view.id !== this.speaker) && !(want === "sfu" && this.slotPause(view.id));
+      const video = view.video && !this.heldBack(view.id, want);
       const decoding = s && (video ? s.framesDecoded > 0 : view.audio ? s.totalSamplesReceived > 0 : s.connectionState === "connected");
       if (!decoding || this.mode !== want) continue;
       if (want === "sfu") {
@@ -468,7 +469,7 @@ export class Call {
       onState: () => {},
     });
     this.peers.set(view.id, peer);
-    if (this.lowBandwidth) peer.receiveCamera(view.id === this.speaker);
+    if (this.speakerOnly(view.id)) peer.receiveCamera(false);
     setTimeout(() => {
       if (this.mode === "mesh" && this.peers.get(view.id) === peer && peer.pc.connectionState !== "connected") {
         log("warn", `${view.id}: no direct connection after ${MESH_CONNECT_TIMEOUT_MS / 1000} s; asking for the SFU`);
@@ -750,19 +751,26 @@ export class Call {
     if (this.lowBandwidth) this.applyLowBandwidth();
   }
 
+  /// Whether low-bandwidth mode holds `id`'s camera back: it is on, and they are not the speaker.
+  speakerOnly(id) {
+    return this.lowBandwidth && id !== this.speaker;
+  }
+
   applyLowBandwidth() {
-    for (const [id, peer] of this.peers) peer.receiveCamera(!this.lowBandwidth || id === this.speaker);
+    for (const [id, peer] of this.peers) peer.receiveCamera(!this.speakerOnly(id));
     if (this.sfu) this.reportView();
     this.showNotes();
   }
 
-  /// Why a participant's camera does not reach us although it is on, if it does not:
-  /// "bandwidth" (the SFU paused it for our downlink) or "hidden" (low-bandwidth mode).
+  /// Why a participant's camera does not reach us although it is on, if it does not.
   pausedBecause(id) {
-    if (!this.participants.get(id)?.video) return null;
-    const paused = this.shownVia.get(id) === "sfu" ? this.slotPause(id) : null;
-    if (paused) return paused;
-    return this.lowBandwidth && id !== this.speaker ? "hidden" : null;
+    return this.participants.get(id)?.video ? this.heldBack(id, this.shownVia.get(id) ?? "mesh") : null;
+  }
+
+  /// Why `id`'s camera would not reach us on path `via` ("mesh" or "sfu"), if it would not:
+  /// "bandwidth" (the SFU paused its slot for our downlink) or "hidden" (low-bandwidth mode).
+  heldBack(id, via) {
+    return (via === "sfu" ? this.slotPause(id) : null) ?? (this.speakerOnly(id) ? "hidden" : null);
   }
 
   /// Why the relay sends nothing on the slot that carries `id`'s camera, if it does not.
