@@ -369,7 +369,9 @@ impl Directory {
         } else {
             let Some(entry) = self.rooms.get(&room) else { return Vec::new() };
             match &control {
-                remote::Control::KeyframeRequest { publisher, .. } => entry.local.get(publisher).copied().into_iter().collect(),
+                remote::Control::KeyframeRequest { publisher, .. } | remote::Control::Loss { publisher, .. } => {
+                    entry.local.get(publisher).copied().into_iter().collect()
+                }
                 _ => Self::shards_of(entry),
             }
         };

@@ -41,6 +41,7 @@ pub(crate) enum Control {
     Demand { room: String, shard: ShardId, demand: Vec<(u64, String, Vec<Option<String>>)> },
     Plan { room: String, home: ShardId, plan: WirePlan },
     KeyframeRequest { room: String, publisher: u64, mid: String, layer: Option<String> },
+    Loss { room: String, publisher: u64, mid: String, fraction: u8 },
 }
 
 impl Control {
@@ -52,7 +53,8 @@ impl Control {
             | Control::Layers { room, .. }
             | Control::Demand { room, .. }
             | Control::Plan { room, .. }
-            | Control::KeyframeRequest { room, .. } => room,
+            | Control::KeyframeRequest { room, .. }
+            | Control::Loss { room, .. } => room,
         }
     }
 
@@ -185,6 +187,7 @@ pub(crate) fn encode_control(name: &str, message: &Handoff, now: Instant, to: No
         Handoff::KeyframeRequest { feed, .. } => {
             Control::KeyframeRequest { room, publisher: feed.publisher, mid: feed.mid.to_string(), layer: rid_name(feed.layer) }
         }
+        Handoff::Loss { feed, fraction, .. } => Control::Loss { room, publisher: feed.publisher, mid: feed.mid.to_string(), fraction: *fraction },
     };
     Some(serde_json::to_vec(&control).expect("control messages always serialize"))
 }
@@ -239,6 +242,7 @@ pub(crate) fn handoff(control: Control, room: RoomId, now: Instant) -> Handoff {
         Control::KeyframeRequest { publisher, mid: m, layer, .. } => {
             Handoff::KeyframeRequest { room, feed: Feed { publisher, mid: mid(&m), layer: rid(&layer) } }
         }
+        Control::Loss { publisher, mid: m, fraction, .. } => Handoff::Loss { room, feed: Feed { publisher, mid: mid(&m), layer: None }, fraction },
     }
 }
 

@@ -5,7 +5,8 @@
 //! microphone in each window.
 //!
 //!     cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20]
-//!         [--delay 0,50,150] [--down 0,1000,400,150] [--seconds 15] [--firefox]
+//!         [--delay 0,50,150] [--down 0,1000,400,150] [--up 0,300] [--outage N]
+//!         [--seconds 15] [--firefox]
 //!
 //! - `--mode`: `sfu` (the meeting runs through the node, `--mesh-threshold 0`) and/or `mesh`
 //!   (a direct connection between the two browsers), one meeting each.
@@ -14,6 +15,12 @@
 //!   relay in `support/impair.rs`; through the SFU only: in the mesh the browsers' direct
 //!   path does not pass it, and such cells are skipped with a line saying so).
 //! - `--down`: a cap on UDP towards Bo in kbit/s (`tc`; 0: none).
+//! - `--up`: a cap on UDP from Bo in kbit/s (0: none). Cells with a cap also print what Ana
+//!   receives of Bo (`Ana ← Bo`): Bo is then the publisher on a thin uplink.
+//! - `--outage N`: after the cells, N times: every UDP datagram to and from Bo is dropped
+//!   for 2 s, then the link is back; printed: how long after that Bo's audio (samples that
+//!   are not concealment) and Ana's video (a frame decoded) come back, polled as fast as the
+//!   page answers (~20-60 ms), and the frames frozen over the next 5 s.
 //!
 //! Each cell: the impairment set, 3 s for the receivers to settle, then a window of
 //! `--seconds`. Printed per cell: frames decoded of those sent, freezes (`freezeCount`,
@@ -22,20 +29,22 @@
 //! round trip. Traffic stays on loopback and in the namespace.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use confab_tests::conditions::{Window, window};
+use confab_tests::conditions::{Reception, Window, window};
 use confab_tests::impair::{Impairment, UdpImpairer};
 use confab_tests::meeting::{Participant, start_meeting};
 use confab_tests::netns::Namespace;
 
-const USAGE: &str = "usage: cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20] [--delay 0,50,150] [--down 0,1000,400,150] [--seconds 15] [--firefox]";
+const USAGE: &str = "usage: cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20] [--delay 0,50,150] [--down 0,1000,400,150] [--up 0,300] [--outage N] [--seconds 15] [--firefox]";
 
 struct Plan {
     modes: Vec<String>,
     losses: Vec<u32>,
     delays: Vec<u64>,
     downs: Vec<u32>,
+    ups: Vec<u32>,
+    outages: u32,
     seconds: u64,
     firefox: bool,
 }
@@ -46,8 +55,16 @@ fn list<T: std::str::FromStr>(value: Option<String>) -> Vec<T> {
 }
 
 fn plan() -> Plan {
-    let mut plan =
-        Plan { modes: vec!["sfu".into(), "mesh".into()], losses: vec![0, 2, 5, 10, 20], delays: vec![0], downs: vec![0], seconds: 15, firefox: false };
+    let mut plan = Plan {
+        modes: vec!["sfu".into(), "mesh".into()],
+        losses: vec![0, 2, 5, 10, 20],
+        delays: vec![0],
+        downs: vec![0],
+        ups: vec![0],
+        outages: 0,
+        seconds: 15,
+        firefox: false,
+    };
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -55,6 +72,8 @@ fn plan() -> Plan {
             "--loss" => plan.losses = list(args.next()),
             "--delay" => plan.delays = list(args.next()),
             "--down" => plan.downs = list(args.next()),
+            "--up" => plan.ups = list(args.next()),
+            "--outage" => plan.outages = args.next().and_then(|s| s.parse().ok()).expect(USAGE),
             "--seconds" => plan.seconds = args.next().and_then(|s| s.parse().ok()).expect(USAGE),
             "--firefox" => plan.firefox = true,
             other => panic!("unknown argument `{other}`; {USAGE}"),
@@ -67,8 +86,8 @@ fn plan() -> Plan {
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     let plan = plan();
-    println!("| mode | loss | delay | down | frames decoded | freezes | frozen | audio concealed | height | NACKs | PLIs | RTX | RTT |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| mode | receiver | loss | delay | down | up | frames decoded | freezes | frozen | audio concealed | height | NACKs | PLIs | RTX | RTT |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for mode in &plan.modes {
         run_mode(&plan, mode == "sfu").await;
     }
@@ -108,35 +127,101 @@ async fn run_mode(plan: &Plan, sfu: bool) {
     .await;
     for &delay in &plan.delays {
         if delay > 0 && !sfu {
-            println!("| {via} | | {delay} ms | | skipped: in the mesh the direct path does not pass the delay relay | | | | | | | | |");
+            println!("| {via} | | | {delay} ms | | | skipped: in the mesh the direct path does not pass the delay relay | | | | | | | | |");
             continue;
         }
         impairer.set((delay > 0).then(|| Impairment { delay: Duration::from_millis(delay), jitter: Duration::from_millis(delay / 3) }));
-        for &down in &plan.downs {
-            if down > 0 {
+        for &up in &plan.ups {
+            ns.limit_udp_uplink(up);
+            for &down in &plan.downs {
                 ns.limit_udp_downlink(down);
-            } else {
-                ns.unlimit();
+                for &loss in &plan.losses {
+                    ns.lose_udp(loss);
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    let cell = Cell { via, loss, delay, down, up };
+                    let length = Duration::from_secs(plan.seconds);
+                    if up > 0 {
+                        // Both ways at once: Bo receiving, and Bo publishing on his thin uplink.
+                        let (to_bo, from_bo) = tokio::join!(window(&a, &b, &ida, &idb, length), window(&b, &a, &idb, &ida, length));
+                        print_row(&cell, "Bo ← Ana", &to_bo);
+                        print_row(&cell, "Ana ← Bo", &from_bo);
+                    } else {
+                        print_row(&cell, "Bo ← Ana", &window(&a, &b, &ida, &idb, length).await);
+                    }
+                }
+                ns.lose_udp(0);
             }
-            for &loss in &plan.losses {
-                ns.lose_udp(loss);
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                let w = window(&a, &b, &ida, &idb, Duration::from_secs(plan.seconds)).await;
-                print_row(via, loss, delay, down, &w);
-            }
-            ns.lose_udp(0);
         }
     }
     ns.unlimit();
     impairer.set(None);
+    for _ in 0..plan.outages {
+        outage(&ns, &a, &b, &ida, &idb, via).await;
+    }
 }
 
-fn print_row(via: &str, loss: u32, delay: u64, down: u32, w: &Window) {
+/// Every UDP datagram to and from Bo lost for 2 s, then the link back: how soon Bo hears
+/// Ana again, how soon Ana sees Bo again (each direction's first sign after the link is
+/// back), and what freezes in the 5 s after.
+async fn outage(ns: &Namespace, a: &Participant, b: &Participant, ida: &str, idb: &str, via: &str) {
+    // Settled first: whatever an earlier cell left behind is over.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let heard = |r: &Reception| r.samples.saturating_sub(r.concealed);
+    ns.lose_udp(100);
+    ns.lose_udp_out(100);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (bo0, ana0) = tokio::join!(b.reception(ida), a.reception(idb));
+    let (bo0, ana0) = (bo0.unwrap_or_default(), ana0.unwrap_or_default());
+    ns.lose_udp(0);
+    ns.lose_udp_out(0);
+    let back = Instant::now();
+    let (mut audio, mut video_bo, mut video_ana) = (None, None, None);
+    while back.elapsed() < Duration::from_secs(10) && (audio.is_none() || video_bo.is_none() || video_ana.is_none()) {
+        let (bo, ana) = tokio::join!(b.reception(ida), a.reception(idb));
+        let (bo, ana) = (bo.unwrap_or_default(), ana.unwrap_or_default());
+        let now = back.elapsed();
+        if audio.is_none() && heard(&bo) > heard(&bo0) {
+            audio = Some(now);
+        }
+        if video_bo.is_none() && bo.frames_decoded > bo0.frames_decoded {
+            video_bo = Some(now);
+        }
+        if video_ana.is_none() && ana.frames_decoded > ana0.frames_decoded {
+            video_ana = Some(now);
+        }
+    }
+    let after = window(a, b, ida, idb, Duration::from_secs(5)).await;
+    let ms = |d: Option<Duration>| d.map_or("not within 10 s".to_string(), |d| format!("{} ms", d.as_millis()));
+    println!(
+        "outage 2 s ({via}): Bo hears Ana after {}, sees her after {}; Ana sees Bo after {}; the 5 s after: {:.1} % of frames, {} freezes ({:.2} s), {}p, audio concealed {:.2} %",
+        ms(audio),
+        ms(video_bo),
+        ms(video_ana),
+        100.0 * after.decoded_share(),
+        after.freeze_count,
+        after.frozen.as_secs_f64(),
+        after.frame_height,
+        100.0 * after.concealed_share()
+    );
+}
+
+/// One cell's conditions.
+struct Cell<'a> {
+    via: &'a str,
+    loss: u32,
+    delay: u64,
+    down: u32,
+    up: u32,
+}
+
+fn print_row(cell: &Cell, receiver: &str, w: &Window) {
+    let Cell { via, loss, delay, down, up } = *cell;
     let delay = if delay > 0 { format!("{delay} ± {} ms", delay / 3) } else { "0".into() };
-    let down = if down > 0 { format!("{down} kbit/s") } else { "none".into() };
+    let cap = |kbit: u32| if kbit > 0 { format!("{kbit} kbit/s") } else { "none".into() };
+    let (down, up) = (cap(down), cap(up));
     let path = if w.path == via { String::new() } else { format!(" (on {})", w.path) };
     println!(
-        "| {via}{path} | {loss} % | {delay} | {down} | {:.1} % ({} of {}) | {} | {:.2} s | {:.2} % | {}p | {} | {} | {} | {:.0} ms |",
+        "| {via}{path} | {receiver} | {loss} % | {delay} | {down} | {up} | {:.1} % ({} of {}) | {} | {:.2} s | {:.2} % | {}p | {} | {} | {} | {:.0} ms |",
         100.0 * w.decoded_share(),
         w.decoded,
         w.sent,

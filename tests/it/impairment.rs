@@ -2,7 +2,8 @@
 //! inbound UDP loses a share of its datagrams at random (nftables, see `netns::lose_udp`).
 //! NACK and retransmission (RTX) must hide the loss, through the SFU and in the mesh. And a
 //! subscriber far away: 100 ms ± 30 ms each way, through the userspace impairment relay
-//! (`impair`), alone and with loss on top.
+//! (`impair`). The other cells (loss and distance together, capped links, every loss rate)
+//! are the benchmark's: `benches/networks.rs`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -83,7 +84,8 @@ async fn lossy_meeting(sfu: bool) -> Vec<Window> {
     .await;
     let started = Instant::now();
     let mut windows = Vec::new();
-    for loss in [0, 2, 5, 10, 20] {
+    // The cells `check` bounds; the benchmark (`benches/networks.rs`) measures the others.
+    for loss in [5, 20] {
         let pair = Pair { a: &a, b: &b, ns: &ns, ida: &ida, idb: &idb };
         let w = measure(&pair, loss, 12).await;
         println!(
@@ -182,7 +184,7 @@ async fn a_subscriber_100_ms_away_with_30_ms_of_jitter_decodes_smoothly_through_
     impairer.set(Some(Impairment { delay: Duration::from_millis(100), jitter: Duration::from_millis(30) }));
     // The receivers' estimates and jitter buffers adapt to the new path.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (far, rtt) = far_window(&node, &a, &b, &ida, 15).await;
+    let (far, rtt) = far_window(&node, &a, &b, &ida, 12).await;
     println!(
         "sfu, Bo 100 ms ± 30 ms away each way: {} of {} frames decoded ({:.1} %), longest gap {:?}, round trip {:.0} ms; {} datagrams delayed, {} overtaken",
         far.decoded,
@@ -193,19 +195,6 @@ async fn a_subscriber_100_ms_away_with_30_ms_of_jitter_decodes_smoothly_through_
         impairer.counts.impaired.load(std::sync::atomic::Ordering::Relaxed),
         impairer.counts.reordered.load(std::sync::atomic::Ordering::Relaxed),
     );
-    // Loss on top: retransmissions now take a 200 ms round trip.
-    ns.lose_udp(5);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (lossy, _) = far_window(&node, &a, &b, &ida, 12).await;
-    ns.lose_udp(0);
-    println!(
-        "sfu, Bo 100 ms ± 30 ms away and 5 % loss: {} of {} frames decoded ({:.1} %), longest gap {:?}",
-        lossy.decoded,
-        lossy.sent,
-        100.0 * lossy.share(),
-        lossy.longest_gap
-    );
-
     assert!(rtt >= 0.16, "the delay is on Bo's path: a round trip of {rtt} s");
     assert!(impairer.counts.reordered.load(std::sync::atomic::Ordering::Relaxed) > 0, "the jitter reorders datagrams");
     assert!(far.share() >= 0.95, "100 ms ± 30 ms away: {} of {} frames decoded", far.decoded, far.sent);

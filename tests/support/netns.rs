@@ -111,15 +111,22 @@ impl Namespace {
 
     /// Caps UDP towards the namespace (its downlink; media only: HTTPS, WebSocket and
     /// WebDriver over TCP are left alone) at `kbit` kbit/s, with a queue of about 100 ms.
+    /// Replaces any downlink cap or firewall (0: none); an uplink cap stays.
     pub fn limit_udp_downlink(&self, kbit: u32) {
-        self.unlimit();
-        let dev = self.host_if.as_str();
-        let (rate, burst) = (format!("{kbit}kbit"), format!("{}", (kbit as usize * 1000 / 8 / 10).max(3000)));
-        must(&["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"]);
-        must(&["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit"]);
-        must(&["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:20", "htb", "rate", &rate, "ceil", &rate, "burst", &burst]);
-        must(&["tc", "qdisc", "add", "dev", dev, "parent", "1:20", "handle", "20:", "bfifo", "limit", &burst]);
-        must(&["tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "u32", "match", "ip", "protocol", "17", "0xff", "flowid", "1:20"]);
+        let _ = run(&["tc", "qdisc", "del", "dev", &self.host_if, "root"]);
+        if kbit > 0 {
+            cap_udp(&["tc"], &self.host_if, kbit);
+        }
+    }
+
+    /// The same for UDP leaving the namespace (its uplink). Replaces any uplink cap (0:
+    /// none).
+    pub fn limit_udp_uplink(&self, kbit: u32) {
+        let inside = format!("{}p", self.host_if);
+        let _ = run(&["ip", "netns", "exec", &self.name, "tc", "qdisc", "del", "dev", &inside, "root"]);
+        if kbit > 0 {
+            cap_udp(&["ip", "netns", "exec", &self.name, "tc"], &inside, kbit);
+        }
     }
 
     /// A firewall at the namespace's link (replacing any cap): of IP traffic (IPv6 is all
@@ -236,6 +243,22 @@ impl Namespace {
         let inside = format!("{}p", self.host_if);
         let _ = run(&["ip", "netns", "exec", &self.name, "tc", "qdisc", "del", "dev", &inside, "root"]);
     }
+}
+
+/// An htb class at `kbit` for UDP leaving `dev` (run with the `tc` of `tc`), everything
+/// else unlimited.
+fn cap_udp(tc: &[&str], dev: &str, kbit: u32) {
+    let (rate, burst) = (format!("{kbit}kbit"), format!("{}", (kbit as usize * 1000 / 8 / 10).max(3000)));
+    let must_tc = |args: &[&str]| {
+        let mut all = tc.to_vec();
+        all.extend_from_slice(args);
+        must(&all);
+    };
+    must_tc(&["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"]);
+    must_tc(&["class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit"]);
+    must_tc(&["class", "add", "dev", dev, "parent", "1:", "classid", "1:20", "htb", "rate", &rate, "ceil", &rate, "burst", &burst]);
+    must_tc(&["qdisc", "add", "dev", dev, "parent", "1:20", "handle", "20:", "bfifo", "limit", &burst]);
+    must_tc(&["filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "u32", "match", "ip", "protocol", "17", "0xff", "flowid", "1:20"]);
 }
 
 /// A namespace behind a NAT: `router` masquerades what `inside` sends out, as a home router

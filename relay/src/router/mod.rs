@@ -58,8 +58,23 @@ const LAYER_STALE: Duration = Duration::from_secs(1);
 /// Video that waited longer than this between reaching our socket and being forwarded (the
 /// shard fell behind) is not worth delivering: its slots drop it and restart on a keyframe.
 const STALE_INGRESS: Duration = Duration::from_millis(300);
-/// How often str0m reports each stream's NACK, PLI and loss figures (for `/metrics`).
-const STATS_EVERY: Duration = Duration::from_secs(5);
+/// How often str0m reports each stream's NACK, PLI and loss figures (for `/metrics`, and
+/// the loss a subscriber reports, passed on to its publisher).
+const STATS_EVERY: Duration = Duration::from_secs(1);
+/// How often our receiver reports go to a publisher for its audio (str0m's default, 5 s,
+/// would take that long to tell it what its subscribers lose).
+const AUDIO_REPORTS_EVERY: Duration = Duration::from_secs(1);
+/// How long the worst audio loss a subscriber reports is passed on to the publisher: the
+/// subscribers' receiver reports for audio come about every 5 s (browsers' interval),
+/// str0m's figures every [`STATS_EVERY`], and the publisher's encoder smooths what it
+/// hears over ~10 s.
+const HEARD_LOSS_FOR: Duration = Duration::from_secs(12);
+/// The most loss passed on to a publisher (a fraction). libwebrtc's Opus encoder knows
+/// steps of 1, 5, 10 and 20 % (at 22 % and over, the top one): a subscriber who loses more
+/// asks for no more than that. The publisher's bandwidth estimate reads the cumulative
+/// count of lost packets, which stays true (docs/decisions.md, "The loss a publisher
+/// hears").
+const HEARD_LOSS_MAX: f32 = 0.25;
 /// How long a subscriber's downlink must stay short of a slot's smallest layer before the
 /// slot pauses.
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
@@ -123,6 +138,9 @@ pub enum Handoff {
     Plan { room: RoomId, name: Arc<str>, home: ShardId, plan: Arc<Plan> },
     /// To the publisher's shard: a subscriber needs a keyframe of `feed`.
     KeyframeRequest { room: RoomId, feed: Feed },
+    /// To the publisher's shard: a subscriber of `feed` (audio) lost `fraction` (of 256)
+    /// of it in their latest receiver report.
+    Loss { room: RoomId, feed: Feed, fraction: u8 },
 }
 
 impl Handoff {
@@ -135,7 +153,8 @@ impl Handoff {
             | Handoff::Layers { room, .. }
             | Handoff::Demand { room, .. }
             | Handoff::Plan { room, .. }
-            | Handoff::KeyframeRequest { room, .. } => *room,
+            | Handoff::KeyframeRequest { room, .. }
+            | Handoff::Loss { room, .. } => *room,
         }
     }
 }
@@ -290,6 +309,7 @@ impl Router {
             .enable_h264(true)
             .enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
             .set_stats_interval(Some(STATS_EVERY))
+            .set_rtcp_report_interval_audio(AUDIO_REPORTS_EVERY)
             .build(self.now);
         rtc.add_local_candidate(Candidate::host(self.config.advertise, "udp").map_err(|e| RelayError::Refused(e.to_string()))?);
         if let Some(tcp) = self.config.ice_tcp {
@@ -434,6 +454,11 @@ impl Router {
             Handoff::KeyframeRequest { room, feed } => {
                 if let Some(index) = self.by_key.get(&(room, feed.publisher)).copied() {
                     self.request_keyframe(index, feed.mid, feed.layer);
+                }
+            }
+            Handoff::Loss { room, feed, fraction } => {
+                if let Some(index) = self.by_key.get(&(room, feed.publisher)).copied() {
+                    self.hear_loss(index, feed.mid, fraction);
                 }
             }
         }
@@ -613,10 +638,21 @@ impl Router {
                 let last = peer.reported.insert((s.mid, s.rid, true), (s.nacks, lost)).unwrap_or_default();
                 self.counters.nacks_received.fetch_add(s.nacks.saturating_sub(last.0), Ordering::Relaxed);
                 self.counters.subscriber_packets_lost.fetch_add(lost.saturating_sub(last.1), Ordering::Relaxed);
+                // Audio this subscriber loses is passed on to its publisher (only loss: no
+                // report at all is the same as none lost, once `HEARD_LOSS_FOR` is over).
+                let fraction = (s.loss.unwrap_or(0.0).clamp(0.0, 1.0) * 255.0) as u8;
+                let audio = peer.slot(s.mid).map(|i| &peer.slots[i]).filter(|slot| slot.kind == MediaKind::Audio);
+                if let (Some(feed), true) = (audio.and_then(|slot| slot.splicer.current()), fraction > 0) {
+                    let room = peer.room;
+                    self.pass_loss(room, feed, fraction);
+                }
             }
             Event::MediaIngressStats(s) => {
                 let last = peer.reported.insert((s.mid, s.rid, false), (s.nacks, 0)).unwrap_or_default();
                 self.counters.nacks_sent.fetch_add(s.nacks.saturating_sub(last.0), Ordering::Relaxed);
+                if peer.heard_loss.get(&s.mid).is_some_and(|(_, at)| self.now.saturating_duration_since(*at) >= HEARD_LOSS_FOR) {
+                    self.hear_loss(index, s.mid, 0);
+                }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => peer.rtc.disconnect(),
             _ => {}
@@ -858,13 +894,49 @@ impl Router {
         if self.asked.len() > 4096 {
             self.asked.retain(|_, t| now.saturating_duration_since(*t) < KEYFRAME_REQUEST_EVERY);
         }
-        match self.by_key.get(&(room, feed.publisher)).copied() {
-            Some(index) => self.request_keyframe(index, feed.mid, feed.layer),
-            None => {
-                if let Some(shard) = self.rooms.get(&room).and_then(|r| r.plan.shard_of(feed.publisher)) {
-                    self.send(shard, Handoff::KeyframeRequest { room, feed });
-                }
-            }
+        match self.publisher(room, feed.publisher) {
+            Some(Ok(index)) => self.request_keyframe(index, feed.mid, feed.layer),
+            Some(Err(shard)) => self.send(shard, Handoff::KeyframeRequest { room, feed }),
+            None => {}
+        }
+    }
+
+    /// Where `publisher` is: a peer of this shard (its index), or on another shard.
+    fn publisher(&self, room: RoomId, publisher: u64) -> Option<Result<usize, ShardId>> {
+        match self.by_key.get(&(room, publisher)) {
+            Some(index) => Some(Ok(*index)),
+            None => self.rooms.get(&room).and_then(|r| r.plan.shard_of(publisher)).map(Err),
+        }
+    }
+
+    /// A subscriber lost `fraction` (of 256) of `feed`, an audio track: its publisher hears.
+    fn pass_loss(&mut self, room: RoomId, feed: Feed, fraction: u8) {
+        match self.publisher(room, feed.publisher) {
+            Some(Ok(index)) => self.hear_loss(index, feed.mid, fraction),
+            Some(Err(shard)) => self.send(shard, Handoff::Loss { room, feed, fraction }),
+            None => {}
+        }
+    }
+
+    /// The publisher at `index` hears that a subscriber lost `fraction` of `mid`: our
+    /// receiver reports for it carry the worst fraction heard in the last
+    /// [`HEARD_LOSS_FOR`] (at most [`HEARD_LOSS_MAX`]), so that its Opus encoder adds in-band
+    /// FEC for them; 0 when nothing was heard for that long. The publisher's own leg is
+    /// reported as it is when it loses more.
+    fn hear_loss(&mut self, index: usize, mid: Mid, fraction: u8) {
+        let now = self.now;
+        let Some(peer) = self.peers[index].as_mut() else { return };
+        let heard = peer.heard_loss.entry(mid).or_insert((0, now));
+        if fraction < heard.0 && now.saturating_duration_since(heard.1) < HEARD_LOSS_FOR {
+            return;
+        }
+        *heard = (fraction, now);
+        if fraction == 0 {
+            peer.heard_loss.remove(&mid);
+        }
+        let floor = (f32::from(fraction) / 255.0).min(HEARD_LOSS_MAX);
+        if let Some(stream) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            stream.set_reported_loss_floor(floor);
         }
     }
 

@@ -189,6 +189,9 @@ pub(crate) struct Peer {
     /// The cumulative (NACKs, packets lost) str0m last reported per stream (mid, rid,
     /// egress), so that `/metrics` counts only what is new.
     pub reported: HashMap<(Mid, Option<Rid>, bool), (u64, u64)>,
+    /// The worst loss their subscribers report of each audio track they publish, and
+    /// when it was heard: passed on in our receiver reports (`super::HEARD_LOSS_FOR`).
+    pub heard_loss: HashMap<Mid, (u8, Instant)>,
     /// The home shard has been told who this is.
     pub announced: bool,
 }
@@ -213,6 +216,7 @@ impl Peer {
             dirty: false,
             written: false,
             keyframe_requested: HashMap::new(),
+            heard_loss: HashMap::new(),
             reported: HashMap::new(),
             announced: false,
         }

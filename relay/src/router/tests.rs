@@ -40,6 +40,8 @@ struct Client {
     received: HashMap<Mid, Vec<Received>>,
     /// Keyframe requests that reached them, per layer.
     keyframe_requests: Vec<Option<Rid>>,
+    /// What the latest receiver report about each of their send m-lines said was lost.
+    reported_loss: HashMap<Mid, f32>,
     /// Sequence numbers for what they send, per layer.
     next_seq: HashMap<Option<Rid>, u64>,
 }
@@ -130,6 +132,8 @@ struct Net {
     ingress_delay: Duration,
     /// Router transmits per turn in which it sent anything (for pacing checks).
     turns: Vec<usize>,
+    /// Every n-th datagram towards this client is lost: (participant, n, counted so far).
+    lossy: Option<(u64, u32, u32)>,
 }
 
 const ROOM: RoomId = RoomId(1);
@@ -171,6 +175,7 @@ impl Net {
             wire: Vec::new(),
             ingress_delay: Duration::ZERO,
             turns: Vec::new(),
+            lossy: None,
         }
     }
 
@@ -183,7 +188,7 @@ impl Net {
     /// As [`Net::join`], offering Opus with RED (RFC 2198) if `red`, as browsers do.
     fn join_with(&mut self, participant: u64, shard: usize, layers: &[&str], slots: usize, red: bool) -> usize {
         let addr = SocketAddr::from(([10, 0, 1, participant as u8], 6000));
-        let mut rtc = Rtc::builder().set_rtp_mode(true).enable_opus(true, red).build(self.now);
+        let mut rtc = Rtc::builder().set_rtp_mode(true).enable_opus(true, red).set_stats_interval(Some(Duration::from_millis(500))).build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut api = rtc.sdp_api();
         let (mut audio, mut video) = (None, None);
@@ -216,6 +221,7 @@ impl Net {
             video,
             received: HashMap::new(),
             keyframe_requests: Vec::new(),
+            reported_loss: HashMap::new(),
             next_seq: HashMap::new(),
         });
         self.clients.len() - 1
@@ -275,6 +281,12 @@ impl Net {
                     }
                     Datagram::ToClient { from, to, contents } => {
                         let c = self.clients.iter_mut().find(|c| c.addr == to).expect("a client at the destination");
+                        if let Some((_, n, count)) = self.lossy.as_mut().filter(|(who, _, _)| *who == c.participant) {
+                            *count += 1;
+                            if (*count).is_multiple_of(*n) {
+                                continue;
+                            }
+                        }
                         let receive = Receive { proto: Protocol::Udp, source: from, destination: to, contents: contents.as_slice().try_into().unwrap() };
                         c.rtc.handle_input(Input::Receive(now, receive)).unwrap();
                         // RTP mode holds one received packet: poll before the next.
@@ -361,6 +373,11 @@ fn record(c: &mut Client, event: Event, now: Instant) {
             }
         }
         Event::KeyframeRequest(r) => c.keyframe_requests.push(r.rid),
+        Event::MediaEgressStats(s) => {
+            if let Some(loss) = s.loss {
+                c.reported_loss.insert(s.mid, loss);
+            }
+        }
         _ => {}
     }
 }
@@ -756,4 +773,36 @@ fn a_meeting_spans_nodes_one_copy_to_each_node_whatever_its_subscribers() {
     assert!(one.0 > 0, "media crossed");
     let ratio = eight.1 as f64 / one.1 as f64;
     assert!((0.9..=1.1).contains(&ratio), "bytes to the subscribers' node: {} for one, {} for eight (×{ratio:.2})", one.1, eight.1);
+}
+
+#[test]
+fn audio_a_subscriber_loses_is_passed_on_to_its_publisher_bounded_and_then_forgotten() {
+    // The publisher on one shard, the subscriber on the other: the figure crosses shards.
+    let mut net = Net::new(2, 9);
+    net.join(1, 0, &["l"], 0);
+    net.join(2, 1, &[], 9);
+    net.connect();
+    let mic = net.client(1).audio.expect("publishes audio");
+    let speak = |net: &mut Net, from: u32, seconds: u32| {
+        for i in from..from + seconds * 50 {
+            let now = net.now;
+            net.client(1).audio(i, -30, now);
+            net.run(Duration::from_millis(20));
+        }
+    };
+    speak(&mut net, 0, 3);
+    assert_eq!(net.client(1).reported_loss.get(&mic).copied().unwrap_or(0.0), 0.0, "nothing lost yet");
+
+    // Half of what reaches the subscriber is lost: the publisher hears of it, bounded at
+    // HEARD_LOSS_MAX, though its own leg loses nothing.
+    net.lossy = Some((2, 2, 0));
+    speak(&mut net, 150, 25);
+    let heard = net.client(1).reported_loss.get(&mic).copied().unwrap_or(0.0);
+    assert!((HEARD_LOSS_MAX - 0.01..=HEARD_LOSS_MAX + 0.01).contains(&heard), "the publisher's receiver reports say {heard}");
+
+    // The link heals: once HEARD_LOSS_FOR has passed without loss, the reports say none.
+    net.lossy = None;
+    speak(&mut net, 1400, 30);
+    let heard = net.client(1).reported_loss.get(&mic).copied().unwrap_or(1.0);
+    assert_eq!(heard, 0.0, "forgotten once the subscriber loses nothing");
 }

@@ -119,6 +119,10 @@ pub struct StreamRx {
 
     /// The configured threshold before considering the lack of packets as going into paused.
     pause_threshold: Duration,
+
+    /// The least `fraction_lost` our receiver reports give for this stream (a relay passing
+    /// on what its subscribers lose, so that the sender protects more). 0: none.
+    reported_loss_floor: u8,
 }
 
 /// The last sender info we recieved.
@@ -186,6 +190,7 @@ impl StreamRx {
             paused: true,
             need_paused_event: false,
             pause_threshold,
+            reported_loss_floor: 0,
         }
     }
 
@@ -232,6 +237,14 @@ impl StreamRx {
     /// Resets if the SSRC changes.
     pub fn last_time(&self) -> Option<MediaTime> {
         self.last_time
+    }
+
+    /// Reports at least `fraction` (0.0-1.0) lost in the receiver reports for this stream,
+    /// whatever this side received: a relay passes on the loss its subscribers see, so that
+    /// the sender's encoder protects more (Opus in-band FEC). The cumulative count of lost
+    /// packets stays true, and so do this stream's own statistics. 0.0 turns it off.
+    pub fn set_reported_loss_floor(&mut self, fraction: f32) {
+        self.reported_loss_floor = (fraction.clamp(0.0, 1.0) * 256.0).min(255.0) as u8;
     }
 
     /// Request a keyframe for an incoming encoded stream.
@@ -721,12 +734,12 @@ impl StreamRx {
         sender_ssrc: Ssrc,
         feedback: &mut VecDeque<Rtcp>,
     ) {
-        let mut rr = self.create_receiver_report(now);
+        let (mut rr, true_loss) = self.create_receiver_report(now);
         rr.sender_ssrc = sender_ssrc;
 
         if !rr.reports.is_empty() {
             let report = &rr.reports[rr.reports.len() - 1];
-            self.stats.update_loss(report.fraction_lost);
+            self.stats.update_loss(true_loss);
             self.stats.jitter = report.jitter;
         }
 
@@ -742,14 +755,18 @@ impl StreamRx {
         self.last_receiver_report = now;
     }
 
-    fn create_receiver_report(&mut self, now: Instant) -> ReceiverReport {
+    /// The report, and the fraction lost it would carry without `reported_loss_floor`.
+    fn create_receiver_report(&mut self, now: Instant) -> (ReceiverReport, u8) {
         let Some(mut report) = self.register.as_mut().and_then(|r| r.reception_report()) else {
-            return ReceiverReport {
+            let empty = ReceiverReport {
                 sender_ssrc: 0.into(), // set one level up
                 reports: ReportList::new(),
             };
+            return (empty, 0);
         };
         report.ssrc = self.ssrc;
+        let true_loss = report.fraction_lost;
+        report.fraction_lost = report.fraction_lost.max(self.reported_loss_floor);
 
         // The middle 32 bits out of 64 in the NTP timestamp (as explained in
         // Section 4) received as part of the most recent RTCP sender report
@@ -776,10 +793,11 @@ impl StreamRx {
             0
         };
 
-        ReceiverReport {
+        let rr = ReceiverReport {
             sender_ssrc: 0.into(), // set one level up
             reports: report.into(),
-        }
+        };
+        (rr, true_loss)
     }
 
     fn create_extended_receiver_report(&self, now: Instant, sender_ssrc: Ssrc) -> ExtendedReport {
