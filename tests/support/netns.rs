@@ -180,7 +180,7 @@ impl Namespace {
 
     /// Drops `percent` % of the UDP datagrams that arrive in the namespace, each at random
     /// (nftables `numgen random`: this kernel has no netem). TCP (HTTPS, WebSocket,
-    /// WebDriver) is left alone. 0 removes the loss.
+    /// WebDriver) is left alone. 0 removes the loss; 100 drops all of it.
     pub fn lose_udp(&self, percent: u32) {
         self.lose("confab_loss", "input", percent);
     }
@@ -191,6 +191,7 @@ impl Namespace {
     }
 
     fn lose(&self, table: &str, hook: &str, percent: u32) {
+        assert!(percent <= 100, "a share of {percent} %");
         let _ = run(&["ip", "netns", "exec", &self.name, "nft", "delete", "table", "inet", table]);
         if percent == 0 {
             return;
@@ -198,7 +199,12 @@ impl Namespace {
         let (percent, chain) = (percent.to_string(), format!("{{ type filter hook {hook} priority 0 ; }}"));
         self.must(&["nft", "add", "table", "inet", table]);
         self.must(&["nft", "add", "chain", "inet", table, hook, &chain]);
-        self.must(&["nft", "add", "rule", "inet", table, hook, "meta", "l4proto", "udp", "numgen", "random", "mod", "100", "<", &percent, "drop"]);
+        if percent == "100" {
+            // All of it (`numgen … < 100` is out of nftables' range).
+            self.must(&["nft", "add", "rule", "inet", table, hook, "meta", "l4proto", "udp", "drop"]);
+        } else {
+            self.must(&["nft", "add", "rule", "inet", table, hook, "meta", "l4proto", "udp", "numgen", "random", "mod", "100", "<", &percent, "drop"]);
+        }
     }
 
     /// Drops every packet between this namespace and `other` (a partition between two nodes

@@ -806,3 +806,22 @@ fn audio_a_subscriber_loses_is_passed_on_to_its_publisher_bounded_and_then_forgo
     let heard = net.client(1).reported_loss.get(&mic).copied().unwrap_or(1.0);
     assert_eq!(heard, 0.0, "forgotten once the subscriber loses nothing");
 }
+
+#[test]
+fn a_subscriber_back_from_an_outage_asks_again_for_what_the_history_no_longer_holds_and_gets_a_keyframe_asked_for() {
+    let mut net = Net::new(1, 9);
+    net.join(1, 0, &["h"], 0);
+    net.join(2, 0, &[], 9);
+    net.connect();
+    video(&mut net, 1, "h", 1, 10, 2, 500);
+    net.client(1).keyframe_requests.clear();
+    // Every datagram to the subscriber lost for a second: more than the history holds.
+    net.lossy = Some((2, 1, 0));
+    video_on(&mut net, 1, "h", 11, 30, 2, 500);
+    assert!(net.client(1).keyframe_requests.is_empty(), "nothing asked during the outage: {:?}", net.client(1).keyframe_requests);
+    // Back: the subscriber asks for the packets it missed; the oldest have left the
+    // history, so the publisher is asked for a keyframe at once.
+    net.lossy = None;
+    video_on(&mut net, 1, "h", 41, 3, 2, 500);
+    assert!(net.client(1).keyframe_requests.contains(&Some(Rid::from("h"))), "no keyframe asked for after the outage");
+}

@@ -154,6 +154,10 @@ pub struct StreamTx {
     /// If we have a pending incoming keyframe request.
     pending_request_keyframe: Option<KeyframeRequestKind>,
 
+    /// Confab patch: the first packet the current RTX cache held (what was sent before
+    /// [`StreamTx::set_rtx_cache`] last started it afresh is not missed).
+    rtx_cache_from: Option<SeqNo>,
+
     /// If we have a pending incoming remb request.
     pending_request_remb: Option<Bitrate>,
 
@@ -383,6 +387,7 @@ impl StreamTx {
             rtx_ratio_cap: DEFAULT_RTX_RATIO_CAP,
             last_sender_report: already_happened(),
             pending_request_keyframe: None,
+            rtx_cache_from: None,
             pending_request_remb: None,
             stats: StreamTxStats::new(enable_stats),
             rtx_ratio: (0.0, already_happened()),
@@ -463,6 +468,7 @@ impl StreamTx {
     ) {
         // Dump old cache to avoid having to deal with resizing logic inside the cache impl.
         self.rtx_cache = RtxCache::new(max_packets, max_age);
+        self.rtx_cache_from = None;
         if rtx_ratio_cap.is_some() {
             self.stats
                 .bytes_transmitted
@@ -831,6 +837,7 @@ impl StreamTx {
                 .pop(now)
                 .expect("head of send_queue to be there");
             if pkt.nackable {
+                self.rtx_cache_from.get_or_insert(seq_no);
                 self.rtx_cache.cache_sent_packet(pkt, now);
             }
         }
@@ -1078,13 +1085,20 @@ impl StreamTx {
     ) -> Option<()> {
         // Turning NackEntry into SeqNo we need to know a SeqNo "close by" to lengthen the 16 bit
         // sequence number into the 64 bit we have in SeqNo.
-        let seq_no = self.rtx_cache.last_cached_seq_no()?;
+        let seq_no = self.rtx_cache.last_cached_seq_no().or_else(|| (*self.last_sent_seq_no > 0).then_some(self.last_sent_seq_no))?;
         let iter = entries.flat_map(|n| n.into_iter(seq_no));
 
         // Schedule all resends. They will be handled on next poll_packet
         for seq_no in iter {
             let Some(packet) = self.rtx_cache.get_cached_packet_by_seq_no(seq_no) else {
-                // Packet was not available in RTX cache, it has probably expired.
+                // Packet was not available in RTX cache, it has probably expired. Confab
+                // patch: the receiver would wait for it in vain, so it gets what it needs
+                // instead, a keyframe, as if it had asked for one (packets sent before the
+                // cache last started afresh are not missed: that was a new start).
+                let expired = self.rtx_cache_from.is_some_and(|from| seq_no >= from) && seq_no <= self.last_sent_seq_no;
+                if expired && self.pending_request_keyframe.is_none() {
+                    self.pending_request_keyframe = Some(KeyframeRequestKind::Pli);
+                }
                 continue;
             };
 
