@@ -29,9 +29,9 @@
 //! round trip. Traffic stays on loopback and in the namespace.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use confab_tests::conditions::{Reception, Window, window};
+use confab_tests::conditions::{Window, window};
 use confab_tests::impair::{Impairment, UdpImpairer};
 use confab_tests::meeting::{Participant, start_meeting};
 use confab_tests::netns::Namespace;
@@ -160,43 +160,16 @@ async fn run_mode(plan: &Plan, sfu: bool) {
     }
 }
 
-/// Every UDP datagram to and from Bo lost for 2 s, then the link back: how soon Bo hears
-/// Ana again, how soon Ana sees Bo again (each direction's first sign after the link is
-/// back), and what freezes in the 5 s after.
+/// A 2 s outage of Bo's link, and what came back when (`conditions::outage`).
 async fn outage(ns: &Namespace, a: &Participant, b: &Participant, ida: &str, idb: &str, via: &str) {
-    // Settled first: whatever an earlier cell left behind is over.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let heard = |r: &Reception| r.samples.saturating_sub(r.concealed);
-    ns.lose_udp(100);
-    ns.lose_udp_out(100);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (bo0, ana0) = tokio::join!(b.reception(ida), a.reception(idb));
-    let (bo0, ana0) = (bo0.unwrap_or_default(), ana0.unwrap_or_default());
-    ns.lose_udp(0);
-    ns.lose_udp_out(0);
-    let back = Instant::now();
-    let (mut audio, mut video_bo, mut video_ana) = (None, None, None);
-    while back.elapsed() < Duration::from_secs(10) && (audio.is_none() || video_bo.is_none() || video_ana.is_none()) {
-        let (bo, ana) = tokio::join!(b.reception(ida), a.reception(idb));
-        let (bo, ana) = (bo.unwrap_or_default(), ana.unwrap_or_default());
-        let now = back.elapsed();
-        if audio.is_none() && heard(&bo) > heard(&bo0) {
-            audio = Some(now);
-        }
-        if video_bo.is_none() && bo.frames_decoded > bo0.frames_decoded {
-            video_bo = Some(now);
-        }
-        if video_ana.is_none() && ana.frames_decoded > ana0.frames_decoded {
-            video_ana = Some(now);
-        }
-    }
-    let after = window(a, b, ida, idb, Duration::from_secs(5)).await;
+    let o = confab_tests::conditions::outage(ns, a, b, ida, idb).await;
     let ms = |d: Option<Duration>| d.map_or("not within 10 s".to_string(), |d| format!("{} ms", d.as_millis()));
+    let after = &o.after;
     println!(
         "outage 2 s ({via}): Bo hears Ana after {}, sees her after {}; Ana sees Bo after {}; the 5 s after: {:.1} % of frames, {} freezes ({:.2} s), {}p, audio concealed {:.2} %",
-        ms(audio),
-        ms(video_bo),
-        ms(video_ana),
+        ms(o.audio),
+        ms(o.video),
+        ms(o.video_back),
         100.0 * after.decoded_share(),
         after.freeze_count,
         after.frozen.as_secs_f64(),

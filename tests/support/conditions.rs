@@ -1,12 +1,14 @@
-//! What a participant's browser receives from one other, read from its own `getStats()`, and
-//! the figures of a window between two readings: the network-conditions benchmark
-//! (`benches/networks.rs`) and the impairment tests measure with these.
+//! What a participant's browser receives from one other, read from its own `getStats()`, the
+//! figures of a window between two readings, and what comes back after an outage: the
+//! network-conditions benchmark (`benches/networks.rs`) and the impairment tests measure
+//! with these.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::meeting::Participant;
+use crate::netns::Namespace;
 
 /// Cumulative counters of the camera and microphone one page receives from `from`, on
 /// whichever connection carries them now (the direct one, or the SFU's slot).
@@ -138,4 +140,51 @@ pub async fn window(sender: &Participant, receiver: &Participant, from: &str, to
         rtt: r1.rtt,
         path: r1.path,
     }
+}
+
+/// What came back after an outage, and when (from the moment the link was back; polled as
+/// fast as the pages answer, ~20-60 ms).
+#[derive(Debug, Clone, Default)]
+pub struct Outage {
+    /// The receiver hears the sender again: samples that are not concealment.
+    pub audio: Option<Duration>,
+    /// The receiver decodes a frame of the sender's again.
+    pub video: Option<Duration>,
+    /// The other way: the sender decodes a frame of the receiver's (whose link it was).
+    pub video_back: Option<Duration>,
+    /// What the receiver got of the sender over the 5 s after.
+    pub after: Window,
+}
+
+/// Every UDP datagram to and from `ns` (where `receiver` is) dropped for 2 s, then the link
+/// back: how soon media flows again each way (`from` and `to` are the sender's and the
+/// receiver's ids). Waits 3 s first, so that whatever came before has settled.
+pub async fn outage(ns: &Namespace, sender: &Participant, receiver: &Participant, from: &str, to: &str) -> Outage {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let heard = |r: &Reception| r.samples.saturating_sub(r.concealed);
+    ns.lose_udp(100);
+    ns.lose_udp_out(100);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (here0, there0) = tokio::join!(receiver.reception(from), sender.reception(to));
+    let (here0, there0) = (here0.unwrap_or_default(), there0.unwrap_or_default());
+    ns.lose_udp(0);
+    ns.lose_udp_out(0);
+    let back = Instant::now();
+    let mut o = Outage::default();
+    while back.elapsed() < Duration::from_secs(10) && (o.audio.is_none() || o.video.is_none() || o.video_back.is_none()) {
+        let (here, there) = tokio::join!(receiver.reception(from), sender.reception(to));
+        let (here, there) = (here.unwrap_or_default(), there.unwrap_or_default());
+        let now = back.elapsed();
+        if o.audio.is_none() && heard(&here) > heard(&here0) {
+            o.audio = Some(now);
+        }
+        if o.video.is_none() && here.frames_decoded > here0.frames_decoded {
+            o.video = Some(now);
+        }
+        if o.video_back.is_none() && there.frames_decoded > there0.frames_decoded {
+            o.video_back = Some(now);
+        }
+    }
+    o.after = window(sender, receiver, from, to, Duration::from_secs(5)).await;
+    o
 }
