@@ -6,7 +6,7 @@
 //!
 //!     cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20]
 //!         [--delay 0,50,150] [--down 0,1000,400,150] [--up 0,300] [--outage N]
-//!         [--seconds 15] [--firefox]
+//!         [--bots N] [--seconds 15] [--firefox]
 //!
 //! - `--mode`: `sfu` (the meeting runs through the node, `--mesh-threshold 0`) and/or `mesh`
 //!   (a direct connection between the two browsers), one meeting each.
@@ -17,6 +17,11 @@
 //! - `--down`: a cap on UDP towards Bo in kbit/s (`tc`; 0: none).
 //! - `--up`: a cap on UDP from Bo in kbit/s (0: none). Cells with a cap also print what Ana
 //!   receives of Bo (`Ana ← Bo`): Bo is then the publisher on a thin uplink.
+//! - `--bots N`: N bots of `confab loadtest` (real VP8 clips in three layers and Opus,
+//!   taking turns to speak) join the meeting too, through the SFU only: a meeting of N + 2.
+//!   Each cell then also prints what Bo receives of everyone (`Bo ← all`): audio concealed
+//!   over every audio slot, the video slots that decoded, and the longest any one of them
+//!   stood frozen in the window.
 //! - `--outage N`: after the cells, N times: every UDP datagram to and from Bo is dropped
 //!   for 2 s, then the link is back; printed: how long after that Bo's audio (samples that
 //!   are not concealment) and Ana's video (a frame decoded) come back, polled as fast as the
@@ -28,6 +33,7 @@
 //! the height decoded at the end, Bo's NACKs, PLIs and retransmissions received, and the
 //! round trip. Traffic stays on loopback and in the namespace.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -36,7 +42,7 @@ use confab_tests::impair::{Impairment, UdpImpairer};
 use confab_tests::meeting::{Participant, start_meeting};
 use confab_tests::netns::Namespace;
 
-const USAGE: &str = "usage: cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20] [--delay 0,50,150] [--down 0,1000,400,150] [--up 0,300] [--outage N] [--seconds 15] [--firefox]";
+const USAGE: &str = "usage: cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20] [--delay 0,50,150] [--down 0,1000,400,150] [--up 0,300] [--outage N] [--bots N] [--seconds 15] [--firefox]";
 
 struct Plan {
     modes: Vec<String>,
@@ -45,6 +51,7 @@ struct Plan {
     downs: Vec<u32>,
     ups: Vec<u32>,
     outages: u32,
+    bots: u32,
     seconds: u64,
     firefox: bool,
 }
@@ -62,6 +69,7 @@ fn plan() -> Plan {
         downs: vec![0],
         ups: vec![0],
         outages: 0,
+        bots: 0,
         seconds: 15,
         firefox: false,
     };
@@ -74,12 +82,14 @@ fn plan() -> Plan {
             "--down" => plan.downs = list(args.next()),
             "--up" => plan.ups = list(args.next()),
             "--outage" => plan.outages = args.next().and_then(|s| s.parse().ok()).expect(USAGE),
+            "--bots" => plan.bots = args.next().and_then(|s| s.parse().ok()).expect(USAGE),
             "--seconds" => plan.seconds = args.next().and_then(|s| s.parse().ok()).expect(USAGE),
             "--firefox" => plan.firefox = true,
             other => panic!("unknown argument `{other}`; {USAGE}"),
         }
     }
     assert!(plan.modes.iter().all(|m| m == "sfu" || m == "mesh"), "{USAGE}");
+    assert!(plan.bots == 0 || plan.modes == ["sfu"], "--bots goes with --mode sfu (a meeting that size is not a mesh); {USAGE}");
     plan
 }
 
@@ -125,6 +135,14 @@ async fn run_mode(plan: &Plan, sfu: bool) {
         }
     })
     .await;
+    let _bots = (plan.bots > 0).then(|| Bots::join(&link, &host.to_string(), plan.bots));
+    if plan.bots > 0 {
+        let everyone = u64::from(plan.bots) + 1;
+        confab_tests::eventually("Bo to see every bot", Duration::from_secs(60), || async {
+            (b.browser.eval("return window.confabCall.participants.size").await.as_u64() >= Some(everyone)).then_some(())
+        })
+        .await;
+    }
     for &delay in &plan.delays {
         if delay > 0 && !sfu {
             println!("| {via} | | | {delay} ms | | | skipped: in the mesh the direct path does not pass the delay relay | | | | | | | | |");
@@ -140,6 +158,7 @@ async fn run_mode(plan: &Plan, sfu: bool) {
                     tokio::time::sleep(Duration::from_secs(3)).await;
                     let cell = Cell { via, loss, delay, down, up };
                     let length = Duration::from_secs(plan.seconds);
+                    let everyone = everything(&b).await;
                     if up > 0 {
                         // Both ways at once: Bo receiving, and Bo publishing on his thin uplink.
                         let (to_bo, from_bo) = tokio::join!(window(&a, &b, &ida, &idb, length), window(&b, &a, &idb, &ida, length));
@@ -147,6 +166,9 @@ async fn run_mode(plan: &Plan, sfu: bool) {
                         print_row(&cell, "Ana ← Bo", &from_bo);
                     } else {
                         print_row(&cell, "Bo ← Ana", &window(&a, &b, &ida, &idb, length).await);
+                    }
+                    if plan.bots > 0 {
+                        print_everyone(&cell, &everyone, &everything(&b).await);
                     }
                 }
                 ns.lose_udp(0);
@@ -175,6 +197,78 @@ async fn outage(ns: &Namespace, a: &Participant, b: &Participant, ida: &str, idb
         after.frozen.as_secs_f64(),
         after.frame_height,
         100.0 * after.concealed_share()
+    );
+}
+
+/// The bots of `confab loadtest`, in the meeting until dropped.
+struct Bots(std::process::Child);
+
+impl Bots {
+    fn join(link: &str, ip: &str, bots: u32) -> Bots {
+        let child = std::process::Command::new(confab_tests::node::confab_bin())
+            .args(["loadtest", "--link", link, "--insecure", "--bind-ip", ip, "--bots", &bots.to_string(), "--video", "clips"])
+            .args(["--warmup", "0s", "--duration", "3600s", "--log", "warn"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("confab loadtest runs");
+        Bots(child)
+    }
+}
+
+impl Drop for Bots {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Cumulative figures of everything one page receives through the SFU, per slot (mid):
+/// audio (samples, concealed) and video (frames decoded, seconds frozen).
+#[derive(Default)]
+struct Everything {
+    audio: HashMap<String, (f64, f64)>,
+    video: HashMap<String, (f64, f64)>,
+}
+
+const EVERYTHING: &str = "return (async () => { const pc = window.confabCall?.sfu?.pc; if (!pc) return {audio: {}, video: {}}; \
+    const out = {audio: {}, video: {}}; (await pc.getStats()).forEach((s) => { if (s.type !== 'inbound-rtp') return; \
+    if (s.kind === 'audio') out.audio[s.mid] = [s.totalSamplesReceived ?? 0, s.concealedSamples ?? 0]; \
+    else out.video[s.mid] = [s.framesDecoded ?? 0, s.totalFreezesDuration ?? 0]; }); return out; })();";
+
+async fn everything(p: &Participant) -> Everything {
+    let v = p.browser.eval(EVERYTHING).await;
+    let read = |kind: &str| {
+        v[kind]
+            .as_object()
+            .map(|m| m.iter().map(|(mid, x)| (mid.clone(), (x[0].as_f64().unwrap_or(0.0), x[1].as_f64().unwrap_or(0.0)))).collect())
+            .unwrap_or_default()
+    };
+    Everything { audio: read("audio"), video: read("video") }
+}
+
+/// What Bo received of everyone between two readings.
+fn print_everyone(cell: &Cell, before: &Everything, after: &Everything) {
+    let delta = |m: &HashMap<String, (f64, f64)>, mid: &str, now: (f64, f64)| {
+        let then = m.get(mid).copied().unwrap_or_default();
+        (now.0 - then.0, now.1 - then.1)
+    };
+    let (mut samples, mut concealed) = (0.0, 0.0);
+    for (mid, now) in &after.audio {
+        let (s, c) = delta(&before.audio, mid, *now);
+        samples += s;
+        concealed += c;
+    }
+    let (mut decoding, mut longest) = (0, 0.0f64);
+    for (mid, now) in &after.video {
+        let (frames, frozen) = delta(&before.video, mid, *now);
+        decoding += usize::from(frames > 0.0);
+        longest = longest.max(frozen);
+    }
+    let Cell { via, loss, down, up, .. } = *cell;
+    println!(
+        "| {via} | Bo ← all | {loss} % | | {down} kbit/s | {up} kbit/s | {decoding} of {} video slots decoding | | {longest:.2} s (one slot, most) | {:.2} % | | | | | |",
+        after.video.len(),
+        100.0 * concealed / samples.max(1.0)
     );
 }
 

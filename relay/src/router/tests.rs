@@ -808,7 +808,7 @@ fn audio_a_subscriber_loses_is_passed_on_to_its_publisher_bounded_and_then_forgo
 }
 
 #[test]
-fn a_subscriber_back_from_an_outage_asks_again_for_what_the_history_no_longer_holds_and_gets_a_keyframe_asked_for() {
+fn a_subscriber_back_from_an_outage_asks_for_a_stretch_the_history_no_longer_holds_and_gets_a_keyframe_asked_for() {
     let mut net = Net::new(1, 9);
     net.join(1, 0, &["h"], 0);
     net.join(2, 0, &[], 9);

@@ -38,6 +38,11 @@ impl RtxCache {
         self.remove_old_packets(now);
     }
 
+    /// Confab patch: the oldest packet not yet aged out (what is before it is gone).
+    pub fn first_cached_seq_no(&self) -> Option<SeqNo> {
+        Some(self.packet_by_seq_no.first_position()?.into())
+    }
+
     pub fn last_cached_seq_no(&self) -> Option<SeqNo> {
         Some(self.packet_by_seq_no.last_position()?.into())
     }

@@ -104,8 +104,12 @@ impl<T> EvictingBuffer<T> {
             // replacing the current T value. If position differs, we've
             // wrapped around.
             if entry.position != position {
-                // Make space to continue.
-                self.grow();
+                // Make space to continue. Confab patch: as many places as the positions held
+                // span (from the next to evict to the newest), so that each has its own; a
+                // buffer grown by a third only could put two live entries on one place when
+                // they moved over, and one was lost (a packet a NACK then did not find).
+                let newest = self.last_position.map_or(position, |last| last.max(position));
+                self.grow((newest - next_evict + 1) as usize);
                 index = self.index_for_position(position);
             }
         }
@@ -204,7 +208,7 @@ impl<T> EvictingBuffer<T> {
         self.next_evict = Some(position);
     }
 
-    fn grow(&mut self) {
+    fn grow(&mut self, span: usize) {
         if self.buf.len() >= self.max_size {
             // No growing.
             return;
@@ -213,7 +217,7 @@ impl<T> EvictingBuffer<T> {
         // This is the new sized buffer. We can make other strategies for growing.
         let new_size = self
             .max_size
-            .min((self.buf.len() * 133) / 100)
+            .min(((self.buf.len() * 133) / 100).max(span))
             .max(self.buf.len() + 1);
 
         let old_buffer = mem::replace(&mut self.buf, prepare_buf(new_size));
@@ -223,7 +227,10 @@ impl<T> EvictingBuffer<T> {
         // not index, which means they stay correct.
         for e in old_buffer.into_iter().flatten() {
             let index = self.index_for_position(e.position);
-            self.buf[index] = Some(e);
+            // Two on one place only when the buffer is at its largest: the newer stays.
+            if self.buf[index].as_ref().is_none_or(|kept| kept.position < e.position) {
+                self.buf[index] = Some(e);
+            }
         }
     }
 
@@ -234,6 +241,14 @@ impl<T> EvictingBuffer<T> {
 
         let index = self.index_for_position(position);
         self.buf[index].is_some()
+    }
+
+    /// Confab patch: the oldest position not yet evicted (what is before it has aged out).
+    pub fn first_position(&self) -> Option<u64> {
+        if self.is_inert() {
+            return None;
+        }
+        self.next_evict
     }
 
     pub fn last_position(&self) -> Option<u64> {

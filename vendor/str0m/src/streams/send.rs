@@ -355,6 +355,10 @@ impl RtpWrite {
     }
 }
 
+/// Confab patch: how many aged-out packets one NACK must ask for before it counts as a
+/// keyframe request (an outage's stretch, not a retransmission lost again).
+const AGED_OUT_FOR_KEYFRAME: usize = 8;
+
 impl StreamTx {
     pub(crate) fn new(
         ssrc: Ssrc,
@@ -1089,15 +1093,15 @@ impl StreamTx {
         let iter = entries.flat_map(|n| n.into_iter(seq_no));
 
         // Schedule all resends. They will be handled on next poll_packet
+        let mut aged = 0;
         for seq_no in iter {
             let Some(packet) = self.rtx_cache.get_cached_packet_by_seq_no(seq_no) else {
                 // Packet was not available in RTX cache, it has probably expired. Confab
-                // patch: the receiver would wait for it in vain, so it gets what it needs
-                // instead, a keyframe, as if it had asked for one (packets sent before the
-                // cache last started afresh are not missed: that was a new start).
-                let expired = self.rtx_cache_from.is_some_and(|from| seq_no >= from) && seq_no <= self.last_sent_seq_no;
-                if expired && self.pending_request_keyframe.is_none() {
-                    self.pending_request_keyframe = Some(KeyframeRequestKind::Pli);
+                // patch: count those that aged out (packets sent before the cache last
+                // started afresh are not missed: that was a new start).
+                let aged_out = self.rtx_cache.first_cached_seq_no().is_none_or(|first| seq_no < first);
+                if aged_out && self.rtx_cache_from.is_some_and(|from| seq_no >= from) {
+                    aged += 1;
                 }
                 continue;
             };
@@ -1108,6 +1112,14 @@ impl StreamTx {
                 payload_size: packet.payload.len(),
             };
             self.resends.push_back(resend);
+        }
+
+        // Confab patch: a receiver that asks for a stretch of packets the history no longer
+        // holds (back from an outage) would wait for them in vain: it gets what it needs
+        // instead, a keyframe, as if it had asked for one. One or two (a retransmission lost
+        // again on a long path) are left to its own retries and requests.
+        if aged >= AGED_OUT_FOR_KEYFRAME && self.pending_request_keyframe.is_none() {
+            self.pending_request_keyframe = Some(KeyframeRequestKind::Pli);
         }
 
         Some(())
