@@ -207,7 +207,7 @@ impl Bots {
     fn join(link: &str, ip: &str, bots: u32) -> Bots {
         let child = std::process::Command::new(confab_tests::node::confab_bin())
             .args(["loadtest", "--link", link, "--insecure", "--bind-ip", ip, "--bots", &bots.to_string(), "--video", "clips"])
-            .args(["--warmup", "0s", "--duration", "3600s", "--log", "warn"])
+            .args(["--warmup", "1s", "--duration", "3600s", "--log", "warn"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("confab loadtest runs");
