@@ -202,7 +202,8 @@ async fn a_subscriber_100_ms_away_with_30_ms_of_jitter_decodes_smoothly_through_
         impairer.counts.impaired.load(std::sync::atomic::Ordering::Relaxed),
         impairer.counts.reordered.load(std::sync::atomic::Ordering::Relaxed),
     );
-    assert!(rtt >= 0.16, "the delay is on Bo's path: a round trip of {rtt} s");
+    // 100 ± 30 ms each way: a round trip of 140 ms at the least (one STUN sample).
+    assert!(rtt >= 0.13, "the delay is on Bo's path: a round trip of {rtt} s");
     assert!(impairer.counts.reordered.load(std::sync::atomic::Ordering::Relaxed) > 0, "the jitter reorders datagrams");
     assert!(far.share() >= 0.95, "100 ms ± 30 ms away: {} of {} frames decoded", far.decoded, far.sent);
     assert!(far.longest_gap <= Duration::from_secs(1), "100 ms ± 30 ms away: a freeze of {:?}", far.longest_gap);

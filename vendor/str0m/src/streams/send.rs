@@ -158,6 +158,9 @@ pub struct StreamTx {
     /// [`StreamTx::set_rtx_cache`] last started it afresh is not missed).
     rtx_cache_from: Option<SeqNo>,
 
+    /// Confab patch: when NACKs for aged-out packets last counted as a keyframe request.
+    aged_out_keyframe_at: Option<Instant>,
+
     /// If we have a pending incoming remb request.
     pending_request_remb: Option<Bitrate>,
 
@@ -359,6 +362,11 @@ impl RtpWrite {
 /// keyframe request (an outage's stretch, not a retransmission lost again).
 const AGED_OUT_FOR_KEYFRAME: usize = 8;
 
+/// Confab patch: at most one such keyframe request this often per stream. One brings a
+/// subscriber back from an outage; on a link too thin for the video, where every NACK asks
+/// for a stretch, more would fill it with keyframes.
+const AGED_OUT_KEYFRAME_EVERY: Duration = Duration::from_secs(2);
+
 impl StreamTx {
     pub(crate) fn new(
         ssrc: Ssrc,
@@ -392,6 +400,7 @@ impl StreamTx {
             last_sender_report: already_happened(),
             pending_request_keyframe: None,
             rtx_cache_from: None,
+            aged_out_keyframe_at: None,
             pending_request_remb: None,
             stats: StreamTxStats::new(enable_stats),
             rtx_ratio: (0.0, already_happened()),
@@ -1118,8 +1127,10 @@ impl StreamTx {
         // holds (back from an outage) would wait for them in vain: it gets what it needs
         // instead, a keyframe, as if it had asked for one. One or two (a retransmission lost
         // again on a long path) are left to its own retries and requests.
-        if aged >= AGED_OUT_FOR_KEYFRAME && self.pending_request_keyframe.is_none() {
+        let due = self.aged_out_keyframe_at.is_none_or(|at| now.saturating_duration_since(at) >= AGED_OUT_KEYFRAME_EVERY);
+        if aged >= AGED_OUT_FOR_KEYFRAME && due && self.pending_request_keyframe.is_none() {
             self.pending_request_keyframe = Some(KeyframeRequestKind::Pli);
+            self.aged_out_keyframe_at = Some(now);
         }
 
         Some(())
