@@ -265,11 +265,17 @@ fn print_everyone(cell: &Cell, before: &Everything, after: &Everything) {
         longest = longest.max(frozen);
     }
     let Cell { via, loss, down, up, .. } = *cell;
+    let (down, up) = (cap(down), cap(up));
     println!(
-        "| {via} | Bo ← all | {loss} % | | {down} kbit/s | {up} kbit/s | {decoding} of {} video slots decoding | | {longest:.2} s (one slot, most) | {:.2} % | | | | | |",
+        "| {via} | Bo ← all | {loss} % | | {down} | {up} | {decoding} of {} video slots decoding | | {longest:.2} s (one slot, most) | {:.2} % | | | | | |",
         after.video.len(),
         100.0 * concealed / samples.max(1.0)
     );
+}
+
+/// A cap as the table shows it.
+fn cap(kbit: u32) -> String {
+    if kbit > 0 { format!("{kbit} kbit/s") } else { "none".into() }
 }
 
 /// One cell's conditions.
@@ -284,7 +290,6 @@ struct Cell<'a> {
 fn print_row(cell: &Cell, receiver: &str, w: &Window) {
     let Cell { via, loss, delay, down, up } = *cell;
     let delay = if delay > 0 { format!("{delay} ± {} ms", delay / 3) } else { "0".into() };
-    let cap = |kbit: u32| if kbit > 0 { format!("{kbit} kbit/s") } else { "none".into() };
     let (down, up) = (cap(down), cap(up));
     let path = if w.path == via { String::new() } else { format!(" (on {})", w.path) };
     println!(
