@@ -100,7 +100,7 @@ async fn lossy_meeting(sfu: bool) -> Vec<Window> {
         windows.push(w);
     }
     // Then Bo's link goes away for 2 s and comes back: sound at once, video within a
-    // second (the benchmark's figures: 8-45 ms and 29-145 ms).
+    // second (the benchmark's figures: 8-49 ms and 8-150 ms).
     let o = confab_tests::conditions::outage(&ns, &a, &b, &ida, &idb).await;
     println!("{via}, a 2 s outage: Bo hears Ana after {:?}, sees her after {:?}; Ana sees Bo after {:?}", o.audio, o.video, o.video_back);
     let within = |d: Option<Duration>, bound: u64| d.is_some_and(|d| d <= Duration::from_millis(bound));

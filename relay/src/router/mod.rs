@@ -69,12 +69,12 @@ const AUDIO_REPORTS_EVERY: Duration = Duration::from_secs(1);
 /// str0m's figures every [`STATS_EVERY`], and the publisher's encoder smooths what it
 /// hears over ~10 s.
 const HEARD_LOSS_FOR: Duration = Duration::from_secs(12);
-/// The most loss passed on to a publisher (a fraction). libwebrtc's Opus encoder knows
-/// steps of 1, 5, 10 and 20 % (at 22 % and over, the top one): a subscriber who loses more
-/// asks for no more than that. The publisher's bandwidth estimate reads the cumulative
+/// The most loss passed on to a publisher, in RTCP's 256ths (a quarter). libwebrtc's Opus
+/// encoder knows steps of 1, 5, 10 and 20 % (at 22 % and over, the top one): a subscriber
+/// who loses more asks for no more than that. The publisher's bandwidth estimate reads the cumulative
 /// count of lost packets, which stays true (docs/decisions.md, "The loss a publisher
 /// hears").
-const HEARD_LOSS_MAX: f32 = 0.25;
+const HEARD_LOSS_MAX: u8 = 64;
 /// How long a subscriber's downlink must stay short of a slot's smallest layer before the
 /// slot pauses.
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
@@ -138,8 +138,8 @@ pub enum Handoff {
     Plan { room: RoomId, name: Arc<str>, home: ShardId, plan: Arc<Plan> },
     /// To the publisher's shard: a subscriber needs a keyframe of `feed`.
     KeyframeRequest { room: RoomId, feed: Feed },
-    /// To the publisher's shard: a subscriber of `feed` (audio) lost `fraction` (of 256)
-    /// of it in their latest receiver report.
+    /// To the publisher's shard: a subscriber of `feed` (audio) lost `fraction` (in 256ths,
+    /// as RTCP counts it) of it in their latest receiver report.
     Loss { room: RoomId, feed: Feed, fraction: u8 },
 }
 
@@ -640,9 +640,10 @@ impl Router {
                 self.counters.subscriber_packets_lost.fetch_add(lost.saturating_sub(last.1), Ordering::Relaxed);
                 // Audio this subscriber loses is passed on to its publisher (only loss: no
                 // report at all is the same as none lost, once `HEARD_LOSS_FOR` is over).
-                let fraction = (s.loss.unwrap_or(0.0).clamp(0.0, 1.0) * 255.0) as u8;
+                // str0m gives the report's fraction in 256ths divided by 255.
+                let fraction = (s.loss.unwrap_or(0.0).clamp(0.0, 1.0) * 255.0).round() as u8;
                 let audio = peer.slot(s.mid).map(|i| &peer.slots[i]).filter(|slot| slot.kind == MediaKind::Audio);
-                if let (Some(feed), true) = (audio.and_then(|slot| slot.splicer.current()), fraction > 0) {
+                if let Some(feed) = audio.and_then(|slot| slot.splicer.current()).filter(|_| fraction > 0) {
                     let room = peer.room;
                     self.pass_loss(room, feed, fraction);
                 }
@@ -909,7 +910,7 @@ impl Router {
         }
     }
 
-    /// A subscriber lost `fraction` (of 256) of `feed`, an audio track: its publisher hears.
+    /// A subscriber lost `fraction` (in 256ths) of `feed`, an audio track: its publisher hears.
     fn pass_loss(&mut self, room: RoomId, feed: Feed, fraction: u8) {
         match self.publisher(room, feed.publisher) {
             Some(Ok(index)) => self.hear_loss(index, feed.mid, fraction),
@@ -926,17 +927,17 @@ impl Router {
     fn hear_loss(&mut self, index: usize, mid: Mid, fraction: u8) {
         let now = self.now;
         let Some(peer) = self.peers[index].as_mut() else { return };
-        let heard = peer.heard_loss.entry(mid).or_insert((0, now));
-        if fraction < heard.0 && now.saturating_duration_since(heard.1) < HEARD_LOSS_FOR {
+        // A worse loss heard lately stands.
+        if peer.heard_loss.get(&mid).is_some_and(|(worst, at)| fraction < *worst && now.saturating_duration_since(*at) < HEARD_LOSS_FOR) {
             return;
         }
-        *heard = (fraction, now);
         if fraction == 0 {
             peer.heard_loss.remove(&mid);
+        } else {
+            peer.heard_loss.insert(mid, (fraction, now));
         }
-        let floor = (f32::from(fraction) / 255.0).min(HEARD_LOSS_MAX);
         if let Some(stream) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
-            stream.set_reported_loss_floor(floor);
+            stream.set_reported_loss_floor(fraction.min(HEARD_LOSS_MAX));
         }
     }
 

@@ -239,12 +239,13 @@ impl StreamRx {
         self.last_time
     }
 
-    /// Reports at least `fraction` (0.0-1.0) lost in the receiver reports for this stream,
-    /// whatever this side received: a relay passes on the loss its subscribers see, so that
-    /// the sender's encoder protects more (Opus in-band FEC). The cumulative count of lost
-    /// packets stays true, and so do this stream's own statistics. 0.0 turns it off.
-    pub fn set_reported_loss_floor(&mut self, fraction: f32) {
-        self.reported_loss_floor = (fraction.clamp(0.0, 1.0) * 256.0).min(255.0) as u8;
+    /// Reports at least `fraction_lost` (in 256ths, as RTCP counts it) in the receiver
+    /// reports for this stream, whatever this side received: a relay passes on the loss its
+    /// subscribers see, so that the sender's encoder protects more (Opus in-band FEC). The
+    /// cumulative count of lost packets stays true, and so do this stream's own statistics.
+    /// 0 turns it off.
+    pub fn set_reported_loss_floor(&mut self, fraction_lost: u8) {
+        self.reported_loss_floor = fraction_lost;
     }
 
     /// Request a keyframe for an incoming encoded stream.

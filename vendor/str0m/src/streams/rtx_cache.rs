@@ -38,9 +38,10 @@ impl RtxCache {
         self.remove_old_packets(now);
     }
 
-    /// Confab patch: the oldest packet not yet aged out (what is before it is gone).
-    pub fn first_cached_seq_no(&self) -> Option<SeqNo> {
-        Some(self.packet_by_seq_no.first_position()?.into())
+    /// Confab patch: whether `seq_no` was cached and has aged out since (what was sent
+    /// before this cache started is not).
+    pub fn aged_out(&self, seq_no: SeqNo) -> bool {
+        self.packet_by_seq_no.aged_out(*seq_no)
     }
 
     pub fn last_cached_seq_no(&self) -> Option<SeqNo> {

@@ -24,6 +24,8 @@ pub struct EvictingBuffer<T> {
     last_position: Option<u64>,
     /// Next element to evict.
     next_evict: Option<u64>,
+    /// Confab patch: the first position ever pushed (since the last clear).
+    first_pushed: Option<u64>,
     // Last timeout when we evicted elements.
     last_timeout: Instant,
 }
@@ -58,6 +60,7 @@ impl<T> EvictingBuffer<T> {
             max_size,
             last_position: None,
             next_evict: None,
+            first_pushed: None,
             last_timeout: already_happened(),
         }
     }
@@ -89,6 +92,7 @@ impl<T> EvictingBuffer<T> {
         } else {
             // First ever cached value sets the initial evict position.
             self.next_evict = Some(position);
+            self.first_pushed = Some(position);
             position
         };
 
@@ -243,12 +247,10 @@ impl<T> EvictingBuffer<T> {
         self.buf[index].is_some()
     }
 
-    /// Confab patch: the oldest position not yet evicted (what is before it has aged out).
-    pub fn first_position(&self) -> Option<u64> {
-        if self.is_inert() {
-            return None;
-        }
-        self.next_evict
+    /// Confab patch: whether `position` was held and has since been evicted (it lies
+    /// between the first position ever pushed and the next to evict).
+    pub fn aged_out(&self, position: u64) -> bool {
+        !self.is_inert() && self.first_pushed.is_some_and(|first| position >= first) && self.next_evict.is_some_and(|next| position < next)
     }
 
     pub fn last_position(&self) -> Option<u64> {
@@ -274,6 +276,7 @@ impl<T> EvictingBuffer<T> {
         }
         self.last_position = None;
         self.next_evict = None;
+        self.first_pushed = None;
         self.last_timeout = already_happened();
     }
 }

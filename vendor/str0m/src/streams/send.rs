@@ -154,10 +154,6 @@ pub struct StreamTx {
     /// If we have a pending incoming keyframe request.
     pending_request_keyframe: Option<KeyframeRequestKind>,
 
-    /// Confab patch: the first packet the current RTX cache held (what was sent before
-    /// [`StreamTx::set_rtx_cache`] last started it afresh is not missed).
-    rtx_cache_from: Option<SeqNo>,
-
     /// Confab patch: when NACKs for aged-out packets last counted as a keyframe request.
     aged_out_keyframe_at: Option<Instant>,
 
@@ -399,7 +395,6 @@ impl StreamTx {
             rtx_ratio_cap: DEFAULT_RTX_RATIO_CAP,
             last_sender_report: already_happened(),
             pending_request_keyframe: None,
-            rtx_cache_from: None,
             aged_out_keyframe_at: None,
             pending_request_remb: None,
             stats: StreamTxStats::new(enable_stats),
@@ -481,7 +476,6 @@ impl StreamTx {
     ) {
         // Dump old cache to avoid having to deal with resizing logic inside the cache impl.
         self.rtx_cache = RtxCache::new(max_packets, max_age);
-        self.rtx_cache_from = None;
         if rtx_ratio_cap.is_some() {
             self.stats
                 .bytes_transmitted
@@ -850,7 +844,6 @@ impl StreamTx {
                 .pop(now)
                 .expect("head of send_queue to be there");
             if pkt.nackable {
-                self.rtx_cache_from.get_or_insert(seq_no);
                 self.rtx_cache.cache_sent_packet(pkt, now);
             }
         }
@@ -1098,7 +1091,7 @@ impl StreamTx {
     ) -> Option<()> {
         // Turning NackEntry into SeqNo we need to know a SeqNo "close by" to lengthen the 16 bit
         // sequence number into the 64 bit we have in SeqNo.
-        let seq_no = self.rtx_cache.last_cached_seq_no().or_else(|| (*self.last_sent_seq_no > 0).then_some(self.last_sent_seq_no))?;
+        let seq_no = self.rtx_cache.last_cached_seq_no()?;
         let iter = entries.flat_map(|n| n.into_iter(seq_no));
 
         // Schedule all resends. They will be handled on next poll_packet
@@ -1108,8 +1101,7 @@ impl StreamTx {
                 // Packet was not available in RTX cache, it has probably expired. Confab
                 // patch: count those that aged out (packets sent before the cache last
                 // started afresh are not missed: that was a new start).
-                let aged_out = self.rtx_cache.first_cached_seq_no().is_none_or(|first| seq_no < first);
-                if aged_out && self.rtx_cache_from.is_some_and(|from| seq_no >= from) {
+                if self.rtx_cache.aged_out(seq_no) {
                     aged += 1;
                 }
                 continue;
