@@ -57,6 +57,12 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
     metric("confab_media_forwarded_frames_total", "Audio and video frames the SFU forwarded to subscribers.", "counter", &load(&media.frames_forwarded));
     metric("confab_media_forwarded_audio_packets_total", "Audio packets the SFU forwarded to subscribers.", "counter", &load(&media.audio_forwarded));
     metric(
+        "confab_media_repeated_audio_packets_total",
+        "Audio packets the SFU sent again beside the next, for subscribers whose link loses.",
+        "counter",
+        &load(&media.audio_repeated),
+    );
+    metric(
         "confab_media_keyframe_requests_received_total",
         "Keyframe requests (PLI/FIR) from subscribers.",
         "counter",

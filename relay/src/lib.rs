@@ -24,6 +24,7 @@ pub mod layers;
 pub mod plan;
 mod red;
 pub mod remote;
+mod repeat;
 pub mod router;
 pub mod shard;
 pub mod slots;
@@ -110,6 +111,8 @@ pub struct Counters {
     pub frames_forwarded: AtomicU64,
     /// Of those, audio packets.
     pub audio_forwarded: AtomicU64,
+    /// Audio packets sent again beside the next for subscribers whose link loses.
+    pub audio_repeated: AtomicU64,
     /// Keyframe requests (PLI/FIR) from subscribers, and those the relay sent publishers.
     pub keyframe_requests_received: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
@@ -148,6 +151,7 @@ impl Counters {
             bytes_forwarded: AtomicU64::new(0),
             frames_forwarded: AtomicU64::new(0),
             audio_forwarded: AtomicU64::new(0),
+            audio_repeated: AtomicU64::new(0),
             keyframe_requests_received: AtomicU64::new(0),
             keyframe_requests_sent: AtomicU64::new(0),
             nacks_received: AtomicU64::new(0),

@@ -643,6 +643,15 @@ impl Router {
                 // str0m gives the report's fraction in 256ths divided by 255.
                 let fraction = (s.loss.unwrap_or(0.0).clamp(0.0, 1.0) * 255.0).round() as u8;
                 let audio = peer.slot(s.mid).map(|i| &peer.slots[i]).filter(|slot| slot.kind == MediaKind::Audio);
+                if s.loss.is_some() {
+                    // Any stream's loss is the downlink's; repeated audio's is what the copies left.
+                    let repeated = peer.repeat.copies() > 0 && audio.is_some_and(|slot| slot.recent[0].is_some());
+                    let before = peer.repeat.copies();
+                    peer.repeat.report(self.now, fraction, repeated);
+                    if peer.repeat.copies() != before {
+                        tracing::debug!(subscriber = peer.key.participant, fraction, copies = peer.repeat.copies(), "audio copies for a lossy downlink");
+                    }
+                }
                 if let Some(feed) = audio.and_then(|slot| slot.splicer.current()).filter(|_| fraction > 0) {
                     let room = peer.room;
                     self.pass_loss(room, feed, fraction);
@@ -862,22 +871,15 @@ impl Router {
             if packet.kind == MediaKind::Audio {
                 counters.audio_forwarded.fetch_add(1, Ordering::Relaxed);
             }
-            match write(sub, route.slot, &payloads, out, *now) {
-                Written::Sent(t) => {
-                    counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
-                    counters.bytes_forwarded.fetch_add(t.contents.len() as u64, Ordering::Relaxed);
-                    counters.hop_latency.record_us(now.saturating_duration_since(packet.arrival).as_micros() as u64);
-                    outputs.push_back(Output::Transmit { destination: t.destination, contents: t.contents.into() });
+            for copy in 0..sub.repeat.copies() {
+                let written = repeat(sub, route.slot, copy, *now);
+                if !matches!(written, Written::Unsendable) {
+                    counters.audio_repeated.fetch_add(1, Ordering::Relaxed);
                 }
-                Written::Queued => {
-                    sub.written = true;
-                    if !sub.dirty {
-                        sub.dirty = true;
-                        dirty.push(route.peer);
-                    }
-                }
-                Written::Unsendable => {}
+                deliver(written, sub, route.peer, packet.arrival, *now, counters, outputs, dirty);
             }
+            let written = write(sub, route.slot, &payloads, out, *now);
+            deliver(written, sub, route.peer, packet.arrival, *now, counters, outputs, dirty);
         }
         for feed in keyframes {
             self.ask_keyframe(packet.room, feed);
@@ -1122,7 +1124,14 @@ impl Router {
         let mut notices = Vec::new();
         for &index in &state.local {
             let Some(peer) = self.peers[index].as_mut() else { continue };
-            let audio = peer.slots.iter().filter(|s| s.kind == MediaKind::Audio && s.source.is_some()).count() as u64 * AUDIO_RATE;
+            // Audio sent again for a lossy link ([`crate::repeat`]) costs its copies too.
+            let copies = peer.repeat.copies() as u64;
+            let audio = peer
+                .slots
+                .iter()
+                .filter(|s| s.kind == MediaKind::Audio && s.source.is_some())
+                .map(|s| if s.recent[0].is_some() { AUDIO_RATE * (1 + copies) } else { AUDIO_RATE })
+                .sum::<u64>();
             let video: Vec<usize> = (0..peer.slots.len()).filter(|i| peer.slots[*i].kind == MediaKind::Video && peer.slots[*i].source.is_some()).collect();
             let demands: Vec<SlotDemand> = video
                 .iter()
@@ -1365,12 +1374,66 @@ impl<'a> Payloads<'a> {
     }
 }
 
+/// Hands out what [`write`] or [`repeat`] made of one packet for subscriber `sub` (peer
+/// `index`): a transmit at once, or a drain to come.
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    written: Written,
+    sub: &mut Peer,
+    index: usize,
+    arrival: Instant,
+    now: Instant,
+    counters: &Counters,
+    outputs: &mut VecDeque<Output>,
+    dirty: &mut Vec<usize>,
+) {
+    match written {
+        Written::Sent(t) => {
+            counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
+            counters.bytes_forwarded.fetch_add(t.contents.len() as u64, Ordering::Relaxed);
+            counters.hop_latency.record_us(now.saturating_duration_since(arrival).as_micros() as u64);
+            outputs.push_back(Output::Transmit { destination: t.destination, contents: t.contents.into() });
+        }
+        Written::Queued => {
+            sub.written = true;
+            if !sub.dirty {
+                sub.dirty = true;
+                dirty.push(index);
+            }
+        }
+        Written::Unsendable => {}
+    }
+}
+
+/// Sends again the `copy`-th latest plain audio packet of subscriber `sub`'s slot, as it was
+/// (same sequence number: [`crate::repeat`]), before the next one goes.
+fn repeat(sub: &mut Peer, slot: usize, copy: usize, now: Instant) -> Written {
+    let Some(ssrc) = sub.slots[slot].ssrc else { return Written::Unsendable };
+    let Some(said) = sub.slots[slot].recent.get(copy).cloned().flatten() else { return Written::Unsendable };
+    let rtp = RtpWrite::new(said.pt, SeqNo::from(said.seq), said.timestamp, said.arrival, said.payload).marker(said.marker).nackable(false).ext_vals(said.ext);
+    send(sub, ssrc, rtp, now)
+}
+
 /// Writes one renumbered packet on subscriber `sub`'s slot and, if it can, sends it now.
 fn write(sub: &mut Peer, slot: usize, payloads: &Payloads, out: Rewritten, now: Instant) -> Written {
     let packet = payloads.packet;
     let Some(ssrc) = sub.slots[slot].ssrc else { return Written::Unsendable };
     let Some((pt, payload)) = payloads.for_subscriber(sub) else { return Written::Unsendable };
     let video = packet.kind == MediaKind::Video;
+    let ext = ExtensionValues { audio_level: packet.audio_level, voice_activity: packet.voice_activity, ..Default::default() };
+    let marker = packet.marker || (!video && out.switched);
+    if !video {
+        // Plain Opus is kept to be sent again; RED carries its own redundancy.
+        let red = Some(pt) == sub.pt(Codec::Red);
+        let recent = &mut sub.slots[slot].recent;
+        if red {
+            *recent = Default::default();
+        } else {
+            recent.rotate_right(1);
+            recent[0] =
+                Some(peer::Said { pt, seq: out.seq, timestamp: out.timestamp, marker, ext: ext.clone(), arrival: packet.arrival, payload: payload.clone() });
+        }
+    }
     if video && out.switched {
         // A new feed starts on a keyframe: nothing before it is worth resending, and a fresh
         // history is sized for the new feed's rate (str0m's never shrinks: a slot that once
@@ -1379,8 +1442,6 @@ fn write(sub: &mut Peer, slot: usize, payloads: &Payloads, out: Rewritten, now: 
         let Some(stream) = api.stream_tx(&ssrc) else { return Written::Unsendable };
         peer::reset_history(stream);
     }
-    let ext = ExtensionValues { audio_level: packet.audio_level, voice_activity: packet.voice_activity, ..Default::default() };
-    let marker = packet.marker || (!video && out.switched);
     let mut rtp = RtpWrite::new(pt, SeqNo::from(out.seq), out.timestamp, packet.arrival, payload).marker(marker).nackable(video).ext_vals(ext);
     if let (Some(descriptor), Some(vp8)) = (packet.vp8_descriptor, packet.vp8) {
         let renumbered = out.picture_id != vp8.picture_id.map(|p| p.value) || out.tl0_pic_idx != vp8.tl0_pic_idx;
@@ -1397,6 +1458,11 @@ fn write(sub: &mut Peer, slot: usize, payloads: &Payloads, out: Rewritten, now: 
             }
         }
     }
+    send(sub, ssrc, rtp, now)
+}
+
+/// Has str0m write `rtp` on stream `ssrc` of `sub` and send it at once if it can.
+fn send(sub: &mut Peer, ssrc: str0m::rtp::Ssrc, rtp: RtpWrite, now: Instant) -> Written {
     let sent = catch_unwind(AssertUnwindSafe(|| sub.rtc.send_rtp_now(ssrc, rtp, now)));
     match sent {
         Ok(Some(t)) => Written::Sent(t),

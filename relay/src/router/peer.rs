@@ -2,15 +2,17 @@
 //! the layers seen on each) and their receive slots (each with its splicer).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::Rtc;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
-use str0m::rtp::Ssrc;
+use str0m::rtp::{ExtensionValues, Ssrc};
 
 use crate::PeerKey;
 use crate::layers::{Layer, Share};
+use crate::repeat::{MAX_COPIES, Repeat};
 use crate::slots::Source;
 use crate::splice::Splicer;
 
@@ -119,6 +121,21 @@ pub(crate) struct Slot {
     pub paused: Option<Pause>,
     /// Since when `layers::allocate` has wanted this playing slot paused for bandwidth.
     pub short_since: Option<Instant>,
+    /// The last plain audio packets written on it, newest first: what goes again beside
+    /// the next one when the subscriber's link loses ([`Repeat`]).
+    pub recent: [Option<Said>; MAX_COPIES],
+}
+
+/// An audio packet as a slot sent it, to send again.
+#[derive(Debug, Clone)]
+pub(crate) struct Said {
+    pub pt: Pt,
+    pub seq: u64,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub ext: ExtensionValues,
+    pub arrival: Instant,
+    pub payload: Arc<[u8]>,
 }
 
 /// Why a video slot with a source forwards nothing (`Notice::Paused` tells the subscriber).
@@ -153,6 +170,7 @@ impl Slot {
             share: Share::Unknown,
             paused: None,
             short_since: None,
+            recent: Default::default(),
         }
     }
 }
@@ -192,6 +210,8 @@ pub(crate) struct Peer {
     /// The worst loss their subscribers report of each audio track they publish, and
     /// when it was heard: passed on in our receiver reports (`super::HEARD_LOSS_FOR`).
     pub heard_loss: HashMap<Mid, (u8, Instant)>,
+    /// How many copies their plain audio gets, from the loss they report.
+    pub repeat: Repeat,
     /// The home shard has been told who this is.
     pub announced: bool,
 }
@@ -218,6 +238,7 @@ impl Peer {
             keyframe_requested: HashMap::new(),
             heard_loss: HashMap::new(),
             reported: HashMap::new(),
+            repeat: Repeat::default(),
             announced: false,
         }
     }

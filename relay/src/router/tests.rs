@@ -778,15 +778,17 @@ fn a_meeting_spans_nodes_one_copy_to_each_node_whatever_its_subscribers() {
 #[test]
 fn audio_a_subscriber_loses_is_passed_on_to_its_publisher_bounded_and_then_forgotten() {
     // The publisher on one shard, the subscriber on the other: the figure crosses shards.
+    // RED both ways, so that the relay sends no copies of its own and the loss stays.
     let mut net = Net::new(2, 9);
-    net.join(1, 0, &["l"], 0);
-    net.join(2, 1, &[], 9);
+    net.join_with(1, 0, &["l"], 0, true);
+    net.join_with(2, 1, &[], 9, true);
     net.connect();
     let mic = net.client(1).audio.expect("publishes audio");
     let speak = |net: &mut Net, from: u32, seconds: u32| {
         for i in from..from + seconds * 50 {
             let now = net.now;
-            net.client(1).audio(i, -30, now);
+            let packet = Packet { mid: mic, rid: None, codec: Codec::Red, timestamp: i * 960, marker: false };
+            net.client(1).send(packet, red_payload(&[7; 40], &[8; 40]), Some(-30), now);
             net.run(Duration::from_millis(20));
         }
     };
@@ -825,4 +827,37 @@ fn a_subscriber_back_from_an_outage_asks_for_a_stretch_the_history_no_longer_hol
     net.lossy = None;
     video_on(&mut net, 1, "h", 41, 3, 2, 500);
     assert!(net.client(1).keyframe_requests.contains(&Some(Rid::from("h"))), "no keyframe asked for after the outage");
+}
+
+#[test]
+fn a_subscriber_without_red_whose_link_loses_gets_each_audio_packet_twice_and_misses_none() {
+    let mut net = Net::new(1, 9);
+    net.join(1, 0, &["l"], 0);
+    net.join(2, 0, &[], 9);
+    net.connect();
+    let speak = |net: &mut Net, from: u32, count: u32| {
+        for i in from..from + count {
+            let now = net.now;
+            net.client(1).audio(i, -30, now);
+            net.run(Duration::from_millis(20));
+        }
+    };
+    speak(&mut net, 0, 150);
+    let counters = net.routers[0].counters.clone();
+    assert_eq!(counters.audio_repeated.load(Ordering::Relaxed), 0, "a clean link gets no copies");
+
+    // Every fifth datagram towards the subscriber is lost. Once its receiver reports say
+    // so, each audio packet also carries the one before it, and nothing is missed.
+    net.lossy = Some((2, 5, 0));
+    speak(&mut net, 150, 400);
+    assert!(counters.audio_repeated.load(Ordering::Relaxed) > 0, "no audio repeated for a subscriber losing 20 %");
+    let slot = slot_of(&net, 2, 1, "audio").expect("an audio slot for 1");
+    let from = net.client(2).on(slot).len();
+    speak(&mut net, 550, 150);
+    let mut seqs: Vec<u64> = net.client(2).on(slot)[from..].iter().map(|r| r.1).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
+    assert!(last - first >= 140, "audio flowed: {first}..{last}");
+    assert_eq!(seqs.len() as u64, last - first + 1, "packets missing between {first} and {last}");
 }
