@@ -5,7 +5,7 @@
 //! microphone in each window.
 //!
 //!     cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20]
-//!         [--delay 0,50,150] [--down 0,1000,400,150] [--up 0,300] [--outage N]
+//!         [--delay 0,50,150] [--down 0,1000,400,150] [--up 0,300] [--outage N] [--move N]
 //!         [--bots N] [--seconds 15] [--firefox]
 //!
 //! - `--mode`: `sfu` (the meeting runs through the node, `--mesh-threshold 0`) and/or `mesh`
@@ -26,6 +26,10 @@
 //!   for 2 s, then the link is back; printed: how long after that Bo's audio (samples that
 //!   are not concealment) and Ana's video (a frame decoded) come back, polled as fast as the
 //!   page answers (~20-60 ms), and the frames frozen over the next 5 s.
+//! - `--move N`: after the cells (and outages), N times: Bo's namespace gets a new address
+//!   (the old one removed, as a phone going from Wi-Fi to mobile data); printed as for an
+//!   outage, counted from the change, and whether Bo kept his seat (the same participant id,
+//!   no new seat granted).
 //!
 //! Each cell: the impairment set, 3 s for the receivers to settle, then a window of
 //! `--seconds`. Printed per cell: frames decoded of those sent, freezes (`freezeCount`,
@@ -42,7 +46,7 @@ use confab_tests::impair::{Impairment, UdpImpairer};
 use confab_tests::meeting::{Participant, start_meeting};
 use confab_tests::netns::Namespace;
 
-const USAGE: &str = "usage: cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20] [--delay 0,50,150] [--down 0,1000,400,150] [--up 0,300] [--outage N] [--bots N] [--seconds 15] [--firefox]";
+const USAGE: &str = "usage: cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20] [--delay 0,50,150] [--down 0,1000,400,150] [--up 0,300] [--outage N] [--move N] [--bots N] [--seconds 15] [--firefox]";
 
 struct Plan {
     modes: Vec<String>,
@@ -51,6 +55,7 @@ struct Plan {
     downs: Vec<u32>,
     ups: Vec<u32>,
     outages: u32,
+    moves: u32,
     bots: u32,
     seconds: u64,
     firefox: bool,
@@ -69,6 +74,7 @@ fn plan() -> Plan {
         downs: vec![0],
         ups: vec![0],
         outages: 0,
+        moves: 0,
         bots: 0,
         seconds: 15,
         firefox: false,
@@ -82,6 +88,7 @@ fn plan() -> Plan {
             "--down" => plan.downs = list(args.next()),
             "--up" => plan.ups = list(args.next()),
             "--outage" => plan.outages = args.next().and_then(|s| s.parse().ok()).expect(USAGE),
+            "--move" => plan.moves = args.next().and_then(|s| s.parse().ok()).expect(USAGE),
             "--bots" => plan.bots = args.next().and_then(|s| s.parse().ok()).expect(USAGE),
             "--seconds" => plan.seconds = args.next().and_then(|s| s.parse().ok()).expect(USAGE),
             "--firefox" => plan.firefox = true,
@@ -104,7 +111,7 @@ async fn main() {
 }
 
 async fn run_mode(plan: &Plan, sfu: bool) {
-    let ns = Namespace::create();
+    let mut ns = Namespace::create();
     let host = ns.host_ip;
     // Through the SFU, Bo's media passes the impairment relay: the node's relay listens on
     // loopback and advertises the namespace link's address, where the impairer listens.
@@ -180,15 +187,34 @@ async fn run_mode(plan: &Plan, sfu: bool) {
     for _ in 0..plan.outages {
         outage(&ns, &a, &b, &ida, &idb, via).await;
     }
+    for _ in 0..plan.moves {
+        let seat = "return [window.confabCall.me.id, window.confabCall.signaling.welcomes]";
+        let before = b.browser.eval(seat).await;
+        let o = confab_tests::conditions::address_change(&mut ns, &a, &b, &ida, &idb).await;
+        let after = b.browser.eval(seat).await;
+        let kept = if before[0] == after[0] { format!("kept his seat ({} seat grants)", after[1]) } else { format!("lost his seat: {before} → {after}") };
+        print_return(&format!("address change to {} ({via}), Bo {kept}", ns.ns_ip), &o);
+        if o.audio.is_none() || o.video.is_none() || o.video_back.is_none() || std::env::var_os("NETWORKS_PAGE_LOG").is_some() {
+            for (who, p) in [("Bo", &b), ("Ana", &a)] {
+                let log = p.log().await;
+                let lines: Vec<&str> = log.lines().collect();
+                println!("{who}'s page log, last lines:\n{}", lines[lines.len().saturating_sub(25)..].join("\n"));
+            }
+        }
+    }
 }
 
 /// A 2 s outage of Bo's link, and what came back when (`conditions::outage`).
 async fn outage(ns: &Namespace, a: &Participant, b: &Participant, ida: &str, idb: &str, via: &str) {
     let o = confab_tests::conditions::outage(ns, a, b, ida, idb).await;
+    print_return(&format!("outage 2 s ({via})"), &o);
+}
+
+fn print_return(what: &str, o: &confab_tests::conditions::Outage) {
     let ms = |d: Option<Duration>| d.map_or("not within 10 s".to_string(), |d| format!("{} ms", d.as_millis()));
     let after = &o.after;
     println!(
-        "outage 2 s ({via}): Bo hears Ana after {}, sees her after {}; Ana sees Bo after {}; the 5 s after: {:.1} % of frames, {} freezes ({:.2} s), {}p, audio concealed {:.2} %",
+        "{what}: Bo hears Ana after {}, sees her after {}; Ana sees Bo after {}; the 5 s after: {:.1} % of frames, {} freezes ({:.2} s), {}p, audio concealed {:.2} %",
         ms(o.audio),
         ms(o.video),
         ms(o.video_back),

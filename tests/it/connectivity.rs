@@ -56,7 +56,7 @@ async fn a_participant_whose_network_drops_udp_reaches_the_sfu_over_ice_tcp() {
         start_meeting(&["--listen", &listen, "--relay-ip", &host, "--turn-listen", "off", "--mesh-threshold", "0", "--relay-shards", "1"], "ice-tcp").await;
     let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&ns, &link, "Bo"));
     let (mut a, mut b) = (a, b);
-    ns.allow_only(&[(Protocol::Tcp, 0)], &[b.browser.driver_port]);
+    ns.allow_only(&[(Protocol::Tcp, 0)]);
     a.join().await;
     b.join().await;
     for (p, id, s) in each_receives_the_others(&[&a, &b]).await {
@@ -166,7 +166,7 @@ async fn cell(topology: Topology, sfu: bool) -> Cell {
     let (node, link, _) = start_meeting(&options, room).await;
     let (a, b) = tokio::join!(participant(&net, net.ana_in, false, &link, "Ana"), participant(&net, net.bo_in, true, &link, "Bo"));
     let (mut a, mut b) = (a, b);
-    firewall(&net, topology, &b).await;
+    firewall(&net, topology);
     // The prejoin again, now behind the firewall: the self-test sees what Bo's network
     // allows. It does not depend on the meeting's mode, so the mesh cell checks it (behind a
     // firewall it waits for its 8 s limit).
@@ -235,13 +235,12 @@ async fn cell(topology: Topology, sfu: bool) -> Cell {
 const SFU_PAIRS: &str = "return (async () => { const st = await window.confabCall.sfu.pc.getStats(); const c = (id) => { const x = st.get(id); return x ? `${x.candidateType}/${x.protocol}${x.relayProtocol ? '/' + x.relayProtocol : ''} ${x.address}:${x.port}` : id; }; const out = []; st.forEach((s) => { if (s.type === 'local-candidate' || s.type === 'remote-candidate') out.push(`${s.type} ${c(s.id)} ${s.tcpType ?? ''}`); if (s.type === 'candidate-pair') out.push(`${c(s.localCandidateId)} -> ${c(s.remoteCandidateId)} ${s.state}${s.nominated ? ' nominated' : ''} req ${s.requestsSent}/resp ${s.responsesReceived}`); }); const cands = (d) => (d?.sdp ?? '').split('\\r\\n').filter((l) => l.startsWith('a=candidate')).join(' | '); out.push(`remote SDP: ${cands(window.confabCall.sfu.pc.remoteDescription)}`, `local SDP: ${cands(window.confabCall.sfu.pc.localDescription)}`); return out.join('; '); })();";
 
 /// (d): Bo may reach the node over TCP only; (e): only TCP port 443.
-async fn firewall(net: &Network, topology: Topology, bo: &Participant) {
+fn firewall(net: &Network, topology: Topology) {
     let Some(ns) = &net.ns else { return };
-    let served = [bo.browser.driver_port];
     match topology {
         // Every TCP port: HTTPS, TURN over TCP, the SFU's ICE-TCP.
-        Topology::UdpBlocked => ns.allow_only(&[(Protocol::Tcp, 0)], &served),
-        Topology::Tcp443Only => ns.allow_only(&[(Protocol::Tcp, 443)], &served),
+        Topology::UdpBlocked => ns.allow_only(&[(Protocol::Tcp, 0)]),
+        Topology::Tcp443Only => ns.allow_only(&[(Protocol::Tcp, 443)]),
         _ => {}
     }
 }

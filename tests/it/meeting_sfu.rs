@@ -388,7 +388,7 @@ async fn a_pair_that_cannot_connect_directly_moves_the_meeting_to_the_sfu() {
     let (node, mut a, mut b) = meeting_with_bo_in(&ns, &["--relay-shards", "1"]).await;
     let port = node.port();
     use confab_tests::netns::Protocol::{Tcp, Udp};
-    ns.allow_only(&[(Tcp, port), (Udp, port)], &[b.browser.driver_port]);
+    ns.allow_only(&[(Tcp, port), (Udp, port)]);
 
     // Two people: a mesh, by the default threshold of 4. Their pair never connects; after
     // the client's timeout (12 s) it reports `mesh-failed` and the room moves to the SFU.

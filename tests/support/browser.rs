@@ -2,7 +2,7 @@
 //! `chromium` and `chromium-driver`, which `tests/run.sh` installs). A missing browser fails
 //! the test with instructions; it never skips.
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -93,14 +93,8 @@ fn voice() -> std::path::PathBuf {
 
 pub struct Browser {
     pub client: Client,
-    /// The port its WebDriver server listens on.
-    pub driver_port: u16,
     driver: Child,
     _profile: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn require(path: &str) {
@@ -108,6 +102,44 @@ fn require(path: &str) {
         Path::new(path).exists(),
         "{path} is missing: install the test browsers with `tests/run.sh` (apt-get install chromium chromium-driver firefox-esr; cargo install geckodriver)"
     );
+}
+
+/// A port free on our loopback, and a thread that passes each connection to it on to the
+/// same port on the loopback inside namespace `name` (through a thread that enters the
+/// namespace): a browser's WebDriver server there stays reachable whatever happens to the
+/// namespace's link (a firewall, a cap, a new address), and nothing of the tests' own
+/// traffic crosses that link. The same port both sides, as geckodriver checks the `Host`
+/// header's.
+fn loopback_into(name: &str) -> u16 {
+    use std::io::copy;
+    use std::net::TcpStream;
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let namespace = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        for outside in listener.incoming().flatten() {
+            let namespace = namespace.clone();
+            std::thread::spawn(move || {
+                let Ok(file) = std::fs::File::open(&namespace) else { return };
+                // SAFETY: setns with a namespace file's descriptor, on this thread alone.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return;
+                }
+                let Ok(inside) = TcpStream::connect(("127.0.0.1", port)) else { return };
+                let (Ok(mut outside_r), Ok(mut inside_w)) = (outside.try_clone(), inside.try_clone()) else { return };
+                let upstream = std::thread::spawn(move || {
+                    let _ = copy(&mut outside_r, &mut inside_w);
+                    let _ = inside_w.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut inside_r, mut outside_w) = (inside, outside);
+                let _ = copy(&mut inside_r, &mut outside_w);
+                let _ = outside_w.shutdown(std::net::Shutdown::Write);
+                let _ = upstream.join();
+            });
+        }
+    });
+    port
 }
 
 impl Browser {
@@ -166,9 +198,7 @@ impl Browser {
         let mut caps = serde_json::Map::new();
         caps.insert("acceptInsecureCerts".into(), json!(true));
         caps.insert("goog:chromeOptions".into(), options);
-        let mut driver = ns.command(CHROMEDRIVER);
-        driver.arg(format!("--allowed-ips={}", ns.host_ip));
-        Browser::start(driver, ns.ns_ip, caps, profile).await
+        Browser::start(ns, ns.command(CHROMEDRIVER), caps, profile).await
     }
 
     /// A fresh headless Firefox ESR (Debian's `firefox-esr`, driven by geckodriver) with fake
@@ -221,17 +251,17 @@ impl Browser {
                 "prefs": prefs,
             }),
         );
-        // Its driver listens on the namespace's address.
         let mut driver = ns.command(&driver);
-        driver.args(["--log", "error", "--host", &ns.ns_ip.to_string()]);
-        Browser::start(driver, ns.ns_ip, caps, profile).await
+        driver.args(["--log", "error"]);
+        Browser::start(ns, driver, caps, profile).await
     }
 
-    /// Starts `driver` on a free port and opens a session with it at `host`.
-    async fn start(mut driver: Command, host: Ipv4Addr, caps: serde_json::Map<String, Value>, profile: tempfile::TempDir) -> Browser {
+    /// Starts `driver` (a command run in `ns`) on the namespace's loopback and opens a
+    /// session with it through [`loopback_into`].
+    async fn start(ns: &Namespace, mut driver: Command, caps: serde_json::Map<String, Value>, profile: tempfile::TempDir) -> Browser {
         // fantoccini and reqwest bring different rustls providers; rustls then needs one chosen.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let port = free_port();
+        let port = loopback_into(&ns.name);
         // The driver leads a process group of its own, which the browser it starts joins: on
         // drop the whole group goes, so no browser outlives its test.
         let driver = driver
@@ -241,7 +271,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {driver:?}: {e}"));
-        let url = format!("http://{host}:{port}");
+        let url = format!("http://127.0.0.1:{port}");
         let client = crate::eventually("the WebDriver server to accept a session", Duration::from_secs(30), || {
             let caps = caps.clone();
             let url = url.clone();
@@ -252,7 +282,7 @@ impl Browser {
             }
         })
         .await;
-        Browser { client, driver_port: port, driver, _profile: profile }
+        Browser { client, driver, _profile: profile }
     }
 
     /// Runs `script` (which may return a promise) and returns its value.

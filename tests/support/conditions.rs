@@ -38,7 +38,7 @@ const RECEPTION: &str = "const from = arguments[0]; return (async () => { \
     const out = { path: peer ? 'mesh' : 'sfu' }; \
     const trackOf = (mid) => pc.getTransceivers().find((t) => t.mid === mid)?.receiver.track.id; \
     const [videoTrack, audioTrack] = [trackOf(video), trackOf(audio)]; \
-    const all = await pc.getStats(); \
+    const all = await Promise.race([pc.getStats(), new Promise((r) => setTimeout(() => r(null), 1000))]); if (!all) return null; \
     all.forEach((s) => { \
       if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') out.rtt = s.currentRoundTripTime ?? 0; \
       if (s.type !== 'inbound-rtp') return; \
@@ -161,27 +161,70 @@ pub struct Outage {
 /// receiver's ids). Waits 3 s first, so that whatever came before has settled.
 pub async fn outage(ns: &Namespace, sender: &Participant, receiver: &Participant, from: &str, to: &str) -> Outage {
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let heard = |r: &Reception| r.samples.saturating_sub(r.concealed);
     ns.lose_udp(100);
     ns.lose_udp_out(100);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (here0, there0) = tokio::join!(receiver.reception(from), sender.reception(to));
-    let (here0, there0) = (here0.unwrap_or_default(), there0.unwrap_or_default());
+    let before = tokio::join!(receiver.reception(from), sender.reception(to));
     ns.lose_udp(0);
     ns.lose_udp_out(0);
-    let back = Instant::now();
+    back(sender, receiver, from, to, before, Instant::now()).await
+}
+
+/// The receiver's namespace `ns` moves to a new address ([`Namespace::change_address`]):
+/// how soon media flows again each way, from the moment of the change. What the pages'
+/// buffers still play out is not media back: the figures count from the first two readings,
+/// 100 ms apart, in which nothing moved (at most 2 s after the change; a return sooner
+/// than that reads late). Waits 3 s first, as [`outage`]. Connections replaced on the way
+/// (new counters) count from zero.
+pub async fn address_change(ns: &mut Namespace, sender: &Participant, receiver: &Participant, from: &str, to: &str) -> Outage {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let changed = Instant::now();
+    let utc = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    println!(
+        "(the address changes at {:02}:{:02}:{:02}.{:03} UTC)",
+        utc.as_secs() / 3600 % 24,
+        utc.as_secs() / 60 % 60,
+        utc.as_secs() % 60,
+        utc.subsec_millis()
+    );
+    ns.change_address();
+    // Until what the buffers still hold has played out: two readings alike.
+    let mut before = tokio::join!(receiver.reception(from), sender.reception(to));
+    while changed.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = tokio::join!(receiver.reception(from), sender.reception(to));
+        let still = |a: &Option<Reception>, b: &Option<Reception>| {
+            let (a, b) = (a.clone().unwrap_or_default(), b.clone().unwrap_or_default());
+            a.frames_decoded == b.frames_decoded && a.samples.saturating_sub(a.concealed) == b.samples.saturating_sub(b.concealed)
+        };
+        let settled = still(&now.0, &before.0) && still(&now.1, &before.1);
+        before = now;
+        if settled {
+            break;
+        }
+    }
+    back(sender, receiver, from, to, before, changed).await
+}
+
+/// Polls both pages until the receiver hears and sees the sender again, and the sender sees
+/// the receiver, each counted from `since`; at most 10 s after it. Then a 5 s window.
+async fn back(sender: &Participant, receiver: &Participant, from: &str, to: &str, before: (Option<Reception>, Option<Reception>), since: Instant) -> Outage {
+    let (here0, there0) = (before.0.unwrap_or_default(), before.1.unwrap_or_default());
+    let heard = |r: &Reception| r.samples.saturating_sub(r.concealed);
+    // A count that moved: up on the same connection, or anything on a new one (from zero).
+    let moved = |now: u64, then: u64| now > 0 && now != then;
     let mut o = Outage::default();
-    while back.elapsed() < Duration::from_secs(10) && (o.audio.is_none() || o.video.is_none() || o.video_back.is_none()) {
+    while since.elapsed() < Duration::from_secs(10) && (o.audio.is_none() || o.video.is_none() || o.video_back.is_none()) {
         let (here, there) = tokio::join!(receiver.reception(from), sender.reception(to));
         let (here, there) = (here.unwrap_or_default(), there.unwrap_or_default());
-        let now = back.elapsed();
-        if o.audio.is_none() && heard(&here) > heard(&here0) {
+        let now = since.elapsed();
+        if o.audio.is_none() && moved(heard(&here), heard(&here0)) {
             o.audio = Some(now);
         }
-        if o.video.is_none() && here.frames_decoded > here0.frames_decoded {
+        if o.video.is_none() && moved(here.frames_decoded, here0.frames_decoded) {
             o.video = Some(now);
         }
-        if o.video_back.is_none() && there.frames_decoded > there0.frames_decoded {
+        if o.video_back.is_none() && moved(there.frames_decoded, there0.frames_decoded) {
             o.video_back = Some(now);
         }
     }

@@ -96,6 +96,22 @@ impl Namespace {
         ns
     }
 
+    /// Gives the namespace a new address, as a phone moving from Wi-Fi to mobile data: the
+    /// address inside is replaced by one on a new /30 in 10.216/16 (connections bound to the
+    /// old one break), whose host end is a second address of ours on the same link; the
+    /// default route goes through it, so `host_ip` is reached as before.
+    pub fn change_address(&mut self) {
+        let (_, offset) = slot();
+        let base = in_range([10, 216], offset);
+        let (gateway, inside) = (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2));
+        let peer = format!("{}p", self.host_if);
+        must(&["ip", "addr", "add", &format!("{gateway}/30"), "dev", &self.host_if]);
+        self.must(&["ip", "addr", "add", &format!("{inside}/30"), "dev", &peer]);
+        self.must(&["ip", "route", "replace", "default", "via", &gateway.to_string()]);
+        self.must(&["ip", "addr", "del", &format!("{}/30", self.ns_ip), "dev", &peer]);
+        self.ns_ip = inside;
+    }
+
     /// `program` to be run inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
@@ -130,12 +146,12 @@ impl Namespace {
     }
 
     /// A firewall at the namespace's link (replacing any cap): of IP traffic (IPv6 is all
-    /// dropped), only connections from inside to
-    /// the host end's `services` (protocol and port; port 0: any), and TCP connections from the host end to
-    /// the `served` ports inside, pass (with their replies); everything else is dropped in
-    /// both directions. Direct connections between a browser inside and one outside fail, as
-    /// behind a strict firewall; the node stays reachable.
-    pub fn allow_only(&self, services: &[(Protocol, u16)], served: &[u16]) {
+    /// dropped), only connections from inside to the host end's `services` (protocol and
+    /// port; port 0: any) pass (with their replies); everything else is dropped in both
+    /// directions. Direct connections between a browser inside and one outside fail, as
+    /// behind a strict firewall; the node stays reachable. (A browser's WebDriver server is
+    /// reached through the namespace's loopback, not this link.)
+    pub fn allow_only(&self, services: &[(Protocol, u16)]) {
         self.unlimit();
         let inside = format!("{}p", self.host_if);
         // Egress of each end: from the host towards the namespace, and from the namespace out.
@@ -156,9 +172,6 @@ impl Namespace {
             for (protocol, port) in services {
                 // Out of the namespace the service is the destination; into it, the source.
                 pass.push((protocol.number(), if in_ns { "dport" } else { "sport" }, *port));
-            }
-            for port in served {
-                pass.push((Protocol::Tcp.number(), if in_ns { "sport" } else { "dport" }, *port));
             }
             for (protocol, direction, port) in pass {
                 let (protocol, port) = (protocol.to_string(), port.to_string());
@@ -290,7 +303,8 @@ pub enum Mapping {
 }
 
 /// A /30 in each of 10.213/16 (links to the test's namespace), 10.214/16 (links behind a
-/// NAT) and 10.215/16 (links to a [`Wan`]), unique to this process and call.
+/// NAT), 10.215/16 (links to a [`Wan`]) and 10.216/16 (a namespace's address after
+/// [`Namespace::change_address`]), unique to this process and call.
 fn slot() -> (u32, u32) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
