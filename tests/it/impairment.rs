@@ -1,7 +1,8 @@
 //! Media over a lossy link, in real Chromium: Bo's browser runs in a network namespace whose
 //! inbound UDP loses a share of its datagrams at random (nftables, see `netns::lose_udp`).
-//! NACK and retransmission (RTX) must hide the loss, through the SFU and in the mesh, and
-//! media must come back at once after a 2 s outage. And a
+//! NACK and retransmission (RTX) must hide the loss, through the SFU and in the mesh, media
+//! must come back at once after a 2 s outage, and soon after Bo's address changes, on the
+//! same seat. And a
 //! subscriber far away: 100 ms ± 30 ms each way, through the userspace impairment relay
 //! (`impair`). The other cells (loss and distance together, capped links, every loss rate)
 //! are the benchmark's: `benches/networks.rs`.
@@ -72,7 +73,7 @@ async fn meeting_beside(ns: &Namespace, sfu: bool, room: &str) -> (Node, String)
 
 async fn lossy_meeting(sfu: bool) -> Vec<Window> {
     let _browsers = confab_tests::browser::exclusive().await;
-    let ns = Namespace::create();
+    let mut ns = Namespace::create();
     let (node, link) = meeting_beside(&ns, sfu, if sfu { "lossy-sfu" } else { "lossy-mesh" }).await;
     let (a, b) = tokio::join!(Participant::chromium(&link, "Ana"), Participant::chromium_in(&ns, &link, "Bo"));
     let (mut a, mut b) = (a, b);
@@ -105,6 +106,14 @@ async fn lossy_meeting(sfu: bool) -> Vec<Window> {
     println!("{via}, a 2 s outage: Bo hears Ana after {:?}, sees her after {:?}; Ana sees Bo after {:?}", o.audio, o.video, o.video_back);
     let within = |d: Option<Duration>, bound: u64| d.is_some_and(|d| d <= Duration::from_millis(bound));
     assert!(within(o.audio, 500) && within(o.video, 1500) && within(o.video_back, 1500), "{via}: after a 2 s outage: {o:?}");
+    // Bo's address changes (Wi-Fi to mobile data): his page notices the silence, finds its
+    // signaling dead, resumes its seat and connects again from the new address without a
+    // rejoin (the benchmark's figures: 2.3-2.5 s, of which 2 s are Chromium's own, before it
+    // knows the new address).
+    let o = confab_tests::conditions::address_change(&mut ns, &a, &b, &ida, &idb).await;
+    println!("{via}, a new address: Bo hears Ana after {:?}, sees her after {:?}; Ana sees Bo after {:?}", o.audio, o.video, o.video_back);
+    assert!(within(o.audio, 4000) && within(o.video, 4500) && within(o.video_back, 4500), "{via}: after an address change: {o:?}\n{}", b.log().await);
+    assert_eq!(b.browser.eval("return window.confabCall.me.id").await, serde_json::json!(idb), "{via}: Bo kept his seat");
     println!("{via}: measured in {:?}", started.elapsed());
     if sfu {
         println!(
@@ -129,12 +138,12 @@ fn check(windows: &[Window], via: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn five_percent_loss_on_a_subscribers_link_is_hidden_by_retransmission_through_the_sfu() {
+async fn loss_an_outage_and_a_new_address_on_a_subscribers_link_through_the_sfu() {
     check(&lossy_meeting(true).await, "sfu");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn five_percent_loss_on_a_direct_link_is_hidden_by_retransmission_in_the_mesh() {
+async fn loss_an_outage_and_a_new_address_on_a_direct_link_in_the_mesh() {
     check(&lossy_meeting(false).await, "mesh");
 }
 

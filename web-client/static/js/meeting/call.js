@@ -11,6 +11,7 @@ import { Peer, meshLimits } from "./peer.js";
 import { SfuLink } from "./sfu.js";
 import { Signaling } from "./signaling.js";
 import { speakingDetector } from "./media.js";
+import { FLOW_EVERY_MS, Flow, NEW_ADDRESS_WAIT_MS, hostAddresses, newAddress, newestPacket } from "./flow.js";
 import { Meter, describePath, pathOf, quality, uplinkLoss } from "./stats.js";
 import { t, tn } from "../i18n.js";
 
@@ -99,6 +100,11 @@ export class Call {
     /** @type {Map<string, string>} SFU receive slots (mid) that carry nothing for now, and why */
     this.sfuPaused = new Map();
     this.qualityTimer = setInterval(() => this.updateQuality(), QUALITY_EVERY_MS);
+    /// Whether media still reaches us on any connection (see flow.js).
+    this.flow = new Flow();
+    /** @type {Promise<string[]>} our host addresses, as the browser gathered them when the call began or last reconnected */
+    this.addresses = hostAddresses();
+    this.flowTimer = setInterval(() => this.watchFlow(), FLOW_EVERY_MS);
     this.signaling = new Signaling(
       room,
       (resume) => protocol.join(invite, name, local.audioOn, local.videoOn, resume),
@@ -133,7 +139,12 @@ export class Call {
     const present = new Set(m.participants.map((p) => p.id));
     for (const id of [...this.participants.keys()]) if (!present.has(id)) this.drop(id);
     for (const view of m.participants) this.arrive(view);
-    if (resumed) {
+    // Media that stopped everywhere before this reconnection means our network changed
+    // (see flow.js): every path starts again from the new address as soon as the browser
+    // has one, rather than after ICE notices, seconds later.
+    const moved = resumed && this.flow.stalled;
+    if (moved) this.restartMedia();
+    else if (resumed) {
       // Signals sent while we were away may be lost: restart any pair that is not up.
       for (const peer of this.peers.values()) {
         if (!["connected", "connecting", "new"].includes(peer.pc.connectionState)) peer.restartIce();
@@ -648,6 +659,7 @@ export class Call {
     clearInterval(this.promotion);
     clearInterval(this.viewTimer);
     clearInterval(this.qualityTimer);
+    clearInterval(this.flowTimer);
     for (const id of [...this.peers.keys()]) this.drop(id);
     this.sfu?.close();
     this.sfu = null;
@@ -706,6 +718,35 @@ export class Call {
   /// Every tile's quality indicator, from one read of each connection's stats; the notice
   /// on our own tile when what we send arrives poorly; and, when most of what reaches us
   /// has been poor or lost for three rounds, the suggestion of low-bandwidth mode.
+  /// Asks the node whether it still hears us when media stops on every connection at once.
+  watchFlow() {
+    const pcs = [...this.peers.values()].map((p) => p.pc);
+    if (this.sfu) pcs.push(this.sfu.pc);
+    if (this.flow.update(newestPacket(pcs), performance.now())) {
+      log("info", "media stopped on every connection: asking the node");
+      this.signaling.probe();
+    }
+  }
+
+  /// Our network changed: once the browser has an address other than those it had before
+  /// (Chromium on Linux learns it ~2 s after the change, and ICE gathered before that offers
+  /// the old one and fails at once; Firefox knows at once), every path starts again: the
+  /// SFU link is made anew, and each direct pair restarts ICE. At most
+  /// `NEW_ADDRESS_WAIT_MS` of waiting: a network that came back with the same address
+  /// restarts then.
+  async restartMedia() {
+    const before = await this.addresses;
+    const found = await newAddress(before, NEW_ADDRESS_WAIT_MS);
+    this.addresses = found ? Promise.resolve(found) : hostAddresses();
+    log("info", found ? `our network changed (${before.join(", ")} → ${found.join(", ")}): connecting again` : "our network came back: connecting again");
+    for (const peer of this.peers.values()) peer.restartIce();
+    if (this.sfu) {
+      this.sfu.close();
+      this.sfu = null;
+      this.applyMode();
+    }
+  }
+
   async updateQuality() {
     if (!this.me) return;
     const reports = new Map();

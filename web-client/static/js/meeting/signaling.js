@@ -12,6 +12,8 @@ import { errorText, t } from "../i18n.js";
 const HEARTBEAT_MS = 10_000;
 const SILENCE_MS = 25_000;
 const MAX_BACKOFF_MS = 5_000;
+/// How long a probe (`probe`) waits for the node before taking the connection for dead.
+const PROBE_MS = 500;
 
 // Close codes after which reconnecting would not help (the node said why before closing).
 const { CLOSE } = protocol;
@@ -46,6 +48,9 @@ export class Signaling {
     /// Whether the current socket ever opened (one that never did means its node is down).
     this.opened = false;
     this.backoff = 250;
+    /// The next reconnection goes at once (a probe found the connection dead).
+    this.immediate = false;
+    this.probing = false;
     this.lastHeard = 0;
     this.lastError = null;
     /// How many times a seat was granted on this page: 1, plus one per reconnection.
@@ -134,9 +139,28 @@ export class Signaling {
       return;
     }
     this.handlers.onState("reconnecting");
-    const wait = this.backoff;
-    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+    const wait = this.immediate ? 0 : this.backoff;
+    if (!this.immediate) this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+    this.immediate = false;
     setTimeout(() => this.ended || this.open(), wait);
+  }
+
+  /// Asks the node for a pong now. If nothing at all comes back within `PROBE_MS`, the
+  /// connection is taken for dead (our address changed, say: TCP would take minutes to
+  /// say so) and replaced at once, resuming our seat.
+  probe() {
+    const socket = this.socket;
+    if (this.probing || this.ended || socket?.readyState !== WebSocket.OPEN || !this.welcomed) return;
+    const asked = Date.now();
+    this.probing = true;
+    socket.send(JSON.stringify(protocol.ping()));
+    setTimeout(() => {
+      this.probing = false;
+      if (this.socket !== socket || this.lastHeard >= asked) return;
+      log("warn", `signaling: no answer within ${PROBE_MS} ms: connecting again`);
+      this.immediate = true;
+      this.dropConnection();
+    }, PROBE_MS);
   }
 
   heartbeat() {
