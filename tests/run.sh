@@ -42,7 +42,7 @@ if ! typecheck/node_modules/.bin/tsc --version 2>/dev/null | grep -q "$(pinned t
 fi
 npm run --silent --prefix typecheck check
 # The web client's pure logic, with Node's own test runner (no dependency).
-node --test web-client/test/
+node --test tests/web/
 
 # The node the integration tests start: built once, here, not by each test binary.
 cargo build --locked -p confab-node --bin confab

@@ -28,8 +28,9 @@
 //!   page answers (~20-60 ms), and the frames frozen over the next 5 s.
 //! - `--move N`: after the cells (and outages), N times: Bo's namespace gets a new address
 //!   (the old one removed, as a phone going from Wi-Fi to mobile data); printed as for an
-//!   outage, counted from the change, and whether Bo kept his seat (the same participant id,
-//!   no new seat granted).
+//!   outage, counted from the change, and whether Bo kept his seat (the same participant
+//!   id). When something did not come back (or with `NETWORKS_PAGE_LOG=1` set), both pages'
+//!   last log lines follow.
 //!
 //! Each cell: the impairment set, 3 s for the receivers to settle, then a window of
 //! `--seconds`. Printed per cell: frames decoded of those sent, freezes (`freezeCount`,

@@ -1,9 +1,9 @@
-// Unit tests of the page's pure logic, with Node's own runner (`node --test web-client/test`,
+// Unit tests of the web client's pure logic, with Node's own runner (`node --test tests/web/`,
 // which tests/run.sh runs): no browser, no dependency.
 import assert from "node:assert/strict";
 import test from "node:test";
 
-import { Flow, STALL_MS } from "../static/js/meeting/flow.js";
+import { Flow, STALL_MS } from "../../web-client/static/js/meeting/flow.js";
 
 test("media that keeps arriving is no stall, however long", () => {
   const flow = new Flow();
