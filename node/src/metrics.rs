@@ -83,6 +83,13 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
         "counter",
         &load(&media.stale_drops),
     );
+    metric(
+        "confab_cascade_media_lost_total",
+        "Media packets from other nodes the cascade lost on the way (gaps in a feed's numbering); each is asked for again.",
+        "counter",
+        &load(&media.cascade_lost),
+    );
+    metric("confab_cascade_media_resent_total", "Media packets sent again to another node that missed them.", "counter", &load(&media.cascade_resent));
     let shard_labels: Vec<String> = (0..media.heartbeats.len()).map(|s| format!("{{shard=\"{s}\"}}")).collect();
     let per_shard = |f: &dyn Fn(usize) -> String| shard_labels.iter().enumerate().map(|(i, l)| (l.as_str(), f(i))).collect::<Vec<_>>();
     metric(

@@ -19,6 +19,7 @@
 //! Only `shard/` (and `tcp.rs`, the ICE-TCP bridge) touch sockets; `shard::udp`, its
 //! batched `recvmmsg`/`sendmmsg` with kernel arrival times, is public for the load test.
 
+mod gaps;
 mod h264;
 pub mod layers;
 pub mod plan;
@@ -123,6 +124,11 @@ pub struct Counters {
     pub subscriber_packets_lost: AtomicU64,
     /// Video packets dropped because a subscriber's send queue had gone stale.
     pub stale_drops: AtomicU64,
+    /// Packets from other nodes the cascade lost on the way, as asked for again here (a
+    /// packet asked for twice counts twice), and packets sent again to other nodes that
+    /// asked.
+    pub cascade_lost: AtomicU64,
+    pub cascade_resent: AtomicU64,
     /// From a packet's arrival at the relay to its departure to each subscriber.
     pub hop_latency: Histogram,
     /// Age of the oldest packet in each slot's send queue, sampled at every review.
@@ -152,6 +158,8 @@ impl Counters {
             frames_forwarded: AtomicU64::new(0),
             audio_forwarded: AtomicU64::new(0),
             audio_repeated: AtomicU64::new(0),
+            cascade_lost: AtomicU64::new(0),
+            cascade_resent: AtomicU64::new(0),
             keyframe_requests_received: AtomicU64::new(0),
             keyframe_requests_sent: AtomicU64::new(0),
             nacks_received: AtomicU64::new(0),
@@ -373,7 +381,7 @@ impl Directory {
         } else {
             let Some(entry) = self.rooms.get(&room) else { return Vec::new() };
             match &control {
-                remote::Control::KeyframeRequest { publisher, .. } | remote::Control::Loss { publisher, .. } => {
+                remote::Control::KeyframeRequest { publisher, .. } | remote::Control::Loss { publisher, .. } | remote::Control::Resend { publisher, .. } => {
                     entry.local.get(publisher).copied().into_iter().collect()
                 }
                 _ => Self::shards_of(entry),

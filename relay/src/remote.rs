@@ -42,6 +42,7 @@ pub(crate) enum Control {
     Plan { room: String, home: ShardId, plan: WirePlan },
     KeyframeRequest { room: String, publisher: u64, mid: String, layer: Option<String> },
     Loss { room: String, publisher: u64, mid: String, fraction: u8 },
+    Resend { room: String, publisher: u64, mid: String, layer: Option<String>, seqs: Vec<u64>, to: u64 },
 }
 
 impl Control {
@@ -54,7 +55,8 @@ impl Control {
             | Control::Demand { room, .. }
             | Control::Plan { room, .. }
             | Control::KeyframeRequest { room, .. }
-            | Control::Loss { room, .. } => room,
+            | Control::Loss { room, .. }
+            | Control::Resend { room, .. } => room,
         }
     }
 
@@ -188,6 +190,9 @@ pub(crate) fn encode_control(name: &str, message: &Handoff, now: Instant, to: No
             Control::KeyframeRequest { room, publisher: feed.publisher, mid: feed.mid.to_string(), layer: rid_name(feed.layer) }
         }
         Handoff::Loss { feed, fraction, .. } => Control::Loss { room, publisher: feed.publisher, mid: feed.mid.to_string(), fraction: *fraction },
+        Handoff::Resend { feed, seqs, to, .. } => {
+            Control::Resend { room, publisher: feed.publisher, mid: feed.mid.to_string(), layer: rid_name(feed.layer), seqs: seqs.clone(), to: to.0 }
+        }
     };
     Some(serde_json::to_vec(&control).expect("control messages always serialize"))
 }
@@ -243,6 +248,9 @@ pub(crate) fn handoff(control: Control, room: RoomId, now: Instant) -> Handoff {
             Handoff::KeyframeRequest { room, feed: Feed { publisher, mid: mid(&m), layer: rid(&layer) } }
         }
         Control::Loss { publisher, mid: m, fraction, .. } => Handoff::Loss { room, feed: Feed { publisher, mid: mid(&m), layer: None }, fraction },
+        Control::Resend { publisher, mid: m, layer, seqs, to, .. } => {
+            Handoff::Resend { room, feed: Feed { publisher, mid: mid(&m), layer: rid(&layer) }, seqs, to: NodeId(to) }
+        }
     }
 }
 

@@ -4,12 +4,17 @@
 //! impaired cell by cell; Bo's own browser stats say what he got of Ana's camera and
 //! microphone in each window.
 //!
-//!     cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20]
+//!     cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh,cluster] [--loss 0,2,5,10,20]
 //!         [--delay 0,50,150] [--down 0,1000,400,150] [--up 0,300] [--outage N] [--move N]
 //!         [--bots N] [--seconds 15] [--firefox]
 //!
 //! - `--mode`: `sfu` (the meeting runs through the node, `--mesh-threshold 0`) and/or `mesh`
-//!   (a direct connection between the two browsers), one meeting each.
+//!   (a direct connection between the two browsers), one meeting each; and/or `cluster`:
+//!   two nodes of a cluster (each in a namespace of its own), Ana on the first and Bo on
+//!   the second, through the SFU, where `--loss` is on the link between the nodes (what
+//!   reaches Bo's node from Ana's) and the other conditions do not apply. Each cell also
+//!   prints how many media packets Bo's node asked for again; `NETWORKS_METRICS=1` prints
+//!   both nodes' cascade, NACK and keyframe figures at the end.
 //! - `--loss`: % of the UDP datagrams reaching Bo dropped at random (nftables).
 //! - `--delay`: ms added each way to Bo's media, ± a third of it as jitter (the userspace
 //!   relay in `support/impair.rs`; through the SFU only: in the mesh the browsers' direct
@@ -47,7 +52,7 @@ use confab_tests::impair::{Impairment, UdpImpairer};
 use confab_tests::meeting::{Participant, start_meeting};
 use confab_tests::netns::Namespace;
 
-const USAGE: &str = "usage: cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh] [--loss 0,2,5,10,20] [--delay 0,50,150] [--down 0,1000,400,150] [--up 0,300] [--outage N] [--move N] [--bots N] [--seconds 15] [--firefox]";
+const USAGE: &str = "usage: cargo bench -p confab-tests --bench networks -- [--mode sfu,mesh,cluster] [--loss 0,2,5,10,20] [--delay 0,50,150] [--down 0,1000,400,150] [--up 0,300] [--outage N] [--move N] [--bots N] [--seconds 15] [--firefox]";
 
 struct Plan {
     modes: Vec<String>,
@@ -96,7 +101,7 @@ fn plan() -> Plan {
             other => panic!("unknown argument `{other}`; {USAGE}"),
         }
     }
-    assert!(plan.modes.iter().all(|m| m == "sfu" || m == "mesh"), "{USAGE}");
+    assert!(plan.modes.iter().all(|m| m == "sfu" || m == "mesh" || m == "cluster"), "{USAGE}");
     assert!(plan.bots == 0 || plan.modes == ["sfu"], "--bots goes with --mode sfu (a meeting that size is not a mesh); {USAGE}");
     plan
 }
@@ -107,7 +112,57 @@ async fn main() {
     println!("| mode | receiver | loss | delay | down | up | frames decoded | freezes | frozen | audio concealed | height | NACKs | PLIs | RTX | RTT |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for mode in &plan.modes {
-        run_mode(&plan, mode == "sfu").await;
+        if mode == "cluster" {
+            run_cluster(&plan).await;
+        } else {
+            run_mode(&plan, mode == "sfu").await;
+        }
+    }
+}
+
+/// Two nodes of a cluster, Ana on the first (the meeting's home) and Bo on the second,
+/// through the SFU; the loss of each cell is on the link between the nodes (what reaches
+/// Bo's node from Ana's: the cascade's media and the control plane), not on Bo's own.
+async fn run_cluster(plan: &Plan) {
+    use confab_tests::cluster::Cluster;
+    let mut cluster = Cluster::prepare(2, 2);
+    for i in 0..2 {
+        cluster.start(i, &["--mesh-threshold", "0"]).await;
+    }
+    cluster.wait_formed(2).await;
+    let admin = cluster.node(0).admin().await;
+    let room = cluster.room_homed_at(&admin, "conditions", &cluster.members[0].key).await;
+    let invite = cluster.invite(&admin, &room, &[0, 1]).await;
+    let (link_a, link_b) = (format!("{}/m/{room}#{invite}", cluster.node(0).url), format!("{}/m/{room}#{invite}", cluster.node(1).url));
+    let (a, b) = tokio::join!(Participant::chromium(&link_a, "Ana"), Participant::chromium(&link_b, "Bo"));
+    let (mut a, mut b) = (a, b);
+    let ida = a.join().await;
+    let idb = b.join().await;
+    confab_tests::eventually_or("Bo to decode Ana's video across the nodes", Duration::from_secs(30), || async {
+        match b.reception(&ida).await {
+            Some(r) if r.path == "sfu" && r.frames_decoded > 30 => Ok(()),
+            seen => Err(format!("{seen:?}; the page's log: {}", b.log().await)),
+        }
+    })
+    .await;
+    let (ana_node, bo_node) = (&cluster.members[0], &cluster.members[1]);
+    for &loss in &plan.losses {
+        bo_node.ns.lose_udp_from(&ana_node.ns, loss);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let lost0 = bo_node.node().metric_if_any("confab_cascade_media_lost_total").await.unwrap_or(0);
+        let w = window(&a, &b, &ida, &idb, Duration::from_secs(plan.seconds)).await;
+        let lost = bo_node.node().metric_if_any("confab_cascade_media_lost_total").await.unwrap_or(0) - lost0;
+        print_row(&Cell { via: "cluster", loss, delay: 0, down: 0, up: 0 }, "Bo ← Ana", &w);
+        println!("(between the nodes: {lost} media packets lost on the way and asked for again)");
+    }
+    bo_node.ns.lose_udp_from(&ana_node.ns, 0);
+    if std::env::var_os("NETWORKS_METRICS").is_some() {
+        for (name, m) in [("Ana's node", ana_node), ("Bo's node", bo_node)] {
+            let text = confab_tests::node::client().get(m.node().api("/metrics")).send().await.unwrap().text().await.unwrap();
+            let lines: Vec<&str> =
+                text.lines().filter(|l| !l.starts_with('#') && (l.contains("cascade") || l.contains("keyframe") || l.contains("nack"))).collect();
+            println!("{name}:\n{}", lines.join("\n"));
+        }
     }
 }
 

@@ -9,32 +9,12 @@ use confab_tests::cluster::Cluster;
 use confab_tests::eventually_or;
 use confab_tests::meeting::{Participant, each_receives_the_others};
 use confab_tests::native::NativeParticipant;
-use confab_tests::node::{Node, check_invite, make_invite};
+use confab_tests::node::{check_invite, make_invite};
 use confab_tests::signaling::{Heard, Signaling};
 use serde_json::{Value, json};
 
 fn id(welcome: &Value) -> String {
     welcome["you"]["id"].as_str().unwrap().to_string()
-}
-
-/// The accounts node (node 1) makes a guest invite to `room`, and every node of `on`
-/// admits it (the accounts node's tables reached them).
-async fn invite_on(cluster: &Cluster, admin: &reqwest::Client, room: &str, on: &[usize]) -> String {
-    let key = confab_keys::AccountKey::from_seed([3; 32]);
-    let invite = make_invite(admin, cluster.node(0), &key, room, 3600).await;
-    for &i in on {
-        wait_admitted(cluster.node(i), room, &invite).await;
-    }
-    invite
-}
-
-/// Waits until `node` admits `invite` to `room` (the accounts node's tables reached it).
-async fn wait_admitted(node: &Node, room: &str, invite: &str) {
-    eventually_or("the invite to be admitted", Duration::from_secs(15), || async move {
-        let (status, code) = check_invite(node, room, invite).await;
-        if status == 200 { Ok(()) } else { Err(format!("{status} {code}")) }
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +201,7 @@ async fn the_same_link_opened_on_any_node_joins_the_same_meeting() {
     cluster.start_all().await;
     cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
-    let invite = invite_on(&cluster, &admin, "spanning", &[0, 1, 2]).await;
+    let invite = cluster.invite(&admin, "spanning", &[0, 1, 2]).await;
 
     let (mut ana, welcome_a) = Signaling::join(cluster.node(0), "spanning", &invite, "Ana").await;
     let (mut bo, welcome_b) = Signaling::join(cluster.node(1), "spanning", &invite, "Bo").await;
@@ -338,7 +318,7 @@ async fn participants_are_back_within_10_s_when_their_node_or_their_meetings_hom
     assert_eq!(status["epoch"], 4);
     assert_eq!(status["members"].as_array().unwrap().iter().filter(|m| m["connected"] == true).count(), 3, "{status}");
     let room = cluster.room_homed_at(&admin, "failover", &cluster.members[2].key).await;
-    let invite = invite_on(&cluster, &admin, &room, &[0, 1]).await;
+    let invite = cluster.invite(&admin, &room, &[0, 1]).await;
     // The meeting page lets its socket go to the other nodes too (`connect-src`).
     let page_url = cluster.node(0).api(&format!("/m/{room}"));
     let others: Vec<String> = (1..3).map(|i| cluster.node(i).url.replacen("https://", "wss://", 1)).collect();
@@ -437,8 +417,8 @@ async fn a_partition_heals_into_one_home_per_meeting_and_keeps_what_was_revoked(
     cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
     let room = cluster.room_homed_at(&admin, "partition", &cluster.members[0].key).await;
-    let invite = invite_on(&cluster, &admin, &room, &[0, 1]).await;
-    let doomed = invite_on(&cluster, &admin, &room, &[0, 1, 2]).await;
+    let invite = cluster.invite(&admin, &room, &[0, 1]).await;
+    let doomed = cluster.invite(&admin, &room, &[0, 1, 2]).await;
     let (ana, _) = rejoining(vec![cluster.node(0).url.clone()], room.clone(), invite.clone(), "Ana");
     let (bo, _) = rejoining(vec![cluster.node(1).url.clone()], room.clone(), invite.clone(), "Bo");
     cluster.wait_seats(&[2, 0, 0], "both seated at node 1", Duration::from_secs(10)).await;
@@ -489,7 +469,7 @@ async fn draining_a_node_hands_its_meetings_and_participants_to_the_others() {
     cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
     let room = cluster.room_homed_at(&admin, "drain", &cluster.members[2].key).await;
-    let invite = invite_on(&cluster, &admin, &room, &[0, 1, 2]).await;
+    let invite = cluster.invite(&admin, &room, &[0, 1, 2]).await;
     let urls: Vec<String> = (0..3).map(|i| cluster.node(i).url.clone()).collect();
     let (ana, ana_on) = rejoining(vec![urls[2].clone(), urls[0].clone(), urls[1].clone()], room.clone(), invite.clone(), "Ana");
     let (bo, _) = rejoining(vec![urls[0].clone()], room.clone(), invite.clone(), "Bo");
@@ -542,7 +522,7 @@ async fn past_a_nodes_cap_the_next_participant_is_served_by_another_and_everyone
     cluster.start(2, &[]).await;
     cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
-    let invite = invite_on(&cluster, &admin, "spill", &[0, 1, 2]).await;
+    let invite = cluster.invite(&admin, "spill", &[0, 1, 2]).await;
     let mut expected = vec![cluster.node(1).url.clone(), cluster.node(2).url.clone()];
     expected.sort();
     let node1 = cluster.node(0);
@@ -613,7 +593,7 @@ async fn in_sfu_mode_participants_on_two_nodes_meet_through_the_cascade() {
     cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
     let room = cluster.room_homed_at(&admin, "sfu", &cluster.members[1].key).await;
-    let invite = invite_on(&cluster, &admin, &room, &[0, 2]).await;
+    let invite = cluster.invite(&admin, &room, &[0, 2]).await;
     // webrtc-rs sends from the test's end of node 1's link.
     let udp = format!("{}:0", cluster.members[0].ns.host_ip);
     let bot = NativeParticipant::join_from(&format!("{}/m/{room}#{invite}", cluster.node(0).url), "Bot", &udp).await;
@@ -679,7 +659,7 @@ async fn an_edge_receives_one_copy_of_a_source_however_many_watch_it_there() {
     cluster.wait_formed(3).await;
     let admin = cluster.node(0).admin().await;
     let room = cluster.room_homed_at(&admin, "copies", &cluster.members[2].key).await;
-    let invite = invite_on(&cluster, &admin, &room, &[0, 1]).await;
+    let invite = cluster.invite(&admin, &room, &[0, 1]).await;
     let link = |i: usize| format!("{}/m/{room}#{invite}", cluster.node(i).url);
     let from = |i: usize| format!("{}:0", cluster.members[i].ns.host_ip);
     let publisher = NativeParticipant::join_from(&link(0), "Publisher", &from(0)).await;
@@ -728,7 +708,7 @@ async fn another_node_takes_over_the_accounts_when_the_accounts_node_is_lost() {
     let admin = cluster.node(0).admin().await;
     let spare_token = cluster.node(0).issue_token(&admin).await;
     // Admitted on nodes 2 and 3: a snapshot taken after the token reached them.
-    let invite = invite_on(&cluster, &admin, "takeover", &[1, 2]).await;
+    let invite = cluster.invite(&admin, "takeover", &[1, 2]).await;
     cluster.members[0].node.as_mut().unwrap().kill();
     cluster.wait_peers(1, 1, Duration::from_secs(10)).await;
     let res =

@@ -185,6 +185,23 @@ impl Cluster {
         panic!("no room of 64 has its home at {home}");
     }
 
+    /// The accounts node (node 1) makes a guest invite to `room`, and every node of `on`
+    /// admits it (the accounts node's tables reached them).
+    pub async fn invite(&self, admin: &reqwest::Client, room: &str, on: &[usize]) -> String {
+        let key = confab_keys::AccountKey::from_seed([3; 32]);
+        let invite = crate::node::make_invite(admin, self.node(0), &key, room, 3600).await;
+        for &i in on {
+            let node = self.node(i);
+            let invite = invite.as_str();
+            crate::eventually_or("the invite to be admitted", Duration::from_secs(15), || async move {
+                let (status, code) = crate::node::check_invite(node, room, invite).await;
+                if status == 200 { Ok(()) } else { Err(format!("{status} {code}")) }
+            })
+            .await;
+        }
+        invite
+    }
+
     /// Waits until node `i` counts `peers` connected members.
     pub async fn wait_peers(&self, i: usize, peers: u64, within: Duration) {
         let node = self.node(i);

@@ -203,7 +203,17 @@ impl Namespace {
         self.lose("confab_loss_out", "output", percent);
     }
 
+    /// The same for the UDP datagrams that arrive from namespace `other` only (the link
+    /// between two nodes of a cluster, one way: the cascade's media and the control plane).
+    pub fn lose_udp_from(&self, other: &Namespace, percent: u32) {
+        self.lose_matching("confab_loss_from", "input", percent, &["ip", "saddr", &other.ns_ip.to_string()]);
+    }
+
     fn lose(&self, table: &str, hook: &str, percent: u32) {
+        self.lose_matching(table, hook, percent, &[]);
+    }
+
+    fn lose_matching(&self, table: &str, hook: &str, percent: u32, matching: &[&str]) {
         assert!(percent <= 100, "a share of {percent} %");
         let _ = run(&["ip", "netns", "exec", &self.name, "nft", "delete", "table", "inet", table]);
         if percent == 0 {
@@ -212,12 +222,15 @@ impl Namespace {
         let (percent, chain) = (percent.to_string(), format!("{{ type filter hook {hook} priority 0 ; }}"));
         self.must(&["nft", "add", "table", "inet", table]);
         self.must(&["nft", "add", "chain", "inet", table, hook, &chain]);
-        if percent == "100" {
-            // All of it (`numgen … < 100` is out of nftables' range).
-            self.must(&["nft", "add", "rule", "inet", table, hook, "meta", "l4proto", "udp", "drop"]);
-        } else {
-            self.must(&["nft", "add", "rule", "inet", table, hook, "meta", "l4proto", "udp", "numgen", "random", "mod", "100", "<", &percent, "drop"]);
+        let mut rule = vec!["nft", "add", "rule", "inet", table, hook];
+        rule.extend_from_slice(matching);
+        rule.extend(["meta", "l4proto", "udp"]);
+        if percent != "100" {
+            // All of it at 100 (`numgen … < 100` is out of nftables' range).
+            rule.extend(["numgen", "random", "mod", "100", "<", &percent]);
         }
+        rule.push("drop");
+        self.must(&rule);
     }
 
     /// Drops every packet between this namespace and `other` (a partition between two nodes

@@ -45,12 +45,14 @@ pub struct Node {
 impl Node {
     /// One unlabelled value from `/metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
+        self.metric_if_any(name).await.unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
+    /// The same, or `None` if this node has no such metric (a benchmark run against an
+    /// older build).
+    pub async fn metric_if_any(&self, name: &str) -> Option<u64> {
         let text = client().get(self.api("/metrics")).send().await.unwrap().text().await.unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-            .parse()
-            .unwrap()
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' '))).map(|v| v.parse().unwrap())
     }
 
     /// The sum of a metric's lines in /metrics whose name and labels start with `prefix`

@@ -33,6 +33,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, PacerReason, Reason, Rtc};
 
+use crate::gaps::Gaps;
 use crate::layers::{Layer, RESUME_HEADROOM, Share, SlotDemand, allocate, choose};
 use crate::plan::{Demand, Member, Plan, Planner};
 use crate::remote::{self, Frame};
@@ -75,6 +76,11 @@ const HEARD_LOSS_FOR: Duration = Duration::from_secs(12);
 /// count of lost packets, which stays true (docs/decisions.md, "The loss a publisher
 /// hears").
 const HEARD_LOSS_MAX: u8 = 64;
+/// What a node keeps of each feed it sent other nodes, to send again what the cascade lost
+/// on the way: half a second (as a subscriber's retransmission history), at most this many
+/// packets.
+const CROSSED_FOR: Duration = Duration::from_millis(500);
+const CROSSED_MAX: usize = 512;
 /// How long a subscriber's downlink must stay short of a slot's smallest layer before the
 /// slot pauses.
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
@@ -141,6 +147,9 @@ pub enum Handoff {
     /// To the publisher's shard: a subscriber of `feed` (audio) lost `fraction` (in 256ths,
     /// as RTCP counts it) of it in their latest receiver report.
     Loss { room: RoomId, feed: Feed, fraction: u8 },
+    /// To the publisher's shard, from another node: the cascade lost these packets of `feed`
+    /// (by the publisher's numbering) on the way to node `to`; send them again.
+    Resend { room: RoomId, feed: Feed, seqs: Vec<u64>, to: NodeId },
 }
 
 impl Handoff {
@@ -154,7 +163,8 @@ impl Handoff {
             | Handoff::Demand { room, .. }
             | Handoff::Plan { room, .. }
             | Handoff::KeyframeRequest { room, .. }
-            | Handoff::Loss { room, .. } => *room,
+            | Handoff::Loss { room, .. }
+            | Handoff::Resend { room, .. } => *room,
         }
     }
 }
@@ -220,6 +230,11 @@ struct Room {
     active: HashMap<(u64, Mid), Vec<Option<Rid>>>,
     /// The demand this shard last reported.
     demand: Demand,
+    /// Packets of this shard's publishers sent to other nodes, per feed, oldest first (for
+    /// [`Handoff::Resend`]).
+    crossed: HashMap<Feed, VecDeque<Arc<MediaPacket>>>,
+    /// Per feed from another node: what the cascade lost of it ([`crate::gaps`]).
+    seen: HashMap<Feed, Gaps>,
 }
 
 impl Room {
@@ -235,6 +250,8 @@ impl Room {
             routes: HashMap::new(),
             active: HashMap::new(),
             demand: Demand::new(),
+            crossed: HashMap::new(),
+            seen: HashMap::new(),
         }
     }
 }
@@ -413,7 +430,10 @@ impl Router {
     pub fn handle_handoff(&mut self, now: Instant, message: Handoff) {
         self.advance(now);
         match message {
-            Handoff::Media(packet) => self.fan_out(&packet),
+            Handoff::Media(packet) => {
+                self.watch_cascade(&packet);
+                self.fan_out(&packet);
+            }
             Handoff::Joined { room, name, participant, member } => {
                 let shard = self.config.shard;
                 let last_n = self.config.last_n;
@@ -461,6 +481,7 @@ impl Router {
                     self.hear_loss(index, feed.mid, fraction);
                 }
             }
+            Handoff::Resend { room, feed, seqs, to } => self.resend(room, feed, &seqs, to),
         }
     }
 
@@ -813,7 +834,7 @@ impl Router {
     fn forward_arrived(&mut self) {
         while let Some(packet) = self.arrived.pop() {
             let Router { rooms, outputs, now, .. } = self;
-            if let Some(state) = rooms.get(&packet.room) {
+            if let Some(state) = rooms.get_mut(&packet.room) {
                 for &shard in &state.remote_shards {
                     outputs.push_back(Output::Handoff { shard, message: Handoff::Media(packet.clone()) });
                 }
@@ -824,8 +845,50 @@ impl Router {
                         outputs.push_back(Output::Remote { node, frame: Frame::Media(bytes) });
                     }
                 }
+                if encoded.is_some() {
+                    // Kept a while, in case the cascade loses it (`Handoff::Resend`).
+                    let history = state.crossed.entry(packet.feed).or_default();
+                    while history.front().is_some_and(|p| now.saturating_duration_since(p.arrival) > CROSSED_FOR) || history.len() >= CROSSED_MAX {
+                        history.pop_front();
+                    }
+                    history.push_back(packet.clone());
+                }
             }
             self.fan_out(&packet);
+        }
+    }
+
+    /// A packet from another node: if the feed's numbering jumped, the packets between were
+    /// lost on the way, and its node is asked for them again. One shard of this node asks
+    /// for the room (the lowest-numbered with participants in it): all of them get the same
+    /// packets.
+    fn watch_cascade(&mut self, packet: &MediaPacket) {
+        let (own, now) = (self.config.shard, self.now);
+        let Some(state) = self.rooms.get_mut(&packet.room) else { return };
+        let Some(publisher) = state.plan.shard_of(packet.feed.publisher) else { return };
+        if publisher.node == own.node || state.remote_shards.iter().any(|s| *s < own.index) {
+            return;
+        }
+        let seqs = state.seen.entry(packet.feed).or_default().arrived(packet.seq, now);
+        if seqs.is_empty() {
+            return;
+        }
+        self.counters.cascade_lost.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        tracing::debug!(feed = ?packet.feed, ?seqs, "the cascade lost packets: asking for them again");
+        let (room, feed) = (packet.room, packet.feed);
+        self.send(publisher, Handoff::Resend { room, feed, seqs, to: own.node });
+    }
+
+    /// Sends node `to` again the packets of `feed` it missed, those still kept.
+    fn resend(&mut self, room: RoomId, feed: Feed, seqs: &[u64], to: NodeId) {
+        let Some(state) = self.rooms.get(&room) else { return };
+        let Some(history) = state.crossed.get(&feed) else { return };
+        for seq in seqs.iter().take(crate::gaps::GAP_MAX as usize) {
+            let Some(packet) = history.iter().rev().find(|p| p.seq == *seq) else { continue };
+            // Sent as just arrived: a copy that took a round trip is still no stale packet.
+            let bytes = remote::encode_media(&state.name, packet, packet.arrival);
+            self.outputs.push_back(Output::Remote { node: to, frame: Frame::Media(bytes) });
+            self.counters.cascade_resent.fetch_add(1, Ordering::Relaxed);
         }
     }
 

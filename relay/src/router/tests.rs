@@ -134,6 +134,8 @@ struct Net {
     turns: Vec<usize>,
     /// Every n-th datagram towards this client is lost: (participant, n, counted so far).
     lossy: Option<(u64, u32, u32)>,
+    /// Every n-th media frame between nodes is lost: (n, counted so far).
+    cascade_lossy: Option<(u32, u32)>,
 }
 
 const ROOM: RoomId = RoomId(1);
@@ -176,6 +178,7 @@ impl Net {
             ingress_delay: Duration::ZERO,
             turns: Vec::new(),
             lossy: None,
+            cascade_lossy: None,
         }
     }
 
@@ -239,6 +242,12 @@ impl Net {
         let base = self.base(node);
         let deliveries: Vec<(usize, Handoff)> = match frame {
             crate::Frame::Media(bytes) => {
+                if let Some((n, count)) = self.cascade_lossy.as_mut() {
+                    *count += 1;
+                    if (*count).is_multiple_of(*n) {
+                        return;
+                    }
+                }
                 let counted = self.media_crossed.entry((self.nodes[from], node)).or_default();
                 counted.0 += 1;
                 counted.1 += bytes.len() as u64;
@@ -860,4 +869,40 @@ fn a_subscriber_without_red_whose_link_loses_gets_each_audio_packet_twice_and_mi
     let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
     assert!(last - first >= 140, "audio flowed: {first}..{last}");
     assert_eq!(seqs.len() as u64, last - first + 1, "packets missing between {first} and {last}");
+}
+
+#[test]
+fn a_packet_the_cascade_loses_is_sent_again_by_the_publishers_node() {
+    // The publisher on node 0 (the home), the subscriber on node 1; every seventh media frame
+    // between them is lost.
+    let mut net = Net::cluster(&[1, 1], 9);
+    net.join(1, 0, &["l"], 0);
+    net.join(2, 1, &[], 9);
+    net.connect();
+    let send = |net: &mut Net, first: u16, count: u16| {
+        for i in first..first + count {
+            let now = net.now;
+            let asked = std::mem::take(&mut net.client(1).keyframe_requests);
+            net.client(1).frame("l", 100 + i, i == 0 || !asked.is_empty(), 3, 300, now);
+            net.client(1).audio(u32::from(i), -40, now);
+            net.run(Duration::from_millis(33));
+        }
+    };
+    send(&mut net, 0, 10);
+    net.cascade_lossy = Some((7, 0));
+    send(&mut net, 10, 60);
+    let counters = net.routers[0].counters.clone();
+    let (lost, resent) = (counters.cascade_lost.load(Ordering::Relaxed), counters.cascade_resent.load(Ordering::Relaxed));
+    assert!(lost > 0, "the cascade lost nothing");
+    assert!(resent > 0, "nothing was sent again");
+    // Every video packet reached the subscriber: those the cascade lost came again (a copy
+    // lost too was asked for again).
+    let video = slot_of(&net, 2, 1, "video").expect("2 sees 1");
+    let mut seqs: Vec<u64> = net.client(2).on(video).iter().map(|r| r.1).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let missing = (seqs[0]..=seqs[seqs.len() - 1]).filter(|s| seqs.binary_search(s).is_err()).count();
+    assert_eq!(missing, 0, "{missing} packets missing; {lost} asked for again, {resent} sent again");
+    let audio = slot_of(&net, 2, 1, "audio").expect("2 hears 1");
+    assert!(net.client(2).on(audio).len() >= 60, "audio crossed too");
 }
