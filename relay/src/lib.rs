@@ -114,6 +114,8 @@ pub struct Counters {
     pub audio_forwarded: AtomicU64,
     /// Audio packets sent again beside the next for subscribers whose link loses.
     pub audio_repeated: AtomicU64,
+    /// Silent audio packets kept back from quiet subscribers (their downlink is thin).
+    pub audio_kept_back: AtomicU64,
     /// Keyframe requests (PLI/FIR) from subscribers, and those the relay sent publishers.
     pub keyframe_requests_received: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
@@ -158,6 +160,7 @@ impl Counters {
             frames_forwarded: AtomicU64::new(0),
             audio_forwarded: AtomicU64::new(0),
             audio_repeated: AtomicU64::new(0),
+            audio_kept_back: AtomicU64::new(0),
             cascade_lost: AtomicU64::new(0),
             cascade_resent: AtomicU64::new(0),
             keyframe_requests_received: AtomicU64::new(0),

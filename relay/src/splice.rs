@@ -141,6 +141,19 @@ impl Splicer {
         }
     }
 
+    /// `out`, just forwarded by [`Splicer::packet`], is not sent after all (silence kept
+    /// back): the next packet takes its number, so the subscriber sees no loss. Only the
+    /// newest packet can be withdrawn; false for any other.
+    pub fn withdraw(&mut self, out: &Rewritten) -> bool {
+        let (Some(current), Some(last)) = (self.current.as_mut(), self.last.as_mut()) else { return false };
+        if last.seq != out.seq {
+            return false;
+        }
+        current.seq_offset = current.seq_offset.wrapping_sub(1);
+        last.seq = last.seq.wrapping_sub(1);
+        true
+    }
+
     pub fn packet(&mut self, p: &Incoming) -> Verdict {
         let is_current = self.current.is_some_and(|c| c.feed == p.feed);
         let is_target = self.target == Some(p.feed);
@@ -230,6 +243,23 @@ mod tests {
             Verdict::Forward(r) => r,
             other => panic!("expected a forwarded packet, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_withdrawn_packet_leaves_no_gap_in_the_numbering_but_keeps_the_time() {
+        let t0 = Instant::now();
+        let l = feed(7, "l");
+        let mut s = Splicer::new(48_000);
+        s.target(l);
+        forwarded(s.packet(&packet(l, 10, 960, true, t0, 0, 1)));
+        let kept_back = forwarded(s.packet(&packet(l, 11, 1_920, false, t0, 20, 1)));
+        assert!(s.withdraw(&kept_back));
+        let also = forwarded(s.packet(&packet(l, 12, 2_880, false, t0, 40, 1)));
+        assert!(s.withdraw(&also));
+        let next = forwarded(s.packet(&packet(l, 13, 3_840, false, t0, 60, 1)));
+        assert_eq!((next.seq, next.timestamp), (11, 3_840), "numbered on from 10, at its own time");
+        let late = forwarded(s.packet(&packet(l, 12, 2_880, false, t0, 61, 1)));
+        assert!(!s.withdraw(&late), "only the newest can be withdrawn");
     }
 
     #[test]

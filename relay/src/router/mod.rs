@@ -86,6 +86,17 @@ const CROSSED_MAX: usize = 512;
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
 /// What one forwarded audio stream is reckoned to need, bit/s.
 const AUDIO_RATE: u64 = 40_000;
+/// A subscriber whose downlink cannot carry everyone's audio beside the smallest video is
+/// *quiet*: of a source that does not speak (its packets' voice-activity flag says so), one
+/// DTX frame (the Opus TOC alone, which a decoder takes for discontinuous transmission and
+/// fills with comfort noise) goes every [`DTX_EVERY`] instead of 50 packets a second, as
+/// Opus' own DTX sends. Such a source is reckoned at [`QUIET_AUDIO_RATE`]; one that spoke in
+/// the last [`SPOKE_FOR`] at [`AUDIO_RATE`]. Quiet mode ends once the downlink has had room
+/// for everything, with a quarter to spare, for [`QUIET_HOLD`].
+const DTX_EVERY: Duration = Duration::from_millis(400);
+const QUIET_AUDIO_RATE: u64 = 4_000;
+const SPOKE_FOR: Duration = Duration::from_secs(1);
+const QUIET_HOLD: Duration = Duration::from_secs(5);
 /// What BWE starts from for each subscriber.
 const INITIAL_ESTIMATE_KBPS: u64 = 1_000;
 /// The height assumed for a participant's tile until the subscriber says otherwise.
@@ -928,6 +939,24 @@ impl Router {
                 }
                 Verdict::Drop => continue,
             };
+            if packet.kind == MediaKind::Audio {
+                let silent = packet.voice_activity == Some(false) && !state.plan.screens.contains(&(packet.feed.publisher, packet.feed.mid));
+                if !silent {
+                    slot.spoke_at = Some(*now);
+                    slot.dtx_at = None;
+                } else if sub.quiet_since.is_some() {
+                    // Silence for a quiet subscriber: a DTX frame now and then, nothing between.
+                    if slot.dtx_at.is_some_and(|t| now.saturating_duration_since(t) < DTX_EVERY) {
+                        slot.splicer.withdraw(&out);
+                        counters.audio_kept_back.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    slot.dtx_at = Some(*now);
+                    let written = write_dtx(sub, route.slot, &payloads, out, *now);
+                    deliver(written, sub, route.peer, packet.arrival, *now, counters, outputs, dirty);
+                    continue;
+                }
+            }
             if packet.marker || packet.kind == MediaKind::Audio {
                 counters.frames_forwarded.fetch_add(1, Ordering::Relaxed);
             }
@@ -1187,14 +1216,17 @@ impl Router {
         let mut notices = Vec::new();
         for &index in &state.local {
             let Some(peer) = self.peers[index].as_mut() else { continue };
-            // Audio sent again for a lossy link ([`crate::repeat`]) costs its copies too.
+            // Audio sent again for a lossy link ([`crate::repeat`]) costs its copies too; for
+            // a quiet subscriber, a source that does not speak costs its DTX frames only.
             let copies = peer.repeat.copies() as u64;
-            let audio = peer
-                .slots
-                .iter()
-                .filter(|s| s.kind == MediaKind::Audio && s.source.is_some())
-                .map(|s| if s.recent[0].is_some() { AUDIO_RATE * (1 + copies) } else { AUDIO_RATE })
-                .sum::<u64>();
+            let full = |s: &Slot| if s.recent[0].is_some() { AUDIO_RATE * (1 + copies) } else { AUDIO_RATE };
+            let sounding = peer.slots.iter().filter(|s| s.kind == MediaKind::Audio && s.source.is_some());
+            let all_audio = sounding.clone().map(full).sum::<u64>();
+            let audio = if peer.quiet_since.is_some() {
+                sounding.map(|s| if s.spoke_at.is_some_and(|t| now.saturating_duration_since(t) < SPOKE_FOR) { full(s) } else { QUIET_AUDIO_RATE }).sum::<u64>()
+            } else {
+                all_audio
+            };
             let video: Vec<usize> = (0..peer.slots.len()).filter(|i| peer.slots[*i].kind == MediaKind::Video && peer.slots[*i].source.is_some()).collect();
             let demands: Vec<SlotDemand> = video
                 .iter()
@@ -1205,7 +1237,7 @@ impl Router {
                     let screen = plan.screens.contains(&(source.participant, source.mid));
                     let default = if screen { DEFAULT_SCREEN_HEIGHT } else { DEFAULT_TILE_HEIGHT };
                     let wanted_height = peer.wanted.get(&(source.participant, screen)).copied().unwrap_or(default);
-                    SlotDemand { layers, wanted_height, paused: slot.paused == Some(Pause::Bandwidth) }
+                    SlotDemand { layers, wanted_height, paused: slot.paused == Some(Pause::Bandwidth), speaker: plan.dominant == Some(source.participant) }
                 })
                 .collect();
             // Hidden tiles take no part; a paused slot asks BWE only for room for its
@@ -1231,6 +1263,26 @@ impl Router {
                 // agree (random loss lowers the loss-based part, and video that arrives,
                 // however lossy, must not stop for it: the smallest layer plays on).
                 let delay = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().delay_estimate())).ok().flatten().map_or(estimate, |d| d.as_u64());
+                // Quiet while everyone's audio and the smallest video do not fit.
+                let smallest: u64 = competing.iter().map(|d| d.layers.iter().map(|l| l.bitrate).min().unwrap_or(0)).sum();
+                let room = delay.max(estimate) * 85 / 100;
+                let need = all_audio + smallest;
+                if room < need {
+                    peer.roomy_since = None;
+                    if peer.quiet_since.is_none() {
+                        peer.quiet_since = Some(now);
+                        tracing::debug!(subscriber = peer.key.participant, room, need, "quiet: silence kept back");
+                    }
+                } else if peer.quiet_since.is_some() && room >= need * 5 / 4 {
+                    let since = *peer.roomy_since.get_or_insert(now);
+                    if now.saturating_duration_since(since) >= QUIET_HOLD {
+                        tracing::debug!(subscriber = peer.key.participant, room, need, "quiet no more");
+                        peer.quiet_since = None;
+                        peer.roomy_since = None;
+                    }
+                } else {
+                    peer.roomy_since = None;
+                }
                 let pausable = allocate(&competing, budget(delay.max(estimate)));
                 for ((&k, share), pausable) in shown.iter().zip(allocate(&competing, budget(estimate))).zip(pausable) {
                     let share = if share == Share::Paused && pausable != Share::Paused { Share::Rate(0) } else { share };
@@ -1466,6 +1518,25 @@ fn deliver(
         }
         Written::Unsendable => {}
     }
+}
+
+/// Writes, in place of a silent audio packet, a DTX frame: its Opus TOC byte alone (RED's
+/// primary's for RED), with frame count code 0, as plain Opus.
+fn write_dtx(sub: &mut Peer, slot: usize, payloads: &Payloads, out: Rewritten, now: Instant) -> Written {
+    let packet = payloads.packet;
+    let Some(ssrc) = sub.slots[slot].ssrc else { return Written::Unsendable };
+    let Some(pt) = sub.pt(Codec::Opus) else { return Written::Unsendable };
+    let toc = if packet.codec == Codec::Red { crate::red::primary(&packet.payload).and_then(|p| p.first()) } else { packet.payload.first() };
+    // Code 0 (one frame), of no bytes: what libopus' own DTX sends (a bare TOC with code 3
+    // would be malformed: it needs a frame count).
+    let Some(toc) = toc.map(|t| t & !0x03) else { return Written::Unsendable };
+    sub.slots[slot].recent = Default::default();
+    let ext = ExtensionValues { audio_level: packet.audio_level, voice_activity: packet.voice_activity, ..Default::default() };
+    let rtp = RtpWrite::new(pt, SeqNo::from(out.seq), out.timestamp, packet.arrival, Arc::<[u8]>::from(&[toc][..]))
+        .marker(out.switched)
+        .nackable(false)
+        .ext_vals(ext);
+    send(sub, ssrc, rtp, now)
 }
 
 /// Sends again the `copy`-th latest plain audio packet of subscriber `sub`'s slot, as it was

@@ -124,6 +124,10 @@ pub(crate) struct Slot {
     /// The last plain audio packets written on it, newest first: what goes again beside
     /// the next one when the subscriber's link loses ([`Repeat`]).
     pub recent: [Option<Said>; MAX_COPIES],
+    /// Audio: when its source last spoke, and, while it is silent for a quiet subscriber,
+    /// when the last DTX frame went in place of its packets.
+    pub spoke_at: Option<Instant>,
+    pub dtx_at: Option<Instant>,
 }
 
 /// An audio packet as a slot sent it, to send again.
@@ -171,6 +175,8 @@ impl Slot {
             paused: None,
             short_since: None,
             recent: Default::default(),
+            spoke_at: None,
+            dtx_at: None,
         }
     }
 }
@@ -212,6 +218,11 @@ pub(crate) struct Peer {
     pub heard_loss: HashMap<Mid, (u8, Instant)>,
     /// How many copies their plain audio gets, from the loss they report.
     pub repeat: Repeat,
+    /// Since when their downlink cannot carry everyone's audio beside the smallest video:
+    /// the silence of those who do not speak is kept back (`super::QUIET_*`).
+    pub quiet_since: Option<Instant>,
+    /// When their downlink last had room for everything (to leave quiet mode).
+    pub roomy_since: Option<Instant>,
     /// The home shard has been told who this is.
     pub announced: bool,
 }
@@ -239,6 +250,8 @@ impl Peer {
             heard_loss: HashMap::new(),
             reported: HashMap::new(),
             repeat: Repeat::default(),
+            quiet_since: None,
+            roomy_since: None,
             announced: false,
         }
     }

@@ -906,3 +906,39 @@ fn a_packet_the_cascade_loses_is_sent_again_by_the_publishers_node() {
     let audio = slot_of(&net, 2, 1, "audio").expect("2 hears 1");
     assert!(net.client(2).on(audio).len() >= 60, "audio crossed too");
 }
+
+#[test]
+fn a_subscriber_whose_downlink_is_too_thin_gets_the_silence_of_those_who_do_not_speak_as_dtx_frames() {
+    let mut net = Net::new(1, 9);
+    net.join(1, 0, &["l"], 0);
+    net.join(3, 0, &["l"], 0);
+    net.join(2, 0, &[], 9);
+    net.connect();
+    // 1 is silent and sends heavy video (its smallest layer alone is ~2.4 Mbit/s, more than
+    // the subscriber's estimate); 3 speaks.
+    for i in 0..150u32 {
+        let now = net.now;
+        let asked = std::mem::take(&mut net.client(1).keyframe_requests);
+        if i % 2 == 0 {
+            net.client(1).frame("l", 100 + i as u16, i == 0 || !asked.is_empty(), 10, 1000, now);
+        }
+        net.client(1).audio(i, -127, now);
+        net.client(3).audio(i, -30, now);
+        net.run(Duration::from_millis(20));
+    }
+    let counters = net.routers[0].counters.clone();
+    assert!(counters.audio_kept_back.load(Ordering::Relaxed) > 0, "nothing kept back");
+    let (silent, speaking) = (slot_of(&net, 2, 1, "audio").expect("2 hears 1"), slot_of(&net, 2, 3, "audio").expect("2 hears 3"));
+    let end = net.now;
+    let sub = net.client(2);
+    let last = |mid: Mid, n: usize| -> Vec<Received> { sub.on(mid).iter().rev().take(n).rev().cloned().collect() };
+    // The last second: 3's packets, every one of them, whole; of 1's, a DTX frame (the TOC
+    // alone) every 400 ms, numbered on without a gap.
+    let spoken = last(speaking, 50);
+    assert!(spoken.iter().all(|r| r.2.len() == 80), "3 speaks: whole packets");
+    assert_contiguous(&spoken);
+    let quiet: Vec<Received> = sub.on(silent).iter().filter(|r| r.0 + Duration::from_secs(1) >= end).cloned().collect();
+    assert!((2..=4).contains(&quiet.len()), "{} packets of 1's silence in the last second", quiet.len());
+    assert!(quiet.iter().all(|r| r.2.len() == 1), "DTX frames: {:?}", quiet.iter().map(|r| r.2.len()).collect::<Vec<_>>());
+    assert_contiguous(&quiet);
+}
