@@ -739,6 +739,8 @@ impl Router {
         for refs in state.routes.values_mut() {
             refs.retain(|r| r.peer != index);
         }
+        // What they sent other nodes is no longer anyone's to ask for.
+        state.crossed.retain(|feed, _| feed.publisher != peer.key.participant);
         let home = state.home;
         let empty = state.local.is_empty() && state.planner.as_ref().is_none_or(|p| p.is_empty());
         self.send(home, Handoff::Left { room: peer.room, participant: peer.key.participant });
@@ -1237,7 +1239,7 @@ impl Router {
                     let screen = plan.screens.contains(&(source.participant, source.mid));
                     let default = if screen { DEFAULT_SCREEN_HEIGHT } else { DEFAULT_TILE_HEIGHT };
                     let wanted_height = peer.wanted.get(&(source.participant, screen)).copied().unwrap_or(default);
-                    SlotDemand { layers, wanted_height, paused: slot.paused == Some(Pause::Bandwidth), speaker: plan.dominant == Some(source.participant) }
+                    SlotDemand { layers, wanted_height, paused: slot.paused == Some(Pause::Bandwidth) }
                 })
                 .collect();
             // Hidden tiles take no part; a paused slot asks BWE only for room for its

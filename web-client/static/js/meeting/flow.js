@@ -7,8 +7,10 @@
 // only a node that does not answer either means the network is gone.
 
 /// Everything we receive silent this long, after it flowed, is a stall: at 50 audio packets
-/// a second from every speaker, random loss never does this; a path that is gone does.
-export const STALL_MS = 400;
+/// a second from every speaker, random loss never does this; a path that is gone does. More
+/// than DTX's 400 ms between frames (a browser's own, or the relay's for a thin downlink)
+/// with our 100 ms of polling on top, so that a meeting of the silent is no stall.
+export const STALL_MS = 550;
 
 /// How often the call looks (reading the receivers' synchronization sources is cheap).
 export const FLOW_EVERY_MS = 100;
