@@ -915,6 +915,9 @@ impl Router {
         let incoming =
             Incoming { feed: packet.feed, seq: packet.seq, timestamp: packet.timestamp, start: packet.start, arrival: packet.arrival, vp8: packet.vp8 };
         let stale = packet.kind == MediaKind::Video && now.saturating_duration_since(packet.arrival) > STALE_INGRESS;
+        // Audio whose voice-activity flag says silence (a shared screen's sound never is).
+        let silent =
+            packet.kind == MediaKind::Audio && packet.voice_activity == Some(false) && !state.plan.screens.contains(&(packet.feed.publisher, packet.feed.mid));
         let payloads = Payloads::new(packet);
         let mut keyframes: Vec<Feed> = Vec::new();
         for route in routes {
@@ -942,7 +945,6 @@ impl Router {
                 Verdict::Drop => continue,
             };
             if packet.kind == MediaKind::Audio {
-                let silent = packet.voice_activity == Some(false) && !state.plan.screens.contains(&(packet.feed.publisher, packet.feed.mid));
                 if !silent {
                     slot.spoke_at = Some(*now);
                     slot.dtx_at = None;
