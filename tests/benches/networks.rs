@@ -26,7 +26,7 @@
 //!   taking turns to speak) join the meeting too, through the SFU only: a meeting of N + 2.
 //!   Each cell then also prints what Bo receives of everyone (`Bo ← all`): audio concealed
 //!   over every audio slot, the video slots that decoded, and the longest any one of them
-//!   stood frozen in the window.
+//!   stood frozen in the window (`NETWORKS_SLOTS=1`: audio concealed per slot as well).
 //! - `--outage N`: after the cells, N times: every UDP datagram to and from Bo is dropped
 //!   for 2 s, then the link is back; printed: how long after that Bo's audio (samples that
 //!   are not concealment) and Ana's video (a frame decoded) come back, polled as fast as the
@@ -335,10 +335,16 @@ fn print_everyone(cell: &Cell, before: &Everything, after: &Everything) {
         (now.0 - then.0, now.1 - then.1)
     };
     let (mut samples, mut concealed) = (0.0, 0.0);
+    let mut slots = Vec::new();
     for (mid, now) in &after.audio {
         let (s, c) = delta(&before.audio, mid, *now);
         samples += s;
         concealed += c;
+        slots.push(format!("{mid}: {:.1} %", 100.0 * c / s.max(1.0)));
+    }
+    if std::env::var_os("NETWORKS_SLOTS").is_some() {
+        slots.sort();
+        println!("  audio concealed per slot: {}", slots.join(", "));
     }
     let (mut decoding, mut longest) = (0, 0.0f64);
     for (mid, now) in &after.video {

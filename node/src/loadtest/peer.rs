@@ -283,7 +283,10 @@ impl Peer {
         if now >= self.next_audio {
             let level = if speaking { media::SPEAKING_LEVEL } else { media::SILENT_LEVEL };
             let packet = media::audio_packet(sending.audio_kbps, since_epoch_us(now));
-            let rtp_time = (since_epoch_us(now) * 48 / 1000) as u32;
+            // Stamped on the 20 ms grid it was due on, not when this loop got to it: a
+            // browser's microphone clock does that, and a receiver conceals every
+            // millisecond a late send would otherwise add between two timestamps.
+            let rtp_time = (since_epoch_us(self.next_audio) * 48 / 1000) as u32;
             if let Some(stream) = api.stream_tx_by_mid(sending.audio, None) {
                 let ext = ExtensionValues { audio_level: Some(level), voice_activity: Some(speaking), ..Default::default() };
                 stream.write_rtp(RtpWrite::new(opus, SeqNo::from(sending.audio_seq), rtp_time, now, packet).ext_vals(ext));
