@@ -19,6 +19,7 @@
 //! Only `shard/` (and `tcp.rs`, the ICE-TCP bridge) touch sockets; `shard::udp`, its
 //! batched `recvmmsg`/`sendmmsg` with kernel arrival times, is public for the load test.
 
+mod congestion;
 mod gaps;
 mod h264;
 pub mod layers;

@@ -33,6 +33,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, PacerReason, Reason, Rtc};
 
+use crate::congestion;
 use crate::gaps::Gaps;
 use crate::layers::{Layer, RESUME_HEADROOM, Share, SlotDemand, allocate, choose};
 use crate::plan::{Demand, Member, Plan, Planner};
@@ -84,8 +85,13 @@ const CROSSED_MAX: usize = 512;
 /// How long a subscriber's downlink must stay short of a slot's smallest layer before the
 /// slot pauses.
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
-/// What one forwarded audio stream is reckoned to need, bit/s.
+/// What one forwarded audio stream is reckoned to need before its packets were measured,
+/// bit/s of payload (as BWE counts, and the video layers' rates). Once measured, its
+/// payloads' size times [`AUDIO_PACKETS_PER_SECOND`]: a RED stream from Chromium costs
+/// about twice as much.
 const AUDIO_RATE: u64 = 40_000;
+/// Opus in 20 ms frames, as every browser sends it.
+const AUDIO_PACKETS_PER_SECOND: u64 = 50;
 /// A subscriber whose downlink cannot carry everyone's audio beside the smallest video is
 /// *quiet*: of a source that does not speak (its packets' voice-activity flag says so), one
 /// DTX frame (the Opus TOC alone, which a decoder takes for discontinuous transmission and
@@ -609,6 +615,7 @@ impl Router {
                     break;
                 }
                 str0m::Output::Transmit(t) => {
+                    peer.sent += t.contents.len() as u64;
                     self.counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
                     self.counters.bytes_forwarded.fetch_add(t.contents.len() as u64, Ordering::Relaxed);
                     self.outputs.push_back(Output::Transmit { destination: t.destination, contents: t.contents.into() });
@@ -677,7 +684,7 @@ impl Router {
                 let audio = peer.slot(s.mid).map(|i| &peer.slots[i]).filter(|slot| slot.kind == MediaKind::Audio);
                 if s.loss.is_some() {
                     // Any stream's loss is the downlink's; repeated audio's is what the copies left.
-                    let repeated = peer.repeat.copies() > 0 && audio.is_some_and(|slot| slot.recent[0].is_some());
+                    let repeated = peer.copies(self.now) > 0 && audio.is_some_and(|slot| slot.recent[0].is_some());
                     let before = peer.repeat.copies();
                     peer.repeat.report(self.now, fraction, repeated);
                     if peer.repeat.copies() != before {
@@ -967,7 +974,7 @@ impl Router {
             if packet.kind == MediaKind::Audio {
                 counters.audio_forwarded.fetch_add(1, Ordering::Relaxed);
             }
-            for copy in 0..sub.repeat.copies() {
+            for copy in 0..sub.copies(*now) {
                 let written = repeat(sub, route.slot, copy, *now);
                 if !matches!(written, Written::Unsendable) {
                     counters.audio_repeated.fetch_add(1, Ordering::Relaxed);
@@ -1218,12 +1225,16 @@ impl Router {
         let Some(state) = self.rooms.get(&room) else { return };
         let plan = state.plan.clone();
         let mut notices = Vec::new();
+        let mut drained = Vec::new();
         for &index in &state.local {
             let Some(peer) = self.peers[index].as_mut() else { continue };
             // Audio sent again for a lossy link ([`crate::repeat`]) costs its copies too; for
             // a quiet subscriber, a source that does not speak costs its DTX frames only.
-            let copies = peer.repeat.copies() as u64;
-            let full = |s: &Slot| if s.recent[0].is_some() { AUDIO_RATE * (1 + copies) } else { AUDIO_RATE };
+            let copies = peer.copies(now) as u64;
+            let full = |s: &Slot| {
+                let rate = if s.audio_size > 0 { s.audio_size * 8 * AUDIO_PACKETS_PER_SECOND } else { AUDIO_RATE };
+                if s.recent[0].is_some() { rate * (1 + copies) } else { rate }
+            };
             let sounding = peer.slots.iter().filter(|s| s.kind == MediaKind::Audio && s.source.is_some());
             let all_audio = sounding.clone().map(full).sum::<u64>();
             let audio = if peer.quiet_since.is_some() {
@@ -1260,13 +1271,54 @@ impl Router {
                 })
                 .sum::<u64>()
                 + audio;
+            let mut paused_changed = false;
             if let Some(estimate) = peer.estimate {
                 let budget = |estimate: u64| (estimate * 85 / 100).saturating_sub(audio);
                 let competing: Vec<SlotDemand> = shown.iter().map(|&k| demands[k].clone()).collect();
                 // Layers follow the whole estimate; a pause needs the delay-based part to
                 // agree (random loss lowers the loss-based part, and video that arrives,
                 // however lossy, must not stop for it: the smallest layer plays on).
+                // Unless we overload the link ([`crate::congestion`]): then what it carried
+                // rules both (the loss-based part fell far below it, reading our overload as
+                // the link's loss; the delay-based part did not fall).
                 let delay = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().delay_estimate())).ok().flatten().map_or(estimate, |d| d.as_u64());
+                let sending = peer.reviewed_at.map_or(0, |t| {
+                    let elapsed = now.saturating_duration_since(t).as_micros().max(1) as u64;
+                    peer.sent * 8 * 1_000_000 / elapsed
+                });
+                peer.sent = 0;
+                peer.reviewed_at = Some(now);
+                let queue = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().standing_queue())).ok().flatten();
+                let acked = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().acked_bitrate())).ok().flatten().map(|a| a.as_u64());
+                let was = peer.congestion.standing();
+                let verdict = peer.congestion.review(now, queue, acked, sending);
+                if was && verdict == congestion::Verdict::Clear {
+                    // The queue drained: what played through it lost packets while it stood,
+                    // and a browser takes seconds to ask again for a keyframe that was lost
+                    // too. Every slot still playing starts afresh.
+                    drained.extend(peer.slots.iter().filter(|s| s.kind == MediaKind::Video && s.paused.is_none()).filter_map(|s| s.splicer.current()));
+                }
+                match verdict {
+                    congestion::Verdict::Congested if !was => {
+                        tracing::debug!(subscriber = peer.key.participant, ?queue, estimate, delay, sending, carried = ?acked, "congested downlink: a queue stands")
+                    }
+                    congestion::Verdict::NotOurs { since } => {
+                        tracing::debug!(subscriber = peer.key.participant, ?queue, sending, "the queue is the path's: measured afresh, pauses since undone");
+                        let _ = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().rebase_standing_queue()));
+                        for slot in peer.slots.iter_mut().filter(|s| s.paused == Some(Pause::Bandwidth) && s.paused_at.is_some_and(|t| t >= since)) {
+                            slot.paused = None;
+                            slot.short_since = None;
+                            paused_changed = true;
+                        }
+                    }
+                    _ => {}
+                }
+                peer.congestion.release(now, estimate);
+                let (estimate, delay) = match (peer.congestion.ceiling(now), peer.congestion.floor(now)) {
+                    (Some(ceiling), _) => (ceiling.min(delay), ceiling.min(delay)),
+                    (None, Some(floor)) => (estimate.max(floor), delay.max(floor)),
+                    (None, None) => (estimate, delay),
+                };
                 // Quiet while everyone's audio and the smallest video do not fit.
                 let smallest: u64 = competing.iter().map(|d| d.layers.iter().map(|l| l.bitrate).min().unwrap_or(0)).sum();
                 let room = delay.max(estimate) * 85 / 100;
@@ -1293,7 +1345,6 @@ impl Router {
                     peer.slots[video[k]].share = share;
                 }
             }
-            let mut paused_changed = false;
             for (&i, demand) in video.iter().zip(&demands) {
                 let slot = &mut peer.slots[i];
                 let source = slot.source.expect("filtered");
@@ -1306,7 +1357,11 @@ impl Router {
                 } else if slot.paused.is_none() && slot.short_since.is_none() {
                     slot.short_since = Some(now);
                 }
-                let lasting = slot.paused == Some(Pause::Bandwidth) || slot.short_since.is_some_and(|t| now.saturating_duration_since(t) >= PAUSE_AFTER);
+                // On a congested downlink at once: there the shortfall is no dip, and every
+                // moment of it costs everyone's audio.
+                let lasting = slot.paused == Some(Pause::Bandwidth)
+                    || peer.congestion.standing()
+                    || slot.short_since.is_some_and(|t| now.saturating_duration_since(t) >= PAUSE_AFTER);
                 let pause = if demand.wanted_height == 0 {
                     Some(Pause::Hidden)
                 } else if short && lasting {
@@ -1317,6 +1372,7 @@ impl Router {
                 if pause != slot.paused {
                     tracing::debug!(subscriber = peer.key.participant, slot = %slot.mid, from = source.participant, ?pause, "slot paused or resumed");
                     slot.paused = pause;
+                    slot.paused_at = Some(now);
                     paused_changed = true;
                 }
                 if pause.is_some() {
@@ -1359,6 +1415,9 @@ impl Router {
                     self.dirty.push(index);
                 }
             }
+        }
+        for feed in drained {
+            self.ask_keyframe(room, feed);
         }
         self.outputs.extend(notices.into_iter().map(Output::Notice));
     }
@@ -1479,16 +1538,19 @@ impl<'a> Payloads<'a> {
     }
 
     /// The payload type and payload for `sub`, or `None` if it negotiated neither.
-    fn for_subscriber(&self, sub: &Peer) -> Option<(Pt, Arc<[u8]>)> {
+    /// A subscriber whose downlink is congested gets RED's primary alone, too: the
+    /// redundancy would only add to what it cannot carry.
+    fn for_subscriber(&self, sub: &Peer, now: Instant) -> Option<(Pt, Arc<[u8]>)> {
         let packet = self.packet;
+        let plain = packet.codec == Codec::Red && sub.congested(now) && sub.pt(Codec::Opus).is_some();
         match sub.pt(packet.codec) {
-            Some(pt) => Some((pt, packet.payload.clone())),
-            None if packet.codec == Codec::Red => {
+            Some(pt) if !plain => Some((pt, packet.payload.clone())),
+            _ if packet.codec == Codec::Red => {
                 let pt = sub.pt(Codec::Opus)?;
                 let primary = self.primary.get_or_init(|| crate::red::primary(&packet.payload).map(Arc::from)).clone()?;
                 Some((pt, primary))
             }
-            None => None,
+            _ => None,
         }
     }
 }
@@ -1508,6 +1570,7 @@ fn deliver(
 ) {
     match written {
         Written::Sent(t) => {
+            sub.sent += t.contents.len() as u64;
             counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
             counters.bytes_forwarded.fetch_add(t.contents.len() as u64, Ordering::Relaxed);
             counters.hop_latency.record_us(now.saturating_duration_since(arrival).as_micros() as u64);
@@ -1556,13 +1619,16 @@ fn repeat(sub: &mut Peer, slot: usize, copy: usize, now: Instant) -> Written {
 fn write(sub: &mut Peer, slot: usize, payloads: &Payloads, out: Rewritten, now: Instant) -> Written {
     let packet = payloads.packet;
     let Some(ssrc) = sub.slots[slot].ssrc else { return Written::Unsendable };
-    let Some((pt, payload)) = payloads.for_subscriber(sub) else { return Written::Unsendable };
+    let Some((pt, payload)) = payloads.for_subscriber(sub, now) else { return Written::Unsendable };
     let video = packet.kind == MediaKind::Video;
     let ext = ExtensionValues { audio_level: packet.audio_level, voice_activity: packet.voice_activity, ..Default::default() };
     let marker = packet.marker || (!video && out.switched);
     if !video {
         // Plain Opus is kept to be sent again; RED carries its own redundancy.
         let red = Some(pt) == sub.pt(Codec::Red);
+        let size = payload.len() as u64;
+        let known = &mut sub.slots[slot].audio_size;
+        *known = if *known == 0 { size } else { (*known * 7 + size) / 8 };
         let recent = &mut sub.slots[slot].recent;
         if red {
             *recent = Default::default();

@@ -11,6 +11,7 @@ use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, Ssrc};
 
 use crate::PeerKey;
+use crate::congestion::Congestion;
 use crate::layers::{Layer, Share};
 use crate::repeat::{MAX_COPIES, Repeat};
 use crate::slots::Source;
@@ -121,9 +122,14 @@ pub(crate) struct Slot {
     pub paused: Option<Pause>,
     /// Since when `layers::allocate` has wanted this playing slot paused for bandwidth.
     pub short_since: Option<Instant>,
+    /// When it was last paused or resumed.
+    pub paused_at: Option<Instant>,
     /// The last plain audio packets written on it, newest first: what goes again beside
     /// the next one when the subscriber's link loses ([`Repeat`]).
     pub recent: [Option<Said>; MAX_COPIES],
+    /// Audio: the size of the payloads it sends (bytes, smoothed over the last few): what
+    /// it costs the downlink, as BWE counts.
+    pub audio_size: u64,
     /// Audio: when its source last spoke, and, while it is silent for a quiet subscriber,
     /// when the last DTX frame went in place of its packets.
     pub spoke_at: Option<Instant>,
@@ -174,7 +180,9 @@ impl Slot {
             share: Share::Unknown,
             paused: None,
             short_since: None,
+            paused_at: None,
             recent: Default::default(),
+            audio_size: 0,
             spoke_at: None,
             dtx_at: None,
         }
@@ -223,11 +231,28 @@ pub(crate) struct Peer {
     pub quiet_since: Option<Instant>,
     /// When their downlink last had room for everything (to leave quiet mode).
     pub roomy_since: Option<Instant>,
+    /// Whether we overload their downlink, and the ceiling it then gets.
+    pub congestion: Congestion,
+    /// What we sent them since the last review (bytes on the wire: media, retransmissions,
+    /// probes, RTCP), and when that was.
+    pub sent: u64,
+    pub reviewed_at: Option<Instant>,
     /// The home shard has been told who this is.
     pub announced: bool,
 }
 
 impl Peer {
+    /// Whether their downlink is congested: it loses because we send more than it carries.
+    pub fn congested(&self, now: Instant) -> bool {
+        self.congestion.congested(now)
+    }
+
+    /// How many copies their plain audio gets now: none on a congested downlink, where
+    /// copies would add to what it already cannot carry.
+    pub fn copies(&self, now: Instant) -> usize {
+        if self.congested(now) { 0 } else { self.repeat.copies() }
+    }
+
     pub fn new(key: PeerKey, room: RoomId, rtc: Rtc, now: Instant) -> Peer {
         Peer {
             key,
@@ -252,6 +277,9 @@ impl Peer {
             repeat: Repeat::default(),
             quiet_since: None,
             roomy_since: None,
+            congestion: Congestion::default(),
+            sent: 0,
+            reviewed_at: None,
             announced: false,
         }
     }

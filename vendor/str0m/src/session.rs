@@ -1424,6 +1424,20 @@ impl Session {
         self.bwe.as_ref()?.delay_estimate()
     }
 
+    pub fn bwe_standing_queue(&self) -> Option<Duration> {
+        self.bwe.as_ref()?.standing_queue()
+    }
+
+    pub fn bwe_rebase_standing_queue(&mut self) {
+        if let Some(bwe) = self.bwe.as_mut() {
+            bwe.rebase_standing_queue();
+        }
+    }
+
+    pub fn bwe_acked_bitrate(&self) -> Option<Bitrate> {
+        self.bwe.as_ref()?.acked_bitrate()
+    }
+
     pub fn reset_bwe(&mut self, init_bitrate: Bitrate) {
         if let Some(bwe) = self.bwe.as_mut() {
             bwe.reset(init_bitrate);

@@ -100,6 +100,34 @@ impl<'a> Bwe<'a> {
         estimate
     }
 
+    /// The standing queue on the path (confab's patch): how far the shortest one-way delay
+    /// of the last half second lies above the shortest of the last three seconds. Random loss
+    /// and jitter leave it near zero; a link kept full by more than it carries does not.
+    /// `None` until a few seconds of transport feedback came.
+    pub fn standing_queue(&mut self) -> Option<std::time::Duration> {
+        let mut m = self.0.mutate();
+        let queue = m.session.bwe_standing_queue();
+        m.no_events();
+        queue
+    }
+
+    /// Measures the standing queue afresh (confab's patch), for a path whose own delay
+    /// changed: `None` again until a few seconds of feedback came.
+    pub fn rebase_standing_queue(&mut self) {
+        let mut m = self.0.mutate();
+        m.session.bwe_rebase_standing_queue();
+        m.no_events();
+    }
+
+    /// What the remote acknowledged receiving lately, from transport feedback (confab's
+    /// patch): on a link kept full, what it carries.
+    pub fn acked_bitrate(&mut self) -> Option<Bitrate> {
+        let mut m = self.0.mutate();
+        let acked = m.session.bwe_acked_bitrate();
+        m.no_events();
+        acked
+    }
+
     /// Reset the BWE with a new init_bitrate
     ///
     /// This discards the current estimator state and starts estimation again

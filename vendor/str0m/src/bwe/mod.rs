@@ -14,6 +14,7 @@
 //! and default constants, enabling compatible bandwidth discovery with WebRTC endpoints.
 
 use std::cmp::Ordering;
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,23 @@ impl Bwe {
         self.bwe.delay_controller.last_estimate()
     }
 
+    /// The standing queue (confab's patch): how far the shortest one-way delay of the last
+    /// half second lies above the shortest of the last three seconds.
+    pub fn standing_queue(&self) -> Option<Duration> {
+        self.bwe.standing_queue.delay()
+    }
+
+    /// Measures the standing queue afresh (confab's patch): the path's delay changed.
+    pub fn rebase_standing_queue(&mut self) {
+        self.bwe.standing_queue.buckets.clear();
+    }
+
+    /// What the remote acknowledged receiving lately (confab's patch): on a link kept full,
+    /// what it carries.
+    pub fn acked_bitrate(&self) -> Option<Bitrate> {
+        self.bwe.acked_bitrate_estimator.current_estimate()
+    }
+
     pub fn on_media_sent(&mut self, payload_size: DataSize, is_padding: bool, now: Instant) {
         if !is_padding {
             // Update ALR detector with media bytes sent
@@ -150,6 +168,51 @@ struct SendSideBandwidthEstimator {
     alr_detector: AlrDetector,
     link_capacity_estimator: LinkCapacityEstimator,
     last_updated_estimate: Option<Bitrate>,
+    standing_queue: StandingQueue,
+}
+
+/// A queue that does not drain (confab's patch), from the one-way delays TWCC reports
+/// (the remote's receive time less our send time; the offset between the clocks cancels
+/// out). Random loss and jitter leave the shortest delay of any half second near the
+/// path's own; a link kept full by more than it carries does not. Minima per
+/// [`StandingQueue::BUCKET`], the last [`StandingQueue::BUCKETS`] kept.
+#[derive(Debug, Default)]
+struct StandingQueue {
+    /// (bucket start, shortest delay in it, µs from an arbitrary origin), oldest first.
+    buckets: VecDeque<(Instant, i64)>,
+    origin: Option<Instant>,
+}
+
+impl StandingQueue {
+    const BUCKET: Duration = Duration::from_millis(250);
+    const BUCKETS: usize = 12;
+
+    fn record(&mut self, sent: Instant, received: Instant) {
+        let origin = *self.origin.get_or_insert(sent);
+        let micros = |t: Instant| match t.checked_duration_since(origin) {
+            Some(d) => d.as_micros() as i64,
+            None => -(origin.duration_since(t).as_micros() as i64),
+        };
+        let delay = micros(received) - micros(sent);
+        match self.buckets.back_mut() {
+            Some((start, least)) if sent < *start + Self::BUCKET => *least = (*least).min(delay),
+            _ => {
+                if self.buckets.len() == Self::BUCKETS {
+                    self.buckets.pop_front();
+                }
+                self.buckets.push_back((sent, delay));
+            }
+        }
+    }
+
+    fn delay(&self) -> Option<Duration> {
+        if self.buckets.len() < 6 {
+            return None;
+        }
+        let floor = self.buckets.iter().map(|b| b.1).min()?;
+        let recent = self.buckets.iter().rev().take(2).map(|b| b.1).min()?;
+        Some(Duration::from_micros((recent - floor).max(0) as u64))
+    }
 }
 
 impl SendSideBandwidthEstimator {
@@ -173,6 +236,7 @@ impl SendSideBandwidthEstimator {
             alr_detector,
             link_capacity_estimator: LinkCapacityEstimator::new(),
             last_updated_estimate: None,
+            standing_queue: StandingQueue::default(),
         }
     }
 
@@ -233,6 +297,8 @@ impl SendSideBandwidthEstimator {
         for acked_packet in acked_packets.iter() {
             self.acked_bitrate_estimator
                 .update(acked_packet.remote_recv_time, acked_packet.size);
+            self.standing_queue
+                .record(acked_packet.local_send_time, acked_packet.remote_recv_time);
         }
 
         let acked_bitrate = self.acked_bitrate_estimator.current_estimate();
