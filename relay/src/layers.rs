@@ -34,12 +34,14 @@ pub fn choose(layers: &[Layer], wanted_height: u32, budget: Option<u64>) -> Opti
 }
 
 /// One video slot of a subscriber, for [`allocate`]: the layers its source publishes now,
-/// the height of the tile it is shown in, and whether [`allocate`] paused it last time.
+/// the height of the tile it is shown in, whether [`allocate`] paused it last time, and
+/// how lately its source spoke (0: the dominant speaker, 1: spoke a moment ago, 2: not).
 #[derive(Debug, Clone)]
 pub struct SlotDemand {
     pub layers: Vec<Layer>,
     pub wanted_height: u32,
     pub paused: bool,
+    pub speaking: u8,
 }
 
 /// What [`allocate`] gives one video slot.
@@ -66,7 +68,7 @@ impl Share {
 }
 
 /// Shares one subscriber's downlink `budget` (bit/s) among its video slots. The tallest
-/// tiles come first: each gets its smallest layer while the total fits (to within
+/// tiles come first, and among tiles alike (a grid) those who speak: each gets its smallest layer while the total fits (to within
 /// [`PAUSE_SHORTFALL`]), and a slot for which even that does not fit is paused (so a thin downlink is left to audio rather than to
 /// video that could not play anyway); a paused slot resumes only once its smallest layer
 /// fits with [`RESUME_HEADROOM`] to spare, so that it does not flap. Then the tallest tiles
@@ -87,7 +89,7 @@ pub fn allocate(slots: &[SlotDemand], budget: u64) -> Vec<Share> {
         .collect();
     let rate = |slot: usize, pos: usize| slots[slot].layers[ordered[slot][pos]].bitrate;
     let mut priority: Vec<usize> = (0..slots.len()).filter(|&i| !ordered[i].is_empty()).collect();
-    priority.sort_by_key(|&i| std::cmp::Reverse(slots[i].wanted_height));
+    priority.sort_by_key(|&i| (std::cmp::Reverse(slots[i].wanted_height), slots[i].speaking));
     // The smallest layers, tallest tiles first, while they fit.
     let mut total: u64 = 0;
     let mut shown = vec![false; slots.len()];
@@ -187,8 +189,8 @@ mod tests {
     #[test]
     fn the_budget_goes_to_the_tallest_tile_first() {
         let camera = || vec![layer("l", 180, 150), layer("m", 360, 500), layer("h", 720, 1500)];
-        let speaker = SlotDemand { layers: camera(), wanted_height: 720, paused: false };
-        let thumbnail = SlotDemand { layers: camera(), wanted_height: 180, paused: false };
+        let speaker = SlotDemand { layers: camera(), wanted_height: 720, paused: false, speaking: 2 };
+        let thumbnail = SlotDemand { layers: camera(), wanted_height: 180, paused: false, speaking: 2 };
         let mut slots = vec![thumbnail.clone(); 8];
         slots.insert(3, speaker);
         let layer_of = |shares: &[Share], i: usize| choose(&slots[i].layers, slots[i].wanted_height, shares[i].budget()).unwrap();
@@ -208,13 +210,32 @@ mod tests {
         wobbly[1].bitrate = 560_000;
         assert_eq!(choose(&wobbly, 720, tight[3].budget()), Some(1));
         // A slot whose source publishes nothing yet gets nothing.
-        assert_eq!(allocate(&[SlotDemand { layers: vec![], wanted_height: 720, paused: false }], 1_000_000), vec![Share::Unknown]);
+        assert_eq!(allocate(&[SlotDemand { layers: vec![], wanted_height: 720, paused: false, speaking: 2 }], 1_000_000), vec![Share::Unknown]);
+    }
+
+    #[test]
+    fn in_a_grid_the_one_speaking_keeps_their_video_first_but_a_taller_tile_comes_before() {
+        let camera = || vec![layer("l", 180, 150), layer("m", 360, 500)];
+        let mut grid = vec![SlotDemand { layers: camera(), wanted_height: 180, paused: false, speaking: 2 }; 4];
+        grid[3].speaking = 0;
+        grid[1].speaking = 1;
+        let shares = allocate(&grid, 200_000);
+        assert_ne!(shares[3], Share::Paused, "the dominant speaker");
+        assert_eq!(shares.iter().filter(|s| **s != Share::Paused).count(), 1);
+        let shares = allocate(&grid, 350_000);
+        assert!(shares[3] != Share::Paused && shares[1] != Share::Paused, "then who spoke a moment ago");
+        assert_eq!(shares.iter().filter(|s| **s != Share::Paused).count(), 2);
+        // A shared screen (a taller tile) of someone silent still comes before the speaker.
+        grid[0].wanted_height = 720;
+        let shares = allocate(&grid, 200_000);
+        assert_ne!(shares[0], Share::Paused);
+        assert_eq!(shares[3], Share::Paused);
     }
 
     #[test]
     fn below_the_smallest_layers_the_smallest_tiles_pause_first_and_resume_with_room_to_spare() {
         let camera = || vec![layer("l", 180, 150), layer("m", 360, 500), layer("h", 720, 1500)];
-        let mut slots = vec![SlotDemand { layers: camera(), wanted_height: 180, paused: false }; 4];
+        let mut slots = vec![SlotDemand { layers: camera(), wanted_height: 180, paused: false, speaking: 2 }; 4];
         slots[2].wanted_height = 720;
         // 400 kbit/s: the speaker and one thumbnail keep their smallest layer, the two others
         // pause rather than everyone getting a layer that does not fit.
@@ -225,7 +246,7 @@ mod tests {
         assert!(allocate(&slots, 100_000).iter().all(|s| *s == Share::Paused));
         // Between 112.5 and 187.5 kbit/s a slot stays as it was: a playing one plays on
         // (a wobbling estimate does not stop it), a paused one waits for a quarter to spare.
-        let alone = |paused| vec![SlotDemand { layers: camera(), wanted_height: 720, paused }];
+        let alone = |paused| vec![SlotDemand { layers: camera(), wanted_height: 720, paused, speaking: 2 }];
         assert_eq!(allocate(&alone(false), 112_500), vec![Share::Rate(325_000)]);
         assert_eq!(allocate(&alone(false), 112_000), vec![Share::Paused]);
         assert_eq!(allocate(&alone(true), 187_000), vec![Share::Paused]);

@@ -33,7 +33,6 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, PacerReason, Reason, Rtc};
 
-use crate::congestion;
 use crate::gaps::Gaps;
 use crate::layers::{Layer, RESUME_HEADROOM, Share, SlotDemand, allocate, choose};
 use crate::plan::{Demand, Member, Plan, Planner};
@@ -615,7 +614,6 @@ impl Router {
                     break;
                 }
                 str0m::Output::Transmit(t) => {
-                    peer.sent += t.contents.len() as u64;
                     self.counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
                     self.counters.bytes_forwarded.fetch_add(t.contents.len() as u64, Ordering::Relaxed);
                     self.outputs.push_back(Output::Transmit { destination: t.destination, contents: t.contents.into() });
@@ -1252,7 +1250,19 @@ impl Router {
                     let screen = plan.screens.contains(&(source.participant, source.mid));
                     let default = if screen { DEFAULT_SCREEN_HEIGHT } else { DEFAULT_TILE_HEIGHT };
                     let wanted_height = peer.wanted.get(&(source.participant, screen)).copied().unwrap_or(default);
-                    SlotDemand { layers, wanted_height, paused: slot.paused == Some(Pause::Bandwidth) }
+                    let spoke = peer.slots.iter().any(|s| {
+                        s.kind == MediaKind::Audio
+                            && s.source.is_some_and(|a| a.participant == source.participant)
+                            && s.spoke_at.is_some_and(|t| now.saturating_duration_since(t) < SPOKE_FOR)
+                    });
+                    let speaking = if plan.dominant == Some(source.participant) {
+                        0
+                    } else if spoke {
+                        1
+                    } else {
+                        2
+                    };
+                    SlotDemand { layers, wanted_height, paused: slot.paused == Some(Pause::Bandwidth), speaking }
                 })
                 .collect();
             // Hidden tiles take no part; a paused slot asks BWE only for room for its
@@ -1282,42 +1292,22 @@ impl Router {
                 // rules both (the loss-based part fell far below it, reading our overload as
                 // the link's loss; the delay-based part did not fall).
                 let delay = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().delay_estimate())).ok().flatten().map_or(estimate, |d| d.as_u64());
-                let sending = peer.reviewed_at.map_or(0, |t| {
-                    let elapsed = now.saturating_duration_since(t).as_micros().max(1) as u64;
-                    peer.sent * 8 * 1_000_000 / elapsed
-                });
-                peer.sent = 0;
-                peer.reviewed_at = Some(now);
                 let queue = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().standing_queue())).ok().flatten();
                 let acked = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().acked_bitrate())).ok().flatten().map(|a| a.as_u64());
                 let was = peer.congestion.standing();
-                let verdict = peer.congestion.review(now, queue, acked, sending);
-                if was && verdict == congestion::Verdict::Clear {
+                let standing = peer.congestion.review(now, queue, acked);
+                if standing && !was {
+                    tracing::debug!(subscriber = peer.key.participant, ?queue, estimate, delay, carried = ?acked, "congested downlink: a queue stands");
+                } else if was && !standing {
                     // The queue drained: what played through it lost packets while it stood,
                     // and a browser takes seconds to ask again for a keyframe that was lost
                     // too. Every slot still playing starts afresh.
                     drained.extend(peer.slots.iter().filter(|s| s.kind == MediaKind::Video && s.paused.is_none()).filter_map(|s| s.splicer.current()));
                 }
-                match verdict {
-                    congestion::Verdict::Congested if !was => {
-                        tracing::debug!(subscriber = peer.key.participant, ?queue, estimate, delay, sending, carried = ?acked, "congested downlink: a queue stands")
-                    }
-                    congestion::Verdict::NotOurs { since } => {
-                        tracing::debug!(subscriber = peer.key.participant, ?queue, sending, "the queue is the path's: measured afresh, pauses since undone");
-                        let _ = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().rebase_standing_queue()));
-                        for slot in peer.slots.iter_mut().filter(|s| s.paused == Some(Pause::Bandwidth) && s.paused_at.is_some_and(|t| t >= since)) {
-                            slot.paused = None;
-                            slot.short_since = None;
-                            paused_changed = true;
-                        }
-                    }
-                    _ => {}
-                }
                 peer.congestion.release(now, estimate);
-                let (estimate, delay) = match (peer.congestion.ceiling(now), peer.congestion.floor(now)) {
-                    (Some(ceiling), _) => (ceiling.min(delay), ceiling.min(delay)),
-                    (None, Some(floor)) => (estimate.max(floor), delay.max(floor)),
-                    (None, None) => (estimate, delay),
+                let (estimate, delay) = match peer.congestion.ceiling(now) {
+                    Some(ceiling) => (ceiling.min(delay), ceiling.min(delay)),
+                    None => (estimate, delay),
                 };
                 // Quiet while everyone's audio and the smallest video do not fit.
                 let smallest: u64 = competing.iter().map(|d| d.layers.iter().map(|l| l.bitrate).min().unwrap_or(0)).sum();
@@ -1329,7 +1319,7 @@ impl Router {
                         peer.quiet_since = Some(now);
                         tracing::debug!(subscriber = peer.key.participant, room, need, "quiet: silence kept back");
                     }
-                } else if peer.quiet_since.is_some() && room >= need * 5 / 4 {
+                } else if peer.quiet_since.is_some() && room >= need * 5 / 4 && !peer.congestion.congested(now) {
                     let since = *peer.roomy_since.get_or_insert(now);
                     if now.saturating_duration_since(since) >= QUIET_HOLD {
                         tracing::debug!(subscriber = peer.key.participant, room, need, "quiet no more");
@@ -1372,7 +1362,6 @@ impl Router {
                 if pause != slot.paused {
                     tracing::debug!(subscriber = peer.key.participant, slot = %slot.mid, from = source.participant, ?pause, "slot paused or resumed");
                     slot.paused = pause;
-                    slot.paused_at = Some(now);
                     paused_changed = true;
                 }
                 if pause.is_some() {
@@ -1409,6 +1398,13 @@ impl Router {
                 // full already, and padding would cost the audio. Probes still look for room.
                 let starved = peer.slots.iter().any(|s| s.paused == Some(Pause::Bandwidth));
                 let minimum = if starved { 0 } else { desired / 2 };
+                // Nor probes above the ceiling of a downlink congested lately: they would
+                // overflow it again (its ceiling rises by itself; probes resume after).
+                let desired = match peer.congestion.ceiling(now) {
+                    Some(ceiling) if peer.congestion.congested(now) => desired.min(ceiling),
+                    _ => desired,
+                };
+                let minimum = minimum.min(desired);
                 let _ = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired))));
                 if !peer.dirty {
                     peer.dirty = true;
@@ -1538,11 +1534,11 @@ impl<'a> Payloads<'a> {
     }
 
     /// The payload type and payload for `sub`, or `None` if it negotiated neither.
-    /// A subscriber whose downlink is congested gets RED's primary alone, too: the
+    /// A subscriber whose downlink is limited gets RED's primary alone, too: the
     /// redundancy would only add to what it cannot carry.
     fn for_subscriber(&self, sub: &Peer, now: Instant) -> Option<(Pt, Arc<[u8]>)> {
         let packet = self.packet;
-        let plain = packet.codec == Codec::Red && sub.congested(now) && sub.pt(Codec::Opus).is_some();
+        let plain = packet.codec == Codec::Red && sub.limited(now) && sub.pt(Codec::Opus).is_some();
         match sub.pt(packet.codec) {
             Some(pt) if !plain => Some((pt, packet.payload.clone())),
             _ if packet.codec == Codec::Red => {
@@ -1570,7 +1566,6 @@ fn deliver(
 ) {
     match written {
         Written::Sent(t) => {
-            sub.sent += t.contents.len() as u64;
             counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
             counters.bytes_forwarded.fetch_add(t.contents.len() as u64, Ordering::Relaxed);
             counters.hop_latency.record_us(now.saturating_duration_since(arrival).as_micros() as u64);

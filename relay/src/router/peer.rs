@@ -122,8 +122,6 @@ pub(crate) struct Slot {
     pub paused: Option<Pause>,
     /// Since when `layers::allocate` has wanted this playing slot paused for bandwidth.
     pub short_since: Option<Instant>,
-    /// When it was last paused or resumed.
-    pub paused_at: Option<Instant>,
     /// The last plain audio packets written on it, newest first: what goes again beside
     /// the next one when the subscriber's link loses ([`Repeat`]).
     pub recent: [Option<Said>; MAX_COPIES],
@@ -180,7 +178,6 @@ impl Slot {
             share: Share::Unknown,
             paused: None,
             short_since: None,
-            paused_at: None,
             recent: Default::default(),
             audio_size: 0,
             spoke_at: None,
@@ -233,24 +230,20 @@ pub(crate) struct Peer {
     pub roomy_since: Option<Instant>,
     /// Whether we overload their downlink, and the ceiling it then gets.
     pub congestion: Congestion,
-    /// What we sent them since the last review (bytes on the wire: media, retransmissions,
-    /// probes, RTCP), and when that was.
-    pub sent: u64,
-    pub reviewed_at: Option<Instant>,
     /// The home shard has been told who this is.
     pub announced: bool,
 }
 
 impl Peer {
-    /// Whether their downlink is congested: it loses because we send more than it carries.
-    pub fn congested(&self, now: Instant) -> bool {
-        self.congestion.congested(now)
+    /// Whether their downlink is held under a ceiling, or was congested lately: it lost
+    /// because we sent more than it carries, and redundancy would add to that.
+    pub fn limited(&self, now: Instant) -> bool {
+        self.congestion.congested(now) || self.congestion.ceiling(now).is_some()
     }
 
-    /// How many copies their plain audio gets now: none on a congested downlink, where
-    /// copies would add to what it already cannot carry.
+    /// How many copies their plain audio gets now: none on a limited downlink.
     pub fn copies(&self, now: Instant) -> usize {
-        if self.congested(now) { 0 } else { self.repeat.copies() }
+        if self.limited(now) { 0 } else { self.repeat.copies() }
     }
 
     pub fn new(key: PeerKey, room: RoomId, rtc: Rtc, now: Instant) -> Peer {
@@ -278,8 +271,6 @@ impl Peer {
             quiet_since: None,
             roomy_since: None,
             congestion: Congestion::default(),
-            sent: 0,
-            reviewed_at: None,
             announced: false,
         }
     }

@@ -1428,12 +1428,6 @@ impl Session {
         self.bwe.as_ref()?.standing_queue()
     }
 
-    pub fn bwe_rebase_standing_queue(&mut self) {
-        if let Some(bwe) = self.bwe.as_mut() {
-            bwe.rebase_standing_queue();
-        }
-    }
-
     pub fn bwe_acked_bitrate(&self) -> Option<Bitrate> {
         self.bwe.as_ref()?.acked_bitrate()
     }

@@ -111,14 +111,6 @@ impl<'a> Bwe<'a> {
         queue
     }
 
-    /// Measures the standing queue afresh (confab's patch), for a path whose own delay
-    /// changed: `None` again until a few seconds of feedback came.
-    pub fn rebase_standing_queue(&mut self) {
-        let mut m = self.0.mutate();
-        m.session.bwe_rebase_standing_queue();
-        m.no_events();
-    }
-
     /// What the remote acknowledged receiving lately, from transport feedback (confab's
     /// patch): on a link kept full, what it carries.
     pub fn acked_bitrate(&mut self) -> Option<Bitrate> {

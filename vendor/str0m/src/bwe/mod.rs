@@ -125,11 +125,6 @@ impl Bwe {
         self.bwe.standing_queue.delay()
     }
 
-    /// Measures the standing queue afresh (confab's patch): the path's delay changed.
-    pub fn rebase_standing_queue(&mut self) {
-        self.bwe.standing_queue.buckets.clear();
-    }
-
     /// What the remote acknowledged receiving lately (confab's patch): on a link kept full,
     /// what it carries.
     pub fn acked_bitrate(&self) -> Option<Bitrate> {
