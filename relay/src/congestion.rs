@@ -12,16 +12,19 @@
 //!   lowers it again), until BWE's own estimate, which probes keep lifting, reaches it;
 //! - a quiet subscriber (whose silent sources reach it as DTX) stays quiet while congested;
 //! - while the queue stands, video pauses at once (not after a dip has lasted);
-//! - as long as a ceiling holds or for [`CONGESTED_FOR`], the subscriber gets no audio
-//!   copies and RED's primary alone (restored each time it ends, RED alone overloaded a
-//!   150 kbit/s link: the speaker lost 15 % of her sound, 1-3 % with it held back);
+//! - as long as a ceiling holds, the subscriber gets no audio copies and RED's primary
+//!   alone (restored each time a queue had not stood for a while, RED alone overloaded a
+//!   150 kbit/s link again: the speaker lost 7-20 % of her sound, 1-3 % with it held back);
 //!
-//! A path whose delay grows at a stroke (a new route) looks the same for a few seconds,
+//! A queue that stands but loses nothing is not ours to fix: a path whose delay grew at a
+//! stroke (a new route) shows one for a few seconds. With loss beside it, it looks the same,
 //! until the minimum it is measured against has moved too. Telling the two apart by what
 //! the queue does when we send less was tried and taken back: a link that only just carries
 //! the audio we cut down to keeps a full queue that hardly overflows, as a longer path does,
 //! and undoing the pauses there left the overload unseen (docs/decisions.md, "A downlink we
-//! overload"). A path's step costs some seconds of smaller or paused video instead.
+//! overload"). A path's step costs some seconds of paused video instead: what a standing
+//! queue paused resumes when the ceiling is forgotten (BWE, which fell while little went,
+//! would not resume it under jitter: a subscriber 150 ± 50 ms away saw none of it again).
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,12 @@ use std::time::{Duration, Instant};
 /// of ± 50 ms leaves a few milliseconds; a 400 kbit/s link with 100 ms of buffer overloaded
 /// by a third, tens.
 pub const STANDING_QUEUE: Duration = Duration::from_millis(20);
+/// How many reviews in a row (200 ms apart) must see a queue before it counts as standing:
+/// under ± 50 ms of jitter the shortest delay of half a second now and then stood tens of
+/// milliseconds above the floor for one review.
+const STREAK: u32 = 3;
+/// The loss (fraction) from which a standing queue counts as overflowing: 1 %.
+const OVERFLOWS: f32 = 0.01;
 /// How fast the ceiling rises while no queue stands, bit/s a second: additive, as TCP's
 /// congestion avoidance, so that a thin link is tried again no sooner than a thick one.
 const RISE: u64 = 20_000;
@@ -44,20 +53,29 @@ pub struct Congestion {
     /// the ceiling rises.
     carried: u64,
     rises_from: Option<Instant>,
-    /// Whether a queue stood at the last review, and when one last did.
+    /// Whether a queue stood at the last review, and when one last did; how many reviews
+    /// in a row saw one.
     standing: bool,
+    streak: u32,
     seen_at: Option<Instant>,
 }
 
 impl Congestion {
-    /// One review: the standing queue BWE measures (`None` before it has enough feedback)
-    /// and what the subscriber acknowledged receiving lately (bit/s). Whether a queue
-    /// stands.
-    pub fn review(&mut self, now: Instant, queue: Option<Duration>, acked: Option<u64>) -> bool {
-        let (Some(_), Some(acked)) = (queue.filter(|q| *q >= STANDING_QUEUE), acked) else {
+    /// One review: the standing queue BWE measures (`None` before it has enough feedback),
+    /// what the subscriber acknowledged receiving lately (bit/s) and the worst loss its
+    /// latest receiver reports show (a fraction). Whether a queue of ours stands: one that
+    /// overflows ([`OVERFLOWS`]); a longer path with nothing lost is no congestion.
+    pub fn review(&mut self, now: Instant, queue: Option<Duration>, acked: Option<u64>, loss: f32) -> bool {
+        let (Some(_), Some(acked)) = (queue.filter(|q| *q >= STANDING_QUEUE && loss >= OVERFLOWS), acked) else {
             self.standing = false;
+            self.streak = 0;
             return false;
         };
+        // Seen in one review only, a jittery path's minimum that wandered.
+        self.streak += 1;
+        if self.streak < STREAK && !self.standing {
+            return false;
+        }
         // Each review the queue still stands, 15 % lower, or what the link acknowledged if
         // that is more: the acknowledged rate lags (at first it still tells of a link that
         // carried more), and a queue that stands after a cut needs a deeper one.
@@ -94,13 +112,17 @@ impl Congestion {
         Some(self.carried + RISE * millis / 1_000)
     }
 
-    /// Forgets the ceiling once BWE's own estimate (probes find room above it) has risen to
-    /// it, with no queue for [`CONGESTED_FOR`].
-    pub fn release(&mut self, now: Instant, estimate: u64) {
-        if self.ceiling(now).is_some_and(|c| estimate >= c) && !self.congested(now) {
+    /// Forgets the ceiling once it no longer binds (above what BWE allows, both parts: its
+    /// loss-based part is lifted by probes, its delay-based part stays above an overload
+    /// and falls under jitter), with no queue for [`CONGESTED_FOR`].
+    /// Whether it did.
+    pub fn release(&mut self, now: Instant, allowed: u64) -> bool {
+        if self.ceiling(now).is_some_and(|c| c >= allowed) && !self.congested(now) {
             self.carried = 0;
             self.rises_from = None;
+            return true;
         }
+        false
     }
 }
 
@@ -114,68 +136,85 @@ mod tests {
         start + MS * millis as u32
     }
 
+    /// A queue seen by [`STREAK`] reviews 200 ms apart, the last at the returned instant.
+    fn stands(c: &mut Congestion, queue: Duration, acked: u64) -> Instant {
+        let start = Instant::now();
+        for i in 0..STREAK as u64 {
+            let standing = c.review(at(start, 200 * i), Some(queue), Some(acked), 0.1);
+            assert_eq!(standing, i + 1 == STREAK as u64, "review {i}");
+        }
+        at(start, 200 * (STREAK as u64 - 1))
+    }
+
+    #[test]
+    fn a_queue_that_stands_but_loses_nothing_is_a_longer_path() {
+        let start = Instant::now();
+        let mut c = Congestion::default();
+        for i in 0..5 {
+            assert!(!c.review(at(start, 200 * i), Some(MS * 100), Some(300_000), 0.005));
+        }
+        assert_eq!(c.ceiling(at(start, 1_000)), None);
+    }
+
     #[test]
     fn random_loss_and_jitter_leave_no_standing_queue_and_no_ceiling() {
         let start = Instant::now();
         let mut c = Congestion::default();
-        for (i, queue) in [None, Some(MS * 3), Some(MS * 12), Some(Duration::ZERO)].into_iter().enumerate() {
-            assert!(!c.review(at(start, 200 * i as u64), queue, Some(300_000)));
+        // One review's wandering minimum, then none: no queue.
+        for (i, queue) in [None, Some(MS * 3), Some(MS * 50), Some(MS * 12), Some(MS * 40), Some(Duration::ZERO)].into_iter().enumerate() {
+            assert!(!c.review(at(start, 200 * i as u64), queue, Some(300_000), 0.2));
         }
-        assert_eq!(c.ceiling(at(start, 1_000)), None);
-        assert!(!c.congested(at(start, 1_000)));
+        assert_eq!(c.ceiling(at(start, 1_200)), None);
+        assert!(!c.congested(at(start, 1_200)));
     }
 
     #[test]
     fn a_queue_that_stands_sets_a_ceiling_of_what_the_link_carried_which_rises_once_it_drains() {
-        let start = Instant::now();
         let mut c = Congestion::default();
-        assert!(c.review(start, Some(MS * 80), Some(280_000)));
+        let start = stands(&mut c, MS * 80, 280_000);
         assert!(c.standing() && c.congested(start));
         assert_eq!(c.ceiling(start), Some(280_000));
         // We cut what we send; the queue drains.
-        assert!(!c.review(at(start, 400), Some(MS * 2), Some(260_000)));
+        assert!(!c.review(at(start, 400), Some(MS * 2), Some(260_000), 0.1));
         assert!(!c.standing());
         assert!(c.congested(at(start, 400)), "no copies, no RED for a while yet");
         assert_eq!(c.ceiling(at(start, 5_000)), Some(280_000 + 5 * 20_000), "20 kbit/s a second since the queue last stood");
         assert_eq!(c.ceiling(at(start, 10_000)), Some(480_000));
         assert!(!c.congested(at(start, 10_000)));
-        c.release(at(start, 5_000), 1_000_000);
-        assert!(c.ceiling(at(start, 5_000)).is_some(), "too soon after the queue stood");
-        c.release(at(start, 10_400), 480_000);
-        assert!(c.ceiling(at(start, 10_400)).is_some(), "BWE allows less");
-        c.release(at(start, 10_400), 500_000);
-        assert_eq!(c.ceiling(at(start, 10_400)), None, "BWE found as much room: forgotten");
+        assert!(!c.release(at(start, 5_000), 100_000), "too soon after the queue stood");
+        assert!(!c.release(at(start, 10_400), 500_000), "BWE allows more: it still binds");
+        assert!(c.release(at(start, 10_400), 480_000), "it no longer binds: forgotten");
+        assert_eq!(c.ceiling(at(start, 10_400)), None);
     }
 
     #[test]
     fn a_queue_that_keeps_standing_lowers_the_ceiling_each_review_by_at_most_fifteen_percent() {
-        let start = Instant::now();
         let mut c = Congestion::default();
-        c.review(start, Some(MS * 80), Some(1_000_000));
+        let start = stands(&mut c, MS * 80, 1_000_000);
         assert_eq!(c.ceiling(start), Some(1_000_000), "the acknowledged rate lags: a link that carried more");
-        c.review(at(start, 200), Some(MS * 80), Some(300_000));
+        c.review(at(start, 200), Some(MS * 80), Some(300_000), 0.1);
         assert_eq!(c.ceiling(at(start, 200)), Some(850_000));
         for i in 2..8 {
-            c.review(at(start, 200 * i), Some(MS * 80), Some(300_000));
+            c.review(at(start, 200 * i), Some(MS * 80), Some(300_000), 0.1);
         }
         assert_eq!(c.ceiling(at(start, 1_400)), Some(320_576), "in a second and a half, near what it carries");
-        c.review(at(start, 1_600), Some(MS * 80), Some(300_000));
+        c.review(at(start, 1_600), Some(MS * 80), Some(300_000), 0.1);
         assert_eq!(c.ceiling(at(start, 1_600)), Some(300_000), "and no lower");
     }
 
     #[test]
-    fn a_path_that_grew_longer_costs_some_seconds_under_a_ceiling() {
-        let start = Instant::now();
+    fn a_path_that_grew_longer_with_loss_beside_costs_some_seconds_under_a_ceiling() {
         let mut c = Congestion::default();
-        // The one-way delay steps up by 100 ms: it stands against the last three seconds'
-        // minimum until that minimum has moved too; meanwhile video pauses and the link
-        // acknowledges the audio alone.
-        c.review(start, Some(MS * 100), Some(250_000));
-        for i in 1..15 {
-            c.review(at(start, 200 * i), Some(MS * 100), Some(60_000));
+        // The one-way delay steps up by 100 ms on a lossy link: it stands against the last
+        // three seconds' minimum until that minimum has moved too; meanwhile video pauses and
+        // the link acknowledges the audio alone.
+        let start = stands(&mut c, MS * 100, 250_000);
+        for i in 1..12 {
+            c.review(at(start, 200 * i), Some(MS * 100), Some(60_000), 0.1);
         }
-        assert_eq!(c.ceiling(at(start, 2_800)), Some(60_000));
-        assert!(!c.review(at(start, 3_000), Some(MS), Some(60_000)));
-        assert_eq!(c.ceiling(at(start, 12_800)), Some(260_000), "200 kbit/s more in 10 s");
+        assert_eq!(c.ceiling(at(start, 2_200)), Some(60_000));
+        assert!(!c.review(at(start, 2_400), Some(MS), Some(60_000), 0.1));
+        assert_eq!(c.ceiling(at(start, 12_200)), Some(260_000), "200 kbit/s more in 10 s");
+        assert!(c.release(at(start, 12_400), 100_000), "above what BWE allows: forgotten, and what it paused resumes");
     }
 }

@@ -84,6 +84,9 @@ const CROSSED_MAX: usize = 512;
 /// How long a subscriber's downlink must stay short of a slot's smallest layer before the
 /// slot pauses.
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
+/// How long the worst loss a subscriber's streams report stands for its downlink's (they
+/// report every second or so).
+const LOSS_LATELY: Duration = Duration::from_millis(1_500);
 /// What one forwarded audio stream is reckoned to need before its packets were measured,
 /// bit/s of payload (as BWE counts, and the video layers' rates). Once measured, its
 /// payloads' size times [`AUDIO_PACKETS_PER_SECOND`]: a RED stream from Chromium costs
@@ -680,7 +683,12 @@ impl Router {
                 // str0m gives the report's fraction in 256ths divided by 255.
                 let fraction = (s.loss.unwrap_or(0.0).clamp(0.0, 1.0) * 255.0).round() as u8;
                 let audio = peer.slot(s.mid).map(|i| &peer.slots[i]).filter(|slot| slot.kind == MediaKind::Audio);
-                if s.loss.is_some() {
+                if let Some(loss) = s.loss {
+                    // The worst any stream reported lately (for `congestion`).
+                    let now = self.now;
+                    if peer.lost_lately.is_none_or(|(l, t)| loss >= l || now.saturating_duration_since(t) >= LOSS_LATELY) {
+                        peer.lost_lately = Some((loss, now));
+                    }
                     // Any stream's loss is the downlink's; repeated audio's is what the copies left.
                     let repeated = peer.copies(self.now) > 0 && audio.is_some_and(|slot| slot.recent[0].is_some());
                     let before = peer.repeat.copies();
@@ -1295,7 +1303,8 @@ impl Router {
                 let queue = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().standing_queue())).ok().flatten();
                 let acked = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().acked_bitrate())).ok().flatten().map(|a| a.as_u64());
                 let was = peer.congestion.standing();
-                let standing = peer.congestion.review(now, queue, acked);
+                let loss = peer.lost_lately.filter(|(_, t)| now.saturating_duration_since(*t) < LOSS_LATELY).map_or(0.0, |(l, _)| l);
+                let standing = peer.congestion.review(now, queue, acked, loss);
                 if standing && !was {
                     tracing::debug!(subscriber = peer.key.participant, ?queue, estimate, delay, carried = ?acked, "congested downlink: a queue stands");
                 } else if was && !standing {
@@ -1304,7 +1313,14 @@ impl Router {
                     // too. Every slot still playing starts afresh.
                     drained.extend(peer.slots.iter().filter(|s| s.kind == MediaKind::Video && s.paused.is_none()).filter_map(|s| s.splicer.current()));
                 }
-                peer.congestion.release(now, estimate);
+                if peer.congestion.release(now, delay.max(estimate)) {
+                    tracing::debug!(subscriber = peer.key.participant, estimate, delay, "ceiling forgotten: what the queue paused resumes");
+                    for slot in peer.slots.iter_mut().filter(|s| s.paused == Some(Pause::Bandwidth) && s.paused_by_queue) {
+                        slot.paused = None;
+                        slot.short_since = None;
+                        paused_changed = true;
+                    }
+                }
                 let (estimate, delay) = match peer.congestion.ceiling(now) {
                     Some(ceiling) => (ceiling.min(delay), ceiling.min(delay)),
                     None => (estimate, delay),
@@ -1362,6 +1378,7 @@ impl Router {
                 if pause != slot.paused {
                     tracing::debug!(subscriber = peer.key.participant, slot = %slot.mid, from = source.participant, ?pause, "slot paused or resumed");
                     slot.paused = pause;
+                    slot.paused_by_queue = pause == Some(Pause::Bandwidth) && peer.congestion.standing();
                     paused_changed = true;
                 }
                 if pause.is_some() {

@@ -122,6 +122,8 @@ pub(crate) struct Slot {
     pub paused: Option<Pause>,
     /// Since when `layers::allocate` has wanted this playing slot paused for bandwidth.
     pub short_since: Option<Instant>,
+    /// It was paused while a queue stood on the downlink (`crate::congestion`).
+    pub paused_by_queue: bool,
     /// The last plain audio packets written on it, newest first: what goes again beside
     /// the next one when the subscriber's link loses ([`Repeat`]).
     pub recent: [Option<Said>; MAX_COPIES],
@@ -178,6 +180,7 @@ impl Slot {
             share: Share::Unknown,
             paused: None,
             short_since: None,
+            paused_by_queue: false,
             recent: Default::default(),
             audio_size: 0,
             spoke_at: None,
@@ -230,6 +233,8 @@ pub(crate) struct Peer {
     pub roomy_since: Option<Instant>,
     /// Whether we overload their downlink, and the ceiling it then gets.
     pub congestion: Congestion,
+    /// The worst loss (fraction) their receiver reports showed lately, and when.
+    pub lost_lately: Option<(f32, Instant)>,
     /// The home shard has been told who this is.
     pub announced: bool,
 }
@@ -271,6 +276,7 @@ impl Peer {
             quiet_since: None,
             roomy_since: None,
             congestion: Congestion::default(),
+            lost_lately: None,
             announced: false,
         }
     }

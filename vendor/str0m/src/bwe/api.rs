@@ -101,8 +101,9 @@ impl<'a> Bwe<'a> {
     }
 
     /// The standing queue on the path (confab's patch): how far the shortest one-way delay
-    /// of the last half second lies above the shortest of the last three seconds. Random loss
-    /// and jitter leave it near zero; a link kept full by more than it carries does not.
+    /// of the last half second lies above the shortest of the last three seconds, less half
+    /// the spread of the last half second's delays. Random loss and jitter leave it near
+    /// zero; a link kept full by more than it carries does not.
     /// `None` until a few seconds of transport feedback came.
     pub fn standing_queue(&mut self) -> Option<std::time::Duration> {
         let mut m = self.0.mutate();

@@ -120,7 +120,8 @@ impl Bwe {
     }
 
     /// The standing queue (confab's patch): how far the shortest one-way delay of the last
-    /// half second lies above the shortest of the last three seconds.
+    /// half second lies above the shortest of the last three seconds, less half the spread
+    /// of the last half second's delays.
     pub fn standing_queue(&self) -> Option<Duration> {
         self.bwe.standing_queue.delay()
     }
@@ -168,19 +169,27 @@ struct SendSideBandwidthEstimator {
 
 /// A queue that does not drain (confab's patch), from the one-way delays TWCC reports
 /// (the remote's receive time less our send time; the offset between the clocks cancels
-/// out). Random loss and jitter leave the shortest delay of any half second near the
-/// path's own; a link kept full by more than it carries does not. Minima per
-/// [`StandingQueue::BUCKET`], the last [`StandingQueue::BUCKETS`] kept.
+/// out). Random loss leaves the shortest delay of any half second near the path's own; a
+/// link kept full by more than it carries does not. Jitter makes that minimum wander when
+/// few packets go (audio alone: 25 in half a second), so what is reported is net of half
+/// the spread of the last half second's delays (a full queue holds its packets' delays
+/// together, jitter spreads them), and nothing on a path whose delays spread over more
+/// than [`StandingQueue::JITTERY`]. Shortest and longest per [`StandingQueue::BUCKET`], the
+/// last [`StandingQueue::BUCKETS`] kept.
 #[derive(Debug, Default)]
 struct StandingQueue {
-    /// (bucket start, shortest delay in it, µs from an arbitrary origin), oldest first.
-    buckets: VecDeque<(Instant, i64)>,
+    /// (bucket start, shortest delay in it, longest, µs from an arbitrary origin), oldest
+    /// first.
+    buckets: VecDeque<(Instant, i64, i64)>,
     origin: Option<Instant>,
 }
 
 impl StandingQueue {
     const BUCKET: Duration = Duration::from_millis(250);
     const BUCKETS: usize = 12;
+    /// A spread of delays (µs) in half a second beyond which the path is too jittery to
+    /// read a queue from: 60 ms.
+    const JITTERY: i64 = 60_000;
 
     fn record(&mut self, sent: Instant, received: Instant) {
         let origin = *self.origin.get_or_insert(sent);
@@ -190,12 +199,15 @@ impl StandingQueue {
         };
         let delay = micros(received) - micros(sent);
         match self.buckets.back_mut() {
-            Some((start, least)) if sent < *start + Self::BUCKET => *least = (*least).min(delay),
+            Some((start, least, most)) if sent < *start + Self::BUCKET => {
+                *least = (*least).min(delay);
+                *most = (*most).max(delay);
+            }
             _ => {
                 if self.buckets.len() == Self::BUCKETS {
                     self.buckets.pop_front();
                 }
-                self.buckets.push_back((sent, delay));
+                self.buckets.push_back((sent, delay, delay));
             }
         }
     }
@@ -206,7 +218,13 @@ impl StandingQueue {
         }
         let floor = self.buckets.iter().map(|b| b.1).min()?;
         let recent = self.buckets.iter().rev().take(2).map(|b| b.1).min()?;
-        Some(Duration::from_micros((recent - floor).max(0) as u64))
+        let most = self.buckets.iter().rev().take(2).map(|b| b.2).max()?;
+        let spread = most - recent;
+        if spread > Self::JITTERY {
+            // A jittery path: its minimum wanders too far to tell a queue from it.
+            return Some(Duration::ZERO);
+        }
+        Some(Duration::from_micros((recent - floor - spread / 2).max(0) as u64))
     }
 }
 
