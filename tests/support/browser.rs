@@ -278,7 +278,8 @@ impl Browser {
             async move {
                 let mut builder = ClientBuilder::rustls().ok()?;
                 builder.capabilities(caps);
-                builder.connect(&url).await.ok()
+                // A browser that died while starting leaves the request unanswered.
+                tokio::time::timeout(ANSWER_WITHIN, builder.connect(&url)).await.ok()?.ok()
             }
         })
         .await;
@@ -287,11 +288,11 @@ impl Browser {
 
     /// Runs `script` (which may return a promise) and returns its value.
     pub async fn eval(&self, script: &str) -> Value {
-        self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+        answered(&format!("the script {script:.80}"), self.client.execute(script, vec![])).await.unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
     pub async fn goto(&self, url: &str) {
-        self.client.goto(url).await.unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+        answered(&format!("opening {url}"), self.client.goto(url)).await.unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
     }
 
     /// Waits until `css` matches an element that is shown (not inside `hidden`), and returns
@@ -302,7 +303,7 @@ impl Browser {
                       if (e && !e.closest('[hidden]')) return { found: e.textContent }; \
                       return { page: `${location.href.split('#')[0]} (${document.readyState}): ${(document.body?.innerText ?? '').replace(/\\s+/g, ' ').slice(0, 300)}` };";
         crate::eventually_or(&format!("{css} to be visible"), Duration::from_secs(20), || async {
-            match self.client.execute(script, vec![json!(css)]).await {
+            match answered(&format!("looking for {css}"), self.client.execute(script, vec![json!(css)])).await {
                 Ok(value) => match value["found"].as_str() {
                     Some(text) => Ok(text.to_string()),
                     None => Err(value["page"].as_str().unwrap_or("?").to_string()),
@@ -314,22 +315,26 @@ impl Browser {
     }
 
     pub async fn fill(&self, css: &str, text: &str) {
-        let field = self.client.wait().for_element(Locator::Css(css)).await.unwrap();
-        field.clear().await.unwrap();
-        field.send_keys(text).await.unwrap();
+        answered(&format!("filling {css}"), async {
+            let field = self.client.wait().for_element(Locator::Css(css)).await.unwrap();
+            field.clear().await.unwrap();
+            field.send_keys(text).await.unwrap();
+        })
+        .await;
     }
 
     pub async fn click(&self, css: &str) {
         self.wait_visible(css).await;
-        self.client.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+        answered(&format!("a click on {css}"), async { self.client.find(Locator::Css(css)).await.unwrap().click().await.unwrap() }).await;
     }
 
     pub async fn value(&self, css: &str) -> String {
-        self.client.find(Locator::Css(css)).await.unwrap().prop("value").await.unwrap().unwrap_or_default()
+        answered(&format!("the value of {css}"), async { self.client.find(Locator::Css(css)).await.unwrap().prop("value").await.unwrap().unwrap_or_default() })
+            .await
     }
 
     pub async fn path(&self) -> String {
-        self.client.current_url().await.unwrap().path().to_string()
+        answered("the page's address", async { self.client.current_url().await.unwrap().path().to_string() }).await
     }
 
     /// Ends the session politely; dropping the browser kills the driver and the browser anyway.
@@ -345,4 +350,14 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// How long a WebDriver request may go unanswered: a browser that hung or died leaves it
+/// so, and fantoccini waits for ever (a suite once sat 20 minutes on one).
+const ANSWER_WITHIN: Duration = Duration::from_secs(90);
+
+/// `request`'s outcome, or a panic naming `what` if the browser did not answer within
+/// [`ANSWER_WITHIN`]: the test fails instead of the suite hanging.
+async fn answered<T>(what: &str, request: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(ANSWER_WITHIN, request).await.unwrap_or_else(|_| panic!("the browser did not answer {what} within {ANSWER_WITHIN:?}: it hung or died"))
 }
