@@ -5,11 +5,14 @@
 //! distance. A link we send more than it carries fills its queue, drops what overflows, and
 //! its delay-based estimate (which reads the growth of the queue, not its height) stays where
 //! it was. The sign is a queue that stands: the shortest one-way delay of the last half
-//! second above the shortest of the last few (str0m patch 7, `Bwe::standing_queue`). Then:
+//! second above the shortest of the last few, net of jitter (str0m patch 7,
+//! `Bwe::standing_queue`), seen [`STREAK`] reviews in a row while the subscriber loses.
+//! Then:
 //!
 //! - what the link acknowledged while the queue stood is its *ceiling*: what we send it is
 //!   held under that, rising by [`RISE`] a second while no queue stands (a standing queue
-//!   lowers it again), until BWE's own estimate, which probes keep lifting, reaches it;
+//!   lowers it again), until it no longer binds (above both of BWE's estimates) and no
+//!   queue stood for [`CONGESTED_FOR`];
 //! - a quiet subscriber (whose silent sources reach it as DTX) stays quiet while congested;
 //! - while the queue stands, video pauses at once (not after a dip has lasted);
 //! - as long as a ceiling holds, the subscriber gets no audio copies and RED's primary
