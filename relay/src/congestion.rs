@@ -39,6 +39,9 @@ pub const STANDING_QUEUE: Duration = Duration::from_millis(20);
 /// under ± 50 ms of jitter the shortest delay of half a second now and then stood tens of
 /// milliseconds above the floor for one review.
 const STREAK: u32 = 3;
+/// How long the worst loss a subscriber's streams report stands for its downlink's (they
+/// report every second or so).
+const LOSS_LATELY: Duration = Duration::from_millis(1_500);
 /// The loss (fraction) from which a standing queue counts as overflowing: 1 %.
 const OVERFLOWS: f32 = 0.01;
 /// How fast the ceiling rises while no queue stands, bit/s a second: additive, as TCP's
@@ -61,14 +64,25 @@ pub struct Congestion {
     standing: bool,
     streak: u32,
     seen_at: Option<Instant>,
+    /// The worst loss (a fraction) the subscriber's receiver reports showed lately, and when.
+    lost: Option<(f32, Instant)>,
 }
 
 impl Congestion {
-    /// One review: the standing queue BWE measures (`None` before it has enough feedback),
-    /// what the subscriber acknowledged receiving lately (bit/s) and the worst loss its
-    /// latest receiver reports show (a fraction). Whether a queue of ours stands: one that
-    /// overflows ([`OVERFLOWS`]); a longer path with nothing lost is no congestion.
-    pub fn review(&mut self, now: Instant, queue: Option<Duration>, acked: Option<u64>, loss: f32) -> bool {
+    /// A receiver report from the subscriber, on any of its streams (they share one
+    /// downlink): `loss`, the fraction it lost.
+    pub fn reported(&mut self, now: Instant, loss: f32) {
+        if self.lost.is_none_or(|(l, t)| loss >= l || now.saturating_duration_since(t) >= LOSS_LATELY) {
+            self.lost = Some((loss, now));
+        }
+    }
+
+    /// One review: the standing queue BWE measures (`None` before it has enough feedback)
+    /// and what the subscriber acknowledged receiving lately (bit/s). Whether a queue of
+    /// ours stands: one that overflows, its receiver reports losing [`OVERFLOWS`] or more
+    /// lately; a longer path with nothing lost is no congestion.
+    pub fn review(&mut self, now: Instant, queue: Option<Duration>, acked: Option<u64>) -> bool {
+        let loss = self.lost.filter(|(_, t)| now.saturating_duration_since(*t) < LOSS_LATELY).map_or(0.0, |(l, _)| l);
         let (Some(_), Some(acked)) = (queue.filter(|q| *q >= STANDING_QUEUE && loss >= OVERFLOWS), acked) else {
             self.standing = false;
             self.streak = 0;
@@ -139,11 +153,17 @@ mod tests {
         start + MS * millis as u32
     }
 
+    /// A receiver report losing `loss` comes in, then a review.
+    fn review(c: &mut Congestion, now: Instant, queue: Option<Duration>, acked: Option<u64>, loss: f32) -> bool {
+        c.reported(now, loss);
+        c.review(now, queue, acked)
+    }
+
     /// A queue seen by [`STREAK`] reviews 200 ms apart, the last at the returned instant.
     fn stands(c: &mut Congestion, queue: Duration, acked: u64) -> Instant {
         let start = Instant::now();
         for i in 0..STREAK as u64 {
-            let standing = c.review(at(start, 200 * i), Some(queue), Some(acked), 0.1);
+            let standing = review(c, at(start, 200 * i), Some(queue), Some(acked), 0.1);
             assert_eq!(standing, i + 1 == STREAK as u64, "review {i}");
         }
         at(start, 200 * (STREAK as u64 - 1))
@@ -154,9 +174,17 @@ mod tests {
         let start = Instant::now();
         let mut c = Congestion::default();
         for i in 0..5 {
-            assert!(!c.review(at(start, 200 * i), Some(MS * 100), Some(300_000), 0.005));
+            assert!(!review(&mut c, at(start, 200 * i), Some(MS * 100), Some(300_000), 0.005));
         }
         assert_eq!(c.ceiling(at(start, 1_000)), None);
+        // Loss reported long enough ago is no longer the link's.
+        c.reported(at(start, 1_000), 0.1);
+        for i in 0..3 {
+            assert!(!c.review(at(start, 2_600 + 200 * i), Some(MS * 100), Some(300_000)), "a report 1.6 s old or more");
+        }
+        assert!(!review(&mut c, at(start, 3_200), Some(MS * 100), Some(300_000), 0.02));
+        assert!(!review(&mut c, at(start, 3_400), Some(MS * 100), Some(300_000), 0.0), "the worst of the last 1.5 s stands");
+        assert!(review(&mut c, at(start, 3_600), Some(MS * 100), Some(300_000), 0.0), "a fresh one, on the third review in a row");
     }
 
     #[test]
@@ -165,7 +193,7 @@ mod tests {
         let mut c = Congestion::default();
         // One review's wandering minimum, then none: no queue.
         for (i, queue) in [None, Some(MS * 3), Some(MS * 50), Some(MS * 12), Some(MS * 40), Some(Duration::ZERO)].into_iter().enumerate() {
-            assert!(!c.review(at(start, 200 * i as u64), queue, Some(300_000), 0.2));
+            assert!(!review(&mut c, at(start, 200 * i as u64), queue, Some(300_000), 0.2));
         }
         assert_eq!(c.ceiling(at(start, 1_200)), None);
         assert!(!c.congested(at(start, 1_200)));
@@ -178,7 +206,7 @@ mod tests {
         assert!(c.standing() && c.congested(start));
         assert_eq!(c.ceiling(start), Some(280_000));
         // We cut what we send; the queue drains.
-        assert!(!c.review(at(start, 400), Some(MS * 2), Some(260_000), 0.1));
+        assert!(!review(&mut c, at(start, 400), Some(MS * 2), Some(260_000), 0.1));
         assert!(!c.standing());
         assert!(c.congested(at(start, 400)), "no copies, no RED for a while yet");
         assert_eq!(c.ceiling(at(start, 5_000)), Some(280_000 + 5 * 20_000), "20 kbit/s a second since the queue last stood");
@@ -195,13 +223,13 @@ mod tests {
         let mut c = Congestion::default();
         let start = stands(&mut c, MS * 80, 1_000_000);
         assert_eq!(c.ceiling(start), Some(1_000_000), "the acknowledged rate lags: a link that carried more");
-        c.review(at(start, 200), Some(MS * 80), Some(300_000), 0.1);
+        review(&mut c, at(start, 200), Some(MS * 80), Some(300_000), 0.1);
         assert_eq!(c.ceiling(at(start, 200)), Some(850_000));
         for i in 2..8 {
-            c.review(at(start, 200 * i), Some(MS * 80), Some(300_000), 0.1);
+            review(&mut c, at(start, 200 * i), Some(MS * 80), Some(300_000), 0.1);
         }
         assert_eq!(c.ceiling(at(start, 1_400)), Some(320_576), "in a second and a half, near what it carries");
-        c.review(at(start, 1_600), Some(MS * 80), Some(300_000), 0.1);
+        review(&mut c, at(start, 1_600), Some(MS * 80), Some(300_000), 0.1);
         assert_eq!(c.ceiling(at(start, 1_600)), Some(300_000), "and no lower");
     }
 
@@ -213,10 +241,10 @@ mod tests {
         // the link acknowledges the audio alone.
         let start = stands(&mut c, MS * 100, 250_000);
         for i in 1..12 {
-            c.review(at(start, 200 * i), Some(MS * 100), Some(60_000), 0.1);
+            review(&mut c, at(start, 200 * i), Some(MS * 100), Some(60_000), 0.1);
         }
         assert_eq!(c.ceiling(at(start, 2_200)), Some(60_000));
-        assert!(!c.review(at(start, 2_400), Some(MS), Some(60_000), 0.1));
+        assert!(!review(&mut c, at(start, 2_400), Some(MS), Some(60_000), 0.1));
         assert_eq!(c.ceiling(at(start, 12_200)), Some(260_000), "200 kbit/s more in 10 s");
         assert!(c.release(at(start, 12_400), 100_000), "above what BWE allows: forgotten, and what it paused resumes");
     }

@@ -84,9 +84,6 @@ const CROSSED_MAX: usize = 512;
 /// How long a subscriber's downlink must stay short of a slot's smallest layer before the
 /// slot pauses.
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
-/// How long the worst loss a subscriber's streams report stands for its downlink's (they
-/// report every second or so).
-const LOSS_LATELY: Duration = Duration::from_millis(1_500);
 /// What one forwarded audio stream is reckoned to need before its packets were measured,
 /// bit/s of payload (as BWE counts, and the video layers' rates). Once measured, its
 /// payloads' size times [`AUDIO_PACKETS_PER_SECOND`]: a RED stream from Chromium costs
@@ -684,11 +681,7 @@ impl Router {
                 let fraction = (s.loss.unwrap_or(0.0).clamp(0.0, 1.0) * 255.0).round() as u8;
                 let audio = peer.slot(s.mid).map(|i| &peer.slots[i]).filter(|slot| slot.kind == MediaKind::Audio);
                 if let Some(loss) = s.loss {
-                    // The worst any stream reported lately (for `congestion`).
-                    let now = self.now;
-                    if peer.lost_lately.is_none_or(|(l, t)| loss >= l || now.saturating_duration_since(t) >= LOSS_LATELY) {
-                        peer.lost_lately = Some((loss, now));
-                    }
+                    peer.congestion.reported(self.now, loss);
                     // Any stream's loss is the downlink's; repeated audio's is what the copies left.
                     let repeated = peer.copies(self.now) > 0 && audio.is_some_and(|slot| slot.recent[0].is_some());
                     let before = peer.repeat.copies();
@@ -1249,6 +1242,13 @@ impl Router {
                 all_audio
             };
             let video: Vec<usize> = (0..peer.slots.len()).filter(|i| peer.slots[*i].kind == MediaKind::Video && peer.slots[*i].source.is_some()).collect();
+            // Whose audio spoke in the last moment, for the order among tiles alike.
+            let spoke: Vec<u64> = peer
+                .slots
+                .iter()
+                .filter(|s| s.kind == MediaKind::Audio && s.spoke_at.is_some_and(|t| now.saturating_duration_since(t) < SPOKE_FOR))
+                .filter_map(|s| Some(s.source?.participant))
+                .collect();
             let demands: Vec<SlotDemand> = video
                 .iter()
                 .map(|&i| {
@@ -1258,14 +1258,9 @@ impl Router {
                     let screen = plan.screens.contains(&(source.participant, source.mid));
                     let default = if screen { DEFAULT_SCREEN_HEIGHT } else { DEFAULT_TILE_HEIGHT };
                     let wanted_height = peer.wanted.get(&(source.participant, screen)).copied().unwrap_or(default);
-                    let spoke = peer.slots.iter().any(|s| {
-                        s.kind == MediaKind::Audio
-                            && s.source.is_some_and(|a| a.participant == source.participant)
-                            && s.spoke_at.is_some_and(|t| now.saturating_duration_since(t) < SPOKE_FOR)
-                    });
                     let speaking = if plan.dominant == Some(source.participant) {
                         0
-                    } else if spoke {
+                    } else if spoke.contains(&source.participant) {
                         1
                     } else {
                         2
@@ -1303,8 +1298,7 @@ impl Router {
                 let queue = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().standing_queue())).ok().flatten();
                 let acked = catch_unwind(AssertUnwindSafe(|| peer.rtc.bwe().acked_bitrate())).ok().flatten().map(|a| a.as_u64());
                 let was = peer.congestion.standing();
-                let loss = peer.lost_lately.filter(|(_, t)| now.saturating_duration_since(*t) < LOSS_LATELY).map_or(0.0, |(l, _)| l);
-                let standing = peer.congestion.review(now, queue, acked, loss);
+                let standing = peer.congestion.review(now, queue, acked);
                 if standing && !was {
                     tracing::debug!(subscriber = peer.key.participant, ?queue, estimate, delay, carried = ?acked, "congested downlink: a queue stands");
                 } else if was && !standing {

@@ -233,8 +233,6 @@ pub(crate) struct Peer {
     pub roomy_since: Option<Instant>,
     /// Whether we overload their downlink, and the ceiling it then gets.
     pub congestion: Congestion,
-    /// The worst loss (fraction) their receiver reports showed lately, and when.
-    pub lost_lately: Option<(f32, Instant)>,
     /// The home shard has been told who this is.
     pub announced: bool,
 }
@@ -276,7 +274,6 @@ impl Peer {
             quiet_since: None,
             roomy_since: None,
             congestion: Congestion::default(),
-            lost_lately: None,
             announced: false,
         }
     }
