@@ -39,9 +39,9 @@
 //!
 //! Each cell: the impairment set, 3 s for the receivers to settle, then a window of
 //! `--seconds`. Printed per cell: frames decoded of those sent, freezes (`freezeCount`,
-//! `totalFreezesDuration`), audio concealed (`concealedSamples` of `totalSamplesReceived`),
-//! the height decoded at the end, Bo's NACKs, PLIs and retransmissions received, and the
-//! round trip. Traffic stays on loopback and in the namespace.
+//! `totalFreezesDuration`, and the longest one, read every quarter second), audio concealed
+//! (`concealedSamples` of `totalSamplesReceived`), the height decoded at the end, Bo's NACKs,
+//! PLIs and retransmissions received, and the round trip. Traffic stays on loopback and in the namespace.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -109,8 +109,10 @@ fn plan() -> Plan {
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     let plan = plan();
-    println!("| mode | receiver | loss | delay | down | up | frames decoded | freezes | frozen | audio concealed | height | NACKs | PLIs | RTX | RTT |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| mode | receiver | loss | delay | down | up | frames decoded | freezes | frozen | longest | audio concealed | height | NACKs | PLIs | RTX | RTT |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for mode in &plan.modes {
         if mode == "cluster" {
             run_cluster(&plan).await;
@@ -208,7 +210,7 @@ async fn run_mode(plan: &Plan, sfu: bool) {
     }
     for &delay in &plan.delays {
         if delay > 0 && !sfu {
-            println!("| {via} | | | {delay} ms | | | skipped: in the mesh the direct path does not pass the delay relay | | | | | | | | |");
+            println!("| {via} | | | {delay} ms | | | skipped: in the mesh the direct path does not pass the delay relay | | | | | | | | | |");
             continue;
         }
         impairer.set((delay > 0).then(|| Impairment { delay: Duration::from_millis(delay), jitter: Duration::from_millis(delay / 3) }));
@@ -381,12 +383,13 @@ fn print_row(cell: &Cell, receiver: &str, w: &Window) {
     let (down, up) = (cap(down), cap(up));
     let path = if w.path == via { String::new() } else { format!(" (on {})", w.path) };
     println!(
-        "| {via}{path} | {receiver} | {loss} % | {delay} | {down} | {up} | {:.1} % ({} of {}) | {} | {:.2} s | {:.2} % | {}p | {} | {} | {} | {:.0} ms |",
+        "| {via}{path} | {receiver} | {loss} % | {delay} | {down} | {up} | {:.1} % ({} of {}) | {} | {:.2} s | {:.2} s | {:.2} % | {}p | {} | {} | {} | {:.0} ms |",
         100.0 * w.decoded_share(),
         w.decoded,
         w.sent,
         w.freeze_count,
         w.frozen.as_secs_f64(),
+        w.longest_freeze.as_secs_f64(),
         100.0 * w.concealed_share(),
         w.frame_height,
         w.nacks,

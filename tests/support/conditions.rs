@@ -92,6 +92,10 @@ pub struct Window {
     pub decoded: u64,
     pub freeze_count: u64,
     pub frozen: Duration,
+    /// The longest freeze within the window, from the receiver's counters read every
+    /// quarter second (exact where one look saw one freeze end; where it saw several, their
+    /// sum: a bound).
+    pub longest_freeze: Duration,
     pub samples: u64,
     pub concealed: u64,
     pub nacks: u64,
@@ -124,13 +128,24 @@ pub async fn window(sender: &Participant, receiver: &Participant, from: &str, to
         (sender.frames_sent_to(to).await, got)
     };
     let (sent0, r0) = read().await;
-    tokio::time::sleep(length).await;
+    let end = tokio::time::Instant::now() + length;
+    let (mut last, mut longest_freeze) = (r0.freezes, Duration::ZERO);
+    while tokio::time::Instant::now() + Duration::from_millis(250) < end {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Some(now) = receiver.reception(from).await {
+            longest_freeze = longest_freeze.max(now.freezes.saturating_sub(last));
+            last = now.freezes;
+        }
+    }
+    tokio::time::sleep_until(end).await;
     let (sent1, r1) = read().await;
+    longest_freeze = longest_freeze.max(r1.freezes.saturating_sub(last));
     Window {
         sent: sent1.saturating_sub(sent0),
         decoded: r1.frames_decoded.saturating_sub(r0.frames_decoded),
         freeze_count: r1.freeze_count.saturating_sub(r0.freeze_count),
         frozen: r1.freezes.saturating_sub(r0.freezes),
+        longest_freeze,
         samples: r1.samples.saturating_sub(r0.samples),
         concealed: r1.concealed.saturating_sub(r0.concealed),
         nacks: r1.nacks.saturating_sub(r0.nacks),

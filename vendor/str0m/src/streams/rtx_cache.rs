@@ -19,14 +19,38 @@ pub(crate) struct RtxCache {
     // a SeqNo. However We can half the storage space by using the sentinel
     // values SeqNo::MAX to indicate None
     seq_no_by_quantized_size: [SeqNo; RTX_CACHE_QUANTIZE_SLOTS],
+
+    // Confab patch: the age asked for; the cache keeps packets at least this long, longer on
+    // a long round trip (see `follow_rtt`).
+    base_age: Duration,
 }
+
+/// Confab patch: how many round trips a packet stays in the cache at least. A receiver asks
+/// again for a retransmission that was lost too about one round trip after its NACK, and its
+/// first NACK reaches us a round trip after the packet was sent: a cache of four round trips
+/// answers three requests. Shorter, a receiver on a far, lossy path often asked for a packet
+/// already gone (at 150 ms each way a 500 ms cache answered one request only), and then
+/// waited for it in vain (Chromium ~3 s, then a keyframe). libwebrtc's sender keeps
+/// max(1 s, 3 × RTT) (`RtpPacketHistory`).
+const RTX_CACHE_RTTS: u32 = 4;
+
+/// Confab patch: the longest a round trip may stretch the cache to.
+const RTX_CACHE_MAX_AGE: Duration = Duration::from_secs(2);
 
 impl RtxCache {
     pub fn new(max_packet_count: usize, max_packet_age: Duration) -> Self {
         Self {
             packet_by_seq_no: EvictingBuffer::new(10, max_packet_age, max_packet_count),
             seq_no_by_quantized_size: [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS],
+            base_age: max_packet_age,
         }
+    }
+
+    /// Confab patch: keeps packets for `RTX_CACHE_RTTS` round trips when that is longer than
+    /// the age asked for (at most `RTX_CACHE_MAX_AGE`).
+    pub fn follow_rtt(&mut self, rtt: Duration) {
+        let age = rtt.saturating_mul(RTX_CACHE_RTTS).min(RTX_CACHE_MAX_AGE).max(self.base_age);
+        self.packet_by_seq_no.set_max_age(age);
     }
 
     pub fn cache_sent_packet(&mut self, packet: RtpPacket, now: Instant) {

@@ -65,6 +65,12 @@ impl<T> EvictingBuffer<T> {
         }
     }
 
+    /// Confab patch: changes how long entries are kept, without dropping any held (a longer
+    /// age keeps what is there; a shorter one evicts at the next push or timeout).
+    pub fn set_max_age(&mut self, max_age: Duration) {
+        self.max_age = max_age;
+    }
+
     fn index_for_position(&self, position: u64) -> usize {
         (position % self.buf.len() as u64) as usize
     }

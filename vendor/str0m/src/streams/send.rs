@@ -1,4 +1,4 @@
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -156,6 +156,10 @@ pub struct StreamTx {
 
     /// Confab patch: when NACKs for aged-out packets last counted as a keyframe request.
     aged_out_keyframe_at: Option<Instant>,
+
+    /// Confab patch: when each packet was last queued for a resend (kept one
+    /// `RESENT_KEPT`), so that a NACK repeated within a round trip is not answered twice.
+    resent_at: HashMap<SeqNo, Instant>,
 
     /// If we have a pending incoming remb request.
     pending_request_remb: Option<Bitrate>,
@@ -355,13 +359,20 @@ impl RtpWrite {
 }
 
 /// Confab patch: how many aged-out packets one NACK must ask for before it counts as a
-/// keyframe request (an outage's stretch, not a retransmission lost again).
-const AGED_OUT_FOR_KEYFRAME: usize = 8;
+/// keyframe request. One: a receiver that asks for a packet the cache no longer holds
+/// (a stretch lost in an outage, or one packet whose retransmissions were lost too on a long
+/// path) cannot decode on without it, and would otherwise go on asking for ~3 s (Chromium's
+/// ten retries) before asking for a keyframe itself, frozen all along.
+const AGED_OUT_FOR_KEYFRAME: usize = 1;
 
 /// Confab patch: at most one such keyframe request this often per stream. One brings a
 /// subscriber back from an outage; on a link too thin for the video, where every NACK asks
 /// for a stretch, more would fill it with keyframes.
 const AGED_OUT_KEYFRAME_EVERY: Duration = Duration::from_secs(2);
+
+/// Confab patch: how long a resend is remembered, to leave NACKs repeated within a round trip
+/// unanswered (longer than any round trip the cache follows).
+const RESENT_KEPT: Duration = Duration::from_secs(2);
 
 impl StreamTx {
     pub(crate) fn new(
@@ -396,6 +407,7 @@ impl StreamTx {
             last_sender_report: already_happened(),
             pending_request_keyframe: None,
             aged_out_keyframe_at: None,
+            resent_at: HashMap::new(),
             pending_request_remb: None,
             stats: StreamTxStats::new(enable_stats),
             rtx_ratio: (0.0, already_happened()),
@@ -476,6 +488,9 @@ impl StreamTx {
     ) {
         // Dump old cache to avoid having to deal with resizing logic inside the cache impl.
         self.rtx_cache = RtxCache::new(max_packets, max_age);
+        if let Some(rtt) = self.stats.rtt() {
+            self.rtx_cache.follow_rtt(rtt);
+        }
         if rtx_ratio_cap.is_some() {
             self.stats
                 .bytes_transmitted
@@ -1061,7 +1076,12 @@ impl StreamTx {
                     self.remote_acked_ssrc = true;
                 }
 
-                self.stats.update_with_rr(now, self.last_sent_seq_no, r)
+                self.stats.update_with_rr(now, self.last_sent_seq_no, r);
+                // Confab patch: the history lasts as many round trips as a receiver needs to
+                // ask again for a retransmission that was lost too.
+                if let Some(rtt) = self.stats.rtt() {
+                    self.rtx_cache.follow_rtt(rtt);
+                }
             }
             Nack(_, list) => {
                 self.stats.increase_nacks();
@@ -1094,9 +1114,20 @@ impl StreamTx {
         let seq_no = self.rtx_cache.last_cached_seq_no()?;
         let iter = entries.flat_map(|n| n.into_iter(seq_no));
 
+        // Confab patch: a packet resent less than a round trip ago is on its way; a receiver
+        // that asks again before it could arrive (its NACKs repeat on its own estimate of
+        // the round trip, and a reordering path makes it ask for packets merely late) gets
+        // it once, as libwebrtc's `RtpPacketHistory` and mediasoup's sender do. Without
+        // this, on a far path the retransmissions passed the ratio cap and were dropped.
+        let rtt = self.stats.rtt().unwrap_or(Duration::ZERO);
+        self.resent_at.retain(|_, at| now.saturating_duration_since(*at) < RESENT_KEPT);
+
         // Schedule all resends. They will be handled on next poll_packet
         let mut aged = 0;
         for seq_no in iter {
+            if self.resent_at.get(&seq_no).is_some_and(|at| now.saturating_duration_since(*at) < rtt) {
+                continue;
+            }
             let Some(packet) = self.rtx_cache.get_cached_packet_by_seq_no(seq_no) else {
                 // Packet was not available in RTX cache, it has probably expired. Confab
                 // patch: count those that aged out (packets sent before the cache last
@@ -1113,12 +1144,12 @@ impl StreamTx {
                 payload_size: packet.payload.len(),
             };
             self.resends.push_back(resend);
+            self.resent_at.insert(seq_no, now);
         }
 
-        // Confab patch: a receiver that asks for a stretch of packets the history no longer
-        // holds (back from an outage) would wait for them in vain: it gets what it needs
-        // instead, a keyframe, as if it had asked for one. One or two (a retransmission lost
-        // again on a long path) are left to its own retries and requests.
+        // Confab patch: a receiver that asks for packets the history no longer holds (back
+        // from an outage, or a retransmission lost again on a long path) would wait for
+        // them in vain: it gets what it needs instead, a keyframe, as if it had asked.
         let due = self.aged_out_keyframe_at.is_none_or(|at| now.saturating_duration_since(at) >= AGED_OUT_KEYFRAME_EVERY);
         if aged >= AGED_OUT_FOR_KEYFRAME && due && self.pending_request_keyframe.is_none() {
             self.pending_request_keyframe = Some(KeyframeRequestKind::Pli);
