@@ -25,9 +25,11 @@
 //! the queue does when we send less was tried and taken back: a link that only just carries
 //! the audio we cut down to keeps a full queue that hardly overflows, as a longer path does,
 //! and undoing the pauses there left the overload unseen (docs/decisions.md, "A downlink we
-//! overload"). A path's step costs some seconds of paused video instead: what a standing
-//! queue paused resumes when the ceiling is forgotten (BWE, which fell while little went,
-//! would not resume it under jitter: a subscriber 150 ± 50 ms away saw none of it again).
+//! overload"). A path's step costs some seconds of paused video instead: when the ceiling is
+//! forgotten, what a standing queue paused is BWE's again (the router resumes it slot by
+//! slot as the estimate allows, and the first in line at once when nothing else plays and
+//! the estimate has room for it: BWE, which fell while little went, might otherwise resume
+//! none under jitter; all at once overloaded the link anew).
 
 use std::time::{Duration, Instant};
 

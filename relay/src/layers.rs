@@ -88,8 +88,7 @@ pub fn allocate(slots: &[SlotDemand], budget: u64) -> Vec<Share> {
         })
         .collect();
     let rate = |slot: usize, pos: usize| slots[slot].layers[ordered[slot][pos]].bitrate;
-    let mut priority: Vec<usize> = (0..slots.len()).filter(|&i| !ordered[i].is_empty()).collect();
-    priority.sort_by_key(|&i| (std::cmp::Reverse(slots[i].wanted_height), slots[i].speaking));
+    let priority = priority(slots);
     // The smallest layers, tallest tiles first, while they fit.
     let mut total: u64 = 0;
     let mut shown = vec![false; slots.len()];
@@ -129,6 +128,15 @@ pub fn allocate(slots: &[SlotDemand], budget: u64) -> Vec<Share> {
             }
         })
         .collect()
+}
+
+/// The order in which `allocate` gives slots room: tallest tiles first, among tiles alike
+/// the dominant speaker, then those who spoke lately, then the rest; slots without a known
+/// layer are left out.
+pub fn priority(slots: &[SlotDemand]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..slots.len()).filter(|&i| !slots[i].layers.is_empty()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(slots[i].wanted_height), slots[i].speaking));
+    order
 }
 
 /// How much more than its smallest layer's rate a paused slot needs before it resumes: 5/4.
@@ -184,6 +192,15 @@ mod tests {
         assert_eq!(choose(&[], 360, None), None);
         let single = [Layer { rid: None, height: 480, bitrate: 900_000 }];
         assert_eq!(choose(&single, 1080, Some(100_000)), Some(0));
+    }
+
+    #[test]
+    fn the_order_of_room_is_tile_height_then_speech_and_tiles_without_layers_are_left_out() {
+        let camera = || vec![layer("l", 180, 150), layer("m", 360, 500)];
+        let tile = |wanted_height, speaking| SlotDemand { layers: camera(), wanted_height, paused: false, speaking };
+        let none = SlotDemand { layers: Vec::new(), wanted_height: 720, paused: false, speaking: 0 };
+        let slots = [tile(180, 2), tile(180, 1), none, tile(360, 2), tile(180, 0), tile(180, 2)];
+        assert_eq!(priority(&slots), vec![3, 4, 1, 0, 5], "the taller tile, then the dominant speaker, those who spoke, the rest in their order");
     }
 
     #[test]

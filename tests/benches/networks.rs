@@ -39,7 +39,8 @@
 //!
 //! Each cell: the impairment set, 3 s for the receivers to settle, then a window of
 //! `--seconds`. Printed per cell: frames decoded of those sent, freezes (`freezeCount`,
-//! `totalFreezesDuration`, and the longest one, read every quarter second), audio concealed
+//! `totalFreezesDuration`, and the longest one, read every quarter second; a freeze still
+//! going on at the end, no frame for 0.5 s, counts too), audio concealed
 //! (`concealedSamples` of `totalSamplesReceived`), the height decoded at the end, Bo's NACKs,
 //! PLIs and retransmissions received, and the round trip. Traffic stays on loopback and in the namespace.
 

@@ -90,11 +90,14 @@ impl Participant {
 pub struct Window {
     pub sent: u64,
     pub decoded: u64,
+    /// Freezes: the receiver's (`freezeCount`, `totalFreezesDuration`), and one still going
+    /// on when the window ends (no frame for [`ONGOING_FREEZE`] or more), which it would
+    /// count only later.
     pub freeze_count: u64,
     pub frozen: Duration,
     /// The longest freeze within the window, from the receiver's counters read every
     /// quarter second (exact where one look saw one freeze end; where it saw several, their
-    /// sum: a bound).
+    /// sum: a bound), or the one going on at the end.
     pub longest_freeze: Duration,
     pub samples: u64,
     pub concealed: u64,
@@ -120,6 +123,12 @@ impl Window {
     }
 }
 
+/// No frame decoded for this long at the end of a window counts as a freeze going on (the
+/// receiver's own freeze counters would count it only once a frame comes; Chromium's
+/// threshold is ~200 ms at 30 frames a second, this leaves room for the quarter-second
+/// polling).
+const ONGOING_FREEZE: Duration = Duration::from_millis(500);
+
 /// Measures what `receiver` gets from `sender` (whose id is `from`; the receiver's is `to`)
 /// over `length`.
 pub async fn window(sender: &Participant, receiver: &Participant, from: &str, to: &str, length: Duration) -> Window {
@@ -130,21 +139,35 @@ pub async fn window(sender: &Participant, receiver: &Participant, from: &str, to
     let (sent0, r0) = read().await;
     let end = tokio::time::Instant::now() + length;
     let (mut last, mut longest_freeze) = (r0.freezes, Duration::ZERO);
+    // When a frame was last seen decoded: the receiver counts a freeze only once the next
+    // frame comes, so one still going on at the end of the window is counted here.
+    let (mut frames, mut frame_at) = (r0.frames_decoded, tokio::time::Instant::now());
     while tokio::time::Instant::now() + Duration::from_millis(250) < end {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if let Some(now) = receiver.reception(from).await {
             longest_freeze = longest_freeze.max(now.freezes.saturating_sub(last));
             last = now.freezes;
+            if now.frames_decoded > frames {
+                (frames, frame_at) = (now.frames_decoded, tokio::time::Instant::now());
+            }
         }
     }
     tokio::time::sleep_until(end).await;
     let (sent1, r1) = read().await;
     longest_freeze = longest_freeze.max(r1.freezes.saturating_sub(last));
+    let mut frozen = r1.freezes.saturating_sub(r0.freezes);
+    let mut freeze_count = r1.freeze_count.saturating_sub(r0.freeze_count);
+    let ongoing = if r1.frames_decoded > frames { Duration::ZERO } else { end.saturating_duration_since(frame_at) };
+    if ongoing >= ONGOING_FREEZE {
+        frozen += ongoing;
+        freeze_count += 1;
+        longest_freeze = longest_freeze.max(ongoing);
+    }
     Window {
         sent: sent1.saturating_sub(sent0),
         decoded: r1.frames_decoded.saturating_sub(r0.frames_decoded),
-        freeze_count: r1.freeze_count.saturating_sub(r0.freeze_count),
-        frozen: r1.freezes.saturating_sub(r0.freezes),
+        freeze_count,
+        frozen,
         longest_freeze,
         samples: r1.samples.saturating_sub(r0.samples),
         concealed: r1.concealed.saturating_sub(r0.concealed),

@@ -34,9 +34,10 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, PacerReason, Reason, Rtc};
 
 use crate::gaps::Gaps;
-use crate::layers::{Layer, RESUME_HEADROOM, Share, SlotDemand, allocate, choose};
+use crate::layers::{Layer, RESUME_HEADROOM, Share, SlotDemand, allocate, choose, priority};
 use crate::plan::{Demand, Member, Plan, Planner};
 use crate::remote::{self, Frame};
+use crate::repeat::Repeat;
 use crate::slots::Source;
 use crate::speakers::SPEECH_LEVEL;
 use crate::splice::{Feed, Incoming, Rewritten, Verdict};
@@ -683,9 +684,13 @@ impl Router {
                 if let Some(loss) = s.loss {
                     peer.congestion.reported(self.now, loss);
                     // Any stream's loss is the downlink's; repeated audio's is what the copies left.
+                    // Loss under a ceiling is our own overload ([`crate::congestion`]): copies
+                    // would only add to it, and they are not counted up for it.
                     let repeated = peer.copies(self.now) > 0 && audio.is_some_and(|slot| slot.recent[0].is_some());
                     let before = peer.repeat.copies();
-                    peer.repeat.report(self.now, fraction, repeated);
+                    if !peer.limited(self.now) {
+                        peer.repeat.report(self.now, fraction, repeated);
+                    }
                     if peer.repeat.copies() != before {
                         tracing::debug!(subscriber = peer.key.participant, fraction, copies = peer.repeat.copies(), "audio copies for a lossy downlink");
                     }
@@ -1227,20 +1232,7 @@ impl Router {
         let mut drained = Vec::new();
         for &index in &state.local {
             let Some(peer) = self.peers[index].as_mut() else { continue };
-            // Audio sent again for a lossy link ([`crate::repeat`]) costs its copies too; for
-            // a quiet subscriber, a source that does not speak costs its DTX frames only.
-            let copies = peer.copies(now) as u64;
-            let full = |s: &Slot| {
-                let rate = if s.audio_size > 0 { s.audio_size * 8 * AUDIO_PACKETS_PER_SECOND } else { AUDIO_RATE };
-                if s.recent[0].is_some() { rate * (1 + copies) } else { rate }
-            };
-            let sounding = peer.slots.iter().filter(|s| s.kind == MediaKind::Audio && s.source.is_some());
-            let all_audio = sounding.clone().map(full).sum::<u64>();
-            let audio = if peer.quiet_since.is_some() {
-                sounding.map(|s| if s.spoke_at.is_some_and(|t| now.saturating_duration_since(t) < SPOKE_FOR) { full(s) } else { QUIET_AUDIO_RATE }).sum::<u64>()
-            } else {
-                all_audio
-            };
+            let (mut all_audio, mut audio) = audio_need(peer, now);
             let video: Vec<usize> = (0..peer.slots.len()).filter(|i| peer.slots[*i].kind == MediaKind::Video && peer.slots[*i].source.is_some()).collect();
             // Whose audio spoke in the last moment, for the order among tiles alike.
             let spoke: Vec<u64> = peer
@@ -1285,8 +1277,9 @@ impl Router {
                 .sum::<u64>()
                 + audio;
             let mut paused_changed = false;
+            // What the last allocation had to share, for the log: (estimate, budget, audio).
+            let mut shared = None;
             if let Some(estimate) = peer.estimate {
-                let budget = |estimate: u64| (estimate * 85 / 100).saturating_sub(audio);
                 let competing: Vec<SlotDemand> = shown.iter().map(|&k| demands[k].clone()).collect();
                 // Layers follow the whole estimate; a pause needs the delay-based part to
                 // agree (random loss lowers the loss-based part, and video that arrives,
@@ -1300,6 +1293,8 @@ impl Router {
                 let was = peer.congestion.standing();
                 let standing = peer.congestion.review(now, queue, acked);
                 if standing && !was {
+                    // From now on, no copies and RED's primary alone: the audio costs less.
+                    (all_audio, audio) = audio_need(peer, now);
                     tracing::debug!(subscriber = peer.key.participant, ?queue, estimate, delay, carried = ?acked, "congested downlink: a queue stands");
                 } else if was && !standing {
                     // The queue drained: what played through it lost packets while it stood,
@@ -1307,11 +1302,32 @@ impl Router {
                     // too. Every slot still playing starts afresh.
                     drained.extend(peer.slots.iter().filter(|s| s.kind == MediaKind::Video && s.paused.is_none()).filter_map(|s| s.splicer.current()));
                 }
+                let budget = |estimate: u64| (estimate * 85 / 100).saturating_sub(audio);
                 if peer.congestion.release(now, delay.max(estimate)) {
-                    tracing::debug!(subscriber = peer.key.participant, estimate, delay, "ceiling forgotten: what the queue paused resumes");
-                    for slot in peer.slots.iter_mut().filter(|s| s.paused == Some(Pause::Bandwidth) && s.paused_by_queue) {
-                        slot.paused = None;
-                        slot.short_since = None;
+                    // What the queue paused is BWE's again: it resumes as the estimate allows,
+                    // one slot after another. Only when that would leave the subscriber with no
+                    // video at all does the first in line resume at once, if the estimate has
+                    // room for it as for a slot playing: BWE, which fell while little went,
+                    // might not resume any under jitter (a subscriber 150 ± 50 ms away saw
+                    // none again). Resuming them all at once overloaded the link anew (ten
+                    // people at 400 kbit/s: everything paused again 1-2 s later, the speaker
+                    // frozen for 4.7 s).
+                    let playing = shown.iter().any(|&k| peer.slots[video[k]].paused.is_none());
+                    let as_playing: Vec<SlotDemand> = competing.iter().map(|d| SlotDemand { paused: false, ..d.clone() }).collect();
+                    let fits = allocate(&as_playing, budget(delay.max(estimate)));
+                    let first = priority(&competing).into_iter().find(|&k| peer.slots[video[shown[k]]].paused_by_queue);
+                    let first = first.filter(|&k| !playing && fits[k] != Share::Paused).map(|k| video[shown[k]]);
+                    tracing::debug!(subscriber = peer.key.participant, estimate, delay, resumes = ?first.map(|i| peer.slots[i].mid.to_string()), "ceiling forgotten: what the queue paused is BWE's again");
+                    for slot in peer.slots.iter_mut() {
+                        slot.paused_by_queue = false;
+                    }
+                    // Copies counted up from the overload's loss would overload it again at
+                    // once (ten people at 400 kbit/s: twice the audio, the queue back 2 s
+                    // later); a link that loses at random asks for them afresh.
+                    peer.repeat = Repeat::default();
+                    if let Some(i) = first {
+                        peer.slots[i].paused = None;
+                        peer.slots[i].short_since = None;
                         paused_changed = true;
                     }
                 }
@@ -1339,6 +1355,7 @@ impl Router {
                 } else {
                     peer.roomy_since = None;
                 }
+                shared = Some((estimate, budget(estimate), audio));
                 let pausable = allocate(&competing, budget(delay.max(estimate)));
                 for ((&k, share), pausable) in shown.iter().zip(allocate(&competing, budget(estimate))).zip(pausable) {
                     let share = if share == Share::Paused && pausable != Share::Paused { Share::Rate(0) } else { share };
@@ -1370,7 +1387,8 @@ impl Router {
                     None
                 };
                 if pause != slot.paused {
-                    tracing::debug!(subscriber = peer.key.participant, slot = %slot.mid, from = source.participant, ?pause, "slot paused or resumed");
+                    let smallest = demand.layers.iter().map(|l| l.bitrate).min();
+                    tracing::debug!(subscriber = peer.key.participant, slot = %slot.mid, from = source.participant, ?pause, ?smallest, ?shared, "slot paused or resumed");
                     slot.paused = pause;
                     slot.paused_by_queue = pause == Some(Pause::Bandwidth) && peer.congestion.standing();
                     paused_changed = true;
@@ -1593,6 +1611,28 @@ fn deliver(
     }
 }
 
+/// What subscriber `peer`'s audio costs its downlink (bit/s of payload): all of it, and what
+/// it gets now (for a quiet subscriber, a source that does not speak costs its DTX frames
+/// only). Audio sent again for a lossy link ([`crate::repeat`]) costs its copies too; under a
+/// ceiling ([`crate::congestion`]) there are none, and RED goes as its primary alone.
+fn audio_need(peer: &Peer, now: Instant) -> (u64, u64) {
+    let copies = peer.copies(now) as u64;
+    let limited = peer.limited(now);
+    let full = |s: &Slot| {
+        let rate = if s.audio_size > 0 { s.audio_size * 8 * AUDIO_PACKETS_PER_SECOND } else { AUDIO_RATE };
+        let rate = if limited && s.red { rate / 2 } else { rate };
+        if s.recent[0].is_some() { rate * (1 + copies) } else { rate }
+    };
+    let sounding = peer.slots.iter().filter(|s| s.kind == MediaKind::Audio && s.source.is_some());
+    let all_audio = sounding.clone().map(full).sum::<u64>();
+    let audio = if peer.quiet_since.is_some() {
+        sounding.map(|s| if s.spoke_at.is_some_and(|t| now.saturating_duration_since(t) < SPOKE_FOR) { full(s) } else { QUIET_AUDIO_RATE }).sum::<u64>()
+    } else {
+        all_audio
+    };
+    (all_audio, audio)
+}
+
 /// Writes, in place of a silent audio packet, a DTX frame: its Opus TOC byte alone (RED's
 /// primary's for RED), with frame count code 0, as plain Opus.
 fn write_dtx(sub: &mut Peer, slot: usize, payloads: &Payloads, out: Rewritten, now: Instant) -> Written {
@@ -1632,6 +1672,7 @@ fn write(sub: &mut Peer, slot: usize, payloads: &Payloads, out: Rewritten, now: 
     if !video {
         // Plain Opus is kept to be sent again; RED carries its own redundancy.
         let red = Some(pt) == sub.pt(Codec::Red);
+        sub.slots[slot].red = red;
         let size = payload.len() as u64;
         let known = &mut sub.slots[slot].audio_size;
         *known = if *known == 0 { size } else { (*known * 7 + size) / 8 };

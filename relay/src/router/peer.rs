@@ -131,6 +131,8 @@ pub(crate) struct Slot {
     /// Audio: the size of the payloads it sends (bytes, smoothed over the last few): what
     /// it costs the downlink, as BWE counts.
     pub audio_size: u64,
+    /// Audio: the last packet went as RED (its primary alone costs about half).
+    pub red: bool,
     /// Audio: when its source last spoke, and, while it is silent for a quiet subscriber,
     /// when the last DTX frame went in place of its packets.
     pub spoke_at: Option<Instant>,
@@ -184,6 +186,7 @@ impl Slot {
             paused_by_queue: false,
             recent: Default::default(),
             audio_size: 0,
+            red: false,
             spoke_at: None,
             dtx_at: None,
         }
