@@ -18,7 +18,7 @@ pub const DEFAULT_FIRST_TOKEN_TTL: Span = Span(24 * 3600);
 pub const DEFAULT_MESH_THRESHOLD: usize = 4;
 pub const DEFAULT_RECONNECT_GRACE: Span = Span(30);
 pub const DEFAULT_LAST_N: usize = 9;
-pub const DEFAULT_SEATS_PER_ADDRESS: usize = 20;
+pub use crate::meeting::room::DEFAULT_SEATS_PER_ADDRESS;
 
 /// The TOML file: the same names as the long flags, with `_` for `-`.
 #[derive(Debug, Default, Deserialize)]

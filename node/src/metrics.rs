@@ -108,7 +108,7 @@ pub fn render(hub: HubCounts, media: &Counters, turn: Option<&crate::turn::servi
         "confab_relay_stalled_shards",
         "SFU shard threads whose loop has not run for 5 s (stuck or dead); /healthz fails while this is not 0.",
         "gauge",
-        &one(media.stalled_shards(crate::http::STALL_LIMIT) as u64),
+        &one(media.stalled_shards(confab_relay::STALL_LIMIT) as u64),
     );
     if let Some(turn) = turn {
         metric("confab_turn_allocations_total", "Relayed addresses the TURN relay gave out.", "counter", &load(&turn.allocations));

@@ -22,6 +22,7 @@
 mod congestion;
 mod gaps;
 mod h264;
+pub mod handoff;
 pub mod layers;
 pub mod plan;
 mod red;
@@ -40,8 +41,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use handoff::RoomId;
 pub use remote::Frame;
-use router::RoomId;
 use shard::{Mailbox, Shard, ShardMessage};
 
 /// Why the relay could not take a participant.
@@ -101,6 +102,10 @@ impl Histogram {
 }
 
 const LATENCY_BOUNDS_MS: [f64; 14] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0];
+
+/// A relay shard whose loop has not run for this long is stuck (it wakes at least every
+/// 200 ms): `/healthz` fails and `/metrics` counts it.
+pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What `/metrics` shows of the relay.
 #[derive(Debug)]
@@ -179,7 +184,8 @@ impl Counters {
         }
     }
 
-    /// Shards whose loop has not run for `limit`: stuck, or dead.
+    /// Shards whose loop has not run for `limit` (in the node: [`STALL_LIMIT`]): stuck, or
+    /// dead.
     pub fn stalled_shards(&self, limit: std::time::Duration) -> usize {
         let Some(started) = self.started else { return 0 };
         let now = started.elapsed().as_millis() as u64;
@@ -363,7 +369,7 @@ impl Directory {
     }
 
     /// Where a control message from another node goes here, and what it says.
-    pub(crate) fn control(&mut self, control: remote::Control, least_loaded: usize, now: std::time::Instant) -> Vec<(usize, router::Handoff)> {
+    pub(crate) fn control(&mut self, control: remote::Control, least_loaded: usize, now: std::time::Instant) -> Vec<(usize, handoff::Handoff)> {
         let node = self.node;
         let room = control.room().to_string();
         let targets = if control.to_home() {
@@ -400,7 +406,7 @@ impl Directory {
 
     /// Where a media packet from another node goes here: every shard with participants in
     /// its room (each serves its own subscribers).
-    pub(crate) fn media(&self, bytes: &[u8], now: std::time::Instant) -> Option<(Vec<usize>, Arc<router::MediaPacket>)> {
+    pub(crate) fn media(&self, bytes: &[u8], now: std::time::Instant) -> Option<(Vec<usize>, Arc<handoff::MediaPacket>)> {
         let entry = self.rooms.get(remote::media_room(bytes)?)?;
         let packet = remote::decode_media(bytes, entry.id, now)?;
         Some((Self::shards_of(entry), Arc::new(packet)))
@@ -495,7 +501,7 @@ impl Relay {
     pub fn left_elsewhere(&self, peer: &PeerKey) {
         let found = self.directory().left_elsewhere(peer);
         if let Some((shard, room)) = found {
-            let _ = self.mailboxes[shard].post(ShardMessage::Handoff(router::Handoff::Left { room, participant: peer.participant }));
+            let _ = self.mailboxes[shard].post(ShardMessage::Handoff(handoff::Handoff::Left { room, participant: peer.participant }));
         }
     }
 
@@ -504,13 +510,13 @@ impl Relay {
     /// Malformed packets, and packets for rooms this node has no part in, are dropped.
     pub fn deliver_media(&self, packets: Vec<Vec<u8>>) {
         let now = std::time::Instant::now();
-        let routed: Vec<(Vec<usize>, Arc<router::MediaPacket>)> = {
+        let routed: Vec<(Vec<usize>, Arc<handoff::MediaPacket>)> = {
             let directory = self.directory();
             packets.iter().filter_map(|bytes| directory.media(bytes, now)).collect()
         };
         for (shards, packet) in routed {
             for shard in shards {
-                let _ = self.mailboxes[shard].post(ShardMessage::Handoff(router::Handoff::Media(packet.clone())));
+                let _ = self.mailboxes[shard].post(ShardMessage::Handoff(handoff::Handoff::Media(packet.clone())));
             }
         }
     }
@@ -581,7 +587,7 @@ mod tests {
         let keyframe = remote::decode_control(
             &remote::encode_control(
                 "r",
-                &router::Handoff::KeyframeRequest { room, feed: splice::Feed { publisher: 2, mid: str0m::media::Mid::from("0"), layer: None } },
+                &handoff::Handoff::KeyframeRequest { room, feed: splice::Feed { publisher: 2, mid: str0m::media::Mid::from("0"), layer: None } },
                 now,
                 here,
             )
@@ -597,7 +603,7 @@ mod tests {
         let member = remote::decode_control(
             &remote::encode_control(
                 "r",
-                &router::Handoff::Joined {
+                &handoff::Handoff::Joined {
                     room,
                     name: "r".into(),
                     participant: 7,

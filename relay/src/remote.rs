@@ -12,9 +12,9 @@ use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::rtp::Vp8Descriptor;
 
+use crate::handoff::{Handoff, MediaPacket, RoomId};
 use crate::layers::Layer;
 use crate::plan::{Member, Plan};
-use crate::router::{Handoff, MediaPacket, RoomId};
 use crate::slots::Source;
 use crate::splice::Feed;
 use crate::{Held, NodeId, ShardId};

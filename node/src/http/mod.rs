@@ -243,10 +243,6 @@ fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
     }
 }
 
-/// A relay shard whose loop has not run for this long is stuck (it wakes at least every
-/// 200 ms).
-pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// For load balancers and monitoring: 200 when the database answers and every relay shard
 /// is running, 503 otherwise, with what failed.
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
@@ -256,7 +252,7 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         Ok(Err(e)) => e.to_string(),
         Err(e) => e.to_string(),
     };
-    let stalled = state.relay.counters.stalled_shards(STALL_LIMIT);
+    let stalled = state.relay.counters.stalled_shards(confab_relay::STALL_LIMIT);
     // A node being drained answers 503 too, so that load balancers send nobody new.
     let draining = state.cluster.as_ref().is_some_and(|c| c.draining());
     let healthy = database == "ok" && stalled == 0 && !draining;

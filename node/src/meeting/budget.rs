@@ -3,7 +3,9 @@
 //! queues. The burst covers a browser's offers and candidates for a whole mesh at once (a few
 //! dozen per peer).
 
-use super::room::Millis;
+/// Monotonic milliseconds, from whatever origin the caller chose: the clock of budgets and
+/// rooms alike.
+pub type Millis = u64;
 
 pub const BURST: f64 = 200.0;
 pub const PER_SECOND: f64 = 50.0;

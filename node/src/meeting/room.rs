@@ -16,11 +16,13 @@ use super::protocol::{
     WaitingView,
 };
 
-/// Monotonic milliseconds, from whatever origin the caller chose.
 /// The ICE servers for one participant's connections (TURN credentials are per seat).
 pub type IceServersFor<'a> = &'a dyn Fn(ParticipantId) -> Vec<IceServer>;
 
-pub type Millis = u64;
+pub use super::budget::Millis;
+
+/// How many seats one address may hold in one meeting unless configured otherwise.
+pub const DEFAULT_SEATS_PER_ADDRESS: usize = 20;
 
 /// The shell's handle for one WebSocket.
 pub type ConnId = u64;
@@ -41,13 +43,7 @@ pub struct RoomConfig {
 
 impl Default for RoomConfig {
     fn default() -> RoomConfig {
-        RoomConfig {
-            mesh_threshold: 4,
-            reconnect_grace_ms: 30_000,
-            sfu_hold_down_ms: 15_000,
-            capacity: 100,
-            seats_per_address: crate::config::DEFAULT_SEATS_PER_ADDRESS,
-        }
+        RoomConfig { mesh_threshold: 4, reconnect_grace_ms: 30_000, sfu_hold_down_ms: 15_000, capacity: 100, seats_per_address: DEFAULT_SEATS_PER_ADDRESS }
     }
 }
 

@@ -34,14 +34,15 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, PacerReason, Reason, Rtc};
 
 use crate::gaps::Gaps;
-use crate::layers::{Layer, RESUME_HEADROOM, Share, SlotDemand, allocate, choose, priority};
+use crate::handoff::{Handoff, MediaPacket, RoomId};
+use crate::layers::{RESUME_HEADROOM, Share, SlotDemand, allocate, choose, priority};
 use crate::plan::{Demand, Member, Plan, Planner};
 use crate::remote::{self, Frame};
 use crate::repeat::Repeat;
 use crate::slots::Source;
 use crate::speakers::SPEECH_LEVEL;
 use crate::splice::{Feed, Incoming, Rewritten, Verdict};
-use crate::vp8::{self, Vp8Info};
+use crate::vp8;
 use crate::{Counters, Held, NodeId, Notice, PeerKey, RelayError, ShardId, Tile};
 use peer::{LayerBook, Pause, Peer, Slot, Track};
 
@@ -115,76 +116,6 @@ const KEEP_SPEAKERS_LAYERS: usize = 2;
 /// Pacer timeouts str0m asks for a microsecond ahead ("immediate") are fed at once, at
 /// most this many per peer per drain.
 const IMMEDIATE_TIMEOUTS: usize = 4096;
-
-/// A room, as every shard names it (given by [`crate::Relay`] when its first participant
-/// arrives).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RoomId(pub u64);
-
-/// One RTP packet as it arrived from a publisher. Every subscriber's copy, on every shard,
-/// shares it; only the numbering is rewritten per slot.
-#[derive(Debug)]
-pub struct MediaPacket {
-    pub room: RoomId,
-    pub feed: Feed,
-    pub kind: MediaKind,
-    pub codec: Codec,
-    pub seq: u64,
-    pub timestamp: u32,
-    pub marker: bool,
-    /// A decoder can start here.
-    pub start: bool,
-    pub vp8: Option<Vp8Info>,
-    pub vp8_descriptor: Option<Vp8Descriptor>,
-    pub audio_level: Option<i8>,
-    pub voice_activity: Option<bool>,
-    pub arrival: Instant,
-    pub payload: Arc<[u8]>,
-}
-
-/// What one shard tells another.
-#[derive(Debug, Clone)]
-pub enum Handoff {
-    /// A publisher's packet, for the receiving shard's subscribers.
-    Media(Arc<MediaPacket>),
-    /// To the home shard: a participant (now) on `member.shard` with this media.
-    Joined { room: RoomId, name: Arc<str>, participant: u64, member: Member },
-    /// To the home shard: a participant left the sending shard.
-    Left { room: RoomId, participant: u64 },
-    /// To the home shard: a loud audio packet.
-    Speech { room: RoomId, participant: u64, level: i8, at: Instant },
-    /// To the home shard: the layers a publisher's video track sends now.
-    Layers { room: RoomId, participant: u64, mid: Mid, layers: Vec<Layer> },
-    /// To the home shard: the layers the sending shard forwards (or waits for).
-    Demand { room: RoomId, shard: ShardId, demand: Demand },
-    /// From the home shard to every shard of the room.
-    Plan { room: RoomId, name: Arc<str>, home: ShardId, plan: Arc<Plan> },
-    /// To the publisher's shard: a subscriber needs a keyframe of `feed`.
-    KeyframeRequest { room: RoomId, feed: Feed },
-    /// To the publisher's shard: a subscriber of `feed` (audio) lost `fraction` (in 256ths,
-    /// as RTCP counts it) of it in their latest receiver report.
-    Loss { room: RoomId, feed: Feed, fraction: u8 },
-    /// To the publisher's shard, from another node: the cascade lost these packets of `feed`
-    /// (by the publisher's numbering) on the way to node `to`; send them again.
-    Resend { room: RoomId, feed: Feed, seqs: Vec<u64>, to: NodeId },
-}
-
-impl Handoff {
-    pub fn room(&self) -> RoomId {
-        match self {
-            Handoff::Media(packet) => packet.room,
-            Handoff::Joined { room, .. }
-            | Handoff::Left { room, .. }
-            | Handoff::Speech { room, .. }
-            | Handoff::Layers { room, .. }
-            | Handoff::Demand { room, .. }
-            | Handoff::Plan { room, .. }
-            | Handoff::KeyframeRequest { room, .. }
-            | Handoff::Loss { room, .. }
-            | Handoff::Resend { room, .. } => *room,
-        }
-    }
-}
 
 /// What the router asks its shell to do.
 #[derive(Debug)]

@@ -19,7 +19,8 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::router::{Handoff, Output, RoomId, Router, RouterConfig};
+use crate::handoff::{Handoff, RoomId};
+use crate::router::{Output, Router, RouterConfig};
 use crate::{Cascade, Counters, Held, Notice, PeerKey, RelayConfig, RelayError, ShardId, Tile};
 
 use udp::{BATCH, Batch};
