@@ -15,6 +15,7 @@ mod connectivity;
 mod http_bad_input;
 mod i18n;
 mod impairment;
+mod imports;
 mod loadtest;
 mod login_rate_limit;
 mod meeting_mesh;
