@@ -47,4 +47,14 @@ node --test tests/web/
 # The node the integration tests start: built once, here, not by each test binary.
 cargo build --locked -p confab-node --bin confab
 export CONFAB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/confab"
-cargo test --workspace --locked "$@"
+# Each integration test appends its time here (tests/support/timing.rs); the slowest twenty
+# are printed at the end, whether the tests passed or not.
+export CONFAB_TEST_TIMES="${CARGO_TARGET_DIR:-$PWD/target}/test-times.tsv"
+rm -f "$CONFAB_TEST_TIMES"
+status=0
+cargo test --workspace --locked "$@" || status=$?
+if [ -s "$CONFAB_TEST_TIMES" ]; then
+  echo "The slowest twenty tests (seconds from their first node or browser lock to their end):"
+  sort -rn "$CONFAB_TEST_TIMES" | head -20
+fi
+exit $status

@@ -29,7 +29,10 @@ fn geckodriver() -> String {
 /// and every timing the tests print would measure the machine, not Confab.
 pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
-    LOCK.get_or_init(|| tokio::sync::Mutex::new(())).lock().await
+    let guard = LOCK.get_or_init(|| tokio::sync::Mutex::new(())).lock().await;
+    // The test's clock starts once it holds the machine, not while it waits for it.
+    crate::timing::mark();
+    guard
 }
 
 /// A WAV file of synthetic speech, which Chromium's fake microphone plays in a loop: every

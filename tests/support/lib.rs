@@ -10,6 +10,7 @@ pub mod native;
 pub mod netns;
 pub mod node;
 pub mod signaling;
+pub mod timing;
 pub mod turn;
 
 pub use node::{Node, client};

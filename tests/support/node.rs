@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 /// Path of the `confab` binary, built once per test process with the same profile as the
 /// tests (so `cargo test` always exercises the current code).
 pub fn confab_bin() -> PathBuf {
+    crate::timing::mark();
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Ok(path) = std::env::var("CONFAB_BIN") {
