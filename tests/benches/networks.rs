@@ -41,8 +41,9 @@
 //! `--seconds`. Printed per cell: frames decoded of those sent, freezes (`freezeCount`,
 //! `totalFreezesDuration`, and the longest one, read every quarter second; a freeze still
 //! going on at the end, no frame for 0.5 s, counts too), audio concealed
-//! (`concealedSamples` of `totalSamplesReceived`), the height decoded at the end, Bo's NACKs,
-//! PLIs and retransmissions received, and the round trip. Traffic stays on loopback and in the namespace.
+//! (`concealedSamples` of `totalSamplesReceived`), the height decoded at the end, Bo's
+//! NACKs, PLIs and retransmissions received, and the round trip. Traffic stays on loopback
+//! and in the namespace.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -615,10 +615,10 @@ impl Router {
                 if let Some(loss) = s.loss {
                     peer.congestion.reported(self.now, loss);
                     // Any stream's loss is the downlink's; repeated audio's is what the copies left.
-                    // Loss under a ceiling is our own overload ([`crate::congestion`]): copies
-                    // would only add to it, and they are not counted up for it.
                     let repeated = peer.copies(self.now) > 0 && audio.is_some_and(|slot| slot.recent[0].is_some());
                     let before = peer.repeat.copies();
+                    // Loss under a ceiling is our own overload ([`crate::congestion`]): copies
+                    // would only add to it, and they are not counted up for it.
                     if !peer.limited(self.now) {
                         peer.repeat.report(self.now, fraction, repeated);
                     }
@@ -1243,11 +1243,14 @@ impl Router {
                     // none again). Resuming them all at once overloaded the link anew (ten
                     // people at 400 kbit/s: everything paused again 1-2 s later, the speaker
                     // frozen for 4.7 s).
-                    let playing = shown.iter().any(|&k| peer.slots[video[k]].paused.is_none());
-                    let as_playing: Vec<SlotDemand> = competing.iter().map(|d| SlotDemand { paused: false, ..d.clone() }).collect();
-                    let fits = allocate(&as_playing, budget(delay.max(estimate)));
-                    let first = priority(&competing).into_iter().find(|&k| peer.slots[video[shown[k]]].paused_by_queue);
-                    let first = first.filter(|&k| !playing && fits[k] != Share::Paused).map(|k| video[shown[k]]);
+                    let first = if shown.iter().any(|&k| peer.slots[video[k]].paused.is_none()) {
+                        None
+                    } else {
+                        let as_playing: Vec<SlotDemand> = competing.iter().map(|d| SlotDemand { paused: false, ..d.clone() }).collect();
+                        let fits = allocate(&as_playing, budget(delay.max(estimate)));
+                        let first = priority(&competing).into_iter().find(|&k| peer.slots[video[shown[k]]].paused_by_queue);
+                        first.filter(|&k| fits[k] != Share::Paused).map(|k| video[shown[k]])
+                    };
                     tracing::debug!(subscriber = peer.key.participant, estimate, delay, resumes = ?first.map(|i| peer.slots[i].mid.to_string()), "ceiling forgotten: what the queue paused is BWE's again");
                     for slot in peer.slots.iter_mut() {
                         slot.paused_by_queue = false;

@@ -22,9 +22,10 @@ use super::RoomId;
 /// How long a subscriber's video stays available for retransmission (NACK) at least, and at
 /// most how many packets of it. str0m (patch 9) keeps it four round trips when that is longer
 /// (at most 2 s), so a far subscriber can ask again for a retransmission lost too; on a short
-/// path half a second answers every NACK. Each packet kept costs ~430 bytes per subscriber (str0m keeps the whole packet
-/// beside the shared payload): at 50 participants 1 s of history cost 1,060 KiB of server
-/// memory per participant, 500 ms 930-945 KiB, 250 ms 856 KiB (docs/benchmarks.md).
+/// path half a second answers every NACK. Each packet kept costs ~430 bytes per subscriber
+/// (str0m keeps the whole packet beside the shared payload): at 50 participants 1 s of
+/// history cost 1,060 KiB of server memory per participant, 500 ms 930-945 KiB, 250 ms 856
+/// KiB (docs/benchmarks.md).
 const RTX_HISTORY: Duration = Duration::from_millis(500);
 const RTX_PACKETS: usize = 1024;
 
